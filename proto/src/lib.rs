@@ -1,0 +1,20 @@
+//! The bridgemesh wire: what crosses a process boundary.
+//!
+//! # Layout
+//! - [`ids`]: newtypes for every identifier (`RoomId`, `ParticipantId`, `BridgeId`, ...), validated at the edge.
+//! - [`api`]: control HTTP API bodies (`/api/v1/...`) and the JSON error envelope with its codes.
+//! - [`signaling`]: messages on the client ↔ bridge WebSocket.
+//! - [`ticket`]: claims of the short-lived ticket control issues for one participant on one bridge.
+//!
+//! Everything here is plain serde data; there is no I/O. A change to any of these shapes is a
+//! versioned change: [`PROTOCOL_VERSION`] is sent in the signaling `welcome` message.
+
+pub mod api;
+pub mod ids;
+pub mod signaling;
+pub mod ticket;
+
+pub use ids::{BridgeId, IdError, ParticipantId, RegionId, RoomId, Ssrc};
+
+/// Version of the signaling protocol described in `docs/signaling.md`.
+pub const PROTOCOL_VERSION: u32 = 1;

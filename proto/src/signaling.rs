@@ -1,0 +1,128 @@
+//! Client ↔ bridge signaling: JSON text frames on a WebSocket, tagged by `"type"`.
+//! The bridge is always the SDP offerer; the client only answers. `docs/signaling.md` has the sequence.
+
+use crate::api::ErrorCode;
+use crate::ids::{ParticipantId, RoomId};
+use serde::{Deserialize, Serialize};
+
+/// Largest client → bridge frame the bridge reads; an answer SDP for a full room fits easily.
+pub const CLIENT_MESSAGE_MAX_BYTES: usize = 256 * 1024;
+
+/// What a participant publishes. Each source is one track.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MediaSource {
+    Microphone,
+    Camera,
+    Screen,
+}
+
+impl MediaSource {
+    pub const ALL: [MediaSource; 3] = [MediaSource::Microphone, MediaSource::Camera, MediaSource::Screen];
+
+    pub fn is_audio(self) -> bool {
+        matches!(self, MediaSource::Microphone)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MediaSource::Microphone => "microphone",
+            MediaSource::Camera => "camera",
+            MediaSource::Screen => "screen",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+#[non_exhaustive]
+pub enum ClientMessage {
+    /// First message on a new socket: the ticket from the join response.
+    Hello { ticket: String },
+    /// Answer to the bridge's latest `offer`.
+    Answer { sdp: String },
+    /// Mute state as the participant's own UI shows it; relayed to everyone.
+    Mute { microphone: bool, camera: bool },
+    /// Ask for a receiving slot for one more source (screen share); the bridge re-offers.
+    Publish { source: MediaSource },
+    /// The source stopped; the bridge stops forwarding it and re-offers.
+    Unpublish { source: MediaSource },
+    /// Clean exit; the bridge tells the room at once instead of waiting for a timeout.
+    Leave,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ParticipantInfo {
+    pub id: ParticipantId,
+    pub display_name: String,
+    pub microphone_muted: bool,
+    pub camera_muted: bool,
+    /// Sources this participant currently publishes.
+    pub sources: Vec<MediaSource>,
+}
+
+/// Which remote participant and source an m-line of the offer carries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrackInfo {
+    pub mid: String,
+    pub participant_id: ParticipantId,
+    pub source: MediaSource,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ByeReason {
+    /// The participant sent `leave`.
+    Left,
+    /// The same participant connected again on another socket.
+    Replaced,
+    /// The bridge is shutting down or draining; join again to be placed elsewhere.
+    BridgeShutdown,
+    /// A protocol error ended the session; an `error` message preceded this.
+    ProtocolError,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ServerMessage {
+    Welcome {
+        protocol_version: u32,
+        room: RoomId,
+        participant_id: ParticipantId,
+        /// Everyone else already in the room.
+        participants: Vec<ParticipantInfo>,
+    },
+    /// A new session description; the client answers with `answer`. `tracks` maps every sending
+    /// m-line of this offer to its participant and source.
+    Offer { sdp: String, tracks: Vec<TrackInfo> },
+    ParticipantJoined { participant: ParticipantInfo },
+    ParticipantUpdated { participant: ParticipantInfo },
+    ParticipantLeft { participant_id: ParticipantId },
+    Error { code: ErrorCode, message: String },
+    Bye { reason: ByeReason },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_messages_are_tagged() {
+        let m: ClientMessage = serde_json::from_str(r#"{"type":"hello","ticket":"t"}"#).unwrap();
+        assert_eq!(m, ClientMessage::Hello { ticket: "t".into() });
+        let m: ClientMessage = serde_json::from_str(r#"{"type":"publish","source":"screen"}"#).unwrap();
+        assert_eq!(m, ClientMessage::Publish { source: MediaSource::Screen });
+        assert!(serde_json::from_str::<ClientMessage>(r#"{"type":"hello"}"#).is_err());
+        assert!(serde_json::from_str::<ClientMessage>(r#"{"type":"shutdown"}"#).is_err());
+    }
+
+    #[test]
+    fn server_messages_round_trip() {
+        let msg = ServerMessage::ParticipantLeft { participant_id: ParticipantId::new("p-1").unwrap() };
+        let json = serde_json::to_string(&msg).unwrap();
+        assert_eq!(json, r#"{"type":"participant_left","participant_id":"p-1"}"#);
+        assert_eq!(serde_json::from_str::<ServerMessage>(&json).unwrap(), msg);
+    }
+}
