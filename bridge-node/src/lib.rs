@@ -1,1 +1,35 @@
-//! placeholder
+//! The bridgemesh bridge: a selective forwarding unit with every participant on one UDP port.
+//!
+//! # Layout
+//! - [`config`]: [`BridgeConfig`], validated before anything binds.
+//! - [`demux`]: routing a datagram to its participant (STUN USERNAME first, then the 4-tuple).
+//! - [`peer`]: one participant's `rtc` peer connection (ICE-lite, the shared port as candidate).
+//! - [`participant`]: receiving slots, sending legs and negotiation state of one participant.
+//! - [`shard`]: the forwarding engine, a sans-IO state machine over the rooms one thread owns.
+//! - [`driver`]: threads, the UDP socket and timers around the shards.
+//! - [`signaling`]: the WebSocket endpoint, authenticated by control's tickets.
+//! - [`ticket`]: ticket verification with a single-use cache.
+//! - [`keyframe_requests`]: lets inbound PLI/FIR past `rtc`'s interceptor chain to the application.
+//!
+//! # Run loop
+//! ```text
+//! shard thread i:  wait(socket readable | inbox | next timeout)
+//!                  datagram → RouteTable → mine? shard.handle_input : send to shard j's inbox
+//!                  inbox    → shard.handle_input(now, Connect | Client | Disconnect | Datagram)
+//!                  timeout  → shard.handle_timeout(now)
+//!                  drain shard.poll_output(): Transmit → socket, ToClient → that client's socket task
+//! ```
+//! Rooms are spread over shards by a hash of the room id, so a room's forwarding never crosses threads.
+
+pub mod config;
+pub mod demux;
+pub mod driver;
+pub mod keyframe_requests;
+pub mod participant;
+pub mod peer;
+pub mod shard;
+pub mod signaling;
+pub mod ticket;
+
+pub use config::{BridgeConfig, ConfigError};
+pub use driver::{Bridge, BridgeEvent, BridgeStats, StartError};

@@ -1,1 +1,25 @@
-//! placeholder
+//! The bridgemesh control node: the join API, room state, bridge tickets and the web client.
+//!
+//! # Layout
+//! - [`state`]: the state machine — typed [`state::Command`]s applied deterministically.
+//! - [`placement`]: which bridge a participant goes to, a pure function of the state.
+//! - [`node`]: [`ControlNode`], the state behind a lock plus ticket issuing; `join` lives here.
+//! - [`http`]: the axum driver: `/api/v1/...`, `/health`, `/metrics`, the web client.
+//! - [`web`]: the browser client's files, compiled in.
+//!
+//! # Run loop
+//! ```text
+//! POST /api/v1/rooms/{room}/join → validate → placement::choose_bridge(state)
+//!     → state.apply(Command::Join{..}) → sign ticket for that bridge → JSON answer
+//! bridge events (joined / left) → state.apply(Confirm | Leave)
+//! every few seconds → state.apply(ExpireUnconfirmed{now})
+//! ```
+//! This node is a single replica; the replicated control plane builds on the same commands.
+
+pub mod http;
+pub mod node;
+pub mod placement;
+pub mod state;
+pub mod web;
+
+pub use node::{ApiError, ControlNode};

@@ -132,7 +132,12 @@ pub struct ErrorDetail {
 
 impl ErrorBody {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { error: ErrorDetail { code, message: message.into() } }
+        Self {
+            error: ErrorDetail {
+                code,
+                message: message.into(),
+            },
+        }
     }
 }
 
@@ -142,7 +147,11 @@ mod tests {
 
     #[test]
     fn error_codes_serialize_as_their_names() {
-        for code in [ErrorCode::MalformedBody, ErrorCode::NoCapacity, ErrorCode::TicketRejected] {
+        for code in [
+            ErrorCode::MalformedBody,
+            ErrorCode::NoCapacity,
+            ErrorCode::TicketRejected,
+        ] {
             let json = serde_json::to_string(&code).unwrap();
             assert_eq!(json, format!("\"{}\"", code.as_str()));
         }

@@ -118,7 +118,10 @@ mod tests {
         assert!(matches!(RoomId::new("Upper"), Err(IdError::BadCharacter { .. })));
         assert!(matches!(RoomId::new("../etc"), Err(IdError::BadCharacter { .. })));
         assert!(matches!(RoomId::new("a/b"), Err(IdError::BadCharacter { .. })));
-        assert!(matches!(RoomId::new("x".repeat(65)), Err(IdError::TooLong { .. })));
+        assert!(matches!(
+            RoomId::new("x".repeat(65)),
+            Err(IdError::TooLong { .. })
+        ));
     }
 
     #[test]

@@ -96,12 +96,26 @@ pub enum ServerMessage {
     },
     /// A new session description; the client answers with `answer`. `tracks` maps every sending
     /// m-line of this offer to its participant and source.
-    Offer { sdp: String, tracks: Vec<TrackInfo> },
-    ParticipantJoined { participant: ParticipantInfo },
-    ParticipantUpdated { participant: ParticipantInfo },
-    ParticipantLeft { participant_id: ParticipantId },
-    Error { code: ErrorCode, message: String },
-    Bye { reason: ByeReason },
+    Offer {
+        sdp: String,
+        tracks: Vec<TrackInfo>,
+    },
+    ParticipantJoined {
+        participant: ParticipantInfo,
+    },
+    ParticipantUpdated {
+        participant: ParticipantInfo,
+    },
+    ParticipantLeft {
+        participant_id: ParticipantId,
+    },
+    Error {
+        code: ErrorCode,
+        message: String,
+    },
+    Bye {
+        reason: ByeReason,
+    },
 }
 
 #[cfg(test)]
@@ -113,14 +127,21 @@ mod tests {
         let m: ClientMessage = serde_json::from_str(r#"{"type":"hello","ticket":"t"}"#).unwrap();
         assert_eq!(m, ClientMessage::Hello { ticket: "t".into() });
         let m: ClientMessage = serde_json::from_str(r#"{"type":"publish","source":"screen"}"#).unwrap();
-        assert_eq!(m, ClientMessage::Publish { source: MediaSource::Screen });
+        assert_eq!(
+            m,
+            ClientMessage::Publish {
+                source: MediaSource::Screen
+            }
+        );
         assert!(serde_json::from_str::<ClientMessage>(r#"{"type":"hello"}"#).is_err());
         assert!(serde_json::from_str::<ClientMessage>(r#"{"type":"shutdown"}"#).is_err());
     }
 
     #[test]
     fn server_messages_round_trip() {
-        let msg = ServerMessage::ParticipantLeft { participant_id: ParticipantId::new("p-1").unwrap() };
+        let msg = ServerMessage::ParticipantLeft {
+            participant_id: ParticipantId::new("p-1").unwrap(),
+        };
         let json = serde_json::to_string(&msg).unwrap();
         assert_eq!(json, r#"{"type":"participant_left","participant_id":"p-1"}"#);
         assert_eq!(serde_json::from_str::<ServerMessage>(&json).unwrap(), msg);

@@ -1,1 +1,4 @@
-//! placeholder
+//! Shared harness for bridgemesh's integration and end-to-end tests.
+
+pub mod chromium;
+pub mod harness;

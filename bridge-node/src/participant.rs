@@ -1,0 +1,118 @@
+//! One participant's connection on the bridge: its peer connection, the slots it publishes into,
+//! and the legs on which it receives everybody else.
+
+use crate::demux::ParticipantKey;
+use bridgemesh_proto::ParticipantId;
+use bridgemesh_proto::signaling::{MediaSource, ParticipantInfo};
+use rtc::peer_connection::RTCPeerConnection;
+use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpHeaderExtensionParameters};
+use rtc::rtp_transceiver::{RTCRtpReceiverId, RTCRtpSenderId, RTCRtpTransceiverId};
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+/// Keyframe requests toward one publisher's track are sent at most this often; requests in
+/// between are merged into one sent when the window ends.
+pub const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(300);
+
+/// Header extensions never forwarded: they describe the publisher's own leg (its mid, its rids, its
+/// transport-wide sequence), and a subscriber reading them would demultiplex or estimate wrongly.
+pub const LEG_LOCAL_EXTENSIONS: [&str; 4] = [
+    "urn:ietf:params:rtp-hdrext:sdes:mid",
+    "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id",
+    "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id",
+    "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01",
+];
+
+/// A receiving slot: one recvonly m-line the bridge offered for one source of this participant.
+pub struct RecvSlot {
+    pub source: MediaSource,
+    pub transceiver: RTCRtpTransceiverId,
+    /// The client said it publishes this source (microphone and camera always; screen on request).
+    pub active: bool,
+    pub track: Option<InboundTrack>,
+}
+
+/// Media arriving from the participant on one slot.
+pub struct InboundTrack {
+    pub track_id: String,
+    pub receiver_id: RTCRtpReceiverId,
+    pub ssrc: u32,
+    /// Known from the first packet's payload type; forwarding starts then.
+    pub codec: Option<RTCRtpCodec>,
+    pub extensions: Vec<RTCRtpHeaderExtensionParameters>,
+    pub keyframe_requested_at: Option<Instant>,
+    pub keyframe_request_pending: bool,
+}
+
+/// A leg: media of one remote (publisher, source) sent to this participant.
+pub struct SendLeg {
+    pub sender_id: RTCRtpSenderId,
+    pub track_id: String,
+    pub ssrc: u32,
+    /// This leg's payload type for the publisher's codec; `None` until the answer names it.
+    pub payload_type: Option<u8>,
+    /// (publisher's extension id, this leg's id) for every extension both legs negotiated.
+    pub extension_map: Vec<(u8, u8)>,
+}
+
+pub struct Participant {
+    pub key: ParticipantKey,
+    pub id: ParticipantId,
+    pub display_name: String,
+    pub ufrag: String,
+    pub pc: RTCPeerConnection,
+    pub microphone_muted: bool,
+    pub camera_muted: bool,
+    pub slots: Vec<RecvSlot>,
+    pub legs: BTreeMap<(ParticipantKey, MediaSource), SendLeg>,
+    pub awaiting_answer: bool,
+    pub renegotiate: bool,
+    pub offers_sent: u64,
+    pub connected: bool,
+    /// Set when the peer connection has queued work (datagrams, events, reads) to drain.
+    pub dirty: bool,
+    pub next_timeout: Option<Instant>,
+    pub joined_at: Instant,
+    pub track_counter: u64,
+}
+
+impl Participant {
+    pub fn info(&self) -> ParticipantInfo {
+        ParticipantInfo {
+            id: self.id.clone(),
+            display_name: self.display_name.clone(),
+            microphone_muted: self.microphone_muted,
+            camera_muted: self.camera_muted,
+            sources: self.forwardable_sources().collect(),
+        }
+    }
+
+    /// Sources whose media can be forwarded now.
+    pub fn forwardable_sources(&self) -> impl Iterator<Item = MediaSource> + '_ {
+        self.slots
+            .iter()
+            .filter(|slot| slot.active && slot.track.as_ref().is_some_and(|t| t.codec.is_some()))
+            .map(|slot| slot.source)
+    }
+
+    pub fn slot(&self, source: MediaSource) -> Option<&RecvSlot> {
+        self.slots.iter().find(|slot| slot.source == source)
+    }
+
+    pub fn slot_mut(&mut self, source: MediaSource) -> Option<&mut RecvSlot> {
+        self.slots.iter_mut().find(|slot| slot.source == source)
+    }
+
+    pub fn slot_for_track(&self, track_id: &str) -> Option<&RecvSlot> {
+        self.slots
+            .iter()
+            .find(|slot| slot.track.as_ref().is_some_and(|t| t.track_id == track_id))
+    }
+
+    pub fn leg_for_track(&self, track_id: &str) -> Option<(ParticipantKey, MediaSource)> {
+        self.legs
+            .iter()
+            .find(|(_, leg)| leg.track_id == track_id)
+            .map(|(k, _)| *k)
+    }
+}

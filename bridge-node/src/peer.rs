@@ -1,0 +1,74 @@
+//! Building one participant's peer connection on the sans-IO `rtc` core, as an ICE-lite offerer
+//! whose only candidate is the bridge's shared media port.
+
+use crate::keyframe_requests::{self, KeyframeRequestForwarder};
+use rand::Rng;
+use rand::distr::Alphanumeric;
+use rtc::interceptor::Registry;
+use rtc::peer_connection::configuration::RTCConfigurationBuilder;
+use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
+use rtc::peer_connection::configuration::media_engine::MediaEngine;
+use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
+use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCIceCandidate};
+use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+/// ICE credentials of one connection. The ufrag is how the demultiplexer finds the connection.
+pub struct IceCredentials {
+    pub ufrag: String,
+    pub pwd: String,
+}
+
+impl IceCredentials {
+    pub fn random() -> Self {
+        let mut rng = rand::rng();
+        let mut text = |len| {
+            (&mut rng)
+                .sample_iter(Alphanumeric)
+                .take(len)
+                .map(char::from)
+                .collect()
+        };
+        // 16 characters of ufrag make collisions across a bridge's connections vanishingly rare;
+        // the route table still asserts uniqueness.
+        Self {
+            ufrag: text(16),
+            pwd: text(32),
+        }
+    }
+}
+
+pub fn build_peer_connection(
+    now: Instant,
+    credentials: &IceCredentials,
+    media_addr: SocketAddr,
+) -> Result<RTCPeerConnection, rtc::shared::error::Error> {
+    let mut media_engine = MediaEngine::default();
+    media_engine.register_default_codecs()?;
+    let registry = register_default_interceptors(Registry::new(), &mut media_engine)?
+        .with(keyframe_requests::SLOT, KeyframeRequestForwarder::default());
+    let setting_engine = SettingEngineBuilder::new()
+        .with_lite(true)
+        .with_ice_credentials(credentials.ufrag.clone(), credentials.pwd.clone())
+        .build();
+    let mut pc = RTCPeerConnectionBuilder::new()
+        .with_configuration(RTCConfigurationBuilder::new().build())
+        .with_setting_engine(setting_engine)
+        .with_media_engine(media_engine)
+        .with_interceptor_registry(registry)
+        .build(now)?;
+    let candidate = CandidateHostConfig {
+        base_config: CandidateConfig {
+            network: "udp".to_owned(),
+            address: media_addr.ip().to_string(),
+            port: media_addr.port(),
+            component: 1,
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+    .new_candidate_host()?;
+    pc.add_local_candidate(RTCIceCandidate::from(&candidate).to_json()?)?;
+    Ok(pc)
+}

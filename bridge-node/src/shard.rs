@@ -1,0 +1,1078 @@
+//! The forwarding engine of one shard: a state machine over the rooms this shard owns.
+//!
+//! Inputs ([`ShardInput`]) are datagrams, client signaling and timeouts, each with `now`; outputs
+//! ([`ShardOutput`]) are datagrams to send, messages for clients and room events. No sockets, no
+//! clocks: the driver in `driver.rs` feeds it.
+//!
+//! Each participant has one `rtc` peer connection. The bridge is always the SDP offerer: a
+//! participant's connection starts with recvonly slots for its microphone and camera, and one
+//! sendonly leg per (other participant, source). Forwarding takes an RTP packet read from the
+//! publisher's connection, rewrites SSRC, payload type and header-extension ids for each
+//! subscriber's leg, and writes it into the subscriber's connection, which encrypts it.
+
+use crate::demux::{ParticipantKey, RouteTable};
+use crate::participant::{
+    InboundTrack, KEYFRAME_REQUEST_INTERVAL, LEG_LOCAL_EXTENSIONS, Participant, RecvSlot, SendLeg,
+};
+use crate::peer::{IceCredentials, build_peer_connection};
+use bridgemesh_proto::api::ErrorCode;
+use bridgemesh_proto::signaling::{ByeReason, ClientMessage, MediaSource, ServerMessage, TrackInfo};
+use bridgemesh_proto::{PROTOCOL_VERSION, ParticipantId, RoomId};
+use bytes::BytesMut;
+use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent};
+use rtc::peer_connection::message::RTCMessage;
+use rtc::peer_connection::sdp::RTCSessionDescription;
+use rtc::peer_connection::state::{RTCIceConnectionState, RTCPeerConnectionState};
+use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+};
+use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
+use rtc::sansio::Protocol;
+use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// A participant admitted by a verified ticket, asking to be connected.
+#[derive(Debug, Clone)]
+pub struct ConnectRequest {
+    pub key: ParticipantKey,
+    pub room: RoomId,
+    pub participant_id: ParticipantId,
+    pub display_name: String,
+}
+
+#[derive(Debug)]
+pub enum ShardInput {
+    Datagram {
+        from: SocketAddr,
+        key: ParticipantKey,
+        data: BytesMut,
+    },
+    Connect(ConnectRequest),
+    Client {
+        key: ParticipantKey,
+        message: ClientMessage,
+    },
+    /// The client's signaling socket is gone.
+    Disconnect {
+        key: ParticipantKey,
+    },
+}
+
+#[derive(Debug)]
+pub enum ShardOutput {
+    Transmit {
+        to: SocketAddr,
+        data: BytesMut,
+    },
+    ToClient {
+        key: ParticipantKey,
+        message: ServerMessage,
+    },
+    /// The session ended on the bridge's side; the driver closes the client's socket.
+    CloseClient {
+        key: ParticipantKey,
+    },
+    ParticipantJoined {
+        room: RoomId,
+        participant: ParticipantId,
+    },
+    ParticipantLeft {
+        room: RoomId,
+        participant: ParticipantId,
+    },
+}
+
+/// Counters the driver exports as metrics.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ShardStats {
+    pub datagrams_in: u64,
+    pub rtp_in: u64,
+    pub rtp_forwarded: u64,
+    pub rtp_dropped_no_leg: u64,
+    pub keyframe_requests_sent: u64,
+    pub participants: u64,
+    pub rooms: u64,
+}
+
+pub struct Room {
+    participants: BTreeMap<ParticipantKey, Participant>,
+}
+
+pub struct Shard {
+    index: usize,
+    media_addr: SocketAddr,
+    routes: Arc<RouteTable>,
+    max_participants_per_room: usize,
+    rooms: HashMap<RoomId, Room>,
+    room_of: HashMap<ParticipantKey, RoomId>,
+    outputs: VecDeque<ShardOutput>,
+    stats: ShardStats,
+    // Reused across inputs so the packet path does not allocate these per packet.
+    scratch_messages: Vec<RTCMessage>,
+    scratch_events: Vec<RTCPeerConnectionEvent>,
+}
+
+impl Shard {
+    pub fn new(
+        index: usize,
+        media_addr: SocketAddr,
+        routes: Arc<RouteTable>,
+        max_participants_per_room: usize,
+    ) -> Self {
+        Self {
+            index,
+            media_addr,
+            routes,
+            max_participants_per_room,
+            rooms: HashMap::new(),
+            room_of: HashMap::new(),
+            outputs: VecDeque::new(),
+            stats: ShardStats::default(),
+            scratch_messages: Vec::new(),
+            scratch_events: Vec::new(),
+        }
+    }
+
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
+    pub fn stats(&self) -> ShardStats {
+        ShardStats {
+            participants: self.room_of.len() as u64,
+            rooms: self.rooms.len() as u64,
+            ..self.stats
+        }
+    }
+
+    pub fn poll_output(&mut self) -> Option<ShardOutput> {
+        self.outputs.pop_front()
+    }
+
+    pub fn handle_input(&mut self, now: Instant, input: ShardInput) {
+        match input {
+            ShardInput::Datagram { from, key, data } => self.handle_datagram(now, from, key, data),
+            ShardInput::Connect(request) => self.connect(now, request),
+            ShardInput::Client { key, message } => self.handle_client(now, key, message),
+            ShardInput::Disconnect { key } => self.remove_participant(now, key, None),
+        }
+    }
+
+    /// Ends every session with `bye: bridge_shutdown`, so clients rejoin elsewhere at once.
+    pub fn shutdown(&mut self, now: Instant) {
+        let keys: Vec<ParticipantKey> = self.room_of.keys().copied().collect();
+        for key in keys {
+            self.remove_participant(now, key, Some(ByeReason::BridgeShutdown));
+        }
+    }
+
+    /// The earliest instant at which [`Shard::handle_timeout`] has work to do.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let mut earliest: Option<Instant> = None;
+        for room in self.rooms.values() {
+            for participant in room.participants.values() {
+                let mut consider = |at: Instant| earliest = Some(earliest.map_or(at, |e| e.min(at)));
+                if let Some(at) = participant.next_timeout {
+                    consider(at);
+                }
+                for track in participant.slots.iter().filter_map(|s| s.track.as_ref()) {
+                    if track.keyframe_request_pending
+                        && let Some(at) = track.keyframe_requested_at
+                    {
+                        consider(at + KEYFRAME_REQUEST_INTERVAL);
+                    }
+                }
+            }
+        }
+        earliest
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let room_ids: Vec<RoomId> = self.rooms.keys().cloned().collect();
+        for room_id in room_ids {
+            let Some(room) = self.rooms.get_mut(&room_id) else {
+                continue;
+            };
+            let mut keyframes = Vec::new();
+            for participant in room.participants.values_mut() {
+                if participant.next_timeout.is_some_and(|at| at <= now) {
+                    if let Err(err) = participant.pc.handle_timeout(now) {
+                        tracing::debug!(participant = %participant.id, %err, "peer connection timeout");
+                    }
+                    participant.dirty = true;
+                }
+                for slot in &participant.slots {
+                    if let Some(track) = &slot.track
+                        && track.keyframe_request_pending
+                        && track
+                            .keyframe_requested_at
+                            .is_none_or(|at| at + KEYFRAME_REQUEST_INTERVAL <= now)
+                    {
+                        keyframes.push((participant.key, slot.source));
+                    }
+                }
+            }
+            for (publisher, source) in keyframes {
+                self.request_keyframe(now, &room_id, publisher, source);
+            }
+            self.pump(now, &room_id);
+        }
+    }
+
+    fn handle_datagram(&mut self, now: Instant, from: SocketAddr, key: ParticipantKey, data: BytesMut) {
+        self.stats.datagrams_in += 1;
+        let Some(room_id) = self.room_of.get(&key) else {
+            return;
+        };
+        let Some(room) = self.rooms.get_mut(room_id) else {
+            return;
+        };
+        let Some(participant) = room.participants.get_mut(&key) else {
+            return;
+        };
+        let transport = TransportContext {
+            local_addr: self.media_addr,
+            peer_addr: from,
+            ecn: None,
+            transport_protocol: TransportProtocol::UDP,
+        };
+        if let Err(err) = participant.pc.handle_read(TaggedBytesMut {
+            now,
+            transport,
+            message: data,
+        }) {
+            tracing::trace!(participant = %participant.id, %err, "datagram refused by peer connection");
+        }
+        participant.dirty = true;
+        let room_id = room_id.clone();
+        self.pump(now, &room_id);
+    }
+
+    fn connect(&mut self, now: Instant, request: ConnectRequest) {
+        let ConnectRequest {
+            key,
+            room: room_id,
+            participant_id,
+            display_name,
+        } = request;
+        // The same participant connecting again (a reconnect on a new socket) replaces the old session.
+        let previous = self.rooms.get(&room_id).and_then(|room| {
+            room.participants
+                .values()
+                .find(|p| p.id == participant_id)
+                .map(|p| p.key)
+        });
+        if let Some(previous) = previous {
+            self.remove_participant(now, previous, Some(ByeReason::Replaced));
+        }
+        let size = self.rooms.get(&room_id).map_or(0, |room| room.participants.len());
+        if size >= self.max_participants_per_room {
+            self.refuse(key, ErrorCode::RoomFull, "this room is full on this bridge");
+            return;
+        }
+        let credentials = IceCredentials::random();
+        let participant =
+            match self.new_participant(now, key, participant_id.clone(), display_name, &credentials) {
+                Ok(participant) => participant,
+                Err(err) => {
+                    tracing::warn!(%err, "could not create a peer connection");
+                    self.refuse(key, ErrorCode::Internal, "the bridge could not set up media");
+                    return;
+                }
+            };
+        self.routes.add_participant(
+            credentials.ufrag,
+            crate::demux::Route {
+                shard: self.index,
+                key,
+            },
+        );
+        let room = self.rooms.entry(room_id.clone()).or_insert_with(|| Room {
+            participants: BTreeMap::new(),
+        });
+        let others = room.participants.values().map(Participant::info).collect();
+        let info = participant.info();
+        for other in room.participants.values() {
+            self.outputs.push_back(ShardOutput::ToClient {
+                key: other.key,
+                message: ServerMessage::ParticipantJoined {
+                    participant: info.clone(),
+                },
+            });
+        }
+        room.participants.insert(key, participant);
+        self.room_of.insert(key, room_id.clone());
+        self.outputs.push_back(ShardOutput::ToClient {
+            key,
+            message: ServerMessage::Welcome {
+                protocol_version: PROTOCOL_VERSION,
+                room: room_id.clone(),
+                participant_id: participant_id.clone(),
+                participants: others,
+            },
+        });
+        self.outputs.push_back(ShardOutput::ParticipantJoined {
+            room: room_id.clone(),
+            participant: participant_id,
+        });
+        self.pump(now, &room_id);
+    }
+
+    fn new_participant(
+        &self,
+        now: Instant,
+        key: ParticipantKey,
+        id: ParticipantId,
+        display_name: String,
+        credentials: &IceCredentials,
+    ) -> Result<Participant, rtc::shared::error::Error> {
+        let mut pc = build_peer_connection(now, credentials, self.media_addr)?;
+        let mut slots = Vec::new();
+        for (source, kind) in [
+            (MediaSource::Microphone, RtpCodecKind::Audio),
+            (MediaSource::Camera, RtpCodecKind::Video),
+        ] {
+            let transceiver = pc.add_transceiver_from_kind(kind, Some(recvonly()))?;
+            slots.push(RecvSlot {
+                source,
+                transceiver,
+                active: true,
+                track: None,
+            });
+        }
+        Ok(Participant {
+            key,
+            id,
+            display_name,
+            ufrag: credentials.ufrag.clone(),
+            pc,
+            microphone_muted: false,
+            camera_muted: false,
+            slots,
+            legs: BTreeMap::new(),
+            awaiting_answer: false,
+            renegotiate: true,
+            offers_sent: 0,
+            connected: false,
+            dirty: true,
+            next_timeout: None,
+            joined_at: now,
+            track_counter: 0,
+        })
+    }
+
+    fn refuse(&mut self, key: ParticipantKey, code: ErrorCode, message: &str) {
+        self.outputs.push_back(ShardOutput::ToClient {
+            key,
+            message: ServerMessage::Error {
+                code,
+                message: message.to_owned(),
+            },
+        });
+        self.outputs.push_back(ShardOutput::CloseClient { key });
+    }
+
+    fn handle_client(&mut self, now: Instant, key: ParticipantKey, message: ClientMessage) {
+        let Some(room_id) = self.room_of.get(&key).cloned() else {
+            return;
+        };
+        let Some(room) = self.rooms.get_mut(&room_id) else {
+            return;
+        };
+        let Some(participant) = room.participants.get_mut(&key) else {
+            return;
+        };
+        let mut roster_changed = false;
+        match message {
+            ClientMessage::Hello { .. } => {
+                self.protocol_error(now, key, ErrorCode::Conflict, "hello was already received");
+                return;
+            }
+            ClientMessage::Answer { sdp } => {
+                if !participant.awaiting_answer {
+                    self.outputs.push_back(ShardOutput::ToClient {
+                        key,
+                        message: ServerMessage::Error {
+                            code: ErrorCode::Conflict,
+                            message: "no offer is outstanding".into(),
+                        },
+                    });
+                    return;
+                }
+                let applied = RTCSessionDescription::answer(sdp)
+                    .and_then(|answer| participant.pc.set_remote_description(now, answer));
+                if let Err(err) = applied {
+                    let message = format!("the answer could not be applied: {err}");
+                    self.protocol_error(now, key, ErrorCode::InvalidField, &message);
+                    return;
+                }
+                participant.awaiting_answer = false;
+                participant.dirty = true;
+                let connected = participant.connected;
+                let newly_ready = resolve_legs(room, key);
+                let publishers: Vec<_> = newly_ready.into_iter().filter(|(_, s)| !s.is_audio()).collect();
+                if connected {
+                    for (publisher, source) in publishers {
+                        self.request_keyframe(now, &room_id, publisher, source);
+                    }
+                }
+            }
+            ClientMessage::Mute { microphone, camera } => {
+                participant.microphone_muted = microphone;
+                participant.camera_muted = camera;
+                roster_changed = true;
+            }
+            ClientMessage::Publish { source } => match participant.slot_mut(source) {
+                Some(slot) => {
+                    slot.active = true;
+                    roster_changed = true;
+                    mark_others_for_renegotiation(room, key);
+                }
+                None => {
+                    let kind = if source.is_audio() {
+                        RtpCodecKind::Audio
+                    } else {
+                        RtpCodecKind::Video
+                    };
+                    match participant.pc.add_transceiver_from_kind(kind, Some(recvonly())) {
+                        Ok(transceiver) => {
+                            participant.slots.push(RecvSlot {
+                                source,
+                                transceiver,
+                                active: true,
+                                track: None,
+                            });
+                            participant.renegotiate = true;
+                            participant.dirty = true;
+                        }
+                        Err(err) => {
+                            let message = format!("cannot add a slot for {}: {err}", source.as_str());
+                            self.protocol_error(now, key, ErrorCode::Internal, &message);
+                            return;
+                        }
+                    }
+                }
+            },
+            ClientMessage::Unpublish { source } => {
+                if let Some(slot) = participant.slot_mut(source) {
+                    slot.active = false;
+                    roster_changed = true;
+                    mark_others_for_renegotiation(room, key);
+                }
+            }
+            ClientMessage::Leave => {
+                self.remove_participant(now, key, Some(ByeReason::Left));
+                return;
+            }
+            _ => {
+                self.outputs.push_back(ShardOutput::ToClient {
+                    key,
+                    message: ServerMessage::Error {
+                        code: ErrorCode::InvalidField,
+                        message: "this bridge does not support that message".into(),
+                    },
+                });
+                return;
+            }
+        }
+        if roster_changed {
+            self.broadcast_update(&room_id, key);
+        }
+        self.pump(now, &room_id);
+    }
+
+    fn protocol_error(&mut self, now: Instant, key: ParticipantKey, code: ErrorCode, message: &str) {
+        self.outputs.push_back(ShardOutput::ToClient {
+            key,
+            message: ServerMessage::Error {
+                code,
+                message: message.to_owned(),
+            },
+        });
+        self.remove_participant(now, key, Some(ByeReason::ProtocolError));
+    }
+
+    fn broadcast_update(&mut self, room_id: &RoomId, about: ParticipantKey) {
+        let Some(room) = self.rooms.get(room_id) else {
+            return;
+        };
+        let Some(participant) = room.participants.get(&about) else {
+            return;
+        };
+        let info = participant.info();
+        for other in room.participants.values().filter(|p| p.key != about) {
+            self.outputs.push_back(ShardOutput::ToClient {
+                key: other.key,
+                message: ServerMessage::ParticipantUpdated {
+                    participant: info.clone(),
+                },
+            });
+        }
+    }
+
+    /// Ends a participant's session. `bye` is sent when the client's socket is still there.
+    fn remove_participant(&mut self, now: Instant, key: ParticipantKey, bye: Option<ByeReason>) {
+        let Some(room_id) = self.room_of.remove(&key) else {
+            return;
+        };
+        let Some(room) = self.rooms.get_mut(&room_id) else {
+            return;
+        };
+        let Some(mut participant) = room.participants.remove(&key) else {
+            return;
+        };
+        let _ = participant.pc.close();
+        while let Some(datagram) = participant.pc.poll_write() {
+            self.outputs.push_back(ShardOutput::Transmit {
+                to: datagram.transport.peer_addr,
+                data: datagram.message,
+            });
+        }
+        self.routes.remove_participant(&participant.ufrag);
+        if let Some(reason) = bye {
+            self.outputs.push_back(ShardOutput::ToClient {
+                key,
+                message: ServerMessage::Bye { reason },
+            });
+        }
+        self.outputs.push_back(ShardOutput::CloseClient { key });
+        for other in room.participants.values_mut() {
+            if other.legs.keys().any(|(publisher, _)| *publisher == key) {
+                other.renegotiate = true;
+                other.dirty = true;
+            }
+            self.outputs.push_back(ShardOutput::ToClient {
+                key: other.key,
+                message: ServerMessage::ParticipantLeft {
+                    participant_id: participant.id.clone(),
+                },
+            });
+        }
+        self.outputs.push_back(ShardOutput::ParticipantLeft {
+            room: room_id.clone(),
+            participant: participant.id,
+        });
+        if room.participants.is_empty() {
+            self.rooms.remove(&room_id);
+        } else {
+            self.pump(now, &room_id);
+        }
+    }
+
+    /// Asks a publisher for a keyframe on one of its tracks, at most once per
+    /// [`KEYFRAME_REQUEST_INTERVAL`]; a request inside the window is sent when it ends.
+    fn request_keyframe(
+        &mut self,
+        now: Instant,
+        room_id: &RoomId,
+        publisher: ParticipantKey,
+        source: MediaSource,
+    ) {
+        let Some(room) = self.rooms.get_mut(room_id) else {
+            return;
+        };
+        let Some(participant) = room.participants.get_mut(&publisher) else {
+            return;
+        };
+        let Some(slot) = participant.slots.iter_mut().find(|s| s.source == source) else {
+            return;
+        };
+        let Some(track) = slot.track.as_mut() else { return };
+        if track
+            .keyframe_requested_at
+            .is_some_and(|at| now < at + KEYFRAME_REQUEST_INTERVAL)
+        {
+            track.keyframe_request_pending = true;
+            return;
+        }
+        track.keyframe_requested_at = Some(now);
+        track.keyframe_request_pending = false;
+        let pli = PictureLossIndication {
+            sender_ssrc: 0,
+            media_ssrc: track.ssrc,
+        };
+        if let Some(mut receiver) = participant.pc.rtp_receiver(track.receiver_id) {
+            match receiver.write_rtcp(now, vec![Box::new(pli)]) {
+                Ok(()) => self.stats.keyframe_requests_sent += 1,
+                Err(err) => tracing::debug!(%err, "keyframe request not sent"),
+            }
+        }
+        participant.dirty = true;
+    }
+
+    /// Drains every participant of the room with queued work until none has any: sends their
+    /// datagrams, handles their events, forwards their media, and renegotiates where needed.
+    fn pump(&mut self, now: Instant, room_id: &RoomId) {
+        // Bounded: each round only drains what earlier rounds queued; media forwarding marks
+        // subscribers dirty once and their draining queues nothing back to the publisher.
+        for _round in 0..16 {
+            let Some(room) = self.rooms.get_mut(room_id) else {
+                return;
+            };
+            let dirty: Vec<ParticipantKey> = room
+                .participants
+                .values()
+                .filter(|p| p.dirty || (p.renegotiate && !p.awaiting_answer))
+                .map(|p| p.key)
+                .collect();
+            if dirty.is_empty() {
+                return;
+            }
+            for key in dirty {
+                self.drain_participant(now, room_id, key);
+            }
+        }
+    }
+
+    fn drain_participant(&mut self, now: Instant, room_id: &RoomId, key: ParticipantKey) {
+        let mut messages = std::mem::take(&mut self.scratch_messages);
+        let mut events = std::mem::take(&mut self.scratch_events);
+        {
+            let Some(room) = self.rooms.get_mut(room_id) else {
+                return;
+            };
+            let Some(participant) = room.participants.get_mut(&key) else {
+                return;
+            };
+            participant.dirty = false;
+            while let Some(message) = participant.pc.poll_read() {
+                messages.push(message.message);
+            }
+            while let Some(event) = participant.pc.poll_event() {
+                events.push(event);
+            }
+        }
+        for event in events.drain(..) {
+            self.handle_event(now, room_id, key, event);
+        }
+        for message in messages.drain(..) {
+            match message {
+                RTCMessage::RtpPacket(track_id, packet) => self.forward(now, room_id, key, &track_id, packet),
+                RTCMessage::RtcpPacket(track_id, packets) => {
+                    self.handle_rtcp(now, room_id, key, &track_id, &packets)
+                }
+                _ => {}
+            }
+        }
+        self.scratch_messages = messages;
+        self.scratch_events = events;
+        let Some(room) = self.rooms.get_mut(room_id) else {
+            return;
+        };
+        let needs_offer = room
+            .participants
+            .get(&key)
+            .is_some_and(|p| p.renegotiate && !p.awaiting_answer);
+        if needs_offer {
+            self.negotiate(now, room_id, key);
+        }
+        let Some(room) = self.rooms.get_mut(room_id) else {
+            return;
+        };
+        let Some(participant) = room.participants.get_mut(&key) else {
+            return;
+        };
+        while let Some(datagram) = participant.pc.poll_write() {
+            self.outputs.push_back(ShardOutput::Transmit {
+                to: datagram.transport.peer_addr,
+                data: datagram.message,
+            });
+        }
+        participant.next_timeout = participant.pc.poll_timeout();
+    }
+
+    fn handle_event(
+        &mut self,
+        now: Instant,
+        room_id: &RoomId,
+        key: ParticipantKey,
+        event: RTCPeerConnectionEvent,
+    ) {
+        match event {
+            RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init)) => {
+                let Some(room) = self.rooms.get_mut(room_id) else {
+                    return;
+                };
+                let Some(participant) = room.participants.get_mut(&key) else {
+                    return;
+                };
+                let slot_index = participant.slots.iter().position(|slot| {
+                    participant
+                        .pc
+                        .rtp_transceiver(slot.transceiver)
+                        .and_then(|t| t.receiver())
+                        == Some(init.receiver_id)
+                });
+                let Some(slot_index) = slot_index else {
+                    tracing::debug!(participant = %participant.id, "track on a transceiver that is no slot");
+                    return;
+                };
+                // Each applied answer reports the open tracks again; only a new stream resets the slot.
+                if participant.slots[slot_index]
+                    .track
+                    .as_ref()
+                    .is_some_and(|t| t.ssrc == init.ssrc && t.track_id == init.track_id)
+                {
+                    return;
+                }
+                participant.slots[slot_index].track = Some(InboundTrack {
+                    track_id: init.track_id,
+                    receiver_id: init.receiver_id,
+                    ssrc: init.ssrc,
+                    codec: None,
+                    extensions: Vec::new(),
+                    keyframe_requested_at: None,
+                    keyframe_request_pending: false,
+                });
+            }
+            RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) => match state {
+                RTCPeerConnectionState::Connected => {
+                    let Some(room) = self.rooms.get_mut(room_id) else {
+                        return;
+                    };
+                    let Some(participant) = room.participants.get_mut(&key) else {
+                        return;
+                    };
+                    participant.connected = true;
+                    let video_legs: Vec<_> = participant
+                        .legs
+                        .iter()
+                        .filter(|(k, leg)| !k.1.is_audio() && leg.payload_type.is_some())
+                        .map(|(k, _)| *k)
+                        .collect();
+                    for (publisher, source) in video_legs {
+                        self.request_keyframe(now, room_id, publisher, source);
+                    }
+                }
+                RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed => {
+                    self.remove_participant(now, key, Some(ByeReason::ProtocolError));
+                }
+                _ => {}
+            },
+            RTCPeerConnectionEvent::OnIceConnectionStateChangeEvent(RTCIceConnectionState::Failed) => {
+                self.remove_participant(now, key, Some(ByeReason::ProtocolError));
+            }
+            _ => {}
+        }
+    }
+
+    fn forward(
+        &mut self,
+        now: Instant,
+        room_id: &RoomId,
+        publisher: ParticipantKey,
+        track_id: &str,
+        packet: rtc::rtp::Packet,
+    ) {
+        self.stats.rtp_in += 1;
+        let Some(room) = self.rooms.get_mut(room_id) else {
+            return;
+        };
+        let Some(participant) = room.participants.get_mut(&publisher) else {
+            return;
+        };
+        let Some(slot_index) = participant
+            .slots
+            .iter()
+            .position(|s| s.track.as_ref().is_some_and(|t| t.track_id == track_id))
+        else {
+            return;
+        };
+        let slot = &participant.slots[slot_index];
+        let (source, active) = (slot.source, slot.active);
+        if slot.track.as_ref().is_some_and(|t| t.codec.is_none()) {
+            // First packet of this track: its payload type names the codec the publisher chose.
+            let receiver_id = slot.track.as_ref().map(|t| t.receiver_id).expect("checked above");
+            let Some(mut receiver) = participant.pc.rtp_receiver(receiver_id) else {
+                return;
+            };
+            let parameters = receiver.get_parameters().rtp_parameters.clone();
+            let Some(codec) = parameters
+                .codecs
+                .iter()
+                .find(|c| c.payload_type == packet.header.payload_type)
+                .map(|c| c.rtp_codec.clone())
+            else {
+                return;
+            };
+            let track = participant.slots[slot_index]
+                .track
+                .as_mut()
+                .expect("checked above");
+            track.codec = Some(codec);
+            track.extensions = parameters.header_extensions;
+            mark_others_for_renegotiation(room, publisher);
+            self.broadcast_update(room_id, publisher);
+            return;
+        }
+        if !active {
+            return;
+        }
+        let Some(room) = self.rooms.get_mut(room_id) else {
+            return;
+        };
+        for subscriber in room.participants.values_mut() {
+            if subscriber.key == publisher || !subscriber.connected {
+                continue;
+            }
+            let Some(leg) = subscriber.legs.get(&(publisher, source)) else {
+                self.stats.rtp_dropped_no_leg += 1;
+                continue;
+            };
+            let Some(payload_type) = leg.payload_type else {
+                continue;
+            };
+            let mut out = packet.clone();
+            out.header.ssrc = leg.ssrc;
+            out.header.payload_type = payload_type;
+            out.header.extensions.retain_mut(|ext| {
+                match leg.extension_map.iter().find(|(from, _)| *from == ext.id) {
+                    Some((_, to)) => {
+                        ext.id = *to;
+                        true
+                    }
+                    None => false,
+                }
+            });
+            out.header.extension = !out.header.extensions.is_empty();
+            if let Some(mut sender) = subscriber.pc.rtp_sender(leg.sender_id) {
+                match sender.write_rtp(now, out) {
+                    Ok(()) => self.stats.rtp_forwarded += 1,
+                    Err(err) => tracing::trace!(%err, "forwarded packet refused"),
+                }
+            }
+            subscriber.dirty = true;
+        }
+    }
+
+    fn handle_rtcp(
+        &mut self,
+        now: Instant,
+        room_id: &RoomId,
+        key: ParticipantKey,
+        track_id: &str,
+        packets: &[Box<dyn rtc::rtcp::Packet>],
+    ) {
+        tracing::trace!(%track_id, count = packets.len(), "rtcp from participant");
+        let wants_keyframe = packets.iter().any(|p| {
+            p.as_any().downcast_ref::<PictureLossIndication>().is_some()
+                || p.as_any().downcast_ref::<FullIntraRequest>().is_some()
+        });
+        if !wants_keyframe {
+            return;
+        }
+        let Some(room) = self.rooms.get(room_id) else {
+            return;
+        };
+        let Some(participant) = room.participants.get(&key) else {
+            return;
+        };
+        if let Some((publisher, source)) = participant.leg_for_track(track_id) {
+            self.request_keyframe(now, room_id, publisher, source);
+        }
+    }
+
+    /// Brings a participant's legs in line with what the room publishes and sends a new offer.
+    fn negotiate(&mut self, now: Instant, room_id: &RoomId, key: ParticipantKey) {
+        let Some(room) = self.rooms.get_mut(room_id) else {
+            return;
+        };
+        let desired: Vec<(ParticipantKey, MediaSource, ParticipantId, RTCRtpCodec)> = room
+            .participants
+            .values()
+            .filter(|p| p.key != key)
+            .flat_map(|p| {
+                p.slots.iter().filter(|s| s.active).filter_map(move |s| {
+                    let codec = s.track.as_ref()?.codec.clone()?;
+                    Some((p.key, s.source, p.id.clone(), codec))
+                })
+            })
+            .collect();
+        let Some(participant) = room.participants.get_mut(&key) else {
+            return;
+        };
+        participant.renegotiate = false;
+        let result = sync_legs(participant, &desired).and_then(|()| {
+            let offer = participant.pc.create_offer(None)?;
+            participant.pc.set_local_description(now, offer)?;
+            Ok(())
+        });
+        if let Err(err) = result {
+            tracing::warn!(participant = %participant.id, %err, "could not create an offer");
+            let message = format!("the bridge could not renegotiate: {err}");
+            self.protocol_error(now, key, ErrorCode::Internal, &message);
+            return;
+        }
+        let sdp = participant
+            .pc
+            .local_description()
+            .map(|d| d.sdp)
+            .unwrap_or_default();
+        let mut tracks = Vec::with_capacity(participant.legs.len());
+        let mut publishers: HashMap<ParticipantKey, ParticipantId> = HashMap::new();
+        for (publisher, _, id, _) in &desired {
+            publishers.insert(*publisher, id.clone());
+        }
+        let transceivers: Vec<_> = participant.pc.get_transceivers().collect();
+        for ((publisher, source), leg) in &participant.legs {
+            let mid = transceivers.iter().find_map(|id| {
+                let transceiver = participant.pc.rtp_transceiver(*id)?;
+                (transceiver.sender() == Some(leg.sender_id))
+                    .then(|| transceiver.mid().clone())
+                    .flatten()
+            });
+            if let (Some(mid), Some(id)) = (mid, publishers.get(publisher)) {
+                tracks.push(TrackInfo {
+                    mid,
+                    participant_id: id.clone(),
+                    source: *source,
+                });
+            }
+        }
+        participant.awaiting_answer = true;
+        participant.offers_sent += 1;
+        participant.dirty = true;
+        self.outputs.push_back(ShardOutput::ToClient {
+            key,
+            message: ServerMessage::Offer { sdp, tracks },
+        });
+    }
+}
+
+fn recvonly() -> RTCRtpTransceiverInit {
+    RTCRtpTransceiverInit {
+        direction: RTCRtpTransceiverDirection::Recvonly,
+        streams: vec![],
+        send_encodings: vec![],
+    }
+}
+
+fn mark_others_for_renegotiation(room: &mut Room, publisher: ParticipantKey) {
+    for other in room.participants.values_mut().filter(|p| p.key != publisher) {
+        other.renegotiate = true;
+        other.dirty = true;
+    }
+}
+
+/// Removes legs nobody publishes any more and adds a leg for every new (publisher, source).
+fn sync_legs(
+    participant: &mut Participant,
+    desired: &[(ParticipantKey, MediaSource, ParticipantId, RTCRtpCodec)],
+) -> Result<(), rtc::shared::error::Error> {
+    let stale: Vec<_> = participant
+        .legs
+        .keys()
+        .filter(|(publisher, source)| !desired.iter().any(|(p, s, _, _)| p == publisher && s == source))
+        .copied()
+        .collect();
+    for leg_key in stale {
+        if let Some(leg) = participant.legs.remove(&leg_key) {
+            participant.pc.remove_track(leg.sender_id)?;
+        }
+    }
+    for (publisher, source, publisher_id, codec) in desired {
+        if participant.legs.contains_key(&(*publisher, *source)) {
+            continue;
+        }
+        participant.track_counter += 1;
+        let track_id = format!("{publisher_id}-{}-{}", source.as_str(), participant.track_counter);
+        let ssrc = rand::random::<u32>();
+        let kind = if source.is_audio() {
+            RtpCodecKind::Audio
+        } else {
+            RtpCodecKind::Video
+        };
+        let track = MediaStreamTrack::new(
+            publisher_id.to_string(),
+            track_id.clone(),
+            format!("{publisher_id} {}", source.as_str()),
+            kind,
+            vec![RTCRtpEncodingParameters {
+                rtp_coding_parameters: RTCRtpCodingParameters {
+                    ssrc: Some(ssrc),
+                    ..Default::default()
+                },
+                active: true,
+                codec: codec.clone(),
+                ..Default::default()
+            }],
+        );
+        let sender_id = participant.pc.add_track(track)?;
+        participant.legs.insert(
+            (*publisher, *source),
+            SendLeg {
+                sender_id,
+                track_id,
+                ssrc,
+                payload_type: None,
+                extension_map: Vec::new(),
+            },
+        );
+    }
+    Ok(())
+}
+
+/// After an answer: learns each unresolved leg's payload type and header-extension id mapping.
+/// Returns the legs that became ready.
+fn resolve_legs(room: &mut Room, key: ParticipantKey) -> Vec<(ParticipantKey, MediaSource)> {
+    let publishers: HashMap<(ParticipantKey, MediaSource), (RTCRtpCodec, Vec<(String, u8)>)> = room
+        .participants
+        .values()
+        .filter(|p| p.key != key)
+        .flat_map(|p| {
+            p.slots.iter().filter_map(move |slot| {
+                let track = slot.track.as_ref()?;
+                let extensions = track
+                    .extensions
+                    .iter()
+                    .map(|e| (e.uri.clone(), e.id as u8))
+                    .collect();
+                Some(((p.key, slot.source), (track.codec.clone()?, extensions)))
+            })
+        })
+        .collect();
+    let Some(participant) = room.participants.get_mut(&key) else {
+        return Vec::new();
+    };
+    let mut ready = Vec::new();
+    let Participant { pc, legs, .. } = participant;
+    for (leg_key, leg) in legs.iter_mut().filter(|(_, leg)| leg.payload_type.is_none()) {
+        let Some((codec, publisher_extensions)) = publishers.get(leg_key) else {
+            continue;
+        };
+        let Some(mut sender) = pc.rtp_sender(leg.sender_id) else {
+            continue;
+        };
+        let parameters = &sender.get_parameters().rtp_parameters;
+        leg.payload_type = parameters
+            .codecs
+            .iter()
+            .find(|c| same_codec(&c.rtp_codec, codec))
+            .map(|c| c.payload_type);
+        leg.extension_map = publisher_extensions
+            .iter()
+            .filter(|(uri, _)| !LEG_LOCAL_EXTENSIONS.contains(&uri.as_str()))
+            .filter_map(|(uri, from)| {
+                let to = parameters.header_extensions.iter().find(|e| &e.uri == uri)?;
+                Some((*from, to.id as u8))
+            })
+            .collect();
+        if leg.payload_type.is_some() {
+            ready.push(*leg_key);
+        } else {
+            tracing::debug!(codec = %codec.mime_type, "subscriber did not accept the publisher's codec");
+        }
+    }
+    ready
+}
+
+/// Codecs match when the subscriber can decode the publisher's stream untouched.
+fn same_codec(a: &RTCRtpCodec, b: &RTCRtpCodec) -> bool {
+    a.mime_type.eq_ignore_ascii_case(&b.mime_type) && a.clock_rate == b.clock_rate && a.channels == b.channels
+}

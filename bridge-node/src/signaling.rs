@@ -1,0 +1,254 @@
+//! The bridge's HTTP side: the signaling WebSocket, `/health` and `/metrics`.
+//!
+//! A session: the client opens the socket and sends `hello` with its ticket within
+//! [`HELLO_TIMEOUT`]; the ticket is checked (signature, this bridge, expiry, first use) and the
+//! participant is handed to the shard that owns its room. From then on the socket carries client
+//! messages to the shard and the shard's messages back, until either side closes.
+
+use crate::driver::{Bridge, CLIENT_QUEUE_CAPACITY, ClientCommand};
+use crate::shard::ConnectRequest;
+use crate::ticket::TicketError;
+use axum::Router;
+use axum::extract::State;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use bridgemesh_proto::api::{ErrorCode, Health, HealthStatus};
+use bridgemesh_proto::signaling::{CLIENT_MESSAGE_MAX_BYTES, ClientMessage, ServerMessage};
+use futures_util::{SinkExt, StreamExt};
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::mpsc;
+
+pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// Unparseable messages tolerated on one socket before it is closed.
+const MALFORMED_MESSAGES_MAX: u32 = 8;
+
+pub fn router(bridge: Arc<Bridge>) -> Router {
+    Router::new()
+        .route("/bridge/v1/signal", get(upgrade))
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .with_state(bridge)
+}
+
+async fn upgrade(State(bridge): State<Arc<Bridge>>, ws: WebSocketUpgrade) -> Response {
+    ws.max_message_size(CLIENT_MESSAGE_MAX_BYTES)
+        .max_frame_size(CLIENT_MESSAGE_MAX_BYTES)
+        .on_upgrade(move |socket| session(bridge, socket))
+}
+
+async fn health(State(bridge): State<Arc<Bridge>>) -> Response {
+    let status = if bridge.is_stopping() {
+        HealthStatus::Degraded
+    } else {
+        HealthStatus::Ok
+    };
+    let code = if bridge.is_stopping() {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    let body = Health {
+        status,
+        role: "bridge".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+    };
+    (code, axum::Json(body)).into_response()
+}
+
+async fn metrics(State(bridge): State<Arc<Bridge>>) -> Response {
+    let stats = bridge.stats();
+    let mut text = String::new();
+    let id = bridge.id();
+    let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
+        let _ = writeln!(
+            text,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{{bridge=\"{id}\"}} {value}"
+        );
+    };
+    let s = stats.shards;
+    metric(
+        "bridgemesh_bridge_participants",
+        "gauge",
+        "Participants connected.",
+        s.participants,
+    );
+    metric(
+        "bridgemesh_bridge_rooms",
+        "gauge",
+        "Rooms with at least one participant here.",
+        s.rooms,
+    );
+    metric(
+        "bridgemesh_bridge_datagrams_received_total",
+        "counter",
+        "Datagrams routed to a participant.",
+        s.datagrams_in,
+    );
+    metric(
+        "bridgemesh_bridge_datagrams_unroutable_total",
+        "counter",
+        "Datagrams from unknown addresses without a known ICE ufrag.",
+        stats.datagrams_unroutable,
+    );
+    metric(
+        "bridgemesh_bridge_datagrams_dropped_total",
+        "counter",
+        "Datagrams dropped because a shard inbox was full.",
+        stats.datagrams_dropped_inbox_full,
+    );
+    metric(
+        "bridgemesh_bridge_datagrams_send_failed_total",
+        "counter",
+        "Datagrams the socket refused to send.",
+        stats.datagrams_send_failed,
+    );
+    metric(
+        "bridgemesh_bridge_media_routes",
+        "gauge",
+        "Remote addresses routed to a participant.",
+        stats.media_routes,
+    );
+    metric(
+        "bridgemesh_bridge_rtp_received_total",
+        "counter",
+        "RTP packets received from publishers.",
+        s.rtp_in,
+    );
+    metric(
+        "bridgemesh_bridge_rtp_forwarded_total",
+        "counter",
+        "RTP packets forwarded to subscribers.",
+        s.rtp_forwarded,
+    );
+    metric(
+        "bridgemesh_bridge_keyframe_requests_total",
+        "counter",
+        "Keyframe requests sent to publishers.",
+        s.keyframe_requests_sent,
+    );
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+fn now_unix_s() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+async fn send(socket: &mut WebSocket, message: &ServerMessage) -> bool {
+    let Ok(text) = serde_json::to_string(message) else {
+        return false;
+    };
+    socket.send(Message::Text(text.into())).await.is_ok()
+}
+
+async fn refuse(mut socket: WebSocket, code: ErrorCode, message: &str) {
+    let _ = send(
+        &mut socket,
+        &ServerMessage::Error {
+            code,
+            message: message.to_owned(),
+        },
+    )
+    .await;
+    let _ = socket.close().await;
+}
+
+async fn session(bridge: Arc<Bridge>, mut socket: WebSocket) {
+    if bridge.is_stopping() {
+        return refuse(
+            socket,
+            ErrorCode::NoCapacity,
+            "this bridge is shutting down; join again",
+        )
+        .await;
+    }
+    let hello = match tokio::time::timeout(HELLO_TIMEOUT, socket.next()).await {
+        Ok(Some(Ok(Message::Text(text)))) => serde_json::from_str::<ClientMessage>(&text),
+        Ok(Some(Ok(_))) => {
+            return refuse(socket, ErrorCode::MalformedBody, "expected a hello text message").await;
+        }
+        Ok(_) => return,
+        Err(_) => return refuse(socket, ErrorCode::Unauthorized, "no hello within 10 s").await,
+    };
+    let ticket = match hello {
+        Ok(ClientMessage::Hello { ticket }) => ticket,
+        Ok(_) => return refuse(socket, ErrorCode::Unauthorized, "the first message must be hello").await,
+        Err(err) => return refuse(socket, ErrorCode::MalformedBody, &format!("bad hello: {err}")).await,
+    };
+    let claims = match bridge.verifier().verify(&ticket, now_unix_s()) {
+        Ok(claims) => claims,
+        Err(err) => {
+            let code = match err {
+                TicketError::Overloaded => ErrorCode::RateLimited,
+                _ => ErrorCode::TicketRejected,
+            };
+            return refuse(socket, code, &err.to_string()).await;
+        }
+    };
+    let key = bridge.new_key();
+    let room = claims.room.clone();
+    let (client_tx, mut client_rx) = mpsc::channel(CLIENT_QUEUE_CAPACITY);
+    let request = ConnectRequest {
+        key,
+        room: room.clone(),
+        participant_id: claims.participant_id.clone(),
+        display_name: claims.display_name.clone(),
+    };
+    if !bridge.connect(request, client_tx).await {
+        return refuse(
+            socket,
+            ErrorCode::NoCapacity,
+            "this bridge is shutting down; join again",
+        )
+        .await;
+    }
+    tracing::debug!(participant = %claims.participant_id, room = %room, "signaling session open");
+    let mut malformed = 0;
+    loop {
+        tokio::select! {
+            incoming = socket.next() => {
+                let text = match incoming {
+                    Some(Ok(Message::Text(text))) => text,
+                    Some(Ok(Message::Binary(_))) => {
+                        malformed += 1;
+                        let _ = send(&mut socket, &ServerMessage::Error { code: ErrorCode::MalformedBody, message: "signaling is JSON text".into() }).await;
+                        if malformed > MALFORMED_MESSAGES_MAX { break; }
+                        continue;
+                    }
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                    Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
+                };
+                match serde_json::from_str::<ClientMessage>(&text) {
+                    Ok(message) => bridge.client_message(&room, key, message).await,
+                    Err(err) => {
+                        malformed += 1;
+                        let error = ServerMessage::Error { code: ErrorCode::MalformedBody, message: format!("unreadable message: {err}") };
+                        if !send(&mut socket, &error).await || malformed > MALFORMED_MESSAGES_MAX {
+                            break;
+                        }
+                    }
+                }
+            }
+            outgoing = client_rx.recv() => match outgoing {
+                Some(ClientCommand::Send(message)) => {
+                    if !send(&mut socket, &message).await { break; }
+                }
+                Some(ClientCommand::Close) | None => {
+                    // Deliver what the shard queued before the close (e.g. `bye`).
+                    while let Ok(ClientCommand::Send(message)) = client_rx.try_recv() {
+                        let _ = send(&mut socket, &message).await;
+                    }
+                    let _ = socket.close().await;
+                    break;
+                }
+            }
+        }
+    }
+    bridge.disconnect(&room, key).await;
+    tracing::debug!(participant = %claims.participant_id, "signaling session closed");
+}

@@ -1,0 +1,5 @@
+//! The browser client, compiled into the binary so `bridgemesh up` needs no files on disk.
+
+pub const INDEX_HTML: &str = include_str!("../web/index.html");
+pub const APP_JS: &str = include_str!("../web/app.js");
+pub const STYLE_CSS: &str = include_str!("../web/style.css");

@@ -1,0 +1,946 @@
+//! The media half of a synthetic participant: one `webrtc` peer connection that answers the
+//! bridge's offers, sends stamped audio/video, and verifies and accounts what it receives.
+//!
+//! It knows nothing about signaling: [`MediaSession::apply_offer`] takes an offer SDP and the
+//! offer's `tracks` map and returns the answer SDP. The signaling driver
+//! ([`crate::SyntheticParticipant`]) feeds it; tests can feed it from any offerer.
+//!
+//! # How the local tracks reach the bridge's recvonly m-lines
+//!
+//! The tracks are added with `add_track` before any offer. In `rtc` 0.21.1 that creates a
+//! `sendrecv` transceiver without a mid. `set_remote_description(offer)` then walks the offered
+//! m-lines; one without a matching mid is matched by `satisfy_type_and_direction`: for a
+//! remote `recvonly` m-line it takes the first mid-less local transceiver of the same kind whose
+//! direction is `sendonly`, else `sendrecv`, sets its direction to `sendonly` and gives it the
+//! offer's mid. Remote `sendonly` m-lines only match local `recvonly` transceivers, so the
+//! bridge's forwarding m-lines never steal the local tracks and get fresh `recvonly`
+//! transceivers, whatever their order in the offer. [`MediaSession::apply_offer`] checks the
+//! outcome (see [`crate::ParticipantStats::local_mids`]) and fails if a recvonly slot was
+//! offered but not associated. A recvonly slot for a source this participant does not publish
+//! gets a transceiver without a sender; it is set `inactive` so the answer says so (the core
+//! would otherwise answer `sendonly` with no SSRC).
+
+use crate::error::ParticipantError;
+use crate::participant::ParticipantOptions;
+use crate::payload::{self, FrameSizes};
+use crate::stats::{ParticipantStats, SentStats, StreamAccumulator};
+use bridgemesh_bridge::keyframe_requests::{self, KeyframeRequestForwarder};
+use bridgemesh_proto::ParticipantId;
+use bridgemesh_proto::api::IceServer;
+use bridgemesh_proto::signaling::{MediaSource, TrackInfo};
+use bytes::Bytes;
+use rtc::ice::mdns::MulticastDnsMode;
+use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_VP8};
+use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtp;
+use rtc::rtp_transceiver::RTCRtpTransceiverDirection;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio::time::MissedTickBehavior;
+use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
+use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
+use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
+use webrtc::peer_connection::{
+    MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder,
+    RTCIceGatheringState, RTCIceServer, RTCPeerConnectionState, RTCSessionDescription, Registry,
+    SettingEngineBuilder, register_default_interceptors,
+};
+use webrtc::rtp_transceiver::RtpSender;
+
+/// Most remote streams (and receive tasks) one participant tracks.
+pub const MAX_REMOTE_STREAMS: usize = 1024;
+/// Most `tracks` entries taken from one offer.
+pub const MAX_TRACK_MAPPINGS: usize = 1024;
+/// How long an answer waits for local ICE gathering (host candidates only: instant).
+const GATHER_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long `close` lets tasks finish before aborting them.
+const TASK_DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
+/// The only address the peer connection binds.
+const BIND_ADDR: &str = "127.0.0.1:0";
+const AUDIO_PAYLOAD_TYPE: u8 = 111;
+const VIDEO_PAYLOAD_TYPE: u8 = 96;
+const NO_PAYLOAD_TYPE: u16 = u16::MAX;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn opus() -> RTCRtpCodec {
+    RTCRtpCodec {
+        mime_type: MIME_TYPE_OPUS.to_owned(),
+        clock_rate: 48_000,
+        channels: 2,
+        sdp_fmtp_line: String::new(),
+        rtcp_feedback: vec![],
+    }
+}
+
+fn vp8() -> RTCRtpCodec {
+    RTCRtpCodec {
+        mime_type: MIME_TYPE_VP8.to_owned(),
+        clock_rate: payload::VIDEO_CLOCK_RATE,
+        channels: 0,
+        sdp_fmtp_line: String::new(),
+        rtcp_feedback: vec![],
+    }
+}
+
+/// One published source.
+struct LocalSource {
+    source: MediaSource,
+    mime: &'static str,
+    ssrc: u32,
+    track_id: String,
+    track: Arc<TrackLocalStaticRTP>,
+    sender: Arc<dyn RtpSender>,
+    /// Negotiated payload type, or [`NO_PAYLOAD_TYPE`] while the source is not negotiated.
+    payload_type: AtomicU16,
+    packets: AtomicU64,
+    payload_bytes: AtomicU64,
+    frames: AtomicU64,
+}
+
+impl LocalSource {
+    fn payload_type(&self) -> Option<u8> {
+        u8::try_from(self.payload_type.load(Ordering::Acquire)).ok()
+    }
+
+    fn stats(&self) -> SentStats {
+        SentStats {
+            packets: self.packets.load(Ordering::Relaxed),
+            payload_bytes: self.payload_bytes.load(Ordering::Relaxed),
+            frames: self.frames.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// A remote track being read.
+struct ReceiverEntry {
+    track: Arc<dyn TrackRemote>,
+    ssrc: Option<u32>,
+    key: Option<(ParticipantId, MediaSource)>,
+}
+
+#[derive(Default)]
+struct Counters {
+    keyframes_sent: AtomicU64,
+    plis_received: AtomicU64,
+    firs_received: AtomicU64,
+    plis_sent: AtomicU64,
+    offers_answered: AtomicU64,
+    offers_failed: AtomicU64,
+    unattributed_packets: AtomicU64,
+    dropped_streams: AtomicU64,
+}
+
+type StreamKey = (ParticipantId, MediaSource);
+
+/// State shared by the session, the event handler and the tasks.
+struct Shared {
+    local_tag: u64,
+    started: Instant,
+    pc: OnceLock<Weak<dyn PeerConnection>>,
+    /// mid → remote participant and source, from the latest offer.
+    mapping: Mutex<HashMap<String, TrackInfo>>,
+    /// Bumped whenever `mapping` changes, so receive tasks re-resolve.
+    mapping_epoch: AtomicU64,
+    streams: Mutex<HashMap<StreamKey, Arc<Mutex<StreamAccumulator>>>>,
+    /// Remote tracks being read, by track id.
+    receivers: Mutex<HashMap<String, ReceiverEntry>>,
+    local_mids: Mutex<BTreeMap<MediaSource, String>>,
+    counters: Counters,
+    keyframe_requested: AtomicBool,
+    rtcp_sender_ssrc: AtomicU64,
+    connection: watch::Sender<RTCPeerConnectionState>,
+    gathering: watch::Sender<RTCIceGatheringState>,
+    shutdown: watch::Sender<bool>,
+    tasks: Mutex<JoinSet<()>>,
+}
+
+impl Shared {
+    fn is_connected(&self) -> bool {
+        *self.connection.borrow() == RTCPeerConnectionState::Connected
+    }
+
+    fn is_shut_down(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+
+    fn spawn<F>(&self, task: F) -> bool
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let mut tasks = lock(&self.tasks);
+        while tasks.try_join_next().is_some() {}
+        if self.is_shut_down() {
+            return false;
+        }
+        tasks.spawn(task);
+        true
+    }
+
+    fn spawn_receiver(self: &Arc<Self>, track: Arc<dyn TrackRemote>) {
+        {
+            let mut tasks = lock(&self.tasks);
+            while tasks.try_join_next().is_some() {}
+            // A few tasks are the senders; the rest read remote tracks.
+            if tasks.len() >= MAX_REMOTE_STREAMS + 4 {
+                self.counters.dropped_streams.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!("not reading another remote track: {MAX_REMOTE_STREAMS} already");
+                return;
+            }
+        }
+        self.spawn(receive_loop(Arc::clone(self), track));
+    }
+
+    /// The mid of the transceiver whose receiver carries `track_id`.
+    async fn resolve_mid(&self, track_id: &str) -> Option<String> {
+        let pc = self.pc.get()?.upgrade()?;
+        for t in pc.get_transceivers().await {
+            let Ok(Some(receiver)) = t.receiver().await else {
+                continue;
+            };
+            if receiver.track().track_id().await == track_id {
+                return t.mid().await.ok().flatten();
+            }
+        }
+        None
+    }
+
+    /// Where packets on `mid` go under the current mapping.
+    fn bind(&self, mid: &str, track_id: &str) -> Option<Binding> {
+        let info = lock(&self.mapping).get(mid).cloned();
+        let key = info.map(|info| (info.participant_id, info.source));
+        if let Some(entry) = lock(&self.receivers).get_mut(track_id) {
+            entry.key = key.clone();
+        }
+        let key = key?;
+        let accumulator = {
+            let mut streams = lock(&self.streams);
+            match streams.get(&key) {
+                Some(acc) => Arc::clone(acc),
+                None if streams.len() >= MAX_REMOTE_STREAMS => {
+                    self.counters.dropped_streams.fetch_add(1, Ordering::Relaxed);
+                    return None;
+                }
+                None => {
+                    let acc = Arc::new(Mutex::new(StreamAccumulator::new()));
+                    streams.insert(key.clone(), Arc::clone(&acc));
+                    acc
+                }
+            }
+        };
+        Some(Binding {
+            tag: payload::publisher_tag(&key.0),
+            source: key.1,
+            accumulator,
+        })
+    }
+}
+
+/// Where one remote track's packets are accounted.
+struct Binding {
+    tag: u64,
+    source: MediaSource,
+    accumulator: Arc<Mutex<StreamAccumulator>>,
+}
+
+struct Handler {
+    shared: Arc<Shared>,
+}
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for Handler {
+    async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
+        self.shared.gathering.send_replace(state);
+    }
+
+    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
+        tracing::debug!(?state, "peer connection state");
+        self.shared.connection.send_replace(state);
+    }
+
+    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
+        // Runs on the connection's driver: spawn, never block.
+        self.shared.spawn_receiver(track);
+    }
+}
+
+/// Reads one remote track until it ends or the session shuts down.
+async fn receive_loop(shared: Arc<Shared>, track: Arc<dyn TrackRemote>) {
+    let track_id = track.track_id().await;
+    let video = track.kind().await == RtpCodecKind::Video;
+    let ssrc = track.ssrcs().await.first().copied();
+    lock(&shared.receivers).insert(
+        track_id.clone(),
+        ReceiverEntry {
+            track: Arc::clone(&track),
+            ssrc,
+            key: None,
+        },
+    );
+    let mut shutdown = shared.shutdown.subscribe();
+    let mut mid: Option<String> = None;
+    let mut last_mid_attempt: Option<Instant> = None;
+    let mut epoch_seen: Option<u64> = None;
+    let mut binding: Option<Binding> = None;
+    loop {
+        let event = tokio::select! {
+            _ = shutdown.wait_for(|down| *down) => break,
+            event = track.poll() => event,
+        };
+        match event {
+            None | Some(TrackRemoteEvent::OnEnded) | Some(TrackRemoteEvent::OnError) => break,
+            Some(TrackRemoteEvent::OnRtpPacket(packet)) => {
+                // The track can be reported before or after the offer naming its mid was
+                // applied, and a later offer can remap the mid: resolve lazily, re-resolve on
+                // every mapping change.
+                if mid.is_none()
+                    && last_mid_attempt.is_none_or(|at| at.elapsed() >= Duration::from_millis(100))
+                {
+                    last_mid_attempt = Some(Instant::now());
+                    mid = shared.resolve_mid(&track_id).await;
+                    if mid.is_none() {
+                        tracing::debug!(track_id, "no mid for remote track yet");
+                    }
+                }
+                if let Some(mid) = &mid {
+                    let epoch = shared.mapping_epoch.load(Ordering::Acquire);
+                    if epoch_seen != Some(epoch) {
+                        epoch_seen = Some(epoch);
+                        binding = shared.bind(mid, &track_id);
+                    }
+                }
+                match &binding {
+                    Some(b) => {
+                        let verdict = payload::verify(&packet.payload, video, Some(b.tag), Some(b.source));
+                        lock(&b.accumulator).record(
+                            packet.payload.len(),
+                            shared.started.elapsed(),
+                            payload::unix_micros(),
+                            &verdict,
+                        );
+                    }
+                    None => {
+                        shared
+                            .counters
+                            .unattributed_packets
+                            .fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            Some(_) => {}
+        }
+    }
+    lock(&shared.receivers).remove(&track_id);
+}
+
+/// Sends one audio packet every 20 ms while connected and negotiated.
+async fn audio_loop(shared: Arc<Shared>, src: Arc<LocalSource>) {
+    let mut ticker = tokio::time::interval(Duration::from_millis(
+        1000 / u64::from(payload::AUDIO_PACKETS_PER_SECOND),
+    ));
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    let mut shutdown = shared.shutdown.subscribe();
+    let mut rtp_seq: u16 = rand::random();
+    let mut timestamp: u32 = rand::random();
+    let mut stamp_seq: u64 = 0;
+    loop {
+        tokio::select! {
+            _ = shutdown.wait_for(|down| *down) => break,
+            _ = ticker.tick() => {}
+        }
+        timestamp = timestamp.wrapping_add(payload::AUDIO_SAMPLES_PER_PACKET);
+        let Some(payload_type) = src.payload_type() else {
+            continue;
+        };
+        if !shared.is_connected() {
+            continue;
+        }
+        let body = payload::audio_payload(shared.local_tag, stamp_seq, payload::unix_micros());
+        let len = body.len() as u64;
+        let packet = rtp::packet::Packet {
+            header: rtp::header::Header {
+                version: 2,
+                payload_type,
+                sequence_number: rtp_seq,
+                timestamp,
+                ssrc: src.ssrc,
+                ..Default::default()
+            },
+            payload: Bytes::from(body),
+        };
+        rtp_seq = rtp_seq.wrapping_add(1);
+        stamp_seq += 1;
+        match src.track.write_rtp(packet).await {
+            Ok(()) => {
+                src.packets.fetch_add(1, Ordering::Relaxed);
+                src.payload_bytes.fetch_add(len, Ordering::Relaxed);
+            }
+            Err(e) => tracing::debug!("audio write failed: {e}"),
+        }
+    }
+}
+
+/// Sends VP8-shaped frames at `fps` while connected and negotiated.
+async fn video_loop(
+    shared: Arc<Shared>,
+    src: Arc<LocalSource>,
+    fps: u32,
+    keyframe_interval: Duration,
+    sizes: FrameSizes,
+) {
+    let fps = fps.max(1);
+    let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(fps)));
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    let mut shutdown = shared.shutdown.subscribe();
+    let timestamp_base: u32 = rand::random();
+    let mut rtp_seq: u16 = rand::random();
+    let mut stamp_seq: u64 = 0;
+    let mut frame_index: u64 = 0;
+    let mut last_keyframe: Option<Instant> = None;
+    loop {
+        tokio::select! {
+            _ = shutdown.wait_for(|down| *down) => break,
+            _ = ticker.tick() => {}
+        }
+        let index = frame_index;
+        frame_index += 1;
+        let Some(payload_type) = src.payload_type() else {
+            continue;
+        };
+        if !shared.is_connected() {
+            continue;
+        }
+        let requested = shared.keyframe_requested.swap(false, Ordering::AcqRel);
+        let keyframe = requested || last_keyframe.is_none_or(|at| at.elapsed() >= keyframe_interval);
+        let size = if keyframe {
+            sizes.keyframe_bytes
+        } else {
+            sizes.delta_bytes
+        };
+        let bodies = payload::vp8_frame(
+            shared.local_tag,
+            src.source,
+            stamp_seq,
+            keyframe,
+            size,
+            payload::unix_micros(),
+        );
+        let timestamp = timestamp_base
+            .wrapping_add((index * u64::from(payload::VIDEO_CLOCK_RATE) / u64::from(fps)) as u32);
+        let count = bodies.len();
+        let mut complete = true;
+        for (i, body) in bodies.into_iter().enumerate() {
+            let len = body.len() as u64;
+            let packet = rtp::packet::Packet {
+                header: rtp::header::Header {
+                    version: 2,
+                    marker: i + 1 == count,
+                    payload_type,
+                    sequence_number: rtp_seq,
+                    timestamp,
+                    ssrc: src.ssrc,
+                    ..Default::default()
+                },
+                payload: Bytes::from(body),
+            };
+            rtp_seq = rtp_seq.wrapping_add(1);
+            stamp_seq += 1;
+            if let Err(e) = src.track.write_rtp(packet).await {
+                tracing::debug!("video write failed: {e}");
+                complete = false;
+                break;
+            }
+            src.packets.fetch_add(1, Ordering::Relaxed);
+            src.payload_bytes.fetch_add(len, Ordering::Relaxed);
+        }
+        if complete {
+            src.frames.fetch_add(1, Ordering::Relaxed);
+            if keyframe {
+                shared.counters.keyframes_sent.fetch_add(1, Ordering::Relaxed);
+                last_keyframe = Some(Instant::now());
+            }
+        }
+    }
+}
+
+/// Reads the bridge's RTCP feedback about the video sender; PLI/FIR ask for a keyframe.
+async fn video_rtcp_loop(shared: Arc<Shared>, src: Arc<LocalSource>) {
+    let mut shutdown = shared.shutdown.subscribe();
+    loop {
+        let event = tokio::select! {
+            _ = shutdown.wait_for(|down| *down) => break,
+            event = src.track.poll() => event,
+        };
+        match event {
+            None => break,
+            Some(TrackLocalEvent::OnRtcpPacket(packets)) => {
+                for packet in &packets {
+                    let any = packet.as_any();
+                    if any.is::<PictureLossIndication>() {
+                        shared.counters.plis_received.fetch_add(1, Ordering::Relaxed);
+                    } else if any.is::<FullIntraRequest>() {
+                        shared.counters.firs_received.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        continue;
+                    }
+                    shared.keyframe_requested.store(true, Ordering::Release);
+                }
+            }
+            Some(_) => {}
+        }
+    }
+}
+
+/// What one m-line of an offer asks for.
+struct OfferedSection {
+    mid: String,
+    kind: RtpCodecKind,
+    /// The offerer's direction (`recvonly`: it wants this participant to send).
+    direction: RTCRtpTransceiverDirection,
+}
+
+fn offered_sections(offer: &RTCSessionDescription) -> Result<Vec<OfferedSection>, ParticipantError> {
+    let parsed = offer
+        .unmarshal()
+        .map_err(|e| ParticipantError::Protocol(format!("offer SDP: {e}")))?;
+    let mut out = Vec::new();
+    for media in &parsed.media_descriptions {
+        let Some(Some(mid)) = media.attribute("mid") else {
+            continue;
+        };
+        let kind = RtpCodecKind::from(media.media_name.media.as_str());
+        let direction = if media.media_name.port.value == 0 || media.attribute("inactive").is_some() {
+            RTCRtpTransceiverDirection::Inactive
+        } else if media.attribute("recvonly").is_some() {
+            RTCRtpTransceiverDirection::Recvonly
+        } else if media.attribute("sendonly").is_some() {
+            RTCRtpTransceiverDirection::Sendonly
+        } else {
+            RTCRtpTransceiverDirection::Sendrecv
+        };
+        out.push(OfferedSection {
+            mid: mid.to_owned(),
+            kind,
+            direction,
+        });
+    }
+    Ok(out)
+}
+
+/// One peer connection to the bridge, answering its offers. See the module docs.
+pub struct MediaSession {
+    shared: Arc<Shared>,
+    pc: Arc<dyn PeerConnection>,
+    sources: Vec<Arc<LocalSource>>,
+    closed: AtomicBool,
+}
+
+impl MediaSession {
+    /// Builds the peer connection (bound to `127.0.0.1:0` only), adds the published tracks and
+    /// starts the sender tasks; they send once the connection is up and the source negotiated.
+    /// `started` is the instant latency-to-first-packet is measured from.
+    pub async fn new(
+        local: &ParticipantId,
+        options: &ParticipantOptions,
+        ice_servers: &[IceServer],
+        started: Instant,
+    ) -> Result<Self, ParticipantError> {
+        let (shutdown, _) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            local_tag: payload::publisher_tag(local),
+            started,
+            pc: OnceLock::new(),
+            mapping: Mutex::new(HashMap::new()),
+            mapping_epoch: AtomicU64::new(0),
+            streams: Mutex::new(HashMap::new()),
+            receivers: Mutex::new(HashMap::new()),
+            local_mids: Mutex::new(BTreeMap::new()),
+            counters: Counters::default(),
+            keyframe_requested: AtomicBool::new(false),
+            rtcp_sender_ssrc: AtomicU64::new(0),
+            connection: watch::channel(RTCPeerConnectionState::New).0,
+            gathering: watch::channel(RTCIceGatheringState::New).0,
+            shutdown,
+            tasks: Mutex::new(JoinSet::new()),
+        });
+
+        let mut media_engine = MediaEngine::default();
+        media_engine.register_codec(
+            RTCRtpCodecParameters {
+                rtp_codec: opus(),
+                payload_type: AUDIO_PAYLOAD_TYPE,
+            },
+            RtpCodecKind::Audio,
+        )?;
+        media_engine.register_codec(
+            RTCRtpCodecParameters {
+                rtp_codec: vp8(),
+                payload_type: VIDEO_PAYLOAD_TYPE,
+            },
+            RtpCodecKind::Video,
+        )?;
+        let registry = register_default_interceptors(Registry::new(), &mut media_engine)?
+            .with(keyframe_requests::SLOT, KeyframeRequestForwarder::default());
+        let setting_engine = SettingEngineBuilder::new()
+            .with_multicast_dns_mode(MulticastDnsMode::Disabled)
+            .build();
+        let config = RTCConfigurationBuilder::new()
+            .with_ice_servers(
+                ice_servers
+                    .iter()
+                    .map(|s| RTCIceServer {
+                        urls: s.urls.clone(),
+                        username: s.username.clone().unwrap_or_default(),
+                        credential: s.credential.clone().unwrap_or_default(),
+                    })
+                    .collect(),
+            )
+            .build();
+        let pc = PeerConnectionBuilder::new()
+            .with_configuration(config)
+            .with_media_engine(media_engine)
+            .with_interceptor_registry(registry)
+            .with_setting_engine(setting_engine)
+            .with_handler(Arc::new(Handler {
+                shared: Arc::clone(&shared),
+            }))
+            .with_udp_addrs(vec![BIND_ADDR.to_owned()])
+            .build()
+            .await?;
+        let pc: Arc<dyn PeerConnection> = Arc::new(pc);
+        let weak: Weak<dyn PeerConnection> = Arc::downgrade(&pc);
+        let _ = shared.pc.set(weak);
+
+        let mut session = MediaSession {
+            shared,
+            pc,
+            sources: Vec::new(),
+            closed: AtomicBool::new(false),
+        };
+        // From here on a failure must close the connection: `Drop` does.
+        let wanted = [
+            (
+                options.publish_audio,
+                MediaSource::Microphone,
+                RtpCodecKind::Audio,
+                opus(),
+                MIME_TYPE_OPUS,
+            ),
+            (
+                options.publish_video,
+                MediaSource::Camera,
+                RtpCodecKind::Video,
+                vp8(),
+                MIME_TYPE_VP8,
+            ),
+        ];
+        for (publish, source, kind, codec, mime) in wanted {
+            if !publish {
+                continue;
+            }
+            let ssrc: u32 = rand::random();
+            let track_id = format!("{local}-{}", source.as_str());
+            let track = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
+                format!("bridgemesh-{local}"),
+                track_id.clone(),
+                format!("synthetic {}", source.as_str()),
+                kind,
+                vec![RTCRtpEncodingParameters {
+                    rtp_coding_parameters: RTCRtpCodingParameters {
+                        ssrc: Some(ssrc),
+                        ..Default::default()
+                    },
+                    codec,
+                    ..Default::default()
+                }],
+            )));
+            let sender = session
+                .pc
+                .add_track(Arc::clone(&track) as Arc<dyn TrackLocal>)
+                .await?;
+            session
+                .shared
+                .rtcp_sender_ssrc
+                .compare_exchange(0, u64::from(ssrc), Ordering::AcqRel, Ordering::Acquire)
+                .ok();
+            session.sources.push(Arc::new(LocalSource {
+                source,
+                mime,
+                ssrc,
+                track_id,
+                track,
+                sender,
+                payload_type: AtomicU16::new(NO_PAYLOAD_TYPE),
+                packets: AtomicU64::new(0),
+                payload_bytes: AtomicU64::new(0),
+                frames: AtomicU64::new(0),
+            }));
+        }
+
+        let sizes = payload::frame_sizes(
+            options.video_bitrate_bps,
+            options.video_fps,
+            options.keyframe_interval,
+        );
+        for src in &session.sources {
+            let shared = Arc::clone(&session.shared);
+            if src.source.is_audio() {
+                shared.spawn(audio_loop(Arc::clone(&shared), Arc::clone(src)));
+            } else {
+                shared.spawn(video_loop(
+                    Arc::clone(&shared),
+                    Arc::clone(src),
+                    options.video_fps,
+                    options.keyframe_interval,
+                    sizes,
+                ));
+                shared.spawn(video_rtcp_loop(Arc::clone(&shared), Arc::clone(src)));
+            }
+        }
+        Ok(session)
+    }
+
+    /// Applies one offer from the bridge and returns the answer SDP (with this side's host
+    /// candidate). `tracks` maps the offer's sending mids to remote participants and sources;
+    /// it replaces the previous offer's map. Offers must be applied one at a time, in order.
+    pub async fn apply_offer(&self, sdp: String, tracks: &[TrackInfo]) -> Result<String, ParticipantError> {
+        let result = self.apply_offer_inner(sdp, tracks).await;
+        let counter = match result {
+            Ok(_) => &self.shared.counters.offers_answered,
+            Err(_) => &self.shared.counters.offers_failed,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        result
+    }
+
+    async fn apply_offer_inner(&self, sdp: String, tracks: &[TrackInfo]) -> Result<String, ParticipantError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(ParticipantError::WebRtc("media session is closed".into()));
+        }
+        let offer = RTCSessionDescription::offer(sdp)
+            .map_err(|e| ParticipantError::Protocol(format!("offer SDP: {e}")))?;
+        let sections = offered_sections(&offer)?;
+
+        if tracks.len() > MAX_TRACK_MAPPINGS {
+            tracing::warn!(
+                "offer maps {} tracks; keeping the first {MAX_TRACK_MAPPINGS}",
+                tracks.len()
+            );
+        }
+        {
+            let mut mapping = lock(&self.shared.mapping);
+            *mapping = tracks
+                .iter()
+                .take(MAX_TRACK_MAPPINGS)
+                .map(|t| (t.mid.clone(), t.clone()))
+                .collect();
+        }
+        self.shared.mapping_epoch.fetch_add(1, Ordering::AcqRel);
+
+        self.pc.set_remote_description(offer).await?;
+
+        // Which transceiver got which offered m-line.
+        let recvonly: HashSet<&str> = sections
+            .iter()
+            .filter(|s| s.direction == RTCRtpTransceiverDirection::Recvonly)
+            .map(|s| s.mid.as_str())
+            .collect();
+        let mut local_mids = BTreeMap::new();
+        let mut unused_slots = Vec::new();
+        for t in self.pc.get_transceivers().await {
+            let Some(mid) = t.mid().await? else { continue };
+            match t.sender().await? {
+                Some(sender) => {
+                    let track_id = sender.track().track_id().await;
+                    let direction = t.direction().await?;
+                    let sending = matches!(
+                        direction,
+                        RTCRtpTransceiverDirection::Sendonly | RTCRtpTransceiverDirection::Sendrecv
+                    );
+                    if let Some(src) = self.sources.iter().find(|s| s.track_id == track_id)
+                        && sending
+                    {
+                        local_mids.insert(src.source, mid);
+                    }
+                }
+                None if recvonly.contains(mid.as_str()) => unused_slots.push((t, mid)),
+                None => {}
+            }
+        }
+        for src in &self.sources {
+            let kind = if src.source.is_audio() {
+                RtpCodecKind::Audio
+            } else {
+                RtpCodecKind::Video
+            };
+            if !local_mids.contains_key(&src.source)
+                && let Some(slot) = sections
+                    .iter()
+                    .find(|s| s.kind == kind && s.direction == RTCRtpTransceiverDirection::Recvonly)
+            {
+                return Err(ParticipantError::WebRtc(format!(
+                    "the offer's recvonly {kind} m-line (mid {}) was not associated with the local {} track",
+                    slot.mid,
+                    src.source.as_str()
+                )));
+            }
+        }
+        for (t, mid) in unused_slots {
+            if t.direction().await? == RTCRtpTransceiverDirection::Sendonly {
+                tracing::debug!(mid, "nothing to send on recvonly slot; answering inactive");
+                t.set_direction(RTCRtpTransceiverDirection::Inactive).await?;
+            }
+        }
+
+        let answer = self.pc.create_answer(None).await?;
+        self.pc.set_local_description(answer).await?;
+        let mut gathering = self.shared.gathering.subscribe();
+        if tokio::time::timeout(
+            GATHER_TIMEOUT,
+            gathering.wait_for(|s| *s == RTCIceGatheringState::Complete),
+        )
+        .await
+        .is_err()
+        {
+            tracing::warn!("ICE gathering not complete after {GATHER_TIMEOUT:?}; answering anyway");
+        }
+        let local = self
+            .pc
+            .local_description()
+            .await
+            .ok_or_else(|| ParticipantError::WebRtc("no local description after answering".into()))?;
+
+        for src in &self.sources {
+            let payload_type = if local_mids.contains_key(&src.source) {
+                let parameters = src.sender.get_parameters().await?;
+                parameters
+                    .rtp_parameters
+                    .codecs
+                    .iter()
+                    .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(src.mime))
+                    .map_or(NO_PAYLOAD_TYPE, |c| u16::from(c.payload_type))
+            } else {
+                NO_PAYLOAD_TYPE
+            };
+            src.payload_type.store(payload_type, Ordering::Release);
+        }
+        *lock(&self.shared.local_mids) = local_mids;
+        Ok(local.sdp)
+    }
+
+    /// Sends a PLI for the camera track received from `from`.
+    pub async fn request_keyframe(&self, from: &ParticipantId) -> Result<(), ParticipantError> {
+        let wanted = (from.clone(), MediaSource::Camera);
+        let found = lock(&self.shared.receivers)
+            .values()
+            .find(|r| r.key.as_ref() == Some(&wanted))
+            .map(|r| (Arc::clone(&r.track), r.ssrc));
+        let Some((track, ssrc)) = found else {
+            return Err(ParticipantError::NotReceiving {
+                participant: from.clone(),
+                media: MediaSource::Camera,
+            });
+        };
+        let media_ssrc = match ssrc {
+            Some(ssrc) => ssrc,
+            None => track
+                .ssrcs()
+                .await
+                .first()
+                .copied()
+                .ok_or_else(|| ParticipantError::NotReceiving {
+                    participant: from.clone(),
+                    media: MediaSource::Camera,
+                })?,
+        };
+        let sender_ssrc = self.shared.rtcp_sender_ssrc.load(Ordering::Acquire) as u32;
+        track
+            .write_rtcp(vec![Box::new(PictureLossIndication {
+                sender_ssrc,
+                media_ssrc,
+            })])
+            .await?;
+        self.shared.counters.plis_sent.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The peer connection's current state.
+    pub fn connection_state(&self) -> RTCPeerConnectionState {
+        *self.shared.connection.borrow()
+    }
+
+    /// Snapshot of the media counters (signaling fields left at their defaults).
+    pub fn stats(&self) -> ParticipantStats {
+        let c = &self.shared.counters;
+        let streams: Vec<(StreamKey, Arc<Mutex<StreamAccumulator>>)> = lock(&self.shared.streams)
+            .iter()
+            .map(|(k, v)| (k.clone(), Arc::clone(v)))
+            .collect();
+        ParticipantStats {
+            sent: self.sources.iter().map(|s| (s.source, s.stats())).collect(),
+            received: streams
+                .into_iter()
+                .map(|(k, acc)| (k, lock(&acc).snapshot()))
+                .collect(),
+            keyframes_sent: c.keyframes_sent.load(Ordering::Relaxed),
+            plis_received: c.plis_received.load(Ordering::Relaxed),
+            firs_received: c.firs_received.load(Ordering::Relaxed),
+            plis_sent: c.plis_sent.load(Ordering::Relaxed),
+            offers_answered: c.offers_answered.load(Ordering::Relaxed),
+            offers_failed: c.offers_failed.load(Ordering::Relaxed),
+            local_mids: lock(&self.shared.local_mids).clone(),
+            unattributed_packets: c.unattributed_packets.load(Ordering::Relaxed),
+            dropped_streams: c.dropped_streams.load(Ordering::Relaxed),
+            connection_state: self.connection_state(),
+            ..Default::default()
+        }
+    }
+
+    /// Stops every task and closes the peer connection (DTLS close_notify is sent). Idempotent.
+    pub async fn close(&self) {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        self.shared.shutdown.send_replace(true);
+        if let Err(e) = self.pc.close().await {
+            tracing::debug!("closing the peer connection: {e}");
+        }
+        let mut tasks = std::mem::take(&mut *lock(&self.shared.tasks));
+        let drained = tokio::time::timeout(TASK_DRAIN_TIMEOUT, async {
+            while tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!("media tasks still running after {TASK_DRAIN_TIMEOUT:?}; aborting them");
+        }
+        tasks.shutdown().await;
+    }
+}
+
+impl Drop for MediaSession {
+    fn drop(&mut self) {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        self.shared.shutdown.send_replace(true);
+        lock(&self.shared.tasks).abort_all();
+        // Without `close` the connection's driver would keep running on the runtime.
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            let pc = Arc::clone(&self.pc);
+            handle.spawn(async move {
+                let _ = pc.close().await;
+            });
+        }
+    }
+}

@@ -1,0 +1,4 @@
+//! The `bridgemesh` binary's assembly of the crates: what `bridgemesh up` starts, reusable by
+//! tests so they run exactly what an operator runs.
+
+pub mod up;

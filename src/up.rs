@@ -1,0 +1,181 @@
+//! `bridgemesh up`: a control node and a bridge in one process on 127.0.0.1, zero configuration.
+
+use anyhow::Context as _;
+use bridgemesh_bridge::{Bridge, BridgeConfig, BridgeEvent};
+use bridgemesh_control::ControlNode;
+use bridgemesh_control::state::{BridgeRecord, BridgeStatus, Command};
+use bridgemesh_proto::{BridgeId, RoomId};
+use rand::RngCore;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// How often control forgets placements whose participant never reached the bridge.
+const EXPIRE_INTERVAL: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone)]
+pub struct UpConfig {
+    /// Control API and web client.
+    pub http_port: u16,
+    /// The bridge's signaling WebSocket.
+    pub bridge_http_port: u16,
+    /// The bridge's one media port.
+    pub media_port: u16,
+}
+
+impl Default for UpConfig {
+    fn default() -> Self {
+        Self {
+            http_port: 8080,
+            bridge_http_port: 8081,
+            media_port: 10000,
+        }
+    }
+}
+
+impl UpConfig {
+    /// Every port chosen by the OS, for tests running side by side.
+    pub fn ephemeral() -> Self {
+        Self {
+            http_port: 0,
+            bridge_http_port: 0,
+            media_port: 0,
+        }
+    }
+}
+
+pub struct Running {
+    pub control_url: String,
+    pub bridge_url: String,
+    pub control: Arc<ControlNode>,
+    pub bridge: Arc<Bridge>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+pub async fn start(config: UpConfig) -> anyhow::Result<Running> {
+    let mut secret = vec![0u8; 32];
+    rand::rng().fill_bytes(&mut secret);
+    let loopback = Ipv4Addr::LOCALHOST;
+    let control_listener = TcpListener::bind((loopback, config.http_port))
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on 127.0.0.1:{} for the control API",
+                config.http_port
+            )
+        })?;
+    let bridge_listener = TcpListener::bind((loopback, config.bridge_http_port))
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on 127.0.0.1:{} for bridge signaling",
+                config.bridge_http_port
+            )
+        })?;
+    let control_addr = control_listener.local_addr()?;
+    let bridge_addr = bridge_listener.local_addr()?;
+
+    let bridge_id = BridgeId::new("local-1").expect("valid literal");
+    let bridge_config = BridgeConfig::loopback(bridge_id.clone(), secret.clone(), config.media_port);
+    let bridge = Bridge::start(bridge_config.clone()).context("cannot start the bridge")?;
+    let control = Arc::new(ControlNode::new(&secret));
+    control.register_bridge(BridgeRecord {
+        id: bridge_id,
+        region: bridge_config.region.clone(),
+        signaling_url: format!("ws://{bridge_addr}/bridge/v1/signal"),
+        capacity: bridge_config.max_participants as u32,
+        max_participants_per_room: bridge_config.max_participants_per_room as u32,
+        status: BridgeStatus::Up,
+    });
+
+    let (stop, stopped) = watch::channel(false);
+    let mut tasks = Vec::new();
+    tasks.push(serve(
+        control_listener,
+        bridgemesh_control::http::router(control.clone()),
+        stopped.clone(),
+    ));
+    tasks.push(serve(
+        bridge_listener,
+        bridgemesh_bridge::signaling::router(bridge.clone()),
+        stopped.clone(),
+    ));
+    if let Some(mut events) = bridge.take_events() {
+        let control = control.clone();
+        tasks.push(tokio::spawn(async move {
+            while let Some(event) = events.recv().await {
+                apply_bridge_event(&control, event);
+            }
+        }));
+    }
+    {
+        let control = control.clone();
+        let mut stopped = stopped.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(EXPIRE_INTERVAL);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => control.expire_unconfirmed(),
+                    _ = stopped.changed() => return,
+                }
+            }
+        }));
+    }
+    Ok(Running {
+        control_url: format!("http://{control_addr}"),
+        bridge_url: format!("http://{bridge_addr}"),
+        control,
+        bridge,
+        stop,
+        tasks,
+    })
+}
+
+fn apply_bridge_event(control: &ControlNode, event: BridgeEvent) {
+    let (command, what) = match event {
+        BridgeEvent::ParticipantJoined { room, participant } => {
+            (Command::Confirm { room, participant }, "confirm")
+        }
+        BridgeEvent::ParticipantLeft { room, participant } => (Command::Leave { room, participant }, "leave"),
+    };
+    if let Err(err) = control.apply(command) {
+        // A participant control already expired, or one replaced on the bridge: nothing to undo.
+        tracing::debug!(%err, what, "bridge event did not change the room state");
+    }
+}
+
+fn serve(listener: TcpListener, router: axum::Router, mut stopped: watch::Receiver<bool>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = stopped.changed().await;
+        };
+        let service = router.into_make_service_with_connect_info::<SocketAddr>();
+        if let Err(err) = axum::serve(listener, service)
+            .with_graceful_shutdown(shutdown)
+            .await
+        {
+            tracing::error!(%err, "HTTP server stopped");
+        }
+    })
+}
+
+impl Running {
+    /// The page to open for `room`.
+    pub fn room_url(&self, room: &RoomId) -> String {
+        format!("{}/{room}", self.control_url)
+    }
+
+    /// Says goodbye to every participant, then stops the servers.
+    pub async fn stop(self) {
+        self.bridge.shutdown().await;
+        let _ = self.stop.send(true);
+        for task in self.tasks {
+            // WebSocket sessions may hold a server open; do not wait on them forever.
+            let _ = tokio::time::timeout(Duration::from_secs(3), task).await;
+        }
+    }
+}

@@ -1,0 +1,815 @@
+//! A minimal Chromium driver for end-to-end browser tests, speaking the Chrome DevTools Protocol
+//! directly to Debian's headless `chromium` (no chromedriver, no browser download, no node).
+//!
+//! One websocket to the browser target carries every page's traffic: pages are attached with
+//! flattened sessions, so each command just carries a `sessionId`.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, anyhow, bail};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::io::AsyncReadExt;
+use tokio::process::{Child, ChildStderr, Command};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+const DEFAULT_CHROMIUM: &str = "/usr/bin/chromium";
+const CHROMIUM_ENV: &str = "BRIDGEMESH_CHROMIUM";
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(20);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+const PAGE_LOAD_TIMEOUT: Duration = Duration::from_secs(30);
+const POLL_INTERVAL: Duration = Duration::from_millis(100);
+const DESCRIBE_TIMEOUT: Duration = Duration::from_secs(5);
+const CONSOLE_RING: usize = 200;
+const STDERR_RING: usize = 200;
+const MAX_LINE_BYTES: usize = 4096;
+const OUTGOING_QUEUE: usize = 64;
+
+/// A headless Chromium process plus the DevTools connection to it.
+///
+/// Dropping it kills the process and removes its temporary profile directory; pages still
+/// alive at that point start failing with a "connection closed" error.
+pub struct Browser {
+    conn: Arc<Connection>,
+    stderr: Arc<Mutex<VecDeque<String>>>,
+    tasks: Vec<JoinHandle<()>>,
+    // Declared last so the connection tasks are gone before the process is killed and the
+    // profile directory removed.
+    _process: Process,
+}
+
+impl Browser {
+    /// Starts Chromium (`$BRIDGEMESH_CHROMIUM`, else `/usr/bin/chromium`) with a fresh profile
+    /// and connects to its DevTools endpoint.
+    pub async fn launch() -> anyhow::Result<Browser> {
+        let binary = std::env::var_os(CHROMIUM_ENV)
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_CHROMIUM));
+        if !binary.is_file() {
+            bail!(
+                "chromium not found at {} (install Debian's `chromium` package or point {CHROMIUM_ENV} \
+                 at a Chromium binary)",
+                binary.display()
+            );
+        }
+
+        let user_data_dir = unique_temp_dir()?;
+        let mut cmd = Command::new(&binary);
+        cmd.args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--use-fake-ui-for-media-stream",
+            "--use-fake-device-for-media-stream",
+            "--allow-loopback-in-peer-connection",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            "--disable-default-apps",
+            "--mute-audio",
+            "--autoplay-policy=no-user-gesture-required",
+            "--window-size=1280,800",
+            "--remote-debugging-port=0",
+        ])
+        .arg(format!("--user-data-dir={}", user_data_dir.display()))
+        .arg("about:blank")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+
+        let child = match cmd.spawn() {
+            Ok(child) => child,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&user_data_dir);
+                return Err(e).with_context(|| format!("spawning {}", binary.display()));
+            }
+        };
+        // From here on `process` owns cleanup, so every early return below kills chromium and
+        // removes the profile.
+        let mut process = Process { child, user_data_dir };
+
+        let stderr = Arc::new(Mutex::new(VecDeque::new()));
+        let mut tasks = Vec::new();
+        if let Some(pipe) = process.child.stderr.take() {
+            // Chromium is chatty on stderr (dbus noise etc.); an undrained pipe would eventually
+            // block it.
+            tasks.push(tokio::spawn(drain_stderr(pipe, stderr.clone())));
+        }
+
+        let ws_url = match wait_for_devtools_url(&mut process, &stderr).await {
+            Ok(url) => url,
+            Err(e) => {
+                abort_all(&tasks);
+                return Err(e);
+            }
+        };
+        let ws = match tokio::time::timeout(CONNECT_TIMEOUT, tokio_tungstenite::connect_async(&ws_url)).await
+        {
+            Ok(Ok((ws, _response))) => ws,
+            Ok(Err(e)) => {
+                abort_all(&tasks);
+                return Err(e).with_context(|| format!("connecting to DevTools at {ws_url}"));
+            }
+            Err(_) => {
+                abort_all(&tasks);
+                bail!("timed out after {CONNECT_TIMEOUT:?} connecting to DevTools at {ws_url}");
+            }
+        };
+
+        let (conn, conn_tasks) = Connection::start(ws);
+        tasks.extend(conn_tasks);
+        Ok(Browser {
+            conn,
+            stderr,
+            tasks,
+            _process: process,
+        })
+    }
+
+    /// Opens a new tab, navigates it to `url` and waits for `document.readyState == "complete"`.
+    pub async fn new_page(&self, url: &str) -> anyhow::Result<Page> {
+        // The tab starts on about:blank and is navigated only once the Runtime/Page/Log domains
+        // are enabled, so console output and exceptions from the page's first script are
+        // captured and the load can be awaited without racing the initial empty document.
+        let created = self
+            .conn
+            .call(None, "Target.createTarget", json!({ "url": "about:blank" }))
+            .await?;
+        let target_id = str_field(&created, "targetId")?.to_owned();
+        let attached = match self
+            .conn
+            .call(
+                None,
+                "Target.attachToTarget",
+                json!({ "targetId": target_id, "flatten": true }),
+            )
+            .await
+        {
+            Ok(attached) => attached,
+            Err(e) => {
+                let _ = self
+                    .conn
+                    .call(None, "Target.closeTarget", json!({ "targetId": target_id }))
+                    .await;
+                return Err(e);
+            }
+        };
+        let session_id = str_field(&attached, "sessionId")?.to_owned();
+        let console = Arc::new(Mutex::new(VecDeque::new()));
+        lock(&self.conn.shared.consoles).insert(session_id.clone(), console.clone());
+        // Constructed before the remaining steps so a failure below still closes the tab.
+        let page = Page {
+            conn: self.conn.clone(),
+            target_id,
+            session_id,
+            console,
+            closed: false,
+        };
+
+        for method in ["Runtime.enable", "Page.enable", "Log.enable"] {
+            page.call(method, json!({})).await?;
+        }
+        let nav = page.call("Page.navigate", json!({ "url": url })).await?;
+        if let Some(err) = nav.get("errorText").and_then(Value::as_str) {
+            bail!("navigating to {url} failed: {err}");
+        }
+        page.wait_for(
+            "document.readyState === 'complete'",
+            PAGE_LOAD_TIMEOUT,
+            "({ readyState: document.readyState, href: location.href })",
+        )
+        .await
+        .with_context(|| format!("loading {url}"))?;
+        Ok(page)
+    }
+
+    /// The last lines Chromium wrote to stderr, for diagnosing crashes.
+    pub fn stderr_tail(&self) -> Vec<String> {
+        lock(&self.stderr).iter().cloned().collect()
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        abort_all(&self.tasks);
+    }
+}
+
+/// One browser tab, attached over a flattened CDP session.
+///
+/// Dropping a page without [`Page::close`] still closes its tab in the background (best
+/// effort), so forgotten pages do not keep running media pipelines for the rest of the test.
+pub struct Page {
+    conn: Arc<Connection>,
+    target_id: String,
+    session_id: String,
+    console: Arc<Mutex<VecDeque<String>>>,
+    closed: bool,
+}
+
+impl Page {
+    /// Runtime.evaluate with awaitPromise=true, returnByValue=true; JS exceptions become Err with
+    /// the exception text.
+    ///
+    /// `undefined` becomes `null`; values JSON cannot represent (NaN, Infinity, -0, bigints)
+    /// come back as their string form, e.g. `"NaN"`.
+    pub async fn eval(&self, expression: &str) -> anyhow::Result<Value> {
+        let resp = self
+            .call(
+                "Runtime.evaluate",
+                json!({
+                    "expression": expression,
+                    "awaitPromise": true,
+                    "returnByValue": true,
+                    // Lets pages under test call APIs gated on user activation (play(), etc.).
+                    "userGesture": true,
+                }),
+            )
+            .await?;
+        if let Some(details) = resp.get("exceptionDetails") {
+            bail!(
+                "JS exception evaluating `{}`: {}",
+                abbreviate(expression),
+                exception_text(details)
+            );
+        }
+        let result = resp.get("result").unwrap_or(&Value::Null);
+        if let Some(value) = result.get("value") {
+            return Ok(value.clone());
+        }
+        if let Some(unser) = result.get("unserializableValue").and_then(Value::as_str) {
+            return Ok(Value::String(unser.to_owned()));
+        }
+        Ok(Value::Null)
+    }
+
+    /// Polls `expression` (every 100 ms) until it evaluates to JSON true or the timeout passes;
+    /// on timeout Err includes the last value and `describe` (a JS expression evaluated once for
+    /// diagnostics, e.g. dumping state).
+    ///
+    /// Exceptions while polling count as "not yet" (the app under test may still be booting or
+    /// navigating); only a dead browser connection aborts early.
+    pub async fn wait_for(&self, expression: &str, timeout: Duration, describe: &str) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        let mut last = String::from("<never evaluated>");
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(remaining, self.eval(expression)).await {
+                Ok(Ok(Value::Bool(true))) => return Ok(()),
+                Ok(Ok(value)) => last = abbreviate(&value.to_string()),
+                Ok(Err(e)) => {
+                    if let Some(reason) = self.conn.closed_reason() {
+                        return Err(e).context(format!("browser connection lost: {reason}"));
+                    }
+                    last = format!("error: {}", abbreviate(&format!("{e:#}")));
+                }
+                Err(_) => break,
+            }
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                break;
+            }
+            tokio::time::sleep(remaining.min(POLL_INTERVAL)).await;
+        }
+        let described = match tokio::time::timeout(DESCRIBE_TIMEOUT, self.eval(describe)).await {
+            Ok(Ok(value)) => abbreviate(&value.to_string()),
+            Ok(Err(e)) => format!("<describe failed: {}>", abbreviate(&format!("{e:#}"))),
+            Err(_) => format!("<describe timed out after {DESCRIBE_TIMEOUT:?}>"),
+        };
+        bail!(
+            "timed out after {timeout:?} waiting for `{}`; last value: {last}; {}: {described}",
+            abbreviate(expression),
+            abbreviate(describe)
+        )
+    }
+
+    /// Page.captureScreenshot of the viewport, as PNG bytes.
+    pub async fn screenshot_png(&self) -> anyhow::Result<Vec<u8>> {
+        let resp = self
+            .call("Page.captureScreenshot", json!({ "format": "png" }))
+            .await?;
+        base64_decode(str_field(&resp, "data")?).context("decoding screenshot")
+    }
+
+    /// The last 200 console messages, uncaught exceptions and browser log entries of this page,
+    /// oldest first, for printing when a test fails.
+    pub fn console_log(&self) -> Vec<String> {
+        lock(&self.console).iter().cloned().collect()
+    }
+
+    /// Closes the tab.
+    pub async fn close(mut self) -> anyhow::Result<()> {
+        self.closed = true;
+        self.conn
+            .call(None, "Target.closeTarget", json!({ "targetId": self.target_id }))
+            .await
+            .map(drop)
+    }
+
+    async fn call(&self, method: &str, params: Value) -> anyhow::Result<Value> {
+        self.conn.call(Some(&self.session_id), method, params).await
+    }
+}
+
+impl Drop for Page {
+    fn drop(&mut self) {
+        lock(&self.conn.shared.consoles).remove(&self.session_id);
+        if self.closed || self.conn.closed_reason().is_some() {
+            return;
+        }
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            let conn = self.conn.clone();
+            let target_id = std::mem::take(&mut self.target_id);
+            handle.spawn(async move {
+                let _ = conn
+                    .call(None, "Target.closeTarget", json!({ "targetId": target_id }))
+                    .await;
+            });
+        }
+    }
+}
+
+type Reply = Result<Value, String>;
+type ConsoleRing = Arc<Mutex<VecDeque<String>>>;
+
+struct Pending {
+    waiting: HashMap<u64, oneshot::Sender<Reply>>,
+    // Lives under the same lock as `waiting` so a request can never be registered after the
+    // reader has drained the table on its way out (it would otherwise wait the full timeout).
+    closed: Option<String>,
+}
+
+struct Shared {
+    pending: Mutex<Pending>,
+    consoles: Mutex<HashMap<String, ConsoleRing>>,
+}
+
+impl Shared {
+    fn close(&self, reason: String) {
+        let mut pending = lock(&self.pending);
+        if pending.closed.is_none() {
+            pending.closed = Some(reason.clone());
+        }
+        for (_, tx) in pending.waiting.drain() {
+            let _ = tx.send(Err(format!("browser connection closed: {reason}")));
+        }
+    }
+}
+
+/// Request/response correlation over the single browser websocket.
+struct Connection {
+    next_id: AtomicU64,
+    outgoing: mpsc::Sender<Message>,
+    shared: Arc<Shared>,
+}
+
+impl Connection {
+    fn start(
+        ws: WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>,
+    ) -> (Arc<Connection>, [JoinHandle<()>; 2]) {
+        let shared = Arc::new(Shared {
+            pending: Mutex::new(Pending {
+                waiting: HashMap::new(),
+                closed: None,
+            }),
+            consoles: Mutex::new(HashMap::new()),
+        });
+        let (mut sink, mut stream) = ws.split();
+        let (outgoing, mut rx) = mpsc::channel::<Message>(OUTGOING_QUEUE);
+
+        let writer_shared = shared.clone();
+        let writer = tokio::spawn(async move {
+            while let Some(msg) = rx.recv().await {
+                if let Err(e) = sink.send(msg).await {
+                    writer_shared.close(format!("websocket write failed: {e}"));
+                    return;
+                }
+            }
+        });
+
+        let reader_shared = shared.clone();
+        let reader = tokio::spawn(async move {
+            // Also fires if the task is aborted, so no request is left waiting for a reply that
+            // can no longer arrive.
+            let guard = CloseOnDrop(reader_shared.clone(), "browser shut down".to_owned());
+            let reason = loop {
+                match stream.next().await {
+                    Some(Ok(Message::Text(text))) => dispatch(&reader_shared, text.as_str()),
+                    Some(Ok(Message::Close(frame))) => {
+                        break format!("websocket closed by browser: {frame:?}");
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => break format!("websocket read failed: {e}"),
+                    None => break "websocket ended".to_owned(),
+                }
+            };
+            reader_shared.close(reason);
+            drop(guard);
+        });
+
+        let conn = Arc::new(Connection {
+            next_id: AtomicU64::new(1),
+            outgoing,
+            shared,
+        });
+        (conn, [writer, reader])
+    }
+
+    fn closed_reason(&self) -> Option<String> {
+        lock(&self.shared.pending).closed.clone()
+    }
+
+    async fn call(&self, session_id: Option<&str>, method: &str, params: Value) -> anyhow::Result<Value> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut pending = lock(&self.shared.pending);
+            if let Some(reason) = &pending.closed {
+                bail!("{method}: browser connection closed: {reason}");
+            }
+            pending.waiting.insert(id, tx);
+        }
+        // Removes the table entry however this future ends, including when a caller's own
+        // timeout cancels it.
+        let _entry = PendingEntry {
+            shared: &self.shared,
+            id,
+        };
+
+        let mut msg = json!({ "id": id, "method": method, "params": params });
+        if let Some(session_id) = session_id {
+            msg["sessionId"] = Value::String(session_id.to_owned());
+        }
+        let exchange = async {
+            self.outgoing
+                .send(Message::text(msg.to_string()))
+                .await
+                .map_err(|_| "browser connection closed".to_owned())?;
+            rx.await.map_err(|_| "browser connection closed".to_owned())?
+        };
+        match tokio::time::timeout(REQUEST_TIMEOUT, exchange).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => Err(anyhow!("{method}: {e}")),
+            Err(_) => Err(anyhow!(
+                "{method}: no reply from browser within {REQUEST_TIMEOUT:?}"
+            )),
+        }
+    }
+}
+
+struct PendingEntry<'a> {
+    shared: &'a Shared,
+    id: u64,
+}
+
+impl Drop for PendingEntry<'_> {
+    fn drop(&mut self) {
+        lock(&self.shared.pending).waiting.remove(&self.id);
+    }
+}
+
+struct CloseOnDrop(Arc<Shared>, String);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        self.0.close(std::mem::take(&mut self.1));
+    }
+}
+
+fn dispatch(shared: &Shared, text: &str) {
+    let msg: Value = match serde_json::from_str(text) {
+        Ok(msg) => msg,
+        Err(e) => {
+            tracing::warn!("unparseable CDP message ({e}): {}", abbreviate(text));
+            return;
+        }
+    };
+    if let Some(id) = msg.get("id").and_then(Value::as_u64) {
+        let reply = match msg.get("error") {
+            Some(err) => Err(cdp_error_text(err)),
+            None => Ok(msg.get("result").cloned().unwrap_or(Value::Null)),
+        };
+        if let Some(tx) = lock(&shared.pending).waiting.remove(&id) {
+            let _ = tx.send(reply);
+        }
+        return;
+    }
+    let (Some(method), Some(session_id)) = (
+        msg.get("method").and_then(Value::as_str),
+        msg.get("sessionId").and_then(Value::as_str),
+    ) else {
+        return;
+    };
+    let params = msg.get("params").unwrap_or(&Value::Null);
+    let line = match method {
+        "Runtime.consoleAPICalled" => {
+            let kind = params.get("type").and_then(Value::as_str).unwrap_or("log");
+            let args: Vec<String> = params
+                .get("args")
+                .and_then(Value::as_array)
+                .map(|args| args.iter().map(remote_object_text).collect())
+                .unwrap_or_default();
+            format!("[console.{kind}] {}", args.join(" "))
+        }
+        "Runtime.exceptionThrown" => {
+            let details = params.get("exceptionDetails").unwrap_or(&Value::Null);
+            format!("[exception] {}", exception_text(details))
+        }
+        "Log.entryAdded" => {
+            let entry = params.get("entry").unwrap_or(&Value::Null);
+            let level = entry.get("level").and_then(Value::as_str).unwrap_or("info");
+            let text = entry.get("text").and_then(Value::as_str).unwrap_or("");
+            match entry.get("url").and_then(Value::as_str) {
+                Some(url) if !url.is_empty() => format!("[log.{level}] {text} ({url})"),
+                _ => format!("[log.{level}] {text}"),
+            }
+        }
+        "Inspector.targetCrashed" => "[target crashed]".to_owned(),
+        _ => return,
+    };
+    let ring = lock(&shared.consoles).get(session_id).cloned();
+    if let Some(ring) = ring {
+        push_bounded(&mut lock(&ring), truncate(line, MAX_LINE_BYTES), CONSOLE_RING);
+    }
+}
+
+fn cdp_error_text(err: &Value) -> String {
+    let message = err
+        .get("message")
+        .and_then(Value::as_str)
+        .unwrap_or("unknown error");
+    let code = err.get("code").and_then(Value::as_i64).unwrap_or(0);
+    match err.get("data").and_then(Value::as_str) {
+        Some(data) => format!("CDP error {code}: {message} ({data})"),
+        None => format!("CDP error {code}: {message}"),
+    }
+}
+
+fn exception_text(details: &Value) -> String {
+    let text = details.get("text").and_then(Value::as_str).unwrap_or("exception");
+    let Some(exception) = details.get("exception") else {
+        return text.to_owned();
+    };
+    let desc = remote_object_text(exception);
+    // Rejections arrive as text "Uncaught (in promise) TypeError: x" plus the same message
+    // again at the head of the stack; keep the stack without repeating the message.
+    let head = desc.lines().next().unwrap_or_default();
+    let prefix = text.strip_suffix(head).unwrap_or(text).trim_end();
+    format!("{prefix} {desc}")
+}
+
+/// Renders a CDP `RemoteObject` roughly the way DevTools' console would.
+fn remote_object_text(obj: &Value) -> String {
+    // Thrown Errors carry their stack in `description`, which beats the bare `value`.
+    if let Some(desc) = obj.get("description").and_then(Value::as_str)
+        && obj.get("subtype").and_then(Value::as_str) == Some("error")
+    {
+        return desc.to_owned();
+    }
+    match obj.get("value") {
+        Some(Value::String(s)) => return s.clone(),
+        Some(other) => return other.to_string(),
+        None => {}
+    }
+    if let Some(v) = obj.get("unserializableValue").and_then(Value::as_str) {
+        return v.to_owned();
+    }
+    if let Some(desc) = obj.get("description").and_then(Value::as_str) {
+        return desc.to_owned();
+    }
+    obj.get("type")
+        .and_then(Value::as_str)
+        .unwrap_or("undefined")
+        .to_owned()
+}
+
+struct Process {
+    child: Child,
+    user_data_dir: PathBuf,
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        // kill_on_drop would only fire after this body; killing and reaping here first keeps
+        // chromium from writing into the profile while it is being removed.
+        let _ = self.child.start_kill();
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // Helper processes can outlive the browser process by a moment and still touch the
+        // profile, so retry briefly instead of leaving the directory behind.
+        for _ in 0..5 {
+            match std::fs::remove_dir_all(&self.user_data_dir) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                _ => return,
+            }
+        }
+        tracing::warn!(
+            "could not remove chromium profile {}",
+            self.user_data_dir.display()
+        );
+    }
+}
+
+async fn wait_for_devtools_url(
+    process: &mut Process,
+    stderr: &Mutex<VecDeque<String>>,
+) -> anyhow::Result<String> {
+    let port_file = process.user_data_dir.join("DevToolsActivePort");
+    let deadline = Instant::now() + STARTUP_TIMEOUT;
+    loop {
+        if let Some(url) = read_devtools_port_file(&port_file).await {
+            return Ok(url);
+        }
+        if let Some(status) = process.child.try_wait().context("checking on chromium")? {
+            // Give the stderr task a moment to drain what chromium said on its way out.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            bail!(
+                "chromium exited during startup ({status}); stderr tail:\n{}",
+                stderr_tail(stderr)
+            );
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "chromium did not write {} within {STARTUP_TIMEOUT:?}; stderr tail:\n{}",
+                port_file.display(),
+                stderr_tail(stderr)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `None` until the file is complete: chromium may be caught mid-write.
+async fn read_devtools_port_file(path: &Path) -> Option<String> {
+    let contents = tokio::fs::read_to_string(path).await.ok()?;
+    let mut lines = contents.lines();
+    let port: u16 = lines.next()?.trim().parse().ok()?;
+    let ws_path = lines.next()?.trim();
+    if port == 0 || !ws_path.starts_with('/') {
+        return None;
+    }
+    Some(format!("ws://127.0.0.1:{port}{ws_path}"))
+}
+
+async fn drain_stderr(mut pipe: ChildStderr, ring: Arc<Mutex<VecDeque<String>>>) {
+    let mut buf = [0u8; 8192];
+    let mut partial: Vec<u8> = Vec::new();
+    loop {
+        let n = match pipe.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        for &byte in &buf[..n] {
+            if byte == b'\n' {
+                let line = String::from_utf8_lossy(&partial).into_owned();
+                tracing::trace!(target: "chromium", "{line}");
+                push_bounded(&mut lock(&ring), line, STDERR_RING);
+                partial.clear();
+            } else if partial.len() < MAX_LINE_BYTES {
+                partial.push(byte);
+            }
+        }
+    }
+    if !partial.is_empty() {
+        push_bounded(
+            &mut lock(&ring),
+            String::from_utf8_lossy(&partial).into_owned(),
+            STDERR_RING,
+        );
+    }
+}
+
+fn stderr_tail(ring: &Mutex<VecDeque<String>>) -> String {
+    let ring = lock(ring);
+    let skip = ring.len().saturating_sub(40);
+    ring.iter().skip(skip).cloned().collect::<Vec<_>>().join("\n")
+}
+
+fn unique_temp_dir() -> anyhow::Result<PathBuf> {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let dir = std::env::temp_dir().join(format!(
+        "bridgemesh-chromium-{}-{}-{nanos}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    // create_dir (not create_dir_all) so a name collision fails loudly instead of sharing a
+    // profile between two browsers.
+    std::fs::create_dir(&dir).with_context(|| format!("creating chromium profile dir {}", dir.display()))?;
+    Ok(dir)
+}
+
+fn str_field<'a>(value: &'a Value, field: &str) -> anyhow::Result<&'a str> {
+    value
+        .get(field)
+        .and_then(Value::as_str)
+        .ok_or_else(|| anyhow!("CDP reply lacks `{field}`: {value}"))
+}
+
+fn push_bounded(ring: &mut VecDeque<String>, line: String, cap: usize) {
+    while ring.len() >= cap {
+        ring.pop_front();
+    }
+    ring.push_back(line);
+}
+
+fn truncate(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut cut = max;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+        s.push('…');
+    }
+    s
+}
+
+/// Keeps error messages readable when an expression or value is a page of JSON.
+fn abbreviate(s: &str) -> String {
+    truncate(s.to_owned(), 500)
+}
+
+fn abort_all(tasks: &[JoinHandle<()>]) {
+    for task in tasks {
+        task.abort();
+    }
+}
+
+// A poisoned lock only means another thread panicked mid-update of a log ring or the pending
+// table; the data is still usable and the panic is reported on its own.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn base64_decode(input: &str) -> anyhow::Result<Vec<u8>> {
+    fn sextet(c: u8) -> Option<u32> {
+        match c {
+            b'A'..=b'Z' => Some(u32::from(c - b'A')),
+            b'a'..=b'z' => Some(u32::from(c - b'a') + 26),
+            b'0'..=b'9' => Some(u32::from(c - b'0') + 52),
+            b'+' => Some(62),
+            b'/' => Some(63),
+            _ => None,
+        }
+    }
+    let data = input.trim_end_matches('=').as_bytes();
+    let mut out = Vec::with_capacity(data.len() * 3 / 4);
+    let mut acc: u32 = 0;
+    let mut bits = 0;
+    for (i, &c) in data.iter().enumerate() {
+        let v = sextet(c).ok_or_else(|| anyhow!("invalid base64 byte {c:#04x} at offset {i}"))?;
+        acc = (acc << 6) | v;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    if bits >= 6 {
+        bail!("truncated base64 input");
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_decodes_padded_and_unpadded_input() {
+        assert_eq!(base64_decode("").unwrap(), b"");
+        assert_eq!(base64_decode("Zg==").unwrap(), b"f");
+        assert_eq!(base64_decode("Zm8=").unwrap(), b"fo");
+        assert_eq!(base64_decode("Zm9v").unwrap(), b"foo");
+        assert_eq!(base64_decode("Zm9vYmFy").unwrap(), b"foobar");
+        assert_eq!(base64_decode("iVBORw0KGgo=").unwrap(), b"\x89PNG\r\n\x1a\n");
+        assert!(base64_decode("Zm9v!").is_err());
+        assert!(base64_decode("Z").is_err());
+    }
+
+    #[test]
+    fn truncate_respects_char_boundaries() {
+        assert_eq!(truncate("héllo".to_owned(), 2), "h…");
+        assert_eq!(truncate("abc".to_owned(), 10), "abc");
+    }
+}

@@ -1,0 +1,130 @@
+//! Synthetic participants on real WebRTC join through the real control API and exchange media
+//! through the real bridge over UDP on 127.0.0.1.
+
+use bridgemesh_proto::signaling::MediaSource;
+use bridgemesh_sim::SyntheticParticipant;
+use bridgemesh_tests::harness::{join, room, up};
+use std::time::Duration;
+
+const MEDIA_TIMEOUT: Duration = Duration::from_secs(20);
+/// Packets each stream must deliver intact: about one second of audio, a little video.
+const ENOUGH_AUDIO: u64 = 40;
+const ENOUGH_VIDEO: u64 = 40;
+
+async fn wait_for_media_from(receiver: &SyntheticParticipant, publishers: &[&SyntheticParticipant]) {
+    let ids: Vec<_> = publishers.iter().map(|p| p.participant_id().clone()).collect();
+    receiver
+        .wait_until(
+            "audio and video from every other participant",
+            MEDIA_TIMEOUT,
+            |stats, _| {
+                ids.iter().all(|id| {
+                    stats.intact_from(id, MediaSource::Microphone) >= ENOUGH_AUDIO
+                        && stats.intact_from(id, MediaSource::Camera) >= ENOUGH_VIDEO
+                })
+            },
+        )
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_participants_receive_each_others_audio_and_video_intact() {
+    let running = up().await;
+    let room = room("three-way");
+    let a = join(&running, &room, "Ada").await;
+    let b = join(&running, &room, "Bob").await;
+    let c = join(&running, &room, "Cy").await;
+    wait_for_media_from(&a, &[&b, &c]).await;
+    wait_for_media_from(&b, &[&a, &c]).await;
+    wait_for_media_from(&c, &[&a, &b]).await;
+    for participant in [&a, &b, &c] {
+        let stats = participant.stats();
+        assert_eq!(
+            stats.total_corrupt(),
+            0,
+            "corrupt or misattributed packets:\n{}",
+            stats.summary()
+        );
+        assert_eq!(
+            participant.roster().len(),
+            2,
+            "each participant sees the two others"
+        );
+    }
+    let bridge = running.bridge.stats();
+    assert!(bridge.shards.rtp_forwarded > 0);
+    for participant in [a, b, c] {
+        participant.leave().await.unwrap();
+    }
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_joiner_gets_everyones_media_and_a_leaver_disappears() {
+    let running = up().await;
+    let room = room("late-joiner");
+    let a = join(&running, &room, "Ada").await;
+    let b = join(&running, &room, "Bob").await;
+    wait_for_media_from(&a, &[&b]).await;
+    let late = join(&running, &room, "Late").await;
+    wait_for_media_from(&late, &[&a, &b]).await;
+    wait_for_media_from(&a, &[&late]).await;
+
+    let bob = b.participant_id().clone();
+    b.leave().await.unwrap();
+    for remaining in [&a, &late] {
+        remaining
+            .wait_until("bob leaves the roster", Duration::from_secs(10), |_, roster| {
+                !roster.contains_key(&bob)
+            })
+            .await
+            .unwrap();
+    }
+    // Media between those who stayed keeps flowing after the renegotiation the leave caused.
+    let before = late.stats().intact_from(a.participant_id(), MediaSource::Camera);
+    let ada = a.participant_id().clone();
+    late.wait_until("ada's video keeps arriving", MEDIA_TIMEOUT, |stats, _| {
+        stats.intact_from(&ada, MediaSource::Camera) > before + 30
+    })
+    .await
+    .unwrap();
+    let state = running.control.snapshot();
+    let room_record = &state.rooms[&room];
+    assert!(
+        !room_record.participants.contains_key(&bob),
+        "control forgot the leaver"
+    );
+    assert_eq!(room_record.participants.len(), 2);
+    a.leave().await.unwrap();
+    late.leave().await.unwrap();
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscribers_keyframe_request_reaches_the_publisher() {
+    let running = up().await;
+    let room = room("keyframes");
+    let publisher = join(&running, &room, "Pub").await;
+    let subscriber = join(&running, &room, "Sub").await;
+    wait_for_media_from(&subscriber, &[&publisher]).await;
+    // Wait out the keyframe-request throttle window of the join itself.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let plis_before = publisher.stats().plis_received;
+    let keyframes_before = publisher.stats().keyframes_sent;
+    subscriber
+        .request_keyframe(publisher.participant_id())
+        .await
+        .unwrap();
+    publisher
+        .wait_until(
+            "the PLI arrives at the publisher",
+            Duration::from_secs(5),
+            |stats, _| stats.plis_received > plis_before && stats.keyframes_sent > keyframes_before,
+        )
+        .await
+        .unwrap();
+    publisher.leave().await.unwrap();
+    subscriber.leave().await.unwrap();
+    running.stop().await;
+}
