@@ -51,6 +51,7 @@ async fn main() -> anyhow::Result<()> {
                 "bridgemesh is up: open {}/ in a browser (two tabs on one room see each other)",
                 running.control_url
             );
+            println!("bridge signaling and metrics: {}/metrics", running.bridge_url);
             println!("press Ctrl-C to stop");
             tokio::signal::ctrl_c().await?;
             println!("stopping: telling participants goodbye");

@@ -133,6 +133,15 @@ async fn metrics(State(bridge): State<Arc<Bridge>>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
+/// A client message is a JSON object tagged by `type`. serde alone would also take an array whose
+/// first element is the tag (`["leave"]`, `["hello","<ticket>"]`), which is not the protocol.
+fn parse_client_message(text: &str) -> Result<ClientMessage, String> {
+    if !text.trim_start().starts_with('{') {
+        return Err("a signaling message is a JSON object".into());
+    }
+    serde_json::from_str(text).map_err(|err| err.to_string())
+}
+
 fn now_unix_s() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -168,7 +177,7 @@ async fn session(bridge: Arc<Bridge>, mut socket: WebSocket) {
         .await;
     }
     let hello = match tokio::time::timeout(HELLO_TIMEOUT, socket.next()).await {
-        Ok(Some(Ok(Message::Text(text)))) => serde_json::from_str::<ClientMessage>(&text),
+        Ok(Some(Ok(Message::Text(text)))) => parse_client_message(&text),
         Ok(Some(Ok(_))) => {
             return refuse(socket, ErrorCode::MalformedBody, "expected a hello text message").await;
         }
@@ -223,7 +232,7 @@ async fn session(bridge: Arc<Bridge>, mut socket: WebSocket) {
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
                     Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
                 };
-                match serde_json::from_str::<ClientMessage>(&text) {
+                match parse_client_message(&text) {
                     Ok(message) => bridge.client_message(&room, key, message).await,
                     Err(err) => {
                         malformed += 1;

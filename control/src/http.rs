@@ -47,6 +47,14 @@ async fn read_json<T: serde::de::DeserializeOwned>(body: Body) -> Result<T, ApiE
                 format!("request body is larger than {REQUEST_BODY_MAX_BYTES} bytes"),
             )
         })?;
+    // Every request body is a JSON object; serde would also accept a struct as an array of its
+    // fields in order (`["Ada"]`), which is not the documented shape.
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ApiError::new(
+            ErrorCode::MalformedBody,
+            "the body must be a JSON object",
+        ));
+    }
     serde_json::from_slice(&bytes)
         .map_err(|err| ApiError::new(ErrorCode::MalformedBody, format!("invalid JSON body: {err}")))
 }
