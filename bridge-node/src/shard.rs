@@ -288,6 +288,7 @@ impl Shard {
             };
         self.routes.add_participant(
             credentials.ufrag,
+            credentials.pwd,
             crate::demux::Route {
                 shard: self.index,
                 key,
