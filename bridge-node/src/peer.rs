@@ -5,12 +5,16 @@ use crate::keyframe_requests::{self, KeyframeRequestForwarder};
 use rand::Rng;
 use rand::distr::Alphanumeric;
 use rtc::interceptor::Registry;
+use rtc::interceptor::{NackGeneratorBuilder, NackResponderBuilder, Slot};
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
-use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
+use rtc::peer_connection::configuration::interceptor_registry::{
+    configure_rtcp_reports, configure_simulcast_extension_headers, configure_twcc_receiver_only,
+};
 use rtc::peer_connection::configuration::media_engine::MediaEngine;
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
 use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCIceCandidate};
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
+use rtc::rtp_transceiver::rtp_sender::{RTCPFeedback, RtpCodecKind};
 use std::net::SocketAddr;
 use std::time::Instant;
 
@@ -39,6 +43,34 @@ impl IceCredentials {
     }
 }
 
+/// Packets kept per outgoing stream to answer NACKs: about two seconds of 720p video, the window
+/// in which a retransmission still arrives in time to be played. `rtc`'s default of 1024 per
+/// stream made the send caches most of a participant's memory.
+pub const NACK_CACHE_PACKETS: u16 = 512;
+
+/// `rtc`'s default interceptors (NACK both ways, RTCP reports, transport-wide congestion feedback
+/// toward publishers) with a smaller NACK cache, plus the keyframe-request forwarder.
+fn bridge_interceptors(media_engine: &mut MediaEngine) -> Result<Registry, rtc::shared::error::Error> {
+    for parameter in ["", "pli"] {
+        media_engine.register_feedback(
+            RTCPFeedback {
+                typ: "nack".to_owned(),
+                parameter: parameter.to_owned(),
+            },
+            RtpCodecKind::Video,
+        );
+    }
+    let registry = Registry::new()
+        .with(
+            Slot::NackResponder,
+            NackResponderBuilder::new().with_size(NACK_CACHE_PACKETS).build(),
+        )
+        .with(Slot::NackGenerator, NackGeneratorBuilder::new().build());
+    configure_simulcast_extension_headers(media_engine)?;
+    let registry = configure_twcc_receiver_only(registry, media_engine)?;
+    Ok(configure_rtcp_reports(registry).with(keyframe_requests::SLOT, KeyframeRequestForwarder::default()))
+}
+
 pub fn build_peer_connection(
     now: Instant,
     credentials: &IceCredentials,
@@ -46,8 +78,7 @@ pub fn build_peer_connection(
 ) -> Result<RTCPeerConnection, rtc::shared::error::Error> {
     let mut media_engine = MediaEngine::default();
     media_engine.register_default_codecs()?;
-    let registry = register_default_interceptors(Registry::new(), &mut media_engine)?
-        .with(keyframe_requests::SLOT, KeyframeRequestForwarder::default());
+    let registry = bridge_interceptors(&mut media_engine)?;
     let setting_engine = SettingEngineBuilder::new()
         .with_lite(true)
         .with_ice_credentials(credentials.ufrag.clone(), credentials.pwd.clone())
