@@ -2,10 +2,10 @@
 
 use crate::config::{BridgeConfig, ConfigError};
 use crate::demux::{ParticipantKey, RouteTable};
-use crate::shard::{ConnectRequest, Shard, ShardInput, ShardOutput, ShardStats};
+use crate::shard::{BridgeEvent, ConnectRequest, Shard, ShardInput, ShardOutput, ShardStats};
 use crate::ticket::TicketVerifier;
 use bridgemesh_proto::signaling::{ClientMessage, ServerMessage};
-use bridgemesh_proto::{BridgeId, ParticipantId, RoomId};
+use bridgemesh_proto::{BridgeId, RoomId};
 use bytes::BytesMut;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -24,19 +24,6 @@ const BRIDGE_EVENTS_CAPACITY: usize = 65_536;
 /// Datagrams read per wake-up before the shard looks at its inbox and timers again.
 const DATAGRAMS_PER_WAKE_MAX: usize = 64;
 const DATAGRAM_MAX_BYTES: usize = 1500;
-
-/// What the bridge tells its control plane.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum BridgeEvent {
-    ParticipantJoined {
-        room: RoomId,
-        participant: ParticipantId,
-    },
-    ParticipantLeft {
-        room: RoomId,
-        participant: ParticipantId,
-    },
-}
 
 /// What the signaling task receives for its client.
 #[derive(Debug)]
@@ -414,12 +401,7 @@ impl ShardWorker {
                         let _ = client.try_send(ClientCommand::Close);
                     }
                 }
-                ShardOutput::ParticipantJoined { room, participant } => {
-                    self.emit(BridgeEvent::ParticipantJoined { room, participant });
-                }
-                ShardOutput::ParticipantLeft { room, participant } => {
-                    self.emit(BridgeEvent::ParticipantLeft { room, participant });
-                }
+                ShardOutput::Event(event) => self.emit(event),
             }
         }
     }

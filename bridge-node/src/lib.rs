@@ -32,4 +32,5 @@ pub mod signaling;
 pub mod ticket;
 
 pub use config::{BridgeConfig, ConfigError};
-pub use driver::{Bridge, BridgeEvent, BridgeStats, StartError};
+pub use driver::{Bridge, BridgeStats, StartError};
+pub use shard::BridgeEvent;

@@ -78,6 +78,12 @@ pub enum ShardOutput {
     CloseClient {
         key: ParticipantKey,
     },
+    Event(BridgeEvent),
+}
+
+/// What the bridge tells its control plane.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BridgeEvent {
     ParticipantJoined {
         room: RoomId,
         participant: ParticipantId,
@@ -318,10 +324,11 @@ impl Shard {
                 participants: others,
             },
         });
-        self.outputs.push_back(ShardOutput::ParticipantJoined {
-            room: room_id.clone(),
-            participant: participant_id,
-        });
+        self.outputs
+            .push_back(ShardOutput::Event(BridgeEvent::ParticipantJoined {
+                room: room_id.clone(),
+                participant: participant_id,
+            }));
         self.pump(now, &room_id);
     }
 
@@ -555,10 +562,11 @@ impl Shard {
                 },
             });
         }
-        self.outputs.push_back(ShardOutput::ParticipantLeft {
-            room: room_id.clone(),
-            participant: participant.id,
-        });
+        self.outputs
+            .push_back(ShardOutput::Event(BridgeEvent::ParticipantLeft {
+                room: room_id.clone(),
+                participant: participant.id,
+            }));
         if room.participants.is_empty() {
             self.rooms.remove(&room_id);
         } else {
