@@ -31,7 +31,21 @@
     participantId: null,
     state: 'idle', // idle | joining | connected | reconnecting | left | error
     participants: new Map(), // remote participant id -> P as last received
-    metrics: { joinClickedAt: null, firstRemoteFrameAt: null },
+    // performance.now() of the last join click and of the first remote video frame rendered
+    // after it; the fields in between break that time down (first occurrence per join).
+    metrics: {
+      joinClickedAt: null,
+      joinResponseAt: null, // the control API answered the join
+      signalingOpenAt: null, // the bridge's WebSocket opened
+      welcomeAt: null,
+      offerAt: null, // the bridge's first offer arrived
+      answerSentAt: null,
+      iceConnectedAt: null,
+      connectedAt: null, // the peer connection is connected (ICE and DTLS)
+      remoteVideoTrackAt: null, // a remote participant's camera track was attached to a tile
+      remoteVideoUnmutedAt: null, // its first packets arrived
+      firstRemoteFrameAt: null,
+    },
     reconnects: 0,
     activeSpeaker: null, // tile key ('local' or a participant id) or null
   };
@@ -128,6 +142,11 @@
     el.hidden = false;
     clearTimeout(toastTimer);
     toastTimer = setTimeout(() => { el.hidden = true; }, ms);
+  }
+
+  // Records the first time `name` happens during the current join.
+  function markStep(name) {
+    if (bm.metrics[name] === null) bm.metrics[name] = performance.now();
   }
 
   function setState(state) {
@@ -560,12 +579,15 @@
     tile.onMute = () => renderTile(tile);
     track.addEventListener('mute', tile.onMute);
     track.addEventListener('unmute', tile.onMute);
-    if (!tile.local) watchFirstFrame(tile.video);
+    if (!tile.local) watchFirstFrame(tile.video, track);
     tile.video.play().catch(() => {}); // muted video only fails if the element is torn down
   }
 
-  function watchFirstFrame(video) {
+  function watchFirstFrame(video, track) {
     if (bm.metrics.firstRemoteFrameAt !== null) return;
+    if (!track.muted) markStep('remoteVideoUnmutedAt');
+    else track.addEventListener('unmute', () => markStep('remoteVideoUnmutedAt'), { once: true });
+    markStep('remoteVideoTrackAt');
     const mark = () => {
       if (bm.metrics.firstRemoteFrameAt === null) bm.metrics.firstRemoteFrameAt = performance.now();
     };
@@ -741,8 +763,8 @@
 
   function startJoin() {
     if (inMeeting()) return;
+    for (const name of Object.keys(bm.metrics)) bm.metrics[name] = null;
     bm.metrics.joinClickedAt = performance.now();
-    bm.metrics.firstRemoteFrameAt = null;
     app.displayName = cleanName($('display-name').value) || 'Guest';
     $('display-name').value = app.displayName;
     store(STORE_NAME, app.displayName);
@@ -780,6 +802,7 @@
       return;
     }
     if (app.attempt !== attempt || !inMeeting()) return;
+    markStep('joinResponseAt');
     setStatusDetail('');
     startSession(join);
   }
@@ -894,7 +917,11 @@
       sessionLost('Cannot open the signaling connection');
       return;
     }
-    s.ws.onopen = () => { if (s === app.session) send(s, { type: 'hello', ticket: join.ticket }); };
+    s.ws.onopen = () => {
+      if (s !== app.session) return;
+      markStep('signalingOpenAt');
+      send(s, { type: 'hello', ticket: join.ticket });
+    };
     s.ws.onmessage = (ev) => {
       if (s !== app.session) return;
       let msg;
@@ -929,6 +956,9 @@
     }
     pc.ontrack = (ev) => onRemoteTrack(s, ev);
     pc.onconnectionstatechange = () => onConnectionState(s);
+    pc.oniceconnectionstatechange = () => {
+      if (s === app.session && pc.iceConnectionState === 'connected') markStep('iceConnectedAt');
+    };
     // 'negotiationneeded' is deliberately ignored: the bridge is always the offerer.
     return pc;
   }
@@ -970,7 +1000,7 @@
         try { s.ws.close(1000); } catch { /* already closed */ }
       }
       if (s.pc) {
-        s.pc.ontrack = s.pc.onconnectionstatechange = null;
+        s.pc.ontrack = s.pc.onconnectionstatechange = s.pc.oniceconnectionstatechange = null;
         try { s.pc.close(); } catch { /* already closed */ }
       }
     }
@@ -997,6 +1027,7 @@
     switch (msg.type) {
       case 'welcome': onWelcome(s, msg); break;
       case 'offer':
+        markStep('offerAt');
         // Strictly one at a time: each answer must match the offer it answers.
         s.offers = s.offers.then(() => handleOffer(s, msg)).catch(() => {
           if (s === app.session) sessionLost('Media negotiation failed');
@@ -1014,6 +1045,7 @@
   }
 
   function onWelcome(s, msg) {
+    markStep('welcomeAt');
     s.welcomed = true;
     clearTimeout(s.welcomeTimer);
     bm.participantId = msg.participant_id || bm.participantId;
@@ -1033,6 +1065,7 @@
     await s.pc.setLocalDescription(await s.pc.createAnswer());
     if (s !== app.session) return;
     send(s, { type: 'answer', sdp: s.pc.localDescription.sdp });
+    markStep('answerSentAt');
     syncTracks(s);
   }
 
@@ -1095,6 +1128,7 @@
     const state = s.pc.connectionState;
     clearTimeout(s.disconnectTimer);
     if (state === 'connected') {
+      markStep('connectedAt');
       app.retryAttempt = 0;
       setState('connected');
       setStatus('Connected');

@@ -11,9 +11,14 @@
 //! ```sh
 //! cargo bench -p bridgemesh-tests --bench first_frame
 //! ```
+//! Env: ITERATIONS (default 10); FIRST_FRAME_TRACE=1 also prints every step of every join as a
+//! wall-clock time (ms since the epoch), to line up with a packet capture or the bridge's log.
+//!
+//! Chromium's fake camera runs at 20 fps, so answering the bridge's keyframe request for the
+//! newcomer takes up to 50 ms of the "1st pkt" step by itself.
 
 use bridgemesh_tests::chromium::{Browser, Page};
-use bridgemesh_tests::harness::web::{PAGE_SUMMARY_JS, dump, short_summary_js};
+use bridgemesh_tests::harness::web::{SUMMARY_LINE_JS, dump, install_helpers, summary_condition};
 use bridgemesh_tests::harness::{room, up};
 use serde_json::Value;
 use std::time::Duration;
@@ -31,6 +36,20 @@ const STEPS: [(&str, &str); 10] = [
     ("remoteVideoUnmutedAt", "1st pkt"),
     ("firstRemoteFrameAt", "frame"),
 ];
+/// What page A's camera stream looks like on the wire: the frame interval bounds how long a
+/// keyframe request takes to be answered.
+const PUBLISHER_JS: &str = r#"(async () => {
+  const stats = await window.bridgemesh.pc.getStats();
+  let out = null;
+  stats.forEach((r) => {
+    if (r.type === 'outbound-rtp' && r.kind === 'video' && r.framesEncoded > 0) {
+      out = { width: r.frameWidth, height: r.frameHeight, fps: r.framesPerSecond,
+        limitedBy: r.qualityLimitationReason, keyFramesEncoded: r.keyFramesEncoded, plis: r.pliCount,
+        encoder: r.encoderImplementation, targetKbps: Math.round((r.targetBitrate || 0) / 1000) };
+    }
+  });
+  return out;
+})()"#;
 const TIMEOUT: Duration = Duration::from_secs(30);
 const SETTLE: Duration = Duration::from_secs(1);
 
@@ -64,7 +83,7 @@ fn machine() -> String {
 }
 
 async fn wait_or_die(page: &Page, label: &str, what: &str, expression: &str) {
-    if let Err(err) = page.wait_for(expression, TIMEOUT, &short_summary_js()).await {
+    if let Err(err) = page.wait_for(expression, TIMEOUT, SUMMARY_LINE_JS).await {
         eprintln!("{label}: {what}: {err:#}\n{}", dump(page, label).await);
         std::process::exit(1);
     }
@@ -83,10 +102,18 @@ async fn run() {
         .unwrap_or(10);
     println!("first_frame: join click -> first remote video frame, loopback");
     println!("machine: {}", machine());
-    // FIRST_FRAME_TRACE=1 prints each join's steps as wall-clock times.
     let trace = std::env::var_os("FIRST_FRAME_TRACE").is_some();
+    // rtc's DTLS logs a warning for every extension of Chromium's ClientHello it does not know.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,rtc_dtls=error"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).try_init();
     let running = up().await;
-    println!("bridge media address: {}", running.bridge.media_addr());
+    println!(
+        "control: {}, bridge signaling: {}, bridge media: {}",
+        running.control_url,
+        running.bridge_url,
+        running.bridge.media_addr()
+    );
     let room = room("first-frame");
     let browser = Browser::launch().await.expect("chromium starts");
     let base = running.room_url(&room);
@@ -94,6 +121,7 @@ async fn run() {
         .new_page(&format!("{base}?autojoin=1&name=Ada"))
         .await
         .expect("page A opens");
+    install_helpers(&a).await.expect("installing test helpers on A");
     wait_or_die(
         &a,
         "A",
@@ -101,6 +129,9 @@ async fn run() {
         "window.bridgemesh && window.bridgemesh.state === 'connected'",
     )
     .await;
+    // Until A's first packets reach the bridge it has nothing to forward, and B's first offer
+    // would not include A.
+    tokio::time::sleep(SETTLE).await;
 
     // Each row: ms since the join click for every step (None when it did not happen).
     let mut rows: Vec<Vec<Option<f64>>> = Vec::new();
@@ -112,6 +143,7 @@ async fn run() {
             .new_page(&format!("{base}?autojoin=1&name={label}"))
             .await
             .expect("page B opens");
+        install_helpers(&b).await.expect("installing test helpers on B");
         wait_or_die(
             &b,
             &label,
@@ -144,7 +176,10 @@ async fn run() {
         tokio::time::sleep(Duration::from_millis(150)).await;
         keyframe_requests.push(running.bridge.stats().shards.keyframe_requests_sent - plis_before);
         rows.push(row);
-        let reconnects = b.eval("window.bridgemesh.reconnects").await.unwrap_or(Value::Null);
+        let reconnects = b
+            .eval("window.bridgemesh.reconnects")
+            .await
+            .unwrap_or(Value::Null);
         if reconnects != 0 {
             println!("{label}: warning: {reconnects} reconnects during the join");
         }
@@ -153,14 +188,16 @@ async fn run() {
             &a,
             "A",
             "A sees B leave",
-            &format!("({PAGE_SUMMARY_JS}).then((s) => s.peers.length === 0 && s.state === 'connected')"),
+            &summary_condition("s.peers.length === 0 && s.state === 'connected'"),
         )
         .await;
         tokio::time::sleep(SETTLE).await;
     }
 
     println!();
-    println!("ms after the join click (B's performance.now()); PLIs = keyframe requests the bridge sent during the join");
+    println!(
+        "ms after the join click (B's performance.now()); PLIs = keyframe requests the bridge sent during the join"
+    );
     let mut header = format!("{:>4}", "#");
     for (_, short) in STEPS {
         header.push_str(&format!(" {short:>9}"));
@@ -215,6 +252,12 @@ async fn run() {
         percentile(&totals, 95.0),
         totals[totals.len() - 1]
     );
+
+    let publisher = a
+        .eval(PUBLISHER_JS)
+        .await
+        .unwrap_or_else(|err| Value::String(format!("{err:#}")));
+    println!("A's camera as sent at the end: {publisher}");
 
     a.close().await.ok();
     drop(browser);

@@ -54,10 +54,13 @@ pub mod web {
     use serde_json::Value;
     use std::time::Duration;
 
-    /// An async JS expression describing one page of the web client: its state, roster, remote
-    /// tiles, and every inbound RTP stream attributed to the participant the bridge forwards it
-    /// from (the msid stream id of its m-line in the bridge's offer, which is the publisher's id).
-    pub const PAGE_SUMMARY_JS: &str = r#"(async () => {
+    /// Source of an async JS function describing one page of the web client: its state, roster,
+    /// remote tiles, and every inbound RTP stream attributed to the participant the bridge
+    /// forwards it from (the msid stream id of its m-line in the bridge's offer, which is the
+    /// publisher's id).
+    macro_rules! summary_fn {
+        () => {
+            r#"async () => {
   const bm = window.bridgemesh;
   if (!bm) return { error: 'window.bridgemesh is missing', href: location.href };
   const pc = bm.pc;
@@ -95,19 +98,41 @@ pub mod web {
       frames: r.framesDecoded || 0 });
   });
   return out;
-})()"#;
+}"#
+        };
+    }
 
-    /// `PAGE_SUMMARY_JS` as one short line, for `wait_for`'s `describe` (which is cut at 500
-    /// characters).
-    pub fn short_summary_js() -> String {
-        format!(
-            r#"({PAGE_SUMMARY_JS}).then((s) => s.error ? s : [
-  `state=${{s.state}} pc=${{s.pc}} me=${{s.me}} reconnects=${{s.reconnects}}`,
-  `peers=[${{s.peers.map((p) => `${{p.name}}@${{p.id}}:${{(p.sources || []).join('+')}}`).join(' ')}}]`,
-  `tiles=[${{s.tiles.join(',')}}] audios=${{s.audios}}`,
-  `in=[${{s.inbound.map((r) => `${{r.kind[0]}}/${{r.mid}}/${{r.from}}/p${{r.packets}}/f${{r.frames}}`).join(' ')}}]`,
-].join(' '))"#
-        )
+    /// The summary of a page as a JS expression (a promise of an object); needs no helpers.
+    pub const PAGE_SUMMARY_JS: &str = concat!("(", summary_fn!(), ")()");
+
+    /// Installs `window.__bmSummary()` (the summary) and `window.__bmSummaryLine()` (the same on
+    /// one short line, for `wait_for`'s `describe`, which is cut at 500 characters), so that wait
+    /// expressions, and the errors quoting them, stay short.
+    pub const INSTALL_HELPERS_JS: &str = concat!(
+        "window.__bmSummary = ",
+        summary_fn!(),
+        r#";
+window.__bmSummaryLine = () => window.__bmSummary().then((s) => s.error ? JSON.stringify(s) : [
+  `state=${s.state} pc=${s.pc} me=${s.me} reconnects=${s.reconnects}`,
+  `peers=[${s.peers.map((p) => `${p.name}@${p.id}:${(p.sources || []).join('+')}`).join(' ')}]`,
+  `tiles=[${s.tiles.join(',')}] audios=${s.audios}`,
+  `in=[${s.inbound.map((r) => `${r.kind[0]}/${r.mid}/${r.from}/p${r.packets}/f${r.frames}`).join(' ')}]`,
+].join(' '));
+true"#
+    );
+
+    /// `describe` for `wait_for` on a page with the helpers installed.
+    pub const SUMMARY_LINE_JS: &str =
+        "window.__bmSummaryLine ? window.__bmSummaryLine() : 'test helpers are not installed on this page'";
+
+    /// Installs the summary helpers on `page` (again after a navigation).
+    pub async fn install_helpers(page: &Page) -> anyhow::Result<()> {
+        page.eval(INSTALL_HELPERS_JS).await.map(drop)
+    }
+
+    /// A wait expression: `condition`, a JS expression over the page summary `s`.
+    pub fn summary_condition(condition: &str) -> String {
+        format!("window.__bmSummary().then((s) => Boolean({condition}))")
     }
 
     /// The full summary of a page, its console, and (on request) chromium's stderr: what to
@@ -136,6 +161,9 @@ pub mod web {
                 .new_page(&url)
                 .await
                 .unwrap_or_else(|err| panic!("opening {url} for {name}: {err:#}"));
+            install_helpers(&page)
+                .await
+                .unwrap_or_else(|err| panic!("installing test helpers on {name}'s page: {err:#}"));
             Participant {
                 name: name.to_owned(),
                 page,
@@ -144,9 +172,15 @@ pub mod web {
 
         /// Waits for `condition` (a JS expression over the summary `s`), and panics with a full
         /// dump of this page and of `others` if it does not hold within `timeout`.
-        pub async fn wait_until(&self, what: &str, condition: &str, timeout: Duration, others: &[&Participant]) {
-            let expression = format!("({PAGE_SUMMARY_JS}).then((s) => Boolean({condition}))");
-            if let Err(err) = self.page.wait_for(&expression, timeout, &short_summary_js()).await {
+        pub async fn wait_until(
+            &self,
+            what: &str,
+            condition: &str,
+            timeout: Duration,
+            others: &[&Participant],
+        ) {
+            let expression = summary_condition(condition);
+            if let Err(err) = self.page.wait_for(&expression, timeout, SUMMARY_LINE_JS).await {
                 let mut report = format!("{}: {what}: {err:#}\n", self.name);
                 report.push_str(&dump(&self.page, &self.name).await);
                 for other in others {
@@ -171,9 +205,17 @@ pub mod web {
             self.wait_until(&what, &condition, timeout, &[other]).await;
             let summary = self.summary().await;
             let peers = summary["peers"].as_array().expect("peers is an array");
-            assert_eq!(peers.len(), 1, "{}: exactly one remote participant: {summary}", self.name);
+            assert_eq!(
+                peers.len(),
+                1,
+                "{}: exactly one remote participant: {summary}",
+                self.name
+            );
             assert_eq!(peers[0]["name"], other.name.as_str(), "{summary}");
-            peers[0]["id"].as_str().expect("participant ids are strings").to_owned()
+            peers[0]["id"]
+                .as_str()
+                .expect("participant ids are strings")
+                .to_owned()
         }
 
         pub async fn summary(&self) -> Value {
