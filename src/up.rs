@@ -1,6 +1,7 @@
 //! `bridgemesh up`: a control node and a bridge in one process on 127.0.0.1, zero configuration.
 
 use anyhow::Context as _;
+use axum::serve::ListenerExt as _;
 use bridgemesh_bridge::{Bridge, BridgeConfig, BridgeEvent};
 use bridgemesh_control::ControlNode;
 use bridgemesh_control::state::{BridgeRecord, BridgeStatus, Command};
@@ -154,6 +155,11 @@ fn serve(listener: TcpListener, router: axum::Router, mut stopped: watch::Receiv
             let _ = stopped.changed().await;
         };
         let service = router.into_make_service_with_connect_info::<SocketAddr>();
+        // Signaling is small messages that must leave at once; Nagle would hold an offer back
+        // until the client's next packet arrives.
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         if let Err(err) = axum::serve(listener, service)
             .with_graceful_shutdown(shutdown)
             .await
