@@ -292,13 +292,18 @@ impl ShardWorker {
         let mut buf = vec![0u8; DATAGRAM_MAX_BYTES];
         let far_future = Duration::from_secs(3600);
         let mut last_stats = Instant::now();
+        // One reader keeps each participant's datagrams in arrival order: were several shards to
+        // read the shared socket, a packet read by a non-owning shard would be queued behind
+        // later ones the owner read itself, and a reordered DTLS flight costs a retransmission.
+        // The reader hands other shards their datagrams through their inboxes, FIFO.
+        let reads_socket = self.shard.index() == 0;
         loop {
             let deadline = self
                 .shard
                 .poll_timeout()
                 .unwrap_or_else(|| Instant::now() + far_future);
             tokio::select! {
-                readable = socket.readable() => {
+                readable = socket.readable(), if reads_socket => {
                     if readable.is_err() {
                         continue;
                     }

@@ -13,7 +13,7 @@
 //!
 //! # Run loop
 //! ```text
-//! shard thread i:  wait(socket readable | inbox | next timeout)
+//! shard thread i:  wait(socket readable (shard 0 only) | inbox | next timeout)
 //!                  datagram → RouteTable → mine? shard.handle_input : send to shard j's inbox
 //!                  inbox    → shard.handle_input(now, Connect | Client | Disconnect | Datagram)
 //!                  timeout  → shard.handle_timeout(now)
