@@ -1027,10 +1027,13 @@ fn sync_legs(
     Ok(())
 }
 
+/// A publisher track's codec and its negotiated header extensions as (URI, id).
+type PublishedFormat = (RTCRtpCodec, Vec<(String, u8)>);
+
 /// After an answer: learns each unresolved leg's payload type and header-extension id mapping.
 /// Returns the legs that became ready.
 fn resolve_legs(room: &mut Room, key: ParticipantKey) -> Vec<(ParticipantKey, MediaSource)> {
-    let publishers: HashMap<(ParticipantKey, MediaSource), (RTCRtpCodec, Vec<(String, u8)>)> = room
+    let publishers: HashMap<(ParticipantKey, MediaSource), PublishedFormat> = room
         .participants
         .values()
         .filter(|p| p.key != key)
