@@ -5,6 +5,7 @@
 //! - [`demux`]: routing a datagram to its participant (STUN USERNAME first, then the 4-tuple).
 //! - [`peer`]: one participant's `rtc` peer connection (ICE-lite, the shared port as candidate).
 //! - [`participant`]: receiving slots, sending legs and negotiation state of one participant.
+//! - `legs`: a subscriber's sending legs, kept in line with what the room publishes.
 //! - [`shard`]: the forwarding engine, a sans-IO state machine over the rooms one thread owns.
 //! - [`driver`]: threads, the UDP socket and timers around the shards.
 //! - [`signaling`]: the WebSocket endpoint, authenticated by control's tickets.
@@ -25,6 +26,7 @@ pub mod config;
 pub mod demux;
 pub mod driver;
 pub mod keyframe_requests;
+mod legs;
 pub mod participant;
 pub mod peer;
 pub mod shard;

@@ -1,0 +1,133 @@
+//! Subscriber legs: adding and removing them as the room's published tracks change, and learning
+//! each leg's payload type and header-extension mapping from the subscriber's answer.
+
+use crate::demux::ParticipantKey;
+use crate::participant::{LEG_LOCAL_EXTENSIONS, Participant, SendLeg};
+use crate::shard::Room;
+use bridgemesh_proto::ParticipantId;
+use bridgemesh_proto::signaling::MediaSource;
+use rtc::media_stream::MediaStreamTrack;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+};
+use std::collections::HashMap;
+
+/// Removes legs nobody publishes any more and adds a leg for every new (publisher, source).
+pub(crate) fn sync_legs(
+    participant: &mut Participant,
+    desired: &[(ParticipantKey, MediaSource, ParticipantId, RTCRtpCodec)],
+) -> Result<(), rtc::shared::error::Error> {
+    let stale: Vec<_> = participant
+        .legs
+        .keys()
+        .filter(|(publisher, source)| !desired.iter().any(|(p, s, _, _)| p == publisher && s == source))
+        .copied()
+        .collect();
+    for leg_key in stale {
+        if let Some(leg) = participant.legs.remove(&leg_key) {
+            participant.pc.remove_track(leg.sender_id)?;
+        }
+    }
+    for (publisher, source, publisher_id, codec) in desired {
+        if participant.legs.contains_key(&(*publisher, *source)) {
+            continue;
+        }
+        participant.track_counter += 1;
+        let track_id = format!("{publisher_id}-{}-{}", source.as_str(), participant.track_counter);
+        let ssrc = rand::random::<u32>();
+        let kind = if source.is_audio() {
+            RtpCodecKind::Audio
+        } else {
+            RtpCodecKind::Video
+        };
+        let track = MediaStreamTrack::new(
+            publisher_id.to_string(),
+            track_id.clone(),
+            format!("{publisher_id} {}", source.as_str()),
+            kind,
+            vec![RTCRtpEncodingParameters {
+                rtp_coding_parameters: RTCRtpCodingParameters {
+                    ssrc: Some(ssrc),
+                    ..Default::default()
+                },
+                active: true,
+                codec: codec.clone(),
+                ..Default::default()
+            }],
+        );
+        let sender_id = participant.pc.add_track(track)?;
+        participant.legs.insert(
+            (*publisher, *source),
+            SendLeg {
+                sender_id,
+                track_id,
+                ssrc,
+                payload_type: None,
+                extension_map: Vec::new(),
+            },
+        );
+    }
+    Ok(())
+}
+
+/// A publisher track's codec and its negotiated header extensions as (URI, id).
+type PublishedFormat = (RTCRtpCodec, Vec<(String, u8)>);
+
+/// After an answer: learns each unresolved leg's payload type and header-extension id mapping.
+/// Returns the legs that became ready.
+pub(crate) fn resolve_legs(room: &mut Room, key: ParticipantKey) -> Vec<(ParticipantKey, MediaSource)> {
+    let publishers: HashMap<(ParticipantKey, MediaSource), PublishedFormat> = room
+        .participants
+        .values()
+        .filter(|p| p.key != key)
+        .flat_map(|p| {
+            p.slots.iter().filter_map(move |slot| {
+                let track = slot.track.as_ref()?;
+                let extensions = track
+                    .extensions
+                    .iter()
+                    .map(|e| (e.uri.clone(), e.id as u8))
+                    .collect();
+                Some(((p.key, slot.source), (track.codec.clone()?, extensions)))
+            })
+        })
+        .collect();
+    let Some(participant) = room.participants.get_mut(&key) else {
+        return Vec::new();
+    };
+    let mut ready = Vec::new();
+    let Participant { pc, legs, .. } = participant;
+    for (leg_key, leg) in legs.iter_mut().filter(|(_, leg)| leg.payload_type.is_none()) {
+        let Some((codec, publisher_extensions)) = publishers.get(leg_key) else {
+            continue;
+        };
+        let Some(mut sender) = pc.rtp_sender(leg.sender_id) else {
+            continue;
+        };
+        let parameters = &sender.get_parameters().rtp_parameters;
+        leg.payload_type = parameters
+            .codecs
+            .iter()
+            .find(|c| same_codec(&c.rtp_codec, codec))
+            .map(|c| c.payload_type);
+        leg.extension_map = publisher_extensions
+            .iter()
+            .filter(|(uri, _)| !LEG_LOCAL_EXTENSIONS.contains(&uri.as_str()))
+            .filter_map(|(uri, from)| {
+                let to = parameters.header_extensions.iter().find(|e| &e.uri == uri)?;
+                Some((*from, to.id as u8))
+            })
+            .collect();
+        if leg.payload_type.is_some() {
+            ready.push(*leg_key);
+        } else {
+            tracing::debug!(codec = %codec.mime_type, "subscriber did not accept the publisher's codec");
+        }
+    }
+    ready
+}
+
+/// Codecs match when the subscriber can decode the publisher's stream untouched.
+fn same_codec(a: &RTCRtpCodec, b: &RTCRtpCodec) -> bool {
+    a.mime_type.eq_ignore_ascii_case(&b.mime_type) && a.clock_rate == b.clock_rate && a.channels == b.channels
+}
