@@ -4,7 +4,7 @@ use crate::node::{ApiError, ControlNode};
 use crate::web;
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -13,6 +13,7 @@ use bridgemesh_proto::api::{
     ErrorBody, ErrorCode, Health, HealthStatus, JoinRequest, REQUEST_BODY_MAX_BYTES,
 };
 use std::fmt::Write as _;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 impl IntoResponse for ApiError {
@@ -59,7 +60,19 @@ async fn read_json<T: serde::de::DeserializeOwned>(body: Body) -> Result<T, ApiE
         .map_err(|err| ApiError::new(ErrorCode::MalformedBody, format!("invalid JSON body: {err}")))
 }
 
-async fn join(State(node): State<Arc<ControlNode>>, Path(room): Path<String>, body: Body) -> Response {
+async fn join(
+    State(node): State<Arc<ControlNode>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(room): Path<String>,
+    body: Body,
+) -> Response {
+    if !node.allow_join_from(peer.ip()) {
+        return ApiError::new(
+            ErrorCode::RateLimited,
+            "too many joins from this address; slow down",
+        )
+        .into_response();
+    }
     let room = match RoomId::new(room) {
         Ok(room) => room,
         Err(err) => return ApiError::new(ErrorCode::InvalidRoomName, err.to_string()).into_response(),

@@ -3,6 +3,7 @@
 //! # Layout
 //! - [`state`]: the state machine — typed [`state::Command`]s applied deterministically.
 //! - [`placement`]: which bridge a participant goes to, a pure function of the state.
+//! - [`rate_limit`]: per-address token buckets for the unauthenticated join endpoint.
 //! - [`node`]: [`ControlNode`], the state behind a lock plus ticket issuing; `join` lives here.
 //! - [`http`]: the axum driver: `/api/v1/...`, `/health`, `/metrics`, the web client.
 //! - [`web`]: the browser client's files, compiled in.
@@ -19,6 +20,7 @@
 pub mod http;
 pub mod node;
 pub mod placement;
+pub mod rate_limit;
 pub mod state;
 pub mod web;
 

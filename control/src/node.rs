@@ -2,13 +2,16 @@
 //! The HTTP layer (`http.rs`) is a thin driver over [`ControlNode`].
 
 use crate::placement::choose_bridge;
+use crate::rate_limit::{RateLimit, RateLimiter};
 use crate::state::{ApplyError, BridgeRecord, Command, ControlState, Outcome};
 use bridgemesh_proto::api::{DISPLAY_NAME_MAX_CHARS, ErrorCode, IceServer, JoinRequest, JoinResponse};
 use bridgemesh_proto::ticket::{TICKET_TTL_S, TicketClaims};
 use bridgemesh_proto::{ParticipantId, RoomId};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use rand::Rng;
+use std::net::IpAddr;
 use std::sync::Mutex;
+use std::time::Instant;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// An API failure with the code clients branch on.
@@ -31,6 +34,7 @@ impl ApiError {
 pub struct ControlNode {
     state: Mutex<ControlState>,
     ticket_key: EncodingKey,
+    join_limiter: Mutex<RateLimiter>,
 }
 
 fn now_unix_ms() -> u64 {
@@ -46,10 +50,23 @@ fn new_participant_id() -> ParticipantId {
 
 impl ControlNode {
     pub fn new(cluster_secret: &[u8]) -> Self {
+        Self::with_join_limit(cluster_secret, RateLimit::default())
+    }
+
+    pub fn with_join_limit(cluster_secret: &[u8], join_limit: RateLimit) -> Self {
         Self {
             state: Mutex::new(ControlState::default()),
             ticket_key: EncodingKey::from_secret(cluster_secret),
+            join_limiter: Mutex::new(RateLimiter::new(join_limit)),
         }
+    }
+
+    /// Joins are unauthenticated, so each source address gets a budget (see `rate_limit.rs`).
+    pub fn allow_join_from(&self, source: IpAddr) -> bool {
+        self.join_limiter
+            .lock()
+            .expect("limiter lock")
+            .allow(source, Instant::now())
     }
 
     /// A copy of the current state, for views and tests.

@@ -195,3 +195,49 @@ async fn a_valid_join_returns_a_ticket_and_is_recorded() {
     assert_eq!(state.participant_count(), 1);
     running.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_joins_from_one_address_is_rate_limited_and_others_are_not() {
+    let running = up().await;
+    let client_from = |last: u8| {
+        reqwest::Client::builder()
+            .local_address(std::net::IpAddr::from([127, 0, 0, last]))
+            .build()
+            .unwrap()
+    };
+    let join_url = format!("{}/api/v1/rooms/flood/join", running.control_url);
+    let flooder = client_from(7);
+    let mut statuses = Vec::new();
+    for n in 0..40 {
+        let response = flooder
+            .post(&join_url)
+            .body(name_body(&format!("bot{n}")))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        if status == 429 {
+            let body: serde_json::Value = response.json().await.unwrap();
+            assert_error_envelope(&body, ErrorCode::RateLimited);
+        }
+        statuses.push(status);
+    }
+    let accepted = statuses.iter().filter(|s| **s == 200).count();
+    assert!(
+        statuses.contains(&429),
+        "40 joins at once were all accepted: {statuses:?}"
+    );
+    assert!(accepted >= 10, "a person's burst must pass: {statuses:?}");
+    assert!(accepted < 40);
+    let placed = running.control.snapshot().participant_count();
+    assert_eq!(placed, accepted, "refused joins left no placement");
+    // Someone else, at another address, is not affected by the flood.
+    let other = client_from(8)
+        .post(&join_url)
+        .body(name_body("Ada"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status().as_u16(), 200);
+    running.stop().await;
+}
