@@ -112,12 +112,14 @@ pub struct Shard {
     routes: Arc<RouteTable>,
     max_participants_per_room: usize,
     rooms: HashMap<RoomId, Room>,
-    room_of: HashMap<ParticipantKey, RoomId>,
+    /// Shared handles so the packet path can name a participant's room without copying its name.
+    room_of: HashMap<ParticipantKey, Arc<RoomId>>,
     outputs: VecDeque<ShardOutput>,
     stats: ShardStats,
     // Reused across inputs so the packet path does not allocate these per packet.
     scratch_messages: Vec<RTCMessage>,
     scratch_events: Vec<RTCPeerConnectionEvent>,
+    scratch_keys: Vec<ParticipantKey>,
 }
 
 impl Shard {
@@ -138,6 +140,7 @@ impl Shard {
             stats: ShardStats::default(),
             scratch_messages: Vec::new(),
             scratch_events: Vec::new(),
+            scratch_keys: Vec::new(),
         }
     }
 
@@ -229,10 +232,10 @@ impl Shard {
 
     fn handle_datagram(&mut self, now: Instant, from: SocketAddr, key: ParticipantKey, data: BytesMut) {
         self.stats.datagrams_in += 1;
-        let Some(room_id) = self.room_of.get(&key) else {
+        let Some(room_id) = self.room_of.get(&key).cloned() else {
             return;
         };
-        let Some(room) = self.rooms.get_mut(room_id) else {
+        let Some(room) = self.rooms.get_mut(&*room_id) else {
             return;
         };
         let Some(participant) = room.participants.get_mut(&key) else {
@@ -252,7 +255,6 @@ impl Shard {
             tracing::trace!(participant = %participant.id, %err, "datagram refused by peer connection");
         }
         participant.dirty = true;
-        let room_id = room_id.clone();
         self.pump(now, &room_id);
     }
 
@@ -310,7 +312,7 @@ impl Shard {
             });
         }
         room.participants.insert(key, participant);
-        self.room_of.insert(key, room_id.clone());
+        self.room_of.insert(key, Arc::new(room_id.clone()));
         self.outputs.push_back(ShardOutput::ToClient {
             key,
             message: ServerMessage::Welcome {
@@ -560,7 +562,7 @@ impl Shard {
         }
         self.outputs
             .push_back(ShardOutput::Event(BridgeEvent::ParticipantLeft {
-                room: room_id.clone(),
+                room: RoomId::clone(&room_id),
                 participant: participant.id,
             }));
         if room.participants.is_empty() {
@@ -620,17 +622,20 @@ impl Shard {
             let Some(room) = self.rooms.get_mut(room_id) else {
                 return;
             };
-            let dirty: Vec<ParticipantKey> = room
-                .participants
-                .values()
-                .filter(|p| p.dirty || (p.renegotiate && !p.awaiting_answer))
-                .map(|p| p.key)
-                .collect();
-            if dirty.is_empty() {
-                return;
-            }
-            for key in dirty {
+            let mut dirty = std::mem::take(&mut self.scratch_keys);
+            dirty.extend(
+                room.participants
+                    .values()
+                    .filter(|p| p.dirty || (p.renegotiate && !p.awaiting_answer))
+                    .map(|p| p.key),
+            );
+            let quiet = dirty.is_empty();
+            for key in dirty.drain(..) {
                 self.drain_participant(now, room_id, key);
+            }
+            self.scratch_keys = dirty;
+            if quiet {
+                return;
             }
         }
     }

@@ -39,6 +39,8 @@ impl TicketVerifier {
         validation.set_audience(&[bridge_id.as_str()]);
         validation.set_required_spec_claims(&["exp", "aud"]);
         validation.leeway = 2;
+        // jsonwebtoken would read the system clock for `exp`; `verify` checks it against its `now`.
+        validation.validate_exp = false;
         Self {
             bridge_id,
             key: DecodingKey::from_secret(cluster_secret),
@@ -49,10 +51,7 @@ impl TicketVerifier {
 
     /// Accepts `ticket` once. `now_unix_s` is the wall clock, passed in so tests can move it.
     pub fn verify(&self, ticket: &str, now_unix_s: u64) -> Result<TicketClaims, TicketError> {
-        let mut validation = self.validation.clone();
-        // jsonwebtoken reads the system clock for `exp`; we check expiry ourselves against `now`.
-        validation.validate_exp = false;
-        let claims = jsonwebtoken::decode::<TicketClaims>(ticket, &self.key, &validation)
+        let claims = jsonwebtoken::decode::<TicketClaims>(ticket, &self.key, &self.validation)
             .map_err(|err| match err.kind() {
                 jsonwebtoken::errors::ErrorKind::InvalidAudience => TicketError::WrongBridge,
                 _ => TicketError::Invalid,

@@ -1,6 +1,7 @@
 //! The control HTTP API (`/api/v1/...`), `/health`, `/metrics`, and the web client.
 
 use crate::node::{ApiError, ControlNode};
+use crate::state::ControlState;
 use crate::web;
 use axum::Router;
 use axum::body::Body;
@@ -97,7 +98,12 @@ async fn health() -> Response {
 }
 
 async fn metrics(State(node): State<Arc<ControlNode>>) -> Response {
-    let state = node.snapshot();
+    let text = node.read(render_metrics);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+/// Prometheus text for the state, rendered under the state lock instead of copying the state out.
+fn render_metrics(state: &ControlState) -> String {
     let mut text = String::new();
     let _ = writeln!(
         text,
@@ -123,7 +129,7 @@ async fn metrics(State(node): State<Arc<ControlNode>>) -> Response {
             "bridgemesh_control_bridge_participants{{bridge=\"{bridge}\"}} {load}"
         );
     }
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+    text
 }
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {

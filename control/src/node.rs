@@ -69,9 +69,14 @@ impl ControlNode {
             .allow(source, Instant::now())
     }
 
-    /// A copy of the current state, for views and tests.
+    /// Runs `view` on the current state under its lock; for reads that need no copy.
+    pub fn read<R>(&self, view: impl FnOnce(&ControlState) -> R) -> R {
+        view(&self.state.lock().expect("state lock"))
+    }
+
+    /// A copy of the current state, for tests and tools that keep it.
     pub fn snapshot(&self) -> ControlState {
-        self.state.lock().expect("state lock").clone()
+        self.read(ControlState::clone)
     }
 
     pub fn apply(&self, command: Command) -> Result<Outcome, ApplyError> {

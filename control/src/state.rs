@@ -103,6 +103,9 @@ pub struct ControlState {
     pub bridges: BTreeMap<BridgeId, BridgeRecord>,
     /// Participants currently assigned to each bridge.
     pub bridge_load: BTreeMap<BridgeId, u32>,
+    /// Which room each participant is in: an index over `rooms` so a join checks for a duplicate
+    /// id without visiting every room.
+    pub participant_rooms: BTreeMap<ParticipantId, RoomId>,
 }
 
 /// Largest room across the whole cluster.
@@ -144,13 +147,10 @@ impl ControlState {
                 {
                     return Err(ApplyError::RoomFull(room));
                 }
-                if self
-                    .rooms
-                    .values()
-                    .any(|r| r.participants.contains_key(&participant))
-                {
+                if self.participant_rooms.contains_key(&participant) {
                     return Err(ApplyError::DuplicateParticipant(participant));
                 }
+                self.participant_rooms.insert(participant.clone(), room.clone());
                 let room_record = self.rooms.entry(room).or_insert_with(|| RoomRecord {
                     created_at_ms: at_ms,
                     ..Default::default()
@@ -185,6 +185,7 @@ impl ControlState {
                     .participants
                     .remove(&participant)
                     .ok_or_else(|| ApplyError::UnknownParticipant(participant.clone(), room.clone()))?;
+                self.participant_rooms.remove(&participant);
                 if let Some(load) = self.bridge_load.get_mut(&record.bridge) {
                     *load = load.saturating_sub(1);
                 }
@@ -213,7 +214,7 @@ impl ControlState {
     }
 
     pub fn participant_count(&self) -> usize {
-        self.rooms.values().map(|r| r.participants.len()).sum()
+        self.participant_rooms.len()
     }
 }
 
@@ -265,6 +266,8 @@ mod tests {
             Ok(Outcome::Left { room_ended: true })
         );
         assert!(state.rooms.is_empty());
+        assert!(state.participant_rooms.is_empty(), "the index forgets who left");
+        assert_eq!(state.participant_count(), 0);
         assert_eq!(state.bridge_load[&BridgeId::new("b1").unwrap()], 0);
         assert!(matches!(
             state.apply(leave("r", "p2")),
