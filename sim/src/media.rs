@@ -114,6 +114,34 @@ impl LocalSource {
         u8::try_from(self.payload_type.load(Ordering::Acquire)).ok()
     }
 
+    /// Sends one RTP packet on this source's track and counts it.
+    async fn send(
+        &self,
+        payload_type: u8,
+        sequence_number: u16,
+        timestamp: u32,
+        marker: bool,
+        body: Vec<u8>,
+    ) -> webrtc::error::Result<()> {
+        let len = body.len() as u64;
+        let packet = rtp::packet::Packet {
+            header: rtp::header::Header {
+                version: 2,
+                marker,
+                payload_type,
+                sequence_number,
+                timestamp,
+                ssrc: self.ssrc,
+                ..Default::default()
+            },
+            payload: Bytes::from(body),
+        };
+        self.track.write_rtp(packet).await?;
+        self.packets.fetch_add(1, Ordering::Relaxed);
+        self.payload_bytes.fetch_add(len, Ordering::Relaxed);
+        Ok(())
+    }
+
     fn stats(&self) -> SentStats {
         SentStats {
             packets: self.packets.load(Ordering::Relaxed),
@@ -367,26 +395,11 @@ async fn audio_loop(shared: Arc<Shared>, src: Arc<LocalSource>) {
             continue;
         }
         let body = payload::audio_payload(shared.local_tag, stamp_seq, payload::unix_micros());
-        let len = body.len() as u64;
-        let packet = rtp::packet::Packet {
-            header: rtp::header::Header {
-                version: 2,
-                payload_type,
-                sequence_number: rtp_seq,
-                timestamp,
-                ssrc: src.ssrc,
-                ..Default::default()
-            },
-            payload: Bytes::from(body),
-        };
+        let sent = src.send(payload_type, rtp_seq, timestamp, false, body).await;
         rtp_seq = rtp_seq.wrapping_add(1);
         stamp_seq += 1;
-        match src.track.write_rtp(packet).await {
-            Ok(()) => {
-                src.packets.fetch_add(1, Ordering::Relaxed);
-                src.payload_bytes.fetch_add(len, Ordering::Relaxed);
-            }
-            Err(e) => tracing::debug!("audio write failed: {e}"),
+        if let Err(e) = sent {
+            tracing::debug!("audio write failed: {e}");
         }
     }
 }
@@ -441,28 +454,16 @@ async fn video_loop(
         let count = bodies.len();
         let mut complete = true;
         for (i, body) in bodies.into_iter().enumerate() {
-            let len = body.len() as u64;
-            let packet = rtp::packet::Packet {
-                header: rtp::header::Header {
-                    version: 2,
-                    marker: i + 1 == count,
-                    payload_type,
-                    sequence_number: rtp_seq,
-                    timestamp,
-                    ssrc: src.ssrc,
-                    ..Default::default()
-                },
-                payload: Bytes::from(body),
-            };
+            let sent = src
+                .send(payload_type, rtp_seq, timestamp, i + 1 == count, body)
+                .await;
             rtp_seq = rtp_seq.wrapping_add(1);
             stamp_seq += 1;
-            if let Err(e) = src.track.write_rtp(packet).await {
+            if let Err(e) = sent {
                 tracing::debug!("video write failed: {e}");
                 complete = false;
                 break;
             }
-            src.packets.fetch_add(1, Ordering::Relaxed);
-            src.payload_bytes.fetch_add(len, Ordering::Relaxed);
         }
         if complete {
             src.frames.fetch_add(1, Ordering::Relaxed);

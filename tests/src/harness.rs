@@ -2,7 +2,7 @@
 
 use bridgemesh::up::{Running, UpConfig};
 use bridgemesh_proto::api::{ErrorCode, JoinResponse};
-use bridgemesh_proto::signaling::{ClientMessage, ServerMessage, TrackInfo};
+use bridgemesh_proto::signaling::{ClientMessage, MediaSource, ServerMessage, TrackInfo};
 use bridgemesh_proto::{ParticipantId, RoomId};
 use bridgemesh_sim::participant::{ParticipantOptions, SyntheticParticipant};
 use futures_util::{SinkExt, StreamExt};
@@ -36,6 +36,22 @@ pub async fn up() -> Running {
 
 pub fn room(name: &str) -> RoomId {
     RoomId::new(name).expect("valid room name")
+}
+
+/// How long end-to-end tests wait for media that should be flowing.
+pub const MEDIA_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Waits until `receiver` has received more than `more_than` intact camera packets from `from`.
+pub async fn wait_for_camera(receiver: &SyntheticParticipant, from: &SyntheticParticipant, more_than: u64) {
+    let id = from.participant_id().clone();
+    receiver
+        .wait_until(
+            &format!("more than {more_than} camera packets from {id}"),
+            MEDIA_TIMEOUT,
+            |stats, _| stats.intact_from(&id, MediaSource::Camera) > more_than,
+        )
+        .await
+        .unwrap();
 }
 
 /// A synthetic participant publishing audio and video into `room`.

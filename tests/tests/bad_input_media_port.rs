@@ -5,14 +5,15 @@
 use bridgemesh_bridge::demux::ROUTES_PER_PARTICIPANT_MAX;
 use bridgemesh_proto::signaling::{ClientMessage, MediaSource, ServerMessage};
 use bridgemesh_sim::{MediaSession, ParticipantOptions, ParticipantStats, SyntheticParticipant};
-use bridgemesh_tests::harness::{RawSignal, control_has, eventually, ice_ufrag, join, join_raw, room, up};
+use bridgemesh_tests::harness::{
+    MEDIA_TIMEOUT, RawSignal, control_has, eventually, ice_ufrag, join, join_raw, room, up, wait_for_camera,
+};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::net::UdpSocket;
 use tokio::sync::oneshot;
 
-const MEDIA_TIMEOUT: Duration = Duration::from_secs(20);
 const STEP: Duration = Duration::from_secs(5);
 /// Camera packets that must arrive intact for "media keeps flowing".
 const MORE_PACKETS: u64 = 30;
@@ -222,16 +223,6 @@ fn camera_from(stats: &ParticipantStats, from: &SyntheticParticipant) -> u64 {
     stats.intact_from(from.participant_id(), MediaSource::Camera)
 }
 
-async fn wait_for_more_camera(receiver: &SyntheticParticipant, from: &SyntheticParticipant, than: u64) {
-    let id = from.participant_id().clone();
-    receiver
-        .wait_until("the camera keeps arriving", MEDIA_TIMEOUT, |stats, _| {
-            stats.intact_from(&id, MediaSource::Camera) > than
-        })
-        .await
-        .unwrap();
-}
-
 async fn wait_for_session_camera(session: &MediaSession, from: &SyntheticParticipant, than: u64) {
     let deadline = Instant::now() + MEDIA_TIMEOUT;
     loop {
@@ -287,8 +278,8 @@ async fn noise_and_forged_stun_on_the_media_port_leave_media_intact_and_routes_b
     let a = join(&running, &room, "Ada").await;
     let b = join(&running, &room, "Bob").await;
 
-    wait_for_more_camera(&a, &b, MORE_PACKETS).await;
-    wait_for_more_camera(&b, &a, MORE_PACKETS).await;
+    wait_for_camera(&a, &b, MORE_PACKETS).await;
+    wait_for_camera(&b, &a, MORE_PACKETS).await;
 
     // A third participant driven by hand, so its bridge-side ufrag is known from the offer.
     let forged_join = join_raw(&running, &room, "Target").await;
@@ -377,8 +368,8 @@ async fn noise_and_forged_stun_on_the_media_port_leave_media_intact_and_routes_b
     assert_eq!(max_routes, routes_before, "forged checks created routes");
 
     // Media kept flowing, for the target too: no forged check took over its connection.
-    wait_for_more_camera(&a, &b, a_from_b + MORE_PACKETS).await;
-    wait_for_more_camera(&b, &a, b_from_a + MORE_PACKETS).await;
+    wait_for_camera(&a, &b, a_from_b + MORE_PACKETS).await;
+    wait_for_camera(&b, &a, b_from_a + MORE_PACKETS).await;
     wait_for_session_camera(&target, &a, target_from_a + MORE_PACKETS).await;
     for stats in [a.stats(), b.stats(), target.stats()] {
         assert_eq!(stats.total_corrupt(), 0, "{}", stats.summary());
@@ -453,10 +444,10 @@ async fn a_participant_that_vanishes_after_media_flows_is_removed_and_the_others
     let a = join(&running, &room, "Ada").await;
     let b = join(&running, &room, "Bob").await;
     let c = join(&running, &room, "Cy").await;
-    wait_for_more_camera(&a, &c, MORE_PACKETS).await;
-    wait_for_more_camera(&b, &c, MORE_PACKETS).await;
-    wait_for_more_camera(&a, &b, MORE_PACKETS).await;
-    wait_for_more_camera(&b, &a, MORE_PACKETS).await;
+    wait_for_camera(&a, &c, MORE_PACKETS).await;
+    wait_for_camera(&b, &c, MORE_PACKETS).await;
+    wait_for_camera(&a, &b, MORE_PACKETS).await;
+    wait_for_camera(&b, &a, MORE_PACKETS).await;
 
     let gone = c.participant_id().clone();
     c.vanish().await;
@@ -481,8 +472,8 @@ async fn a_participant_that_vanishes_after_media_flows_is_removed_and_the_others
 
     let a_from_b = camera_from(&a.stats(), &b);
     let b_from_a = camera_from(&b.stats(), &a);
-    wait_for_more_camera(&a, &b, a_from_b + MORE_PACKETS).await;
-    wait_for_more_camera(&b, &a, b_from_a + MORE_PACKETS).await;
+    wait_for_camera(&a, &b, a_from_b + MORE_PACKETS).await;
+    wait_for_camera(&b, &a, b_from_a + MORE_PACKETS).await;
     for p in [&a, &b] {
         let stats = p.stats();
         assert_eq!(stats.total_corrupt(), 0, "{}", stats.summary());

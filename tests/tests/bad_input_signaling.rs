@@ -2,14 +2,17 @@
 //! survives bad messages inside a session: garbage is answered and ignored, an unappliable answer
 //! ends only the session that sent it.
 
+use bridgemesh::up::Running;
+use bridgemesh_proto::RoomId;
 use bridgemesh_proto::api::{ErrorCode, JoinResponse};
 use bridgemesh_proto::signaling::{ByeReason, ClientMessage, MediaSource, ServerMessage};
 use bridgemesh_sim::SyntheticParticipant;
-use bridgemesh_tests::harness::{RawSignal, control_has, eventually, join, join_raw, room, up};
+use bridgemesh_tests::harness::{
+    RawSignal, control_has, eventually, join, join_raw, room, up, wait_for_camera,
+};
 use std::time::{Duration, Instant};
 
 const STEP: Duration = Duration::from_secs(5);
-const MEDIA_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Reads until the socket closes and returns the `error` codes and `bye` reasons seen.
 async fn refused(signal: &mut RawSignal) -> (Vec<ErrorCode>, Vec<ByeReason>) {
@@ -36,6 +39,27 @@ async fn assert_ticket_rejected(join: &JoinResponse, ticket: String, what: &str)
     let (errors, byes) = refused(&mut signal).await;
     assert_eq!(errors, [ErrorCode::TicketRejected], "{what}");
     assert!(byes.is_empty(), "{what}: no session, so no bye");
+}
+
+/// A client driven by hand in `room`: joined, hello said, welcome and first offer read, and
+/// listed in every watcher's roster.
+async fn raw_client_seen_by(
+    running: &Running,
+    room: &RoomId,
+    watchers: &[&SyntheticParticipant],
+) -> (JoinResponse, RawSignal) {
+    let raw = join_raw(running, room, "Raw").await;
+    let mut signal = RawSignal::hello(&raw).await;
+    signal.welcome_and_offer().await;
+    for watcher in watchers {
+        watcher
+            .wait_until("the raw client joins", STEP, |_, roster| {
+                roster.contains_key(&raw.participant_id)
+            })
+            .await
+            .unwrap();
+    }
+    (raw, signal)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -191,16 +215,8 @@ async fn garbage_after_hello_is_answered_with_an_error_and_the_session_stays_up(
     let running = up().await;
     let room = room("garbage-inside");
     let watcher = join(&running, &room, "Watcher").await;
-    let raw = join_raw(&running, &room, "Raw").await;
-    let mut signal = RawSignal::hello(&raw).await;
-    signal.welcome_and_offer().await;
+    let (raw, mut signal) = raw_client_seen_by(&running, &room, &[&watcher]).await;
     let raw_id = raw.participant_id.clone();
-    watcher
-        .wait_until("the raw client joins", STEP, |_, roster| {
-            roster.contains_key(&raw_id)
-        })
-        .await
-        .unwrap();
 
     let garbage = [
         "{not json".to_owned(),
@@ -247,16 +263,8 @@ async fn a_client_that_keeps_sending_garbage_is_disconnected() {
     let running = up().await;
     let room = room("garbage-flood");
     let watcher = join(&running, &room, "Watcher").await;
-    let raw = join_raw(&running, &room, "Raw").await;
-    let mut signal = RawSignal::hello(&raw).await;
-    signal.welcome_and_offer().await;
+    let (raw, mut signal) = raw_client_seen_by(&running, &room, &[&watcher]).await;
     let raw_id = raw.participant_id.clone();
-    watcher
-        .wait_until("the raw client joins", STEP, |_, roster| {
-            roster.contains_key(&raw_id)
-        })
-        .await
-        .unwrap();
 
     // Eight unreadable messages are tolerated...
     for i in 0..8 {
@@ -334,16 +342,6 @@ async fn a_second_hello_ends_the_session() {
     running.stop().await;
 }
 
-async fn wait_for_camera(receiver: &SyntheticParticipant, from: &SyntheticParticipant, more_than: u64) {
-    let id = from.participant_id().clone();
-    receiver
-        .wait_until("camera packets arrive", MEDIA_TIMEOUT, |stats, _| {
-            stats.intact_from(&id, MediaSource::Camera) > more_than
-        })
-        .await
-        .unwrap();
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unappliable_answer_ends_only_the_session_that_sent_it() {
     let running = up().await;
@@ -358,17 +356,8 @@ async fn an_unappliable_answer_ends_only_the_session_that_sent_it() {
         ("an empty answer", String::new()),
         ("a bare version line", "v=0\r\n".to_owned()),
     ] {
-        let raw = join_raw(&running, &room, "Raw").await;
+        let (raw, mut signal) = raw_client_seen_by(&running, &room, &[&a, &b]).await;
         let raw_id = raw.participant_id.clone();
-        let mut signal = RawSignal::hello(&raw).await;
-        signal.welcome_and_offer().await;
-        for p in [&a, &b] {
-            p.wait_until("the raw client joins", STEP, |_, roster| {
-                roster.contains_key(&raw_id)
-            })
-            .await
-            .unwrap();
-        }
         signal.send(&ClientMessage::Answer { sdp }).await;
         let (errors, byes) = refused(&mut signal).await;
         assert_eq!(errors.len(), 1, "{what}: one error, got {errors:?}");

@@ -1,12 +1,11 @@
 //! Synthetic participants on real WebRTC join through the real control API and exchange media
 //! through the real bridge over UDP on 127.0.0.1.
 
-use bridgemesh_proto::signaling::MediaSource;
+use bridgemesh_proto::signaling::{ByeReason, MediaSource};
 use bridgemesh_sim::SyntheticParticipant;
-use bridgemesh_tests::harness::{join, room, up};
+use bridgemesh_tests::harness::{MEDIA_TIMEOUT, join, room, up, wait_for_camera};
 use std::time::Duration;
 
-const MEDIA_TIMEOUT: Duration = Duration::from_secs(20);
 /// Packets each stream must deliver intact: about one second of audio, a little video.
 const ENOUGH_AUDIO: u64 = 40;
 const ENOUGH_VIDEO: u64 = 40;
@@ -83,12 +82,7 @@ async fn a_late_joiner_gets_everyones_media_and_a_leaver_disappears() {
     }
     // Media between those who stayed keeps flowing after the renegotiation the leave caused.
     let before = late.stats().intact_from(a.participant_id(), MediaSource::Camera);
-    let ada = a.participant_id().clone();
-    late.wait_until("ada's video keeps arriving", MEDIA_TIMEOUT, |stats, _| {
-        stats.intact_from(&ada, MediaSource::Camera) > before + 30
-    })
-    .await
-    .unwrap();
+    wait_for_camera(&late, &a, before + 30).await;
     let state = running.control.snapshot();
     let room_record = &state.rooms[&room];
     assert!(
@@ -127,4 +121,24 @@ async fn a_subscribers_keyframe_request_reaches_the_publisher() {
     publisher.leave().await.unwrap();
     subscriber.leave().await.unwrap();
     running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_the_bridge_tells_every_participant_goodbye() {
+    let running = up().await;
+    let room = room("shutdown");
+    let a = join(&running, &room, "Ada").await;
+    let b = join(&running, &room, "Bob").await;
+    wait_for_camera(&a, &b, 10).await;
+    running.stop().await;
+    for participant in [&a, &b] {
+        participant
+            .wait_until(
+                "bye(bridge_shutdown) arrives",
+                Duration::from_secs(5),
+                |stats, _| stats.bye == Some(ByeReason::BridgeShutdown),
+            )
+            .await
+            .unwrap();
+    }
 }
