@@ -45,6 +45,7 @@ async fn main() -> anyhow::Result<()> {
                 http_port,
                 bridge_http_port,
                 media_port,
+                data_dir: None,
             })
             .await?;
             println!(
@@ -52,6 +53,10 @@ async fn main() -> anyhow::Result<()> {
                 running.control_url
             );
             println!("bridge signaling and metrics: {}/metrics", running.bridge_url);
+            println!(
+                "admin API: {}/api/v1/admin/... with `Authorization: Bearer {}`",
+                running.control_url, running.admin_token
+            );
             println!("press Ctrl-C to stop");
             tokio::signal::ctrl_c().await?;
             println!("stopping: telling participants goodbye");

@@ -1,21 +1,26 @@
-//! `bridgemesh up`: a control node and a bridge in one process on 127.0.0.1, zero configuration.
+//! `bridgemesh up`: a control node (a one-voter Raft cluster, the same code a production cluster
+//! runs) and a bridge in one process on 127.0.0.1, zero configuration.
 
 use anyhow::Context as _;
 use axum::serve::ListenerExt as _;
 use bridgemesh_bridge::{Bridge, BridgeConfig, BridgeEvent};
 use bridgemesh_control::ControlNode;
-use bridgemesh_control::state::{BridgeRecord, BridgeStatus, Command};
+use bridgemesh_control::http::ApiConfig;
+use bridgemesh_control::node::{BridgeAction, RoomPolicy};
+use bridgemesh_control::raft::cluster::ClusterConfig;
+use bridgemesh_control::rate_limit::RateLimit;
+use bridgemesh_control::service::{ControlService, ControlServiceConfig};
+use bridgemesh_control::state::{BridgeRecord, BridgeStatus};
 use bridgemesh_proto::{BridgeId, RoomId};
 use rand::RngCore;
+use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-
-/// How often control forgets placements whose participant never reached the bridge.
-const EXPIRE_INTERVAL: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone)]
 pub struct UpConfig {
@@ -25,6 +30,9 @@ pub struct UpConfig {
     pub bridge_http_port: u16,
     /// The bridge's one media port.
     pub media_port: u16,
+    /// Where the control node keeps its Raft log and snapshots; a fresh temporary directory,
+    /// removed on stop, when `None`.
+    pub data_dir: Option<PathBuf>,
 }
 
 impl Default for UpConfig {
@@ -33,6 +41,7 @@ impl Default for UpConfig {
             http_port: 8080,
             bridge_http_port: 8081,
             media_port: 10000,
+            data_dir: None,
         }
     }
 }
@@ -44,6 +53,7 @@ impl UpConfig {
             http_port: 0,
             bridge_http_port: 0,
             media_port: 0,
+            data_dir: None,
         }
     }
 }
@@ -53,13 +63,24 @@ pub struct Running {
     pub bridge_url: String,
     pub control: Arc<ControlNode>,
     pub bridge: Arc<Bridge>,
+    /// Bearer credential of the admin API, generated for this run.
+    pub admin_token: String,
+    control_service: ControlService,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    _temporary_data: Option<tempfile::TempDir>,
+}
+
+fn random_hex(bytes: usize) -> String {
+    let mut buffer = vec![0u8; bytes];
+    rand::rng().fill_bytes(&mut buffer);
+    buffer.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 pub async fn start(config: UpConfig) -> anyhow::Result<Running> {
     let mut secret = vec![0u8; 32];
     rand::rng().fill_bytes(&mut secret);
+    let admin_token = random_hex(24);
     let loopback = Ipv4Addr::LOCALHOST;
     let control_listener = TcpListener::bind((loopback, config.http_port))
         .await
@@ -80,26 +101,61 @@ pub async fn start(config: UpConfig) -> anyhow::Result<Running> {
     let control_addr = control_listener.local_addr()?;
     let bridge_addr = bridge_listener.local_addr()?;
 
+    let (data_dir, temporary_data) = match &config.data_dir {
+        Some(dir) => (dir.clone(), None),
+        None => {
+            let dir = tempfile::Builder::new()
+                .prefix("bridgemesh-up-")
+                .tempdir()
+                .context("cannot create a temporary data directory")?;
+            (dir.path().to_owned(), Some(dir))
+        }
+    };
+    // The same replicated control plane as a production cluster, with one voter.
+    let control_service = ControlService::start(
+        ControlServiceConfig {
+            cluster: ClusterConfig {
+                node_id: 1,
+                advertise_addr: control_addr.to_string(),
+                data_dir,
+                initial_members: BTreeMap::from([(1, control_addr.to_string())]),
+                heartbeat_interval_ms: 50,
+                election_timeout_min_ms: 150,
+                election_timeout_max_ms: 300,
+                ..ClusterConfig::default()
+            },
+            cluster_secret: secret.clone(),
+            api: ApiConfig {
+                admin_token: Some(admin_token.clone().into()),
+            },
+            policy: RoomPolicy::default(),
+            join_limit: RateLimit::default(),
+        },
+        control_listener,
+    )
+    .await
+    .context("cannot start the control node")?;
+    let control = control_service.node.clone();
+
     let bridge_id = BridgeId::new("local-1").expect("valid literal");
     let bridge_config = BridgeConfig::loopback(bridge_id.clone(), secret.clone(), config.media_port);
     let bridge = Bridge::start(bridge_config.clone()).context("cannot start the bridge")?;
-    let control = Arc::new(ControlNode::new(&secret));
-    control.register_bridge(BridgeRecord {
-        id: bridge_id,
-        region: bridge_config.region.clone(),
-        signaling_url: format!("ws://{bridge_addr}/bridge/v1/signal"),
-        capacity: bridge_config.max_participants as u32,
-        max_participants_per_room: bridge_config.max_participants_per_room as u32,
-        status: BridgeStatus::Up,
-    });
+    control
+        .register_bridge(BridgeRecord {
+            id: bridge_id,
+            region: bridge_config.region.clone(),
+            signaling_url: format!("ws://{bridge_addr}/bridge/v1/signal"),
+            capacity: bridge_config.max_participants as u32,
+            max_participants_per_room: bridge_config.max_participants_per_room as u32,
+            status: BridgeStatus::Up,
+            location: None,
+            media_addresses: vec![bridge.media_addr().to_string()],
+        })
+        .await
+        .map_err(|err| anyhow::anyhow!("cannot register the bridge with control: {err}"))?;
 
     let (stop, stopped) = watch::channel(false);
     let mut tasks = Vec::new();
-    tasks.push(serve(
-        control_listener,
-        bridgemesh_control::http::router(control.clone()),
-        stopped.clone(),
-    ));
     tasks.push(serve(
         bridge_listener,
         bridgemesh_bridge::signaling::router(bridge.clone()),
@@ -109,18 +165,21 @@ pub async fn start(config: UpConfig) -> anyhow::Result<Running> {
         let control = control.clone();
         tasks.push(tokio::spawn(async move {
             while let Some(event) = events.recv().await {
-                apply_bridge_event(&control, event);
+                apply_bridge_event(&control, event).await;
             }
         }));
     }
     {
-        let control = control.clone();
+        let mut actions = control.take_bridge_actions();
+        let bridge = bridge.clone();
         let mut stopped = stopped.clone();
         tasks.push(tokio::spawn(async move {
-            let mut tick = tokio::time::interval(EXPIRE_INTERVAL);
             loop {
                 tokio::select! {
-                    _ = tick.tick() => control.expire_unconfirmed(),
+                    action = actions.recv() => match action {
+                        Some(action) => carry_out(&bridge, action),
+                        None => return,
+                    },
                     _ = stopped.changed() => return,
                 }
             }
@@ -131,20 +190,36 @@ pub async fn start(config: UpConfig) -> anyhow::Result<Running> {
         bridge_url: format!("http://{bridge_addr}"),
         control,
         bridge,
+        admin_token,
+        control_service,
         stop,
         tasks,
+        _temporary_data: temporary_data,
     })
 }
 
-fn apply_bridge_event(control: &ControlNode, event: BridgeEvent) {
-    let (command, what) = match event {
+/// A moderator's committed decision, carried out by the one local bridge.
+fn carry_out(bridge: &Bridge, action: BridgeAction) {
+    match action {
+        BridgeAction::Kick {
+            room, participant, ..
+        } => bridge.kick(&room, &participant),
+        BridgeAction::MuteAll { room, by, .. } => bridge.request_mute_all(&room, &by),
+        BridgeAction::EndRoom { room, .. } => bridge.end_room(&room),
+    }
+}
+
+async fn apply_bridge_event(control: &ControlNode, event: BridgeEvent) {
+    let (result, what) = match event {
         BridgeEvent::ParticipantJoined { room, participant } => {
-            (Command::Confirm { room, participant }, "confirm")
+            (control.participant_connected(room, participant).await, "confirm")
         }
-        BridgeEvent::ParticipantLeft { room, participant } => (Command::Leave { room, participant }, "leave"),
+        BridgeEvent::ParticipantLeft { room, participant } => {
+            (control.participant_left(room, participant).await, "leave")
+        }
     };
-    if let Err(err) = control.apply(command) {
-        // A participant control already expired, or one replaced on the bridge: nothing to undo.
+    if let Err(err) = result {
+        // A participant control already expired, kicked or replaced: nothing to undo.
         tracing::debug!(%err, what, "bridge event did not change the room state");
     }
 }
@@ -175,7 +250,7 @@ impl Running {
         format!("{}/{room}", self.control_url)
     }
 
-    /// Says goodbye to every participant, then stops the servers.
+    /// Says goodbye to every participant, then stops the servers and the control node.
     pub async fn stop(self) {
         self.bridge.shutdown().await;
         let _ = self.stop.send(true);
@@ -183,5 +258,6 @@ impl Running {
             // WebSocket sessions may hold a server open; do not wait on them forever.
             let _ = tokio::time::timeout(Duration::from_secs(3), task).await;
         }
+        self.control_service.stop().await;
     }
 }

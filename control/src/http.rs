@@ -1,18 +1,22 @@
-//! The control HTTP API (`/api/v1/...`), `/health`, `/metrics`, and the web client.
+//! The control HTTP API (`/api/v1/...`), the admin API, Raft's peer routes, `/health`,
+//! `/metrics`, and the web client.
 
-use crate::node::{ApiError, ControlNode};
-use crate::state::ControlState;
+use crate::node::{ApiError, Caller, ControlNode, JoinAnswer};
+use crate::raft::cluster::{ClusterHealth, MembershipChange, RaftRole};
+use crate::raft::{NodeId, server as raft_server};
+use crate::state::{BridgeRecord, ControlState};
 use crate::web;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Path, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use bridgemesh_proto::RoomId;
+use axum::routing::{delete, get, patch, post};
 use bridgemesh_proto::api::{
-    ErrorBody, ErrorCode, Health, HealthStatus, JoinRequest, REQUEST_BODY_MAX_BYTES,
+    ErrorBody, ErrorCode, HealthStatus, JoinRequest, REQUEST_BODY_MAX_BYTES, RoomSettingsUpdate,
 };
+use bridgemesh_proto::{ParticipantId, RoomId};
+use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -25,9 +29,42 @@ impl IntoResponse for ApiError {
     }
 }
 
-pub fn router(node: Arc<ControlNode>) -> Router {
+/// What the HTTP layer needs besides the node: credentials it checks at the door.
+#[derive(Clone)]
+pub struct ApiConfig {
+    /// Bearer credential of the admin API; `None` turns the admin API off.
+    pub admin_token: Option<Arc<str>>,
+}
+
+#[derive(Clone)]
+struct Api {
+    node: Arc<ControlNode>,
+    config: ApiConfig,
+}
+
+pub fn router(node: Arc<ControlNode>, config: ApiConfig) -> Router {
+    let api = Api {
+        node: node.clone(),
+        config,
+    };
     Router::new()
         .route("/api/v1/rooms/{room}/join", post(join))
+        .route("/api/v1/rooms/{room}", get(room_view))
+        .route("/api/v1/rooms/{room}/settings", patch(update_settings))
+        .route("/api/v1/rooms/{room}/lobby/{participant}", get(lobby_status))
+        .route("/api/v1/rooms/{room}/lobby/{participant}/admit", post(admit))
+        .route("/api/v1/rooms/{room}/lobby/{participant}/deny", post(deny))
+        .route("/api/v1/rooms/{room}/participants/{participant}/kick", post(kick))
+        .route("/api/v1/rooms/{room}/mute-all", post(mute_all))
+        .route("/api/v1/rooms/{room}/end", post(end_meeting))
+        .route("/api/v1/admin/cluster", get(admin_cluster))
+        .route("/api/v1/admin/cluster/nodes", post(admin_add_node))
+        .route("/api/v1/admin/cluster/nodes/{id}", delete(admin_remove_node))
+        .route("/api/v1/admin/rooms", get(admin_rooms))
+        .route(
+            "/api/v1/admin/bridges",
+            get(admin_bridges).post(admin_register_bridge),
+        )
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .route("/", get(index))
@@ -35,7 +72,8 @@ pub fn router(node: Arc<ControlNode>) -> Router {
         .route("/style.css", get(style_css))
         .route("/{room}", get(room_page))
         .fallback(not_found)
-        .with_state(node)
+        .with_state(api)
+        .merge(raft_server::router(node.cluster().clone()))
 }
 
 /// Reads a JSON body ourselves so that every failure (too large, not JSON, wrong shape) gets the
@@ -61,44 +99,366 @@ async fn read_json<T: serde::de::DeserializeOwned>(body: Body) -> Result<T, ApiE
         .map_err(|err| ApiError::new(ErrorCode::MalformedBody, format!("invalid JSON body: {err}")))
 }
 
+fn room_id(room: String) -> Result<RoomId, ApiError> {
+    RoomId::new(room).map_err(|err| ApiError::new(ErrorCode::InvalidRoomName, err.to_string()))
+}
+
+fn participant_id(participant: String) -> Result<ParticipantId, ApiError> {
+    ParticipantId::new(participant).map_err(|err| ApiError::new(ErrorCode::NotFound, err.to_string()))
+}
+
+/// The `Authorization: Bearer` credential, if any.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+}
+
+fn respond<T: Serialize>(result: Result<T, ApiError>) -> Response {
+    match result {
+        Ok(value) => axum::Json(value).into_response(),
+        Err(err) => err.into_response(),
+    }
+}
+
+fn join_answer(answer: Result<JoinAnswer, ApiError>) -> Response {
+    match answer {
+        Ok(JoinAnswer::Joined(response)) => axum::Json(response).into_response(),
+        Ok(JoinAnswer::Lobby(wait)) => (StatusCode::ACCEPTED, axum::Json(wait)).into_response(),
+        Err(err) => err.into_response(),
+    }
+}
+
 async fn join(
-    State(node): State<Arc<ControlNode>>,
+    State(api): State<Api>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(room): Path<String>,
     body: Body,
 ) -> Response {
-    if !node.allow_join_from(peer.ip()) {
+    if !api.node.allow_join_from(peer.ip()) {
         return ApiError::new(
             ErrorCode::RateLimited,
             "too many joins from this address; slow down",
         )
         .into_response();
     }
-    let room = match RoomId::new(room) {
-        Ok(room) => room,
-        Err(err) => return ApiError::new(ErrorCode::InvalidRoomName, err.to_string()).into_response(),
+    let answer = async {
+        let room = room_id(room)?;
+        let request: JoinRequest = read_json(body).await?;
+        api.node
+            .join(room, &request.display_name, request.password, Caller::guest())
+            .await
     };
-    let request: JoinRequest = match read_json(body).await {
-        Ok(request) => request,
-        Err(err) => return err.into_response(),
+    join_answer(answer.await)
+}
+
+async fn lobby_status(
+    State(api): State<Api>,
+    Path((room, participant)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let answer = (|| {
+        let room = room_id(room)?;
+        let session = api.node.session(bearer(&headers), &room)?;
+        if session.participant_id != participant_id(participant)? {
+            return Err(ApiError::new(
+                ErrorCode::Forbidden,
+                "this session is for another participant",
+            ));
+        }
+        api.node.lobby_status(&room, &session)
+    })();
+    join_answer(answer)
+}
+
+async fn room_view(State(api): State<Api>, Path(room): Path<String>, headers: HeaderMap) -> Response {
+    respond((|| {
+        let room = room_id(room)?;
+        let session = api.node.session(bearer(&headers), &room)?;
+        api.node.room_view(&room, &session)
+    })())
+}
+
+async fn update_settings(
+    State(api): State<Api>,
+    Path(room): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let result = async {
+        let room = room_id(room)?;
+        let session = api.node.session(bearer(&headers), &room)?;
+        let update: RoomSettingsUpdate = read_json(body).await?;
+        api.node.update_settings(&room, &session, update).await?;
+        Ok(Done::ok())
     };
-    match node.join(room, request) {
-        Ok(response) => axum::Json(response).into_response(),
-        Err(err) => err.into_response(),
+    respond(result.await)
+}
+
+/// The body of a successful action.
+#[derive(Serialize)]
+struct Done {
+    ok: bool,
+}
+
+impl Done {
+    fn ok() -> Self {
+        Self { ok: true }
     }
 }
 
-async fn health() -> Response {
-    axum::Json(Health {
-        status: HealthStatus::Ok,
-        role: "control".into(),
-        version: env!("CARGO_PKG_VERSION").into(),
-    })
-    .into_response()
+/// What a moderator action on one participant needs: the room, the acting session, the target.
+fn moderator_target(
+    api: &Api,
+    room: String,
+    participant: String,
+    headers: &HeaderMap,
+) -> Result<(RoomId, crate::session::SessionClaims, ParticipantId), ApiError> {
+    let room = room_id(room)?;
+    let session = api.node.session(bearer(headers), &room)?;
+    Ok((room, session, participant_id(participant)?))
 }
 
-async fn metrics(State(node): State<Arc<ControlNode>>) -> Response {
-    let text = node.read(render_metrics);
+async fn admit(
+    State(api): State<Api>,
+    Path((room, participant)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let result = async {
+        let (room, session, target) = moderator_target(&api, room, participant, &headers)?;
+        api.node
+            .admit(&room, &session, &target)
+            .await
+            .map(|()| Done::ok())
+    };
+    respond(result.await)
+}
+
+async fn deny(
+    State(api): State<Api>,
+    Path((room, participant)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let result = async {
+        let (room, session, target) = moderator_target(&api, room, participant, &headers)?;
+        api.node.deny(&room, &session, &target).await.map(|()| Done::ok())
+    };
+    respond(result.await)
+}
+
+async fn kick(
+    State(api): State<Api>,
+    Path((room, participant)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let result = async {
+        let (room, session, target) = moderator_target(&api, room, participant, &headers)?;
+        api.node.kick(&room, &session, &target).await.map(|()| Done::ok())
+    };
+    respond(result.await)
+}
+
+async fn mute_all(State(api): State<Api>, Path(room): Path<String>, headers: HeaderMap) -> Response {
+    respond((|| {
+        let room = room_id(room)?;
+        let session = api.node.session(bearer(&headers), &room)?;
+        api.node.mute_all(&room, &session).map(|()| Done::ok())
+    })())
+}
+
+async fn end_meeting(State(api): State<Api>, Path(room): Path<String>, headers: HeaderMap) -> Response {
+    let result = async {
+        let room = room_id(room)?;
+        let session = api.node.session(bearer(&headers), &room)?;
+        api.node.end_meeting(&room, &session).await.map(|()| Done::ok())
+    };
+    respond(result.await)
+}
+
+fn require_admin(api: &Api, headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(expected) = &api.config.admin_token else {
+        return Err(ApiError::new(
+            ErrorCode::Forbidden,
+            "the admin API is turned off on this node",
+        ));
+    };
+    let presented = bearer(headers).unwrap_or_default().as_bytes();
+    let expected = expected.as_bytes();
+    let equal = presented.len() == expected.len()
+        && presented
+            .iter()
+            .zip(expected)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0;
+    if equal {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            ErrorCode::Unauthorized,
+            "the admin API needs the admin token",
+        ))
+    }
+}
+
+async fn admin_cluster(State(api): State<Api>, headers: HeaderMap) -> Response {
+    respond(require_admin(&api, &headers).map(|()| api.node.cluster().health()))
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddControlNode {
+    pub id: NodeId,
+    /// `host:port` where the other control nodes reach it.
+    pub addr: String,
+}
+
+async fn admin_add_node(State(api): State<Api>, headers: HeaderMap, body: Body) -> Response {
+    let result = async {
+        require_admin(&api, &headers)?;
+        let request: AddControlNode = read_json(body).await?;
+        api.node
+            .cluster()
+            .change_membership(MembershipChange::AddVoter {
+                id: request.id,
+                addr: request.addr,
+            })
+            .await?;
+        Ok(api.node.cluster().health())
+    };
+    respond(result.await)
+}
+
+async fn admin_remove_node(State(api): State<Api>, headers: HeaderMap, Path(id): Path<NodeId>) -> Response {
+    let result = async {
+        require_admin(&api, &headers)?;
+        api.node
+            .cluster()
+            .change_membership(MembershipChange::Remove { id })
+            .await?;
+        Ok(api.node.cluster().health())
+    };
+    respond(result.await)
+}
+
+/// One room in the admin view: who is where. Never includes the password hash.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AdminRoom {
+    pub room: RoomId,
+    pub created_at_ms: u64,
+    pub password_set: bool,
+    pub lobby_enabled: bool,
+    pub participants: usize,
+    pub in_lobby: usize,
+    pub participants_per_bridge: std::collections::BTreeMap<String, usize>,
+}
+
+fn admin_rooms_of(state: &ControlState) -> Vec<AdminRoom> {
+    state
+        .rooms
+        .iter()
+        .map(|(id, room)| {
+            let mut per_bridge = std::collections::BTreeMap::new();
+            for p in room.participants.values().filter(|p| p.status.on_bridge()) {
+                if let Some(bridge) = &p.bridge {
+                    *per_bridge.entry(bridge.to_string()).or_insert(0) += 1;
+                }
+            }
+            AdminRoom {
+                room: id.clone(),
+                created_at_ms: room.created_at_ms,
+                password_set: room.settings.password_hash.is_some(),
+                lobby_enabled: room.settings.lobby_enabled,
+                participants: per_bridge.values().sum(),
+                in_lobby: crate::state::lobby_of(room).count(),
+                participants_per_bridge: per_bridge,
+            }
+        })
+        .collect()
+}
+
+async fn admin_rooms(State(api): State<Api>, headers: HeaderMap) -> Response {
+    let result = async {
+        require_admin(&api, &headers)?;
+        Ok(api.node.cluster().read_linearizable(admin_rooms_of).await?)
+    };
+    respond(result.await)
+}
+
+/// A bridge in the admin view, with its current load.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AdminBridge {
+    #[serde(flatten)]
+    pub record: BridgeRecord,
+    pub participants: u32,
+}
+
+async fn admin_bridges(State(api): State<Api>, headers: HeaderMap) -> Response {
+    let result = async {
+        require_admin(&api, &headers)?;
+        let bridges = api
+            .node
+            .cluster()
+            .read_linearizable(|state| {
+                state
+                    .bridges
+                    .values()
+                    .map(|record| AdminBridge {
+                        record: record.clone(),
+                        participants: state.bridge_load.get(&record.id).copied().unwrap_or(0),
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .await?;
+        Ok(bridges)
+    };
+    respond(result.await)
+}
+
+async fn admin_register_bridge(State(api): State<Api>, headers: HeaderMap, body: Body) -> Response {
+    let result = async {
+        require_admin(&api, &headers)?;
+        let record: BridgeRecord = read_json(body).await?;
+        api.node.register_bridge(record).await.map(|()| Done::ok())
+    };
+    respond(result.await)
+}
+
+/// `GET /health`: the node's role in the cluster; `degraded` while it lags or knows no leader.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ControlHealth {
+    pub status: HealthStatus,
+    pub role: String,
+    pub version: String,
+    pub cluster: ClusterHealth,
+}
+
+async fn health(State(api): State<Api>) -> Response {
+    let cluster = api.node.cluster().health();
+    let status = if cluster.lagging || cluster.role == RaftRole::Stopped {
+        HealthStatus::Degraded
+    } else {
+        HealthStatus::Ok
+    };
+    let code = if status == HealthStatus::Ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = ControlHealth {
+        status,
+        role: "control".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        cluster,
+    };
+    (code, axum::Json(body)).into_response()
+}
+
+async fn metrics(State(api): State<Api>) -> Response {
+    let mut text = api.node.read(render_metrics);
+    render_cluster_metrics(&mut text, &api.node.cluster().health());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
@@ -130,6 +490,32 @@ fn render_metrics(state: &ControlState) -> String {
         );
     }
     text
+}
+
+fn render_cluster_metrics(text: &mut String, health: &ClusterHealth) {
+    let _ = writeln!(
+        text,
+        "# HELP bridgemesh_control_raft_leader 1 on the node that leads.\n# TYPE bridgemesh_control_raft_leader gauge"
+    );
+    let _ = writeln!(
+        text,
+        "bridgemesh_control_raft_leader {}",
+        u8::from(health.role == RaftRole::Leader)
+    );
+    let _ = writeln!(text, "# TYPE bridgemesh_control_raft_term gauge");
+    let _ = writeln!(text, "bridgemesh_control_raft_term {}", health.term);
+    let _ = writeln!(text, "# TYPE bridgemesh_control_raft_applied_index gauge");
+    let _ = writeln!(
+        text,
+        "bridgemesh_control_raft_applied_index {}",
+        health.last_applied_index.unwrap_or(0)
+    );
+    let _ = writeln!(text, "# TYPE bridgemesh_control_raft_lagging gauge");
+    let _ = writeln!(
+        text,
+        "bridgemesh_control_raft_lagging {}",
+        u8::from(health.lagging)
+    );
 }
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {

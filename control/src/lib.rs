@@ -19,8 +19,12 @@
 
 pub mod http;
 pub mod node;
+pub mod password;
 pub mod placement;
+pub mod raft;
 pub mod rate_limit;
+pub mod service;
+pub mod session;
 pub mod state;
 pub mod web;
 

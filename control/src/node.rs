@@ -1,18 +1,28 @@
-//! A single control node: the state machine behind a lock, ticket issuing, and the join operation.
-//! The HTTP layer (`http.rs`) is a thin driver over [`ControlNode`].
+//! A control node's operations: join, the lobby, moderator actions, bridge events. Each turns a
+//! request into a [`Command`], commits it through the cluster (from whichever node received it),
+//! and turns the outcome into an answer. The HTTP layer (`http.rs`) is a thin driver over this.
 
+use crate::password;
 use crate::placement::choose_bridge;
+use crate::raft::cluster::{ClusterNode, ProposeError};
 use crate::rate_limit::{RateLimit, RateLimiter};
-use crate::state::{ApplyError, BridgeRecord, Command, ControlState, Outcome};
-use bridgemesh_proto::api::{DISPLAY_NAME_MAX_CHARS, ErrorCode, IceServer, JoinRequest, JoinResponse};
+use crate::session::{SessionClaims, SessionKeys};
+use crate::state::{
+    ApplyError, BridgeRecord, Command, ControlState, JoinRequestRecord, Outcome, ParticipantRecord,
+    ParticipantStatus, Role, lobby_of,
+};
+use bridgemesh_proto::api::{
+    DISPLAY_NAME_MAX_CHARS, ErrorCode, IceServer, JoinResponse, LobbyState, LobbyWait, PASSWORD_MAX_CHARS,
+    ParticipantView, RoomSettingsUpdate, RoomView,
+};
 use bridgemesh_proto::ticket::{TICKET_TTL_S, TicketClaims};
-use bridgemesh_proto::{ParticipantId, RoomId};
+use bridgemesh_proto::{BridgeId, ParticipantId, RoomId};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use rand::Rng;
 use std::net::IpAddr;
-use std::sync::Mutex;
-use std::time::Instant;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::mpsc;
 
 /// An API failure with the code clients branch on.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -31,13 +41,110 @@ impl ApiError {
     }
 }
 
-pub struct ControlNode {
-    state: Mutex<ControlState>,
-    ticket_key: EncodingKey,
-    join_limiter: Mutex<RateLimiter>,
+impl From<ProposeError> for ApiError {
+    fn from(err: ProposeError) -> Self {
+        match err {
+            ProposeError::NoLeader(_) | ProposeError::Stopped => {
+                Self::new(ErrorCode::NoLeader, err.to_string())
+            }
+            ProposeError::Membership(_) => Self::new(ErrorCode::Conflict, err.to_string()),
+        }
+    }
 }
 
-fn now_unix_ms() -> u64 {
+impl From<ApplyError> for ApiError {
+    fn from(err: ApplyError) -> Self {
+        let code = match &err {
+            ApplyError::RoomFull(_) => ErrorCode::RoomFull,
+            ApplyError::WrongPassword => ErrorCode::WrongPassword,
+            ApplyError::WaitingForModerator => ErrorCode::WaitingForModerator,
+            ApplyError::Kicked => ErrorCode::Kicked,
+            ApplyError::UnknownParticipant(..) | ApplyError::UnknownRoom(_) => ErrorCode::NotFound,
+            ApplyError::NotInLobby(_) | ApplyError::DuplicateParticipant(_) => ErrorCode::Conflict,
+            ApplyError::UnknownBridge(_) | ApplyError::BridgeDown(_) | ApplyError::BridgeFull(_) => {
+                ErrorCode::NoCapacity
+            }
+        };
+        Self::new(code, err.to_string())
+    }
+}
+
+/// Who is joining, as established by the token check (or its absence).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub role: Role,
+    pub user_id: Option<String>,
+}
+
+impl Caller {
+    pub fn guest() -> Self {
+        Self {
+            role: Role::Guest,
+            user_id: None,
+        }
+    }
+}
+
+/// Room rules that are the operator's choice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomPolicy {
+    /// Guests may only enter rooms a moderator has opened.
+    pub guests_need_moderator: bool,
+    /// With no tokens in use, whoever opens a room moderates it.
+    pub first_participant_moderates: bool,
+    /// An empty room keeps its settings this long before it ends.
+    pub room_grace_ms: u64,
+}
+
+impl Default for RoomPolicy {
+    fn default() -> Self {
+        Self {
+            guests_need_moderator: false,
+            first_participant_moderates: true,
+            room_grace_ms: 60_000,
+        }
+    }
+}
+
+/// What a bridge must carry out after control committed a moderator's decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BridgeAction {
+    Kick {
+        bridge: BridgeId,
+        room: RoomId,
+        participant: ParticipantId,
+    },
+    MuteAll {
+        bridge: BridgeId,
+        room: RoomId,
+        by: ParticipantId,
+    },
+    EndRoom {
+        bridge: BridgeId,
+        room: RoomId,
+    },
+}
+
+/// Bridge actions waiting for their driver; a bridge that is this far behind is not keeping up.
+const BRIDGE_ACTIONS_QUEUE_MAX: usize = 1_024;
+
+/// The answer to a join.
+#[derive(Debug, Clone, PartialEq)]
+pub enum JoinAnswer {
+    Joined(JoinResponse),
+    Lobby(LobbyWait),
+}
+
+pub struct ControlNode {
+    cluster: Arc<ClusterNode>,
+    policy: RoomPolicy,
+    ticket_key: EncodingKey,
+    sessions: SessionKeys,
+    join_limiter: Mutex<RateLimiter>,
+    bridge_actions: Mutex<Option<mpsc::Sender<BridgeAction>>>,
+}
+
+pub fn now_unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
@@ -48,16 +155,64 @@ fn new_participant_id() -> ParticipantId {
     ParticipantId::new(format!("p-{suffix:016x}")).expect("generated ids are valid")
 }
 
+fn validate_display_name(name: &str) -> Result<String, ApiError> {
+    let name = name.trim().to_owned();
+    let invalid = |message: String| Err(ApiError::new(ErrorCode::InvalidField, message));
+    if name.is_empty() {
+        return invalid("display_name must not be empty".into());
+    }
+    if name.chars().count() > DISPLAY_NAME_MAX_CHARS {
+        return invalid(format!(
+            "display_name is longer than {DISPLAY_NAME_MAX_CHARS} characters"
+        ));
+    }
+    if name.chars().any(char::is_control) {
+        return invalid("display_name contains control characters".into());
+    }
+    Ok(name)
+}
+
 impl ControlNode {
-    pub fn new(cluster_secret: &[u8]) -> Self {
-        Self::with_join_limit(cluster_secret, RateLimit::default())
+    pub fn new(cluster: Arc<ClusterNode>, cluster_secret: &[u8], policy: RoomPolicy) -> Self {
+        Self::with_join_limit(cluster, cluster_secret, policy, RateLimit::default())
     }
 
-    pub fn with_join_limit(cluster_secret: &[u8], join_limit: RateLimit) -> Self {
+    pub fn with_join_limit(
+        cluster: Arc<ClusterNode>,
+        cluster_secret: &[u8],
+        policy: RoomPolicy,
+        join_limit: RateLimit,
+    ) -> Self {
         Self {
-            state: Mutex::new(ControlState::default()),
+            cluster,
+            policy,
             ticket_key: EncodingKey::from_secret(cluster_secret),
+            sessions: SessionKeys::derive(cluster_secret),
             join_limiter: Mutex::new(RateLimiter::new(join_limit)),
+            bridge_actions: Mutex::new(None),
+        }
+    }
+
+    pub fn cluster(&self) -> &Arc<ClusterNode> {
+        &self.cluster
+    }
+
+    /// Where committed moderator decisions go to be carried out by bridges.
+    pub fn take_bridge_actions(&self) -> mpsc::Receiver<BridgeAction> {
+        let (sender, receiver) = mpsc::channel(BRIDGE_ACTIONS_QUEUE_MAX);
+        *self.bridge_actions.lock().expect("actions lock") = Some(sender);
+        receiver
+    }
+
+    fn send_bridge_action(&self, action: BridgeAction) {
+        let sender = self.bridge_actions.lock().expect("actions lock").clone();
+        match sender {
+            Some(sender) => {
+                if let Err(err) = sender.try_send(action) {
+                    tracing::warn!(%err, "bridge action dropped: its driver is not keeping up");
+                }
+            }
+            None => tracing::debug!(?action, "no bridge driver on this node"),
         }
     }
 
@@ -69,9 +224,9 @@ impl ControlNode {
             .allow(source, Instant::now())
     }
 
-    /// Runs `view` on the current state under its lock; for reads that need no copy.
+    /// Runs `view` on this node's copy of the state.
     pub fn read<R>(&self, view: impl FnOnce(&ControlState) -> R) -> R {
-        view(&self.state.lock().expect("state lock"))
+        self.cluster.read(view)
     }
 
     /// A copy of the current state, for tests and tools that keep it.
@@ -79,93 +234,469 @@ impl ControlNode {
         self.read(ControlState::clone)
     }
 
-    pub fn apply(&self, command: Command) -> Result<Outcome, ApplyError> {
-        self.state.lock().expect("state lock").apply(command)
+    /// Commits `command` and returns what applying it gave.
+    pub async fn propose(&self, command: Command) -> Result<Outcome, ApiError> {
+        Ok(self.cluster.propose(command).await??)
     }
 
-    pub fn register_bridge(&self, record: BridgeRecord) {
-        let _ = self.apply(Command::RegisterBridge(record));
+    pub async fn register_bridge(&self, record: BridgeRecord) -> Result<(), ApiError> {
+        self.propose(Command::RegisterBridge(record)).await.map(|_| ())
     }
 
-    /// Places a participant, records it, and issues its ticket for the chosen bridge.
-    pub fn join(&self, room: RoomId, request: JoinRequest) -> Result<JoinResponse, ApiError> {
-        let display_name = request.display_name.trim().to_owned();
-        if display_name.is_empty() {
-            return Err(ApiError::new(
-                ErrorCode::InvalidField,
-                "display_name must not be empty",
-            ));
-        }
-        if display_name.chars().count() > DISPLAY_NAME_MAX_CHARS {
-            return Err(ApiError::new(
-                ErrorCode::InvalidField,
-                format!("display_name is longer than {DISPLAY_NAME_MAX_CHARS} characters"),
-            ));
-        }
-        if display_name.chars().any(char::is_control) {
-            return Err(ApiError::new(
-                ErrorCode::InvalidField,
-                "display_name contains control characters",
-            ));
-        }
-        if request.password.is_some() {
-            // Room passwords arrive with room policy; until then a password can only be a mistake.
-            return Err(ApiError::new(
-                ErrorCode::InvalidField,
-                "this room has no password",
-            ));
-        }
-        let participant_id = new_participant_id();
-        let now_ms = now_unix_ms();
-        let bridge = {
-            let mut state = self.state.lock().expect("state lock");
-            let bridge_id = choose_bridge(&state, &room).ok_or_else(|| {
+    /// Places a participant (or seats them in the lobby) and issues what they need next.
+    pub async fn join(
+        &self,
+        room: RoomId,
+        display_name: &str,
+        password: Option<String>,
+        caller: Caller,
+    ) -> Result<JoinAnswer, ApiError> {
+        let display_name = validate_display_name(display_name)?;
+        let password_generation = self.check_password(&room, password, caller.role).await?;
+        let participant = new_participant_id();
+        // A placement can go stale between reading the state and committing (another join took
+        // the last seat); the state machine refuses it and we place again.
+        for _ in 0..3 {
+            let bridge = self.read(|state| choose_bridge(state, &room)).ok_or_else(|| {
                 ApiError::new(
                     ErrorCode::NoCapacity,
                     "no bridge has room for another participant",
                 )
             })?;
-            let command = Command::Join {
+            let command = Command::Join(JoinRequestRecord {
                 room: room.clone(),
-                participant: participant_id.clone(),
+                participant: participant.clone(),
                 display_name: display_name.clone(),
-                bridge: bridge_id.clone(),
-                at_ms: now_ms,
-            };
-            state.apply(command).map_err(|err| match err {
-                ApplyError::RoomFull(_) => ApiError::new(ErrorCode::RoomFull, err.to_string()),
-                _ => ApiError::new(ErrorCode::NoCapacity, err.to_string()),
-            })?;
-            state.bridges[&bridge_id].clone()
+                user_id: caller.user_id.clone(),
+                role: caller.role,
+                moderator_if_first: self.policy.first_participant_moderates && caller.role == Role::Guest,
+                guest_needs_moderator: self.policy.guests_need_moderator,
+                password_generation,
+                bridge,
+                at_ms: now_unix_ms(),
+            });
+            match self.cluster.propose(command).await? {
+                Ok(Outcome::Placed { bridge, role }) => {
+                    return self
+                        .joined(&room, &participant, &display_name, &bridge, role)
+                        .map(JoinAnswer::Joined);
+                }
+                Ok(Outcome::InLobby { .. }) => {
+                    return Ok(JoinAnswer::Lobby(self.lobby_wait(&room, &participant)));
+                }
+                Err(ApplyError::BridgeFull(_) | ApplyError::BridgeDown(_) | ApplyError::UnknownBridge(_)) => {
+                    continue;
+                }
+                // The first try committed but its answer was lost (leader change); the id is ours.
+                Err(ApplyError::DuplicateParticipant(_)) => {
+                    return self.answer_for_existing(&room, &participant);
+                }
+                Err(err) => return Err(err.into()),
+                Ok(other) => {
+                    return Err(ApiError::new(
+                        ErrorCode::Internal,
+                        format!("unexpected outcome {other:?}"),
+                    ));
+                }
+            }
+        }
+        Err(ApiError::new(
+            ErrorCode::NoCapacity,
+            "no bridge has room for another participant",
+        ))
+    }
+
+    /// The password generation the caller's password matched, or why they cannot enter.
+    async fn check_password(
+        &self,
+        room: &RoomId,
+        password: Option<String>,
+        role: Role,
+    ) -> Result<Option<u64>, ApiError> {
+        let stored = self.read(|state| {
+            state.rooms.get(room).and_then(|r| {
+                r.settings
+                    .password_hash
+                    .clone()
+                    .map(|h| (h, r.settings.password_generation))
+            })
+        });
+        let Some((stored_hash, generation)) = stored else {
+            return Ok(None);
         };
-        let iat = now_ms / 1000;
+        if role == Role::Moderator {
+            return Ok(None);
+        }
+        let Some(password) = password else {
+            return Err(ApiError::new(
+                ErrorCode::PasswordRequired,
+                "this room has a password",
+            ));
+        };
+        if password.chars().count() > PASSWORD_MAX_CHARS {
+            return Err(ApiError::new(ErrorCode::WrongPassword, "wrong password"));
+        }
+        let matches = tokio::task::spawn_blocking(move || password::verify(&password, &stored_hash))
+            .await
+            .map_err(|err| ApiError::new(ErrorCode::Internal, err.to_string()))?;
+        if matches {
+            Ok(Some(generation))
+        } else {
+            Err(ApiError::new(ErrorCode::WrongPassword, "wrong password"))
+        }
+    }
+
+    fn answer_for_existing(
+        &self,
+        room: &RoomId,
+        participant: &ParticipantId,
+    ) -> Result<JoinAnswer, ApiError> {
+        let record = self.participant(room, participant)?;
+        match (record.status, &record.bridge) {
+            (ParticipantStatus::Lobby, _) => Ok(JoinAnswer::Lobby(self.lobby_wait(room, participant))),
+            (status, Some(bridge)) if status.on_bridge() => self
+                .joined(room, participant, &record.display_name, bridge, record.role)
+                .map(JoinAnswer::Joined),
+            _ => Err(ApiError::new(
+                ErrorCode::Conflict,
+                "the participant is no longer in the room",
+            )),
+        }
+    }
+
+    fn participant(&self, room: &RoomId, participant: &ParticipantId) -> Result<ParticipantRecord, ApiError> {
+        self.read(|state| {
+            state
+                .rooms
+                .get(room)
+                .and_then(|r| r.participants.get(participant))
+                .cloned()
+        })
+        .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no such participant in this room"))
+    }
+
+    fn lobby_wait(&self, room: &RoomId, participant: &ParticipantId) -> LobbyWait {
+        LobbyWait {
+            room: room.clone(),
+            participant_id: participant.clone(),
+            session_token: self.sessions.issue(room, participant, now_unix_ms() / 1000),
+            status: LobbyState::Waiting,
+        }
+    }
+
+    /// The ticket and session for a participant placed on `bridge`.
+    fn joined(
+        &self,
+        room: &RoomId,
+        participant: &ParticipantId,
+        display_name: &str,
+        bridge: &BridgeId,
+        role: Role,
+    ) -> Result<JoinResponse, ApiError> {
+        let record = self
+            .read(|state| state.bridges.get(bridge).cloned())
+            .ok_or_else(|| ApiError::new(ErrorCode::NoCapacity, format!("bridge {bridge} is gone")))?;
+        let iat = now_unix_ms() / 1000;
         let claims = TicketClaims {
-            aud: bridge.id.clone(),
+            aud: record.id.clone(),
             jti: format!("{:032x}", rand::rng().random::<u128>()),
             exp: iat + TICKET_TTL_S,
             iat,
             room: room.clone(),
-            participant_id: participant_id.clone(),
-            display_name,
-            moderator: false,
+            participant_id: participant.clone(),
+            display_name: display_name.to_owned(),
+            moderator: role == Role::Moderator,
         };
         let ticket = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.ticket_key)
             .map_err(|err| ApiError::new(ErrorCode::Internal, format!("cannot sign ticket: {err}")))?;
         Ok(JoinResponse {
-            room,
-            participant_id,
-            bridge_id: bridge.id,
-            signaling_url: bridge.signaling_url,
+            room: room.clone(),
+            participant_id: participant.clone(),
+            bridge_id: record.id,
+            signaling_url: record.signaling_url,
             ticket,
             ticket_expires_in_s: TICKET_TTL_S,
             ice_servers: Vec::<IceServer>::new(),
+            role,
+            session_token: self.sessions.issue(room, participant, iat),
         })
     }
 
-    /// Drops placements whose participant never reached its bridge.
-    pub fn expire_unconfirmed(&self) {
-        let _ = self.apply(Command::ExpireUnconfirmed {
+    /// The session's claims, or 401.
+    pub fn session(&self, token: Option<&str>, room: &RoomId) -> Result<SessionClaims, ApiError> {
+        token
+            .and_then(|token| self.sessions.check(token, room))
+            .ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::Unauthorized,
+                    "a valid session token for this room is needed",
+                )
+            })
+    }
+
+    /// A lobby waiter's poll: still waiting, admitted (with a ticket), or refused.
+    pub fn lobby_status(&self, room: &RoomId, session: &SessionClaims) -> Result<JoinAnswer, ApiError> {
+        let record = self.participant(room, &session.participant_id)?;
+        match record.status {
+            ParticipantStatus::Lobby => Ok(JoinAnswer::Lobby(LobbyWait {
+                room: room.clone(),
+                participant_id: session.participant_id.clone(),
+                session_token: String::new(),
+                status: LobbyState::Waiting,
+            })),
+            ParticipantStatus::Denied => Err(ApiError::new(ErrorCode::LobbyDenied, "a moderator declined")),
+            ParticipantStatus::Kicked => Err(ApiError::new(
+                ErrorCode::Kicked,
+                "you were removed from this meeting",
+            )),
+            ParticipantStatus::Placed | ParticipantStatus::Connected => {
+                let bridge = record.bridge.as_ref().expect("a placed participant has a bridge");
+                self.joined(
+                    room,
+                    &session.participant_id,
+                    &record.display_name,
+                    bridge,
+                    record.role,
+                )
+                .map(JoinAnswer::Joined)
+            }
+        }
+    }
+
+    /// Checks that the session's participant moderates the room right now.
+    fn require_moderator(&self, room: &RoomId, session: &SessionClaims) -> Result<(), ApiError> {
+        let record = self.participant(room, &session.participant_id)?;
+        if record.role == Role::Moderator && record.status.on_bridge() {
+            Ok(())
+        } else {
+            Err(ApiError::new(
+                ErrorCode::Forbidden,
+                "only a moderator in the meeting can do this",
+            ))
+        }
+    }
+
+    pub fn room_view(&self, room: &RoomId, session: &SessionClaims) -> Result<RoomView, ApiError> {
+        let you = self.participant(room, &session.participant_id)?;
+        let moderator = you.role == Role::Moderator;
+        self.read(|state| {
+            let record = state
+                .rooms
+                .get(room)
+                .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no such room"))?;
+            let view = |(id, p): (&ParticipantId, &ParticipantRecord)| ParticipantView {
+                participant_id: id.clone(),
+                display_name: p.display_name.clone(),
+                role: p.role,
+                bridge_id: p.bridge.clone(),
+                since_ms: p.since_ms,
+            };
+            Ok(RoomView {
+                room: room.clone(),
+                you: session.participant_id.clone(),
+                your_role: you.role,
+                password_set: record.settings.password_hash.is_some(),
+                lobby_enabled: record.settings.lobby_enabled,
+                participants: record
+                    .participants
+                    .iter()
+                    .filter(|(_, p)| p.status.on_bridge())
+                    .map(view)
+                    .collect(),
+                lobby: if moderator {
+                    lobby_of(record).map(view).collect()
+                } else {
+                    Vec::new()
+                },
+            })
+        })
+    }
+
+    pub async fn admit(
+        &self,
+        room: &RoomId,
+        session: &SessionClaims,
+        target: &ParticipantId,
+    ) -> Result<(), ApiError> {
+        self.require_moderator(room, session)?;
+        for _ in 0..3 {
+            let bridge = self.read(|state| choose_bridge(state, room)).ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::NoCapacity,
+                    "no bridge has room for another participant",
+                )
+            })?;
+            let command = Command::Admit {
+                room: room.clone(),
+                participant: target.clone(),
+                bridge,
+                at_ms: now_unix_ms(),
+            };
+            match self.cluster.propose(command).await? {
+                Ok(_) => return Ok(()),
+                Err(ApplyError::BridgeFull(_) | ApplyError::BridgeDown(_) | ApplyError::UnknownBridge(_)) => {
+                    continue;
+                }
+                Err(err) => return Err(err.into()),
+            }
+        }
+        Err(ApiError::new(
+            ErrorCode::NoCapacity,
+            "no bridge has room for another participant",
+        ))
+    }
+
+    pub async fn deny(
+        &self,
+        room: &RoomId,
+        session: &SessionClaims,
+        target: &ParticipantId,
+    ) -> Result<(), ApiError> {
+        self.require_moderator(room, session)?;
+        self.propose(Command::Deny {
+            room: room.clone(),
+            participant: target.clone(),
+            at_ms: now_unix_ms(),
+        })
+        .await
+        .map(|_| ())
+    }
+
+    pub async fn kick(
+        &self,
+        room: &RoomId,
+        session: &SessionClaims,
+        target: &ParticipantId,
+    ) -> Result<(), ApiError> {
+        self.require_moderator(room, session)?;
+        let outcome = self
+            .propose(Command::Kick {
+                room: room.clone(),
+                participant: target.clone(),
+                at_ms: now_unix_ms(),
+            })
+            .await?;
+        // A participant placed but not yet connected holds a ticket too: its bridge must refuse
+        // it. One still in the lobby holds nothing to revoke.
+        if let Outcome::Kicked { bridge } = outcome {
+            if let Some(bridge) = bridge {
+                self.send_bridge_action(BridgeAction::Kick {
+                    bridge,
+                    room: room.clone(),
+                    participant: target.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Asks every participant but the moderator to mute; nothing to commit, the bridges relay it.
+    pub fn mute_all(&self, room: &RoomId, session: &SessionClaims) -> Result<(), ApiError> {
+        self.require_moderator(room, session)?;
+        for bridge in self.bridges_hosting(room) {
+            self.send_bridge_action(BridgeAction::MuteAll {
+                bridge,
+                room: room.clone(),
+                by: session.participant_id.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    pub async fn end_meeting(&self, room: &RoomId, session: &SessionClaims) -> Result<(), ApiError> {
+        self.require_moderator(room, session)?;
+        let bridges = self.bridges_hosting(room);
+        self.propose(Command::EndRoom { room: room.clone() }).await?;
+        for bridge in bridges {
+            self.send_bridge_action(BridgeAction::EndRoom {
+                bridge,
+                room: room.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    fn bridges_hosting(&self, room: &RoomId) -> Vec<BridgeId> {
+        self.read(|state| {
+            let mut bridges: Vec<BridgeId> = state
+                .rooms
+                .get(room)
+                .map(|r| {
+                    r.participants
+                        .values()
+                        .filter(|p| p.status.on_bridge())
+                        .filter_map(|p| p.bridge.clone())
+                        .collect()
+                })
+                .unwrap_or_default();
+            bridges.sort();
+            bridges.dedup();
+            bridges
+        })
+    }
+
+    pub async fn update_settings(
+        &self,
+        room: &RoomId,
+        session: &SessionClaims,
+        update: RoomSettingsUpdate,
+    ) -> Result<(), ApiError> {
+        self.require_moderator(room, session)?;
+        let password_hash = match update.password {
+            None => None,
+            Some(None) => Some(None),
+            Some(Some(password)) => {
+                if password.is_empty() || password.chars().count() > PASSWORD_MAX_CHARS {
+                    return Err(ApiError::new(
+                        ErrorCode::InvalidField,
+                        format!("a password has 1 to {PASSWORD_MAX_CHARS} characters"),
+                    ));
+                }
+                let hash = tokio::task::spawn_blocking(move || password::hash(&password))
+                    .await
+                    .map_err(|err| ApiError::new(ErrorCode::Internal, err.to_string()))?;
+                Some(Some(hash))
+            }
+        };
+        self.propose(Command::UpdateSettings {
+            room: room.clone(),
+            password_hash,
+            lobby_enabled: update.lobby_enabled,
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// A bridge saw a participant connect.
+    pub async fn participant_connected(
+        &self,
+        room: RoomId,
+        participant: ParticipantId,
+    ) -> Result<(), ApiError> {
+        self.propose(Command::Confirm { room, participant })
+            .await
+            .map(|_| ())
+    }
+
+    /// A bridge saw a participant go.
+    pub async fn participant_left(&self, room: RoomId, participant: ParticipantId) -> Result<(), ApiError> {
+        self.propose(Command::Leave { room, participant })
+            .await
+            .map(|_| ())
+    }
+
+    /// Lets time pass in the state (expiries, rooms ending). Only the leader ticks, so a cluster
+    /// commits one tick per period, not one per node.
+    pub async fn tick(&self) {
+        if self.cluster.health().role != crate::raft::cluster::RaftRole::Leader {
+            return;
+        }
+        let command = Command::Tick {
             now_ms: now_unix_ms(),
-        });
+            room_grace_ms: self.policy.room_grace_ms,
+        };
+        if let Err(err) = self.propose(command).await {
+            tracing::debug!(%err, "tick not committed");
+        }
     }
 }

@@ -13,16 +13,23 @@ pub fn choose_bridge(state: &ControlState, room: &RoomId) -> Option<BridgeId> {
             return false;
         };
         let load = state.bridge_load.get(id).copied().unwrap_or(0);
-        let in_room_here = state
-            .rooms
-            .get(room)
-            .map_or(0, |r| r.participants.values().filter(|p| &p.bridge == id).count());
+        let in_room_here = state.rooms.get(room).map_or(0, |r| {
+            r.participants
+                .values()
+                .filter(|p| p.status.on_bridge() && p.bridge.as_ref() == Some(id))
+                .count()
+        });
         bridge.status == BridgeStatus::Up
             && load < bridge.capacity
             && in_room_here < bridge.max_participants_per_room as usize
     };
     if let Some(room_record) = state.rooms.get(room) {
-        let mut hosting: Vec<&BridgeId> = room_record.participants.values().map(|p| &p.bridge).collect();
+        let mut hosting: Vec<&BridgeId> = room_record
+            .participants
+            .values()
+            .filter(|p| p.status.on_bridge())
+            .filter_map(|p| p.bridge.as_ref())
+            .collect();
         hosting.sort();
         hosting.dedup();
         if let Some(id) = hosting.into_iter().find(|id| has_room_for_one_more(id)) {
@@ -40,7 +47,7 @@ pub fn choose_bridge(state: &ControlState, room: &RoomId) -> Option<BridgeId> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::{BridgeRecord, Command};
+    use crate::state::{BridgeRecord, Command, JoinRequestRecord, Role};
     use bridgemesh_proto::{ParticipantId, RegionId};
 
     fn register(state: &mut ControlState, id: &str, capacity: u32) {
@@ -52,6 +59,8 @@ mod tests {
                 capacity,
                 max_participants_per_room: 2,
                 status: BridgeStatus::Up,
+                location: None,
+                media_addresses: Vec::new(),
             }))
             .unwrap();
     }
@@ -60,13 +69,18 @@ mod tests {
         let room = RoomId::new(room).unwrap();
         let bridge = choose_bridge(state, &room)?;
         state
-            .apply(Command::Join {
+            .apply(Command::Join(JoinRequestRecord {
                 room,
                 participant: ParticipantId::new(participant).unwrap(),
                 display_name: participant.into(),
+                user_id: None,
+                role: Role::Guest,
+                moderator_if_first: false,
+                guest_needs_moderator: false,
+                password_generation: None,
                 bridge: bridge.clone(),
                 at_ms: 0,
-            })
+            }))
             .unwrap();
         Some(bridge)
     }

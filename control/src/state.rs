@@ -1,10 +1,12 @@
 //! The control plane's state machine: rooms, participants, bridges and assignments.
 //!
 //! Every change is a typed [`Command`] applied by [`ControlState::apply`], deterministically and
-//! without I/O or clocks (times arrive inside commands). Decisions that need judgement, such as
-//! which bridge a participant goes to, are made before the command is built (see `placement.rs`),
-//! so replaying the same commands always yields the same state — which is what lets a later
-//! replicated log, and the simulator, run this same code.
+//! without I/O or clocks (times arrive inside commands). Decisions that need judgement or slow
+//! work — which bridge a participant goes to, whether a password matches its argon2 hash — are
+//! made before the command is built (see `placement.rs`, `node.rs`); the command carries what was
+//! decided and `apply` re-checks what could have changed since (capacity, the password's
+//! generation, who moderates). Replaying the same commands always yields the same state, which is
+//! what lets the Raft log, a restarted node and the simulator all run this same code.
 
 use bridgemesh_proto::{BridgeId, ParticipantId, RegionId, RoomId};
 use serde::{Deserialize, Serialize};
@@ -13,8 +15,23 @@ use std::collections::BTreeMap;
 /// A participant control placed but whose bridge has not reported it connected is forgotten after
 /// this long (the ticket expired unused, or the client never made it to the bridge).
 pub const UNCONFIRMED_JOIN_TTL_MS: u64 = 60_000;
+/// A guest waiting in a lobby nobody answers is dropped after this long.
+pub const LOBBY_WAIT_MAX_MS: u64 = 15 * 60_000;
+/// Denied and kicked participants are remembered this long, so that the waiting client and the
+/// bridge can learn what happened to them, then forgotten.
+pub const OUTCOME_MEMORY_MS: u64 = 120_000;
+/// Largest room across the whole cluster.
+pub const ROOM_PARTICIPANTS_MAX: usize = 500;
+/// Users banned from one room by kicks; beyond this the oldest bans are forgotten.
+pub const ROOM_KICKED_USERS_MAX: usize = 1_000;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct GeoPoint {
+    pub latitude: f64,
+    pub longitude: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BridgeRecord {
     pub id: BridgeId,
     pub region: RegionId,
@@ -22,6 +39,11 @@ pub struct BridgeRecord {
     pub capacity: u32,
     pub max_participants_per_room: u32,
     pub status: BridgeStatus,
+    #[serde(default)]
+    pub location: Option<GeoPoint>,
+    /// Where participants send media (`ip:port`), for TURN's allowlist and cascade.
+    #[serde(default)]
+    pub media_addresses: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,31 +53,110 @@ pub enum BridgeStatus {
     Down,
 }
 
+pub use bridgemesh_proto::api::Role;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ParticipantStatus {
+    /// Waiting for a moderator to admit them; holds no bridge.
+    Lobby,
+    /// Assigned to a bridge; the bridge has not yet reported them connected.
+    Placed,
+    /// The bridge reported them connected.
+    Connected,
+    /// A moderator refused them at the lobby (kept for [`OUTCOME_MEMORY_MS`]).
+    Denied,
+    /// A moderator removed them (kept for [`OUTCOME_MEMORY_MS`]).
+    Kicked,
+}
+
+impl ParticipantStatus {
+    /// Holds a seat on a bridge.
+    pub fn on_bridge(self) -> bool {
+        matches!(self, Self::Placed | Self::Connected)
+    }
+
+    /// Counts toward the room's size.
+    pub fn present(self) -> bool {
+        matches!(self, Self::Lobby | Self::Placed | Self::Connected)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ParticipantRecord {
     pub display_name: String,
-    pub bridge: BridgeId,
-    pub joined_at_ms: u64,
-    /// The bridge reported the participant connected.
-    pub confirmed: bool,
+    /// The token's user id, when the participant came with one.
+    pub user_id: Option<String>,
+    pub role: Role,
+    pub status: ParticipantStatus,
+    pub bridge: Option<BridgeId>,
+    /// When the participant's current status began.
+    pub since_ms: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomSettings {
+    /// argon2 PHC string; never logged, never returned by any API.
+    pub password_hash: Option<String>,
+    /// Bumped on each password change, so a join checked against an older password fails.
+    pub password_generation: u64,
+    pub lobby_enabled: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RoomRecord {
     pub created_at_ms: u64,
+    /// A moderator has been in this room since it was created (what guest policy
+    /// `after_moderator` waits for).
+    pub opened_by_moderator: bool,
+    pub settings: RoomSettings,
     pub participants: BTreeMap<ParticipantId, ParticipantRecord>,
+    /// Set while nobody is present; the room ends when this is older than the grace period.
+    pub empty_since_ms: Option<u64>,
+    /// Token user ids a moderator kicked, oldest first; they cannot join this meeting again.
+    pub kicked_users: Vec<String>,
 }
 
+impl RoomRecord {
+    pub fn present(&self) -> usize {
+        self.participants.values().filter(|p| p.status.present()).count()
+    }
+
+    pub fn has_moderator_present(&self) -> bool {
+        self.participants
+            .values()
+            .any(|p| p.role == Role::Moderator && p.status.on_bridge())
+    }
+}
+
+/// How a join entered the room: what the node decided before proposing it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinRequestRecord {
+    pub room: RoomId,
+    pub participant: ParticipantId,
+    pub display_name: String,
+    pub user_id: Option<String>,
+    pub role: Role,
+    /// Becomes the moderator when no moderator is present (zero-config rooms: whoever opens the
+    /// room runs it).
+    pub moderator_if_first: bool,
+    /// Guests may only enter a room a moderator has opened.
+    pub guest_needs_moderator: bool,
+    /// The password generation the node checked the given password against.
+    pub password_generation: Option<u64>,
+    /// The bridge placement chose; unused if the participant goes to the lobby.
+    pub bridge: BridgeId,
+    pub at_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Command {
     RegisterBridge(BridgeRecord),
-    Join {
-        room: RoomId,
-        participant: ParticipantId,
-        display_name: String,
+    SetBridgeStatus {
         bridge: BridgeId,
-        at_ms: u64,
+        status: BridgeStatus,
     },
+    Join(JoinRequestRecord),
     /// The bridge saw the participant connect.
     Confirm {
         room: RoomId,
@@ -65,22 +166,74 @@ pub enum Command {
         room: RoomId,
         participant: ParticipantId,
     },
-    /// Forget placements never confirmed within [`UNCONFIRMED_JOIN_TTL_MS`] of `now_ms`.
-    ExpireUnconfirmed {
+    Admit {
+        room: RoomId,
+        participant: ParticipantId,
+        bridge: BridgeId,
+        at_ms: u64,
+    },
+    Deny {
+        room: RoomId,
+        participant: ParticipantId,
+        at_ms: u64,
+    },
+    Kick {
+        room: RoomId,
+        participant: ParticipantId,
+        at_ms: u64,
+    },
+    EndRoom {
+        room: RoomId,
+    },
+    UpdateSettings {
+        room: RoomId,
+        /// `Some(None)` removes the password.
+        password_hash: Option<Option<String>>,
+        lobby_enabled: Option<bool>,
+    },
+    /// Time passes: placements never confirmed, abandoned lobby waits and remembered outcomes
+    /// expire, and rooms empty for longer than `room_grace_ms` end.
+    Tick {
         now_ms: u64,
+        room_grace_ms: u64,
     },
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Outcome {
+    /// A Raft-internal entry (leader's blank entry, membership change): no state change.
+    Nothing,
     BridgeRegistered,
-    Joined,
+    BridgeStatusChanged,
+    Placed {
+        bridge: BridgeId,
+        role: Role,
+    },
+    InLobby {
+        role: Role,
+    },
     Confirmed,
-    Left { room_ended: bool },
-    Expired { participants: usize },
+    Left {
+        room_empty: bool,
+    },
+    Admitted {
+        bridge: BridgeId,
+    },
+    Denied,
+    Kicked {
+        bridge: Option<BridgeId>,
+    },
+    RoomEnded {
+        participants: Vec<(ParticipantId, Option<BridgeId>)>,
+    },
+    SettingsUpdated,
+    Ticked {
+        expired: usize,
+        rooms_ended: Vec<RoomId>,
+    },
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum ApplyError {
     #[error("bridge {0} is not registered")]
@@ -95,21 +248,30 @@ pub enum ApplyError {
     DuplicateParticipant(ParticipantId),
     #[error("participant {0} is not in room {1}")]
     UnknownParticipant(ParticipantId, RoomId),
+    #[error("room {0} does not exist")]
+    UnknownRoom(RoomId),
+    #[error("the room's password is required or has changed")]
+    WrongPassword,
+    #[error("guests may join only once a moderator has opened the room")]
+    WaitingForModerator,
+    #[error("you were removed from this meeting")]
+    Kicked,
+    #[error("participant {0} is not waiting in the lobby")]
+    NotInLobby(ParticipantId),
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ControlState {
     pub rooms: BTreeMap<RoomId, RoomRecord>,
     pub bridges: BTreeMap<BridgeId, BridgeRecord>,
-    /// Participants currently assigned to each bridge.
+    /// Participants holding a seat on each bridge.
     pub bridge_load: BTreeMap<BridgeId, u32>,
     /// Which room each participant is in: an index over `rooms` so a join checks for a duplicate
     /// id without visiting every room.
     pub participant_rooms: BTreeMap<ParticipantId, RoomId>,
 }
 
-/// Largest room across the whole cluster.
-pub const ROOM_PARTICIPANTS_MAX: usize = 500;
+impl Eq for BridgeRecord {}
 
 impl ControlState {
     pub fn apply(&mut self, command: Command) -> Result<Outcome, ApplyError> {
@@ -119,61 +281,22 @@ impl ControlState {
                 self.bridges.insert(record.id.clone(), record);
                 Ok(Outcome::BridgeRegistered)
             }
-            Command::Join {
-                room,
-                participant,
-                display_name,
-                bridge,
-                at_ms,
-            } => {
+            Command::SetBridgeStatus { bridge, status } => {
                 let record = self
                     .bridges
-                    .get(&bridge)
-                    .ok_or_else(|| ApplyError::UnknownBridge(bridge.clone()))?;
-                if record.status != BridgeStatus::Up {
-                    return Err(ApplyError::BridgeDown(bridge));
-                }
-                let load = self.bridge_load.get(&bridge).copied().unwrap_or(0);
-                if load >= record.capacity {
-                    return Err(ApplyError::BridgeFull(bridge));
-                }
-                let room_record = self.rooms.get(&room);
-                let in_room = room_record.map_or(0, |r| r.participants.len());
-                let on_bridge_in_room = room_record.map_or(0, |r| {
-                    r.participants.values().filter(|p| p.bridge == bridge).count()
-                });
-                if in_room >= ROOM_PARTICIPANTS_MAX
-                    || on_bridge_in_room >= record.max_participants_per_room as usize
-                {
-                    return Err(ApplyError::RoomFull(room));
-                }
-                if self.participant_rooms.contains_key(&participant) {
-                    return Err(ApplyError::DuplicateParticipant(participant));
-                }
-                self.participant_rooms.insert(participant.clone(), room.clone());
-                let room_record = self.rooms.entry(room).or_insert_with(|| RoomRecord {
-                    created_at_ms: at_ms,
-                    ..Default::default()
-                });
-                room_record.participants.insert(
-                    participant,
-                    ParticipantRecord {
-                        display_name,
-                        bridge: bridge.clone(),
-                        joined_at_ms: at_ms,
-                        confirmed: false,
-                    },
-                );
-                *self.bridge_load.entry(bridge).or_insert(0) += 1;
-                Ok(Outcome::Joined)
+                    .get_mut(&bridge)
+                    .ok_or(ApplyError::UnknownBridge(bridge))?;
+                record.status = status;
+                Ok(Outcome::BridgeStatusChanged)
             }
+            Command::Join(request) => self.join(request),
             Command::Confirm { room, participant } => {
-                let record = self
-                    .rooms
-                    .get_mut(&room)
-                    .and_then(|r| r.participants.get_mut(&participant))
-                    .ok_or_else(|| ApplyError::UnknownParticipant(participant.clone(), room.clone()))?;
-                record.confirmed = true;
+                let record = self.participant_mut(&room, &participant)?;
+                if record.status != ParticipantStatus::Placed {
+                    // Only a placement can be confirmed; a kicked participant stays kicked.
+                    return Err(ApplyError::UnknownParticipant(participant, room));
+                }
+                record.status = ParticipantStatus::Connected;
                 Ok(Outcome::Confirmed)
             }
             Command::Leave { room, participant } => {
@@ -181,173 +304,333 @@ impl ControlState {
                     .rooms
                     .get_mut(&room)
                     .ok_or_else(|| ApplyError::UnknownParticipant(participant.clone(), room.clone()))?;
+                let present = room_record
+                    .participants
+                    .get(&participant)
+                    .is_some_and(|p| p.status.present());
+                if !present {
+                    return Err(ApplyError::UnknownParticipant(participant, room));
+                }
+                self.remove_participant(&room, &participant, None);
+                let room_empty = self.rooms.get(&room).is_none_or(|r| r.present() == 0);
+                Ok(Outcome::Left { room_empty })
+            }
+            Command::Admit {
+                room,
+                participant,
+                bridge,
+                at_ms,
+            } => {
+                let waiting = self.participant(&room, &participant)?.status == ParticipantStatus::Lobby;
+                if !waiting {
+                    return Err(ApplyError::NotInLobby(participant));
+                }
+                self.check_bridge_seat(&room, &bridge)?;
+                *self.bridge_load.entry(bridge.clone()).or_insert(0) += 1;
+                let record = self.participant_mut(&room, &participant)?;
+                record.status = ParticipantStatus::Placed;
+                record.bridge = Some(bridge.clone());
+                record.since_ms = at_ms;
+                Ok(Outcome::Admitted { bridge })
+            }
+            Command::Deny {
+                room,
+                participant,
+                at_ms,
+            } => {
+                let record = self.participant_mut(&room, &participant)?;
+                if record.status != ParticipantStatus::Lobby {
+                    return Err(ApplyError::NotInLobby(participant));
+                }
+                record.status = ParticipantStatus::Denied;
+                record.since_ms = at_ms;
+                self.note_if_empty(&room, at_ms);
+                Ok(Outcome::Denied)
+            }
+            Command::Kick {
+                room,
+                participant,
+                at_ms,
+            } => {
+                let record = self.participant(&room, &participant)?;
+                if !record.status.present() {
+                    return Err(ApplyError::UnknownParticipant(participant, room));
+                }
+                let bridge = record.bridge.clone();
+                let user_id = record.user_id.clone();
+                self.release_seat(&room, &participant);
+                let room_record = self.rooms.get_mut(&room).expect("checked above");
+                if let Some(user_id) = user_id
+                    && !room_record.kicked_users.contains(&user_id)
+                {
+                    if room_record.kicked_users.len() >= ROOM_KICKED_USERS_MAX {
+                        room_record.kicked_users.remove(0);
+                    }
+                    room_record.kicked_users.push(user_id);
+                }
                 let record = room_record
                     .participants
-                    .remove(&participant)
-                    .ok_or_else(|| ApplyError::UnknownParticipant(participant.clone(), room.clone()))?;
-                self.participant_rooms.remove(&participant);
-                if let Some(load) = self.bridge_load.get_mut(&record.bridge) {
-                    *load = load.saturating_sub(1);
-                }
-                let room_ended = room_record.participants.is_empty();
-                if room_ended {
-                    self.rooms.remove(&room);
-                }
-                Ok(Outcome::Left { room_ended })
+                    .get_mut(&participant)
+                    .expect("checked above");
+                record.status = ParticipantStatus::Kicked;
+                record.since_ms = at_ms;
+                self.note_if_empty(&room, at_ms);
+                Ok(Outcome::Kicked { bridge })
             }
-            Command::ExpireUnconfirmed { now_ms } => {
-                let mut expired = Vec::new();
-                for (room_id, room) in &self.rooms {
-                    for (participant, record) in &room.participants {
-                        if !record.confirmed && record.joined_at_ms + UNCONFIRMED_JOIN_TTL_MS <= now_ms {
-                            expired.push((room_id.clone(), participant.clone()));
-                        }
-                    }
-                }
-                let participants = expired.len();
-                for (room, participant) in expired {
-                    self.apply(Command::Leave { room, participant })?;
-                }
-                Ok(Outcome::Expired { participants })
+            Command::EndRoom { room } => {
+                let record = self
+                    .rooms
+                    .get(&room)
+                    .ok_or(ApplyError::UnknownRoom(room.clone()))?;
+                let participants: Vec<_> = record
+                    .participants
+                    .iter()
+                    .filter(|(_, p)| p.status.present())
+                    .map(|(id, p)| (id.clone(), p.bridge.clone()))
+                    .collect();
+                self.end_room(&room);
+                Ok(Outcome::RoomEnded { participants })
             }
+            Command::UpdateSettings {
+                room,
+                password_hash,
+                lobby_enabled,
+            } => {
+                let record = self.rooms.get_mut(&room).ok_or(ApplyError::UnknownRoom(room))?;
+                if let Some(password_hash) = password_hash {
+                    record.settings.password_hash = password_hash;
+                    record.settings.password_generation += 1;
+                }
+                if let Some(lobby_enabled) = lobby_enabled {
+                    record.settings.lobby_enabled = lobby_enabled;
+                }
+                Ok(Outcome::SettingsUpdated)
+            }
+            Command::Tick {
+                now_ms,
+                room_grace_ms,
+            } => Ok(self.tick(now_ms, room_grace_ms)),
         }
     }
 
-    pub fn participant_count(&self) -> usize {
-        self.participant_rooms.len()
+    fn join(&mut self, request: JoinRequestRecord) -> Result<Outcome, ApplyError> {
+        if self.participant_rooms.contains_key(&request.participant) {
+            return Err(ApplyError::DuplicateParticipant(request.participant));
+        }
+        let existing = self.rooms.get(&request.room);
+        if let (Some(room), Some(user)) = (existing, &request.user_id)
+            && room.kicked_users.contains(user)
+        {
+            return Err(ApplyError::Kicked);
+        }
+        let moderator_present = existing.is_some_and(RoomRecord::has_moderator_present);
+        let mut role = request.role;
+        if request.moderator_if_first && !moderator_present {
+            role = Role::Moderator;
+        }
+        if role == Role::Guest
+            && request.guest_needs_moderator
+            && !existing.is_some_and(|r| r.opened_by_moderator)
+        {
+            return Err(ApplyError::WaitingForModerator);
+        }
+        let settings = existing.map(|r| r.settings.clone()).unwrap_or_default();
+        if settings.password_hash.is_some()
+            && role != Role::Moderator
+            && request.password_generation != Some(settings.password_generation)
+        {
+            return Err(ApplyError::WrongPassword);
+        }
+        if existing.map_or(0, RoomRecord::present) >= ROOM_PARTICIPANTS_MAX {
+            return Err(ApplyError::RoomFull(request.room));
+        }
+        let to_lobby = settings.lobby_enabled && role != Role::Moderator;
+        if !to_lobby {
+            self.check_bridge_seat(&request.room, &request.bridge)?;
+        }
+        let room = self
+            .rooms
+            .entry(request.room.clone())
+            .or_insert_with(|| RoomRecord {
+                created_at_ms: request.at_ms,
+                ..Default::default()
+            });
+        room.empty_since_ms = None;
+        if role == Role::Moderator {
+            room.opened_by_moderator = true;
+        }
+        let (status, bridge) = if to_lobby {
+            (ParticipantStatus::Lobby, None)
+        } else {
+            (ParticipantStatus::Placed, Some(request.bridge.clone()))
+        };
+        room.participants.insert(
+            request.participant.clone(),
+            ParticipantRecord {
+                display_name: request.display_name,
+                user_id: request.user_id,
+                role,
+                status,
+                bridge,
+                since_ms: request.at_ms,
+            },
+        );
+        self.participant_rooms.insert(request.participant, request.room);
+        if to_lobby {
+            return Ok(Outcome::InLobby { role });
+        }
+        *self.bridge_load.entry(request.bridge.clone()).or_insert(0) += 1;
+        Ok(Outcome::Placed {
+            bridge: request.bridge,
+            role,
+        })
     }
+
+    /// Can `bridge` take one more participant of `room`?
+    fn check_bridge_seat(&self, room: &RoomId, bridge: &BridgeId) -> Result<(), ApplyError> {
+        let record = self
+            .bridges
+            .get(bridge)
+            .ok_or_else(|| ApplyError::UnknownBridge(bridge.clone()))?;
+        if record.status != BridgeStatus::Up {
+            return Err(ApplyError::BridgeDown(bridge.clone()));
+        }
+        if self.bridge_load.get(bridge).copied().unwrap_or(0) >= record.capacity {
+            return Err(ApplyError::BridgeFull(bridge.clone()));
+        }
+        let on_bridge_in_room = self.rooms.get(room).map_or(0, |r| {
+            r.participants
+                .values()
+                .filter(|p| p.status.on_bridge() && p.bridge.as_ref() == Some(bridge))
+                .count()
+        });
+        if on_bridge_in_room >= record.max_participants_per_room as usize {
+            return Err(ApplyError::RoomFull(room.clone()));
+        }
+        Ok(())
+    }
+
+    fn participant(
+        &self,
+        room: &RoomId,
+        participant: &ParticipantId,
+    ) -> Result<&ParticipantRecord, ApplyError> {
+        self.rooms
+            .get(room)
+            .and_then(|r| r.participants.get(participant))
+            .ok_or_else(|| ApplyError::UnknownParticipant(participant.clone(), room.clone()))
+    }
+
+    fn participant_mut(
+        &mut self,
+        room: &RoomId,
+        participant: &ParticipantId,
+    ) -> Result<&mut ParticipantRecord, ApplyError> {
+        self.rooms
+            .get_mut(room)
+            .and_then(|r| r.participants.get_mut(participant))
+            .ok_or_else(|| ApplyError::UnknownParticipant(participant.clone(), room.clone()))
+    }
+
+    /// Gives back the participant's bridge seat, if it holds one.
+    fn release_seat(&mut self, room: &RoomId, participant: &ParticipantId) {
+        let Some(record) = self.rooms.get(room).and_then(|r| r.participants.get(participant)) else {
+            return;
+        };
+        if let (true, Some(bridge)) = (record.status.on_bridge(), &record.bridge)
+            && let Some(load) = self.bridge_load.get_mut(bridge)
+        {
+            *load = load.saturating_sub(1);
+        }
+    }
+
+    fn remove_participant(&mut self, room: &RoomId, participant: &ParticipantId, now_ms: Option<u64>) {
+        self.release_seat(room, participant);
+        self.participant_rooms.remove(participant);
+        if let Some(record) = self.rooms.get_mut(room) {
+            record.participants.remove(participant);
+        }
+        // A leave carries no time: the room then starts its grace period at the next tick.
+        if let Some(now_ms) = now_ms {
+            self.note_if_empty(room, now_ms);
+        }
+    }
+
+    fn note_if_empty(&mut self, room: &RoomId, now_ms: u64) {
+        if let Some(record) = self.rooms.get_mut(room)
+            && record.present() == 0
+            && record.empty_since_ms.is_none()
+        {
+            record.empty_since_ms = Some(now_ms);
+        }
+    }
+
+    fn end_room(&mut self, room: &RoomId) {
+        let Some(record) = self.rooms.get(room) else {
+            return;
+        };
+        let ids: Vec<ParticipantId> = record.participants.keys().cloned().collect();
+        for id in &ids {
+            self.release_seat(room, id);
+            self.participant_rooms.remove(id);
+        }
+        self.rooms.remove(room);
+    }
+
+    fn tick(&mut self, now_ms: u64, room_grace_ms: u64) -> Outcome {
+        let mut expired = Vec::new();
+        for (room_id, room) in &self.rooms {
+            for (participant, record) in &room.participants {
+                let age_ms = now_ms.saturating_sub(record.since_ms);
+                let due = match record.status {
+                    ParticipantStatus::Placed => age_ms >= UNCONFIRMED_JOIN_TTL_MS,
+                    ParticipantStatus::Lobby => age_ms >= LOBBY_WAIT_MAX_MS,
+                    ParticipantStatus::Denied | ParticipantStatus::Kicked => age_ms >= OUTCOME_MEMORY_MS,
+                    ParticipantStatus::Connected => false,
+                };
+                if due {
+                    expired.push((room_id.clone(), participant.clone()));
+                }
+            }
+        }
+        for (room, participant) in &expired {
+            self.remove_participant(room, participant, Some(now_ms));
+        }
+        let room_ids: Vec<RoomId> = self.rooms.keys().cloned().collect();
+        for room in &room_ids {
+            self.note_if_empty(room, now_ms);
+        }
+        let rooms_ended: Vec<RoomId> = self
+            .rooms
+            .iter()
+            .filter(|(_, r)| {
+                r.present() == 0
+                    && r.empty_since_ms
+                        .is_some_and(|t| now_ms.saturating_sub(t) >= room_grace_ms)
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for room in &rooms_ended {
+            self.end_room(room);
+        }
+        Outcome::Ticked {
+            expired: expired.len(),
+            rooms_ended,
+        }
+    }
+
+    /// Participants present in some room (in the lobby or on a bridge).
+    pub fn participant_count(&self) -> usize {
+        self.rooms.values().map(RoomRecord::present).sum()
+    }
+}
+
+/// The guests waiting for a moderator's answer.
+pub fn lobby_of(room: &RoomRecord) -> impl Iterator<Item = (&ParticipantId, &ParticipantRecord)> {
+    room.participants
+        .iter()
+        .filter(|(_, p)| p.status == ParticipantStatus::Lobby)
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn bridge(id: &str, capacity: u32) -> BridgeRecord {
-        BridgeRecord {
-            id: BridgeId::new(id).unwrap(),
-            region: RegionId::new("local").unwrap(),
-            signaling_url: format!("ws://{id}"),
-            capacity,
-            max_participants_per_room: 3,
-            status: BridgeStatus::Up,
-        }
-    }
-
-    fn join(room: &str, participant: &str, bridge: &str, at_ms: u64) -> Command {
-        Command::Join {
-            room: RoomId::new(room).unwrap(),
-            participant: ParticipantId::new(participant).unwrap(),
-            display_name: participant.to_uppercase(),
-            bridge: BridgeId::new(bridge).unwrap(),
-            at_ms,
-        }
-    }
-
-    fn leave(room: &str, participant: &str) -> Command {
-        Command::Leave {
-            room: RoomId::new(room).unwrap(),
-            participant: ParticipantId::new(participant).unwrap(),
-        }
-    }
-
-    #[test]
-    fn join_and_leave_track_rooms_and_bridge_load() {
-        let mut state = ControlState::default();
-        state.apply(Command::RegisterBridge(bridge("b1", 10))).unwrap();
-        assert_eq!(state.apply(join("r", "p1", "b1", 5)), Ok(Outcome::Joined));
-        assert_eq!(state.apply(join("r", "p2", "b1", 6)), Ok(Outcome::Joined));
-        assert_eq!(state.bridge_load[&BridgeId::new("b1").unwrap()], 2);
-        assert_eq!(
-            state.apply(leave("r", "p1")),
-            Ok(Outcome::Left { room_ended: false })
-        );
-        assert_eq!(
-            state.apply(leave("r", "p2")),
-            Ok(Outcome::Left { room_ended: true })
-        );
-        assert!(state.rooms.is_empty());
-        assert!(state.participant_rooms.is_empty(), "the index forgets who left");
-        assert_eq!(state.participant_count(), 0);
-        assert_eq!(state.bridge_load[&BridgeId::new("b1").unwrap()], 0);
-        assert!(matches!(
-            state.apply(leave("r", "p2")),
-            Err(ApplyError::UnknownParticipant(..))
-        ));
-    }
-
-    #[test]
-    fn refuses_what_does_not_fit() {
-        let mut state = ControlState::default();
-        assert!(matches!(
-            state.apply(join("r", "p1", "nope", 0)),
-            Err(ApplyError::UnknownBridge(_))
-        ));
-        state.apply(Command::RegisterBridge(bridge("b1", 4))).unwrap();
-        for p in ["p1", "p2", "p3"] {
-            state.apply(join("r", p, "b1", 0)).unwrap();
-        }
-        assert!(matches!(
-            state.apply(join("r", "p4", "b1", 0)),
-            Err(ApplyError::RoomFull(_))
-        ));
-        assert!(matches!(
-            state.apply(join("other", "p1", "b1", 0)),
-            Err(ApplyError::DuplicateParticipant(_))
-        ));
-        state.apply(join("other", "p5", "b1", 0)).unwrap();
-        assert!(matches!(
-            state.apply(join("third", "p6", "b1", 0)),
-            Err(ApplyError::BridgeFull(_))
-        ));
-        let mut down = bridge("b2", 10);
-        down.status = BridgeStatus::Down;
-        state.apply(Command::RegisterBridge(down)).unwrap();
-        assert!(matches!(
-            state.apply(join("x", "p7", "b2", 0)),
-            Err(ApplyError::BridgeDown(_))
-        ));
-    }
-
-    #[test]
-    fn unconfirmed_joins_expire_and_confirmed_ones_stay() {
-        let mut state = ControlState::default();
-        state.apply(Command::RegisterBridge(bridge("b1", 10))).unwrap();
-        state.apply(join("r", "p1", "b1", 1_000)).unwrap();
-        state.apply(join("r", "p2", "b1", 1_000)).unwrap();
-        state
-            .apply(Command::Confirm {
-                room: RoomId::new("r").unwrap(),
-                participant: ParticipantId::new("p2").unwrap(),
-            })
-            .unwrap();
-        let before = 1_000 + UNCONFIRMED_JOIN_TTL_MS - 1;
-        assert_eq!(
-            state.apply(Command::ExpireUnconfirmed { now_ms: before }),
-            Ok(Outcome::Expired { participants: 0 })
-        );
-        let after = 1_000 + UNCONFIRMED_JOIN_TTL_MS;
-        assert_eq!(
-            state.apply(Command::ExpireUnconfirmed { now_ms: after }),
-            Ok(Outcome::Expired { participants: 1 })
-        );
-        assert_eq!(state.participant_count(), 1);
-    }
-
-    #[test]
-    fn replaying_commands_gives_the_same_state() {
-        let commands = vec![
-            Command::RegisterBridge(bridge("b1", 10)),
-            join("r", "p1", "b1", 1),
-            join("s", "p2", "b1", 2),
-            leave("r", "p1"),
-            Command::ExpireUnconfirmed { now_ms: 100_000 },
-        ];
-        let mut a = ControlState::default();
-        let mut b = ControlState::default();
-        for command in &commands {
-            let _ = a.apply(command.clone());
-            let _ = b.apply(command.clone());
-        }
-        assert_eq!(a, b);
-    }
-}
+mod tests;

@@ -29,6 +29,96 @@ pub struct JoinResponse {
     pub ticket: String,
     pub ticket_expires_in_s: u64,
     pub ice_servers: Vec<IceServer>,
+    pub role: Role,
+    /// Bearer credential for this participant's later calls about its room (lobby status,
+    /// moderator actions); valid for [`SESSION_TTL_S`].
+    pub session_token: String,
+}
+
+/// How long a participant's session token stays valid.
+pub const SESSION_TTL_S: u64 = 12 * 3600;
+
+/// What a participant may do in its room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Came without a token.
+    Guest,
+    /// Came with a valid token that does not make them a moderator.
+    Member,
+    Moderator,
+}
+
+/// `202 Accepted` answer to a join when the room has a lobby: wait for a moderator, polling
+/// `GET /api/v1/rooms/{room}/lobby/{participant_id}` with the session token.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LobbyWait {
+    pub room: RoomId,
+    pub participant_id: ParticipantId,
+    pub session_token: String,
+    pub status: LobbyState,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LobbyState {
+    Waiting,
+}
+
+/// `PATCH /api/v1/rooms/{room}/settings` (moderators). Absent fields stay as they are;
+/// `"password": null` removes the password.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoomSettingsUpdate {
+    #[serde(default, with = "double_option", skip_serializing_if = "Option::is_none")]
+    pub password: Option<Option<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lobby_enabled: Option<bool>,
+}
+
+/// Tells "absent" (`None`) apart from "null" (`Some(None)`).
+mod double_option {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(
+        value: &Option<Option<String>>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        value.as_ref().map_or(None, Option::as_ref).serialize(serializer)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<Option<String>>, D::Error> {
+        Option::<String>::deserialize(deserializer).map(Some)
+    }
+}
+
+/// Longest room password accepted.
+pub const PASSWORD_MAX_CHARS: usize = 128;
+
+/// `GET /api/v1/rooms/{room}` for a participant of the room.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RoomView {
+    pub room: RoomId,
+    pub you: ParticipantId,
+    pub your_role: Role,
+    pub password_set: bool,
+    pub lobby_enabled: bool,
+    pub participants: Vec<ParticipantView>,
+    /// Who waits in the lobby; shown to moderators only (empty for others).
+    pub lobby: Vec<ParticipantView>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ParticipantView {
+    pub participant_id: ParticipantId,
+    pub display_name: String,
+    pub role: Role,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bridge_id: Option<BridgeId>,
+    /// Unix time in milliseconds the participant entered its current state.
+    pub since_ms: u64,
 }
 
 /// One entry of `RTCConfiguration.iceServers`, in the browser's own shape.
@@ -81,6 +171,16 @@ pub enum ErrorCode {
     /// No healthy bridge with room for another participant.
     NoCapacity,
     Internal,
+    /// No control leader could be reached to commit the request; retry shortly.
+    NoLeader,
+    /// The room has a password and none was given.
+    PasswordRequired,
+    /// Guests may join only a room a moderator has opened; retry later.
+    WaitingForModerator,
+    /// A moderator refused this participant at the lobby.
+    LobbyDenied,
+    /// A moderator removed this participant from the meeting.
+    Kicked,
 }
 
 impl ErrorCode {
@@ -89,11 +189,16 @@ impl ErrorCode {
             Self::MalformedBody | Self::InvalidField | Self::InvalidRoomName => 400,
             Self::BodyTooLarge => 413,
             Self::Unauthorized | Self::TicketRejected => 401,
-            Self::Forbidden | Self::WrongPassword => 403,
+            Self::Forbidden
+            | Self::WrongPassword
+            | Self::PasswordRequired
+            | Self::WaitingForModerator
+            | Self::LobbyDenied
+            | Self::Kicked => 403,
             Self::NotFound => 404,
             Self::Conflict | Self::RoomFull => 409,
             Self::RateLimited => 429,
-            Self::NoCapacity => 503,
+            Self::NoCapacity | Self::NoLeader => 503,
             Self::Internal => 500,
         }
     }
@@ -114,6 +219,11 @@ impl ErrorCode {
             Self::RateLimited => "rate_limited",
             Self::NoCapacity => "no_capacity",
             Self::Internal => "internal",
+            Self::NoLeader => "no_leader",
+            Self::PasswordRequired => "password_required",
+            Self::WaitingForModerator => "waiting_for_moderator",
+            Self::LobbyDenied => "lobby_denied",
+            Self::Kicked => "kicked",
         }
     }
 }
@@ -151,6 +261,7 @@ mod tests {
             ErrorCode::MalformedBody,
             ErrorCode::NoCapacity,
             ErrorCode::TicketRejected,
+            ErrorCode::WaitingForModerator,
         ] {
             let json = serde_json::to_string(&code).unwrap();
             assert_eq!(json, format!("\"{}\"", code.as_str()));

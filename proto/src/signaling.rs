@@ -81,6 +81,10 @@ pub enum ByeReason {
     BridgeShutdown,
     /// A protocol error ended the session; an `error` message preceded this.
     ProtocolError,
+    /// A moderator removed the participant from the meeting; the bridge refuses its ticket from now on.
+    Kicked,
+    /// A moderator ended the meeting for everyone.
+    MeetingEnded,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -116,6 +120,11 @@ pub enum ServerMessage {
     Bye {
         reason: ByeReason,
     },
+    /// A moderator asks everyone else to mute their microphone. Only a request: the client mutes
+    /// itself (and reports it with `mute`); the bridge cannot switch off a remote microphone.
+    MuteRequested {
+        by: ParticipantId,
+    },
 }
 
 #[cfg(test)]
@@ -145,5 +154,26 @@ mod tests {
         let json = serde_json::to_string(&msg).unwrap();
         assert_eq!(json, r#"{"type":"participant_left","participant_id":"p-1"}"#);
         assert_eq!(serde_json::from_str::<ServerMessage>(&json).unwrap(), msg);
+    }
+
+    #[test]
+    fn moderation_messages_have_their_documented_shape() {
+        let msg = ServerMessage::MuteRequested {
+            by: ParticipantId::new("p-mod").unwrap(),
+        };
+        let json = serde_json::to_string(&msg).unwrap();
+        assert_eq!(json, r#"{"type":"mute_requested","by":"p-mod"}"#);
+        assert_eq!(serde_json::from_str::<ServerMessage>(&json).unwrap(), msg);
+        for (reason, text) in [
+            (ByeReason::Kicked, "kicked"),
+            (ByeReason::MeetingEnded, "meeting_ended"),
+        ] {
+            let json = serde_json::to_string(&ServerMessage::Bye { reason }).unwrap();
+            assert_eq!(json, format!(r#"{{"type":"bye","reason":"{text}"}}"#));
+            assert_eq!(
+                serde_json::from_str::<ServerMessage>(&json).unwrap(),
+                ServerMessage::Bye { reason }
+            );
+        }
     }
 }

@@ -124,6 +124,8 @@ async fn serve_http(mut stream: TcpStream, signaling_url: String) {
                 ticket: ticket.to_owned(),
                 ticket_expires_in_s: 30,
                 ice_servers: vec![],
+                role: bridgemesh_proto::api::Role::Guest,
+                session_token: "session".to_owned(),
             };
             ("200 OK", serde_json::to_string(&response).unwrap())
         }

@@ -413,7 +413,8 @@ async fn a_client_that_vanishes_mid_handshake_is_removed_from_the_room() {
         .await
         .unwrap();
     eventually("the bridge confirms the ghost to control", STEP, || {
-        running.control.snapshot().rooms[&room].participants[&ghost].confirmed
+        running.control.snapshot().rooms[&room].participants[&ghost].status
+            == bridgemesh_control::state::ParticipantStatus::Connected
     })
     .await;
 

@@ -106,7 +106,8 @@ async fn a_ticket_used_twice_is_rejected_the_second_time() {
     let mut first = RawSignal::hello(&join).await;
     first.welcome_and_offer().await;
     eventually("the bridge confirms the first session", STEP, || {
-        running.control.snapshot().rooms[&room].participants[&join.participant_id].confirmed
+        running.control.snapshot().rooms[&room].participants[&join.participant_id].status
+            == bridgemesh_control::state::ParticipantStatus::Connected
     })
     .await;
 

@@ -1,0 +1,424 @@
+//! One control node's place in the cluster: starting Raft on its data directory, bootstrapping,
+//! membership changes, proposing commands from any node, reads, and health.
+
+use super::network::{ClusterCredential, PeerNetwork, PeerRequestError, peer_base_url, post_to_peer};
+use super::store::{self, Applied};
+use super::{CommandResult, NodeId, Raft, TypeConfig};
+use crate::state::{Command, ControlState};
+use openraft::async_runtime::WatchReceiver as _;
+use openraft::errors::{ClientWriteError, RaftError};
+use openraft::raft::ReadPolicy;
+use openraft::{ChangeMembers, NodeInfo, ServerState, SnapshotPolicy};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+/// Tries at committing one command: each try may wait for an election or follow a new leader.
+const PROPOSE_ATTEMPTS_MAX: usize = 4;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    pub node_id: NodeId,
+    /// `host:port` where peers reach this node's HTTP server.
+    pub advertise_addr: String,
+    pub data_dir: PathBuf,
+    /// The voters a brand-new cluster starts with (id → `host:port`), this node included. Empty
+    /// for a node that waits to be added to a running cluster.
+    pub initial_members: BTreeMap<NodeId, String>,
+    /// Leader heartbeats. Across regions, a few times the worst round trip.
+    pub heartbeat_interval_ms: u64,
+    /// Followers start an election after this long without a heartbeat (randomised up to the
+    /// max). Must exceed the worst round trip plus the heartbeat interval, or leaders churn.
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+    /// A snapshot is taken after this many applied entries, and the log before it compacted.
+    pub snapshot_every_entries: u64,
+    /// A follower this many entries behind the cluster's commit reports itself lagging.
+    pub lag_threshold_entries: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            node_id: 1,
+            advertise_addr: "127.0.0.1:7700".into(),
+            data_dir: PathBuf::from("bridgemesh-control-data"),
+            initial_members: BTreeMap::new(),
+            heartbeat_interval_ms: 100,
+            election_timeout_min_ms: 400,
+            election_timeout_max_ms: 800,
+            snapshot_every_entries: 20_000,
+            lag_threshold_entries: 1_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid control cluster configuration: {0}")]
+pub struct ClusterConfigError(pub String);
+
+impl ClusterConfig {
+    pub fn validate(&self) -> Result<(), ClusterConfigError> {
+        let fail = |message: String| Err(ClusterConfigError(message));
+        if self.advertise_addr.is_empty() {
+            return fail("advertise_addr must be set".into());
+        }
+        if self.heartbeat_interval_ms == 0 {
+            return fail("heartbeat_interval_ms must be positive".into());
+        }
+        if self.election_timeout_min_ms <= self.heartbeat_interval_ms {
+            return fail(format!(
+                "election_timeout_min_ms ({}) must exceed heartbeat_interval_ms ({})",
+                self.election_timeout_min_ms, self.heartbeat_interval_ms
+            ));
+        }
+        if self.election_timeout_max_ms <= self.election_timeout_min_ms {
+            return fail("election_timeout_max_ms must exceed election_timeout_min_ms".into());
+        }
+        if !self.initial_members.is_empty() && !self.initial_members.contains_key(&self.node_id) {
+            return fail(format!(
+                "initial_members must include this node ({}) or be empty",
+                self.node_id
+            ));
+        }
+        if self.snapshot_every_entries == 0 {
+            return fail("snapshot_every_entries must be positive".into());
+        }
+        Ok(())
+    }
+
+    fn raft_config(&self) -> Result<openraft::Config, ClusterConfigError> {
+        openraft::Config {
+            cluster_name: "bridgemesh".into(),
+            heartbeat_interval: self.heartbeat_interval_ms,
+            election_timeout_min: self.election_timeout_min_ms,
+            election_timeout_max: self.election_timeout_max_ms,
+            enable_pre_vote: Some(true),
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(self.snapshot_every_entries),
+            max_in_snapshot_log_to_keep: 1_000,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|err| ClusterConfigError(err.to_string()))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ClusterConfigError),
+    #[error("cannot open the data directory: {0}")]
+    Storage(#[from] std::io::Error),
+    #[error("raft failed to start: {0}")]
+    Raft(String),
+}
+
+/// Why a command could not be committed. Distinguishes "try again / elsewhere" from "this node
+/// is gone", as the API must.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum ProposeError {
+    #[error("no leader is reachable: {0}")]
+    NoLeader(String),
+    #[error("this control node is shutting down")]
+    Stopped,
+    #[error("membership change refused: {0}")]
+    Membership(String),
+}
+
+/// A membership change, as forwarded to the leader.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum MembershipChange {
+    /// Add as learner, wait for it to catch up, then promote to voter.
+    AddVoter {
+        id: NodeId,
+        addr: String,
+    },
+    Remove {
+        id: NodeId,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RaftRole {
+    Leader,
+    Follower,
+    Candidate,
+    Learner,
+    Stopped,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterHealth {
+    pub node_id: NodeId,
+    pub role: RaftRole,
+    /// Behind the cluster's commit by more than the threshold, or no leader known.
+    pub lagging: bool,
+    pub leader_id: Option<NodeId>,
+    pub term: u64,
+    pub last_applied_index: Option<u64>,
+    pub cluster_committed_index: Option<u64>,
+    pub voters: Vec<NodeId>,
+    pub learners: Vec<NodeId>,
+}
+
+pub struct ClusterNode {
+    id: NodeId,
+    config: ClusterConfig,
+    raft: Raft,
+    applied: Arc<RwLock<Applied>>,
+    network: PeerNetwork,
+}
+
+impl ClusterNode {
+    pub async fn start(config: ClusterConfig, credential: ClusterCredential) -> Result<Self, StartError> {
+        config.validate()?;
+        let raft_config = Arc::new(config.raft_config()?);
+        let data_dir = config.data_dir.clone();
+        let (log, state_machine) = tokio::task::spawn_blocking(move || store::open(&data_dir))
+            .await
+            .map_err(|err| StartError::Raft(err.to_string()))??;
+        let applied = state_machine.applied();
+        let network = PeerNetwork::new(credential);
+        let raft = Raft::new(config.node_id, raft_config, network.clone(), log, state_machine)
+            .await
+            .map_err(|err| StartError::Raft(err.to_string()))?;
+        let node = Self {
+            id: config.node_id,
+            config,
+            raft,
+            applied,
+            network,
+        };
+        node.bootstrap_if_new().await?;
+        Ok(node)
+    }
+
+    /// A node listed in `initial_members` whose store is empty proposes that membership. Every
+    /// initial member does this with the same list, which yields the same first entry on each, so
+    /// the cluster forms whichever nodes come up first.
+    async fn bootstrap_if_new(&self) -> Result<(), StartError> {
+        if self.config.initial_members.is_empty()
+            || self
+                .raft
+                .is_initialized()
+                .await
+                .map_err(|err| StartError::Raft(err.to_string()))?
+        {
+            return Ok(());
+        }
+        let members: BTreeMap<NodeId, NodeInfo> = self
+            .config
+            .initial_members
+            .iter()
+            .map(|(id, addr)| (*id, NodeInfo::new(addr, "")))
+            .collect();
+        match self.raft.initialize(members).await {
+            Ok(()) => Ok(()),
+            // Another initial member's first entry arrived first: the cluster already formed.
+            Err(RaftError::APIError(_)) => Ok(()),
+            Err(err) => Err(StartError::Raft(err.to_string())),
+        }
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    pub fn raft(&self) -> &Raft {
+        &self.raft
+    }
+
+    pub fn network(&self) -> &PeerNetwork {
+        &self.network
+    }
+
+    /// Runs `view` on this node's applied state (possibly behind the leader by a heartbeat).
+    pub fn read<R>(&self, view: impl FnOnce(&ControlState) -> R) -> R {
+        view(&self.applied.read().expect("state lock").state)
+    }
+
+    /// Like [`read`](Self::read), but after this node has applied everything the cluster had
+    /// committed when the call began: a read that sees every acknowledged write.
+    pub async fn read_linearizable<R>(
+        &self,
+        view: impl FnOnce(&ControlState) -> R,
+    ) -> Result<R, ProposeError> {
+        let index = match self.raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
+            Ok(read_log_id) => Some(read_log_id.index()),
+            Err(err) => match err.forward_to_leader().and_then(|f| f.leader_node.clone()) {
+                Some(leader) => {
+                    let url = peer_base_url(&leader.raft_addr);
+                    let index: Result<Option<u64>, ProposeError> =
+                        post_to_peer(&self.network, &url, "read-index", &(), self.forward_timeout())
+                            .await
+                            .map_err(|err| ProposeError::NoLeader(err.to_string()))?;
+                    index?
+                }
+                None => return Err(ProposeError::NoLeader(err.to_string())),
+            },
+        };
+        self.raft
+            .wait(Some(self.forward_timeout()))
+            .applied_index_at_least(index, "linearizable read")
+            .await
+            .map_err(|err| ProposeError::NoLeader(err.to_string()))?;
+        Ok(self.read(view))
+    }
+
+    /// On the leader: the index a linearizable read must wait for.
+    pub async fn read_index_as_leader(&self) -> Result<Option<u64>, ProposeError> {
+        self.raft
+            .ensure_linearizable(ReadPolicy::ReadIndex)
+            .await
+            .map(|id| Some(id.index()))
+            .map_err(|err| ProposeError::NoLeader(err.to_string()))
+    }
+
+    fn forward_timeout(&self) -> Duration {
+        Duration::from_millis(self.config.election_timeout_max_ms * 4).max(Duration::from_secs(2))
+    }
+
+    /// Commits `command` through the leader, wherever it is, and returns what applying it gave.
+    pub async fn propose(&self, command: Command) -> Result<CommandResult, ProposeError> {
+        let mut last_error = String::from("no attempt made");
+        for attempt in 0..PROPOSE_ATTEMPTS_MAX {
+            match self.raft.client_write(command.clone()).await {
+                Ok(response) => return Ok(response.data),
+                Err(RaftError::Fatal(_)) => return Err(ProposeError::Stopped),
+                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
+                    match (forward.leader_id, forward.leader_node) {
+                        (Some(leader), Some(node)) if leader != self.id => {
+                            match self.forward_command(&node, &command).await {
+                                Ok(result) => return Ok(result),
+                                Err(err) => last_error = err.to_string(),
+                            }
+                        }
+                        _ => last_error = "no leader elected yet".into(),
+                    }
+                }
+                Err(RaftError::APIError(err)) => last_error = err.to_string(),
+            }
+            // Give an election time to finish before the next try.
+            let pause_ms = self.config.election_timeout_max_ms / 2 * (attempt as u64 + 1);
+            tokio::time::sleep(Duration::from_millis(pause_ms)).await;
+        }
+        Err(ProposeError::NoLeader(last_error))
+    }
+
+    /// Commits on this node only if it leads; used for requests other nodes forwarded here, so a
+    /// request is never forwarded twice.
+    pub async fn propose_as_leader(&self, command: Command) -> Result<CommandResult, ProposeError> {
+        match self.raft.client_write(command).await {
+            Ok(response) => Ok(response.data),
+            Err(RaftError::Fatal(_)) => Err(ProposeError::Stopped),
+            Err(RaftError::APIError(err)) => Err(ProposeError::NoLeader(err.to_string())),
+        }
+    }
+
+    async fn forward_command(
+        &self,
+        leader: &NodeInfo,
+        command: &Command,
+    ) -> Result<CommandResult, PeerRequestError> {
+        let url = peer_base_url(&leader.raft_addr);
+        let answer: Result<CommandResult, ProposeError> =
+            post_to_peer(&self.network, &url, "propose", command, self.forward_timeout()).await?;
+        answer.map_err(|err| PeerRequestError::Network(err.to_string()))
+    }
+
+    /// Adds or removes a control node, from any node (forwarded to the leader).
+    pub async fn change_membership(&self, change: MembershipChange) -> Result<(), ProposeError> {
+        if let Some(leader) = self.leader_elsewhere().await {
+            let url = peer_base_url(&leader.raft_addr);
+            let timeout = Duration::from_secs(60);
+            let answer: Result<(), ProposeError> =
+                post_to_peer(&self.network, &url, "membership", &change, timeout)
+                    .await
+                    .map_err(|err| ProposeError::NoLeader(err.to_string()))?;
+            return answer;
+        }
+        self.change_membership_as_leader(change).await
+    }
+
+    pub async fn change_membership_as_leader(&self, change: MembershipChange) -> Result<(), ProposeError> {
+        let refused = |err: RaftError<TypeConfig, ClientWriteError<TypeConfig>>| match err {
+            RaftError::Fatal(_) => ProposeError::Stopped,
+            RaftError::APIError(err) => ProposeError::Membership(err.to_string()),
+        };
+        match change {
+            MembershipChange::AddVoter { id, addr } => {
+                // As a learner first: it copies the log without counting toward the quorum, so
+                // adding a node never stalls commits while it catches up.
+                self.raft
+                    .add_learner(id, NodeInfo::new(addr, ""), true)
+                    .await
+                    .map_err(refused)?;
+                self.raft
+                    .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
+                    .await
+                    .map_err(refused)?;
+            }
+            MembershipChange::Remove { id } => {
+                self.raft
+                    .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false)
+                    .await
+                    .map_err(refused)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The leader's address when another node leads; waits briefly for an election.
+    async fn leader_elsewhere(&self) -> Option<NodeInfo> {
+        for _ in 0..PROPOSE_ATTEMPTS_MAX {
+            let metrics = self.raft.metrics().borrow_watched().clone();
+            if let Some(leader) = metrics.current_leader {
+                if leader == self.id {
+                    return None;
+                }
+                return metrics.membership_config.membership().get_node(&leader).cloned();
+            }
+            tokio::time::sleep(Duration::from_millis(self.config.election_timeout_max_ms)).await;
+        }
+        None
+    }
+
+    pub fn health(&self) -> ClusterHealth {
+        let metrics = self.raft.metrics().borrow_watched().clone();
+        let role = match metrics.state {
+            ServerState::Leader => RaftRole::Leader,
+            ServerState::Follower => RaftRole::Follower,
+            ServerState::Candidate => RaftRole::Candidate,
+            ServerState::Learner => RaftRole::Learner,
+            ServerState::Shutdown => RaftRole::Stopped,
+        };
+        let last_applied_index = metrics.last_applied.as_ref().map(|id| id.index());
+        let cluster_committed_index = metrics.cluster_committed.as_ref().map(|id| id.index());
+        let behind = cluster_committed_index
+            .unwrap_or(0)
+            .saturating_sub(last_applied_index.unwrap_or(0));
+        let membership = metrics.membership_config.membership();
+        ClusterHealth {
+            node_id: self.id,
+            role,
+            lagging: metrics.current_leader.is_none() || behind > self.config.lag_threshold_entries,
+            leader_id: metrics.current_leader,
+            term: metrics.current_term,
+            last_applied_index,
+            cluster_committed_index,
+            voters: membership.voter_ids().collect(),
+            learners: membership.learner_ids().collect(),
+        }
+    }
+
+    /// Stops Raft; the data directory can then be opened again.
+    pub async fn shutdown(&self) {
+        let _ = self.raft.shutdown().await;
+    }
+}

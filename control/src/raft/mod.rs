@@ -1,0 +1,53 @@
+//! The replicated control plane: openraft over a redb store, RPCs over authenticated HTTP.
+//!
+//! # Layout
+//! - [`store`]: the durable log (redb), the state machine wrapper around
+//!   [`ControlState`](crate::state::ControlState), snapshots.
+//! - [`network`]: the Raft RPC client (one per peer) and the cluster-member credential.
+//! - [`server`]: the axum routes peers call (`/raft/v1/...`), including forwarded writes.
+//! - [`cluster`]: starting a node, bootstrap, membership changes, proposing a command from any
+//!   node (forwarded to the leader), health.
+
+pub mod cluster;
+pub mod network;
+pub mod server;
+pub mod store;
+
+use crate::state::{ApplyError, Command, Outcome};
+use std::fmt;
+
+/// Control nodes are numbered by the operator (`--id`); ids never get reused for another node.
+pub type NodeId = u64;
+
+/// What applying one command gave: the outcome, or why the state refused it.
+pub type CommandResult = Result<Outcome, ApplyError>;
+
+openraft::declare_raft_types!(
+    pub TypeConfig:
+        D = Command,
+        R = CommandResult,
+        NodeId = NodeId,
+        Node = openraft::NodeInfo,
+);
+
+pub type Raft = openraft::Raft<TypeConfig, store::StateMachineStore>;
+
+impl fmt::Display for Command {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Names only: display names and password hashes stay out of Raft's logs.
+        let name = match self {
+            Command::RegisterBridge(record) => return write!(f, "register-bridge {}", record.id),
+            Command::SetBridgeStatus { bridge, .. } => return write!(f, "set-bridge-status {bridge}"),
+            Command::Join(request) => return write!(f, "join {} {}", request.room, request.participant),
+            Command::Confirm { .. } => "confirm",
+            Command::Leave { .. } => "leave",
+            Command::Admit { .. } => "admit",
+            Command::Deny { .. } => "deny",
+            Command::Kick { .. } => "kick",
+            Command::EndRoom { .. } => "end-room",
+            Command::UpdateSettings { .. } => "update-settings",
+            Command::Tick { .. } => "tick",
+        };
+        f.write_str(name)
+    }
+}

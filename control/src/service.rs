@@ -1,0 +1,117 @@
+//! A running control node: Raft on its data directory, the HTTP server, and the ticker. This is
+//! what `bridgemesh control` and `bridgemesh up` start, and what tests start several of.
+
+use crate::http::{ApiConfig, router};
+use crate::node::{ControlNode, RoomPolicy};
+use crate::raft::cluster::{ClusterConfig, ClusterNode, StartError};
+use crate::raft::network::ClusterCredential;
+use crate::rate_limit::RateLimit;
+use axum::serve::ListenerExt as _;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// How often the leader lets time pass in the state (expiries, empty rooms ending).
+const TICK_INTERVAL: Duration = Duration::from_secs(2);
+
+#[derive(Clone)]
+pub struct ControlServiceConfig {
+    pub cluster: ClusterConfig,
+    /// Shared by every control node and bridge: signs tickets, derives the peer credential.
+    pub cluster_secret: Vec<u8>,
+    pub api: ApiConfig,
+    pub policy: RoomPolicy,
+    pub join_limit: RateLimit,
+}
+
+pub struct ControlService {
+    pub node: Arc<ControlNode>,
+    pub local_addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl ControlService {
+    /// Starts the node serving on `listener` (already bound, so its port can be advertised).
+    pub async fn start(config: ControlServiceConfig, listener: TcpListener) -> Result<Self, StartError> {
+        let local_addr = listener.local_addr()?;
+        let credential = ClusterCredential::derive(&config.cluster_secret);
+        let cluster = Arc::new(ClusterNode::start(config.cluster.clone(), credential).await?);
+        let node = Arc::new(ControlNode::with_join_limit(
+            cluster,
+            &config.cluster_secret,
+            config.policy.clone(),
+            config.join_limit,
+        ));
+        let (stop, stopped) = watch::channel(false);
+        let mut tasks = vec![serve(
+            listener,
+            router(node.clone(), config.api.clone()),
+            stopped.clone(),
+        )];
+        {
+            let node = node.clone();
+            let mut stopped = stopped.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut tick = tokio::time::interval(TICK_INTERVAL);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => node.tick().await,
+                        _ = stopped.changed() => return,
+                    }
+                }
+            }));
+        }
+        Ok(Self {
+            node,
+            local_addr,
+            stop,
+            tasks,
+        })
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.local_addr)
+    }
+
+    /// Stops serving and shuts Raft down cleanly.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        for task in self.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(3), task).await;
+        }
+        self.node.cluster().shutdown().await;
+    }
+
+    /// Stops at once, as a crash would as far as peers can tell: connections drop mid-request.
+    /// Only what Raft already made durable survives, which is all that was acknowledged.
+    pub async fn kill(self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+        self.node.cluster().shutdown().await;
+    }
+}
+
+fn serve(listener: TcpListener, router: axum::Router, mut stopped: watch::Receiver<bool>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = stopped.changed().await;
+        };
+        let service = router.into_make_service_with_connect_info::<SocketAddr>();
+        // Raft heartbeats and signaling are small messages that must leave at once.
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        if let Err(err) = axum::serve(listener, service)
+            .with_graceful_shutdown(shutdown)
+            .await
+        {
+            tracing::error!(%err, "control HTTP server stopped");
+        }
+    })
+}

@@ -1,0 +1,431 @@
+use super::*;
+
+fn bridge(id: &str, capacity: u32) -> BridgeRecord {
+    BridgeRecord {
+        id: BridgeId::new(id).unwrap(),
+        region: RegionId::new("local").unwrap(),
+        signaling_url: format!("ws://{id}"),
+        capacity,
+        max_participants_per_room: 3,
+        status: BridgeStatus::Up,
+        location: None,
+        media_addresses: Vec::new(),
+    }
+}
+
+fn room(name: &str) -> RoomId {
+    RoomId::new(name).unwrap()
+}
+
+fn pid(name: &str) -> ParticipantId {
+    ParticipantId::new(name).unwrap()
+}
+
+fn request(room_name: &str, participant: &str, bridge: &str, at_ms: u64) -> JoinRequestRecord {
+    JoinRequestRecord {
+        room: room(room_name),
+        participant: pid(participant),
+        display_name: participant.to_uppercase(),
+        user_id: None,
+        role: Role::Guest,
+        moderator_if_first: false,
+        guest_needs_moderator: false,
+        password_generation: None,
+        bridge: BridgeId::new(bridge).unwrap(),
+        at_ms,
+    }
+}
+
+fn join(room_name: &str, participant: &str, bridge: &str, at_ms: u64) -> Command {
+    Command::Join(request(room_name, participant, bridge, at_ms))
+}
+
+fn moderator_join(room_name: &str, participant: &str, at_ms: u64) -> Command {
+    Command::Join(JoinRequestRecord {
+        role: Role::Moderator,
+        user_id: Some(format!("user-{participant}")),
+        ..request(room_name, participant, "b1", at_ms)
+    })
+}
+
+fn leave(room_name: &str, participant: &str) -> Command {
+    Command::Leave {
+        room: room(room_name),
+        participant: pid(participant),
+    }
+}
+
+fn with_bridge() -> ControlState {
+    let mut state = ControlState::default();
+    state.apply(Command::RegisterBridge(bridge("b1", 10))).unwrap();
+    state
+}
+
+fn status(state: &ControlState, room_name: &str, participant: &str) -> ParticipantStatus {
+    state.rooms[&room(room_name)].participants[&pid(participant)].status
+}
+
+#[test]
+fn join_and_leave_track_rooms_and_bridge_load() {
+    let mut state = with_bridge();
+    assert!(matches!(
+        state.apply(join("r", "p1", "b1", 5)),
+        Ok(Outcome::Placed { .. })
+    ));
+    assert!(matches!(
+        state.apply(join("r", "p2", "b1", 6)),
+        Ok(Outcome::Placed { .. })
+    ));
+    assert_eq!(state.bridge_load[&BridgeId::new("b1").unwrap()], 2);
+    assert_eq!(
+        state.apply(leave("r", "p1")),
+        Ok(Outcome::Left { room_empty: false })
+    );
+    assert_eq!(
+        state.apply(leave("r", "p2")),
+        Ok(Outcome::Left { room_empty: true })
+    );
+    assert!(state.participant_rooms.is_empty(), "the index forgets who left");
+    assert_eq!(state.participant_count(), 0);
+    assert_eq!(state.bridge_load[&BridgeId::new("b1").unwrap()], 0);
+    assert!(matches!(
+        state.apply(leave("r", "p2")),
+        Err(ApplyError::UnknownParticipant(..))
+    ));
+}
+
+#[test]
+fn refuses_what_does_not_fit() {
+    let mut state = ControlState::default();
+    assert!(matches!(
+        state.apply(join("r", "p1", "nope", 0)),
+        Err(ApplyError::UnknownBridge(_))
+    ));
+    state.apply(Command::RegisterBridge(bridge("b1", 4))).unwrap();
+    for p in ["p1", "p2", "p3"] {
+        state.apply(join("r", p, "b1", 0)).unwrap();
+    }
+    assert!(matches!(
+        state.apply(join("r", "p4", "b1", 0)),
+        Err(ApplyError::RoomFull(_))
+    ));
+    assert!(matches!(
+        state.apply(join("other", "p1", "b1", 0)),
+        Err(ApplyError::DuplicateParticipant(_))
+    ));
+    state.apply(join("other", "p5", "b1", 0)).unwrap();
+    assert!(matches!(
+        state.apply(join("third", "p6", "b1", 0)),
+        Err(ApplyError::BridgeFull(_))
+    ));
+    state.apply(Command::RegisterBridge(bridge("b2", 10))).unwrap();
+    state
+        .apply(Command::SetBridgeStatus {
+            bridge: BridgeId::new("b2").unwrap(),
+            status: BridgeStatus::Down,
+        })
+        .unwrap();
+    assert!(matches!(
+        state.apply(join("x", "p7", "b2", 0)),
+        Err(ApplyError::BridgeDown(_))
+    ));
+}
+
+#[test]
+fn unconfirmed_placements_expire_and_connected_ones_stay() {
+    let mut state = with_bridge();
+    state.apply(join("r", "p1", "b1", 1_000)).unwrap();
+    state.apply(join("r", "p2", "b1", 1_000)).unwrap();
+    state
+        .apply(Command::Confirm {
+            room: room("r"),
+            participant: pid("p2"),
+        })
+        .unwrap();
+    let tick = |now_ms| Command::Tick {
+        now_ms,
+        room_grace_ms: 1_000,
+    };
+    assert!(matches!(
+        state.apply(tick(1_000 + UNCONFIRMED_JOIN_TTL_MS - 1)),
+        Ok(Outcome::Ticked { expired: 0, .. })
+    ));
+    assert!(matches!(
+        state.apply(tick(1_000 + UNCONFIRMED_JOIN_TTL_MS)),
+        Ok(Outcome::Ticked { expired: 1, .. })
+    ));
+    assert_eq!(state.participant_count(), 1);
+    assert_eq!(status(&state, "r", "p2"), ParticipantStatus::Connected);
+}
+
+#[test]
+fn an_empty_room_ends_after_its_grace_period_and_keeps_settings_until_then() {
+    let mut state = with_bridge();
+    state.apply(moderator_join("r", "m", 0)).unwrap();
+    state
+        .apply(Command::UpdateSettings {
+            room: room("r"),
+            password_hash: None,
+            lobby_enabled: Some(true),
+        })
+        .unwrap();
+    state.apply(leave("r", "m")).unwrap();
+    let tick = |now_ms| Command::Tick {
+        now_ms,
+        room_grace_ms: 30_000,
+    };
+    state.apply(tick(10_000)).unwrap();
+    assert!(
+        state.rooms[&room("r")].settings.lobby_enabled,
+        "a quick return finds the room as it was"
+    );
+    assert_eq!(
+        state.apply(tick(39_999)),
+        Ok(Outcome::Ticked {
+            expired: 0,
+            rooms_ended: vec![]
+        })
+    );
+    assert_eq!(
+        state.apply(tick(40_000)),
+        Ok(Outcome::Ticked {
+            expired: 0,
+            rooms_ended: vec![room("r")]
+        })
+    );
+    assert!(state.rooms.is_empty());
+}
+
+#[test]
+fn the_first_participant_moderates_a_zero_config_room() {
+    let mut state = with_bridge();
+    let first = Command::Join(JoinRequestRecord {
+        moderator_if_first: true,
+        ..request("r", "p1", "b1", 0)
+    });
+    let second = Command::Join(JoinRequestRecord {
+        moderator_if_first: true,
+        ..request("r", "p2", "b1", 0)
+    });
+    assert_eq!(
+        state.apply(first),
+        Ok(Outcome::Placed {
+            bridge: BridgeId::new("b1").unwrap(),
+            role: Role::Moderator
+        })
+    );
+    assert_eq!(
+        state.apply(second),
+        Ok(Outcome::Placed {
+            bridge: BridgeId::new("b1").unwrap(),
+            role: Role::Guest
+        })
+    );
+}
+
+#[test]
+fn guests_wait_for_a_moderator_when_policy_says_so() {
+    let mut state = with_bridge();
+    let guest = |p: &str| {
+        Command::Join(JoinRequestRecord {
+            guest_needs_moderator: true,
+            ..request("r", p, "b1", 0)
+        })
+    };
+    assert_eq!(state.apply(guest("g1")), Err(ApplyError::WaitingForModerator));
+    state.apply(moderator_join("r", "m", 0)).unwrap();
+    assert!(matches!(state.apply(guest("g2")), Ok(Outcome::Placed { .. })));
+}
+
+#[test]
+fn a_password_checked_against_an_older_generation_is_refused() {
+    let mut state = with_bridge();
+    state.apply(moderator_join("r", "m", 0)).unwrap();
+    state
+        .apply(Command::UpdateSettings {
+            room: room("r"),
+            password_hash: Some(Some("$argon2id$hash".into())),
+            lobby_enabled: None,
+        })
+        .unwrap();
+    let generation = state.rooms[&room("r")].settings.password_generation;
+    let with_generation = |p: &str, g: Option<u64>| {
+        Command::Join(JoinRequestRecord {
+            password_generation: g,
+            ..request("r", p, "b1", 0)
+        })
+    };
+    assert_eq!(
+        state.apply(with_generation("g1", None)),
+        Err(ApplyError::WrongPassword)
+    );
+    assert!(state.apply(with_generation("g2", Some(generation))).is_ok());
+    state
+        .apply(Command::UpdateSettings {
+            room: room("r"),
+            password_hash: Some(Some("$argon2id$other".into())),
+            lobby_enabled: None,
+        })
+        .unwrap();
+    assert_eq!(
+        state.apply(with_generation("g3", Some(generation))),
+        Err(ApplyError::WrongPassword),
+        "the password changed between the check and the commit"
+    );
+    // A moderator's own join needs no password.
+    assert!(state.apply(moderator_join("r", "m2", 0)).is_ok());
+}
+
+#[test]
+fn lobby_admit_and_deny() {
+    let mut state = with_bridge();
+    state.apply(moderator_join("r", "m", 0)).unwrap();
+    state
+        .apply(Command::UpdateSettings {
+            room: room("r"),
+            password_hash: None,
+            lobby_enabled: Some(true),
+        })
+        .unwrap();
+    assert_eq!(
+        state.apply(join("r", "g1", "b1", 1)),
+        Ok(Outcome::InLobby { role: Role::Guest })
+    );
+    assert_eq!(
+        state.apply(join("r", "g2", "b1", 1)),
+        Ok(Outcome::InLobby { role: Role::Guest })
+    );
+    let b1 = BridgeId::new("b1").unwrap();
+    assert_eq!(state.bridge_load[&b1], 1, "the lobby holds no bridge seat");
+    let waiting: Vec<_> = lobby_of(&state.rooms[&room("r")])
+        .map(|(id, _)| id.clone())
+        .collect();
+    assert_eq!(waiting, vec![pid("g1"), pid("g2")]);
+    assert_eq!(
+        state.apply(Command::Admit {
+            room: room("r"),
+            participant: pid("g1"),
+            bridge: b1.clone(),
+            at_ms: 2
+        }),
+        Ok(Outcome::Admitted { bridge: b1.clone() })
+    );
+    assert_eq!(status(&state, "r", "g1"), ParticipantStatus::Placed);
+    assert_eq!(state.bridge_load[&b1], 2);
+    assert_eq!(
+        state.apply(Command::Deny {
+            room: room("r"),
+            participant: pid("g2"),
+            at_ms: 2
+        }),
+        Ok(Outcome::Denied)
+    );
+    assert_eq!(status(&state, "r", "g2"), ParticipantStatus::Denied);
+    assert_eq!(
+        state.apply(Command::Admit {
+            room: room("r"),
+            participant: pid("g2"),
+            bridge: b1.clone(),
+            at_ms: 3
+        }),
+        Err(ApplyError::NotInLobby(pid("g2"))),
+        "a refusal is final"
+    );
+    state
+        .apply(Command::Tick {
+            now_ms: 2 + OUTCOME_MEMORY_MS,
+            room_grace_ms: 60_000,
+        })
+        .unwrap();
+    assert!(!state.rooms[&room("r")].participants.contains_key(&pid("g2")));
+}
+
+#[test]
+fn a_kicked_user_loses_the_seat_and_cannot_come_back() {
+    let mut state = with_bridge();
+    state.apply(moderator_join("r", "m", 0)).unwrap();
+    let member = |p: &str| {
+        Command::Join(JoinRequestRecord {
+            role: Role::Member,
+            user_id: Some("ada".into()),
+            ..request("r", p, "b1", 0)
+        })
+    };
+    state.apply(member("p1")).unwrap();
+    state
+        .apply(Command::Confirm {
+            room: room("r"),
+            participant: pid("p1"),
+        })
+        .unwrap();
+    let b1 = BridgeId::new("b1").unwrap();
+    assert_eq!(
+        state.apply(Command::Kick {
+            room: room("r"),
+            participant: pid("p1"),
+            at_ms: 5
+        }),
+        Ok(Outcome::Kicked {
+            bridge: Some(b1.clone())
+        })
+    );
+    assert_eq!(state.bridge_load[&b1], 1);
+    assert_eq!(status(&state, "r", "p1"), ParticipantStatus::Kicked);
+    assert_eq!(state.apply(member("p2")), Err(ApplyError::Kicked));
+    assert!(
+        state
+            .apply(Command::Confirm {
+                room: room("r"),
+                participant: pid("p1"),
+            })
+            .is_err(),
+        "a kicked participant cannot be confirmed back"
+    );
+}
+
+#[test]
+fn ending_a_room_lists_who_was_in_it_and_frees_the_seats() {
+    let mut state = with_bridge();
+    state.apply(moderator_join("r", "m", 0)).unwrap();
+    state.apply(join("r", "p1", "b1", 0)).unwrap();
+    let Ok(Outcome::RoomEnded { participants }) = state.apply(Command::EndRoom { room: room("r") }) else {
+        panic!("the room ends");
+    };
+    assert_eq!(participants.len(), 2);
+    assert!(state.rooms.is_empty());
+    assert!(state.participant_rooms.is_empty());
+    assert_eq!(state.bridge_load[&BridgeId::new("b1").unwrap()], 0);
+}
+
+#[test]
+fn replaying_commands_gives_the_same_state() {
+    let commands = vec![
+        Command::RegisterBridge(bridge("b1", 10)),
+        join("r", "p1", "b1", 1),
+        join("s", "p2", "b1", 2),
+        moderator_join("s", "m", 2),
+        leave("r", "p1"),
+        Command::Kick {
+            room: room("s"),
+            participant: pid("p2"),
+            at_ms: 3,
+        },
+        Command::Tick {
+            now_ms: 100_000,
+            room_grace_ms: 10,
+        },
+    ];
+    let mut a = ControlState::default();
+    let mut b = ControlState::default();
+    let mut outcomes_a = Vec::new();
+    let mut outcomes_b = Vec::new();
+    for command in &commands {
+        outcomes_a.push(a.apply(command.clone()));
+        outcomes_b.push(b.apply(command.clone()));
+    }
+    assert_eq!(a, b);
+    assert_eq!(outcomes_a, outcomes_b);
+    let json = serde_json::to_string(&a).unwrap();
+    let restored: ControlState = serde_json::from_str(&json).unwrap();
+    assert_eq!(restored, a, "a snapshot round-trips");
+}
