@@ -10,17 +10,20 @@
 //! - [`driver`]: threads, the UDP socket and timers around the shards.
 //! - [`signaling`]: the WebSocket endpoint, authenticated by control's tickets.
 //! - [`ticket`]: ticket verification with a single-use cache.
+//! - [`removed_participants`]: the bounded memory of kicked participants whose tickets are refused.
 //! - [`keyframe_requests`]: lets inbound PLI/FIR past `rtc`'s interceptor chain to the application.
 //!
 //! # Run loop
 //! ```text
 //! shard thread i:  wait(socket readable (shard 0 only) | inbox | next timeout)
 //!                  datagram → RouteTable → mine? shard.handle_input : send to shard j's inbox
-//!                  inbox    → shard.handle_input(now, Connect | Client | Disconnect | Datagram)
+//!                  inbox    → shard.handle_input(now, Connect | Client | Disconnect | Datagram | Moderation)
 //!                  timeout  → shard.handle_timeout(now)
 //!                  drain shard.poll_output(): Transmit → socket, ToClient → that client's socket task
 //! ```
 //! Rooms are spread over shards by a hash of the room id, so a room's forwarding never crosses threads.
+//! Control's moderation ([`Bridge::kick`], [`Bridge::request_mute_all`], [`Bridge::end_room`]) goes
+//! the same way, to the inbox of the shard that owns the room.
 
 pub mod config;
 pub mod demux;
@@ -29,10 +32,11 @@ pub mod keyframe_requests;
 mod legs;
 pub mod participant;
 pub mod peer;
+pub mod removed_participants;
 pub mod shard;
 pub mod signaling;
 pub mod ticket;
 
 pub use config::{BridgeConfig, ConfigError};
 pub use driver::{Bridge, BridgeStats, StartError};
-pub use shard::BridgeEvent;
+pub use shard::{BridgeEvent, ModerationAction};

@@ -9,11 +9,17 @@
 //! sendonly leg per (other participant, source). Forwarding takes an RTP packet read from the
 //! publisher's connection, rewrites SSRC, payload type and header-extension ids for each
 //! subscriber's leg, and writes it into the subscriber's connection, which encrypts it.
+//!
+//! Moderation (kick, ask everyone to mute, end the meeting) is decided and committed by control;
+//! it reaches the shard as [`ShardInput::Moderation`] and the shard carries it out.
 
 use crate::demux::{ParticipantKey, RouteTable};
 use crate::legs::{resolve_legs, sync_legs};
 use crate::participant::{InboundTrack, KEYFRAME_REQUEST_INTERVAL, Participant, RecvSlot};
 use crate::peer::{IceCredentials, build_peer_connection};
+use crate::removed_participants::{
+    REMOVED_PARTICIPANT_RETENTION_S, REMOVED_PARTICIPANTS_MAX, RemovedParticipants,
+};
 use bridgemesh_proto::api::ErrorCode;
 use bridgemesh_proto::signaling::{ByeReason, ClientMessage, MediaSource, ServerMessage, TrackInfo};
 use bridgemesh_proto::{PROTOCOL_VERSION, ParticipantId, RoomId};
@@ -31,7 +37,10 @@ use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// What a kicked participant trying to connect again is told.
+pub const REMOVED_MESSAGE: &str = "you were removed from this meeting";
 
 /// A participant admitted by a verified ticket, asking to be connected.
 #[derive(Debug, Clone)]
@@ -58,6 +67,33 @@ pub enum ShardInput {
     Disconnect {
         key: ParticipantKey,
     },
+    /// A moderation decision control committed.
+    Moderation(ModerationAction),
+}
+
+/// Moderation control decided; the bridge carries it out for the participants it hosts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModerationAction {
+    /// `bye{kicked}` and disconnect; the participant cannot connect again with any ticket.
+    Kick {
+        room: RoomId,
+        participant: ParticipantId,
+    },
+    /// `mute_requested` to everyone in the room but `by`.
+    RequestMuteAll { room: RoomId, by: ParticipantId },
+    /// `bye{meeting_ended}` to everyone in the room, and the room is gone.
+    EndRoom { room: RoomId },
+}
+
+impl ModerationAction {
+    /// The room whose shard carries the action out.
+    pub fn room(&self) -> &RoomId {
+        match self {
+            ModerationAction::Kick { room, .. }
+            | ModerationAction::RequestMuteAll { room, .. }
+            | ModerationAction::EndRoom { room } => room,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -116,6 +152,9 @@ pub struct Shard {
     room_of: HashMap<ParticipantKey, Arc<RoomId>>,
     outputs: VecDeque<ShardOutput>,
     stats: ShardStats,
+    /// Kicked participants. The ticket verifier refuses them too; this catches a ticket verified
+    /// just before the kick whose `Connect` reaches the shard after it.
+    removed: RemovedParticipants<Instant>,
     // Reused across inputs so the packet path does not allocate these per packet.
     scratch_messages: Vec<RTCMessage>,
     scratch_events: Vec<RTCPeerConnectionEvent>,
@@ -138,6 +177,7 @@ impl Shard {
             room_of: HashMap::new(),
             outputs: VecDeque::new(),
             stats: ShardStats::default(),
+            removed: RemovedParticipants::new(REMOVED_PARTICIPANTS_MAX),
             scratch_messages: Vec::new(),
             scratch_events: Vec::new(),
             scratch_keys: Vec::new(),
@@ -166,6 +206,72 @@ impl Shard {
             ShardInput::Connect(request) => self.connect(now, request),
             ShardInput::Client { key, message } => self.handle_client(now, key, message),
             ShardInput::Disconnect { key } => self.remove_participant(now, key, None),
+            ShardInput::Moderation(action) => self.moderate(now, action),
+        }
+    }
+
+    fn moderate(&mut self, now: Instant, action: ModerationAction) {
+        match action {
+            ModerationAction::Kick { room, participant } => {
+                let key = self.find(&room, &participant);
+                self.removed.insert(
+                    now,
+                    participant,
+                    now + Duration::from_secs(REMOVED_PARTICIPANT_RETENTION_S),
+                );
+                if let Some(key) = key {
+                    self.remove_participant(now, key, Some(ByeReason::Kicked));
+                }
+            }
+            ModerationAction::RequestMuteAll { room, by } => {
+                let Some(room) = self.rooms.get(&room) else {
+                    return;
+                };
+                for participant in room.participants.values().filter(|p| p.id != by) {
+                    self.outputs.push_back(ShardOutput::ToClient {
+                        key: participant.key,
+                        message: ServerMessage::MuteRequested { by: by.clone() },
+                    });
+                }
+            }
+            ModerationAction::EndRoom { room } => self.end_room(&room, ByeReason::MeetingEnded),
+        }
+    }
+
+    fn find(&self, room: &RoomId, participant: &ParticipantId) -> Option<ParticipantKey> {
+        let room = self.rooms.get(room)?;
+        room.participants
+            .values()
+            .find(|p| p.id == *participant)
+            .map(|p| p.key)
+    }
+
+    /// Ends every session of the room at once. Unlike removing them one by one, nobody is told
+    /// of the others leaving and nobody is renegotiated: they are all going.
+    fn end_room(&mut self, room_id: &RoomId, reason: ByeReason) {
+        let Some(room) = self.rooms.remove(room_id) else {
+            return;
+        };
+        for (key, mut participant) in room.participants {
+            self.room_of.remove(&key);
+            let _ = participant.pc.close();
+            while let Some(datagram) = participant.pc.poll_write() {
+                self.outputs.push_back(ShardOutput::Transmit {
+                    to: datagram.transport.peer_addr,
+                    data: datagram.message,
+                });
+            }
+            self.routes.remove_participant(&participant.ufrag);
+            self.outputs.push_back(ShardOutput::ToClient {
+                key,
+                message: ServerMessage::Bye { reason },
+            });
+            self.outputs.push_back(ShardOutput::CloseClient { key });
+            self.outputs
+                .push_back(ShardOutput::Event(BridgeEvent::ParticipantLeft {
+                    room: room_id.clone(),
+                    participant: participant.id,
+                }));
         }
     }
 
@@ -265,6 +371,10 @@ impl Shard {
             participant_id,
             display_name,
         } = request;
+        if self.removed.contains(&participant_id) {
+            self.refuse(key, ErrorCode::TicketRejected, REMOVED_MESSAGE);
+            return;
+        }
         // The same participant connecting again (a reconnect on a new socket) replaces the old session.
         let previous = self.rooms.get(&room_id).and_then(|room| {
             room.participants
@@ -967,5 +1077,229 @@ fn mark_others_for_renegotiation(room: &mut Room, publisher: ParticipantKey) {
     for other in room.participants.values_mut().filter(|p| p.key != publisher) {
         other.renegotiate = true;
         other.dirty = true;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shard() -> Shard {
+        Shard::new(
+            0,
+            "127.0.0.1:40000".parse().unwrap(),
+            Arc::new(RouteTable::default()),
+            16,
+        )
+    }
+
+    fn room(name: &str) -> RoomId {
+        RoomId::new(name).unwrap()
+    }
+
+    fn id(name: &str) -> ParticipantId {
+        ParticipantId::new(name).unwrap()
+    }
+
+    fn drain(shard: &mut Shard) -> Vec<ShardOutput> {
+        std::iter::from_fn(|| shard.poll_output()).collect()
+    }
+
+    fn connect(shard: &mut Shard, now: Instant, key: u64, room_name: &str, participant: &str) {
+        shard.handle_input(
+            now,
+            ShardInput::Connect(ConnectRequest {
+                key: ParticipantKey(key),
+                room: room(room_name),
+                participant_id: id(participant),
+                display_name: participant.to_owned(),
+            }),
+        );
+    }
+
+    /// Signaling messages the outputs carry for `key`, in order.
+    fn messages_to(outputs: &[ShardOutput], key: u64) -> Vec<&ServerMessage> {
+        outputs
+            .iter()
+            .filter_map(|o| match o {
+                ShardOutput::ToClient { key: k, message } if *k == ParticipantKey(key) => Some(message),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn closed(outputs: &[ShardOutput], key: u64) -> bool {
+        outputs
+            .iter()
+            .any(|o| matches!(o, ShardOutput::CloseClient { key: k } if *k == ParticipantKey(key)))
+    }
+
+    fn left_events(outputs: &[ShardOutput]) -> Vec<(RoomId, ParticipantId)> {
+        outputs
+            .iter()
+            .filter_map(|o| match o {
+                ShardOutput::Event(BridgeEvent::ParticipantLeft { room, participant }) => {
+                    Some((room.clone(), participant.clone()))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn welcomed(outputs: &[ShardOutput], key: u64) -> bool {
+        messages_to(outputs, key)
+            .iter()
+            .any(|m| matches!(m, ServerMessage::Welcome { .. }))
+    }
+
+    /// Ada (1), Bob (2) and Cy (3) in room "r"; Dee (4) in room "other" on the same shard.
+    fn populated() -> (Shard, Instant) {
+        let now = Instant::now();
+        let mut shard = shard();
+        connect(&mut shard, now, 1, "r", "ada");
+        connect(&mut shard, now, 2, "r", "bob");
+        connect(&mut shard, now, 3, "r", "cy");
+        connect(&mut shard, now, 4, "other", "dee");
+        let outputs = drain(&mut shard);
+        assert!((1..=4).all(|key| welcomed(&outputs, key)));
+        assert_eq!(shard.stats().participants, 4);
+        (shard, now)
+    }
+
+    fn moderate(shard: &mut Shard, now: Instant, action: ModerationAction) -> Vec<ShardOutput> {
+        shard.handle_input(now, ShardInput::Moderation(action));
+        drain(shard)
+    }
+
+    #[test]
+    fn kick_says_bye_kicked_closes_the_session_and_tells_the_room() {
+        let (mut shard, now) = populated();
+        let outputs = moderate(
+            &mut shard,
+            now,
+            ModerationAction::Kick {
+                room: room("r"),
+                participant: id("bob"),
+            },
+        );
+        assert_eq!(
+            messages_to(&outputs, 2),
+            [&ServerMessage::Bye {
+                reason: ByeReason::Kicked
+            }]
+        );
+        assert!(closed(&outputs, 2));
+        for other in [1, 3] {
+            assert!(
+                messages_to(&outputs, other).contains(&&ServerMessage::ParticipantLeft {
+                    participant_id: id("bob")
+                }),
+                "participant {other} was not told bob left"
+            );
+            assert!(!closed(&outputs, other));
+        }
+        assert!(messages_to(&outputs, 4).is_empty() && !closed(&outputs, 4));
+        assert_eq!(left_events(&outputs), [(room("r"), id("bob"))]);
+        assert_eq!(shard.stats().participants, 3);
+    }
+
+    #[test]
+    fn a_kicked_participant_cannot_connect_again() {
+        let (mut shard, now) = populated();
+        moderate(
+            &mut shard,
+            now,
+            ModerationAction::Kick {
+                room: room("r"),
+                participant: id("bob"),
+            },
+        );
+        // A ticket verified just before the kick, whose connect arrives after it.
+        connect(&mut shard, now, 5, "r", "bob");
+        let outputs = drain(&mut shard);
+        assert!(!welcomed(&outputs, 5));
+        assert!(matches!(
+            messages_to(&outputs, 5).as_slice(),
+            [ServerMessage::Error { code: ErrorCode::TicketRejected, message }] if message.contains("removed")
+        ));
+        assert!(closed(&outputs, 5));
+        assert!(
+            messages_to(&outputs, 1).is_empty(),
+            "the room heard of a refused participant"
+        );
+        assert_eq!(shard.stats().participants, 3);
+    }
+
+    #[test]
+    fn a_kick_before_connecting_refuses_the_connect() {
+        let now = Instant::now();
+        let mut shard = shard();
+        let outputs = moderate(
+            &mut shard,
+            now,
+            ModerationAction::Kick {
+                room: room("r"),
+                participant: id("eve"),
+            },
+        );
+        assert!(outputs.is_empty(), "{outputs:?}");
+        connect(&mut shard, now, 1, "r", "eve");
+        connect(&mut shard, now, 2, "r", "fay");
+        let outputs = drain(&mut shard);
+        assert!(!welcomed(&outputs, 1) && closed(&outputs, 1));
+        assert!(welcomed(&outputs, 2));
+    }
+
+    #[test]
+    fn mute_all_reaches_everyone_in_the_room_but_the_requester() {
+        let (mut shard, now) = populated();
+        let outputs = moderate(
+            &mut shard,
+            now,
+            ModerationAction::RequestMuteAll {
+                room: room("r"),
+                by: id("ada"),
+            },
+        );
+        let requested = ServerMessage::MuteRequested { by: id("ada") };
+        assert_eq!(messages_to(&outputs, 2), [&requested]);
+        assert_eq!(messages_to(&outputs, 3), [&requested]);
+        assert!(messages_to(&outputs, 1).is_empty());
+        assert!(messages_to(&outputs, 4).is_empty());
+        assert!((1..=4).all(|key| !closed(&outputs, key)));
+        assert_eq!(shard.stats().participants, 4);
+    }
+
+    #[test]
+    fn end_room_says_bye_meeting_ended_to_everyone_and_tears_the_room_down() {
+        let (mut shard, now) = populated();
+        let outputs = moderate(&mut shard, now, ModerationAction::EndRoom { room: room("r") });
+        let bye = ServerMessage::Bye {
+            reason: ByeReason::MeetingEnded,
+        };
+        for key in 1..=3 {
+            assert_eq!(messages_to(&outputs, key), [&bye], "participant {key}");
+            assert!(closed(&outputs, key));
+        }
+        assert!(messages_to(&outputs, 4).is_empty() && !closed(&outputs, 4));
+        let mut left = left_events(&outputs);
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                (room("r"), id("ada")),
+                (room("r"), id("bob")),
+                (room("r"), id("cy"))
+            ]
+        );
+        let stats = shard.stats();
+        assert_eq!((stats.rooms, stats.participants), (1, 1));
+        // The room can start again, as a new meeting.
+        connect(&mut shard, now, 5, "r", "gus");
+        let outputs = drain(&mut shard);
+        assert!(matches!(
+            messages_to(&outputs, 5).first(),
+            Some(ServerMessage::Welcome { participants, .. }) if participants.is_empty()
+        ));
     }
 }

@@ -2,12 +2,13 @@
 //!
 //! A session: the client opens the socket and sends `hello` with its ticket within
 //! [`HELLO_TIMEOUT`]; the ticket is checked (signature, this bridge, expiry, first use) and the
-//! participant is handed to the shard that owns its room. From then on the socket carries client
+//! participant is handed to the shard that owns its room. A participant a moderator removed is
+//! refused here too, even with a ticket it never used. From then on the socket carries client
 //! messages to the shard and the shard's messages back, until either side closes.
 
 use crate::driver::{Bridge, CLIENT_QUEUE_CAPACITY, ClientCommand};
 use crate::shard::ConnectRequest;
-use crate::ticket::TicketError;
+use crate::ticket::{TicketError, now_unix_s};
 use axum::Router;
 use axum::extract::State;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
@@ -19,7 +20,7 @@ use bridgemesh_proto::signaling::{CLIENT_MESSAGE_MAX_BYTES, ClientMessage, Serve
 use futures_util::{SinkExt, StreamExt};
 use std::fmt::Write as _;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::sync::mpsc;
 
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -142,10 +143,12 @@ fn parse_client_message(text: &str) -> Result<ClientMessage, String> {
     serde_json::from_str(text).map_err(|err| err.to_string())
 }
 
-fn now_unix_s() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+/// The `error` code a refused ticket gets; the message is the error's text.
+fn ticket_error_code(err: &TicketError) -> ErrorCode {
+    match err {
+        TicketError::Overloaded => ErrorCode::RateLimited,
+        _ => ErrorCode::TicketRejected,
+    }
 }
 
 async fn send(socket: &mut WebSocket, message: &ServerMessage) -> bool {
@@ -191,13 +194,7 @@ async fn session(bridge: Arc<Bridge>, mut socket: WebSocket) {
     };
     let claims = match bridge.verifier().verify(&ticket, now_unix_s()) {
         Ok(claims) => claims,
-        Err(err) => {
-            let code = match err {
-                TicketError::Overloaded => ErrorCode::RateLimited,
-                _ => ErrorCode::TicketRejected,
-            };
-            return refuse(socket, code, &err.to_string()).await;
-        }
+        Err(err) => return refuse(socket, ticket_error_code(&err), &err.to_string()).await,
     };
     let key = bridge.new_key();
     let room = claims.room.clone();
@@ -260,4 +257,16 @@ async fn session(bridge: Arc<Bridge>, mut socket: WebSocket) {
     }
     bridge.disconnect(&room, key).await;
     tracing::debug!(participant = %claims.participant_id, "signaling session closed");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_removed_participant_is_told_its_ticket_is_rejected_because_it_was_removed() {
+        let err = TicketError::ParticipantRemoved;
+        assert_eq!(ticket_error_code(&err), ErrorCode::TicketRejected);
+        assert!(err.to_string().contains("removed"), "{err}");
+    }
 }

@@ -1,14 +1,21 @@
-//! Verifying the tickets control issues: signature, audience (this bridge), expiry, single use.
+//! Verifying the tickets control issues: signature, audience (this bridge), expiry, single use,
+//! and not held by a participant a moderator removed.
 
-use bridgemesh_proto::BridgeId;
+use crate::removed_participants::{
+    REMOVED_PARTICIPANT_RETENTION_S, REMOVED_PARTICIPANTS_MAX, RemovedParticipants,
+};
 use bridgemesh_proto::ticket::TicketClaims;
+use bridgemesh_proto::{BridgeId, ParticipantId};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Ticket ids remembered at once; past it new tickets are refused until old ones expire, which
 /// bounds memory under a flood of valid-looking tickets.
 pub const SEEN_TICKETS_MAX: usize = 200_000;
+/// Seconds past `exp` a ticket is still accepted, for clock skew between control and the bridge.
+pub const TICKET_LEEWAY_S: u64 = 2;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -23,6 +30,8 @@ pub enum TicketError {
     Replayed,
     #[error("too many tickets in flight; try again shortly")]
     Overloaded,
+    #[error("you were removed from this meeting")]
+    ParticipantRemoved,
 }
 
 pub struct TicketVerifier {
@@ -31,6 +40,8 @@ pub struct TicketVerifier {
     validation: Validation,
     /// jti → exp (unix seconds)
     seen: Mutex<HashMap<String, u64>>,
+    /// Participants kicked by a moderator, by unix seconds.
+    removed: Mutex<RemovedParticipants<u64>>,
 }
 
 impl TicketVerifier {
@@ -38,7 +49,7 @@ impl TicketVerifier {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_audience(&[bridge_id.as_str()]);
         validation.set_required_spec_claims(&["exp", "aud"]);
-        validation.leeway = 2;
+        validation.leeway = TICKET_LEEWAY_S;
         // jsonwebtoken would read the system clock for `exp`; `verify` checks it against its `now`.
         validation.validate_exp = false;
         Self {
@@ -46,7 +57,18 @@ impl TicketVerifier {
             key: DecodingKey::from_secret(cluster_secret),
             validation,
             seen: Mutex::default(),
+            removed: Mutex::new(RemovedParticipants::new(REMOVED_PARTICIPANTS_MAX)),
         }
+    }
+
+    /// Refuses every ticket of `participant` from now on, used or not. Remembered for as long as a
+    /// ticket issued before this call can pass the expiry check.
+    pub fn remove_participant(&self, participant: &ParticipantId, now_unix_s: u64) {
+        self.removed.lock().expect("removed participants lock").insert(
+            now_unix_s,
+            participant.clone(),
+            now_unix_s + REMOVED_PARTICIPANT_RETENTION_S,
+        );
     }
 
     /// Accepts `ticket` once. `now_unix_s` is the wall clock, passed in so tests can move it.
@@ -63,6 +85,14 @@ impl TicketVerifier {
         if claims.exp + self.validation.leeway < now_unix_s {
             return Err(TicketError::Expired);
         }
+        if self
+            .removed
+            .lock()
+            .expect("removed participants lock")
+            .contains(&claims.participant_id)
+        {
+            return Err(TicketError::ParticipantRemoved);
+        }
         let mut seen = self.seen.lock().expect("ticket cache lock");
         if seen.len() >= SEEN_TICKETS_MAX {
             let leeway = self.validation.leeway;
@@ -78,6 +108,13 @@ impl TicketVerifier {
     }
 }
 
+/// The wall clock in unix seconds, as tickets count time.
+pub(crate) fn now_unix_s() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -87,13 +124,17 @@ mod tests {
     const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
 
     fn ticket(aud: &str, jti: &str, exp: u64, secret: &[u8]) -> String {
+        ticket_for("p-1", aud, jti, exp, secret)
+    }
+
+    fn ticket_for(participant: &str, aud: &str, jti: &str, exp: u64, secret: &[u8]) -> String {
         let claims = TicketClaims {
             aud: BridgeId::new(aud).unwrap(),
             jti: jti.into(),
             exp,
             iat: exp - 30,
             room: RoomId::new("r").unwrap(),
-            participant_id: ParticipantId::new("p-1").unwrap(),
+            participant_id: ParticipantId::new(participant).unwrap(),
             display_name: "Ada".into(),
             moderator: false,
         };
@@ -129,5 +170,29 @@ mod tests {
         assert_eq!(verifier.verify("garbage", 990), Err(TicketError::Invalid));
         let unsigned = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJhdWQiOiJiMSJ9.";
         assert_eq!(verifier.verify(unsigned, 990), Err(TicketError::Invalid));
+    }
+
+    #[test]
+    fn refuses_every_ticket_of_a_removed_participant() {
+        let verifier = TicketVerifier::new(BridgeId::new("b1").unwrap(), SECRET);
+        let kicked = ParticipantId::new("p-kicked").unwrap();
+        // Issued before the kick and never used.
+        let unused = ticket_for("p-kicked", "b1", "j1", 1_030, SECRET);
+        let other = ticket_for("p-other", "b1", "j2", 1_030, SECRET);
+        verifier.remove_participant(&kicked, 1_000);
+        assert_eq!(
+            verifier.verify(&unused, 1_001),
+            Err(TicketError::ParticipantRemoved)
+        );
+        // Refused for as long as the ticket could otherwise pass the expiry check.
+        let later = ticket_for("p-kicked", "b1", "j3", 1_030, SECRET);
+        assert_eq!(
+            verifier.verify(&later, 1_030 + TICKET_LEEWAY_S),
+            Err(TicketError::ParticipantRemoved)
+        );
+        assert_eq!(
+            verifier.verify(&other, 1_001).unwrap().participant_id.as_str(),
+            "p-other"
+        );
     }
 }
