@@ -724,7 +724,7 @@ impl TokenVerifier {
                     reason: "a part is not base64url",
                 },
                 ErrorKind::Json(_) | ErrorKind::Utf8(_) => AuthError::Malformed {
-                    reason: "the claims are not a JSON object",
+                    reason: "the header or the claims are not JSON of the expected shape",
                 },
                 ErrorKind::InvalidToken => AuthError::Malformed { reason: "not a JWT" },
                 // Key errors cannot happen with keys parsed at start; anything else the library
