@@ -5,6 +5,7 @@ use anyhow::Context as _;
 use axum::serve::ListenerExt as _;
 use bridgemesh_bridge::{Bridge, BridgeConfig, BridgeEvent};
 use bridgemesh_control::ControlNode;
+use bridgemesh_control::auth::{AdminAuth, AuthConfig};
 use bridgemesh_control::http::ApiConfig;
 use bridgemesh_control::node::{BridgeAction, RoomPolicy};
 use bridgemesh_control::raft::cluster::ClusterConfig;
@@ -71,16 +72,11 @@ pub struct Running {
     _temporary_data: Option<tempfile::TempDir>,
 }
 
-fn random_hex(bytes: usize) -> String {
-    let mut buffer = vec![0u8; bytes];
-    rand::rng().fill_bytes(&mut buffer);
-    buffer.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 pub async fn start(config: UpConfig) -> anyhow::Result<Running> {
     let mut secret = vec![0u8; 32];
     rand::rng().fill_bytes(&mut secret);
-    let admin_token = random_hex(24);
+    let admin = AdminAuth::generate(&mut rand::rng());
+    let admin_token = admin.secret().expose().to_owned();
     let loopback = Ipv4Addr::LOCALHOST;
     let control_listener = TcpListener::bind((loopback, config.http_port))
         .await
@@ -126,8 +122,10 @@ pub async fn start(config: UpConfig) -> anyhow::Result<Running> {
             },
             cluster_secret: secret.clone(),
             api: ApiConfig {
-                admin_token: Some(admin_token.clone().into()),
+                admin: Some(Arc::new(admin)),
             },
+            // No keys: open guest access, the room's first participant moderates it.
+            auth: AuthConfig::default(),
             policy: RoomPolicy::default(),
             join_limit: RateLimit::default(),
         },

@@ -1,7 +1,8 @@
 //! The control HTTP API (`/api/v1/...`), the admin API, Raft's peer routes, `/health`,
 //! `/metrics`, and the web client.
 
-use crate::node::{ApiError, Caller, ControlNode, JoinAnswer};
+use crate::auth::AdminAuth;
+use crate::node::{ApiError, ControlNode, JoinAnswer};
 use crate::raft::cluster::{ClusterHealth, MembershipChange, RaftRole};
 use crate::raft::{NodeId, server as raft_server};
 use crate::state::{BridgeRecord, ControlState};
@@ -32,8 +33,8 @@ impl IntoResponse for ApiError {
 /// What the HTTP layer needs besides the node: credentials it checks at the door.
 #[derive(Clone)]
 pub struct ApiConfig {
-    /// Bearer credential of the admin API; `None` turns the admin API off.
-    pub admin_token: Option<Arc<str>>,
+    /// The admin API's own credential; `None` turns the admin API off.
+    pub admin: Option<Arc<AdminAuth>>,
 }
 
 #[derive(Clone)]
@@ -136,6 +137,7 @@ async fn join(
     State(api): State<Api>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(room): Path<String>,
+    headers: HeaderMap,
     body: Body,
 ) -> Response {
     if !api.node.allow_join_from(peer.ip()) {
@@ -147,9 +149,11 @@ async fn join(
     }
     let answer = async {
         let room = room_id(room)?;
+        let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        let caller = api.node.caller(&room, authorization)?;
         let request: JoinRequest = read_json(body).await?;
         api.node
-            .join(room, &request.display_name, request.password, Caller::guest())
+            .join(room, &request.display_name, request.password, caller)
             .await
     };
     join_answer(answer.await)
@@ -279,28 +283,14 @@ async fn end_meeting(State(api): State<Api>, Path(room): Path<String>, headers: 
 }
 
 fn require_admin(api: &Api, headers: &HeaderMap) -> Result<(), ApiError> {
-    let Some(expected) = &api.config.admin_token else {
+    let Some(admin) = &api.config.admin else {
         return Err(ApiError::new(
             ErrorCode::Forbidden,
             "the admin API is turned off on this node",
         ));
     };
-    let presented = bearer(headers).unwrap_or_default().as_bytes();
-    let expected = expected.as_bytes();
-    let equal = presented.len() == expected.len()
-        && presented
-            .iter()
-            .zip(expected)
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0;
-    if equal {
-        Ok(())
-    } else {
-        Err(ApiError::new(
-            ErrorCode::Unauthorized,
-            "the admin API needs the admin token",
-        ))
-    }
+    let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    Ok(admin.check_admin(authorization)?)
 }
 
 async fn admin_cluster(State(api): State<Api>, headers: HeaderMap) -> Response {

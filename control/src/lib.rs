@@ -3,6 +3,7 @@
 //! # Layout
 //! - [`state`]: the state machine — typed [`state::Command`]s applied deterministically.
 //! - [`placement`]: which bridge a participant goes to, a pure function of the state.
+//! - [`auth`]: join tokens (Jitsi's JWT format), the guest policy, the admin credential; pure.
 //! - [`rate_limit`]: per-address token buckets for the unauthenticated join endpoint.
 //! - [`node`]: [`ControlNode`], the state behind a lock plus ticket issuing; `join` lives here.
 //! - [`http`]: the axum driver: `/api/v1/...`, `/health`, `/metrics`, the web client.
@@ -17,6 +18,7 @@
 //! ```
 //! This node is a single replica; the replicated control plane builds on the same commands.
 
+pub mod auth;
 pub mod http;
 pub mod node;
 pub mod password;

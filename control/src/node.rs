@@ -2,6 +2,7 @@
 //! request into a [`Command`], commits it through the cluster (from whichever node received it),
 //! and turns the outcome into an answer. The HTTP layer (`http.rs`) is a thin driver over this.
 
+use crate::auth::{Admission, AuthError, GuestPolicy, TokenVerifier};
 use crate::password;
 use crate::placement::choose_bridge;
 use crate::raft::cluster::{ClusterNode, ProposeError};
@@ -52,12 +53,18 @@ impl From<ProposeError> for ApiError {
     }
 }
 
+impl From<AuthError> for ApiError {
+    fn from(err: AuthError) -> Self {
+        Self::new(err.code(), err.to_string())
+    }
+}
+
 impl From<ApplyError> for ApiError {
     fn from(err: ApplyError) -> Self {
         let code = match &err {
             ApplyError::RoomFull(_) => ErrorCode::RoomFull,
             ApplyError::WrongPassword => ErrorCode::WrongPassword,
-            ApplyError::WaitingForModerator => ErrorCode::WaitingForModerator,
+            ApplyError::WaitingForModerator => ErrorCode::GuestNotAllowed,
             ApplyError::Kicked => ErrorCode::Kicked,
             ApplyError::UnknownParticipant(..) | ApplyError::UnknownRoom(_) => ErrorCode::NotFound,
             ApplyError::NotInLobby(_) | ApplyError::DuplicateParticipant(_) => ErrorCode::Conflict,
@@ -85,12 +92,12 @@ impl Caller {
     }
 }
 
-/// Room rules that are the operator's choice.
+/// Room rules that are the operator's choice (who may enter at all is the token configuration's,
+/// see `auth.rs`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RoomPolicy {
-    /// Guests may only enter rooms a moderator has opened.
-    pub guests_need_moderator: bool,
-    /// With no tokens in use, whoever opens a room moderates it.
+    /// With no tokens configured, whoever opens a room moderates it (as in Jitsi without auth);
+    /// otherwise only a token makes a moderator.
     pub first_participant_moderates: bool,
     /// An empty room keeps its settings this long before it ends.
     pub room_grace_ms: u64,
@@ -99,7 +106,6 @@ pub struct RoomPolicy {
 impl Default for RoomPolicy {
     fn default() -> Self {
         Self {
-            guests_need_moderator: false,
             first_participant_moderates: true,
             room_grace_ms: 60_000,
         }
@@ -138,6 +144,7 @@ pub enum JoinAnswer {
 pub struct ControlNode {
     cluster: Arc<ClusterNode>,
     policy: RoomPolicy,
+    tokens: TokenVerifier,
     ticket_key: EncodingKey,
     sessions: SessionKeys,
     join_limiter: Mutex<RateLimiter>,
@@ -173,19 +180,17 @@ fn validate_display_name(name: &str) -> Result<String, ApiError> {
 }
 
 impl ControlNode {
-    pub fn new(cluster: Arc<ClusterNode>, cluster_secret: &[u8], policy: RoomPolicy) -> Self {
-        Self::with_join_limit(cluster, cluster_secret, policy, RateLimit::default())
-    }
-
-    pub fn with_join_limit(
+    pub fn new(
         cluster: Arc<ClusterNode>,
         cluster_secret: &[u8],
+        tokens: TokenVerifier,
         policy: RoomPolicy,
         join_limit: RateLimit,
     ) -> Self {
         Self {
             cluster,
             policy,
+            tokens,
             ticket_key: EncodingKey::from_secret(cluster_secret),
             sessions: SessionKeys::derive(cluster_secret),
             join_limiter: Mutex::new(RateLimiter::new(join_limit)),
@@ -243,6 +248,25 @@ impl ControlNode {
         self.propose(Command::RegisterBridge(record)).await.map(|_| ())
     }
 
+    /// Who a join comes from: the token's identity, or a guest where the policy lets guests in.
+    pub fn caller(&self, room: &RoomId, authorization: Option<&str>) -> Result<Caller, ApiError> {
+        let token = crate::auth::bearer(authorization)?;
+        // A quick refusal from this node's view; the state machine re-checks at commit.
+        let opened = self.read(|state| state.rooms.get(room).is_some_and(|r| r.opened_by_moderator));
+        let admission = self.tokens.admit(token, room, opened, now_unix_ms() / 1000)?;
+        Ok(match admission {
+            Admission::Guest => Caller::guest(),
+            Admission::Token(identity) => Caller {
+                role: if identity.moderator {
+                    Role::Moderator
+                } else {
+                    Role::Member
+                },
+                user_id: identity.user_id.or(identity.subject),
+            },
+        })
+    }
+
     /// Places a participant (or seats them in the lobby) and issues what they need next.
     pub async fn join(
         &self,
@@ -252,6 +276,11 @@ impl ControlNode {
         caller: Caller,
     ) -> Result<JoinAnswer, ApiError> {
         let display_name = validate_display_name(display_name)?;
+        let tokens_enabled = self.tokens.tokens_enabled();
+        let guest_needs_moderator =
+            tokens_enabled && self.tokens.guest_policy() == GuestPolicy::AfterModerator;
+        let moderator_if_first =
+            self.policy.first_participant_moderates && !tokens_enabled && caller.role == Role::Guest;
         let password_generation = self.check_password(&room, password, caller.role).await?;
         let participant = new_participant_id();
         // A placement can go stale between reading the state and committing (another join took
@@ -269,8 +298,8 @@ impl ControlNode {
                 display_name: display_name.clone(),
                 user_id: caller.user_id.clone(),
                 role: caller.role,
-                moderator_if_first: self.policy.first_participant_moderates && caller.role == Role::Guest,
-                guest_needs_moderator: self.policy.guests_need_moderator,
+                moderator_if_first,
+                guest_needs_moderator,
                 password_generation,
                 bridge,
                 at_ms: now_unix_ms(),

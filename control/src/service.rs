@@ -1,6 +1,7 @@
 //! A running control node: Raft on its data directory, the HTTP server, and the ticker. This is
 //! what `bridgemesh control` and `bridgemesh up` start, and what tests start several of.
 
+use crate::auth::{AuthConfig, TokenVerifier};
 use crate::http::{ApiConfig, router};
 use crate::node::{ControlNode, RoomPolicy};
 use crate::raft::cluster::{ClusterConfig, ClusterNode, StartError};
@@ -23,6 +24,8 @@ pub struct ControlServiceConfig {
     /// Shared by every control node and bridge: signs tickets, derives the peer credential.
     pub cluster_secret: Vec<u8>,
     pub api: ApiConfig,
+    /// Which tokens are accepted and whether guests may join.
+    pub auth: AuthConfig,
     pub policy: RoomPolicy,
     pub join_limit: RateLimit,
 }
@@ -38,11 +41,13 @@ impl ControlService {
     /// Starts the node serving on `listener` (already bound, so its port can be advertised).
     pub async fn start(config: ControlServiceConfig, listener: TcpListener) -> Result<Self, StartError> {
         let local_addr = listener.local_addr()?;
+        let tokens = TokenVerifier::new(&config.auth).map_err(|err| StartError::Auth(err.to_string()))?;
         let credential = ClusterCredential::derive(&config.cluster_secret);
         let cluster = Arc::new(ClusterNode::start(config.cluster.clone(), credential).await?);
-        let node = Arc::new(ControlNode::with_join_limit(
+        let node = Arc::new(ControlNode::new(
             cluster,
             &config.cluster_secret,
+            tokens,
             config.policy.clone(),
             config.join_limit,
         ));

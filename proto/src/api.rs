@@ -160,6 +160,36 @@ pub enum ErrorCode {
     InvalidRoomName,
     /// Missing, forged, expired or otherwise unacceptable credential.
     Unauthorized,
+    // Join tokens (Jitsi-format JWTs, see docs/auth.md): one code per reason so a client or an
+    // operator can tell a clock problem from a key problem from a wrong room.
+    /// No token, and this deployment does not admit guests.
+    TokenRequired,
+    /// Not a JWT: wrong number of parts, bad base64, header or claims not JSON objects.
+    TokenMalformed,
+    /// The signature does not verify with the key the token names.
+    TokenBadSignature,
+    /// `alg` is `none`, or not the algorithm of the key the token names (HS/RS confusion).
+    TokenAlgorithmNotAllowed,
+    /// The token's `kid` names no configured key (or it has no `kid` and there is no default secret).
+    TokenUnknownKey,
+    /// `exp` is in the past, beyond the allowed clock skew.
+    TokenExpired,
+    /// `nbf` is in the future, beyond the allowed clock skew.
+    TokenNotYetValid,
+    /// `aud` is none of the accepted audiences.
+    TokenWrongAudience,
+    /// `iss` is none of the accepted issuers (app ids).
+    TokenWrongIssuer,
+    /// `room` is neither `*` nor this room.
+    TokenWrongRoom,
+    /// A required claim (`iss`, `aud`, `exp`, `room`) is absent; the message names it.
+    TokenMissingClaim,
+    /// A claim is present with the wrong type (e.g. `exp` as text); the message names it.
+    TokenInvalidClaim,
+    /// No token, and room policy admits guests only once a moderator has opened the room.
+    GuestNotAllowed,
+    /// The admin API's own credential is missing or wrong.
+    AdminUnauthorized,
     /// A ticket that was already used, or issued for another bridge.
     TicketRejected,
     Forbidden,
@@ -175,8 +205,6 @@ pub enum ErrorCode {
     NoLeader,
     /// The room has a password and none was given.
     PasswordRequired,
-    /// Guests may join only a room a moderator has opened; retry later.
-    WaitingForModerator,
     /// A moderator refused this participant at the lobby.
     LobbyDenied,
     /// A moderator removed this participant from the meeting.
@@ -192,9 +220,23 @@ impl ErrorCode {
             Self::Forbidden
             | Self::WrongPassword
             | Self::PasswordRequired
-            | Self::WaitingForModerator
             | Self::LobbyDenied
             | Self::Kicked => 403,
+            Self::TokenRequired
+            | Self::TokenMalformed
+            | Self::TokenBadSignature
+            | Self::TokenAlgorithmNotAllowed
+            | Self::TokenUnknownKey
+            | Self::TokenExpired
+            | Self::TokenNotYetValid
+            | Self::TokenWrongAudience
+            | Self::TokenWrongIssuer
+            | Self::TokenWrongRoom
+            | Self::TokenMissingClaim
+            | Self::TokenInvalidClaim
+            | Self::AdminUnauthorized => 401,
+            // The guest is understood and is refused by room policy, not for a bad credential.
+            Self::GuestNotAllowed => 403,
             Self::NotFound => 404,
             Self::Conflict | Self::RoomFull => 409,
             Self::RateLimited => 429,
@@ -210,6 +252,20 @@ impl ErrorCode {
             Self::InvalidField => "invalid_field",
             Self::InvalidRoomName => "invalid_room_name",
             Self::Unauthorized => "unauthorized",
+            Self::TokenRequired => "token_required",
+            Self::TokenMalformed => "token_malformed",
+            Self::TokenBadSignature => "token_bad_signature",
+            Self::TokenAlgorithmNotAllowed => "token_algorithm_not_allowed",
+            Self::TokenUnknownKey => "token_unknown_key",
+            Self::TokenExpired => "token_expired",
+            Self::TokenNotYetValid => "token_not_yet_valid",
+            Self::TokenWrongAudience => "token_wrong_audience",
+            Self::TokenWrongIssuer => "token_wrong_issuer",
+            Self::TokenWrongRoom => "token_wrong_room",
+            Self::TokenMissingClaim => "token_missing_claim",
+            Self::TokenInvalidClaim => "token_invalid_claim",
+            Self::GuestNotAllowed => "guest_not_allowed",
+            Self::AdminUnauthorized => "admin_unauthorized",
             Self::TicketRejected => "ticket_rejected",
             Self::Forbidden => "forbidden",
             Self::WrongPassword => "wrong_password",
@@ -221,7 +277,6 @@ impl ErrorCode {
             Self::Internal => "internal",
             Self::NoLeader => "no_leader",
             Self::PasswordRequired => "password_required",
-            Self::WaitingForModerator => "waiting_for_moderator",
             Self::LobbyDenied => "lobby_denied",
             Self::Kicked => "kicked",
         }
@@ -261,10 +316,48 @@ mod tests {
             ErrorCode::MalformedBody,
             ErrorCode::NoCapacity,
             ErrorCode::TicketRejected,
-            ErrorCode::WaitingForModerator,
+            ErrorCode::GuestNotAllowed,
         ] {
             let json = serde_json::to_string(&code).unwrap();
             assert_eq!(json, format!("\"{}\"", code.as_str()));
+        }
+    }
+
+    #[test]
+    fn auth_codes_serialize_as_their_names_and_are_unauthorized_except_guest_refusal() {
+        let auth_codes = [
+            ErrorCode::TokenRequired,
+            ErrorCode::TokenMalformed,
+            ErrorCode::TokenBadSignature,
+            ErrorCode::TokenAlgorithmNotAllowed,
+            ErrorCode::TokenUnknownKey,
+            ErrorCode::TokenExpired,
+            ErrorCode::TokenNotYetValid,
+            ErrorCode::TokenWrongAudience,
+            ErrorCode::TokenWrongIssuer,
+            ErrorCode::TokenWrongRoom,
+            ErrorCode::TokenMissingClaim,
+            ErrorCode::TokenInvalidClaim,
+            ErrorCode::GuestNotAllowed,
+            ErrorCode::AdminUnauthorized,
+        ];
+        // Seeded with the older credential codes so a new name cannot repeat one of them either.
+        let mut names = std::collections::HashSet::from([
+            ErrorCode::Unauthorized.as_str(),
+            ErrorCode::TicketRejected.as_str(),
+            ErrorCode::Forbidden.as_str(),
+        ]);
+        for code in auth_codes {
+            let json = serde_json::to_string(&code).unwrap();
+            assert_eq!(json, format!("\"{}\"", code.as_str()));
+            assert_eq!(serde_json::from_str::<ErrorCode>(&json).unwrap(), code);
+            assert!(names.insert(code.as_str()), "{} used twice", code.as_str());
+            let expected = if code == ErrorCode::GuestNotAllowed {
+                403
+            } else {
+                401
+            };
+            assert_eq!(code.http_status(), expected, "{code:?}");
         }
     }
 

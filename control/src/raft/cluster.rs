@@ -115,6 +115,8 @@ pub enum StartError {
     Storage(#[from] std::io::Error),
     #[error("raft failed to start: {0}")]
     Raft(String),
+    #[error("invalid token configuration: {0}")]
+    Auth(String),
 }
 
 /// Why a command could not be committed. Distinguishes "try again / elsewhere" from "this node

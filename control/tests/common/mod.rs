@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+use bridgemesh_control::auth::{AdminAuth, AuthConfig, Secret};
 use bridgemesh_control::http::ApiConfig;
 use bridgemesh_control::node::RoomPolicy;
 use bridgemesh_control::raft::NodeId;
@@ -19,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 
-pub const ADMIN_TOKEN: &str = "test-admin-token";
+pub const ADMIN_TOKEN: &str = "test-admin-token-of-at-least-32-bytes";
 const SECRET: &[u8] = b"test cluster secret, 32 bytes ok";
 
 pub struct TestCluster {
@@ -82,8 +83,9 @@ impl TestCluster {
             },
             cluster_secret: SECRET.to_vec(),
             api: ApiConfig {
-                admin_token: Some(ADMIN_TOKEN.into()),
+                admin: Some(Arc::new(AdminAuth::new(Secret::new(ADMIN_TOKEN)).unwrap())),
             },
+            auth: AuthConfig::default(),
             policy: RoomPolicy::default(),
             join_limit: RateLimit {
                 burst: 1e9,
