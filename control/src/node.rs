@@ -6,7 +6,8 @@ use crate::rate_limit::{RateLimit, RateLimiter};
 use crate::state::{ApplyError, BridgeRecord, Command, ControlState, Outcome};
 use bridgemesh_proto::api::{DISPLAY_NAME_MAX_CHARS, ErrorCode, IceServer, JoinRequest, JoinResponse};
 use bridgemesh_proto::ticket::{TICKET_TTL_S, TicketClaims};
-use bridgemesh_proto::{ParticipantId, RoomId};
+use bridgemesh_proto::{BridgeId, ParticipantId, RoomId};
+use bridgemesh_turn::TurnDirectory;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use rand::Rng;
 use std::net::IpAddr;
@@ -35,6 +36,8 @@ pub struct ControlNode {
     state: Mutex<ControlState>,
     ticket_key: EncodingKey,
     join_limiter: Mutex<RateLimiter>,
+    /// TURN servers handed out in join responses, with their shared secret; none until set.
+    turn: Mutex<Option<TurnDirectory>>,
 }
 
 fn now_unix_ms() -> u64 {
@@ -58,7 +61,30 @@ impl ControlNode {
             state: Mutex::new(ControlState::default()),
             ticket_key: EncodingKey::from_secret(cluster_secret),
             join_limiter: Mutex::new(RateLimiter::new(join_limit)),
+            turn: Mutex::new(None),
         }
+    }
+
+    /// The TURN servers (and their REST secret) every join response names from now on.
+    pub fn set_turn(&self, directory: Option<TurnDirectory>) {
+        *self.turn.lock().expect("turn lock") = directory;
+    }
+
+    /// Fresh REST credentials for `participant` on the TURN servers: its bridge's first.
+    fn ice_servers(&self, bridge: &BridgeId, participant: &ParticipantId, now_unix_s: u64) -> Vec<IceServer> {
+        let turn = self.turn.lock().expect("turn lock");
+        let Some(directory) = turn.as_ref() else {
+            return Vec::new();
+        };
+        directory
+            .ice_servers(bridge.as_str(), participant.as_str(), now_unix_s)
+            .into_iter()
+            .map(|server| IceServer {
+                urls: server.urls,
+                username: Some(server.username),
+                credential: Some(server.credential),
+            })
+            .collect()
     }
 
     /// Joins are unauthenticated, so each source address gets a budget (see `rate_limit.rs`).
@@ -151,6 +177,7 @@ impl ControlNode {
         };
         let ticket = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.ticket_key)
             .map_err(|err| ApiError::new(ErrorCode::Internal, format!("cannot sign ticket: {err}")))?;
+        let ice_servers = self.ice_servers(&bridge.id, &participant_id, iat);
         Ok(JoinResponse {
             room,
             participant_id,
@@ -158,7 +185,7 @@ impl ControlNode {
             signaling_url: bridge.signaling_url,
             ticket,
             ticket_expires_in_s: TICKET_TTL_S,
-            ice_servers: Vec::<IceServer>::new(),
+            ice_servers,
         })
     }
 

@@ -150,7 +150,7 @@ struct Shared {
 /// A running TURN server. Dropping it stops every listener and closes every allocation.
 pub struct TurnServer {
     shared: Arc<Shared>,
-    tasks: Vec<JoinHandle<()>>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
     udp_addr: Option<SocketAddr>,
     tcp_addr: Option<SocketAddr>,
     tls_addr: Option<SocketAddr>,
@@ -205,7 +205,7 @@ impl TurnServer {
         });
         let mut server = TurnServer {
             shared: shared.clone(),
-            tasks: Vec::new(),
+            tasks: Mutex::new(Vec::new()),
             udp_addr: None,
             tcp_addr: None,
             tls_addr: None,
@@ -218,9 +218,7 @@ impl TurnServer {
             })?);
             let local = socket.local_addr().expect("bound socket has an address");
             server.udp_addr = Some(local);
-            server
-                .tasks
-                .push(tokio::spawn(udp_loop(shared.clone(), socket, local)));
+            server.spawn(udp_loop(shared.clone(), socket, local));
         }
         for (listen, transport) in [
             (shared.config.tcp_listen, Transport::Tcp),
@@ -247,15 +245,9 @@ impl TurnServer {
             } else {
                 None
             };
-            server.tasks.push(tokio::spawn(accept_loop(
-                shared.clone(),
-                listener,
-                local,
-                transport,
-                acceptor,
-            )));
+            server.spawn(accept_loop(shared.clone(), listener, local, transport, acceptor));
         }
-        server.tasks.push(tokio::spawn(sweep_loop(shared.clone())));
+        server.spawn(sweep_loop(shared.clone()));
         tracing::info!(
             udp = ?server.udp_addr,
             tcp = ?server.tcp_addr,
@@ -307,16 +299,21 @@ impl TurnServer {
         stats
     }
 
-    /// Stops listening and closes every allocation.
-    pub async fn shutdown(mut self) {
-        self.stop();
-        for task in self.tasks.drain(..) {
+    fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
+        self.tasks.lock().expect("tasks lock").push(tokio::spawn(task));
+    }
+
+    /// Stops listening and closes every allocation; the server answers nothing afterwards.
+    pub async fn shutdown(&self) {
+        let tasks = self.stop();
+        for task in tasks {
             let _ = task.await;
         }
     }
 
-    fn stop(&mut self) {
-        for task in &self.tasks {
+    fn stop(&self) -> Vec<JoinHandle<()>> {
+        let tasks = std::mem::take(&mut *self.tasks.lock().expect("tasks lock"));
+        for task in &tasks {
             task.abort();
         }
         let mut tables = self.shared.tables.lock().expect("tables lock");
@@ -324,6 +321,7 @@ impl TurnServer {
             allocation.close();
         }
         tables.allocations_of_user.clear();
+        tasks
     }
 }
 
