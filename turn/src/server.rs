@@ -639,6 +639,9 @@ fn handle_stun(
     message: &Message<'_>,
     out: &mut Vec<u8>,
 ) {
+    if message.class == Class::Request {
+        add(&shared.counters.requests_total, 1);
+    }
     match (message.class, message.method) {
         (Class::Indication, method::SEND) => {
             handle_send_indication(shared, five_tuple, message);

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
+    pub requests_total: AtomicU64,
     pub allocations_total: AtomicU64,
     pub allocation_quota_refusals_total: AtomicU64,
     pub client_to_peer_packets_total: AtomicU64,
@@ -26,6 +27,8 @@ pub(crate) fn add(counter: &AtomicU64, n: u64) {
 /// A snapshot of the server's counters and table sizes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TurnStats {
+    /// STUN requests read (valid framing), authenticated or not.
+    pub requests_total: u64,
     pub allocations_active: u64,
     pub allocations_total: u64,
     /// Allocations refused because the user or the server was at its quota.
@@ -52,6 +55,7 @@ pub struct TurnStats {
 impl Counters {
     pub(crate) fn snapshot(&self) -> TurnStats {
         TurnStats {
+            requests_total: self.requests_total.load(Relaxed),
             allocations_total: self.allocations_total.load(Relaxed),
             allocation_quota_refusals_total: self.allocation_quota_refusals_total.load(Relaxed),
             client_to_peer_packets_total: self.client_to_peer_packets_total.load(Relaxed),
@@ -87,6 +91,12 @@ impl TurnStats {
                 let _ = writeln!(out, "bridgemesh_turn_{name}{labels} {value}");
             }
         };
+        metric(
+            "requests_total",
+            "counter",
+            "STUN requests received.",
+            &[("", self.requests_total)],
+        );
         metric(
             "allocations",
             "gauge",
