@@ -199,7 +199,7 @@ fn setup_client(server: SocketAddr, peer: SocketAddr, user: &str) -> UdpSocket {
             let code = message
                 .get(attr::ERROR_CODE)
                 .map_or(0, |v| u16::from(v[2]) * 100 + u16::from(v[3]));
-            if (code == 401 || code == 438) && nonce.is_empty() || code == 438 {
+            if code == 438 || (code == 401 && nonce.is_empty()) {
                 *nonce = message.text(attr::NONCE).expect("a nonce").to_owned();
                 continue;
             }
