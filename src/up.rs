@@ -1,5 +1,5 @@
 //! `bridgemesh up`: a control node (a one-voter Raft cluster, the same code a production cluster
-//! runs) and a bridge in one process on 127.0.0.1, zero configuration.
+//! runs), a bridge and its TURN server in one process on 127.0.0.1, zero configuration.
 
 use anyhow::Context as _;
 use axum::serve::ListenerExt as _;
@@ -13,6 +13,7 @@ use bridgemesh_control::rate_limit::RateLimit;
 use bridgemesh_control::service::{ControlService, ControlServiceConfig};
 use bridgemesh_control::state::{BridgeRecord, BridgeStatus};
 use bridgemesh_proto::{BridgeId, RoomId};
+use bridgemesh_turn::{TurnConfig, TurnDirectory, TurnEndpoint, TurnServer};
 use rand::RngCore;
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -34,6 +35,10 @@ pub struct UpConfig {
     /// Where the control node keeps its Raft log and snapshots; a fresh temporary directory,
     /// removed on stop, when `None`.
     pub data_dir: Option<PathBuf>,
+    /// Run the embedded TURN server and hand out credentials for it in join responses.
+    pub turn: bool,
+    /// TURN over UDP and over TCP (the same port number for both unless 0).
+    pub turn_port: u16,
 }
 
 impl Default for UpConfig {
@@ -43,6 +48,8 @@ impl Default for UpConfig {
             bridge_http_port: 8081,
             media_port: 10000,
             data_dir: None,
+            turn: true,
+            turn_port: 3478,
         }
     }
 }
@@ -55,6 +62,8 @@ impl UpConfig {
             bridge_http_port: 0,
             media_port: 0,
             data_dir: None,
+            turn: true,
+            turn_port: 0,
         }
     }
 }
@@ -67,6 +76,10 @@ pub struct Running {
     /// Bearer credential of the admin API, generated for this run.
     pub admin_token: String,
     control_service: ControlService,
+    /// The embedded TURN server, unless turned off.
+    pub turn: Option<Arc<TurnServer>>,
+    /// What control hands out: TURN URLs, secret and credential lifetime.
+    pub turn_directory: Option<TurnDirectory>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     _temporary_data: Option<tempfile::TempDir>,
@@ -152,13 +165,28 @@ pub async fn start(config: UpConfig) -> anyhow::Result<Running> {
         .await
         .map_err(|err| anyhow::anyhow!("cannot register the bridge with control: {err}"))?;
 
+    let (turn, turn_directory) = if config.turn {
+        let (server, directory) = start_turn(&bridge, config.turn_port).await?;
+        control.set_turn(Some(directory.clone()));
+        (Some(server), Some(directory))
+    } else {
+        (None, None)
+    };
+
     let (stop, stopped) = watch::channel(false);
     let mut tasks = Vec::new();
-    tasks.push(serve(
-        bridge_listener,
-        bridgemesh_bridge::signaling::router(bridge.clone()),
-        stopped.clone(),
-    ));
+    let mut bridge_router = bridgemesh_bridge::signaling::router(bridge.clone());
+    if let Some(turn) = turn.clone() {
+        // The TURN server is part of the bridge, so its metrics are served beside the bridge's.
+        bridge_router = bridge_router.route(
+            "/metrics/turn",
+            axum::routing::get(move || {
+                let turn = turn.clone();
+                async move { turn.stats().render_prometheus() }
+            }),
+        );
+    }
+    tasks.push(serve(bridge_listener, bridge_router, stopped.clone()));
     if let Some(mut events) = bridge.take_events() {
         let control = control.clone();
         tasks.push(tokio::spawn(async move {
@@ -190,6 +218,8 @@ pub async fn start(config: UpConfig) -> anyhow::Result<Running> {
         bridge,
         admin_token,
         control_service,
+        turn,
+        turn_directory,
         stop,
         tasks,
         _temporary_data: temporary_data,
@@ -205,6 +235,35 @@ fn carry_out(bridge: &Bridge, action: BridgeAction) {
         BridgeAction::MuteAll { room, by, .. } => bridge.request_mute_all(&room, &by),
         BridgeAction::EndRoom { room, .. } => bridge.end_room(&room),
     }
+}
+
+/// The bridge's TURN server on 127.0.0.1, relaying from 127.0.0.1. Its deny policy refuses every
+/// loopback address but one: the bridge's media address, exact ip:port.
+async fn start_turn(bridge: &Bridge, port: u16) -> anyhow::Result<(Arc<TurnServer>, TurnDirectory)> {
+    let loopback = std::net::IpAddr::V4(Ipv4Addr::LOCALHOST);
+    let mut secret = vec![0u8; 32];
+    rand::rng().fill_bytes(&mut secret);
+    let config = TurnConfig {
+        udp_listen: Some(SocketAddr::new(loopback, port)),
+        tcp_listen: Some(SocketAddr::new(loopback, port)),
+        relay_ip: loopback,
+        secret: secret.clone(),
+        allow_peer_addrs: vec![bridge.media_addr()],
+        ..TurnConfig::default()
+    };
+    let credential_ttl_s = config.credential_ttl_s;
+    let server = TurnServer::start(config).await.with_context(|| {
+        format!("cannot start the TURN server on 127.0.0.1:{port} (--no-turn runs without it)")
+    })?;
+    let directory = TurnDirectory {
+        secret,
+        credential_ttl_s,
+        endpoints: vec![TurnEndpoint {
+            bridge: Some(bridge.id().to_string()),
+            urls: server.urls("127.0.0.1"),
+        }],
+    };
+    Ok((Arc::new(server), directory))
 }
 
 async fn apply_bridge_event(control: &ControlNode, event: BridgeEvent) {
@@ -251,6 +310,9 @@ impl Running {
     /// Says goodbye to every participant, then stops the servers and the control node.
     pub async fn stop(self) {
         self.bridge.shutdown().await;
+        if let Some(turn) = &self.turn {
+            turn.shutdown().await;
+        }
         let _ = self.stop.send(true);
         for task in self.tasks {
             // WebSocket sessions may hold a server open; do not wait on them forever.

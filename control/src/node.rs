@@ -18,6 +18,7 @@ use bridgemesh_proto::api::{
 };
 use bridgemesh_proto::ticket::{TICKET_TTL_S, TicketClaims};
 use bridgemesh_proto::{BridgeId, ParticipantId, RoomId};
+use bridgemesh_turn::TurnDirectory;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use rand::Rng;
 use std::net::IpAddr;
@@ -149,6 +150,8 @@ pub struct ControlNode {
     sessions: SessionKeys,
     join_limiter: Mutex<RateLimiter>,
     bridge_actions: Mutex<Option<mpsc::Sender<BridgeAction>>>,
+    /// TURN servers handed out in join responses, with their shared secret; none until set.
+    turn: Mutex<Option<TurnDirectory>>,
 }
 
 pub fn now_unix_ms() -> u64 {
@@ -195,7 +198,30 @@ impl ControlNode {
             sessions: SessionKeys::derive(cluster_secret),
             join_limiter: Mutex::new(RateLimiter::new(join_limit)),
             bridge_actions: Mutex::new(None),
+            turn: Mutex::new(None),
         }
+    }
+
+    /// The TURN servers (and their REST secret) every join response names from now on.
+    pub fn set_turn(&self, directory: Option<TurnDirectory>) {
+        *self.turn.lock().expect("turn lock") = directory;
+    }
+
+    /// Fresh REST credentials for `participant` on the TURN servers: its bridge's first.
+    fn ice_servers(&self, bridge: &BridgeId, participant: &ParticipantId, now_unix_s: u64) -> Vec<IceServer> {
+        let turn = self.turn.lock().expect("turn lock");
+        let Some(directory) = turn.as_ref() else {
+            return Vec::new();
+        };
+        directory
+            .ice_servers(bridge.as_str(), participant.as_str(), now_unix_s)
+            .into_iter()
+            .map(|server| IceServer {
+                urls: server.urls,
+                username: Some(server.username),
+                credential: Some(server.credential),
+            })
+            .collect()
     }
 
     pub fn cluster(&self) -> &Arc<ClusterNode> {
@@ -438,6 +464,7 @@ impl ControlNode {
         };
         let ticket = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.ticket_key)
             .map_err(|err| ApiError::new(ErrorCode::Internal, format!("cannot sign ticket: {err}")))?;
+        let ice_servers = self.ice_servers(&record.id, participant, iat);
         Ok(JoinResponse {
             room: room.clone(),
             participant_id: participant.clone(),
@@ -445,7 +472,7 @@ impl ControlNode {
             signaling_url: record.signaling_url,
             ticket,
             ticket_expires_in_s: TICKET_TTL_S,
-            ice_servers: Vec::<IceServer>::new(),
+            ice_servers,
             role,
             session_token: self.sessions.issue(room, participant, iat),
         })

@@ -935,9 +935,25 @@
     }, WELCOME_TIMEOUT_MS);
   }
 
+  // Test hook and troubleshooting aid: `?relay=udp|tcp|all` sends media only through TURN
+  // (iceTransportPolicy 'relay'), keeping only the TURN URLs of that transport.
+  function iceConfig(iceServers) {
+    let servers = Array.isArray(iceServers) ? iceServers : [];
+    const relay = new URLSearchParams(location.search).get('relay');
+    if (relay !== 'udp' && relay !== 'tcp' && relay !== 'all') return { iceServers: servers };
+    if (relay !== 'all') {
+      const wantTcp = relay === 'tcp';
+      servers = servers.map((server) => {
+        const urls = [].concat(server.urls).filter((u) => /[?&]transport=tcp/.test(u) === wantTcp);
+        return { ...server, urls };
+      }).filter((server) => server.urls.length);
+    }
+    return { iceServers: servers, iceTransportPolicy: 'relay' };
+  }
+
   function createPeerConnection(s, iceServers) {
     const pc = new RTCPeerConnection({
-      iceServers: Array.isArray(iceServers) ? iceServers : [],
+      ...iceConfig(iceServers),
       bundlePolicy: 'max-bundle',
       rtcpMuxPolicy: 'require',
     });

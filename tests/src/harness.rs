@@ -172,7 +172,18 @@ true"#
 
     impl Participant {
         pub async fn open(browser: &Browser, running: &Running, room: &RoomId, name: &str) -> Participant {
-            let url = format!("{}?autojoin=1&name={name}", running.room_url(room));
+            Self::open_with_query(browser, running, room, name, "").await
+        }
+
+        /// As [`Participant::open`], with `extra` (e.g. `&relay=tcp`) appended to the query.
+        pub async fn open_with_query(
+            browser: &Browser,
+            running: &Running,
+            room: &RoomId,
+            name: &str,
+            extra: &str,
+        ) -> Participant {
+            let url = format!("{}?autojoin=1&name={name}{extra}", running.room_url(room));
             let page = browser
                 .new_page(&url)
                 .await

@@ -1,0 +1,238 @@
+//! TURN server configuration: a plain struct; the binary fills it from flags, `bridgemesh up`
+//! from its own defaults.
+
+use crate::peer_policy::IpNet;
+use crate::rate_limit::RateLimit;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+
+#[derive(Debug, Clone)]
+pub struct TurnConfig {
+    /// Off: nothing listens and no join response names this server.
+    pub enabled: bool,
+    /// `turn:host:port` (UDP).
+    pub udp_listen: Option<SocketAddr>,
+    /// `turn:host:port?transport=tcp`: RFC 5766 §2.1 framing over one TCP stream.
+    pub tcp_listen: Option<SocketAddr>,
+    /// `turns:host:port?transport=tcp`: the same over TLS, with `tls_cert_path`/`tls_key_path`.
+    pub tls_listen: Option<SocketAddr>,
+    /// PEM certificate chain and private key for `tls_listen`.
+    pub tls_cert_path: Option<PathBuf>,
+    pub tls_key_path: Option<PathBuf>,
+    /// Address relay sockets bind to and that XOR-RELAYED-ADDRESS names; peers must reach it.
+    pub relay_ip: IpAddr,
+    pub relay_port_min: u16,
+    pub relay_port_max: u16,
+    pub realm: String,
+    /// Shared with whoever issues credentials (control): `password = base64(HMAC-SHA1(secret, username))`.
+    pub secret: Vec<u8>,
+    /// How long issued credentials stay valid; used by issuers, the server only reads the expiry
+    /// written in each username.
+    pub credential_ttl_s: u64,
+    pub allocations_max: usize,
+    pub allocations_per_user_max: usize,
+    /// Bytes per second an allocation may relay, both directions together; excess is dropped.
+    pub allocation_bandwidth_bytes_per_s: u64,
+    /// Burst on top of the rate, so a keyframe is not cut.
+    pub allocation_bandwidth_burst_bytes: u64,
+    pub permissions_per_allocation_max: usize,
+    pub channels_per_allocation_max: usize,
+    pub allocation_lifetime_max_s: u32,
+    /// Exact peer addresses allowed despite the deny policy: the cluster's bridge media addresses.
+    pub allow_peer_addrs: Vec<SocketAddr>,
+    /// Networks allowed despite the deny policy (labs). Empty in production.
+    pub allow_peer_nets: Vec<IpNet>,
+    /// Budget per source IP for requests without valid credentials.
+    pub unauthenticated_limit: RateLimit,
+    /// TCP and TLS connections open at once.
+    pub stream_connections_max: usize,
+    /// A stream that has no allocation after this long is closed.
+    pub stream_idle_without_allocation_s: u64,
+    pub nonce_lifetime_s: u64,
+}
+
+impl Default for TurnConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            udp_listen: Some(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 3478))),
+            tcp_listen: Some(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 3478))),
+            tls_listen: None,
+            tls_cert_path: None,
+            tls_key_path: None,
+            relay_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            relay_port_min: 49152,
+            relay_port_max: 65535,
+            realm: "bridgemesh".to_owned(),
+            secret: Vec::new(),
+            credential_ttl_s: 24 * 3600,
+            allocations_max: 10_000,
+            allocations_per_user_max: 10,
+            // 5 Mbit/s: well above one participant's simulcast upload or a 1080p download.
+            allocation_bandwidth_bytes_per_s: 625_000,
+            allocation_bandwidth_burst_bytes: 250_000,
+            permissions_per_allocation_max: 32,
+            channels_per_allocation_max: 32,
+            allocation_lifetime_max_s: 3600,
+            allow_peer_addrs: Vec::new(),
+            allow_peer_nets: Vec::new(),
+            unauthenticated_limit: RateLimit::default(),
+            stream_connections_max: 10_000,
+            stream_idle_without_allocation_s: 30,
+            nonce_lifetime_s: 600,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    #[error("no listener: set at least one of udp_listen, tcp_listen, tls_listen")]
+    NoListener,
+    #[error("tls_listen needs tls_cert_path and tls_key_path")]
+    TlsWithoutCertificate,
+    #[error("relay_ip must be a concrete address peers can reach, not 0.0.0.0 / ::")]
+    UnspecifiedRelayIp,
+    #[error("relay port range {0}-{1} is empty or starts below 1024")]
+    RelayPortRange(u16, u16),
+    #[error("the shared secret must be at least 16 bytes")]
+    WeakSecret,
+    #[error("the realm must be 1 to 127 printable characters")]
+    Realm,
+    #[error("credential_ttl_s must be between 60 s and 7 days")]
+    CredentialTtl,
+    #[error("{0} must be positive")]
+    Zero(&'static str),
+}
+
+impl TurnConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !self.enabled {
+            return Ok(());
+        }
+        if self.udp_listen.is_none() && self.tcp_listen.is_none() && self.tls_listen.is_none() {
+            return Err(ConfigError::NoListener);
+        }
+        if self.tls_listen.is_some() && (self.tls_cert_path.is_none() || self.tls_key_path.is_none()) {
+            return Err(ConfigError::TlsWithoutCertificate);
+        }
+        if self.relay_ip.is_unspecified() {
+            return Err(ConfigError::UnspecifiedRelayIp);
+        }
+        if self.relay_port_min < 1024 || self.relay_port_min > self.relay_port_max {
+            return Err(ConfigError::RelayPortRange(
+                self.relay_port_min,
+                self.relay_port_max,
+            ));
+        }
+        if self.secret.len() < 16 {
+            return Err(ConfigError::WeakSecret);
+        }
+        if self.realm.is_empty() || self.realm.len() > 127 || self.realm.chars().any(char::is_control) {
+            return Err(ConfigError::Realm);
+        }
+        if !(60..=7 * 24 * 3600).contains(&self.credential_ttl_s) {
+            return Err(ConfigError::CredentialTtl);
+        }
+        for (value, name) in [
+            (self.allocations_max, "allocations_max"),
+            (self.allocations_per_user_max, "allocations_per_user_max"),
+            (
+                self.permissions_per_allocation_max,
+                "permissions_per_allocation_max",
+            ),
+            (self.channels_per_allocation_max, "channels_per_allocation_max"),
+            (self.stream_connections_max, "stream_connections_max"),
+            (
+                self.allocation_bandwidth_bytes_per_s as usize,
+                "allocation_bandwidth_bytes_per_s",
+            ),
+            (
+                self.allocation_lifetime_max_s as usize,
+                "allocation_lifetime_max_s",
+            ),
+            (
+                self.unauthenticated_limit.sources_max,
+                "unauthenticated_limit.sources_max",
+            ),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::Zero(name));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn valid() -> TurnConfig {
+        TurnConfig {
+            relay_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            secret: vec![1; 32],
+            ..TurnConfig::default()
+        }
+    }
+
+    #[test]
+    fn default_needs_only_a_relay_ip_and_a_secret() {
+        assert_eq!(
+            TurnConfig::default().validate(),
+            Err(ConfigError::UnspecifiedRelayIp)
+        );
+        assert_eq!(valid().validate(), Ok(()));
+        let disabled = TurnConfig {
+            enabled: false,
+            ..TurnConfig::default()
+        };
+        assert_eq!(disabled.validate(), Ok(()), "nothing to check when off");
+    }
+
+    #[test]
+    fn bad_settings_are_named() {
+        let cases = [
+            (
+                TurnConfig {
+                    secret: vec![1; 4],
+                    ..valid()
+                },
+                ConfigError::WeakSecret,
+            ),
+            (
+                TurnConfig {
+                    relay_port_min: 6000,
+                    relay_port_max: 5000,
+                    ..valid()
+                },
+                ConfigError::RelayPortRange(6000, 5000),
+            ),
+            (
+                TurnConfig {
+                    tls_listen: Some("127.0.0.1:5349".parse().unwrap()),
+                    ..valid()
+                },
+                ConfigError::TlsWithoutCertificate,
+            ),
+            (
+                TurnConfig {
+                    udp_listen: None,
+                    tcp_listen: None,
+                    ..valid()
+                },
+                ConfigError::NoListener,
+            ),
+            (
+                TurnConfig {
+                    allocations_per_user_max: 0,
+                    ..valid()
+                },
+                ConfigError::Zero("allocations_per_user_max"),
+            ),
+        ];
+        for (config, expected) in cases {
+            assert_eq!(config.validate(), Err(expected));
+        }
+    }
+}

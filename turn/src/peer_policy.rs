@@ -1,0 +1,328 @@
+//! Which peers a client may relay to. A TURN server is a proxy that sits inside the operator's
+//! network; without a filter, anyone holding credentials (every participant) could reach the
+//! cloud metadata service, the admin ports of loopback daemons, or the private network. By default
+//! every address that is not globally routable is denied ([`deny_reason`], a pure function), except:
+//! - the cluster's own bridge media addresses, exact ip:port (reaching them is the point of TURN
+//!   here, and on `bridgemesh up` they are on loopback);
+//! - networks an operator allows explicitly (labs, private deployments).
+//!
+//! Permissions (CREATE-PERMISSION, CHANNEL-BIND) name only an IP, so [`PeerPolicy::permits_ip`]
+//! admits an IP that has at least one allowed port; every relayed packet is then checked with its
+//! port by [`PeerPolicy::permits_addr`], in both directions.
+
+use std::collections::HashSet;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::str::FromStr;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum DenyReason {
+    Unspecified,
+    Loopback,
+    /// RFC 1918.
+    Private,
+    /// 100.64.0.0/10, carrier-grade NAT (RFC 6598).
+    SharedAddressSpace,
+    /// 169.254.0.0/16 (where cloud metadata services live) and fe80::/10.
+    LinkLocal,
+    Multicast,
+    Broadcast,
+    /// 0.0.0.0/8, 192.0.0.0/24, benchmarking, documentation, 240.0.0.0/4, fec0::/10.
+    Reserved,
+    /// fc00::/7.
+    UniqueLocal,
+    /// ::ffff:0:0/96 and ::/96: an IPv4 address in IPv6 clothing, which some stacks route as IPv4.
+    Ipv4Mapped,
+    /// NAT64 (64:ff9b::/96) or 6to4 (2002::/16) carrying a denied IPv4 address.
+    EmbeddedIpv4,
+}
+
+impl DenyReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Unspecified => "unspecified",
+            Self::Loopback => "loopback",
+            Self::Private => "private",
+            Self::SharedAddressSpace => "shared_address_space",
+            Self::LinkLocal => "link_local",
+            Self::Multicast => "multicast",
+            Self::Broadcast => "broadcast",
+            Self::Reserved => "reserved",
+            Self::UniqueLocal => "unique_local",
+            Self::Ipv4Mapped => "ipv4_mapped",
+            Self::EmbeddedIpv4 => "embedded_ipv4",
+        }
+    }
+}
+
+/// Why `ip` is not a relay destination by default, or `None` for a globally routable address.
+pub fn deny_reason(ip: IpAddr) -> Option<DenyReason> {
+    match ip {
+        IpAddr::V4(v4) => deny_reason_v4(v4),
+        IpAddr::V6(v6) => deny_reason_v6(v6),
+    }
+}
+
+fn deny_reason_v4(ip: Ipv4Addr) -> Option<DenyReason> {
+    let [a, b, c, _] = ip.octets();
+    Some(match (a, b, c) {
+        _ if ip.is_unspecified() => DenyReason::Unspecified,
+        _ if ip.is_broadcast() => DenyReason::Broadcast,
+        (127, _, _) => DenyReason::Loopback,
+        (10, _, _) | (172, 16..=31, _) | (192, 168, _) => DenyReason::Private,
+        (100, 64..=127, _) => DenyReason::SharedAddressSpace,
+        (169, 254, _) => DenyReason::LinkLocal,
+        (224..=239, _, _) => DenyReason::Multicast,
+        (0, _, _)
+        | (192, 0, 0)
+        | (192, 0, 2)
+        | (198, 51, 100)
+        | (203, 0, 113)
+        | (198, 18..=19, _)
+        | (240..=255, _, _) => DenyReason::Reserved,
+        _ => return None,
+    })
+}
+
+fn deny_reason_v6(ip: Ipv6Addr) -> Option<DenyReason> {
+    let s = ip.segments();
+    Some(match s {
+        _ if ip.is_unspecified() => DenyReason::Unspecified,
+        _ if ip.is_loopback() => DenyReason::Loopback,
+        [0, 0, 0, 0, 0, 0xffff, _, _] | [0, 0, 0, 0, 0, 0, _, _] => DenyReason::Ipv4Mapped,
+        [0x64, 0xff9b, 0, 0, 0, 0, hi, lo] => embedded(hi, lo)?,
+        [0x2002, hi, lo, ..] => embedded(hi, lo)?,
+        [first, ..] if first & 0xfe00 == 0xfc00 => DenyReason::UniqueLocal,
+        [first, ..] if first & 0xffc0 == 0xfe80 => DenyReason::LinkLocal,
+        [first, ..] if first & 0xffc0 == 0xfec0 => DenyReason::Reserved,
+        [first, ..] if first & 0xff00 == 0xff00 => DenyReason::Multicast,
+        [0x2001, 0x0db8, ..] => DenyReason::Reserved,
+        _ => return None,
+    })
+}
+
+fn embedded(hi: u16, lo: u16) -> Option<DenyReason> {
+    let v4 = Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo));
+    deny_reason_v4(v4).map(|_| DenyReason::EmbeddedIpv4)
+}
+
+/// An IP network, `10.0.0.0/8` or `fd00::/8`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpNet {
+    pub ip: IpAddr,
+    pub prefix_len: u8,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not an IP network like 10.0.0.0/8 or fd00::/8")]
+pub struct IpNetParseError(String);
+
+impl IpNet {
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.ip, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix_len)).unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix_len))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl FromStr for IpNet {
+    type Err = IpNetParseError;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let error = || IpNetParseError(text.to_owned());
+        let (ip, prefix_len) = match text.split_once('/') {
+            Some((ip, len)) => (ip, Some(len)),
+            None => (text, None),
+        };
+        let ip: IpAddr = ip.parse().map_err(|_| error())?;
+        let max = if ip.is_ipv4() { 32 } else { 128 };
+        let prefix_len = match prefix_len {
+            Some(len) => len.parse::<u8>().map_err(|_| error())?,
+            None => max,
+        };
+        if prefix_len > max {
+            return Err(error());
+        }
+        Ok(Self { ip, prefix_len })
+    }
+}
+
+impl std::fmt::Display for IpNet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.ip, self.prefix_len)
+    }
+}
+
+/// The default deny list plus the two kinds of exception.
+#[derive(Debug, Clone, Default)]
+pub struct PeerPolicy {
+    allow_addrs: HashSet<SocketAddr>,
+    allow_nets: Vec<IpNet>,
+}
+
+impl PeerPolicy {
+    pub fn new(allow_addrs: impl IntoIterator<Item = SocketAddr>, allow_nets: Vec<IpNet>) -> Self {
+        Self {
+            allow_addrs: allow_addrs.into_iter().collect(),
+            allow_nets,
+        }
+    }
+
+    /// Whether a permission for `ip` may be installed.
+    pub fn permits_ip(&self, ip: IpAddr) -> Result<(), DenyReason> {
+        match deny_reason(ip) {
+            None => Ok(()),
+            Some(_) if self.allow_nets.iter().any(|net| net.contains(ip)) => Ok(()),
+            Some(_) if self.allow_addrs.iter().any(|a| a.ip() == ip) => Ok(()),
+            Some(reason) => Err(reason),
+        }
+    }
+
+    /// Whether a packet may be relayed to or from `addr`.
+    pub fn permits_addr(&self, addr: SocketAddr) -> Result<(), DenyReason> {
+        match deny_reason(addr.ip()) {
+            None => Ok(()),
+            Some(_) if self.allow_addrs.contains(&addr) => Ok(()),
+            Some(_) if self.allow_nets.iter().any(|net| net.contains(addr.ip())) => Ok(()),
+            Some(reason) => Err(reason),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reason(text: &str) -> Option<DenyReason> {
+        deny_reason(text.parse().unwrap())
+    }
+
+    #[test]
+    fn every_denied_range_is_denied_at_its_edges() {
+        use DenyReason::*;
+        let cases: &[(&str, DenyReason)] = &[
+            ("0.0.0.0", Unspecified),
+            ("0.1.2.3", Reserved),
+            ("127.0.0.1", Loopback),
+            ("127.0.0.2", Loopback),
+            ("127.255.255.255", Loopback),
+            ("10.0.0.0", Private),
+            ("10.255.255.255", Private),
+            ("172.16.0.0", Private),
+            ("172.31.255.255", Private),
+            ("192.168.0.1", Private),
+            ("192.168.255.255", Private),
+            ("100.64.0.0", SharedAddressSpace),
+            ("100.127.255.255", SharedAddressSpace),
+            ("169.254.0.1", LinkLocal),
+            ("169.254.169.254", LinkLocal),
+            ("224.0.0.1", Multicast),
+            ("239.255.255.250", Multicast),
+            ("255.255.255.255", Broadcast),
+            ("240.0.0.1", Reserved),
+            ("192.0.0.8", Reserved),
+            ("192.0.2.1", Reserved),
+            ("198.18.0.1", Reserved),
+            ("::", Unspecified),
+            ("::1", Loopback),
+            ("::ffff:127.0.0.1", Ipv4Mapped),
+            ("::ffff:8.8.8.8", Ipv4Mapped),
+            ("::127.0.0.1", Ipv4Mapped),
+            ("64:ff9b::a9fe:a9fe", EmbeddedIpv4),
+            ("2002:a00:1::1", EmbeddedIpv4),
+            ("fc00::1", UniqueLocal),
+            ("fdff:ffff::1", UniqueLocal),
+            ("fe80::1", LinkLocal),
+            ("febf::1", LinkLocal),
+            ("fec0::1", Reserved),
+            ("ff02::1", Multicast),
+            ("2001:db8::1", Reserved),
+        ];
+        for (ip, expected) in cases {
+            assert_eq!(reason(ip), Some(*expected), "{ip}");
+        }
+    }
+
+    #[test]
+    fn public_addresses_just_outside_each_range_are_allowed() {
+        for ip in [
+            "1.1.1.1",
+            "8.8.8.8",
+            "9.255.255.255",
+            "11.0.0.0",
+            "100.63.255.255",
+            "100.128.0.0",
+            "126.255.255.255",
+            "128.0.0.0",
+            "169.253.255.255",
+            "172.15.255.255",
+            "172.32.0.0",
+            "192.167.255.255",
+            "192.169.0.0",
+            "223.255.255.255",
+            "2001:4860:4860::8888",
+            "2606:4700::1111",
+            "64:ff9b::808:808",
+            "2002:808:808::1",
+            "fbff::1",
+            "fe00::1",
+        ] {
+            assert_eq!(reason(ip), None, "{ip}");
+        }
+    }
+
+    #[test]
+    fn exact_exceptions_admit_their_port_only_and_nets_admit_all() {
+        let bridge: SocketAddr = "127.0.0.1:10000".parse().unwrap();
+        let policy = PeerPolicy::new([bridge], vec!["10.1.0.0/16".parse().unwrap()]);
+        assert_eq!(policy.permits_ip(bridge.ip()), Ok(()));
+        assert_eq!(policy.permits_addr(bridge), Ok(()));
+        assert_eq!(
+            policy.permits_addr("127.0.0.1:22".parse().unwrap()),
+            Err(DenyReason::Loopback),
+            "another port on the bridge's IP"
+        );
+        assert_eq!(
+            policy.permits_ip("127.0.0.2".parse().unwrap()),
+            Err(DenyReason::Loopback)
+        );
+        assert_eq!(policy.permits_addr("10.1.2.3:5".parse().unwrap()), Ok(()));
+        assert_eq!(
+            policy.permits_addr("10.2.0.1:5".parse().unwrap()),
+            Err(DenyReason::Private)
+        );
+        assert_eq!(
+            policy.permits_ip("169.254.169.254".parse().unwrap()),
+            Err(DenyReason::LinkLocal)
+        );
+        assert_eq!(
+            policy.permits_ip("::ffff:127.0.0.1".parse().unwrap()),
+            Err(DenyReason::Ipv4Mapped),
+            "a mapped form of an allowed address is still refused"
+        );
+    }
+
+    #[test]
+    fn networks_parse_and_match() {
+        let net: IpNet = "fd00::/8".parse().unwrap();
+        assert!(net.contains("fd12::1".parse().unwrap()));
+        assert!(!net.contains("fe00::1".parse().unwrap()));
+        assert!(!net.contains("10.0.0.1".parse().unwrap()));
+        let all: IpNet = "0.0.0.0/0".parse().unwrap();
+        assert!(all.contains("127.0.0.1".parse().unwrap()));
+        let one: IpNet = "127.0.0.5".parse().unwrap();
+        assert_eq!(one.prefix_len, 32);
+        for bad in ["10.0.0.0/33", "x/8", "10.0.0.0/"] {
+            assert!(bad.parse::<IpNet>().is_err(), "{bad}");
+        }
+    }
+}
