@@ -1,4 +1,6 @@
 //! The `bridgemesh` binary's assembly of the crates: what `bridgemesh up` starts, reusable by
 //! tests so they run exactly what an operator runs.
 
+pub mod admin;
+pub mod control_node;
 pub mod up;

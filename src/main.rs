@@ -38,11 +38,88 @@ enum Commands {
         #[arg(long)]
         no_turn: bool,
     },
+    /// One node of a replicated control cluster (see docs/operator-guide.md for the file).
+    Control(ControlArgs),
+    /// The admin API: cluster membership, rooms, bridges.
+    Admin(AdminArgs),
     /// Mint a join token (Jitsi's JWT format) for a participant; prints it on stdout.
     // Boxed: its many flags would otherwise make every `Commands` value that large.
     Token(Box<TokenArgs>),
     /// A TURN server alone (e.g. on 443 on a host of its own), sharing the cluster's REST secret.
     Turn(TurnArgs),
+}
+
+#[derive(clap::Args)]
+struct ControlArgs {
+    /// TOML configuration; flags below override it.
+    #[arg(long)]
+    config: Option<std::path::PathBuf>,
+    /// This node's id: a positive integer, unique and never reused in the cluster.
+    #[arg(long)]
+    id: Option<u64>,
+    /// Where to serve the API, the web client and the Raft peers.
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// `host:port` the other control nodes reach this one at (default: --listen).
+    #[arg(long)]
+    advertise: Option<String>,
+    /// Raft log, vote and snapshots.
+    #[arg(long)]
+    data_dir: Option<std::path::PathBuf>,
+    /// File with the secret shared by every control node and bridge (at least 32 bytes).
+    #[arg(long)]
+    cluster_secret_file: Option<std::path::PathBuf>,
+    /// File with the admin API's bearer token; without one the admin API is off.
+    #[arg(long)]
+    admin_token_file: Option<std::path::PathBuf>,
+    /// An initial voter, `ID=HOST:PORT` (repeat for each, this node included). Leave out on a node
+    /// that will be added to a running cluster with `bridgemesh admin cluster add`.
+    #[arg(long = "peer", value_parser = bridgemesh::control_node::parse_peer)]
+    peers: Vec<(u64, String)>,
+}
+
+#[derive(clap::Args)]
+struct AdminArgs {
+    /// Any control node.
+    #[arg(long, env = "BRIDGEMESH_CONTROL_URL", default_value = "http://127.0.0.1:8080")]
+    url: String,
+    /// The admin token (prefer the environment variable or --token-file).
+    #[arg(long, env = "BRIDGEMESH_ADMIN_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    #[arg(long)]
+    token_file: Option<std::path::PathBuf>,
+    #[command(subcommand)]
+    command: AdminCommand,
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Control cluster membership.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+    /// Rooms and their participants per bridge.
+    Rooms,
+    /// Bridges with their status and load.
+    Bridges,
+}
+
+#[derive(Subcommand)]
+enum ClusterCommand {
+    /// The answering node's view: leader, term, voters, lag.
+    Status,
+    /// Add a control node (learner until caught up, then voter).
+    Add {
+        #[arg(long)]
+        id: u64,
+        /// `host:port` the other control nodes reach it at.
+        #[arg(long)]
+        addr: String,
+    },
+    /// Remove a control node from the cluster.
+    Remove {
+        #[arg(long)]
+        id: u64,
+    },
 }
 
 /// `bridgemesh token`: exactly one of --secret, --secret-file, --private-key signs the token.
@@ -252,6 +329,46 @@ async fn main() -> anyhow::Result<()> {
             running.stop().await;
         }
         Commands::Token(args) => println!("{}", token(*args)?),
+        Commands::Control(args) => {
+            let file = match &args.config {
+                Some(path) => bridgemesh::control_node::read_file(path)?,
+                None => bridgemesh::control_node::ControlFile::default(),
+            };
+            let plan = bridgemesh::control_node::plan(
+                file,
+                bridgemesh::control_node::ControlOverrides {
+                    node_id: args.id,
+                    listen: args.listen,
+                    advertise: args.advertise,
+                    data_dir: args.data_dir,
+                    cluster_secret_file: args.cluster_secret_file,
+                    admin_token_file: args.admin_token_file,
+                    peers: args.peers,
+                },
+            )?;
+            bridgemesh::control_node::run(plan).await?;
+        }
+        Commands::Admin(args) => {
+            use bridgemesh::admin::AdminCall;
+            let token = match (args.token, args.token_file) {
+                (Some(token), _) => token,
+                (None, Some(path)) => std::fs::read_to_string(&path)
+                    .with_context(|| format!("cannot read {}", path.display()))?
+                    .trim()
+                    .to_owned(),
+                (None, None) => anyhow::bail!(
+                    "the admin token is missing: --token, BRIDGEMESH_ADMIN_TOKEN or --token-file"
+                ),
+            };
+            let call = match args.command {
+                AdminCommand::Cluster(ClusterCommand::Status) => AdminCall::ClusterStatus,
+                AdminCommand::Cluster(ClusterCommand::Add { id, addr }) => AdminCall::AddNode { id, addr },
+                AdminCommand::Cluster(ClusterCommand::Remove { id }) => AdminCall::RemoveNode { id },
+                AdminCommand::Rooms => AdminCall::Rooms,
+                AdminCommand::Bridges => AdminCall::Bridges,
+            };
+            println!("{}", bridgemesh::admin::run(&args.url, &token, call).await?);
+        }
         Commands::Turn(args) => {
             let metrics_listen = args.metrics_listen;
             let server = std::sync::Arc::new(TurnServer::start(args.config()?).await?);

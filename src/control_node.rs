@@ -1,0 +1,315 @@
+//! `bridgemesh control`: one node of a replicated control cluster, configured by a TOML file with
+//! command-line overrides.
+//!
+//! ```toml
+//! node_id = 1
+//! listen = "0.0.0.0:7700"            # API, web client and Raft peers
+//! advertise = "10.0.0.1:7700"        # how the other control nodes reach this one
+//! data_dir = "/var/lib/bridgemesh/control"
+//! cluster_secret_file = "/etc/bridgemesh/cluster-secret"
+//! admin_token_file = "/etc/bridgemesh/admin-token"
+//!
+//! [peers]                            # the voters a new cluster starts with; omit to join later
+//! 1 = "10.0.0.1:7700"
+//! 2 = "10.0.0.2:7700"
+//! 3 = "10.0.0.3:7700"
+//!
+//! [raft]                             # across regions: heartbeat a few round trips, election several more
+//! heartbeat_interval_ms = 100
+//! election_timeout_min_ms = 400
+//! election_timeout_max_ms = 800
+//!
+//! [auth]                             # see docs/auth.md
+//! accepted_issuers = ["my-app"]
+//! accepted_audiences = ["jitsi"]
+//! hs256_secret = "…"
+//!
+//! [rooms]
+//! room_grace_ms = 60000
+//! ```
+
+use anyhow::Context as _;
+use bridgemesh_control::auth::{AdminAuth, AuthConfig, Secret};
+use bridgemesh_control::http::ApiConfig;
+use bridgemesh_control::node::RoomPolicy;
+use bridgemesh_control::raft::NodeId;
+use bridgemesh_control::raft::cluster::ClusterConfig;
+use bridgemesh_control::rate_limit::RateLimit;
+use bridgemesh_control::service::{ControlService, ControlServiceConfig};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Shortest cluster secret accepted: it signs every bridge ticket.
+const CLUSTER_SECRET_MIN_BYTES: usize = 32;
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControlFile {
+    pub node_id: Option<NodeId>,
+    pub listen: Option<SocketAddr>,
+    pub advertise: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub cluster_secret_file: Option<PathBuf>,
+    pub admin_token_file: Option<PathBuf>,
+    #[serde(default)]
+    pub peers: BTreeMap<NodeId, String>,
+    #[serde(default)]
+    pub raft: RaftTiming,
+    #[serde(default)]
+    pub auth: AuthConfig,
+    #[serde(default)]
+    pub rooms: RoomsSection,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RaftTiming {
+    pub heartbeat_interval_ms: Option<u64>,
+    pub election_timeout_min_ms: Option<u64>,
+    pub election_timeout_max_ms: Option<u64>,
+    pub snapshot_every_entries: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoomsSection {
+    pub room_grace_ms: Option<u64>,
+    pub first_participant_moderates: Option<bool>,
+}
+
+/// Command-line values; each one set overrides the file.
+#[derive(Debug, Clone, Default)]
+pub struct ControlOverrides {
+    pub node_id: Option<NodeId>,
+    pub listen: Option<SocketAddr>,
+    pub advertise: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub cluster_secret_file: Option<PathBuf>,
+    pub admin_token_file: Option<PathBuf>,
+    pub peers: Vec<(NodeId, String)>,
+}
+
+/// `1=10.0.0.1:7700` → `(1, "10.0.0.1:7700")`.
+pub fn parse_peer(text: &str) -> Result<(NodeId, String), String> {
+    let (id, addr) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?} is not ID=HOST:PORT"))?;
+    let id: NodeId = id
+        .trim()
+        .parse()
+        .map_err(|_| format!("{id:?} is not a node id (a positive integer)"))?;
+    if addr.trim().is_empty() {
+        return Err(format!("peer {id} has no address"));
+    }
+    Ok((id, addr.trim().to_owned()))
+}
+
+fn read_secret(path: &Path, what: &str) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the {what} from {}", path.display()))?;
+    Ok(text.trim_end_matches(['\n', '\r']).to_owned())
+}
+
+/// Everything `bridgemesh control` needs, checked, ready to start.
+pub struct ControlPlan {
+    pub listen: SocketAddr,
+    pub service: ControlServiceConfig,
+}
+
+pub fn plan(file: ControlFile, overrides: ControlOverrides) -> anyhow::Result<ControlPlan> {
+    let node_id = overrides
+        .node_id
+        .or(file.node_id)
+        .context("the node id is missing: node_id in the file or --id")?;
+    let listen = overrides
+        .listen
+        .or(file.listen)
+        .context("the listen address is missing: listen in the file or --listen")?;
+    let advertise = overrides
+        .advertise
+        .or(file.advertise)
+        .unwrap_or_else(|| listen.to_string());
+    if listen.ip().is_unspecified() && advertise == listen.to_string() {
+        anyhow::bail!(
+            "listening on {listen} needs an advertise address the other nodes can reach (--advertise)"
+        );
+    }
+    let data_dir = overrides
+        .data_dir
+        .or(file.data_dir)
+        .context("the data directory is missing: data_dir in the file or --data-dir")?;
+    let secret_path = overrides
+        .cluster_secret_file
+        .or(file.cluster_secret_file)
+        .context("the cluster secret is missing: cluster_secret_file in the file or --cluster-secret-file")?;
+    let cluster_secret = read_secret(&secret_path, "cluster secret")?;
+    if cluster_secret.len() < CLUSTER_SECRET_MIN_BYTES {
+        anyhow::bail!(
+            "the cluster secret in {} has {} bytes; use at least {CLUSTER_SECRET_MIN_BYTES} (e.g. `openssl rand -hex 32`)",
+            secret_path.display(),
+            cluster_secret.len()
+        );
+    }
+    let admin = match overrides.admin_token_file.or(file.admin_token_file) {
+        Some(path) => Some(Arc::new(
+            AdminAuth::new(Secret::new(read_secret(&path, "admin token")?))
+                .map_err(|err| anyhow::anyhow!("admin token in {}: {err}", path.display()))?,
+        )),
+        None => None,
+    };
+    let mut peers = file.peers;
+    peers.extend(overrides.peers);
+    let defaults = ClusterConfig::default();
+    let cluster = ClusterConfig {
+        node_id,
+        advertise_addr: advertise,
+        data_dir,
+        initial_members: peers,
+        heartbeat_interval_ms: file
+            .raft
+            .heartbeat_interval_ms
+            .unwrap_or(defaults.heartbeat_interval_ms),
+        election_timeout_min_ms: file
+            .raft
+            .election_timeout_min_ms
+            .unwrap_or(defaults.election_timeout_min_ms),
+        election_timeout_max_ms: file
+            .raft
+            .election_timeout_max_ms
+            .unwrap_or(defaults.election_timeout_max_ms),
+        snapshot_every_entries: file
+            .raft
+            .snapshot_every_entries
+            .unwrap_or(defaults.snapshot_every_entries),
+        ..defaults
+    };
+    cluster.validate()?;
+    file.auth
+        .validate()
+        .map_err(|err| anyhow::anyhow!("[auth]: {err}"))?;
+    let room_defaults = RoomPolicy::default();
+    let policy = RoomPolicy {
+        room_grace_ms: file.rooms.room_grace_ms.unwrap_or(room_defaults.room_grace_ms),
+        first_participant_moderates: file
+            .rooms
+            .first_participant_moderates
+            .unwrap_or(room_defaults.first_participant_moderates),
+    };
+    Ok(ControlPlan {
+        listen,
+        service: ControlServiceConfig {
+            cluster,
+            cluster_secret: cluster_secret.into_bytes(),
+            api: ApiConfig { admin },
+            auth: file.auth,
+            policy,
+            join_limit: RateLimit::default(),
+        },
+    })
+}
+
+pub fn read_file(path: &Path) -> anyhow::Result<ControlFile> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("{} is not a valid control configuration", path.display()))
+}
+
+/// Runs a control node until Ctrl-C or SIGTERM.
+pub async fn run(plan: ControlPlan) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(plan.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", plan.listen))?;
+    let node_id = plan.service.cluster.node_id;
+    let service = ControlService::start(plan.service, listener)
+        .await
+        .context("cannot start the control node")?;
+    println!("bridgemesh control node {node_id} is up: {}", service.url());
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+    println!("stopping control node {node_id}");
+    service.stop().await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_and_overrides_make_a_plan() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, "0123456789abcdef0123456789abcdef\n").unwrap();
+        let file: ControlFile = toml::from_str(&format!(
+            r#"
+            node_id = 2
+            listen = "127.0.0.1:7702"
+            data_dir = "{}"
+            cluster_secret_file = "{}"
+            [peers]
+            1 = "127.0.0.1:7701"
+            2 = "127.0.0.1:7702"
+            [raft]
+            election_timeout_min_ms = 900
+            election_timeout_max_ms = 1800
+            "#,
+            dir.path().join("data").display(),
+            secret.display()
+        ))
+        .unwrap();
+        let plan = plan(
+            file,
+            ControlOverrides {
+                peers: vec![parse_peer("3=127.0.0.1:7703").unwrap()],
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let cluster = &plan.service.cluster;
+        assert_eq!(cluster.node_id, 2);
+        assert_eq!(cluster.advertise_addr, "127.0.0.1:7702");
+        assert_eq!(cluster.initial_members.len(), 3);
+        assert_eq!(cluster.election_timeout_min_ms, 900);
+        assert_eq!(
+            plan.service.cluster_secret.len(),
+            32,
+            "the trailing newline is not part of it"
+        );
+        assert!(plan.service.api.admin.is_none());
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        assert!(
+            toml::from_str::<ControlFile>("nodeid = 1").is_err(),
+            "unknown keys are refused"
+        );
+        assert!(parse_peer("x=1.2.3.4:5").is_err());
+        assert!(parse_peer("1").is_err());
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, "short").unwrap();
+        let err = plan(
+            ControlFile {
+                node_id: Some(1),
+                listen: Some("127.0.0.1:1".parse().unwrap()),
+                data_dir: Some(dir.path().into()),
+                cluster_secret_file: Some(secret),
+                ..Default::default()
+            },
+            ControlOverrides::default(),
+        )
+        .err()
+        .unwrap();
+        assert!(err.to_string().contains("at least 32"), "{err}");
+        let err = plan(ControlFile::default(), ControlOverrides::default())
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("node id"), "{err}");
+    }
+}
