@@ -10,7 +10,7 @@ use crate::rate_limit::{RateLimit, RateLimiter};
 use crate::session::{SessionClaims, SessionKeys};
 use crate::state::{
     ApplyError, BridgeRecord, Command, ControlState, JoinRequestRecord, Outcome, ParticipantRecord,
-    ParticipantStatus, Role, lobby_of,
+    ParticipantStatus, PasswordChange, Role, lobby_of,
 };
 use bridgemesh_proto::api::{
     DISPLAY_NAME_MAX_CHARS, ErrorCode, IceServer, JoinResponse, LobbyState, LobbyWait, PASSWORD_MAX_CHARS,
@@ -698,9 +698,9 @@ impl ControlNode {
         update: RoomSettingsUpdate,
     ) -> Result<(), ApiError> {
         self.require_moderator(room, session)?;
-        let password_hash = match update.password {
+        let password = match update.password {
             None => None,
-            Some(None) => Some(None),
+            Some(None) => Some(PasswordChange::Remove),
             Some(Some(password)) => {
                 if password.is_empty() || password.chars().count() > PASSWORD_MAX_CHARS {
                     return Err(ApiError::new(
@@ -711,12 +711,12 @@ impl ControlNode {
                 let hash = tokio::task::spawn_blocking(move || password::hash(&password))
                     .await
                     .map_err(|err| ApiError::new(ErrorCode::Internal, err.to_string()))?;
-                Some(Some(hash))
+                Some(PasswordChange::SetHash(hash))
             }
         };
         self.propose(Command::UpdateSettings {
             room: room.clone(),
-            password_hash,
+            password,
             lobby_enabled: update.lobby_enabled,
         })
         .await

@@ -149,6 +149,15 @@ pub struct JoinRequestRecord {
     pub at_ms: u64,
 }
 
+/// A change of a room's password. An enum rather than `Option<Option<_>>`: commands travel as
+/// JSON through the log, where `Some(None)` and `None` would both become `null`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PasswordChange {
+    /// An argon2 PHC string.
+    SetHash(String),
+    Remove,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Command {
     RegisterBridge(BridgeRecord),
@@ -187,8 +196,8 @@ pub enum Command {
     },
     UpdateSettings {
         room: RoomId,
-        /// `Some(None)` removes the password.
-        password_hash: Option<Option<String>>,
+        /// `None` leaves the password as it is.
+        password: Option<PasswordChange>,
         lobby_enabled: Option<bool>,
     },
     /// Time passes: placements never confirmed, abandoned lobby waits and remembered outcomes
@@ -393,12 +402,15 @@ impl ControlState {
             }
             Command::UpdateSettings {
                 room,
-                password_hash,
+                password,
                 lobby_enabled,
             } => {
                 let record = self.rooms.get_mut(&room).ok_or(ApplyError::UnknownRoom(room))?;
-                if let Some(password_hash) = password_hash {
-                    record.settings.password_hash = password_hash;
+                if let Some(change) = password {
+                    record.settings.password_hash = match change {
+                        PasswordChange::SetHash(hash) => Some(hash),
+                        PasswordChange::Remove => None,
+                    };
                     record.settings.password_generation += 1;
                 }
                 if let Some(lobby_enabled) = lobby_enabled {

@@ -24,12 +24,18 @@
   const METER_INTERVAL_MS = 100;
   const MIN_TILE_WIDTH = 160;
   const RETRYABLE_CODES = new Set(['no_capacity', 'rate_limited', 'internal', 'network', 'bad_response']);
+  const LOBBY_POLL_MS = 1000; // a guest in the lobby asks whether it was let in
+  const HOST_RETRY_MS = 5000; // a guest waiting for the host to open the meeting tries again
+  const ROOM_POLL_MS = 1500; // a moderator refreshes the room (who knocks at the lobby)
+  const API_TIMEOUT_MS = 10000;
 
   // Test hooks: automated browser tests read this object; keep the field names stable.
   const bm = {
     pc: null,
     participantId: null,
-    state: 'idle', // idle | joining | connected | reconnecting | left | error
+    // idle | joining | connected | reconnecting | left | error, and while not yet let in:
+    // lobby (waiting for a moderator) | waiting (for the host to open the meeting)
+    state: 'idle',
     participants: new Map(), // remote participant id -> P as last received
     // performance.now() of the last join click and of the first remote video frame rendered
     // after it; the fields in between break that time down (first occurrence per join).
@@ -48,13 +54,27 @@
     },
     reconnects: 0,
     activeSpeaker: null, // tile key ('local' or a participant id) or null
+    muteRequests: 0, // mute_requested messages received
   };
   window.bridgemesh = bm;
 
   const app = {
     room: null,
-    jwt: null,
+    jwt: null, // from #jwt= in the address; kept in memory only, for rejoins
+    password: null, // the meeting password that worked (or the one a moderator set), for rejoins
     displayName: '',
+    role: null, // guest | member | moderator, from the latest join answer
+    sessionToken: null, // bearer for the room calls of the current participant id
+    lobby: null, // { pid, token } while waiting in the lobby
+    lobbyTimer: null,
+    resumeState: 'joining', // what the state returns to once let in
+    roomPoll: null, // identifies the moderator's room polling loop
+    roomTimer: null,
+    roomView: null, // the latest GET /rooms/{room} answer
+    knocks: new Set(), // ids in the lobby at the last poll
+    endReason: null, // why the meeting view closed: left | replaced | kicked | meeting_ended | lobby_denied | lobby_expired
+    lastError: null, // { code, message } of the last join that needs the user
+
     localStream: new MediaStream(), // mic + camera, kept across reconnects
     screenStream: new MediaStream(),
     micTrack: null,
@@ -126,7 +146,7 @@
   }
 
   function showView(id) {
-    for (const v of ['start-view', 'prejoin-view', 'room-view', 'left-view']) $(v).hidden = v !== id;
+    for (const v of ['start-view', 'prejoin-view', 'lobby-view', 'room-view', 'left-view']) $(v).hidden = v !== id;
   }
 
   function showText(id, text) {
@@ -156,6 +176,11 @@
 
   function inMeeting() {
     return bm.state === 'joining' || bm.state === 'connected' || bm.state === 'reconnecting';
+  }
+
+  // A join through control is under way or will be retried (including waiting for the host).
+  function joinPending() {
+    return inMeeting() || bm.state === 'waiting';
   }
 
   function setStatus(text) {
@@ -402,22 +427,27 @@
 
   // Redraws everything that shows local media state, and tells the bridge if it changed.
   function renderLocal() {
-    const preview = $('preview');
-    const shown = (preview.srcObject && preview.srcObject.getVideoTracks()[0]) || null;
-    if (shown !== app.camTrack) {
-      preview.srcObject = app.camTrack ? new MediaStream([app.camTrack]) : null;
-      if (app.camTrack) preview.play().catch(() => {});
-    }
-    $('preview-wrap').classList.toggle('cam-off', !camActive());
-    const name = currentName();
-    $('preview-initial').textContent = initialOf(name);
-    $('preview-initial').parentElement.style.backgroundColor = colourFor(name);
+    renderPreview('preview', 'preview-wrap', 'preview-initial');
+    renderPreview('lobby-preview', 'lobby-preview-wrap', 'lobby-initial');
     $('prejoin-mic-toggle').checked = micActive();
     $('prejoin-camera-toggle').checked = camActive();
     const local = tiles.get('local');
     if (local) { setTileVideo(local, app.camTrack); renderTile(local); }
     renderControls();
     sendMute();
+  }
+
+  function renderPreview(videoId, wrapId, initialId) {
+    const preview = $(videoId);
+    const shown = (preview.srcObject && preview.srcObject.getVideoTracks()[0]) || null;
+    if (shown !== app.camTrack) {
+      preview.srcObject = app.camTrack ? new MediaStream([app.camTrack]) : null;
+      if (app.camTrack) preview.play().catch(() => {});
+    }
+    $(wrapId).classList.toggle('cam-off', !camActive());
+    const name = currentName();
+    $(initialId).textContent = initialOf(name);
+    $(initialId).parentElement.style.backgroundColor = colourFor(name);
   }
 
   function renderControls() {
@@ -548,7 +578,22 @@
     nameEl.className = 'name';
     label.append(micIcon, nameEl);
     el.append(video, avatar, label);
-    const tile = { key, pid, local, screen, el, video, avatar, initial, nameEl, micIcon, track: null, onMute: null };
+    let kickButton = null;
+    if (!local && !screen && pid) {
+      // Shown to moderators only (CSS: .tiles.moderating).
+      kickButton = document.createElement('button');
+      kickButton.type = 'button';
+      kickButton.className = 'kick';
+      const kickLabel = document.createElement('span');
+      kickLabel.className = 'kick-label';
+      kickLabel.textContent = 'Remove';
+      kickButton.append(icon('i-user-x'), kickLabel);
+      kickButton.addEventListener('click', () => confirmKick(pid));
+      el.append(kickButton);
+    }
+    const tile = {
+      key, pid, local, screen, el, video, avatar, initial, nameEl, micIcon, kickButton, track: null, onMute: null,
+    };
     tiles.set(key, tile);
     // Screen shares get the wide stage above the camera grid.
     $(screen ? 'stage' : 'grid').append(el);
@@ -613,6 +658,11 @@
     const initialName = tile.local ? currentName() : name;
     tile.nameEl.textContent = tile.screen ? `${name} (screen)` : name;
     tile.el.title = tile.nameEl.textContent;
+    if (tile.kickButton) {
+      const label = `Remove ${name} from the meeting`;
+      tile.kickButton.setAttribute('aria-label', label);
+      tile.kickButton.title = label;
+    }
     tile.initial.textContent = initialOf(initialName);
     tile.avatar.style.backgroundColor = colourFor(initialName);
     tile.el.classList.toggle('cam-off', !tile.screen && camOff);
@@ -730,12 +780,29 @@
     }
   }
 
+  function apiErrorOf(data, status) {
+    const error = data && data.error;
+    return {
+      code: (error && typeof error.code === 'string' && error.code) || `http_${status}`,
+      message: (error && typeof error.message === 'string' && error.message) || `The server answered HTTP ${status}.`,
+    };
+  }
+
+  function isJoinResponse(data) {
+    return Boolean(data && typeof data.signaling_url === 'string' && typeof data.ticket === 'string');
+  }
+
+  function withTimeout(init) {
+    if (typeof AbortSignal !== 'undefined' && AbortSignal.timeout) init.signal = AbortSignal.timeout(API_TIMEOUT_MS);
+    return init;
+  }
+
+  // Resolves to { joined: JoinResponse } or { lobby: LobbyWait }; throws a JoinError.
   async function requestJoin() {
     const headers = { 'Content-Type': 'application/json' };
     if (app.jwt) headers.Authorization = `Bearer ${app.jwt}`;
     const body = { display_name: app.displayName };
-    const password = $('password').value;
-    if (password) body.password = password;
+    if (app.password) body.password = app.password;
     const init = { method: 'POST', headers, body: JSON.stringify(body), cache: 'no-store' };
     if (typeof AbortSignal !== 'undefined' && AbortSignal.timeout) init.signal = AbortSignal.timeout(JOIN_TIMEOUT_MS);
     let res;
@@ -747,30 +814,59 @@
     let data = null;
     try { data = await res.json(); } catch { /* handled below */ }
     if (!res.ok) {
-      const code = (data && data.error && data.error.code) || `http_${res.status}`;
-      const message = (data && data.error && data.error.message) || `The server refused to join (HTTP ${res.status}).`;
+      const { code, message } = apiErrorOf(data, res.status);
       const retryAfter = Number(res.headers.get('Retry-After')) * 1000 || 0;
       const retryable = RETRYABLE_CODES.has(code) || res.status >= 500;
       throw new JoinError(code, message, retryable, Math.min(retryAfter, RETRY_AFTER_MAX_MS));
     }
-    if (!data || typeof data.signaling_url !== 'string' || typeof data.ticket !== 'string') {
-      throw new JoinError('bad_response', 'Unexpected answer from the server.', true);
+    if (res.status === 202) {
+      if (!data || typeof data.participant_id !== 'string' || typeof data.session_token !== 'string') {
+        throw new JoinError('bad_response', 'Unexpected answer from the server.', true);
+      }
+      return { lobby: data };
     }
-    return data;
+    if (!isJoinResponse(data)) throw new JoinError('bad_response', 'Unexpected answer from the server.', true);
+    return { joined: data };
+  }
+
+  // What to tell the user about a join they have to do something about.
+  function joinErrorText(err) {
+    const known = {
+      token_expired: 'Your meeting link\u2019s token has expired. Ask the organiser for a new link.',
+      token_not_yet_valid: 'Your meeting link\u2019s token is not valid yet. Check this device\u2019s clock, or try again in a moment.',
+      token_wrong_room: 'Your meeting link\u2019s token is for a different meeting.',
+      token_required: 'This meeting needs a personal meeting link (with a token). Ask the organiser for one.',
+      token_malformed: 'Your meeting link\u2019s token is damaged. Copy the whole link again, or ask for a new one.',
+      unauthorized: 'Your session has expired. Join again.',
+      password_required: 'This meeting is protected by a password.',
+      wrong_password: 'Wrong password',
+      room_full: 'The meeting is full.',
+      lobby_denied: 'A moderator declined your request',
+    };
+    if (known[err.code]) return known[err.code];
+    if (err.code.startsWith('token_')) {
+      return `Your meeting link\u2019s token was not accepted (${err.code}). Ask the organiser for a new link.`;
+    }
+    return err.message;
   }
 
   // ---------------------------------------------------------------- meeting lifecycle
 
   function startJoin() {
-    if (inMeeting()) return;
+    if (joinPending() || bm.state === 'lobby') return;
     for (const name of Object.keys(bm.metrics)) bm.metrics[name] = null;
     bm.metrics.joinClickedAt = performance.now();
     app.displayName = cleanName($('display-name').value) || 'Guest';
     $('display-name').value = app.displayName;
     store(STORE_NAME, app.displayName);
+    // The password field only shows once the room asked for one.
+    if (!$('password-row').hidden) app.password = $('password').value || null;
+    app.endReason = null;
+    app.lastError = null;
     ensureAudioCtx(); // inside the click, so autoplay policy lets it run
     app.retryAttempt = 0;
     showText('join-error', '');
+    showText('password-error', '');
     setState('joining');
     enterRoom();
     connect();
@@ -780,8 +876,7 @@
     showView('room-view');
     $('room-title').textContent = app.room;
     $('settings-panel').append($('device-panel'));
-    $('settings-panel').hidden = true;
-    $('settings-button').setAttribute('aria-expanded', 'false');
+    closePanels();
     setStatus('Connecting…');
     setStatusDetail('');
     ensureLocalTile();
@@ -793,25 +888,49 @@
     clearTimeout(app.retryTimer);
     const attempt = {};
     app.attempt = attempt;
-    setStatus(bm.state === 'reconnecting' ? 'Reconnecting…' : 'Connecting…');
-    let join;
+    if (inMeeting()) setStatus(bm.state === 'reconnecting' ? 'Reconnecting…' : 'Connecting…');
+    let answer;
     try {
-      join = await requestJoin();
+      answer = await requestJoin();
     } catch (err) {
-      if (app.attempt === attempt && inMeeting()) onJoinFailed(err);
+      if (app.attempt === attempt && joinPending()) onJoinFailed(err);
       return;
     }
-    if (app.attempt !== attempt || !inMeeting()) return;
+    if (app.attempt !== attempt || !joinPending()) return;
+    if (answer.lobby) enterLobby(answer.lobby);
+    else admitted(answer.joined);
+  }
+
+  // Control placed us on a bridge (straight away or after the lobby): connect to it.
+  function admitted(join) {
     markStep('joinResponseAt');
+    app.role = typeof join.role === 'string' ? join.role : 'guest';
+    app.sessionToken = typeof join.session_token === 'string' ? join.session_token : null;
+    stopRoomPolling(); // the new participant id has a new session token
+    if (!inMeeting()) {
+      clearLobby();
+      setState(app.resumeState);
+      enterRoom();
+      if (bm.state === 'reconnecting') setStatus('Reconnecting…');
+    }
     setStatusDetail('');
     startSession(join);
+    renderModeration();
   }
 
   function onJoinFailed(err) {
+    if (err.code === 'guest_not_allowed') {
+      waitForHost();
+      return;
+    }
+    if (err.code === 'kicked') {
+      endMeeting('You were removed from the meeting', 'A moderator removed you from this meeting.', 'kicked', false);
+      return;
+    }
     // While reconnecting, our previous self may still hold a seat for a few seconds.
     const retry = err.retryable || (bm.state === 'reconnecting' && err.code === 'room_full');
     if (!retry) {
-      failJoin(err.message, err.code);
+      failJoin(joinErrorText(err), err.code);
       return;
     }
     const detail = {
@@ -828,7 +947,8 @@
     const backoff = Math.min(BACKOFF_MAX_MS, BACKOFF_MIN_MS * 2 ** app.retryAttempt);
     app.retryAttempt = Math.min(app.retryAttempt + 1, 10);
     setStatusDetail(detail);
-    app.retryTimer = setTimeout(() => { if (inMeeting()) connect(); }, Math.max(backoff, minDelayMs || 0));
+    if (bm.state === 'waiting') $('lobby-detail').textContent = detail;
+    app.retryTimer = setTimeout(() => { if (joinPending()) connect(); }, Math.max(backoff, minDelayMs || 0));
   }
 
   // The current session broke: drop it and join again (a fresh participant id) after a backoff.
@@ -843,34 +963,49 @@
     scheduleRetry(detail);
   }
 
-  // A join the user has to fix (name, password, permissions): back to the pre-join form.
+  // A join the user has to fix (name, password, token, permissions): back to the pre-join form.
   function failJoin(message, code) {
     clearTimeout(app.retryTimer);
     app.attempt = null;
     teardownSession();
+    leaveModeration();
+    clearLobby();
     setState('error');
     stopScreenShare(false);
     removeAllTiles();
     showView('prejoin-view');
     $('prejoin-devices-slot').append($('device-panel'));
-    showText('join-error', message || 'Could not join the meeting.');
-    if (code === 'wrong_password') {
+    app.lastError = { code: code || 'error', message: message || 'Could not join the meeting.' };
+    if (code === 'password_required' || code === 'wrong_password') {
+      if (code === 'wrong_password') app.password = null;
+      showText('join-error', '');
+      showText('password-error', code === 'wrong_password' ? 'Wrong password' : '');
       $('password-row').hidden = false;
       $('password').focus();
+      $('password').select();
+    } else {
+      showText('join-error', app.lastError.message);
     }
     renderLocal();
   }
 
-  function endMeeting(title, detail) {
+  // Ends the meeting view. Only a `canRejoin` ending offers the "Rejoin" button; nothing here
+  // ever joins again on its own.
+  function endMeeting(title, detail, reason = 'left', canRejoin = true) {
     clearTimeout(app.retryTimer);
     app.attempt = null;
     teardownSession();
+    leaveModeration();
+    clearLobby();
+    app.endReason = reason;
     setState('left');
     stopScreenShare(false);
     stopLocalMedia();
     removeAllTiles();
     $('left-title').textContent = title;
     $('left-detail').textContent = detail || '';
+    $('rejoin-button').hidden = !canRejoin;
+    $('rejoin-button').textContent = reason === 'lobby_expired' ? 'Ask again' : 'Rejoin';
     $('prejoin-devices-slot').append($('device-panel'));
     showView('left-view');
   }
@@ -886,6 +1021,341 @@
     showView('prejoin-view');
     await acquireMedia();
     if (bm.state === 'idle') startJoin();
+  }
+
+  // ---------------------------------------------------------------- waiting to be let in
+
+  function rememberResumeState() {
+    if (inMeeting()) app.resumeState = bm.state === 'reconnecting' ? 'reconnecting' : 'joining';
+  }
+
+  function showWaiting(kind) {
+    teardownSession();
+    leaveModeration();
+    closePanels();
+    if (kind === 'lobby') {
+      $('lobby-title').textContent = 'Waiting for a moderator to let you in';
+      $('lobby-detail').textContent = 'The moderators can see that you are waiting.';
+    } else {
+      $('lobby-title').textContent = 'Waiting for the host to start the meeting';
+      $('lobby-detail').textContent = 'You will join as soon as a moderator has opened it.';
+    }
+    showView('lobby-view');
+    renderLocal();
+  }
+
+  // 202 from the join: a moderator has to let us in. Poll until they decide.
+  function enterLobby(wait) {
+    rememberResumeState();
+    clearTimeout(app.retryTimer);
+    app.role = null;
+    app.sessionToken = wait.session_token;
+    app.lobby = { pid: wait.participant_id, token: wait.session_token, failures: 0 };
+    setState('lobby');
+    showWaiting('lobby');
+    scheduleLobbyPoll();
+  }
+
+  function scheduleLobbyPoll(ms = LOBBY_POLL_MS) {
+    clearTimeout(app.lobbyTimer);
+    app.lobbyTimer = setTimeout(pollLobby, ms);
+  }
+
+  async function pollLobby() {
+    const lobby = app.lobby;
+    if (!lobby || bm.state !== 'lobby') return;
+    const path = `/api/v1/rooms/${encodeURIComponent(app.room)}/lobby/${encodeURIComponent(lobby.pid)}`;
+    let res = null;
+    let data = null;
+    try {
+      res = await fetch(path, withTimeout({ headers: { Authorization: `Bearer ${lobby.token}` }, cache: 'no-store' }));
+      try { data = await res.json(); } catch { /* handled below */ }
+    } catch { /* network: try again */ }
+    if (app.lobby !== lobby || bm.state !== 'lobby') return;
+    if (res && res.status === 202) {
+      lobby.failures = 0;
+      $('lobby-detail').textContent = 'The moderators can see that you are waiting.';
+      scheduleLobbyPoll();
+      return;
+    }
+    if (res && res.ok && isJoinResponse(data)) {
+      admitted(data);
+      return;
+    }
+    const code = res ? apiErrorOf(data, res.status).code : 'network';
+    if (code === 'lobby_denied') {
+      endMeeting('A moderator declined your request', 'You were not let into this meeting.', 'lobby_denied', false);
+    } else if (code === 'kicked') {
+      endMeeting('You were removed from the meeting', 'A moderator removed you from this meeting.', 'kicked', false);
+    } else if (res && (res.status === 404 || res.status === 401)) {
+      endMeeting('The request expired', 'Nobody let you in in time, or the meeting ended.', 'lobby_expired', true);
+    } else {
+      lobby.failures++;
+      $('lobby-detail').textContent = code === 'network' ? 'Cannot reach the server, still trying…' : 'Server error, still trying…';
+      scheduleLobbyPoll(Math.min(BACKOFF_MAX_MS, LOBBY_POLL_MS * 2 ** Math.min(lobby.failures, 3)));
+    }
+  }
+
+  function clearLobby() {
+    clearTimeout(app.lobbyTimer);
+    app.lobbyTimer = null;
+    app.lobby = null;
+  }
+
+  // guest_not_allowed: nobody has opened the meeting yet. Try again every few seconds.
+  function waitForHost() {
+    rememberResumeState();
+    setState('waiting');
+    showWaiting('host');
+    clearTimeout(app.retryTimer);
+    app.retryTimer = setTimeout(() => { if (bm.state === 'waiting') connect(); }, HOST_RETRY_MS);
+  }
+
+  function cancelWaiting() {
+    clearLobby();
+    clearTimeout(app.retryTimer);
+    app.attempt = null;
+    app.resumeState = 'joining';
+    setState('idle');
+    removeAllTiles();
+    $('prejoin-devices-slot').append($('device-panel'));
+    showView('prejoin-view');
+    renderLocal();
+  }
+
+  // ---------------------------------------------------------------- moderation
+
+  function isModerator() {
+    return app.role === 'moderator' && inMeeting();
+  }
+
+  // A call about our room with the session token; never throws.
+  async function roomApi(method, path, body) {
+    const headers = {};
+    if (app.sessionToken) headers.Authorization = `Bearer ${app.sessionToken}`;
+    const init = { method, headers, cache: 'no-store' };
+    if (body !== undefined) {
+      headers['Content-Type'] = 'application/json';
+      init.body = JSON.stringify(body);
+    }
+    let res;
+    try {
+      res = await fetch(`/api/v1/rooms/${encodeURIComponent(app.room)}${path}`, withTimeout(init));
+    } catch {
+      return { ok: false, status: 0, code: 'network', message: 'Cannot reach the server.' };
+    }
+    let data = null;
+    try { data = await res.json(); } catch { /* an error without a body */ }
+    if (!res.ok) return { ok: false, status: res.status, ...apiErrorOf(data, res.status) };
+    return { ok: true, status: res.status, data };
+  }
+
+  // Runs a moderator action; failures are shown as a toast. Resolves to { ok: true } or
+  // { error: code, message }.
+  async function moderatorAction(method, path, body, doneText) {
+    const r = await roomApi(method, path, body);
+    if (!r.ok) {
+      const text = r.code === 'forbidden' ? 'Only a moderator in the meeting can do that.' : r.message;
+      toast(text, 6000);
+      return { error: r.code, message: r.message };
+    }
+    if (doneText) toast(doneText);
+    refreshRoom();
+    return { ok: true };
+  }
+
+  const lobbyPath = (pid, action) => `/lobby/${encodeURIComponent(pid)}/${action}`;
+
+  function admit(pid) { return moderatorAction('POST', lobbyPath(pid, 'admit'), undefined, null); }
+
+  function deny(pid) { return moderatorAction('POST', lobbyPath(pid, 'deny'), undefined, null); }
+
+  function kick(pid) {
+    return moderatorAction('POST', `/participants/${encodeURIComponent(pid)}/kick`, undefined, null);
+  }
+
+  async function setPassword(password) {
+    const r = await moderatorAction('PATCH', '/settings', { password },
+      password === null ? 'Password removed.' : 'Password set.');
+    // Our own rejoins need it too (the moderator role does not survive a new participant id).
+    if (r.ok) app.password = password;
+    return r;
+  }
+
+  function setLobby(enabled) {
+    return moderatorAction('PATCH', '/settings', { lobby_enabled: Boolean(enabled) },
+      enabled ? 'Lobby on: guests wait to be let in.' : 'Lobby off.');
+  }
+
+  function muteAll() { return moderatorAction('POST', '/mute-all', undefined, 'Asked everyone to mute.'); }
+
+  async function endForAll() {
+    const r = await moderatorAction('POST', '/end', undefined, null);
+    if (r.ok && inMeeting()) {
+      endMeeting('The meeting has ended', 'You ended the meeting for everyone.', 'meeting_ended', false);
+    }
+    return r;
+  }
+
+  function confirmKick(pid) {
+    const p = bm.participants.get(pid);
+    const name = (p && p.display_name) || 'this participant';
+    if (window.confirm(`Remove ${name} from the meeting?`)) kick(pid);
+  }
+
+  // Shows or hides everything moderators get, and starts or stops watching the lobby.
+  function renderModeration() {
+    const mod = isModerator();
+    $('moderate-button').hidden = !mod;
+    $('tiles').classList.toggle('moderating', mod);
+    if (mod) startRoomPolling();
+    else {
+      stopRoomPolling();
+      if (!$('moderator-panel').hidden) toggleModeratorPanel(false);
+    }
+  }
+
+  function leaveModeration() {
+    app.role = null;
+    stopRoomPolling();
+    app.roomView = null;
+    app.knocks = new Set();
+    renderKnocks([]);
+    renderModeration();
+  }
+
+  function startRoomPolling() {
+    if (app.roomPoll) return;
+    const poll = {};
+    app.roomPoll = poll;
+    const tick = async () => {
+      if (app.roomPoll !== poll) return;
+      await refreshRoom();
+      if (app.roomPoll === poll) app.roomTimer = setTimeout(tick, ROOM_POLL_MS);
+    };
+    tick();
+  }
+
+  function stopRoomPolling() {
+    app.roomPoll = null;
+    clearTimeout(app.roomTimer);
+    app.roomTimer = null;
+  }
+
+  async function refreshRoom() {
+    if (!isModerator() || !app.sessionToken) return;
+    const token = app.sessionToken;
+    const r = await roomApi('GET', '');
+    // A reconnect in the meantime means a new participant id: this answer is about the old one.
+    if (!r.ok || token !== app.sessionToken || !isModerator() || !r.data) return;
+    applyRoomView(r.data);
+  }
+
+  function applyRoomView(view) {
+    app.roomView = view;
+    const lobby = Array.isArray(view.lobby) ? view.lobby : [];
+    const panelOpen = !$('moderator-panel').hidden;
+    for (const guest of lobby) {
+      if (!app.knocks.has(guest.participant_id) && !panelOpen) toast(`${guest.display_name} is waiting to join.`, 6000);
+    }
+    app.knocks = new Set(lobby.map((g) => g.participant_id));
+    renderKnocks(lobby);
+    const toggle = $('lobby-toggle');
+    if (!toggle.disabled) toggle.checked = Boolean(view.lobby_enabled);
+    $('mod-password-state').textContent = view.password_set ? 'A password is set.' : 'No password set.';
+    $('mod-password-remove').disabled = !view.password_set;
+    if (typeof view.your_role === 'string' && view.your_role !== app.role) {
+      app.role = view.your_role;
+      renderModeration();
+    }
+  }
+
+  function renderKnocks(lobby) {
+    const n = lobby.length;
+    const badge = $('knock-badge');
+    badge.textContent = String(n);
+    badge.hidden = n === 0;
+    $('moderate-button').setAttribute('aria-label', n ? `Moderate, ${n} waiting to join` : 'Moderate');
+    $('knock-count').textContent = n ? `(${n})` : '';
+    $('knock-empty').hidden = n > 0;
+    const list = $('knock-list');
+    const key = lobby.map((g) => `${g.participant_id}\u0000${g.display_name}`).join('\u0001');
+    if (list.dataset.key === key) return; // unchanged: keep focus where it is
+    list.dataset.key = key;
+    list.replaceChildren();
+    for (const guest of lobby) {
+      const li = document.createElement('li');
+      li.dataset.pid = guest.participant_id;
+      const name = document.createElement('span');
+      name.className = 'knock-name';
+      name.textContent = guest.display_name;
+      name.title = guest.display_name;
+      const admitButton = document.createElement('button');
+      admitButton.type = 'button';
+      admitButton.className = 'small-btn accept';
+      admitButton.textContent = 'Admit';
+      admitButton.setAttribute('aria-label', `Admit ${guest.display_name}`);
+      admitButton.addEventListener('click', () => admit(guest.participant_id));
+      const denyButton = document.createElement('button');
+      denyButton.type = 'button';
+      denyButton.className = 'small-btn';
+      denyButton.textContent = 'Deny';
+      denyButton.setAttribute('aria-label', `Deny ${guest.display_name}`);
+      denyButton.addEventListener('click', () => deny(guest.participant_id));
+      li.append(name, admitButton, denyButton);
+      list.append(li);
+    }
+  }
+
+  function toggleModeratorPanel(open) {
+    const panel = $('moderator-panel');
+    const show = typeof open === 'boolean' ? open : panel.hidden;
+    if (show && !$('settings-panel').hidden) toggleSettings();
+    panel.hidden = !show;
+    $('moderate-button').setAttribute('aria-expanded', String(show));
+    $('moderate-button').classList.toggle('active', show);
+    if (show) refreshRoom();
+  }
+
+  function closePanels() {
+    $('settings-panel').hidden = true;
+    $('settings-button').setAttribute('aria-expanded', 'false');
+    $('settings-button').classList.remove('active');
+    toggleModeratorPanel(false);
+  }
+
+  async function onLobbyToggle(ev) {
+    const toggle = ev.target;
+    const wanted = toggle.checked;
+    toggle.disabled = true;
+    const r = await setLobby(wanted);
+    toggle.disabled = false;
+    if (!r.ok) toggle.checked = !wanted;
+  }
+
+  async function onPasswordSubmit(ev) {
+    ev.preventDefault();
+    const input = $('mod-password');
+    const password = input.value;
+    if (!password) {
+      toast('Type a password first.');
+      input.focus();
+      return;
+    }
+    const r = await setPassword(password);
+    if (r.ok) input.value = '';
+  }
+
+  function onEndForAllClick() {
+    if (window.confirm('End the meeting for everyone? Everyone will be disconnected.')) endForAll();
+  }
+
+  function onMuteRequested(by) {
+    bm.muteRequests++;
+    const p = typeof by === 'string' ? bm.participants.get(by) : null;
+    const who = (p && p.display_name) || 'A moderator';
+    setMicOn(false); // as the mic button does; the bridge hears of it through `mute`
+    toast(`${who} asked everyone to mute`);
   }
 
   // ---------------------------------------------------------------- signaling session
@@ -1056,6 +1526,7 @@
         if (msg.message) { setStatusDetail(msg.message); toast(msg.message); }
         break;
       case 'bye': onBye(msg.reason); break;
+      case 'mute_requested': onMuteRequested(msg.by); break;
       default: break; // newer bridges may send more; ignore what we don't know
     }
   }
@@ -1135,7 +1606,12 @@
   function onBye(reason) {
     if (reason === 'left') endMeeting('You left the meeting');
     else if (reason === 'replaced') {
-      endMeeting('You joined from somewhere else', 'This window was disconnected because you connected again from another tab or device.');
+      endMeeting('You joined from somewhere else',
+        'This window was disconnected because you connected again from another tab or device.', 'replaced');
+    } else if (reason === 'kicked') {
+      endMeeting('You were removed from the meeting', 'A moderator removed you from this meeting.', 'kicked', false);
+    } else if (reason === 'meeting_ended') {
+      endMeeting('The meeting has ended', 'A moderator ended the meeting for everyone.', 'meeting_ended', false);
     } else sessionLost(reason === 'bridge_shutdown' ? 'The bridge is restarting' : 'The bridge ended the session');
   }
 
@@ -1254,6 +1730,7 @@
 
   function toggleSettings() {
     const panel = $('settings-panel');
+    if (panel.hidden && !$('moderator-panel').hidden) toggleModeratorPanel(false);
     panel.hidden = !panel.hidden;
     $('settings-button').setAttribute('aria-expanded', String(!panel.hidden));
     $('settings-button').classList.toggle('active', !panel.hidden);
@@ -1316,6 +1793,17 @@
     $('copy-link-button').addEventListener('click', copyLink);
     $('leave-button').addEventListener('click', leaveMeeting);
     $('rejoin-button').addEventListener('click', rejoin);
+    $('lobby-cancel').addEventListener('click', cancelWaiting);
+    $('moderate-button').addEventListener('click', () => toggleModeratorPanel());
+    $('lobby-toggle').addEventListener('change', onLobbyToggle);
+    $('mod-password-form').addEventListener('submit', onPasswordSubmit);
+    $('mod-password-remove').addEventListener('click', () => setPassword(null));
+    $('mute-all-button').addEventListener('click', () => muteAll());
+    $('end-all-button').addEventListener('click', onEndForAllClick);
+    $('password').addEventListener('input', () => showText('password-error', ''));
+    document.addEventListener('keydown', (ev) => {
+      if (ev.key === 'Escape' && !$('room-view').hidden) closePanels();
+    });
     $('audio-unlock').addEventListener('click', unlockAudio);
     // The grid's size changes with the window, the stage and the header wrapping.
     if (typeof ResizeObserver === 'function') new ResizeObserver(() => layoutGrid()).observe($('grid'));
@@ -1338,8 +1826,15 @@
   }
 
   function init() {
+    // `#jwt=<token>`: the fragment never reaches the server's logs. Keep the token in memory
+    // only and take it out of the address bar, so a copied link does not hand it on.
     const hash = new URLSearchParams(location.hash.slice(1));
     app.jwt = hash.get('jwt') || null;
+    if (hash.has('jwt')) {
+      hash.delete('jwt');
+      const rest = hash.toString();
+      history.replaceState(history.state, '', `${location.pathname}${location.search}${rest ? `#${rest}` : ''}`);
+    }
     bindEvents();
     let path = location.pathname.replace(/^\/+|\/+$/g, '');
     try { path = decodeURIComponent(path); } catch { /* keep it raw */ }
@@ -1360,6 +1855,27 @@
     app.room = path;
     initPrejoin(new URLSearchParams(location.search));
   }
+
+  // Test hooks for moderation and room policy (see the fields of `bm` above for the rest).
+  Object.assign(bm, {
+    role: () => app.role,
+    lobbyWaiting: () => bm.state === 'lobby',
+    waitingForHost: () => bm.state === 'waiting',
+    lobbyList: () => (app.roomView && Array.isArray(app.roomView.lobby) ? app.roomView.lobby : [])
+      .map((g) => ({ id: g.participant_id, name: g.display_name })),
+    roomView: () => app.roomView,
+    admit,
+    deny,
+    kick,
+    setPassword,
+    setLobby,
+    muteAll,
+    endMeeting: endForAll, // no confirm() dialog: tests cannot answer one
+    micMuted: () => !micActive(),
+    endReason: () => app.endReason,
+    joinError: () => app.lastError,
+    passwordPrompt: () => !$('password-row').hidden,
+  });
 
   if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', init);
   else init();

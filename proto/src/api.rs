@@ -368,3 +368,19 @@ mod tests {
         assert_eq!(ok.password, None);
     }
 }
+
+#[cfg(test)]
+mod settings_tests {
+    use super::*;
+
+    #[test]
+    fn a_null_password_removes_it_and_an_absent_one_keeps_it() {
+        let remove: RoomSettingsUpdate =
+            serde_json::from_str(r#"{"password": null, "lobby_enabled": true}"#).unwrap();
+        assert_eq!(remove.password, Some(None));
+        let keep: RoomSettingsUpdate = serde_json::from_str(r#"{"lobby_enabled": true}"#).unwrap();
+        assert_eq!(keep.password, None);
+        let set: RoomSettingsUpdate = serde_json::from_str(r#"{"password": "x"}"#).unwrap();
+        assert_eq!(set.password, Some(Some("x".into())));
+    }
+}

@@ -175,6 +175,9 @@ pub struct ClusterNode {
     raft: Raft,
     applied: Arc<RwLock<Applied>>,
     network: PeerNetwork,
+    /// Gone once Raft's tasks have all dropped the store: then the data directory can be opened
+    /// again (by a restart in the same process).
+    database: std::sync::Weak<redb::Database>,
 }
 
 impl ClusterNode {
@@ -182,7 +185,7 @@ impl ClusterNode {
         config.validate()?;
         let raft_config = Arc::new(config.raft_config()?);
         let data_dir = config.data_dir.clone();
-        let (log, state_machine) = tokio::task::spawn_blocking(move || store::open(&data_dir))
+        let (log, state_machine, database) = tokio::task::spawn_blocking(move || store::open(&data_dir))
             .await
             .map_err(|err| StartError::Raft(err.to_string()))??;
         let applied = state_machine.applied();
@@ -196,6 +199,7 @@ impl ClusterNode {
             raft,
             applied,
             network,
+            database,
         };
         node.bootstrap_if_new().await?;
         Ok(node)
@@ -419,8 +423,16 @@ impl ClusterNode {
         }
     }
 
-    /// Stops Raft; the data directory can then be opened again.
+    /// Stops Raft and waits (a few seconds at most) until its store is closed, so the data
+    /// directory can be opened again.
     pub async fn shutdown(&self) {
         let _ = self.raft.shutdown().await;
+        for _ in 0..500 {
+            if self.database.strong_count() == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tracing::warn!(node = self.id, "the Raft store is still open after shutdown");
     }
 }

@@ -18,7 +18,7 @@ use std::fmt::Debug;
 use std::io::{self, Cursor};
 use std::ops::{Bound, RangeBounds};
 use std::path::Path;
-use std::sync::{Arc, RwLock, mpsc};
+use std::sync::{Arc, RwLock, Weak, mpsc};
 
 const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
@@ -43,8 +43,9 @@ fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> io::Result<T> {
     serde_json::from_slice(bytes).map_err(|err| io::Error::new(io::ErrorKind::InvalidData, err))
 }
 
-/// Opens (or creates) the node's database and returns its log store and state machine.
-pub fn open(data_dir: &Path) -> io::Result<(LogStore, StateMachineStore)> {
+/// Opens (or creates) the node's database and returns its log store and state machine, and a
+/// handle that tells when every user of the database has let go of it.
+pub fn open(data_dir: &Path) -> io::Result<(LogStore, StateMachineStore, Weak<Database>)> {
     std::fs::create_dir_all(data_dir)?;
     let db = Arc::new(Database::create(data_dir.join(DATABASE_FILE)).map_err(io_err)?);
     {
@@ -53,9 +54,10 @@ pub fn open(data_dir: &Path) -> io::Result<(LogStore, StateMachineStore)> {
         txn.open_table(META).map_err(io_err)?;
         txn.commit().map_err(io_err)?;
     }
+    let closed = Arc::downgrade(&db);
     let log = LogStore::new(db.clone());
     let state_machine = StateMachineStore::load(db)?;
-    Ok((log, state_machine))
+    Ok((log, state_machine, closed))
 }
 
 fn get_meta<T: for<'de> Deserialize<'de>>(db: &Database, key: &str) -> io::Result<Option<T>> {

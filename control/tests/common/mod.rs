@@ -24,6 +24,7 @@ pub const ADMIN_TOKEN: &str = "test-admin-token-of-at-least-32-bytes";
 const SECRET: &[u8] = b"test cluster secret, 32 bytes ok";
 
 pub struct TestCluster {
+    pub auth: AuthConfig,
     pub dir: tempfile::TempDir,
     pub addrs: BTreeMap<NodeId, SocketAddr>,
     pub nodes: BTreeMap<NodeId, ControlService>,
@@ -44,7 +45,12 @@ fn timing() -> ClusterConfig {
 impl TestCluster {
     /// `ids` start together as the initial voters.
     pub async fn start(ids: &[NodeId]) -> Self {
+        Self::start_with_auth(ids, AuthConfig::default()).await
+    }
+
+    pub async fn start_with_auth(ids: &[NodeId], auth: AuthConfig) -> Self {
         let mut cluster = Self {
+            auth,
             dir: tempfile::tempdir().unwrap(),
             addrs: BTreeMap::new(),
             nodes: BTreeMap::new(),
@@ -85,7 +91,7 @@ impl TestCluster {
             api: ApiConfig {
                 admin: Some(Arc::new(AdminAuth::new(Secret::new(ADMIN_TOKEN)).unwrap())),
             },
-            auth: AuthConfig::default(),
+            auth: self.auth.clone(),
             policy: RoomPolicy::default(),
             join_limit: RateLimit {
                 burst: 1e9,

@@ -1,0 +1,435 @@
+//! Join tokens and room policy over the real HTTP API of a control node.
+
+mod common;
+
+use bridgemesh_control::auth::{
+    AuthConfig, GuestPolicy, MintKey, MintRequest, PublicKeyAlgorithm, PublicKeyConfig, Secret, TokenUser,
+    mint,
+};
+use common::TestCluster;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+
+const APP_SECRET: &str = "an app secret of at least thirty-two bytes";
+const RS_PRIVATE: &str = include_str!("data/rs256-private.pem");
+const RS_OTHER_PRIVATE: &str = include_str!("data/rs256-other-private.pem");
+const RS_PUBLIC: &str = include_str!("data/rs256-public.pem");
+const RS_KID: &str = "ops/key-1";
+
+fn auth() -> AuthConfig {
+    AuthConfig {
+        accepted_issuers: vec!["my_app".into()],
+        accepted_audiences: vec!["jitsi".into()],
+        hs256_secret: Some(Secret::new(APP_SECRET)),
+        public_keys: BTreeMap::from([(
+            RS_KID.into(),
+            PublicKeyConfig {
+                algorithm: PublicKeyAlgorithm::Rs256,
+                pem: RS_PUBLIC.into(),
+            },
+        )]),
+        guest_policy: Some(GuestPolicy::AfterModerator),
+        ..AuthConfig::default()
+    }
+}
+
+fn now_s() -> u64 {
+    jsonwebtoken::get_current_timestamp()
+}
+
+fn request(room: &str, moderator: bool) -> MintRequest {
+    MintRequest {
+        key: MintKey::Hs256(Secret::new(APP_SECRET)),
+        kid: None,
+        iss: "my_app".into(),
+        aud: "jitsi".into(),
+        sub: "meet.example.com".into(),
+        room: room.into(),
+        user: TokenUser {
+            id: Some(format!("user-{moderator}")),
+            name: Some("Ada".into()),
+            email: None,
+            avatar: None,
+        },
+        moderator,
+        nbf_unix_s: None,
+        ttl_s: 3600,
+    }
+}
+
+async fn join(cluster: &TestCluster, room: &str, token: Option<&str>, body: Value) -> (u16, Value) {
+    let mut request = cluster
+        .http
+        .post(format!("{}/api/v1/rooms/{room}/join", cluster.url(1)))
+        .json(&body);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap())
+}
+
+async fn call(
+    cluster: &TestCluster,
+    method: reqwest::Method,
+    path: &str,
+    session: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut request = cluster
+        .http
+        .request(method, format!("{}{path}", cluster.url(1)))
+        .bearer_auth(session);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+fn code(value: &Value) -> &str {
+    value["error"]["code"].as_str().unwrap_or("<none>")
+}
+
+fn name() -> Value {
+    json!({"display_name": "Ada"})
+}
+
+async fn started() -> TestCluster {
+    let cluster = TestCluster::start_with_auth(&[1], auth()).await;
+    cluster.wait_for_leader().await;
+    cluster.register_bridge(1).await;
+    cluster
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_bad_token_gets_401_with_its_own_code() {
+    let cluster = started().await;
+    let good = mint(&request("standup", false), now_s()).unwrap();
+    let mut cases: Vec<(&str, String, &str)> = Vec::new();
+    // Wrong signature: the same claims signed with another secret.
+    let forged = mint(
+        &MintRequest {
+            key: MintKey::Hs256(Secret::new("another secret of at least thirty-two bytes")),
+            ..request("standup", false)
+        },
+        now_s(),
+    )
+    .unwrap();
+    cases.push(("wrong signature", forged, "token_bad_signature"));
+    // alg: none, unsigned.
+    let claims = json!({"iss": "my_app", "aud": "jitsi", "room": "*", "exp": now_s() + 600});
+    let none = format!(
+        "{}.{}.",
+        base64_url(br#"{"alg":"none","typ":"JWT"}"#),
+        base64_url(claims.to_string().as_bytes())
+    );
+    cases.push(("alg none", none, "token_algorithm_not_allowed"));
+    // HS/RS confusion: HS256 keyed with the RSA public key, under the RSA key's kid.
+    let mut header = Header::new(Algorithm::HS256);
+    header.kid = Some(RS_KID.into());
+    let confused =
+        jsonwebtoken::encode(&header, &claims, &EncodingKey::from_secret(RS_PUBLIC.as_bytes())).unwrap();
+    cases.push(("HS/RS confusion", confused, "token_algorithm_not_allowed"));
+    // An RS256 token from a key nobody configured, under our kid.
+    let other_key = mint(
+        &MintRequest {
+            key: MintKey::Rs256 {
+                private_key_pem: Secret::new(RS_OTHER_PRIVATE),
+            },
+            kid: Some(RS_KID.into()),
+            ..request("standup", false)
+        },
+        now_s(),
+    )
+    .unwrap();
+    cases.push(("RS256 by another key", other_key, "token_bad_signature"));
+    let unknown_kid = mint(
+        &MintRequest {
+            key: MintKey::Rs256 {
+                private_key_pem: Secret::new(RS_PRIVATE),
+            },
+            kid: Some("nobody".into()),
+            ..request("standup", false)
+        },
+        now_s(),
+    )
+    .unwrap();
+    cases.push(("unknown kid", unknown_kid, "token_unknown_key"));
+    let expired = mint(&request("standup", false), now_s() - 7200).unwrap();
+    cases.push(("expired", expired, "token_expired"));
+    let early = mint(
+        &MintRequest {
+            nbf_unix_s: Some(now_s() + 3600),
+            ..request("standup", false)
+        },
+        now_s(),
+    )
+    .unwrap();
+    cases.push(("not yet valid", early, "token_not_yet_valid"));
+    let wrong_aud = mint(
+        &MintRequest {
+            aud: "other".into(),
+            ..request("standup", false)
+        },
+        now_s(),
+    )
+    .unwrap();
+    cases.push(("wrong aud", wrong_aud, "token_wrong_audience"));
+    let wrong_iss = mint(
+        &MintRequest {
+            iss: "other".into(),
+            ..request("standup", false)
+        },
+        now_s(),
+    )
+    .unwrap();
+    cases.push(("wrong iss", wrong_iss, "token_wrong_issuer"));
+    let wrong_room = mint(&request("elsewhere", false), now_s()).unwrap();
+    cases.push(("wrong room", wrong_room, "token_wrong_room"));
+    let no_room = jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &json!({"iss": "my_app", "aud": "jitsi", "exp": now_s() + 600}),
+        &EncodingKey::from_secret(APP_SECRET.as_bytes()),
+    )
+    .unwrap();
+    cases.push(("missing room", no_room, "token_missing_claim"));
+    cases.push(("not a token", "garbage".into(), "token_malformed"));
+
+    let mut codes = std::collections::BTreeSet::new();
+    for (what, token, expected) in &cases {
+        let (status, body) = join(&cluster, "standup", Some(token), name()).await;
+        assert_eq!(status, 401, "{what}: {body}");
+        assert_eq!(code(&body), *expected, "{what}: {body}");
+        codes.insert(*expected);
+    }
+    assert!(codes.len() >= 9, "distinct codes: {codes:?}");
+    assert!(cluster.state(1).rooms.is_empty(), "no refused join left a trace");
+
+    // Guest policy `after_moderator`: no token, no moderator yet → refused; then allowed.
+    let (status, body) = join(&cluster, "standup", None, name()).await;
+    assert_eq!((status, code(&body)), (403, "guest_not_allowed"), "{body}");
+    let moderator = mint(&request("*", true), now_s()).unwrap();
+    let (status, body) = join(&cluster, "standup", Some(&moderator), name()).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["role"], "moderator");
+    let (status, body) = join(&cluster, "standup", Some(&good), name()).await;
+    assert_eq!((status, body["role"].as_str()), (200, Some("member")), "{body}");
+    let (status, body) = join(&cluster, "standup", None, name()).await;
+    assert_eq!((status, body["role"].as_str()), (200, Some("guest")), "{body}");
+}
+
+fn base64_url(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn password_lobby_and_kick_follow_the_moderator() {
+    let cluster = started().await;
+    let moderator_token = mint(&request("*", true), now_s()).unwrap();
+    let (status, moderator) = join(&cluster, "board", Some(&moderator_token), name()).await;
+    assert_eq!(status, 200, "{moderator}");
+    let session = moderator["session_token"].as_str().unwrap().to_owned();
+    let settings = "/api/v1/rooms/board/settings";
+
+    // Password: set by the moderator, never shown back; wrong or missing → 403.
+    let (status, body) = call(
+        &cluster,
+        reqwest::Method::PATCH,
+        settings,
+        &session,
+        Some(json!({"password": "s3cret"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (_, view) = call(
+        &cluster,
+        reqwest::Method::GET,
+        "/api/v1/rooms/board",
+        &session,
+        None,
+    )
+    .await;
+    assert_eq!(view["password_set"], true);
+    assert!(!view.to_string().contains("argon2") && !view.to_string().contains("s3cret"));
+    let (status, body) = join(&cluster, "board", None, name()).await;
+    assert_eq!((status, code(&body)), (403, "password_required"), "{body}");
+    let (status, body) = join(
+        &cluster,
+        "board",
+        None,
+        json!({"display_name": "Eve", "password": "guess"}),
+    )
+    .await;
+    assert_eq!((status, code(&body)), (403, "wrong_password"), "{body}");
+    let (status, guest) = join(
+        &cluster,
+        "board",
+        None,
+        json!({"display_name": "Bob", "password": "s3cret"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{guest}");
+    let guest_session = guest["session_token"].as_str().unwrap().to_owned();
+
+    // A guest is not a moderator.
+    let (status, body) = call(
+        &cluster,
+        reqwest::Method::PATCH,
+        settings,
+        &guest_session,
+        Some(json!({"lobby_enabled": true})),
+    )
+    .await;
+    assert_eq!((status, code(&body)), (403, "forbidden"), "{body}");
+
+    // Lobby: guests wait; the moderator sees them, admits one and denies another.
+    let (status, _) = call(
+        &cluster,
+        reqwest::Method::PATCH,
+        settings,
+        &session,
+        Some(json!({"lobby_enabled": true, "password": null})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, carol) = join(&cluster, "board", None, json!({"display_name": "Carol"})).await;
+    assert_eq!(
+        (status, carol["status"].as_str()),
+        (202, Some("waiting")),
+        "{carol}"
+    );
+    let (status, dave) = join(&cluster, "board", None, json!({"display_name": "Dave"})).await;
+    assert_eq!(status, 202, "{dave}");
+    let poll = |who: &Value| {
+        format!(
+            "/api/v1/rooms/board/lobby/{}",
+            who["participant_id"].as_str().unwrap()
+        )
+    };
+    let carol_session = carol["session_token"].as_str().unwrap().to_owned();
+    let dave_session = dave["session_token"].as_str().unwrap().to_owned();
+    let (status, _) = call(
+        &cluster,
+        reqwest::Method::GET,
+        &poll(&carol),
+        &carol_session,
+        None,
+    )
+    .await;
+    assert_eq!(status, 202, "still waiting");
+    let (_, view) = call(
+        &cluster,
+        reqwest::Method::GET,
+        "/api/v1/rooms/board",
+        &session,
+        None,
+    )
+    .await;
+    let waiting: Vec<&str> = view["lobby"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["display_name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        waiting,
+        vec!["Carol", "Dave"]
+            .into_iter()
+            .filter(|n| waiting.contains(n))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(waiting.len(), 2);
+    let (_, guest_view) = call(
+        &cluster,
+        reqwest::Method::GET,
+        "/api/v1/rooms/board",
+        &guest_session,
+        None,
+    )
+    .await;
+    assert!(
+        guest_view["lobby"].as_array().unwrap().is_empty(),
+        "only moderators see the lobby"
+    );
+    let admit = format!("{}/admit", poll(&carol));
+    let deny = format!("{}/deny", poll(&dave));
+    assert_eq!(
+        call(&cluster, reqwest::Method::POST, &admit, &guest_session, None)
+            .await
+            .0,
+        403
+    );
+    assert_eq!(
+        call(&cluster, reqwest::Method::POST, &admit, &session, None)
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        call(&cluster, reqwest::Method::POST, &deny, &session, None)
+            .await
+            .0,
+        200
+    );
+    let (status, admitted) = call(
+        &cluster,
+        reqwest::Method::GET,
+        &poll(&carol),
+        &carol_session,
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{admitted}");
+    assert!(admitted["ticket"].as_str().is_some_and(|t| !t.is_empty()));
+    let (status, denied) = call(&cluster, reqwest::Method::GET, &poll(&dave), &dave_session, None).await;
+    assert_eq!((status, code(&denied)), (403, "lobby_denied"), "{denied}");
+    // A session is bound to its participant.
+    assert_eq!(
+        call(&cluster, reqwest::Method::GET, &poll(&carol), &dave_session, None)
+            .await
+            .0,
+        403
+    );
+
+    // Kick: a token user is removed and cannot come back to this meeting.
+    let member_token = mint(&request("board", false), now_s()).unwrap();
+    let (status, member) = join(&cluster, "board", Some(&member_token), name()).await;
+    assert_eq!(status, 200, "{member}");
+    let kick = format!(
+        "/api/v1/rooms/board/participants/{}/kick",
+        member["participant_id"].as_str().unwrap()
+    );
+    assert_eq!(
+        call(&cluster, reqwest::Method::POST, &kick, &session, None)
+            .await
+            .0,
+        200
+    );
+    let (status, body) = join(&cluster, "board", Some(&member_token), name()).await;
+    assert_eq!((status, code(&body)), (403, "kicked"), "{body}");
+
+    // End: the room is gone with its settings.
+    assert_eq!(
+        call(
+            &cluster,
+            reqwest::Method::POST,
+            "/api/v1/rooms/board/end",
+            &session,
+            None
+        )
+        .await
+        .0,
+        200
+    );
+    assert!(
+        !cluster
+            .state(1)
+            .rooms
+            .contains_key(&bridgemesh_proto::RoomId::new("board").unwrap())
+    );
+}
