@@ -189,9 +189,10 @@ pub async fn start(config: UpConfig) -> anyhow::Result<Running> {
     tasks.push(serve(bridge_listener, bridge_router, stopped.clone()));
     if let Some(mut events) = bridge.take_events() {
         let control = control.clone();
+        let bridge = bridge.clone();
         tasks.push(tokio::spawn(async move {
             while let Some(event) = events.recv().await {
-                apply_bridge_event(&control, event).await;
+                apply_bridge_event(&control, &bridge, event).await;
             }
         }));
     }
@@ -266,18 +267,29 @@ async fn start_turn(bridge: &Bridge, port: u16) -> anyhow::Result<(Arc<TurnServe
     Ok((Arc::new(server), directory))
 }
 
-async fn apply_bridge_event(control: &ControlNode, event: BridgeEvent) {
-    let (result, what) = match event {
+async fn apply_bridge_event(control: &ControlNode, bridge: &Bridge, event: BridgeEvent) {
+    match event {
         BridgeEvent::ParticipantJoined { room, participant } => {
-            (control.participant_connected(room, participant).await, "confirm")
+            if let Err(err) = control
+                .participant_connected(room.clone(), participant.clone())
+                .await
+            {
+                // Control no longer holds this participant: its meeting ended, or it was kicked or
+                // expired, after its ticket was issued. Its ticket must not outlive that decision.
+                if err.code == bridgemesh_proto::api::ErrorCode::NotFound {
+                    tracing::info!(%room, %participant, "removing a participant control does not hold");
+                    bridge.kick(&room, &participant);
+                } else {
+                    tracing::warn!(%err, "cannot confirm a participant with control");
+                }
+            }
         }
         BridgeEvent::ParticipantLeft { room, participant } => {
-            (control.participant_left(room, participant).await, "leave")
+            if let Err(err) = control.participant_left(room, participant).await {
+                // Already gone from control: expired, kicked, or its meeting ended.
+                tracing::debug!(%err, "a leave did not change the room state");
+            }
         }
-    };
-    if let Err(err) = result {
-        // A participant control already expired, kicked or replaced: nothing to undo.
-        tracing::debug!(%err, what, "bridge event did not change the room state");
     }
 }
 

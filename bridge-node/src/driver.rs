@@ -58,6 +58,9 @@ pub enum StartError {
     Thread(std::io::Error),
 }
 
+/// How often each shard publishes its stats for `/metrics` and [`Bridge::stats`].
+const STATS_PERIOD: Duration = Duration::from_millis(100);
+
 #[derive(Debug, Default, Clone, Copy)]
 pub struct BridgeStats {
     pub shards: ShardStats,
@@ -364,10 +367,14 @@ impl ShardWorker {
         // The reader hands other shards their datagrams through their inboxes, FIFO.
         let reads_socket = self.shard.index() == 0;
         loop {
+            // Wake at least every stats period, so an idle shard's published stats (and the
+            // metrics built from them) catch up with its last changes.
+            let stats_due = last_stats + STATS_PERIOD;
             let deadline = self
                 .shard
                 .poll_timeout()
-                .unwrap_or_else(|| Instant::now() + far_future);
+                .unwrap_or_else(|| Instant::now() + far_future)
+                .min(stats_due.max(Instant::now() + STATS_PERIOD / 10));
             tokio::select! {
                 readable = socket.readable(), if reads_socket => {
                     if readable.is_err() {
@@ -408,7 +415,7 @@ impl ShardWorker {
                 }
             }
             self.flush(&socket);
-            if last_stats.elapsed() >= Duration::from_millis(100) {
+            if last_stats.elapsed() >= STATS_PERIOD {
                 last_stats = Instant::now();
                 *self.stats.lock().expect("stats lock") = self.shard.stats();
             }
