@@ -47,9 +47,12 @@ impl Default for ClusterConfig {
             advertise_addr: "127.0.0.1:7700".into(),
             data_dir: PathBuf::from("bridgemesh-control-data"),
             initial_members: BTreeMap::new(),
-            heartbeat_interval_ms: 100,
-            election_timeout_min_ms: 400,
-            election_timeout_max_ms: 800,
+            // For nodes within one region (round trips of a few ms). A follower refuses to vote
+            // while its leader lease (the max timeout) runs, so a dead leader is replaced after
+            // about max + a random part of it: ~0.5 s here. Across regions, raise all three.
+            heartbeat_interval_ms: 50,
+            election_timeout_min_ms: 200,
+            election_timeout_max_ms: 400,
             snapshot_every_entries: 20_000,
             lag_threshold_entries: 1_000,
         }

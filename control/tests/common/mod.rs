@@ -25,18 +25,18 @@ const SECRET: &[u8] = b"test cluster secret, 32 bytes ok";
 
 pub struct TestCluster {
     pub auth: AuthConfig,
+    /// Timing and snapshot spacing every node gets.
+    pub template: ClusterConfig,
     pub dir: tempfile::TempDir,
     pub addrs: BTreeMap<NodeId, SocketAddr>,
     pub nodes: BTreeMap<NodeId, ControlService>,
     pub http: reqwest::Client,
 }
 
-fn timing() -> ClusterConfig {
+/// Production timing, with snapshots so frequent that tests also exercise snapshots and log
+/// compaction.
+pub fn test_template() -> ClusterConfig {
     ClusterConfig {
-        heartbeat_interval_ms: 50,
-        election_timeout_min_ms: 300,
-        election_timeout_max_ms: 600,
-        // Small, so that tests also exercise snapshots and log compaction.
         snapshot_every_entries: 200,
         ..ClusterConfig::default()
     }
@@ -49,8 +49,13 @@ impl TestCluster {
     }
 
     pub async fn start_with_auth(ids: &[NodeId], auth: AuthConfig) -> Self {
+        Self::start_with(ids, auth, test_template()).await
+    }
+
+    pub async fn start_with(ids: &[NodeId], auth: AuthConfig, template: ClusterConfig) -> Self {
         let mut cluster = Self {
             auth,
+            template,
             dir: tempfile::tempdir().unwrap(),
             addrs: BTreeMap::new(),
             nodes: BTreeMap::new(),
@@ -85,7 +90,7 @@ impl TestCluster {
                 advertise_addr: addr.to_string(),
                 data_dir: self.data_dir(id),
                 initial_members,
-                ..timing()
+                ..self.template.clone()
             },
             cluster_secret: SECRET.to_vec(),
             api: ApiConfig {
