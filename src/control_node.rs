@@ -26,6 +26,10 @@
 //!
 //! [rooms]
 //! room_grace_ms = 60000
+//!
+//! [turn]                             # TURN servers join responses name (see docs/turn.md)
+//! secret_file = "/etc/bridgemesh/turn-secret"
+//! servers = [{ bridge = "eu-1", urls = ["turn:turn-eu.example.org:3478?transport=udp"] }]
 //! ```
 
 use anyhow::Context as _;
@@ -36,6 +40,7 @@ use bridgemesh_control::raft::NodeId;
 use bridgemesh_control::raft::cluster::ClusterConfig;
 use bridgemesh_control::rate_limit::RateLimit;
 use bridgemesh_control::service::{ControlService, ControlServiceConfig};
+use bridgemesh_turn::{TurnDirectory, TurnEndpoint};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -62,6 +67,30 @@ pub struct ControlFile {
     pub auth: AuthConfig,
     #[serde(default)]
     pub rooms: RoomsSection,
+    /// TURN servers join responses name, with fresh REST credentials.
+    pub turn: Option<TurnSection>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TurnSection {
+    /// The REST secret the TURN servers were started with (`bridgemesh turn --secret-file`).
+    pub secret_file: PathBuf,
+    #[serde(default = "default_credential_ttl_s")]
+    pub credential_ttl_s: u64,
+    pub servers: Vec<TurnServerEntry>,
+}
+
+fn default_credential_ttl_s() -> u64 {
+    24 * 3600
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TurnServerEntry {
+    /// The bridge this TURN server runs beside: its participants get it first.
+    pub bridge: Option<String>,
+    pub urls: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -117,6 +146,29 @@ fn read_secret(path: &Path, what: &str) -> anyhow::Result<String> {
 pub struct ControlPlan {
     pub listen: SocketAddr,
     pub service: ControlServiceConfig,
+    pub turn: Option<TurnDirectory>,
+}
+
+fn turn_directory(section: TurnSection) -> anyhow::Result<TurnDirectory> {
+    let secret = read_secret(&section.secret_file, "TURN secret")?;
+    if section.servers.is_empty() {
+        anyhow::bail!("[turn] names no servers");
+    }
+    if let Some(entry) = section.servers.iter().find(|e| e.urls.is_empty()) {
+        anyhow::bail!("[turn] server {:?} has no urls", entry.bridge);
+    }
+    Ok(TurnDirectory {
+        secret: secret.into_bytes(),
+        credential_ttl_s: section.credential_ttl_s,
+        endpoints: section
+            .servers
+            .into_iter()
+            .map(|e| TurnEndpoint {
+                bridge: e.bridge,
+                urls: e.urls,
+            })
+            .collect(),
+    })
 }
 
 pub fn plan(file: ControlFile, overrides: ControlOverrides) -> anyhow::Result<ControlPlan> {
@@ -198,8 +250,10 @@ pub fn plan(file: ControlFile, overrides: ControlOverrides) -> anyhow::Result<Co
             .first_participant_moderates
             .unwrap_or(room_defaults.first_participant_moderates),
     };
+    let turn = file.turn.map(turn_directory).transpose()?;
     Ok(ControlPlan {
         listen,
+        turn,
         service: ControlServiceConfig {
             cluster,
             cluster_secret: cluster_secret.into_bytes(),
@@ -225,6 +279,7 @@ pub async fn run(plan: ControlPlan) -> anyhow::Result<()> {
     let service = ControlService::start(plan.service, listener)
         .await
         .context("cannot start the control node")?;
+    service.node.set_turn(plan.turn);
     println!("bridgemesh control node {node_id} is up: {}", service.url());
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
@@ -257,8 +312,12 @@ mod tests {
             [raft]
             election_timeout_min_ms = 900
             election_timeout_max_ms = 1800
+            [turn]
+            secret_file = "{}"
+            servers = [{{ bridge = "eu-1", urls = ["turns:turn.example.org:443?transport=tcp"] }}]
             "#,
             dir.path().join("data").display(),
+            secret.display(),
             secret.display()
         ))
         .unwrap();
@@ -281,6 +340,9 @@ mod tests {
             "the trailing newline is not part of it"
         );
         assert!(plan.service.api.admin.is_none());
+        let turn = plan.turn.unwrap();
+        assert_eq!(turn.endpoints[0].bridge.as_deref(), Some("eu-1"));
+        assert_eq!(turn.credential_ttl_s, 24 * 3600);
     }
 
     #[test]

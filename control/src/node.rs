@@ -21,6 +21,7 @@ use bridgemesh_proto::{BridgeId, ParticipantId, RoomId};
 use bridgemesh_turn::TurnDirectory;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use rand::Rng;
+use sha2::{Digest, Sha256};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -288,7 +289,12 @@ impl ControlNode {
                 } else {
                     Role::Member
                 },
-                user_id: identity.user_id.or(identity.subject),
+                // A kick bans the token's user from the meeting. Tokens without a user id (`sub` is
+                // the tenant, shared by everyone) are banned by the token itself.
+                user_id: Some(identity.user_id.unwrap_or_else(|| {
+                    let digest = Sha256::digest(token.unwrap_or_default().as_bytes());
+                    format!("token-{}", hex::encode(&digest[..16]))
+                })),
             },
         })
     }
