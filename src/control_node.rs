@@ -38,7 +38,7 @@ use bridgemesh_control::http::ApiConfig;
 use bridgemesh_control::node::RoomPolicy;
 use bridgemesh_control::raft::NodeId;
 use bridgemesh_control::raft::cluster::ClusterConfig;
-use bridgemesh_control::rate_limit::RateLimit;
+use bridgemesh_control::rate_limit::JOIN_LIMIT;
 use bridgemesh_control::service::{ControlService, ControlServiceConfig};
 use bridgemesh_turn::{TurnDirectory, TurnEndpoint};
 use serde::Deserialize;
@@ -260,7 +260,7 @@ pub fn plan(file: ControlFile, overrides: ControlOverrides) -> anyhow::Result<Co
             api: ApiConfig { admin },
             auth: file.auth,
             policy,
-            join_limit: RateLimit::default(),
+            join_limit: JOIN_LIMIT,
         },
     })
 }

@@ -9,7 +9,7 @@ use bridgemesh_control::auth::{AdminAuth, AuthConfig};
 use bridgemesh_control::http::ApiConfig;
 use bridgemesh_control::node::{BridgeAction, RoomPolicy};
 use bridgemesh_control::raft::cluster::ClusterConfig;
-use bridgemesh_control::rate_limit::RateLimit;
+use bridgemesh_control::rate_limit::JOIN_LIMIT;
 use bridgemesh_control::service::{ControlService, ControlServiceConfig};
 use bridgemesh_control::state::{BridgeRecord, BridgeStatus};
 use bridgemesh_proto::{BridgeId, RoomId};
@@ -140,7 +140,7 @@ pub async fn start(config: UpConfig) -> anyhow::Result<Running> {
             // No keys: open guest access, the room's first participant moderates it.
             auth: AuthConfig::default(),
             policy: RoomPolicy::default(),
-            join_limit: RateLimit::default(),
+            join_limit: JOIN_LIMIT,
         },
         control_listener,
     )

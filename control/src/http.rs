@@ -53,8 +53,10 @@ pub fn router(node: Arc<ControlNode>, config: ApiConfig) -> Router {
         .route("/api/v1/rooms/{room}", get(room_view))
         .route("/api/v1/rooms/{room}/settings", patch(update_settings))
         .route("/api/v1/rooms/{room}/lobby/{participant}", get(lobby_status))
-        .route("/api/v1/rooms/{room}/lobby/{participant}/admit", post(admit))
-        .route("/api/v1/rooms/{room}/lobby/{participant}/deny", post(deny))
+        .route(
+            "/api/v1/rooms/{room}/lobby/{participant}/{decision}",
+            post(lobby_decision),
+        )
         .route("/api/v1/rooms/{room}/participants/{participant}/kick", post(kick))
         .route("/api/v1/rooms/{room}/mute-all", post(mute_all))
         .route("/api/v1/rooms/{room}/end", post(end_meeting))
@@ -226,29 +228,20 @@ fn moderator_target(
     Ok((room, session, participant_id(participant)?))
 }
 
-async fn admit(
+/// A moderator's answer to a guest waiting in the lobby: `admit` or `deny`.
+async fn lobby_decision(
     State(api): State<Api>,
-    Path((room, participant)): Path<(String, String)>,
+    Path((room, participant, decision)): Path<(String, String, String)>,
     headers: HeaderMap,
 ) -> Response {
     let result = async {
         let (room, session, target) = moderator_target(&api, room, participant, &headers)?;
-        api.node
-            .admit(&room, &session, &target)
-            .await
-            .map(|()| Done::ok())
-    };
-    respond(result.await)
-}
-
-async fn deny(
-    State(api): State<Api>,
-    Path((room, participant)): Path<(String, String)>,
-    headers: HeaderMap,
-) -> Response {
-    let result = async {
-        let (room, session, target) = moderator_target(&api, room, participant, &headers)?;
-        api.node.deny(&room, &session, &target).await.map(|()| Done::ok())
+        match decision.as_str() {
+            "admit" => api.node.admit(&room, &session, &target).await,
+            "deny" => api.node.deny(&room, &session, &target).await,
+            _ => Err(ApiError::new(ErrorCode::NotFound, "no such endpoint")),
+        }
+        .map(|()| Done::ok())
     };
     respond(result.await)
 }

@@ -1,8 +1,7 @@
 //! Per-source token buckets for unauthenticated TURN requests (and failed authentications),
 //! bounded in memory.
 //!
-//! The same design as control's join limiter (`control/src/rate_limit.rs`); a copy rather than a
-//! shared crate because the TURN library must not depend on control. Every source address gets a
+//! Control's join endpoint uses this limiter too, with its own numbers. Every source address gets a
 //! bucket of `burst` tokens refilled at `per_second`; the table holds at most `sources_max`
 //! addresses: when full, buckets that have refilled completely are dropped, then new sources are
 //! refused until some do.
