@@ -12,7 +12,8 @@
 //! channel bound to its own sink socket, send ChannelData of PAYLOAD bytes at RATE in total; the
 //! server relays client → peer. CPU is the server process's user+system time from
 //! /proc/<pid>/stat over the window; the relayed count is what the sinks received.
-//! Everything is on 127.0.0.1.
+//! Everything is on loopback: the servers on 127.0.0.1, the sinks on 127.0.0.2 (our server refuses
+//! to relay to its own IP).
 
 use bridgemesh_turn::credentials::{long_term_key, rest_credential};
 use bridgemesh_turn::stun::{Class, Message, Writer, attr, method, write_channel_data};
@@ -76,7 +77,7 @@ fn main() {
     }
 }
 
-/// The child process: our server on 127.0.0.1, allowing relays to 127.0.0.1 (the sinks).
+/// The child process: our server on 127.0.0.1, allowing relays to 127.0.0.2 (the sinks).
 fn run_our_server() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(env_or("WORKERS", 2) as usize)
@@ -92,7 +93,7 @@ fn run_our_server() {
             relay_port_max: 44999,
             secret: SECRET.as_bytes().to_vec(),
             realm: REALM.to_owned(),
-            allow_peer_nets: vec!["127.0.0.1/32".parse::<IpNet>().unwrap()],
+            allow_peer_nets: vec!["127.0.0.2/32".parse::<IpNet>().unwrap()],
             // The cap is a safety limit, not what is measured.
             allocation_bandwidth_bytes_per_s: 10_000_000_000,
             ..TurnConfig::default()
@@ -242,7 +243,7 @@ fn measure(
     let mut clients = Vec::new();
     let mut sinks = Vec::new();
     for i in 0..allocations {
-        let sink = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let sink = UdpSocket::bind("127.0.0.2:0").unwrap();
         sink.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
         clients.push(setup_client(
             server,

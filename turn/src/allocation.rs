@@ -88,9 +88,17 @@ impl AllocationState {
         }
         self.permit(peer.ip(), now)?;
         if let Some((old_peer, _)) = self.channels.insert(channel, (peer, now + CHANNEL_LIFETIME)) {
-            self.channel_of_peer.remove(&old_peer);
+            // The old peer may have moved to another channel since this one expired.
+            if old_peer != peer && self.channel_of_peer.get(&old_peer) == Some(&channel) {
+                self.channel_of_peer.remove(&old_peer);
+            }
         }
-        self.channel_of_peer.insert(peer, channel);
+        if let Some(previous) = self.channel_of_peer.insert(peer, channel)
+            && previous != channel
+        {
+            // The peer's expired channel: forgotten now, so that it cannot be swept later.
+            self.channels.remove(&previous);
+        }
         Ok(())
     }
 
@@ -115,9 +123,10 @@ impl AllocationState {
     pub fn sweep(&mut self, now: Instant) {
         self.permissions.retain(|_, expires| *expires > now);
         let channel_of_peer = &mut self.channel_of_peer;
-        self.channels.retain(|_, (peer, expires)| {
+        self.channels.retain(|channel, (peer, expires)| {
             let live = *expires > now;
-            if !live {
+            // Only if the peer still maps here: after a rebind it maps to its new channel.
+            if !live && channel_of_peer.get(peer) == Some(channel) {
                 channel_of_peer.remove(peer);
             }
             live
@@ -201,6 +210,41 @@ mod tests {
         assert_eq!(s.channel_peer(0x4000, t0 + CHANNEL_LIFETIME), None);
         s.bind_channel(0x4000, b, t0 + CHANNEL_LIFETIME).unwrap();
         assert_eq!(s.channel_of(a, t0 + CHANNEL_LIFETIME), None);
+    }
+
+    #[test]
+    fn sweeping_an_expired_channel_keeps_the_peers_new_channel() {
+        let t0 = Instant::now();
+        let mut s = state(t0);
+        let a = addr("192.0.2.1:1");
+        s.bind_channel(0x4000, a, t0).unwrap();
+        // The binding lapses; the peer is bound again, on another channel.
+        let t1 = t0 + CHANNEL_LIFETIME;
+        s.bind_channel(0x4001, a, t1).unwrap();
+        s.sweep(t1 + Duration::from_secs(1));
+        assert_eq!(s.channel_of(a, t1 + Duration::from_secs(1)), Some(0x4001));
+        assert_eq!(s.channel_peer(0x4001, t1), Some(a));
+        // Sweep alone, with the lapsed channel still in the table next to the new one.
+        let mut s = state(t0);
+        s.channels.insert(0x4000, (a, t1));
+        s.channels.insert(0x4001, (a, t1 + CHANNEL_LIFETIME));
+        s.channel_of_peer.insert(a, 0x4001);
+        s.sweep(t1);
+        assert_eq!(s.channel_of(a, t1), Some(0x4001));
+        assert_eq!(s.channel_peer(0x4000, t1), None);
+        // The other order: the expired channel is still in the table when another peer takes it.
+        let mut s = state(t0);
+        let b = addr("192.0.2.1:2");
+        s.bind_channel(0x4000, a, t0).unwrap();
+        s.channels.insert(0x4001, (a, t1 + CHANNEL_LIFETIME));
+        s.channel_of_peer.insert(a, 0x4001);
+        s.bind_channel(0x4000, b, t1).unwrap();
+        assert_eq!(
+            s.channel_of(a, t1),
+            Some(0x4001),
+            "a's mapping survives b taking 0x4000"
+        );
+        assert_eq!(s.channel_of(b, t1), Some(0x4000));
     }
 
     #[test]

@@ -6,7 +6,8 @@ use crate::rate_limit::RateLimit;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 
-#[derive(Debug, Clone)]
+/// `Debug` is written by hand: it prints the secret's length, never the secret.
+#[derive(Clone)]
 pub struct TurnConfig {
     /// Off: nothing listens and no join response names this server.
     pub enabled: bool,
@@ -46,7 +47,10 @@ pub struct TurnConfig {
     pub unauthenticated_limit: RateLimit,
     /// TCP and TLS connections open at once.
     pub stream_connections_max: usize,
-    /// A stream that has no allocation after this long is closed.
+    /// TCP and TLS connections open at once from one source IP, so one host cannot take every slot.
+    pub stream_connections_per_source_max: usize,
+    /// A stream that has no allocation this long after it was accepted (or after its allocation
+    /// ended) is closed, however much it sends.
     pub stream_idle_without_allocation_s: u64,
     pub nonce_lifetime_s: u64,
 }
@@ -78,6 +82,7 @@ impl Default for TurnConfig {
             allow_peer_nets: Vec::new(),
             unauthenticated_limit: RateLimit::default(),
             stream_connections_max: 10_000,
+            stream_connections_per_source_max: 16,
             stream_idle_without_allocation_s: 30,
             nonce_lifetime_s: 600,
         }
@@ -144,6 +149,14 @@ impl TurnConfig {
             (self.channels_per_allocation_max, "channels_per_allocation_max"),
             (self.stream_connections_max, "stream_connections_max"),
             (
+                self.stream_connections_per_source_max,
+                "stream_connections_per_source_max",
+            ),
+            (
+                self.stream_idle_without_allocation_s as usize,
+                "stream_idle_without_allocation_s",
+            ),
+            (
                 self.allocation_bandwidth_bytes_per_s as usize,
                 "allocation_bandwidth_bytes_per_s",
             ),
@@ -161,6 +174,89 @@ impl TurnConfig {
             }
         }
         Ok(())
+    }
+}
+
+impl std::fmt::Debug for TurnConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Destructured, so a new field cannot be forgotten here.
+        let Self {
+            enabled,
+            udp_listen,
+            tcp_listen,
+            tls_listen,
+            tls_cert_path,
+            tls_key_path,
+            relay_ip,
+            relay_port_min,
+            relay_port_max,
+            realm,
+            secret,
+            credential_ttl_s,
+            allocations_max,
+            allocations_per_user_max,
+            allocation_bandwidth_bytes_per_s,
+            allocation_bandwidth_burst_bytes,
+            permissions_per_allocation_max,
+            channels_per_allocation_max,
+            allocation_lifetime_max_s,
+            allow_peer_addrs,
+            allow_peer_nets,
+            unauthenticated_limit,
+            stream_connections_max,
+            stream_connections_per_source_max,
+            stream_idle_without_allocation_s,
+            nonce_lifetime_s,
+        } = self;
+        f.debug_struct("TurnConfig")
+            .field("enabled", enabled)
+            .field("udp_listen", udp_listen)
+            .field("tcp_listen", tcp_listen)
+            .field("tls_listen", tls_listen)
+            .field("tls_cert_path", tls_cert_path)
+            .field("tls_key_path", tls_key_path)
+            .field("relay_ip", relay_ip)
+            .field("relay_port_min", relay_port_min)
+            .field("relay_port_max", relay_port_max)
+            .field("realm", realm)
+            .field("secret", &Redacted(secret))
+            .field("credential_ttl_s", credential_ttl_s)
+            .field("allocations_max", allocations_max)
+            .field("allocations_per_user_max", allocations_per_user_max)
+            .field(
+                "allocation_bandwidth_bytes_per_s",
+                allocation_bandwidth_bytes_per_s,
+            )
+            .field(
+                "allocation_bandwidth_burst_bytes",
+                allocation_bandwidth_burst_bytes,
+            )
+            .field("permissions_per_allocation_max", permissions_per_allocation_max)
+            .field("channels_per_allocation_max", channels_per_allocation_max)
+            .field("allocation_lifetime_max_s", allocation_lifetime_max_s)
+            .field("allow_peer_addrs", allow_peer_addrs)
+            .field("allow_peer_nets", allow_peer_nets)
+            .field("unauthenticated_limit", unauthenticated_limit)
+            .field("stream_connections_max", stream_connections_max)
+            .field(
+                "stream_connections_per_source_max",
+                stream_connections_per_source_max,
+            )
+            .field(
+                "stream_idle_without_allocation_s",
+                stream_idle_without_allocation_s,
+            )
+            .field("nonce_lifetime_s", nonce_lifetime_s)
+            .finish()
+    }
+}
+
+/// A secret in `Debug` output: its length only, so configs and directories can be logged.
+pub(crate) struct Redacted<'a>(pub(crate) &'a [u8]);
+
+impl std::fmt::Debug for Redacted<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "<redacted, {} bytes>", self.0.len())
     }
 }
 
@@ -188,6 +284,23 @@ mod tests {
             ..TurnConfig::default()
         };
         assert_eq!(disabled.validate(), Ok(()), "nothing to check when off");
+    }
+
+    #[test]
+    fn debug_output_does_not_show_the_secret() {
+        let config = TurnConfig {
+            secret: b"s3cr3t-value-0123456789".to_vec(),
+            ..valid()
+        };
+        let text = format!("{config:?} {config:#?}");
+        assert!(!text.contains("s3cr3t"), "{text}");
+        // Nor as the byte list the derived Debug of a Vec<u8> prints.
+        assert!(!text.contains("115, 51"), "{text}");
+        assert!(text.contains("23 bytes"), "{text}");
+        assert!(
+            text.contains("relay_ip: 127.0.0.1"),
+            "the rest is still shown: {text}"
+        );
     }
 
     #[test]
@@ -229,6 +342,13 @@ mod tests {
                     ..valid()
                 },
                 ConfigError::Zero("allocations_per_user_max"),
+            ),
+            (
+                TurnConfig {
+                    stream_connections_per_source_max: 0,
+                    ..valid()
+                },
+                ConfigError::Zero("stream_connections_per_source_max"),
             ),
         ];
         for (config, expected) in cases {

@@ -2,6 +2,7 @@
 //! node's TURN URLs, the shared secret and the credential lifetime. Data only, so control can keep
 //! it in its state and replicate it like any other record.
 
+use crate::config::Redacted;
 use crate::credentials::rest_credential;
 
 /// One node's TURN server as clients reach it.
@@ -13,11 +14,27 @@ pub struct TurnEndpoint {
     pub urls: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// `Debug` is written by hand: it prints the secret's length, never the secret.
+#[derive(Clone, PartialEq, Eq)]
 pub struct TurnDirectory {
     pub secret: Vec<u8>,
     pub credential_ttl_s: u64,
     pub endpoints: Vec<TurnEndpoint>,
+}
+
+impl std::fmt::Debug for TurnDirectory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Self {
+            secret,
+            credential_ttl_s,
+            endpoints,
+        } = self;
+        f.debug_struct("TurnDirectory")
+            .field("secret", &Redacted(secret))
+            .field("credential_ttl_s", credential_ttl_s)
+            .field("endpoints", endpoints)
+            .finish()
+    }
 }
 
 /// An `RTCIceServer` with REST credentials.
@@ -94,5 +111,17 @@ mod tests {
             ..directory
         };
         assert!(empty.ice_servers("b1", "p", 0).is_empty());
+    }
+
+    #[test]
+    fn debug_output_does_not_show_the_secret() {
+        let directory = TurnDirectory {
+            secret: b"s3cr3t-value-0123".to_vec(),
+            credential_ttl_s: 3600,
+            endpoints: vec![endpoint(Some("b1"), "turn:b1")],
+        };
+        let text = format!("{directory:?}");
+        assert!(!text.contains("s3cr3t") && !text.contains("115, 51"), "{text}");
+        assert!(text.contains("17 bytes") && text.contains("turn:b1"), "{text}");
     }
 }

@@ -6,6 +6,12 @@
 //!   here, and on `bridgemesh up` they are on loopback);
 //! - networks an operator allows explicitly (labs, private deployments).
 //!
+//! The server's own addresses (relay IP, listener IPs) are denied even when public or inside an
+//! allowed network: relaying to itself would nest allocations (one user's quota and bandwidth
+//! spent twice, traffic laundered through a second allocation) or reach other UDP services on the
+//! node. Only an exact ip:port exception opens one of them (`bridgemesh up`'s bridge is on the
+//! relay's loopback IP).
+//!
 //! Permissions (CREATE-PERMISSION, CHANNEL-BIND) name only an IP, so [`PeerPolicy::permits_ip`]
 //! admits an IP that has at least one allowed port; every relayed packet is then checked with its
 //! port by [`PeerPolicy::permits_addr`], in both directions.
@@ -33,8 +39,12 @@ pub enum DenyReason {
     UniqueLocal,
     /// ::ffff:0:0/96 and ::/96: an IPv4 address in IPv6 clothing, which some stacks route as IPv4.
     Ipv4Mapped,
-    /// NAT64 (64:ff9b::/96) or 6to4 (2002::/16) carrying a denied IPv4 address.
+    /// NAT64 (64:ff9b::/96) or 6to4 (2002::/16) carrying a denied IPv4 address; and all of
+    /// local-use NAT64 (64:ff9b:1::/48, RFC 8215) and Teredo (2001::/32), whose embedded IPv4
+    /// address depends on the site's prefix length or is obfuscated, so is not checked.
     EmbeddedIpv4,
+    /// The server's own relay or listener IP (nested allocations, the node's other services).
+    OwnAddress,
 }
 
 impl DenyReason {
@@ -51,6 +61,7 @@ impl DenyReason {
             Self::UniqueLocal => "unique_local",
             Self::Ipv4Mapped => "ipv4_mapped",
             Self::EmbeddedIpv4 => "embedded_ipv4",
+            Self::OwnAddress => "own_address",
         }
     }
 }
@@ -92,6 +103,7 @@ fn deny_reason_v6(ip: Ipv6Addr) -> Option<DenyReason> {
         [0, 0, 0, 0, 0, 0xffff, _, _] | [0, 0, 0, 0, 0, 0, _, _] => DenyReason::Ipv4Mapped,
         [0x64, 0xff9b, 0, 0, 0, 0, hi, lo] => embedded(hi, lo)?,
         [0x2002, hi, lo, ..] => embedded(hi, lo)?,
+        [0x64, 0xff9b, 1, ..] | [0x2001, 0, ..] => DenyReason::EmbeddedIpv4,
         [first, ..] if first & 0xfe00 == 0xfc00 => DenyReason::UniqueLocal,
         [first, ..] if first & 0xffc0 == 0xfe80 => DenyReason::LinkLocal,
         [first, ..] if first & 0xffc0 == 0xfec0 => DenyReason::Reserved,
@@ -162,11 +174,22 @@ impl std::fmt::Display for IpNet {
     }
 }
 
-/// The default deny list plus the two kinds of exception.
+/// The IPv4 address a NAT64 (64:ff9b::/96) or 6to4 (2002::/16) address reaches.
+fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
+    match ip.segments() {
+        [0x64, 0xff9b, 0, 0, 0, 0, hi, lo] | [0x2002, hi, lo, ..] => {
+            Some(Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo)))
+        }
+        _ => None,
+    }
+}
+
+/// The default deny list, the server's own addresses, and the two kinds of exception.
 #[derive(Debug, Clone, Default)]
 pub struct PeerPolicy {
     allow_addrs: HashSet<SocketAddr>,
     allow_nets: Vec<IpNet>,
+    own_ips: HashSet<IpAddr>,
 }
 
 impl PeerPolicy {
@@ -174,11 +197,34 @@ impl PeerPolicy {
         Self {
             allow_addrs: allow_addrs.into_iter().collect(),
             allow_nets,
+            own_ips: HashSet::new(),
         }
+    }
+
+    /// Denies the server's own IPs (relay, listeners) unless an exact ip:port allows one.
+    /// Unspecified addresses (a listener on 0.0.0.0) are skipped: they are denied anyway.
+    pub fn with_own_ips(mut self, ips: impl IntoIterator<Item = IpAddr>) -> Self {
+        self.own_ips
+            .extend(ips.into_iter().filter(|ip| !ip.is_unspecified()));
+        self
+    }
+
+    fn is_own(&self, ip: IpAddr) -> bool {
+        let v4 = match ip {
+            IpAddr::V6(v6) => embedded_v4(v6).map(IpAddr::V4),
+            IpAddr::V4(_) => None,
+        };
+        self.own_ips.contains(&ip) || v4.is_some_and(|v4| self.own_ips.contains(&v4))
     }
 
     /// Whether a permission for `ip` may be installed.
     pub fn permits_ip(&self, ip: IpAddr) -> Result<(), DenyReason> {
+        if self.is_own(ip) {
+            return match self.allow_addrs.iter().any(|a| a.ip() == ip) {
+                true => Ok(()),
+                false => Err(DenyReason::OwnAddress),
+            };
+        }
         match deny_reason(ip) {
             None => Ok(()),
             Some(_) if self.allow_nets.iter().any(|net| net.contains(ip)) => Ok(()),
@@ -189,6 +235,12 @@ impl PeerPolicy {
 
     /// Whether a packet may be relayed to or from `addr`.
     pub fn permits_addr(&self, addr: SocketAddr) -> Result<(), DenyReason> {
+        if self.is_own(addr.ip()) {
+            return match self.allow_addrs.contains(&addr) {
+                true => Ok(()),
+                false => Err(DenyReason::OwnAddress),
+            };
+        }
         match deny_reason(addr.ip()) {
             None => Ok(()),
             Some(_) if self.allow_addrs.contains(&addr) => Ok(()),
@@ -239,6 +291,11 @@ mod tests {
             ("::127.0.0.1", Ipv4Mapped),
             ("64:ff9b::a9fe:a9fe", EmbeddedIpv4),
             ("2002:a00:1::1", EmbeddedIpv4),
+            // Local-use NAT64 and Teredo, whatever they embed.
+            ("64:ff9b:1::808:808", EmbeddedIpv4),
+            ("64:ff9b:1:ffff:ffff:ffff:ffff:ffff", EmbeddedIpv4),
+            ("2001::1", EmbeddedIpv4),
+            ("2001:0:ffff:ffff:ffff:ffff:ffff:ffff", EmbeddedIpv4),
             ("fc00::1", UniqueLocal),
             ("fdff:ffff::1", UniqueLocal),
             ("fe80::1", LinkLocal),
@@ -273,6 +330,8 @@ mod tests {
             "2606:4700::1111",
             "64:ff9b::808:808",
             "2002:808:808::1",
+            "64:ff9b:2::1",
+            "2001:1::1",
             "fbff::1",
             "fe00::1",
         ] {
@@ -308,6 +367,42 @@ mod tests {
             policy.permits_ip("::ffff:127.0.0.1".parse().unwrap()),
             Err(DenyReason::Ipv4Mapped),
             "a mapped form of an allowed address is still refused"
+        );
+    }
+
+    #[test]
+    fn the_servers_own_addresses_are_denied_unless_allowed_exactly() {
+        let relay: IpAddr = "8.8.4.4".parse().unwrap();
+        let listener: IpAddr = "8.8.8.8".parse().unwrap();
+        let bridge: SocketAddr = "127.0.0.1:10000".parse().unwrap();
+        let policy = PeerPolicy::new([bridge], vec!["0.0.0.0/0".parse().unwrap()]).with_own_ips([
+            relay,
+            listener,
+            bridge.ip(),
+            "0.0.0.0".parse().unwrap(),
+        ]);
+        for ip in [relay, listener] {
+            assert_eq!(policy.permits_ip(ip), Err(DenyReason::OwnAddress), "{ip}");
+            assert_eq!(
+                policy.permits_addr(SocketAddr::new(ip, 3478)),
+                Err(DenyReason::OwnAddress),
+                "{ip}: an allowed network does not open it"
+            );
+        }
+        let nat64: IpAddr = "64:ff9b::808:808".parse().unwrap();
+        assert_eq!(policy.permits_ip(nat64), Err(DenyReason::OwnAddress), "via NAT64");
+        // `bridgemesh up`: the bridge's exact address on the relay's IP stays reachable, only it.
+        assert_eq!(policy.permits_ip(bridge.ip()), Ok(()));
+        assert_eq!(policy.permits_addr(bridge), Ok(()));
+        assert_eq!(
+            policy.permits_addr("127.0.0.1:3478".parse().unwrap()),
+            Err(DenyReason::OwnAddress)
+        );
+        assert_eq!(policy.permits_addr("1.1.1.1:53".parse().unwrap()), Ok(()));
+        assert_eq!(
+            policy.permits_addr("127.0.0.2:1".parse().unwrap()),
+            Ok(()),
+            "the net allows it"
         );
     }
 

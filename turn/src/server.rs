@@ -1,7 +1,8 @@
 //! The TURN server's driver: sockets, tasks and the tables they share.
 //!
 //! Tasks: one per UDP listener, one accept loop per TCP/TLS listener plus one reader and one
-//! writer per stream connection, one per allocation reading its relay socket, and a sweeper that
+//! writer per stream connection (the readers in a [`JoinSet`] that shutdown ends, each aborting
+//! its writer when it ends), one per allocation reading its relay socket, and a sweeper that
 //! expires allocations once a second. Protocol state is in `allocation.rs` (per allocation,
 //! behind its own lock) and in [`Tables`] (the 5-tuple → allocation map, per-user counts and the
 //! rate limiter, behind one lock taken once per client packet).
@@ -19,16 +20,23 @@ use crate::stun::{
 use rand::RngCore as _;
 use std::collections::HashMap;
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, BufReader, BufWriter};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{Semaphore, mpsc};
-use tokio::task::{AbortHandle, JoinHandle};
+use tokio::task::{AbortHandle, JoinHandle, JoinSet};
 
 /// Frames queued toward one TCP/TLS client before new ones are dropped (media: late is useless).
 const STREAM_QUEUE_FRAMES: usize = 512;
+/// Bytes queued toward one TCP/TLS client before new frames are dropped: 512 frames of 64 KiB
+/// would be 32 MiB per connection; 1 MiB is over a second of a 5 Mbit/s allocation.
+const STREAM_QUEUE_BYTES: usize = 1 << 20;
+/// How long a closing stream's writer may take to flush what is queued before it is aborted: a
+/// client that does not read must not keep its task and connection slot.
+const WRITER_DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 /// Relay ports tried before an Allocate is answered with 508.
@@ -75,7 +83,37 @@ pub(crate) struct FiveTuple {
 #[derive(Clone)]
 enum ClientTx {
     Udp(Arc<UdpSocket>),
-    Stream(mpsc::Sender<Vec<u8>>),
+    Stream(StreamTx),
+}
+
+/// The queue toward one stream client, bounded in frames and in bytes: the writer subtracts a
+/// frame's bytes once it is written.
+#[derive(Clone)]
+struct StreamTx {
+    queue: mpsc::Sender<Vec<u8>>,
+    queued_bytes: Arc<AtomicUsize>,
+}
+
+impl StreamTx {
+    fn new() -> (Self, mpsc::Receiver<Vec<u8>>) {
+        let (queue, frames) = mpsc::channel(STREAM_QUEUE_FRAMES);
+        let queued_bytes = Arc::new(AtomicUsize::new(0));
+        (Self { queue, queued_bytes }, frames)
+    }
+
+    fn try_send(&self, frame: &[u8]) -> bool {
+        let len = frame.len();
+        if self.queued_bytes.fetch_add(len, Relaxed) + len > STREAM_QUEUE_BYTES {
+            self.queued_bytes.fetch_sub(len, Relaxed);
+            return false;
+        }
+        // One copy per frame toward TCP clients; TURN over TCP is the fallback path.
+        if self.queue.try_send(frame.to_vec()).is_err() {
+            self.queued_bytes.fetch_sub(len, Relaxed);
+            return false;
+        }
+        true
+    }
 }
 
 impl ClientTx {
@@ -83,8 +121,7 @@ impl ClientTx {
     fn send(&self, to: SocketAddr, frame: &[u8]) -> bool {
         match self {
             Self::Udp(socket) => socket.try_send_to(frame, to).is_ok(),
-            // One copy per frame toward TCP clients; TURN over TCP is the fallback path.
-            Self::Stream(queue) => queue.try_send(frame.to_vec()).is_ok(),
+            Self::Stream(tx) => tx.try_send(frame),
         }
     }
 
@@ -145,6 +182,12 @@ struct Shared {
     counters: Counters,
     tables: Mutex<Tables>,
     stream_permits: Arc<Semaphore>,
+    /// Stream connections open per source (see [`source_key`]); bounded by `stream_permits`, as
+    /// an entry exists only while a connection holding a permit does.
+    stream_sources: Mutex<HashMap<IpAddr, usize>>,
+    /// Every stream connection's task; `None` once the server is stopped, so none is started
+    /// after [`TurnServer::shutdown`] took them.
+    connections: Mutex<Option<JoinSet<()>>>,
 }
 
 /// A running TURN server. Dropping it stops every listener and closes every allocation.
@@ -193,6 +236,13 @@ impl TurnServer {
             policy: PeerPolicy::new(
                 config.allow_peer_addrs.iter().copied(),
                 config.allow_peer_nets.clone(),
+            )
+            .with_own_ips(
+                [config.udp_listen, config.tcp_listen, config.tls_listen]
+                    .into_iter()
+                    .flatten()
+                    .map(|addr| addr.ip())
+                    .chain([config.relay_ip]),
             ),
             counters: Counters::default(),
             tables: Mutex::new(Tables {
@@ -201,6 +251,8 @@ impl TurnServer {
                 limiter: RateLimiter::new(config.unauthenticated_limit),
             }),
             stream_permits: Arc::new(Semaphore::new(config.stream_connections_max)),
+            stream_sources: Mutex::new(HashMap::new()),
+            connections: Mutex::new(Some(JoinSet::new())),
             config,
         });
         let mut server = TurnServer {
@@ -303,25 +355,37 @@ impl TurnServer {
         self.tasks.lock().expect("tasks lock").push(tokio::spawn(task));
     }
 
-    /// Stops listening and closes every allocation; the server answers nothing afterwards.
+    /// Stops listening, ends every stream connection and closes every allocation; the server
+    /// answers nothing afterwards.
     pub async fn shutdown(&self) {
-        let tasks = self.stop();
+        let (tasks, connections) = self.stop();
         for task in tasks {
             let _ = task.await;
         }
+        if let Some(mut connections) = connections {
+            while connections.join_next().await.is_some() {}
+        }
     }
 
-    fn stop(&self) -> Vec<JoinHandle<()>> {
+    /// Aborts every task; what is returned is for [`shutdown`](Self::shutdown) to wait on (a
+    /// dropped [`JoinSet`] aborts its tasks too, which is what [`Drop`] relies on).
+    fn stop(&self) -> (Vec<JoinHandle<()>>, Option<JoinSet<()>>) {
         let tasks = std::mem::take(&mut *self.tasks.lock().expect("tasks lock"));
         for task in &tasks {
             task.abort();
+        }
+        // Taken after the accept loops were aborted, and under the lock they spawn under: a loop
+        // that was mid-accept finds `None` and drops its connection.
+        let mut connections = self.shared.connections.lock().expect("connections lock").take();
+        if let Some(connections) = &mut connections {
+            connections.abort_all();
         }
         let mut tables = self.shared.tables.lock().expect("tables lock");
         for (_, allocation) in tables.allocations.drain() {
             allocation.close();
         }
         tables.allocations_of_user.clear();
-        tasks
+        (tasks, connections)
     }
 }
 
@@ -363,7 +427,12 @@ async fn accept_loop(
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
+        let accepted_at = tokio::time::Instant::now();
         let Ok(permit) = shared.stream_permits.clone().try_acquire_owned() else {
+            add(&shared.counters.stream_connections_refused_total, 1);
+            continue;
+        };
+        let Some(source_slot) = SourceSlot::take(&shared, from.ip()) else {
             add(&shared.counters.stream_connections_refused_total, 1);
             continue;
         };
@@ -373,40 +442,171 @@ async fn accept_loop(
             listener: local,
             transport,
         };
-        let shared = shared.clone();
+        let task_shared = shared.clone();
         let tls = tls.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
+        let task = async move {
+            let (_permit, _source_slot) = (permit, source_slot);
+            let shared = task_shared;
             match tls {
-                None => serve_stream(shared, tcp, five_tuple).await,
+                None => serve_stream(shared, tcp, five_tuple, accepted_at).await,
                 Some(acceptor) => {
                     match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                        Ok(Ok(stream)) => serve_stream(shared, stream, five_tuple).await,
+                        Ok(Ok(stream)) => serve_stream(shared, stream, five_tuple, accepted_at).await,
                         _ => tracing::debug!("TURN TLS handshake failed or timed out"),
                     }
                 }
             }
-        });
+        };
+        let mut connections = shared.connections.lock().expect("connections lock");
+        // `None`: the server is stopping; the connection is dropped with `task`.
+        if let Some(connections) = connections.as_mut() {
+            // Reaped here, so the set holds at most the open connections and those that ended
+            // since the last accept.
+            while connections.try_join_next().is_some() {}
+            connections.spawn(task);
+        }
+    }
+}
+
+/// What per-source connection counts are keyed by: the IP, or an IPv6 address's /64, as one
+/// IPv6 host usually holds a whole /64.
+fn source_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !u128::from(u64::MAX))),
+        v4 => v4,
+    }
+}
+
+/// One stream connection counted against its source's `stream_connections_per_source_max`,
+/// until dropped.
+struct SourceSlot {
+    shared: Arc<Shared>,
+    key: IpAddr,
+}
+
+impl SourceSlot {
+    fn take(shared: &Arc<Shared>, ip: IpAddr) -> Option<Self> {
+        let key = source_key(ip);
+        let mut sources = shared.stream_sources.lock().expect("sources lock");
+        let count = sources.entry(key).or_insert(0);
+        if *count >= shared.config.stream_connections_per_source_max {
+            return None;
+        }
+        *count += 1;
+        Some(Self {
+            shared: shared.clone(),
+            key,
+        })
+    }
+}
+
+impl Drop for SourceSlot {
+    fn drop(&mut self) {
+        // Not `expect`: this may run while a connection's task unwinds.
+        let Ok(mut sources) = self.shared.stream_sources.lock() else {
+            return;
+        };
+        if let Some(count) = sources.get_mut(&self.key) {
+            *count -= 1;
+            if *count == 0 {
+                sources.remove(&self.key);
+            }
+        }
+    }
+}
+
+/// Aborts a task when dropped: the stream writer must not outlive its connection's reader,
+/// whether that ends, panics or is aborted by shutdown.
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Removes a stream's allocation when the connection's task ends, however it ends.
+struct AllocationOfStream<'s> {
+    shared: &'s Shared,
+    five_tuple: FiveTuple,
+}
+
+impl Drop for AllocationOfStream<'_> {
+    fn drop(&mut self) {
+        // Not `expect`: a panic while unwinding would abort the process.
+        if let Ok(mut tables) = self.shared.tables.lock() {
+            tables.remove(&self.five_tuple);
+        }
+    }
+}
+
+/// Reads RFC 5766 §2.1 frames off a stream into a buffer that holds the largest frame
+/// [`stream_frame_len`] accepts.
+struct StreamFramer {
+    frame: Vec<u8>,
+}
+
+impl StreamFramer {
+    fn new() -> Self {
+        Self {
+            frame: vec![0u8; stun::STREAM_FRAME_MAX_BYTES],
+        }
+    }
+
+    /// The next frame, or `None` when the stream ends, fails, passes `deadline`, or sends bytes
+    /// that are neither STUN nor ChannelData (there is then no way to find the next frame).
+    async fn next<R: AsyncRead + Unpin>(
+        &mut self,
+        reader: &mut R,
+        deadline: tokio::time::Instant,
+    ) -> Option<&[u8]> {
+        let mut head = [0u8; 4];
+        match tokio::time::timeout_at(deadline, reader.read_exact(&mut head)).await {
+            Ok(Ok(_)) => {}
+            _ => return None,
+        }
+        let len = stream_frame_len(head)?;
+        // Cannot happen while the buffer is STREAM_FRAME_MAX_BYTES; refusing beats slicing past it.
+        if len > self.frame.len() {
+            return None;
+        }
+        self.frame[..4].copy_from_slice(&head);
+        match tokio::time::timeout_at(deadline, reader.read_exact(&mut self.frame[4..len])).await {
+            Ok(Ok(_)) => Some(&self.frame[..len]),
+            _ => None,
+        }
     }
 }
 
 /// One TCP or TLS client: STUN messages and ChannelData frames back to back (RFC 5766 §2.1).
 /// The allocation it creates lives as long as the connection (RFC 6062 §5.1 does the same).
-async fn serve_stream<S>(shared: Arc<Shared>, stream: S, five_tuple: FiveTuple)
-where
+/// Without an allocation, the connection has `stream_idle_without_allocation_s` from its accept
+/// (or from the end of its allocation) to make one: a fixed deadline, not an idle timer, so a
+/// client cannot hold a connection slot with a trickle of unauthenticated Bindings.
+async fn serve_stream<S>(
+    shared: Arc<Shared>,
+    stream: S,
+    five_tuple: FiveTuple,
+    accepted_at: tokio::time::Instant,
+) where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
     let (reader, writer) = tokio::io::split(stream);
-    let (queue, mut frames) = mpsc::channel::<Vec<u8>>(STREAM_QUEUE_FRAMES);
-    let writer_task = tokio::spawn(async move {
+    let (tx, mut frames) = StreamTx::new();
+    let queued_bytes = tx.queued_bytes.clone();
+    let mut writer_task = AbortOnDrop(tokio::spawn(async move {
         let mut writer = BufWriter::new(writer);
         while let Some(frame) = frames.recv().await {
-            if writer.write_all(&frame).await.is_err() {
+            let written = writer.write_all(&frame).await;
+            queued_bytes.fetch_sub(frame.len(), Relaxed);
+            if written.is_err() {
                 return;
             }
             // Coalesce what is already queued into one write, then flush.
             while let Ok(frame) = frames.try_recv() {
-                if writer.write_all(&frame).await.is_err() {
+                let written = writer.write_all(&frame).await;
+                queued_bytes.fetch_sub(frame.len(), Relaxed);
+                if written.is_err() {
                     return;
                 }
             }
@@ -414,36 +614,41 @@ where
                 return;
             }
         }
-    });
-    let client = ClientTx::Stream(queue);
+    }));
+    let allocation_guard = AllocationOfStream {
+        shared: &shared,
+        five_tuple,
+    };
+    let client = ClientTx::Stream(tx);
     let mut reader = BufReader::with_capacity(64 * 1024, reader);
-    let mut frame = vec![0u8; stun::MESSAGE_MAX_BYTES + 4];
+    let mut framer = StreamFramer::new();
     let mut out = Vec::with_capacity(1500);
+    let without_allocation = Duration::from_secs(shared.config.stream_idle_without_allocation_s);
+    let idle_with_allocation = Duration::from_secs(u64::from(shared.config.allocation_lifetime_max_s));
+    let mut allocation_deadline = accepted_at + without_allocation;
+    let mut had_allocation = false;
     loop {
-        let idle = if shared.has_allocation(&five_tuple) {
-            Duration::from_secs(u64::from(shared.config.allocation_lifetime_max_s))
+        let now = tokio::time::Instant::now();
+        let deadline = if shared.has_allocation(&five_tuple) {
+            had_allocation = true;
+            now + idle_with_allocation
         } else {
-            Duration::from_secs(shared.config.stream_idle_without_allocation_s)
+            if had_allocation {
+                had_allocation = false;
+                allocation_deadline = now + without_allocation;
+            }
+            allocation_deadline
         };
-        let mut head = [0u8; 4];
-        match tokio::time::timeout(idle, reader.read_exact(&mut head)).await {
-            Ok(Ok(_)) => {}
-            _ => break,
-        }
-        // Anything but STUN or ChannelData leaves no way to find the next frame.
-        let Some(len) = stream_frame_len(head) else {
+        let Some(frame) = framer.next(&mut reader, deadline).await else {
             break;
         };
-        frame[..4].copy_from_slice(&head);
-        match tokio::time::timeout(idle, reader.read_exact(&mut frame[4..len])).await {
-            Ok(Ok(_)) => {}
-            _ => break,
-        }
-        handle_client_packet(&shared, five_tuple, &client, &frame[..len], &mut out);
+        handle_client_packet(&shared, five_tuple, &client, frame, &mut out);
     }
-    shared.tables.lock().expect("tables lock").remove(&five_tuple);
+    drop(allocation_guard);
     drop(client);
-    let _ = writer_task.await;
+    // The writer ends once every queue sender is gone (the allocation's relay task holds one
+    // until its abort lands); a client that does not read leaves it blocked, so it is aborted.
+    let _ = tokio::time::timeout(WRITER_DRAIN_TIMEOUT, &mut writer_task.0).await;
 }
 
 async fn sweep_loop(shared: Arc<Shared>) {
@@ -488,17 +693,26 @@ async fn relay_loop(shared: Arc<Shared>, allocation: Arc<Allocation>) {
             if !state.has_permission(peer.ip(), now) {
                 continue;
             }
+            let channel = state.channel_of(peer, now);
+            // What cannot be delivered must not cost the budget: checked before it is spent.
+            let fits = match channel {
+                Some(_) => len <= usize::from(u16::MAX),
+                None => stun::data_indication_fits(peer, len),
+            };
+            if !fits {
+                continue;
+            }
+            // A permission names an IP; the port must be allowed too (bridge media port only, on up).
+            if shared.policy.permits_addr(peer).is_err() {
+                add(&shared.counters.denied_peers_total, 1);
+                continue;
+            }
             if !state.take_bandwidth(len, now) {
                 add(&shared.counters.bandwidth_dropped_total, 1);
                 continue;
             }
-            state.channel_of(peer, now)
+            channel
         };
-        // A permission names an IP; the port must be allowed too (bridge media port only, on up).
-        if shared.policy.permits_addr(peer).is_err() {
-            add(&shared.counters.denied_peers_total, 1);
-            continue;
-        }
         let sent = match channel {
             Some(channel) => {
                 packet[..2].copy_from_slice(&channel.to_be_bytes());
@@ -567,14 +781,15 @@ impl Shared {
             if !state.has_permission(peer.ip(), now) {
                 return;
             }
+            // Before the budget: a packet the policy drops must not spend it.
+            if self.policy.permits_addr(peer).is_err() {
+                add(&self.counters.denied_peers_total, 1);
+                return;
+            }
             if !state.take_bandwidth(payload.len(), now) {
                 add(&self.counters.bandwidth_dropped_total, 1);
                 return;
             }
-        }
-        if self.policy.permits_addr(peer).is_err() {
-            add(&self.counters.denied_peers_total, 1);
-            return;
         }
         if allocation.relay.try_send_to(payload, peer).is_ok() {
             add(&self.counters.client_to_peer_packets_total, 1);
@@ -1012,4 +1227,258 @@ fn handle_send_indication(shared: &Shared, five_tuple: FiveTuple, message: &Mess
         return;
     };
     shared.relay_to_peer(&allocation, peer, data, Instant::now());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::credentials::rest_credential;
+    use tokio::net::TcpStream;
+
+    const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
+
+    fn config() -> TurnConfig {
+        let loopback = IpAddr::from([127, 0, 0, 1]);
+        TurnConfig {
+            udp_listen: Some(SocketAddr::new(loopback, 0)),
+            tcp_listen: Some(SocketAddr::new(loopback, 0)),
+            relay_ip: loopback,
+            secret: SECRET.to_vec(),
+            ..TurnConfig::default()
+        }
+    }
+
+    fn binding(id: u8) -> Vec<u8> {
+        let mut request = Vec::new();
+        Writer::new(&mut request, method::BINDING, Class::Request, [id; 12]);
+        request
+    }
+
+    /// The next STUN message from the server, or `None` if the connection closed or stayed
+    /// silent for `wait`.
+    async fn read_message(tcp: &mut TcpStream, wait: Duration) -> Option<Vec<u8>> {
+        let read = async {
+            let mut head = [0u8; 4];
+            tcp.read_exact(&mut head).await.ok()?;
+            let mut frame = vec![0u8; stream_frame_len(head)?];
+            frame[..4].copy_from_slice(&head);
+            tcp.read_exact(&mut frame[4..]).await.ok()?;
+            Some(frame)
+        };
+        tokio::time::timeout(wait, read).await.ok().flatten()
+    }
+
+    async fn binding_answered(tcp: &mut TcpStream, id: u8) -> bool {
+        if tcp.write_all(&binding(id)).await.is_err() {
+            return false;
+        }
+        match read_message(tcp, Duration::from_secs(5)).await {
+            Some(answer) => {
+                let answer = Message::decode(&answer).expect("valid STUN");
+                assert_eq!((answer.class, answer.transaction_id), (Class::Success, [id; 12]));
+                true
+            }
+            None => false,
+        }
+    }
+
+    #[tokio::test]
+    async fn the_framer_reads_a_frame_of_the_largest_announced_length() {
+        // `00 01 FF FC` + cookie: a Binding whose header announces the largest body, unauthenticated.
+        let mut bytes = vec![0x00, 0x01, 0xFF, 0xFC];
+        bytes.extend_from_slice(&stun::MAGIC_COOKIE.to_be_bytes());
+        bytes.resize(stun::STREAM_FRAME_MAX_BYTES, 0);
+        bytes.extend_from_slice(&binding(1));
+        let mut reader = &bytes[..];
+        let mut framer = StreamFramer::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        assert_eq!(
+            framer.next(&mut reader, deadline).await.map(<[u8]>::len),
+            Some(stun::STREAM_FRAME_MAX_BYTES)
+        );
+        assert_eq!(framer.next(&mut reader, deadline).await, Some(&binding(1)[..]));
+        assert_eq!(framer.next(&mut reader, deadline).await, None, "end of stream");
+    }
+
+    #[tokio::test]
+    async fn a_stream_survives_the_largest_frame_and_keeps_answering() {
+        let server = TurnServer::start(config()).await.unwrap();
+        let mut tcp = TcpStream::connect(server.tcp_addr().unwrap()).await.unwrap();
+        let mut frame = vec![0x00, 0x01, 0xFF, 0xFC];
+        frame.extend_from_slice(&stun::MAGIC_COOKIE.to_be_bytes());
+        frame.resize(stun::STREAM_FRAME_MAX_BYTES, 0);
+        tcp.write_all(&frame).await.unwrap();
+        assert!(
+            binding_answered(&mut tcp, 2).await,
+            "the connection's task is alive"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_stream_without_allocation_is_closed_at_its_deadline_however_much_it_sends() {
+        let server = TurnServer::start(TurnConfig {
+            stream_idle_without_allocation_s: 1,
+            ..config()
+        })
+        .await
+        .unwrap();
+        let mut tcp = TcpStream::connect(server.tcp_addr().unwrap()).await.unwrap();
+        let started = Instant::now();
+        let mut answered = 0;
+        // A Binding every 100 ms: with an idle timer this would keep the connection forever.
+        while started.elapsed() < Duration::from_secs(5) {
+            if !binding_answered(&mut tcp, answered as u8).await {
+                break;
+            }
+            answered += 1;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let open_for = started.elapsed();
+        assert!(answered > 0, "served before the deadline");
+        assert!(
+            open_for < Duration::from_secs(3),
+            "closed ~1 s after accept, not after {open_for:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn connections_per_source_are_capped() {
+        let server = TurnServer::start(TurnConfig {
+            stream_connections_per_source_max: 2,
+            ..config()
+        })
+        .await
+        .unwrap();
+        let addr = server.tcp_addr().unwrap();
+        let mut held = Vec::new();
+        for _ in 0..3 {
+            held.push(TcpStream::connect(addr).await.unwrap());
+        }
+        assert!(binding_answered(&mut held[0], 1).await);
+        assert!(binding_answered(&mut held[1], 2).await);
+        assert!(
+            !binding_answered(&mut held[2], 3).await,
+            "the third from 127.0.0.1"
+        );
+        assert_eq!(server.stats().stream_connections_refused_total, 1);
+        // Another source still gets in.
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+        let mut other = socket.connect(addr).await.unwrap();
+        assert!(binding_answered(&mut other, 4).await, "127.0.0.2");
+        // A closed connection gives its source slot back.
+        held.truncate(1);
+        let mut again = None;
+        for _ in 0..50 {
+            let mut tcp = TcpStream::connect(addr).await.unwrap();
+            if binding_answered(&mut tcp, 5).await {
+                again = Some(tcp);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(again.is_some(), "a slot of 127.0.0.1 was released");
+    }
+
+    #[tokio::test]
+    async fn a_connection_open_before_shutdown_is_not_answered_after() {
+        let server = TurnServer::start(config()).await.unwrap();
+        let mut tcp = TcpStream::connect(server.tcp_addr().unwrap()).await.unwrap();
+        assert!(binding_answered(&mut tcp, 1).await, "answered while running");
+        server.shutdown().await;
+        assert_eq!(
+            server.shared.stream_permits.available_permits(),
+            10_000,
+            "every slot back"
+        );
+        assert!(!binding_answered(&mut tcp, 2).await, "silent after shutdown");
+    }
+
+    #[tokio::test]
+    async fn the_queue_toward_a_stream_client_is_bounded_in_bytes() {
+        let (tx, _frames) = StreamTx::new();
+        let client = ClientTx::Stream(tx);
+        let to: SocketAddr = "192.0.2.1:1".parse().unwrap();
+        let frame = vec![0u8; 64 * 1024];
+        let accepted = (0..STREAM_QUEUE_FRAMES)
+            .take_while(|_| client.send(to, &frame))
+            .count();
+        assert_eq!(accepted, STREAM_QUEUE_BYTES / frame.len());
+        assert!(!client.send(to, &[0u8; 4]), "the budget is spent");
+    }
+
+    /// Sends `request` over UDP and returns the answer.
+    async fn exchange(socket: &UdpSocket, server: SocketAddr, request: &[u8]) -> Vec<u8> {
+        socket.send_to(request, server).await.unwrap();
+        let mut buf = vec![0u8; 1500];
+        let (len, _) = tokio::time::timeout(Duration::from_secs(5), socket.recv_from(&mut buf))
+            .await
+            .expect("an answer")
+            .unwrap();
+        buf.truncate(len);
+        buf
+    }
+
+    #[tokio::test]
+    async fn packets_the_policy_drops_do_not_spend_the_bandwidth_budget() {
+        let peer = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let peer_addr = peer.local_addr().unwrap();
+        let server = TurnServer::start(TurnConfig {
+            allow_peer_addrs: vec![peer_addr],
+            // Practically no refill: two 1000-byte packets, then nothing.
+            allocation_bandwidth_bytes_per_s: 1,
+            allocation_bandwidth_burst_bytes: 2000,
+            ..config()
+        })
+        .await
+        .unwrap();
+        let to = server.udp_addr().unwrap();
+        let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let (username, password) = rest_credential(SECRET, "ada", unix_now_s() + 3600);
+        let mut request = Vec::new();
+        Writer::new(&mut request, method::ALLOCATE, Class::Request, [1; 12])
+            .u32_attribute(attr::REQUESTED_TRANSPORT, 17 << 24);
+        let challenge = exchange(&client, to, &request).await;
+        let nonce = Message::decode(&challenge)
+            .unwrap()
+            .get(attr::NONCE)
+            .unwrap()
+            .to_vec();
+        let key = long_term_key(&username, "bridgemesh", &password);
+        let signed = |request: &mut Vec<u8>, method: u16, id: u8, add: &dyn Fn(&mut Writer<'_>)| {
+            let mut w = Writer::new(request, method, Class::Request, [id; 12]);
+            add(&mut w);
+            w.attribute(attr::USERNAME, username.as_bytes())
+                .attribute(attr::REALM, b"bridgemesh")
+                .attribute(attr::NONCE, &nonce);
+            w.finish_with_integrity(&key, false);
+        };
+        signed(&mut request, method::ALLOCATE, 2, &|w| {
+            w.u32_attribute(attr::REQUESTED_TRANSPORT, 17 << 24);
+        });
+        let answer = exchange(&client, to, &request).await;
+        assert_eq!(Message::decode(&answer).unwrap().class, Class::Success);
+        signed(&mut request, method::CREATE_PERMISSION, 3, &|w| {
+            w.xor_address(attr::XOR_PEER_ADDRESS, peer_addr);
+        });
+        let answer = exchange(&client, to, &request).await;
+        assert_eq!(Message::decode(&answer).unwrap().class, Class::Success);
+        // The permission covers 127.0.0.1; only the allowlisted port may be relayed to.
+        let denied = SocketAddr::new(peer_addr.ip(), peer_addr.port().wrapping_add(1).max(1024));
+        for (i, target) in [denied, denied, denied, peer_addr].into_iter().enumerate() {
+            let mut send = Vec::new();
+            Writer::new(&mut send, method::SEND, Class::Indication, [10 + i as u8; 12])
+                .xor_address(attr::XOR_PEER_ADDRESS, target)
+                .attribute(attr::DATA, &[0xab; 1000]);
+            client.send_to(&send, to).await.unwrap();
+        }
+        let mut buf = [0u8; 1500];
+        let (len, _) = tokio::time::timeout(Duration::from_secs(5), peer.recv_from(&mut buf))
+            .await
+            .expect("the allowed packet is relayed despite the denied ones before it")
+            .unwrap();
+        assert_eq!(len, 1000);
+        let stats = server.stats();
+        assert_eq!((stats.denied_peers_total, stats.bandwidth_dropped_total), (3, 0));
+    }
 }

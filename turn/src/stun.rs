@@ -14,6 +14,11 @@ pub const MAGIC_COOKIE: u32 = 0x2112_A442;
 pub const HEADER_BYTES: usize = 20;
 /// Largest STUN message or ChannelData frame accepted; a UDP datagram can hold no more.
 pub const MESSAGE_MAX_BYTES: usize = 65_535 + 4;
+/// Largest STUN body: the 16-bit length field, rounded down to the 4-byte alignment it must have.
+pub const BODY_MAX_BYTES: usize = 0xFFFC;
+/// Largest frame [`stream_frame_len`] can return: a STUN header with the largest body. A stream
+/// reader's buffer must hold this much, as the length comes from the (unauthenticated) peer.
+pub const STREAM_FRAME_MAX_BYTES: usize = HEADER_BYTES + BODY_MAX_BYTES;
 
 pub mod method {
     pub const BINDING: u16 = 0x001;
@@ -127,8 +132,9 @@ pub struct Message<'a> {
     pub class: Class,
     pub transaction_id: [u8; 12],
     raw: &'a [u8],
-    /// (type, value offset, value length), in order.
-    attributes: [(u16, u16, u16); ATTRIBUTES_MAX],
+    /// (type, value offset, value length), in order. Offsets are `u32`: a stream frame is up to
+    /// [`STREAM_FRAME_MAX_BYTES`], past what a `u16` holds.
+    attributes: [(u16, u32, u16); ATTRIBUTES_MAX],
     attribute_count: usize,
 }
 
@@ -175,40 +181,53 @@ impl<'a> Message<'a> {
             if message.attribute_count == ATTRIBUTES_MAX {
                 return Err(DecodeError::TooManyAttributes);
             }
-            message.attributes[message.attribute_count] = (typ, value_at as u16, len as u16);
+            message.attributes[message.attribute_count] = (typ, value_at as u32, len as u16);
             message.attribute_count += 1;
             at = value_at + len.div_ceil(4) * 4;
         }
         Ok(message)
     }
 
-    /// The first value of attribute `typ`. Attributes after MESSAGE-INTEGRITY (other than
-    /// FINGERPRINT) are not covered by it and are ignored, as RFC 5389 §15.4 requires.
-    pub fn get(&self, typ: u16) -> Option<&'a [u8]> {
+    /// The attributes a reader may act on. Those after MESSAGE-INTEGRITY (other than FINGERPRINT)
+    /// are not covered by it, so anyone on the path could have appended them: they are ignored,
+    /// as RFC 5389 §15.4 requires.
+    fn covered(&self) -> &[(u16, u32, u16)] {
+        let attributes = &self.attributes[..self.attribute_count];
         let mut after_integrity = false;
-        for &(t, at, len) in &self.attributes[..self.attribute_count] {
+        for (i, &(t, _, _)) in attributes.iter().enumerate() {
             if after_integrity && t != attr::FINGERPRINT {
-                return None;
-            }
-            if t == typ {
-                return Some(&self.raw[usize::from(at)..usize::from(at) + usize::from(len)]);
+                return &attributes[..i];
             }
             after_integrity |= t == attr::MESSAGE_INTEGRITY;
         }
-        None
+        attributes
     }
 
-    /// Every value of attribute `typ` (CREATE-PERMISSION may carry several XOR-PEER-ADDRESSes).
+    fn value(&self, at: u32, len: u16) -> &'a [u8] {
+        let at = at as usize;
+        &self.raw[at..at + usize::from(len)]
+    }
+
+    /// The first value of attribute `typ`, among the [`covered`](Self::covered) ones.
+    pub fn get(&self, typ: u16) -> Option<&'a [u8]> {
+        self.covered()
+            .iter()
+            .find(|(t, _, _)| *t == typ)
+            .map(|&(_, at, len)| self.value(at, len))
+    }
+
+    /// Every covered value of attribute `typ` (CREATE-PERMISSION may carry several
+    /// XOR-PEER-ADDRESSes).
     pub fn get_all(&self, typ: u16) -> impl Iterator<Item = &'a [u8]> + '_ {
-        self.attributes[..self.attribute_count]
+        self.covered()
             .iter()
             .filter(move |(t, _, _)| *t == typ)
-            .map(|&(_, at, len)| &self.raw[usize::from(at)..usize::from(at) + usize::from(len)])
+            .map(|&(_, at, len)| self.value(at, len))
     }
 
-    /// Comprehension-required attributes (type < 0x8000) this server does not know.
+    /// Covered comprehension-required attributes (type < 0x8000) this server does not know.
     pub fn unknown_required(&self) -> impl Iterator<Item = u16> + '_ {
-        self.attributes[..self.attribute_count]
+        self.covered()
             .iter()
             .map(|(t, _, _)| *t)
             .filter(|t| *t < 0x8000 && !KNOWN_REQUIRED.contains(t))
@@ -238,15 +257,15 @@ impl<'a> Message<'a> {
         if len != 20 {
             return false;
         }
-        let start = usize::from(at) - 4;
+        let at = at as usize;
+        let start = at - 4;
         let mut header = [0u8; 4];
         header.copy_from_slice(&self.raw[..4]);
         header[2..4].copy_from_slice(&((start + 24 - HEADER_BYTES) as u16).to_be_bytes());
         let mut mac = Hmac::<Sha1>::new_from_slice(key).expect("HMAC takes any key length");
         mac.update(&header);
         mac.update(&self.raw[4..start]);
-        mac.verify_slice(&self.raw[usize::from(at)..usize::from(at) + 20])
-            .is_ok()
+        mac.verify_slice(&self.raw[at..at + 20]).is_ok()
     }
 }
 
@@ -371,9 +390,12 @@ impl<'b> Writer<'b> {
         self.attribute(attr::ERROR_CODE, &value)
     }
 
+    /// Callers size what they write (see [`data_indication_fits`]): a length that wrapped would
+    /// desynchronise a stream's framing, so it is a programmer error, not a truncation.
     fn set_length(&mut self) {
-        let length = (self.buf.len() - HEADER_BYTES) as u16;
-        self.buf[2..4].copy_from_slice(&length.to_be_bytes());
+        let length = self.buf.len() - HEADER_BYTES;
+        assert!(length <= BODY_MAX_BYTES, "STUN message body of {length} bytes");
+        self.buf[2..4].copy_from_slice(&(length as u16).to_be_bytes());
     }
 
     /// Adds MESSAGE-INTEGRITY keyed with `key`, then FINGERPRINT if `fingerprint`.
@@ -417,9 +439,20 @@ pub fn reason_phrase(code: u16) -> &'static str {
     }
 }
 
+/// Whether a Data indication carrying `payload_len` bytes from `peer` fits one STUN message;
+/// a larger datagram (possible over IPv6) cannot be passed to the client and is dropped.
+pub fn data_indication_fits(peer: SocketAddr, payload_len: usize) -> bool {
+    let address_len = if peer.is_ipv4() { 8 } else { 20 };
+    4 + address_len + 4 + payload_len.div_ceil(4) * 4 <= BODY_MAX_BYTES
+}
+
 /// Writes a ChannelData frame header + payload into `buf`; `pad` adds the 4-byte padding that
 /// streams require (RFC 5766 §11.5).
 pub fn write_channel_data(buf: &mut Vec<u8>, channel: u16, payload: &[u8], pad: bool) {
+    assert!(
+        payload.len() <= usize::from(u16::MAX),
+        "ChannelData payload too long"
+    );
     buf.clear();
     buf.extend_from_slice(&channel.to_be_bytes());
     buf.extend_from_slice(&(payload.len() as u16).to_be_bytes());
@@ -521,5 +554,108 @@ mod tests {
             None,
             "not a channel number"
         );
+    }
+
+    #[test]
+    fn no_stream_header_announces_more_than_a_stream_buffer_holds() {
+        // The largest STUN length a peer may announce: 0xFFFC, 4-aligned.
+        assert_eq!(
+            stream_frame_len([0x00, 0x01, 0xFF, 0xFC]),
+            Some(STREAM_FRAME_MAX_BYTES)
+        );
+        assert_eq!(stream_frame_len([0x7F, 0xFE, 0xFF, 0xFF]), Some(4 + 0x1_0000));
+        for first in [0x00, 0x3F, 0x40, 0x7F] {
+            for length in 0..=u16::MAX {
+                let [hi, lo] = length.to_be_bytes();
+                if let Some(len) = stream_frame_len([first, 0x00, hi, lo]) {
+                    assert!(len <= STREAM_FRAME_MAX_BYTES, "{first:#x} {length}: {len}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn attributes_past_64_kib_into_a_frame_are_read_where_they_are() {
+        // A frame of STREAM_FRAME_MAX_BYTES whose last attribute starts past offset 65,535: with
+        // 16-bit offsets it would be read from the wrong place.
+        let mut buf = Vec::new();
+        let mut w = Writer::new(&mut buf, method::BINDING, Class::Request, [5; 12]);
+        let filler = BODY_MAX_BYTES - 2 * 4 - 8;
+        w.attribute(attr::SOFTWARE, &vec![b's'; filler])
+            .attribute(attr::USERNAME, b"12345678");
+        assert_eq!(buf.len(), STREAM_FRAME_MAX_BYTES);
+        let m = Message::decode(&buf).unwrap();
+        assert_eq!(m.text(attr::USERNAME), Some("12345678"));
+    }
+
+    #[test]
+    fn attributes_appended_after_message_integrity_are_ignored() {
+        let tid = [9u8; 12];
+        let covered_peer: SocketAddr = "192.0.2.1:4000".parse().unwrap();
+        let appended_peer: SocketAddr = "198.51.100.7:53".parse().unwrap();
+        let mut buf = Vec::new();
+        let mut w = Writer::new(&mut buf, method::CREATE_PERMISSION, Class::Request, tid);
+        w.xor_address(attr::XOR_PEER_ADDRESS, covered_peer);
+        w.finish_with_integrity(b"key", true);
+        // What an on-path attacker could add without the key: another peer and an unknown
+        // comprehension-required attribute, after MESSAGE-INTEGRITY and FINGERPRINT.
+        let mut w = Writer {
+            buf: &mut buf,
+            transaction_id: tid,
+        };
+        w.xor_address(attr::XOR_PEER_ADDRESS, appended_peer)
+            .attribute(0x7FFF, b"x");
+        let m = Message::decode(&buf).unwrap();
+        assert!(m.integrity_ok(b"key"), "the covered part is intact");
+        let peers: Vec<_> = m
+            .get_all(attr::XOR_PEER_ADDRESS)
+            .map(|v| m.xor_address(v).unwrap())
+            .collect();
+        assert_eq!(peers, vec![covered_peer]);
+        assert_eq!(m.unknown_required().count(), 0);
+        assert!(
+            m.has(attr::FINGERPRINT),
+            "FINGERPRINT after MESSAGE-INTEGRITY still counts"
+        );
+        // Without MESSAGE-INTEGRITY every attribute is visible.
+        let mut plain = Vec::new();
+        Writer::new(&mut plain, method::BINDING, Class::Request, tid).attribute(0x7FFF, b"x");
+        assert_eq!(
+            Message::decode(&plain)
+                .unwrap()
+                .unknown_required()
+                .collect::<Vec<_>>(),
+            [0x7FFF]
+        );
+    }
+
+    #[test]
+    fn data_indications_that_cannot_fit_a_stun_message_are_refused() {
+        let v4: SocketAddr = "192.0.2.1:1".parse().unwrap();
+        let v6: SocketAddr = "[2001:db8::1]:1".parse().unwrap();
+        for peer in [v4, v6] {
+            let largest = (0..=usize::from(u16::MAX))
+                .rev()
+                .find(|&len| data_indication_fits(peer, len))
+                .unwrap();
+            // The largest that fits is written without tripping the length assertion.
+            let mut buf = Vec::new();
+            Writer::new(&mut buf, method::DATA, Class::Indication, [0; 12])
+                .xor_address(attr::XOR_PEER_ADDRESS, peer)
+                .attribute(attr::DATA, &vec![0; largest]);
+            assert!(buf.len() <= STREAM_FRAME_MAX_BYTES);
+            assert!(!data_indication_fits(peer, largest + 1));
+        }
+        // An IPv6 UDP datagram can carry 65,527 bytes: more than a Data indication holds.
+        assert!(!data_indication_fits(v6, 65_527));
+    }
+
+    #[test]
+    #[should_panic(expected = "STUN message body")]
+    fn a_body_past_the_length_field_is_a_programmer_error() {
+        let mut buf = Vec::new();
+        Writer::new(&mut buf, method::DATA, Class::Indication, [0; 12])
+            .attribute(attr::DATA, &vec![0; 65_530])
+            .attribute(attr::DATA, b"wrap");
     }
 }
