@@ -149,7 +149,11 @@ pub async fn start(config: UpConfig) -> anyhow::Result<Running> {
     let control = control_service.node.clone();
 
     let bridge_id = BridgeId::new("local-1").expect("valid literal");
-    let bridge_config = BridgeConfig::loopback(bridge_id.clone(), secret.clone(), config.media_port);
+    let bridge_config = BridgeConfig::loopback(
+        bridge_id.clone(),
+        bridgemesh_control::node::ticket_key(&secret),
+        config.media_port,
+    );
     let bridge = Bridge::start(bridge_config.clone()).context("cannot start the bridge")?;
     control
         .register_bridge(BridgeRecord {
@@ -250,6 +254,9 @@ async fn start_turn(bridge: &Bridge, port: u16) -> anyhow::Result<(Arc<TurnServe
         relay_ip: loopback,
         secret: secret.clone(),
         allow_peer_addrs: vec![bridge.media_addr()],
+        // Every browser of `up` comes from 127.0.0.1: the per-source cap meant for the internet
+        // would stop a demo at 16 tabs relaying over TCP.
+        stream_connections_per_source_max: 1_024,
         ..TurnConfig::default()
     };
     let credential_ttl_s = config.credential_ttl_s;

@@ -12,8 +12,9 @@ pub struct BridgeConfig {
     /// The address put in the ICE candidate. It differs from `media_bind` behind a 1:1 NAT or when
     /// binding `0.0.0.0`; it must be what participants can reach.
     pub media_advertised_ip: IpAddr,
-    /// Secret shared with control, used to verify participant tickets.
-    pub cluster_secret: Vec<u8>,
+    /// The key control signs participant tickets with (derived from the cluster secret; a bridge
+    /// never holds the cluster secret itself).
+    pub ticket_key: Vec<u8>,
     /// Packet-processing threads; each owns a share of the rooms.
     pub shard_count: usize,
     pub max_participants: usize,
@@ -28,7 +29,7 @@ pub enum ConfigError {
         "the advertised media address must not be unspecified (0.0.0.0 / ::); set it to an address participants reach"
     )]
     UnspecifiedAdvertisedIp,
-    #[error("the cluster secret must be at least 32 bytes")]
+    #[error("the ticket key must be at least 32 bytes")]
     WeakClusterSecret,
     #[error("shard_count must be between 1 and 64")]
     ShardCount,
@@ -38,14 +39,14 @@ pub enum ConfigError {
 
 impl BridgeConfig {
     /// A bridge on loopback, as `bridgemesh up` runs it.
-    pub fn loopback(bridge_id: BridgeId, cluster_secret: Vec<u8>, media_port: u16) -> Self {
+    pub fn loopback(bridge_id: BridgeId, ticket_key: Vec<u8>, media_port: u16) -> Self {
         let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
         Self {
             bridge_id,
             region: RegionId::new("local").expect("valid region literal"),
             media_bind: SocketAddr::new(ip, media_port),
             media_advertised_ip: ip,
-            cluster_secret,
+            ticket_key,
             shard_count: std::thread::available_parallelism().map_or(1, |n| n.get()).min(8),
             max_participants: 1000,
             max_participants_per_room: 100,
@@ -56,7 +57,7 @@ impl BridgeConfig {
         if self.media_advertised_ip.is_unspecified() {
             return Err(ConfigError::UnspecifiedAdvertisedIp);
         }
-        if self.cluster_secret.len() < 32 {
+        if self.ticket_key.len() < 32 {
             return Err(ConfigError::WeakClusterSecret);
         }
         if !(1..=64).contains(&self.shard_count) {

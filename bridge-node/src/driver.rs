@@ -148,7 +148,7 @@ impl Bridge {
         }
         tracing::info!(bridge = %config.bridge_id, media = %media_addr, shards = config.shard_count, "bridge started");
         Ok(Arc::new(Bridge {
-            verifier: TicketVerifier::new(config.bridge_id.clone(), &config.cluster_secret),
+            verifier: TicketVerifier::new(config.bridge_id.clone(), &config.ticket_key),
             config,
             media_addr,
             routes,

@@ -45,7 +45,7 @@ pub struct TicketVerifier {
 }
 
 impl TicketVerifier {
-    pub fn new(bridge_id: BridgeId, cluster_secret: &[u8]) -> Self {
+    pub fn new(bridge_id: BridgeId, ticket_key: &[u8]) -> Self {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_audience(&[bridge_id.as_str()]);
         validation.set_required_spec_claims(&["exp", "aud"]);
@@ -54,7 +54,7 @@ impl TicketVerifier {
         validation.validate_exp = false;
         Self {
             bridge_id,
-            key: DecodingKey::from_secret(cluster_secret),
+            key: DecodingKey::from_secret(ticket_key),
             validation,
             seen: Mutex::default(),
             removed: Mutex::new(RemovedParticipants::new(REMOVED_PARTICIPANTS_MAX)),

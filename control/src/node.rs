@@ -19,6 +19,7 @@ use bridgemesh_proto::api::{
 use bridgemesh_proto::ticket::{TICKET_TTL_S, TicketClaims};
 use bridgemesh_proto::{BridgeId, ParticipantId, RoomId};
 use bridgemesh_turn::TurnDirectory;
+use hmac::{Hmac, Mac};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use rand::Rng;
 use sha2::{Digest, Sha256};
@@ -70,6 +71,7 @@ impl From<ApplyError> for ApiError {
             ApplyError::Kicked => ErrorCode::Kicked,
             ApplyError::UnknownParticipant(..) | ApplyError::UnknownRoom(_) => ErrorCode::NotFound,
             ApplyError::NotInLobby(_) | ApplyError::DuplicateParticipant(_) => ErrorCode::Conflict,
+            ApplyError::NotModerator(_) => ErrorCode::Forbidden,
             ApplyError::UnknownBridge(_) | ApplyError::BridgeDown(_) | ApplyError::BridgeFull(_) => {
                 ErrorCode::NoCapacity
             }
@@ -133,6 +135,9 @@ pub enum BridgeAction {
     },
 }
 
+/// argon2 hashes or checks running at once on one node.
+const PASSWORD_CHECKS_AT_ONCE: usize = 2;
+
 /// Bridge actions waiting for their driver; a bridge that is this far behind is not keeping up.
 const BRIDGE_ACTIONS_QUEUE_MAX: usize = 1_024;
 
@@ -150,9 +155,22 @@ pub struct ControlNode {
     ticket_key: EncodingKey,
     sessions: SessionKeys,
     join_limiter: Mutex<RateLimiter>,
+    /// argon2 costs tens of milliseconds and ~19 MiB per check: at most this many run at once,
+    /// the rest are told to retry, so password guessing cannot starve the node's blocking pool
+    /// (where Raft's storage also runs).
+    password_checks: tokio::sync::Semaphore,
     bridge_actions: Mutex<Option<mpsc::Sender<BridgeAction>>>,
     /// TURN servers handed out in join responses, with their shared secret; none until set.
     turn: Mutex<Option<TurnDirectory>>,
+}
+
+/// The key bridge tickets are signed with, derived from the cluster secret. Bridges get this key,
+/// never the secret: a bridge can check tickets but cannot derive the credential control nodes
+/// use among themselves, nor sign session tokens.
+pub fn ticket_key(cluster_secret: &[u8]) -> Vec<u8> {
+    let mut mac = Hmac::<Sha256>::new_from_slice(cluster_secret).expect("HMAC takes any key length");
+    mac.update(b"bridgemesh bridge ticket v1");
+    mac.finalize().into_bytes().to_vec()
 }
 
 pub fn now_unix_ms() -> u64 {
@@ -195,9 +213,10 @@ impl ControlNode {
             cluster,
             policy,
             tokens,
-            ticket_key: EncodingKey::from_secret(cluster_secret),
+            ticket_key: EncodingKey::from_secret(&ticket_key(cluster_secret)),
             sessions: SessionKeys::derive(cluster_secret),
             join_limiter: Mutex::new(RateLimiter::new(join_limit)),
+            password_checks: tokio::sync::Semaphore::new(PASSWORD_CHECKS_AT_ONCE),
             bridge_actions: Mutex::new(None),
             turn: Mutex::new(None),
         }
@@ -397,6 +416,7 @@ impl ControlNode {
         if password.chars().count() > PASSWORD_MAX_CHARS {
             return Err(ApiError::new(ErrorCode::WrongPassword, "wrong password"));
         }
+        let _permit = self.password_permit()?;
         let matches = tokio::task::spawn_blocking(move || password::verify(&password, &stored_hash))
             .await
             .map_err(|err| ApiError::new(ErrorCode::Internal, err.to_string()))?;
@@ -405,6 +425,15 @@ impl ControlNode {
         } else {
             Err(ApiError::new(ErrorCode::WrongPassword, "wrong password"))
         }
+    }
+
+    fn password_permit(&self) -> Result<tokio::sync::SemaphorePermit<'_>, ApiError> {
+        self.password_checks.try_acquire().map_err(|_| {
+            ApiError::new(
+                ErrorCode::RateLimited,
+                "too many password checks at once; retry in a moment",
+            )
+        })
     }
 
     fn answer_for_existing(
@@ -540,6 +569,13 @@ impl ControlNode {
 
     pub fn room_view(&self, room: &RoomId, session: &SessionClaims) -> Result<RoomView, ApiError> {
         let you = self.participant(room, &session.participant_id)?;
+        if !you.status.on_bridge() {
+            // Waiting, refused or removed participants do not get to see who is in the meeting.
+            return Err(ApiError::new(
+                ErrorCode::Forbidden,
+                "only participants in the meeting see it",
+            ));
+        }
         let moderator = you.role == Role::Moderator;
         self.read(|state| {
             let record = state
@@ -590,6 +626,7 @@ impl ControlNode {
             })?;
             let command = Command::Admit {
                 room: room.clone(),
+                by: session.participant_id.clone(),
                 participant: target.clone(),
                 bridge,
                 at_ms: now_unix_ms(),
@@ -617,6 +654,7 @@ impl ControlNode {
         self.require_moderator(room, session)?;
         self.propose(Command::Deny {
             room: room.clone(),
+            by: session.participant_id.clone(),
             participant: target.clone(),
             at_ms: now_unix_ms(),
         })
@@ -634,6 +672,7 @@ impl ControlNode {
         let outcome = self
             .propose(Command::Kick {
                 room: room.clone(),
+                by: session.participant_id.clone(),
                 participant: target.clone(),
                 at_ms: now_unix_ms(),
             })
@@ -668,7 +707,11 @@ impl ControlNode {
     pub async fn end_meeting(&self, room: &RoomId, session: &SessionClaims) -> Result<(), ApiError> {
         self.require_moderator(room, session)?;
         let bridges = self.bridges_hosting(room);
-        self.propose(Command::EndRoom { room: room.clone() }).await?;
+        self.propose(Command::EndRoom {
+            room: room.clone(),
+            by: session.participant_id.clone(),
+        })
+        .await?;
         for bridge in bridges {
             self.send_bridge_action(BridgeAction::EndRoom {
                 bridge,
@@ -714,6 +757,7 @@ impl ControlNode {
                         format!("a password has 1 to {PASSWORD_MAX_CHARS} characters"),
                     ));
                 }
+                let _permit = self.password_permit()?;
                 let hash = tokio::task::spawn_blocking(move || password::hash(&password))
                     .await
                     .map_err(|err| ApiError::new(ErrorCode::Internal, err.to_string()))?;
@@ -722,6 +766,7 @@ impl ControlNode {
         };
         self.propose(Command::UpdateSettings {
             room: room.clone(),
+            by: session.participant_id.clone(),
             password,
             lobby_enabled: update.lobby_enabled,
         })

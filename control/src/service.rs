@@ -92,8 +92,9 @@ impl ControlService {
         self.node.cluster().shutdown().await;
     }
 
-    /// Stops at once, as a crash would as far as peers can tell: connections drop mid-request.
-    /// Only what Raft already made durable survives, which is all that was acknowledged.
+    /// Stops at once as far as peers can tell: connections drop mid-request and Raft stops without
+    /// handing over. It is not a process crash (closing the store flushes writes not yet synced);
+    /// `tests/cli/control_cluster_processes.rs` SIGKILLs a real process for that.
     pub async fn kill(self) {
         for task in &self.tasks {
             task.abort();

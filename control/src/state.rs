@@ -10,7 +10,7 @@
 
 use bridgemesh_proto::{BridgeId, ParticipantId, RegionId, RoomId};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 /// A participant control placed but whose bridge has not reported it connected is forgotten after
 /// this long (the ticket expired unused, or the client never made it to the bridge).
@@ -20,8 +20,28 @@ pub const LOBBY_WAIT_MAX_MS: u64 = 15 * 60_000;
 /// Denied and kicked participants are remembered this long, so that the waiting client and the
 /// bridge can learn what happened to them, then forgotten.
 pub const OUTCOME_MEMORY_MS: u64 = 120_000;
+/// Proposals whose results are remembered, so a retried proposal is answered, not applied twice.
+pub const REMEMBERED_PROPOSALS_MAX: usize = 20_000;
+
+/// A command as it travels through the log: with the id its proposer gave it once, reused by
+/// every retry. A retry after an answer was lost (a leader change, a forward that timed out)
+/// may commit the same command twice; the state machine applies it once and answers the repeat
+/// with the first result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Proposal {
+    pub id: ProposalId,
+    pub command: Command,
+}
+
+/// Random per proposal, chosen by the node that took the request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ProposalId(pub u64, pub u64);
+
 /// Largest room across the whole cluster.
 pub const ROOM_PARTICIPANTS_MAX: usize = 500;
+/// Guests waiting in one room's lobby; beyond this new ones are refused (`room_full`), so a flood
+/// of knocks cannot fill the room for those with a seat.
+pub const LOBBY_WAITING_MAX: usize = 100;
 /// Users banned from one room by kicks; beyond this the oldest bans are forgotten.
 pub const ROOM_KICKED_USERS_MAX: usize = 1_000;
 
@@ -122,6 +142,14 @@ impl RoomRecord {
         self.participants.values().filter(|p| p.status.present()).count()
     }
 
+    /// Participants holding a seat on some bridge.
+    pub fn seated(&self) -> usize {
+        self.participants
+            .values()
+            .filter(|p| p.status.on_bridge())
+            .count()
+    }
+
     pub fn has_moderator_present(&self) -> bool {
         self.participants
             .values()
@@ -177,25 +205,35 @@ pub enum Command {
     },
     Admit {
         room: RoomId,
+        /// The moderator acting; checked again when applied.
+        by: ParticipantId,
         participant: ParticipantId,
         bridge: BridgeId,
         at_ms: u64,
     },
     Deny {
         room: RoomId,
+        /// The moderator acting; checked again when applied.
+        by: ParticipantId,
         participant: ParticipantId,
         at_ms: u64,
     },
     Kick {
         room: RoomId,
+        /// The moderator acting; checked again when applied.
+        by: ParticipantId,
         participant: ParticipantId,
         at_ms: u64,
     },
     EndRoom {
         room: RoomId,
+        /// The moderator acting; checked again when applied.
+        by: ParticipantId,
     },
     UpdateSettings {
         room: RoomId,
+        /// The moderator acting; checked again when applied.
+        by: ParticipantId,
         /// `None` leaves the password as it is.
         password: Option<PasswordChange>,
         lobby_enabled: Option<bool>,
@@ -206,6 +244,20 @@ pub enum Command {
         now_ms: u64,
         room_grace_ms: u64,
     },
+}
+
+impl Command {
+    /// The room and the acting moderator, for commands only a moderator may give.
+    pub fn moderator(&self) -> Option<(&RoomId, &ParticipantId)> {
+        match self {
+            Command::Admit { room, by, .. }
+            | Command::Deny { room, by, .. }
+            | Command::Kick { room, by, .. }
+            | Command::EndRoom { room, by }
+            | Command::UpdateSettings { room, by, .. } => Some((room, by)),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -267,6 +319,8 @@ pub enum ApplyError {
     Kicked,
     #[error("participant {0} is not waiting in the lobby")]
     NotInLobby(ParticipantId),
+    #[error("participant {0} does not moderate this meeting")]
+    NotModerator(ParticipantId),
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -278,12 +332,44 @@ pub struct ControlState {
     /// Which room each participant is in: an index over `rooms` so a join checks for a duplicate
     /// id without visiting every room.
     pub participant_rooms: BTreeMap<ParticipantId, RoomId>,
+    /// Results of the last [`REMEMBERED_PROPOSALS_MAX`] proposals, oldest first in the order.
+    #[serde(with = "map_as_pairs")]
+    pub proposal_results: BTreeMap<ProposalId, Result<Outcome, ApplyError>>,
+    pub proposal_order: VecDeque<ProposalId>,
+    /// The latest time a tick brought (the leader's clock); 0 before the first tick.
+    pub clock_ms: u64,
 }
+
+/// How far a command's time may lead the last tick before it is pulled back. Times in commands
+/// come from the clock of whichever node took the request; a node whose clock is far off must
+/// not make its placements expire at once, or never.
+pub const CLOCK_SKEW_TOLERATED_MS: u64 = 10_000;
 
 impl Eq for BridgeRecord {}
 
 impl ControlState {
+    /// Applies a proposal once: a repeat of a remembered proposal gets the first result again.
+    pub fn apply_proposal(&mut self, proposal: Proposal) -> Result<Outcome, ApplyError> {
+        if let Some(result) = self.proposal_results.get(&proposal.id) {
+            return result.clone();
+        }
+        let result = self.apply(proposal.command);
+        if self.proposal_order.len() >= REMEMBERED_PROPOSALS_MAX
+            && let Some(oldest) = self.proposal_order.pop_front()
+        {
+            self.proposal_results.remove(&oldest);
+        }
+        self.proposal_order.push_back(proposal.id);
+        self.proposal_results.insert(proposal.id, result.clone());
+        result
+    }
+
     pub fn apply(&mut self, command: Command) -> Result<Outcome, ApplyError> {
+        // The node that took a moderator's request checked the role on its own copy of the state;
+        // that copy may be behind (the moderator was just kicked, or left). Check again here.
+        if let Some((room, by)) = command.moderator() {
+            self.check_moderator(room, by)?;
+        }
         match command {
             Command::RegisterBridge(record) => {
                 self.bridge_load.entry(record.id.clone()).or_insert(0);
@@ -329,6 +415,7 @@ impl ControlState {
                 participant,
                 bridge,
                 at_ms,
+                ..
             } => {
                 let waiting = self.participant(&room, &participant)?.status == ParticipantStatus::Lobby;
                 if !waiting {
@@ -336,6 +423,7 @@ impl ControlState {
                 }
                 self.check_bridge_seat(&room, &bridge)?;
                 *self.bridge_load.entry(bridge.clone()).or_insert(0) += 1;
+                let at_ms = self.stamp(at_ms);
                 let record = self.participant_mut(&room, &participant)?;
                 record.status = ParticipantStatus::Placed;
                 record.bridge = Some(bridge.clone());
@@ -346,7 +434,9 @@ impl ControlState {
                 room,
                 participant,
                 at_ms,
+                ..
             } => {
+                let at_ms = self.stamp(at_ms);
                 let record = self.participant_mut(&room, &participant)?;
                 if record.status != ParticipantStatus::Lobby {
                     return Err(ApplyError::NotInLobby(participant));
@@ -360,6 +450,7 @@ impl ControlState {
                 room,
                 participant,
                 at_ms,
+                ..
             } => {
                 let record = self.participant(&room, &participant)?;
                 if !record.status.present() {
@@ -367,6 +458,7 @@ impl ControlState {
                 }
                 let bridge = record.bridge.clone();
                 let user_id = record.user_id.clone();
+                let at_ms = self.stamp(at_ms);
                 self.release_seat(&room, &participant);
                 let room_record = self.rooms.get_mut(&room).expect("checked above");
                 if let Some(user_id) = user_id
@@ -386,7 +478,7 @@ impl ControlState {
                 self.note_if_empty(&room, at_ms);
                 Ok(Outcome::Kicked { bridge })
             }
-            Command::EndRoom { room } => {
+            Command::EndRoom { room, .. } => {
                 let record = self
                     .rooms
                     .get(&room)
@@ -404,6 +496,7 @@ impl ControlState {
                 room,
                 password,
                 lobby_enabled,
+                ..
             } => {
                 let record = self.rooms.get_mut(&room).ok_or(ApplyError::UnknownRoom(room))?;
                 if let Some(change) = password {
@@ -425,7 +518,8 @@ impl ControlState {
         }
     }
 
-    fn join(&mut self, request: JoinRequestRecord) -> Result<Outcome, ApplyError> {
+    fn join(&mut self, mut request: JoinRequestRecord) -> Result<Outcome, ApplyError> {
+        request.at_ms = self.stamp(request.at_ms);
         if self.participant_rooms.contains_key(&request.participant) {
             return Err(ApplyError::DuplicateParticipant(request.participant));
         }
@@ -453,10 +547,15 @@ impl ControlState {
         {
             return Err(ApplyError::WrongPassword);
         }
-        if existing.map_or(0, RoomRecord::present) >= ROOM_PARTICIPANTS_MAX {
+        let to_lobby = settings.lobby_enabled && role != Role::Moderator;
+        let full = if to_lobby {
+            existing.map_or(0, |r| lobby_of(r).count()) >= LOBBY_WAITING_MAX
+        } else {
+            existing.map_or(0, RoomRecord::seated) >= ROOM_PARTICIPANTS_MAX
+        };
+        if full {
             return Err(ApplyError::RoomFull(request.room));
         }
-        let to_lobby = settings.lobby_enabled && role != Role::Moderator;
         if !to_lobby {
             self.check_bridge_seat(&request.room, &request.bridge)?;
         }
@@ -496,6 +595,27 @@ impl ControlState {
             bridge: request.bridge,
             role,
         })
+    }
+
+    /// A command's time, within [`CLOCK_SKEW_TOLERATED_MS`] of the cluster's clock.
+    fn stamp(&self, at_ms: u64) -> u64 {
+        if self.clock_ms == 0 {
+            return at_ms;
+        }
+        at_ms.clamp(self.clock_ms, self.clock_ms + CLOCK_SKEW_TOLERATED_MS)
+    }
+
+    fn check_moderator(&self, room: &RoomId, by: &ParticipantId) -> Result<(), ApplyError> {
+        let moderates = self
+            .rooms
+            .get(room)
+            .and_then(|r| r.participants.get(by))
+            .is_some_and(|p| p.role == Role::Moderator && p.status.on_bridge());
+        if moderates {
+            Ok(())
+        } else {
+            Err(ApplyError::NotModerator(by.clone()))
+        }
     }
 
     /// Can `bridge` take one more participant of `room`?
@@ -590,6 +710,8 @@ impl ControlState {
     }
 
     fn tick(&mut self, now_ms: u64, room_grace_ms: u64) -> Outcome {
+        self.clock_ms = self.clock_ms.max(now_ms);
+        let now_ms = self.clock_ms;
         let mut expired = Vec::new();
         for (room_id, room) in &self.rooms {
             for (participant, record) in &room.participants {
@@ -634,6 +756,28 @@ impl ControlState {
     /// Participants present in some room (in the lobby or on a bridge).
     pub fn participant_count(&self) -> usize {
         self.rooms.values().map(RoomRecord::present).sum()
+    }
+}
+
+/// A map whose keys are not strings, as a JSON list of pairs (JSON object keys must be strings).
+mod map_as_pairs {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use std::collections::BTreeMap;
+
+    pub fn serialize<K: Serialize, V: Serialize, S: Serializer>(
+        map: &BTreeMap<K, V>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(map.iter())
+    }
+
+    pub fn deserialize<'de, K, V, D>(deserializer: D) -> Result<BTreeMap<K, V>, D::Error>
+    where
+        K: Deserialize<'de> + Ord,
+        V: Deserialize<'de>,
+        D: Deserializer<'de>,
+    {
+        Vec::<(K, V)>::deserialize(deserializer).map(|pairs| pairs.into_iter().collect())
     }
 }
 

@@ -10,7 +10,11 @@ async fn wait_for_more_joins(stream: &JoinStream, more: usize) {
     let target = stream.acknowledged_count() + more;
     let deadline = Instant::now() + Duration::from_secs(30);
     while stream.acknowledged_count() < target {
-        assert!(Instant::now() < deadline, "joins stopped succeeding");
+        assert!(
+            Instant::now() < deadline,
+            "joins stopped succeeding; last failures: {:?}",
+            stream.recent_failures()
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

@@ -4,7 +4,7 @@
 use super::network::{ClusterCredential, PeerNetwork, PeerRequestError, peer_base_url, post_to_peer};
 use super::store::{self, Applied};
 use super::{CommandResult, NodeId, Raft, TypeConfig};
-use crate::state::{Command, ControlState};
+use crate::state::{Command, ControlState, Proposal, ProposalId};
 use openraft::async_runtime::WatchReceiver as _;
 use openraft::errors::{ClientWriteError, RaftError};
 use openraft::raft::ReadPolicy;
@@ -295,15 +295,21 @@ impl ClusterNode {
 
     /// Commits `command` through the leader, wherever it is, and returns what applying it gave.
     pub async fn propose(&self, command: Command) -> Result<CommandResult, ProposeError> {
+        // One id for every try: a command that committed although its answer was lost is
+        // answered from the state machine's memory on the retry, not applied again.
+        let proposal = Proposal {
+            id: ProposalId(rand::random(), rand::random()),
+            command,
+        };
         let mut last_error = String::from("no attempt made");
         for attempt in 0..PROPOSE_ATTEMPTS_MAX {
-            match self.raft.client_write(command.clone()).await {
+            match self.raft.client_write(proposal.clone()).await {
                 Ok(response) => return Ok(response.data),
                 Err(RaftError::Fatal(_)) => return Err(ProposeError::Stopped),
                 Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
                     match (forward.leader_id, forward.leader_node) {
                         (Some(leader), Some(node)) if leader != self.id => {
-                            match self.forward_command(&node, &command).await {
+                            match self.forward_command(&node, &proposal).await {
                                 Ok(result) => return Ok(result),
                                 Err(err) => last_error = err.to_string(),
                             }
@@ -322,8 +328,8 @@ impl ClusterNode {
 
     /// Commits on this node only if it leads; used for requests other nodes forwarded here, so a
     /// request is never forwarded twice.
-    pub async fn propose_as_leader(&self, command: Command) -> Result<CommandResult, ProposeError> {
-        match self.raft.client_write(command).await {
+    pub async fn propose_as_leader(&self, proposal: Proposal) -> Result<CommandResult, ProposeError> {
+        match self.raft.client_write(proposal).await {
             Ok(response) => Ok(response.data),
             Err(RaftError::Fatal(_)) => Err(ProposeError::Stopped),
             Err(RaftError::APIError(err)) => Err(ProposeError::NoLeader(err.to_string())),
@@ -333,11 +339,11 @@ impl ClusterNode {
     async fn forward_command(
         &self,
         leader: &NodeInfo,
-        command: &Command,
+        proposal: &Proposal,
     ) -> Result<CommandResult, PeerRequestError> {
         let url = peer_base_url(&leader.raft_addr);
         let answer: Result<CommandResult, ProposeError> =
-            post_to_peer(&self.network, &url, "propose", command, self.forward_timeout()).await?;
+            post_to_peer(&self.network, &url, "propose", proposal, self.forward_timeout()).await?;
         answer.map_err(|err| PeerRequestError::Network(err.to_string()))
     }
 
@@ -358,6 +364,9 @@ impl ClusterNode {
     pub async fn change_membership_as_leader(&self, change: MembershipChange) -> Result<(), ProposeError> {
         let refused = |err: RaftError<TypeConfig, ClientWriteError<TypeConfig>>| match err {
             RaftError::Fatal(_) => ProposeError::Stopped,
+            RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => {
+                ProposeError::NoLeader("no leader to change the membership".into())
+            }
             RaftError::APIError(err) => ProposeError::Membership(err.to_string()),
         };
         match change {

@@ -13,7 +13,7 @@ pub mod network;
 pub mod server;
 pub mod store;
 
-use crate::state::{ApplyError, Command, Outcome};
+use crate::state::{ApplyError, Command, Outcome, Proposal};
 use std::fmt;
 
 /// Control nodes are numbered by the operator (`--id`); ids never get reused for another node.
@@ -24,13 +24,19 @@ pub type CommandResult = Result<Outcome, ApplyError>;
 
 openraft::declare_raft_types!(
     pub TypeConfig:
-        D = Command,
+        D = Proposal,
         R = CommandResult,
         NodeId = NodeId,
         Node = openraft::NodeInfo,
 );
 
 pub type Raft = openraft::Raft<TypeConfig, store::StateMachineStore>;
+
+impl fmt::Display for Proposal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({:x}{:x})", self.command, self.id.0, self.id.1)
+    }
+}
 
 impl fmt::Display for Command {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -2,7 +2,12 @@
 //!
 //! Every control node shares the cluster secret. Peers do not send the secret itself: they send a
 //! key derived from it for this one purpose ([`ClusterCredential`]), so a captured Raft request
-//! cannot be used to sign bridge tickets, and the ticket key cannot be used to join the cluster.
+//! cannot be used to sign bridge tickets. Bridges hold only the ticket key (also derived, see
+//! `node::ticket_key`), from which this credential cannot be computed.
+//!
+//! The credential is a static bearer value over plain HTTP: someone who can read the traffic
+//! between control nodes can replay it. Keep `/raft/v1/` on a private network until control
+//! traffic moves to mutual TLS.
 
 use super::{NodeId, TypeConfig};
 use hmac::{Hmac, Mac};

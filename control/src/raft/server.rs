@@ -4,7 +4,7 @@
 use super::cluster::{ClusterNode, MembershipChange, ProposeError};
 use super::network::CLUSTER_AUTH_HEADER;
 use super::{CommandResult, TypeConfig};
-use crate::state::Command;
+use crate::state::Proposal;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -111,9 +111,9 @@ async fn transfer_leader(State(node): State<Arc<ClusterNode>>, request: Body) ->
 }
 
 async fn propose(State(node): State<Arc<ClusterNode>>, request: Body) -> Response {
-    match body::<Command>(request).await {
-        Ok(command) => {
-            let answer: Result<CommandResult, ProposeError> = node.propose_as_leader(command).await;
+    match body::<Proposal>(request).await {
+        Ok(proposal) => {
+            let answer: Result<CommandResult, ProposeError> = node.propose_as_leader(proposal).await;
             json(&answer)
         }
         Err(response) => response,

@@ -69,6 +69,26 @@ fn get_meta<T: for<'de> Deserialize<'de>>(db: &Database, key: &str) -> io::Resul
     }
 }
 
+/// Stores `snapshot` unless the stored one is newer. Building a snapshot runs beside installing
+/// one from the leader; a build that finishes last must not replace a newer installed snapshot
+/// (the log before it is already purged, so the node could not restart from the older one).
+fn store_snapshot_if_newer(db: &Database, snapshot: &StoredSnapshot) -> io::Result<()> {
+    let bytes = encode(snapshot)?;
+    let txn = db.begin_write().map_err(io_err)?;
+    {
+        let mut table = txn.open_table(META).map_err(io_err)?;
+        let stored = match table.get(SNAPSHOT_KEY).map_err(io_err)? {
+            Some(existing) => Some(decode::<StoredSnapshot>(existing.value())?.meta.last_log_id),
+            None => None,
+        };
+        if stored.is_some_and(|stored| stored > snapshot.meta.last_log_id) {
+            return Ok(());
+        }
+        table.insert(SNAPSHOT_KEY, bytes.as_slice()).map_err(io_err)?;
+    }
+    txn.commit().map_err(io_err)
+}
+
 fn put_meta<T: Serialize>(db: &Database, key: &str, value: &T, durability: Durability) -> io::Result<()> {
     let bytes = encode(value)?;
     let mut txn = db.begin_write().map_err(io_err)?;
@@ -128,6 +148,9 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Excluded(x) => x.saturating_add(1),
             Bound::Unbounded => 0,
         };
+        // Nothing at or before the purge point is part of the log, whatever a crash left behind.
+        let last_purged: Option<LogIdOf<TypeConfig>> = get_meta(&self.db, LAST_PURGED_KEY)?;
+        let start = last_purged.map_or(start, |id| start.max(id.index() + 1));
         let txn = self.db.begin_read().map_err(io_err)?;
         let table = txn.open_table(LOG).map_err(io_err)?;
         let mut entries = Vec::new();
@@ -153,10 +176,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let last_purged_log_id: Option<LogIdOf<TypeConfig>> = get_meta(&self.db, LAST_PURGED_KEY)?;
         let txn = self.db.begin_read().map_err(io_err)?;
         let table = txn.open_table(LOG).map_err(io_err)?;
-        let last_log_id = match table.last().map_err(io_err)? {
+        let last_entry = match table.last().map_err(io_err)? {
             Some((_, bytes)) => Some(decode::<EntryOf<TypeConfig>>(bytes.value())?.log_id()),
-            None => last_purged_log_id.clone(),
+            None => None,
         };
+        // A purge past the end of the log (after installing a snapshot) leaves the purge point
+        // as the last log id.
+        let last_log_id = last_entry.max(last_purged_log_id.clone());
         Ok(LogState {
             last_purged_log_id,
             last_log_id,
@@ -218,11 +244,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogIdOf<TypeConfig>) -> Result<(), io::Error> {
-        // Record the purge point first: entries at or before it are ignored even if a crash
-        // leaves some of them behind.
-        put_meta(&self.db, LAST_PURGED_KEY, &log_id, Durability::None)?;
+        // The purge point and the deletion in one transaction: a flush between the two must not
+        // make the point durable without the deletion, or the reverse.
+        let point = encode(&log_id)?;
         let mut txn = self.db.begin_write().map_err(io_err)?;
         txn.set_durability(Durability::None).map_err(io_err)?;
+        txn.open_table(META)
+            .map_err(io_err)?
+            .insert(LAST_PURGED_KEY, point.as_slice())
+            .map_err(io_err)?;
         txn.open_table(LOG)
             .map_err(io_err)?
             .retain_in(..=log_id.index(), |_, _| false)
@@ -306,7 +336,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
             data: data.clone(),
         };
         let db = self.db.clone();
-        tokio::task::spawn_blocking(move || put_meta(&db, SNAPSHOT_KEY, &stored, Durability::Immediate))
+        tokio::task::spawn_blocking(move || store_snapshot_if_newer(&db, &stored))
             .await
             .map_err(io_err)??;
         Ok(SnapshotOf::<TypeConfig, Cursor<Vec<u8>>> {
@@ -337,7 +367,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 applied.last_applied = Some(entry.log_id.clone());
                 match entry.payload {
                     EntryPayload::Blank => Ok(Outcome::Nothing),
-                    EntryPayload::Normal(command) => applied.state.apply(command),
+                    EntryPayload::Normal(proposal) => applied.state.apply_proposal(proposal),
                     EntryPayload::Membership(membership) => {
                         applied.membership =
                             StoredMembershipOf::<TypeConfig>::new(Some(entry.log_id), membership);
@@ -368,7 +398,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             data,
         };
         let db = self.db.clone();
-        tokio::task::spawn_blocking(move || put_meta(&db, SNAPSHOT_KEY, &stored, Durability::Immediate))
+        tokio::task::spawn_blocking(move || store_snapshot_if_newer(&db, &stored))
             .await
             .map_err(io_err)??;
         let mut applied = self.applied.write().expect("state lock");

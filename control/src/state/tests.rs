@@ -165,6 +165,7 @@ fn an_empty_room_ends_after_its_grace_period_and_keeps_settings_until_then() {
     state
         .apply(Command::UpdateSettings {
             room: room("r"),
+            by: pid("m"),
             password: None,
             lobby_enabled: Some(true),
         })
@@ -244,6 +245,7 @@ fn a_password_checked_against_an_older_generation_is_refused() {
     state
         .apply(Command::UpdateSettings {
             room: room("r"),
+            by: pid("m"),
             password: Some(PasswordChange::SetHash("$argon2id$hash".into())),
             lobby_enabled: None,
         })
@@ -263,6 +265,7 @@ fn a_password_checked_against_an_older_generation_is_refused() {
     state
         .apply(Command::UpdateSettings {
             room: room("r"),
+            by: pid("m"),
             password: Some(PasswordChange::SetHash("$argon2id$other".into())),
             lobby_enabled: None,
         })
@@ -283,6 +286,7 @@ fn lobby_admit_and_deny() {
     state
         .apply(Command::UpdateSettings {
             room: room("r"),
+            by: pid("m"),
             password: None,
             lobby_enabled: Some(true),
         })
@@ -304,6 +308,7 @@ fn lobby_admit_and_deny() {
     assert_eq!(
         state.apply(Command::Admit {
             room: room("r"),
+            by: pid("m"),
             participant: pid("g1"),
             bridge: b1.clone(),
             at_ms: 2
@@ -315,6 +320,7 @@ fn lobby_admit_and_deny() {
     assert_eq!(
         state.apply(Command::Deny {
             room: room("r"),
+            by: pid("m"),
             participant: pid("g2"),
             at_ms: 2
         }),
@@ -324,6 +330,7 @@ fn lobby_admit_and_deny() {
     assert_eq!(
         state.apply(Command::Admit {
             room: room("r"),
+            by: pid("m"),
             participant: pid("g2"),
             bridge: b1.clone(),
             at_ms: 3
@@ -362,6 +369,7 @@ fn a_kicked_user_loses_the_seat_and_cannot_come_back() {
     assert_eq!(
         state.apply(Command::Kick {
             room: room("r"),
+            by: pid("m"),
             participant: pid("p1"),
             at_ms: 5
         }),
@@ -388,7 +396,10 @@ fn ending_a_room_lists_who_was_in_it_and_frees_the_seats() {
     let mut state = with_bridge();
     state.apply(moderator_join("r", "m", 0)).unwrap();
     state.apply(join("r", "p1", "b1", 0)).unwrap();
-    let Ok(Outcome::RoomEnded { participants }) = state.apply(Command::EndRoom { room: room("r") }) else {
+    let Ok(Outcome::RoomEnded { participants }) = state.apply(Command::EndRoom {
+        room: room("r"),
+        by: pid("m"),
+    }) else {
         panic!("the room ends");
     };
     assert_eq!(participants.len(), 2);
@@ -407,6 +418,7 @@ fn replaying_commands_gives_the_same_state() {
         leave("r", "p1"),
         Command::Kick {
             room: room("s"),
+            by: pid("m"),
             participant: pid("p2"),
             at_ms: 3,
         },
@@ -421,7 +433,9 @@ fn replaying_commands_gives_the_same_state() {
     let mut outcomes_b = Vec::new();
     for command in &commands {
         outcomes_a.push(a.apply(command.clone()));
-        outcomes_b.push(b.apply(command.clone()));
+        // The second replica gets the command as the log stores it.
+        let stored = serde_json::to_vec(command).unwrap();
+        outcomes_b.push(b.apply(serde_json::from_slice(&stored).unwrap()));
     }
     assert_eq!(a, b);
     assert_eq!(outcomes_a, outcomes_b);
@@ -434,14 +448,61 @@ fn replaying_commands_gives_the_same_state() {
 fn every_command_survives_the_trip_through_the_log() {
     // Commands are stored as JSON; a shape that loses information there would make replicas and
     // restarted nodes disagree with the node that proposed.
+    let mut located = bridge("b9", 10);
+    located.location = Some(GeoPoint {
+        latitude: 52.520_008_1,
+        longitude: 13.404_954_3,
+    });
+    located.media_addresses = vec!["127.0.0.1:10000".into()];
     let commands = vec![
+        Command::RegisterBridge(located),
+        Command::SetBridgeStatus {
+            bridge: BridgeId::new("b9").unwrap(),
+            status: BridgeStatus::Down,
+        },
+        Command::Confirm {
+            room: room("r"),
+            participant: pid("p1"),
+        },
+        leave("r", "p1"),
+        Command::Admit {
+            room: room("r"),
+            by: pid("m"),
+            participant: pid("g"),
+            bridge: BridgeId::new("b1").unwrap(),
+            at_ms: 7,
+        },
+        Command::Deny {
+            room: room("r"),
+            by: pid("m"),
+            participant: pid("g"),
+            at_ms: 8,
+        },
+        Command::Kick {
+            room: room("r"),
+            by: pid("m"),
+            participant: pid("g"),
+            at_ms: 9,
+        },
+        Command::EndRoom {
+            room: room("r"),
+            by: pid("m"),
+        },
         Command::UpdateSettings {
             room: room("r"),
+            by: pid("m"),
+            password: Some(PasswordChange::SetHash("$argon2id$v=19$x".into())),
+            lobby_enabled: Some(true),
+        },
+        Command::UpdateSettings {
+            room: room("r"),
+            by: pid("m"),
             password: Some(PasswordChange::Remove),
             lobby_enabled: None,
         },
         Command::UpdateSettings {
             room: room("r"),
+            by: pid("m"),
             password: None,
             lobby_enabled: Some(false),
         },
@@ -455,4 +516,103 @@ fn every_command_survives_the_trip_through_the_log() {
         let json = serde_json::to_string(&command).unwrap();
         assert_eq!(serde_json::from_str::<Command>(&json).unwrap(), command, "{json}");
     }
+}
+
+#[test]
+fn only_a_moderator_in_the_meeting_may_moderate() {
+    let mut state = with_bridge();
+    state.apply(moderator_join("r", "m", 0)).unwrap();
+    state.apply(moderator_join("r", "m2", 0)).unwrap();
+    state.apply(join("r", "g", "b1", 0)).unwrap();
+    assert_eq!(
+        state.apply(Command::EndRoom {
+            room: room("r"),
+            by: pid("g"),
+        }),
+        Err(ApplyError::NotModerator(pid("g"))),
+        "a guest cannot end the meeting"
+    );
+    state
+        .apply(Command::Kick {
+            room: room("r"),
+            by: pid("m"),
+            participant: pid("m2"),
+            at_ms: 1,
+        })
+        .unwrap();
+    assert_eq!(
+        state.apply(Command::Kick {
+            room: room("r"),
+            by: pid("m2"),
+            participant: pid("m"),
+            at_ms: 2,
+        }),
+        Err(ApplyError::NotModerator(pid("m2"))),
+        "a moderator kicked a moment ago cannot act on a stale copy of the state"
+    );
+    assert!(state.rooms[&room("r")].participants[&pid("m")].status.on_bridge());
+}
+
+#[test]
+fn a_repeated_proposal_is_answered_not_applied_again() {
+    let mut state = with_bridge();
+    let proposal = Proposal {
+        id: ProposalId(1, 2),
+        command: join("r", "p1", "b1", 0),
+    };
+    let first = state.apply_proposal(proposal.clone());
+    assert!(matches!(first, Ok(Outcome::Placed { .. })), "{first:?}");
+    assert_eq!(
+        state.apply_proposal(proposal),
+        first,
+        "the retry gets the first answer"
+    );
+    assert_eq!(state.bridge_load[&BridgeId::new("b1").unwrap()], 1);
+    let snapshot = serde_json::to_string(&state).unwrap();
+    assert_eq!(
+        serde_json::from_str::<ControlState>(&snapshot).unwrap(),
+        state,
+        "remembered results travel in snapshots"
+    );
+    let other = Proposal {
+        id: ProposalId(3, 4),
+        command: join("r", "p1", "b1", 0),
+    };
+    assert_eq!(
+        state.apply_proposal(other),
+        Err(ApplyError::DuplicateParticipant(pid("p1"))),
+        "a different proposal is applied"
+    );
+}
+
+#[test]
+fn a_node_with_a_wrong_clock_cannot_make_placements_expire_at_once_or_never() {
+    let mut state = with_bridge();
+    let tick = |now_ms| Command::Tick {
+        now_ms,
+        room_grace_ms: 60_000,
+    };
+    state.apply(tick(1_000_000)).unwrap();
+    // Two minutes behind, and an hour ahead, of the cluster's clock.
+    state
+        .apply(join("r", "behind", "b1", 1_000_000 - 120_000))
+        .unwrap();
+    state
+        .apply(join("r", "ahead", "b1", 1_000_000 + 3_600_000))
+        .unwrap();
+    state.apply(tick(1_000_000 + 2_000)).unwrap();
+    assert_eq!(
+        status(&state, "r", "behind"),
+        ParticipantStatus::Placed,
+        "not expired at once"
+    );
+    state
+        .apply(tick(
+            1_000_000 + CLOCK_SKEW_TOLERATED_MS + UNCONFIRMED_JOIN_TTL_MS,
+        ))
+        .unwrap();
+    assert!(
+        state.participant_rooms.is_empty(),
+        "both expire within the TTL plus the tolerance"
+    );
 }

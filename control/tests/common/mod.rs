@@ -317,6 +317,11 @@ impl JoinStream {
         *self.targets.lock().unwrap() = targets;
     }
 
+    pub fn recent_failures(&self) -> Vec<String> {
+        let failed = self.failed.lock().unwrap();
+        failed.iter().rev().take(3).cloned().collect()
+    }
+
     pub fn acknowledged_count(&self) -> usize {
         self.acknowledged.lock().unwrap().len()
     }
