@@ -3,7 +3,7 @@
 //!
 //! `cargo bench -p bridgemesh-control --bench raft_joins`
 //! Environment: `SECONDS` (load phase, default 10), `CLIENTS` (concurrent HTTP clients, default
-//! 32), `KILLS` (leader kills, default 5).
+//! 48), `KILLS` (leader kills, default 5).
 //!
 //! Three real control nodes in this process, each with its own redb store (fsync on every commit
 //! batch) and HTTP server on 127.0.0.1; clients send real `POST /api/v1/rooms/{room}/join`
@@ -40,7 +40,7 @@ fn ms(d: Duration) -> f64 {
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
     let seconds = env_or("SECONDS", 10);
-    let clients = env_or("CLIENTS", 32) as usize;
+    let clients = env_or("CLIENTS", 48) as usize;
     let kills = env_or("KILLS", 5);
     // The production defaults: timing and snapshot spacing an operator gets without configuring.
     let config = ClusterConfig::default();
@@ -52,7 +52,7 @@ async fn main() {
 
     // Load: every client loops join after join for `seconds`.
     let latencies = Arc::new(Mutex::new(Vec::<Duration>::new()));
-    let failures = Arc::new(Mutex::new(0u64));
+    let failures = Arc::new(Mutex::new(Vec::<String>::new()));
     let counter = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let end = Instant::now() + Duration::from_secs(seconds);
     let started = Instant::now();
@@ -79,7 +79,12 @@ async fn main() {
                         let _ = r.bytes().await;
                         mine.push(sent.elapsed());
                     }
-                    _ => *failures.lock().unwrap() += 1,
+                    Ok(r) => {
+                        let status = r.status();
+                        let body = r.text().await.unwrap_or_default();
+                        failures.lock().unwrap().push(format!("{status} {body}"));
+                    }
+                    Err(err) => failures.lock().unwrap().push(err.to_string()),
                 }
             }
             latencies.lock().unwrap().extend(mine);
@@ -98,12 +103,16 @@ async fn main() {
         elapsed.as_secs_f64(),
         latencies.len() as f64 / elapsed.as_secs_f64(),
         clients,
-        failures.lock().unwrap(),
+        failures.lock().unwrap().len(),
         ms(percentile(&latencies, 0.50)),
         ms(percentile(&latencies, 0.99)),
         ms(latencies.last().copied().unwrap_or_default()),
         committed,
     );
+
+    if let Some(first) = failures.lock().unwrap().first() {
+        println!("first failure: {first}");
+    }
 
     // Failover: kill the leader, time until the survivors agree on a new one and until a join
     // through a survivor succeeds; then bring the node back.
