@@ -2,7 +2,6 @@
 //! runs), a bridge and its TURN server in one process on 127.0.0.1, zero configuration.
 
 use anyhow::Context as _;
-use axum::serve::ListenerExt as _;
 use bridgemesh_bridge::{Bridge, BridgeConfig, BridgeEvent};
 use bridgemesh_control::ControlNode;
 use bridgemesh_control::auth::{AdminAuth, AuthConfig};
@@ -10,7 +9,7 @@ use bridgemesh_control::http::ApiConfig;
 use bridgemesh_control::node::{BridgeAction, RoomPolicy};
 use bridgemesh_control::raft::cluster::ClusterConfig;
 use bridgemesh_control::rate_limit::JOIN_LIMIT;
-use bridgemesh_control::service::{ControlService, ControlServiceConfig};
+use bridgemesh_control::service::{ControlService, ControlServiceConfig, serve_http};
 use bridgemesh_control::state::{BridgeRecord, BridgeStatus};
 use bridgemesh_proto::{BridgeId, RoomId};
 use bridgemesh_turn::{TurnConfig, TurnDirectory, TurnEndpoint, TurnServer};
@@ -190,7 +189,7 @@ pub async fn start(config: UpConfig) -> anyhow::Result<Running> {
             }),
         );
     }
-    tasks.push(serve(bridge_listener, bridge_router, stopped.clone()));
+    tasks.push(serve_http(bridge_listener, bridge_router, stopped.clone()));
     if let Some(mut events) = bridge.take_events() {
         let control = control.clone();
         let bridge = bridge.clone();
@@ -298,26 +297,6 @@ async fn apply_bridge_event(control: &ControlNode, bridge: &Bridge, event: Bridg
             }
         }
     }
-}
-
-fn serve(listener: TcpListener, router: axum::Router, mut stopped: watch::Receiver<bool>) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        let shutdown = async move {
-            let _ = stopped.changed().await;
-        };
-        let service = router.into_make_service_with_connect_info::<SocketAddr>();
-        // Signaling is small messages that must leave at once; Nagle would hold an offer back
-        // until the client's next packet arrives.
-        let listener = listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        if let Err(err) = axum::serve(listener, service)
-            .with_graceful_shutdown(shutdown)
-            .await
-        {
-            tracing::error!(%err, "HTTP server stopped");
-        }
-    })
 }
 
 impl Running {

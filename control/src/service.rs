@@ -52,7 +52,7 @@ impl ControlService {
             config.join_limit,
         ));
         let (stop, stopped) = watch::channel(false);
-        let mut tasks = vec![serve(
+        let mut tasks = vec![serve_http(
             listener,
             router(node.clone(), config.api.clone()),
             stopped.clone(),
@@ -103,13 +103,20 @@ impl ControlService {
     }
 }
 
-fn serve(listener: TcpListener, router: axum::Router, mut stopped: watch::Receiver<bool>) -> JoinHandle<()> {
+/// Serves `router` on `listener` (with each client's address, and without Nagle's delay) until
+/// `stopped` changes, then lets requests in flight finish. Shared by every HTTP server of a node.
+pub fn serve_http(
+    listener: TcpListener,
+    router: axum::Router,
+    mut stopped: watch::Receiver<bool>,
+) -> JoinHandle<()> {
     tokio::spawn(async move {
         let shutdown = async move {
             let _ = stopped.changed().await;
         };
         let service = router.into_make_service_with_connect_info::<SocketAddr>();
-        // Raft heartbeats and signaling are small messages that must leave at once.
+        // Raft heartbeats and signaling are small messages that must leave at once; Nagle would
+        // hold one back until the peer's next packet arrives.
         let listener = listener.tap_io(|tcp| {
             let _ = tcp.set_nodelay(true);
         });
@@ -117,7 +124,7 @@ fn serve(listener: TcpListener, router: axum::Router, mut stopped: watch::Receiv
             .with_graceful_shutdown(shutdown)
             .await
         {
-            tracing::error!(%err, "control HTTP server stopped");
+            tracing::error!(%err, "HTTP server stopped");
         }
     })
 }

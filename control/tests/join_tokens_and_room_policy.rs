@@ -111,14 +111,9 @@ async fn every_bad_token_gets_401_with_its_own_code() {
     let good = mint(&request("standup", false), now_s()).unwrap();
     let mut cases: Vec<(&str, String, &str)> = Vec::new();
     // Wrong signature: the same claims signed with another secret.
-    let forged = mint(
-        &MintRequest {
-            key: MintKey::Hs256(Secret::new("another secret of at least thirty-two bytes")),
-            ..request("standup", false)
-        },
-        now_s(),
-    )
-    .unwrap();
+    let forged = minted_with(|r| {
+        r.key = MintKey::Hs256(Secret::new("another secret of at least thirty-two bytes"));
+    });
     cases.push(("wrong signature", forged, "token_bad_signature"));
     // alg: none, unsigned.
     let claims = json!({"iss": "my_app", "aud": "jitsi", "room": "*", "exp": now_s() + 600});
@@ -135,58 +130,33 @@ async fn every_bad_token_gets_401_with_its_own_code() {
         jsonwebtoken::encode(&header, &claims, &EncodingKey::from_secret(RS_PUBLIC.as_bytes())).unwrap();
     cases.push(("HS/RS confusion", confused, "token_algorithm_not_allowed"));
     // An RS256 token from a key nobody configured, under our kid.
-    let other_key = mint(
-        &MintRequest {
-            key: MintKey::Rs256 {
-                private_key_pem: Secret::new(RS_OTHER_PRIVATE),
-            },
-            kid: Some(RS_KID.into()),
-            ..request("standup", false)
-        },
-        now_s(),
-    )
-    .unwrap();
+    let other_key = minted_with(|r| {
+        r.key = MintKey::Rs256 {
+            private_key_pem: Secret::new(RS_OTHER_PRIVATE),
+        };
+        r.kid = Some(RS_KID.into());
+    });
     cases.push(("RS256 by another key", other_key, "token_bad_signature"));
-    let unknown_kid = mint(
-        &MintRequest {
-            key: MintKey::Rs256 {
-                private_key_pem: Secret::new(RS_PRIVATE),
-            },
-            kid: Some("nobody".into()),
-            ..request("standup", false)
-        },
-        now_s(),
-    )
-    .unwrap();
+    let unknown_kid = minted_with(|r| {
+        r.key = MintKey::Rs256 {
+            private_key_pem: Secret::new(RS_PRIVATE),
+        };
+        r.kid = Some("nobody".into());
+    });
     cases.push(("unknown kid", unknown_kid, "token_unknown_key"));
     let expired = mint(&request("standup", false), now_s() - 7200).unwrap();
     cases.push(("expired", expired, "token_expired"));
-    let early = mint(
-        &MintRequest {
-            nbf_unix_s: Some(now_s() + 3600),
-            ..request("standup", false)
-        },
-        now_s(),
-    )
-    .unwrap();
+    let early = minted_with(|r| {
+        r.nbf_unix_s = Some(now_s() + 3600);
+    });
     cases.push(("not yet valid", early, "token_not_yet_valid"));
-    let wrong_aud = mint(
-        &MintRequest {
-            aud: "other".into(),
-            ..request("standup", false)
-        },
-        now_s(),
-    )
-    .unwrap();
+    let wrong_aud = minted_with(|r| {
+        r.aud = "other".into();
+    });
     cases.push(("wrong aud", wrong_aud, "token_wrong_audience"));
-    let wrong_iss = mint(
-        &MintRequest {
-            iss: "other".into(),
-            ..request("standup", false)
-        },
-        now_s(),
-    )
-    .unwrap();
+    let wrong_iss = minted_with(|r| {
+        r.iss = "other".into();
+    });
     cases.push(("wrong iss", wrong_iss, "token_wrong_issuer"));
     let wrong_room = mint(&request("elsewhere", false), now_s()).unwrap();
     cases.push(("wrong room", wrong_room, "token_wrong_room"));
@@ -220,6 +190,13 @@ async fn every_bad_token_gets_401_with_its_own_code() {
     assert_eq!((status, body["role"].as_str()), (200, Some("member")), "{body}");
     let (status, body) = join(&cluster, "standup", None, name()).await;
     assert_eq!((status, body["role"].as_str()), (200, Some("guest")), "{body}");
+}
+
+/// A token for room `standup` with one thing changed.
+fn minted_with(change: impl FnOnce(&mut MintRequest)) -> String {
+    let mut request = request("standup", false);
+    change(&mut request);
+    mint(&request, now_s()).unwrap()
 }
 
 fn base64_url(bytes: &[u8]) -> String {
