@@ -283,8 +283,15 @@ async fn apply_bridge_event(control: &ControlNode, bridge: &Bridge, event: Bridg
                 // Control no longer holds this participant: its meeting ended, or it was kicked or
                 // expired, after its ticket was issued. Its ticket must not outlive that decision.
                 if err.code == bridgemesh_proto::api::ErrorCode::NotFound {
-                    tracing::info!(%room, %participant, "removing a participant control does not hold");
-                    bridge.kick(&room, &participant);
+                    // No such room any more: its meeting ended, and whoever reaches the bridge
+                    // with an older ticket is told so. Otherwise this participant was removed.
+                    if control.read(|state| state.rooms.contains_key(&room)) {
+                        tracing::info!(%room, %participant, "removing a participant control does not hold");
+                        bridge.kick(&room, &participant);
+                    } else {
+                        tracing::info!(%room, "ending a meeting control has already ended");
+                        bridge.end_room(&room);
+                    }
                 } else {
                     tracing::warn!(%err, "cannot confirm a participant with control");
                 }

@@ -372,7 +372,21 @@ impl Shard {
             display_name,
         } = request;
         if self.removed.contains(&participant_id) {
-            self.refuse(key, ErrorCode::TicketRejected, REMOVED_MESSAGE);
+            // Told like a participant kicked while connected, so the client does not rejoin.
+            self.outputs.push_back(ShardOutput::ToClient {
+                key,
+                message: ServerMessage::Error {
+                    code: ErrorCode::TicketRejected,
+                    message: REMOVED_MESSAGE.to_owned(),
+                },
+            });
+            self.outputs.push_back(ShardOutput::ToClient {
+                key,
+                message: ServerMessage::Bye {
+                    reason: ByeReason::Kicked,
+                },
+            });
+            self.outputs.push_back(ShardOutput::CloseClient { key });
             return;
         }
         // The same participant connecting again (a reconnect on a new socket) replaces the old session.
@@ -1220,7 +1234,10 @@ mod tests {
         assert!(!welcomed(&outputs, 5));
         assert!(matches!(
             messages_to(&outputs, 5).as_slice(),
-            [ServerMessage::Error { code: ErrorCode::TicketRejected, message }] if message.contains("removed")
+            [
+                ServerMessage::Error { code: ErrorCode::TicketRejected, message },
+                ServerMessage::Bye { reason: ByeReason::Kicked },
+            ] if message.contains("removed")
         ));
         assert!(closed(&outputs, 5));
         assert!(

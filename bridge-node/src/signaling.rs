@@ -16,7 +16,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use bridgemesh_proto::api::{ErrorCode, Health, HealthStatus};
-use bridgemesh_proto::signaling::{CLIENT_MESSAGE_MAX_BYTES, ClientMessage, ServerMessage};
+use bridgemesh_proto::signaling::{ByeReason, CLIENT_MESSAGE_MAX_BYTES, ClientMessage, ServerMessage};
 use futures_util::{SinkExt, StreamExt};
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -170,6 +170,28 @@ async fn refuse(mut socket: WebSocket, code: ErrorCode, message: &str) {
     let _ = socket.close().await;
 }
 
+/// A kicked participant's ticket: refused, and told why with the same `bye` a connected one gets,
+/// so its client ends the session instead of rejoining as after a lost connection.
+async fn refuse_removed(mut socket: WebSocket) {
+    let err = TicketError::ParticipantRemoved;
+    let _ = send(
+        &mut socket,
+        &ServerMessage::Error {
+            code: ticket_error_code(&err),
+            message: err.to_string(),
+        },
+    )
+    .await;
+    let _ = send(
+        &mut socket,
+        &ServerMessage::Bye {
+            reason: ByeReason::Kicked,
+        },
+    )
+    .await;
+    let _ = socket.close().await;
+}
+
 async fn session(bridge: Arc<Bridge>, mut socket: WebSocket) {
     if bridge.is_stopping() {
         return refuse(
@@ -194,6 +216,7 @@ async fn session(bridge: Arc<Bridge>, mut socket: WebSocket) {
     };
     let claims = match bridge.verifier().verify(&ticket, now_unix_s()) {
         Ok(claims) => claims,
+        Err(TicketError::ParticipantRemoved) => return refuse_removed(socket).await,
         Err(err) => return refuse(socket, ticket_error_code(&err), &err.to_string()).await,
     };
     let key = bridge.new_key();

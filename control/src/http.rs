@@ -52,7 +52,10 @@ pub fn router(node: Arc<ControlNode>, config: ApiConfig) -> Router {
         .route("/api/v1/rooms/{room}/join", post(join))
         .route("/api/v1/rooms/{room}", get(room_view))
         .route("/api/v1/rooms/{room}/settings", patch(update_settings))
-        .route("/api/v1/rooms/{room}/lobby/{participant}", get(lobby_status))
+        .route(
+            "/api/v1/rooms/{room}/lobby/{participant}",
+            get(lobby_status).delete(withdraw),
+        )
         .route(
             "/api/v1/rooms/{room}/lobby/{participant}/{decision}",
             post(lobby_decision),
@@ -178,6 +181,25 @@ async fn lobby_status(
         api.node.lobby_status(&room, &session)
     })();
     join_answer(answer)
+}
+
+async fn withdraw(
+    State(api): State<Api>,
+    Path((room, participant)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let result = async {
+        let room = room_id(room)?;
+        let session = api.node.session(bearer(&headers), &room)?;
+        if session.participant_id != participant_id(participant)? {
+            return Err(ApiError::new(
+                ErrorCode::Forbidden,
+                "this session is for another participant",
+            ));
+        }
+        api.node.withdraw(&room, &session).await.map(|()| Done::ok())
+    };
+    respond(result.await)
 }
 
 async fn room_view(State(api): State<Api>, Path(room): Path<String>, headers: HeaderMap) -> Response {

@@ -554,6 +554,20 @@ impl ControlNode {
         }
     }
 
+    /// A guest gives up waiting in the lobby (or a placement it will not use): its place is freed
+    /// at once instead of at expiry.
+    pub async fn withdraw(&self, room: &RoomId, session: &SessionClaims) -> Result<(), ApiError> {
+        let record = self.participant(room, &session.participant_id)?;
+        if record.status == ParticipantStatus::Connected {
+            return Err(ApiError::new(
+                ErrorCode::Conflict,
+                "connected participants leave through their bridge",
+            ));
+        }
+        self.participant_left(room.clone(), session.participant_id.clone())
+            .await
+    }
+
     /// Checks that the session's participant moderates the room right now.
     fn require_moderator(&self, room: &RoomId, session: &SessionClaims) -> Result<(), ApiError> {
         let record = self.participant(room, &session.participant_id)?;

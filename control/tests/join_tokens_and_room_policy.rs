@@ -359,6 +359,31 @@ async fn password_lobby_and_kick_follow_the_moderator() {
     assert!(admitted["ticket"].as_str().is_some_and(|t| !t.is_empty()));
     let (status, denied) = call(&cluster, reqwest::Method::GET, &poll(&dave), &dave_session, None).await;
     assert_eq!((status, code(&denied)), (403, "lobby_denied"), "{denied}");
+    // A guest who gives up waiting leaves the lobby at once.
+    let (status, erin) = join(&cluster, "board", None, json!({"display_name": "Erin"})).await;
+    assert_eq!(status, 202, "{erin}");
+    let erin_session = erin["session_token"].as_str().unwrap().to_owned();
+    let (status, body) = call(
+        &cluster,
+        reqwest::Method::DELETE,
+        &poll(&erin),
+        &erin_session,
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (_, view) = call(
+        &cluster,
+        reqwest::Method::GET,
+        "/api/v1/rooms/board",
+        &session,
+        None,
+    )
+    .await;
+    assert!(
+        !view["lobby"].to_string().contains("Erin"),
+        "a withdrawn guest is not listed: {view}"
+    );
     // A session is bound to its participant.
     assert_eq!(
         call(&cluster, reqwest::Method::GET, &poll(&carol), &dave_session, None)

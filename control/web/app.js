@@ -1111,7 +1111,17 @@
     app.retryTimer = setTimeout(() => { if (bm.state === 'waiting') connect(); }, HOST_RETRY_MS);
   }
 
+  // Tells control we stopped waiting, so the knock leaves the moderators' list and frees its
+  // place in the lobby; best effort (the wait expires anyway).
+  function withdrawFromLobby(lobby) {
+    if (!lobby) return;
+    const path = `/api/v1/rooms/${encodeURIComponent(app.room)}/lobby/${encodeURIComponent(lobby.pid)}`;
+    fetch(path, { method: 'DELETE', headers: { Authorization: `Bearer ${lobby.token}` }, keepalive: true })
+      .catch(() => {});
+  }
+
   function cancelWaiting() {
+    withdrawFromLobby(app.lobby);
     clearLobby();
     clearTimeout(app.retryTimer);
     app.attempt = null;
@@ -1822,7 +1832,10 @@
       if (bm.state === 'reconnecting' && !app.session) connect();
     });
     // Closing the tab: tell the bridge now rather than letting it time us out.
-    window.addEventListener('pagehide', () => { if (app.session) send(app.session, { type: 'leave' }); });
+    window.addEventListener('pagehide', () => {
+      if (app.session) send(app.session, { type: 'leave' });
+      if (bm.state === 'lobby') withdrawFromLobby(app.lobby);
+    });
   }
 
   function init() {
