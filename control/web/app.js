@@ -960,6 +960,7 @@
       setState('reconnecting');
     }
     setStatus(bm.state === 'joining' ? 'Connecting…' : 'Reconnecting…');
+    renderModeration();
     scheduleRetry(detail);
   }
 
@@ -1135,8 +1136,10 @@
 
   // ---------------------------------------------------------------- moderation
 
+  // Not while reconnecting: the session token then belongs to the participant that was lost, and
+  // every moderator call with it would fail until the rejoin answers with a new one.
   function isModerator() {
-    return app.role === 'moderator' && inMeeting();
+    return app.role === 'moderator' && inMeeting() && bm.state !== 'reconnecting';
   }
 
   // A call about our room with the session token; never throws.
@@ -1255,9 +1258,13 @@
   async function refreshRoom() {
     if (!isModerator() || !app.sessionToken) return;
     const token = app.sessionToken;
+    // The periodic poll and the refresh after an action can overlap: only the newest request's
+    // answer is applied, or a stale one would bring back a guest just admitted.
+    const seq = (app.roomViewSeq = (app.roomViewSeq || 0) + 1);
     const r = await roomApi('GET', '');
     // A reconnect in the meantime means a new participant id: this answer is about the old one.
     if (!r.ok || token !== app.sessionToken || !isModerator() || !r.data) return;
+    if (seq !== app.roomViewSeq) return;
     applyRoomView(r.data);
   }
 
