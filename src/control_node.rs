@@ -100,6 +100,7 @@ pub struct RaftTiming {
     pub election_timeout_min_ms: Option<u64>,
     pub election_timeout_max_ms: Option<u64>,
     pub snapshot_every_entries: Option<u64>,
+    pub logs_kept_after_snapshot: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -236,6 +237,10 @@ pub fn plan(file: ControlFile, overrides: ControlOverrides) -> anyhow::Result<Co
             .raft
             .snapshot_every_entries
             .unwrap_or(defaults.snapshot_every_entries),
+        logs_kept_after_snapshot: file
+            .raft
+            .logs_kept_after_snapshot
+            .unwrap_or(defaults.logs_kept_after_snapshot),
         ..defaults
     };
     cluster.validate()?;

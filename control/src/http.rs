@@ -164,22 +164,31 @@ async fn join(
     join_answer(answer.await)
 }
 
+/// The room and the caller's session, when the path's participant is the session's own.
+fn own_session(
+    api: &Api,
+    room: String,
+    participant: String,
+    headers: &HeaderMap,
+) -> Result<(RoomId, crate::session::SessionClaims), ApiError> {
+    let room = room_id(room)?;
+    let session = api.node.session(bearer(headers), &room)?;
+    if session.participant_id != participant_id(participant)? {
+        return Err(ApiError::new(
+            ErrorCode::Forbidden,
+            "this session is for another participant",
+        ));
+    }
+    Ok((room, session))
+}
+
 async fn lobby_status(
     State(api): State<Api>,
     Path((room, participant)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    let answer = (|| {
-        let room = room_id(room)?;
-        let session = api.node.session(bearer(&headers), &room)?;
-        if session.participant_id != participant_id(participant)? {
-            return Err(ApiError::new(
-                ErrorCode::Forbidden,
-                "this session is for another participant",
-            ));
-        }
-        api.node.lobby_status(&room, &session)
-    })();
+    let answer = own_session(&api, room, participant, &headers)
+        .and_then(|(room, session)| api.node.lobby_status(&room, &session));
     join_answer(answer)
 }
 
@@ -189,14 +198,7 @@ async fn withdraw(
     headers: HeaderMap,
 ) -> Response {
     let result = async {
-        let room = room_id(room)?;
-        let session = api.node.session(bearer(&headers), &room)?;
-        if session.participant_id != participant_id(participant)? {
-            return Err(ApiError::new(
-                ErrorCode::Forbidden,
-                "this session is for another participant",
-            ));
-        }
+        let (room, session) = own_session(&api, room, participant, &headers)?;
         api.node.withdraw(&room, &session).await.map(|()| Done::ok())
     };
     respond(result.await)

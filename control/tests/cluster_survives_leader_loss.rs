@@ -30,6 +30,7 @@ async fn joins_keep_succeeding_while_the_leader_is_killed_and_state_survives_res
     wait_for_more_joins(&stream, 300).await;
 
     // Kill the leader mid-stream; the two survivors must elect a new one and keep committing.
+    let applied_before_kill = cluster.health(leader).last_applied_index.unwrap_or(0);
     cluster.kill(leader).await;
     let survivors: Vec<u64> = [1, 2, 3].into_iter().filter(|id| *id != leader).collect();
     stream.set_targets(survivors.iter().map(|id| cluster.url(*id)).collect());
@@ -59,6 +60,12 @@ async fn joins_keep_succeeding_while_the_leader_is_killed_and_state_survives_res
     // The killed node comes back from its data directory and catches up.
     cluster.start_node(leader).await;
     cluster.wait_caught_up(leader).await;
+    // The survivors compacted the entries it missed: it caught up by installing a snapshot.
+    let snapshot = cluster.health(leader).snapshot_index.unwrap_or(0);
+    assert!(
+        snapshot > applied_before_kill,
+        "snapshot at {snapshot}, applied before the kill {applied_before_kill}"
+    );
     assert_each_exactly_once(&cluster.state(leader), &acknowledged);
     assert_eq!(cluster.state(leader), cluster.state(new_leader));
 

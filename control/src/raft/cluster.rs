@@ -36,6 +36,9 @@ pub struct ClusterConfig {
     pub election_timeout_max_ms: u64,
     /// A snapshot is taken after this many applied entries, and the log before it compacted.
     pub snapshot_every_entries: u64,
+    /// Entries kept before the latest snapshot, so a follower a little behind catches up from
+    /// the log instead of receiving the whole snapshot.
+    pub logs_kept_after_snapshot: u64,
     /// A follower this many entries behind the cluster's commit reports itself lagging.
     pub lag_threshold_entries: u64,
 }
@@ -54,6 +57,7 @@ impl Default for ClusterConfig {
             election_timeout_min_ms: 200,
             election_timeout_max_ms: 400,
             snapshot_every_entries: 20_000,
+            logs_kept_after_snapshot: 1_000,
             lag_threshold_entries: 1_000,
         }
     }
@@ -101,7 +105,7 @@ impl ClusterConfig {
             election_timeout_max: self.election_timeout_max_ms,
             enable_pre_vote: Some(true),
             snapshot_policy: SnapshotPolicy::LogsSinceLast(self.snapshot_every_entries),
-            max_in_snapshot_log_to_keep: 1_000,
+            max_in_snapshot_log_to_keep: self.logs_kept_after_snapshot,
             ..Default::default()
         }
         .validate()
@@ -168,6 +172,8 @@ pub struct ClusterHealth {
     pub term: u64,
     pub last_applied_index: Option<u64>,
     pub cluster_committed_index: Option<u64>,
+    /// Last entry covered by this node's snapshot (built here or installed from the leader).
+    pub snapshot_index: Option<u64>,
     pub voters: Vec<NodeId>,
     pub learners: Vec<NodeId>,
 }
@@ -233,10 +239,6 @@ impl ClusterNode {
             Err(RaftError::APIError(_)) => Ok(()),
             Err(err) => Err(StartError::Raft(err.to_string())),
         }
-    }
-
-    pub fn id(&self) -> NodeId {
-        self.id
     }
 
     pub fn raft(&self) -> &Raft {
@@ -430,6 +432,7 @@ impl ClusterNode {
             term: metrics.current_term,
             last_applied_index,
             cluster_committed_index,
+            snapshot_index: metrics.snapshot.as_ref().map(|id| id.index()),
             voters: membership.voter_ids().collect(),
             learners: membership.learner_ids().collect(),
         }

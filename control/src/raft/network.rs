@@ -82,10 +82,6 @@ impl PeerNetwork {
         Self { http, credential }
     }
 
-    pub fn http(&self) -> &reqwest::Client {
-        &self.http
-    }
-
     pub fn credential(&self) -> &ClusterCredential {
         &self.credential
     }

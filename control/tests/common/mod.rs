@@ -33,11 +33,13 @@ pub struct TestCluster {
     pub http: reqwest::Client,
 }
 
-/// Production timing, with snapshots so frequent that tests also exercise snapshots and log
-/// compaction.
+/// Production timing, with snapshots so frequent, and the log compacted so eagerly, that tests
+/// also exercise building, sending, installing and restarting from snapshots.
 pub fn test_template() -> ClusterConfig {
     ClusterConfig {
         snapshot_every_entries: 200,
+        // Nothing kept: a node that restarts or joins behind gets a snapshot installed.
+        logs_kept_after_snapshot: 0,
         ..ClusterConfig::default()
     }
 }
