@@ -35,6 +35,19 @@ pub struct JoinResponse {
     pub session_token: String,
 }
 
+/// `POST /api/v1/rooms/{room}/participants/{participant}/reconnect`, with the participant's
+/// session token: a participant that lost its bridge (or was told `bye moved`) asks where to go.
+/// The answer is a [`JoinResponse`] for the same participant id and role: a fresh ticket for its
+/// bridge, which is another one if its old bridge was declared down or is draining. 404 means
+/// control no longer holds the participant: join again.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReconnectRequest {
+    /// The bridge the client could no longer reach; counts as one report against it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lost_bridge: Option<BridgeId>,
+}
+
 /// How long a participant's session token stays valid.
 pub const SESSION_TTL_S: u64 = 12 * 3600;
 

@@ -4,12 +4,14 @@
 //! - [`ids`]: newtypes for every identifier (`RoomId`, `ParticipantId`, `BridgeId`, ...), validated at the edge.
 //! - [`api`]: control HTTP API bodies (`/api/v1/...`) and the JSON error envelope with its codes.
 //! - [`signaling`]: messages on the client ↔ bridge WebSocket.
+//! - [`bridge_session`]: messages on the bridge ↔ control WebSocket (registration, heartbeats, moves).
 //! - [`ticket`]: claims of the short-lived ticket control issues for one participant on one bridge.
 //!
 //! Everything here is plain serde data; there is no I/O. A change to any of these shapes is a
 //! versioned change: [`PROTOCOL_VERSION`] is sent in the signaling `welcome` message.
 
 pub mod api;
+pub mod bridge_session;
 pub mod ids;
 pub mod signaling;
 pub mod ticket;

@@ -85,6 +85,9 @@ pub enum ByeReason {
     Kicked,
     /// A moderator ended the meeting for everyone.
     MeetingEnded,
+    /// Control placed the participant on another bridge (this one is draining, or was declared
+    /// down): ask control where to go with `POST /api/v1/rooms/{room}/participants/{id}/reconnect`.
+    Moved,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -1,0 +1,228 @@
+//! Bridge ↔ control: one WebSocket per bridge, opened by the bridge to the control leader at
+//! `GET /api/v1/bridges/session` with `Authorization: Bearer <bridge credential>` (see
+//! [`BRIDGE_SESSION_PATH`], `docs/regions.md`). JSON text frames tagged by `"type"`.
+//!
+//! The bridge says `register` first and then heartbeats; control answers `registered` (or
+//! `not_leader` with where the leader is, then closes). Everything control wants a bridge to do
+//! (remove a participant, move one to another bridge, end a room) arrives on the same socket.
+//! A bridge whose socket drops reconnects and registers again with the participants it still
+//! hosts, and control reconciles: registration is idempotent.
+
+use crate::ids::{BridgeId, ParticipantId, RegionId, RoomId};
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+
+/// Where bridges open their session on a control node.
+pub const BRIDGE_SESSION_PATH: &str = "/api/v1/bridges/session";
+/// Largest frame either side accepts; a register message listing every participant of a full
+/// bridge (a few thousand ids) fits.
+pub const BRIDGE_MESSAGE_MAX_BYTES: usize = 1024 * 1024;
+/// Participants one `register` may list.
+pub const REGISTER_PARTICIPANTS_MAX: usize = 20_000;
+
+/// The bearer credential a bridge opens its session with, derived from the bridge key (the
+/// ticket key control derives from the cluster secret). Control derives the same and compares.
+pub fn bridge_session_credential(bridge_key: &[u8]) -> String {
+    hex::encode(derive(bridge_key, b"bridgemesh bridge session v1"))
+}
+
+/// The shared secret of the bridges' embedded TURN servers (coturn's REST credentials), derived
+/// from the bridge key, so control can issue credentials every bridge's TURN server accepts.
+pub fn turn_rest_secret(bridge_key: &[u8]) -> Vec<u8> {
+    derive(bridge_key, b"bridgemesh turn rest v1")
+}
+
+fn derive(key: &[u8], label: &[u8]) -> Vec<u8> {
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
+    mac.update(label);
+    mac.finalize().into_bytes().to_vec()
+}
+
+/// A point on the globe, in degrees.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct GeoPoint {
+    pub latitude: f64,
+    pub longitude: f64,
+}
+
+impl GeoPoint {
+    /// Latitude within ±90, longitude within ±180, both finite.
+    pub fn is_valid(&self) -> bool {
+        self.latitude.is_finite()
+            && self.longitude.is_finite()
+            && (-90.0..=90.0).contains(&self.latitude)
+            && (-180.0..=180.0).contains(&self.longitude)
+    }
+}
+
+/// What a bridge tells control about itself when it registers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BridgeRegistration {
+    pub id: BridgeId,
+    pub region: RegionId,
+    /// Where the bridge is; control uses the mean of a region's bridges as the region's location.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<GeoPoint>,
+    /// `ws://` or `wss://` URL of the bridge's signaling endpoint, as participants reach it.
+    pub signaling_url: String,
+    /// Where participants send media (`ip:port`).
+    pub media_addresses: Vec<String>,
+    /// The bridge's embedded TURN server (`turn:`/`turns:` URLs); empty without one.
+    #[serde(default)]
+    pub turn_urls: Vec<String>,
+    /// Participants the bridge accepts at most.
+    pub capacity: u32,
+    /// Participants of one room the bridge accepts at most.
+    pub max_participants_per_room: u32,
+}
+
+/// The bridge's load, measured by the bridge.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct LoadReport {
+    pub participants: u32,
+    /// Share of the machine's CPU the bridge process used over the last interval (0.0–1.0).
+    pub cpu: f64,
+    /// RTP/RTCP packets received plus sent per second over the last interval.
+    pub packets_per_s: f64,
+    /// One figure for placement: 1.0 means at the bridge's configured limit. The largest of
+    /// CPU ÷ its ceiling, packet rate ÷ its ceiling, and participants ÷ capacity.
+    pub stress: f64,
+}
+
+/// One participant a bridge hosts.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct HostedParticipant {
+    pub room: RoomId,
+    pub participant: ParticipantId,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+#[non_exhaustive]
+pub enum BridgeToControl {
+    /// First message on every socket.
+    Register {
+        bridge: BridgeRegistration,
+        /// Random per process start: control tells a restarted bridge from a reconnecting one,
+        /// and two processes claiming one id from each other.
+        instance: String,
+        /// Participants connected to the bridge right now.
+        participants: Vec<HostedParticipant>,
+        load: LoadReport,
+    },
+    Heartbeat {
+        load: LoadReport,
+    },
+    ParticipantJoined {
+        room: RoomId,
+        participant: ParticipantId,
+    },
+    ParticipantLeft {
+        room: RoomId,
+        participant: ParticipantId,
+    },
+    /// The bridge asks to be drained (it is stopping): no new participants; the ones it has are
+    /// moved after `grace_ms`.
+    Drain {
+        grace_ms: u64,
+    },
+}
+
+/// A bridge's status as control sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum BridgeStatus {
+    /// Takes new participants.
+    Up,
+    /// Control has stopped hearing from it: no new participants, nobody moved yet.
+    Unreachable,
+    /// Being emptied by an operator or because it is stopping: no new participants.
+    Draining,
+    /// Declared dead; its participants were moved.
+    Down,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+#[non_exhaustive]
+pub enum ControlToBridge {
+    /// Registration accepted. The bridge heartbeats every `heartbeat_interval_ms` from now on.
+    Registered {
+        heartbeat_interval_ms: u64,
+        status: BridgeStatus,
+    },
+    /// This control node does not lead; the session closes after this. `leader_url` is the
+    /// leader's session URL when known.
+    NotLeader {
+        leader_url: Option<String>,
+    },
+    /// Registration refused (another live bridge holds this id, or the registration is invalid).
+    Refused {
+        code: String,
+        message: String,
+    },
+    /// The bridge's status changed (drain started or ended).
+    Status {
+        status: BridgeStatus,
+    },
+    /// Remove the participant: a moderator kicked it, or control does not hold it.
+    Kick {
+        room: RoomId,
+        participant: ParticipantId,
+    },
+    /// The participant was placed on another bridge: tell it (`bye moved`) and drop it.
+    Move {
+        room: RoomId,
+        participant: ParticipantId,
+    },
+    MuteAll {
+        room: RoomId,
+        by: ParticipantId,
+    },
+    EndRoom {
+        room: RoomId,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_have_their_documented_shape() {
+        let msg = ControlToBridge::Move {
+            room: RoomId::new("r").unwrap(),
+            participant: ParticipantId::new("p-1").unwrap(),
+        };
+        let json = serde_json::to_string(&msg).unwrap();
+        assert_eq!(json, r#"{"type":"move","room":"r","participant":"p-1"}"#);
+        assert_eq!(serde_json::from_str::<ControlToBridge>(&json).unwrap(), msg);
+        let heartbeat: BridgeToControl = serde_json::from_str(
+            r#"{"type":"heartbeat","load":{"participants":3,"cpu":0.25,"packets_per_s":1200.0,"stress":0.25}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            heartbeat,
+            BridgeToControl::Heartbeat {
+                load: LoadReport {
+                    participants: 3,
+                    cpu: 0.25,
+                    packets_per_s: 1200.0,
+                    stress: 0.25
+                }
+            }
+        );
+        assert!(serde_json::from_str::<BridgeToControl>(r#"{"type":"heartbeat"}"#).is_err());
+        assert!(serde_json::from_str::<BridgeToControl>(r#"{"type":"kick"}"#).is_err());
+    }
+
+    #[test]
+    fn geo_points_outside_the_globe_are_invalid() {
+        assert!(GeoPoint { latitude: 50.1, longitude: 8.7 }.is_valid());
+        assert!(!GeoPoint { latitude: 91.0, longitude: 0.0 }.is_valid());
+        assert!(!GeoPoint { latitude: 0.0, longitude: f64::NAN }.is_valid());
+    }
+}
