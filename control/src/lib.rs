@@ -19,6 +19,7 @@
 //! This node is a single replica; the replicated control plane builds on the same commands.
 
 pub mod auth;
+pub mod cidr;
 pub mod http;
 pub mod node;
 pub mod password;
