@@ -5,6 +5,7 @@
 //! - [`placement`]: which bridge a participant goes to, a pure function of the state.
 //! - [`auth`]: join tokens (Jitsi's JWT format), the guest policy, the admin credential; pure.
 //! - [`rate_limit`]: per-address token buckets for the unauthenticated join endpoint.
+//! - [`client_ip`]: the address a request came from, through trusted proxies' headers.
 //! - [`node`]: [`ControlNode`], the state behind a lock plus ticket issuing; `join` lives here.
 //! - [`http`]: the axum driver: `/api/v1/...`, `/health`, `/metrics`, the web client.
 //! - [`web`]: the browser client's files, compiled in.
@@ -20,6 +21,7 @@
 
 pub mod auth;
 pub mod cidr;
+pub mod client_ip;
 pub mod http;
 pub mod node;
 pub mod password;
