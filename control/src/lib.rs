@@ -6,6 +6,7 @@
 //! - [`auth`]: join tokens (Jitsi's JWT format), the guest policy, the admin credential; pure.
 //! - [`rate_limit`]: per-address token buckets for the unauthenticated join endpoint.
 //! - [`client_ip`]: the address a request came from, through trusted proxies' headers.
+//! - [`geo`]: where an address is (a MaxMind DB), distances, and made-up test databases.
 //! - [`node`]: [`ControlNode`], the state behind a lock plus ticket issuing; `join` lives here.
 //! - [`http`]: the axum driver: `/api/v1/...`, `/health`, `/metrics`, the web client.
 //! - [`web`]: the browser client's files, compiled in.
@@ -22,6 +23,7 @@
 pub mod auth;
 pub mod cidr;
 pub mod client_ip;
+pub mod geo;
 pub mod http;
 pub mod node;
 pub mod password;
