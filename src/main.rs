@@ -1,5 +1,7 @@
 //! The `bridgemesh` command: thin subcommands over the crates.
 
+mod geoip_cli;
+
 use anyhow::Context as _;
 use bridgemesh_turn::{IpNet, TurnConfig, TurnServer};
 use clap::{Args, Parser, Subcommand};
@@ -47,6 +49,8 @@ enum Commands {
     Token(Box<TokenArgs>),
     /// A TURN server alone (e.g. on 443 on a host of its own), sharing the cluster's REST secret.
     Turn(TurnArgs),
+    /// GeoIP databases: write the loopback test database, look an address up.
+    Geoip(geoip_cli::GeoipArgs),
 }
 
 #[derive(clap::Args)]
@@ -331,6 +335,7 @@ async fn main() -> anyhow::Result<()> {
             running.stop().await;
         }
         Commands::Token(args) => println!("{}", token(*args)?),
+        Commands::Geoip(args) => geoip_cli::run(args)?,
         Commands::Control(args) => {
             let file = match &args.config {
                 Some(path) => bridgemesh::control_node::read_file(path)?,
