@@ -12,6 +12,7 @@
 //! - [`ticket`]: ticket verification with a single-use cache.
 //! - [`removed_participants`]: the bounded memory of kicked participants whose tickets are refused.
 //! - [`keyframe_requests`]: lets inbound PLI/FIR past `rtc`'s interceptor chain to the application.
+//! - [`load`]: CPU, packet rate and participants folded into the `stress` control places by.
 //!
 //! # Run loop
 //! ```text
@@ -22,14 +23,15 @@
 //!                  drain shard.poll_output(): Transmit → socket, ToClient → that client's socket task
 //! ```
 //! Rooms are spread over shards by a hash of the room id, so a room's forwarding never crosses threads.
-//! Control's moderation ([`Bridge::kick`], [`Bridge::request_mute_all`], [`Bridge::end_room`]) goes
-//! the same way, to the inbox of the shard that owns the room.
+//! Control's instructions ([`Bridge::kick`], [`Bridge::move_participant`], [`Bridge::request_mute_all`],
+//! [`Bridge::end_room`]) go the same way, to the inbox of the shard that owns the room.
 
 pub mod config;
 pub mod demux;
 pub mod driver;
 pub mod keyframe_requests;
 mod legs;
+pub mod load;
 pub mod participant;
 pub mod peer;
 pub mod removed_participants;
