@@ -47,6 +47,14 @@ enum Commands {
     Token(Box<TokenArgs>),
     /// A TURN server alone (e.g. on 443 on a host of its own), sharing the cluster's REST secret.
     Turn(TurnArgs),
+    /// One bridge (SFU) with its TURN server, registered with a control cluster.
+    Bridge(Box<bridgemesh::bridge_node::BridgeArgs>),
+    /// Print the bridge key (hex) that bridges need, derived from the cluster secret.
+    BridgeKey {
+        /// The control cluster's secret file.
+        #[arg(long)]
+        cluster_secret_file: PathBuf,
+    },
 }
 
 #[derive(clap::Args)]
@@ -331,6 +339,11 @@ async fn main() -> anyhow::Result<()> {
             running.stop().await;
         }
         Commands::Token(args) => println!("{}", token(*args)?),
+        Commands::Bridge(args) => bridgemesh::bridge_node::run(args.config()?).await?,
+        Commands::BridgeKey { cluster_secret_file } => println!(
+            "{}",
+            bridgemesh::bridge_node::bridge_key_hex(&cluster_secret_file)?
+        ),
         Commands::Control(args) => {
             let file = match &args.config {
                 Some(path) => bridgemesh::control_node::read_file(path)?,
