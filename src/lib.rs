@@ -2,5 +2,6 @@
 //! tests so they run exactly what an operator runs.
 
 pub mod admin;
+pub mod bridge_node;
 pub mod control_node;
 pub mod up;

@@ -51,6 +51,14 @@ enum Commands {
     Turn(TurnArgs),
     /// GeoIP databases: write the loopback test database, look an address up.
     Geoip(geoip_cli::GeoipArgs),
+    /// One bridge (SFU) with its TURN server, registered with a control cluster.
+    Bridge(Box<bridgemesh::bridge_node::BridgeArgs>),
+    /// Print the bridge key (hex) that bridges need, derived from the cluster secret.
+    BridgeKey {
+        /// The control cluster's secret file.
+        #[arg(long)]
+        cluster_secret_file: PathBuf,
+    },
 }
 
 #[derive(clap::Args)]
@@ -103,8 +111,31 @@ enum AdminCommand {
     Cluster(ClusterCommand),
     /// Rooms and their participants per bridge.
     Rooms,
-    /// Bridges with their status and load.
-    Bridges,
+    /// Bridges: list them (the default) with region, status, load and participants; drain one
+    /// before maintenance; end a drain; forget a decommissioned one.
+    Bridges {
+        #[command(subcommand)]
+        command: Option<BridgesCommand>,
+        /// Print the API's JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum BridgesCommand {
+    List,
+    /// No new participants; the bridge's participants move to other bridges after the grace period.
+    Drain {
+        id: String,
+        /// Seconds participants may stay before they are moved (0: now).
+        #[arg(long, default_value_t = 0)]
+        grace_s: u64,
+    },
+    /// The bridge takes participants again.
+    Undrain { id: String },
+    /// Removes a bridge that hosts nobody from the registry.
+    Forget { id: String },
 }
 
 #[derive(Subcommand)]
@@ -336,6 +367,11 @@ async fn main() -> anyhow::Result<()> {
         }
         Commands::Token(args) => println!("{}", token(*args)?),
         Commands::Geoip(args) => geoip_cli::run(args)?,
+        Commands::Bridge(args) => bridgemesh::bridge_node::run(args.config()?).await?,
+        Commands::BridgeKey { cluster_secret_file } => println!(
+            "{}",
+            bridgemesh::bridge_node::bridge_key_hex(&cluster_secret_file)?
+        ),
         Commands::Control(args) => {
             let file = match &args.config {
                 Some(path) => bridgemesh::control_node::read_file(path)?,
@@ -372,7 +408,20 @@ async fn main() -> anyhow::Result<()> {
                 AdminCommand::Cluster(ClusterCommand::Add { id, addr }) => AdminCall::AddNode { id, addr },
                 AdminCommand::Cluster(ClusterCommand::Remove { id }) => AdminCall::RemoveNode { id },
                 AdminCommand::Rooms => AdminCall::Rooms,
-                AdminCommand::Bridges => AdminCall::Bridges,
+                AdminCommand::Bridges { command, json } => match command {
+                    None | Some(BridgesCommand::List) => {
+                        let answer = bridgemesh::admin::run(&args.url, &token, AdminCall::Bridges).await?;
+                        if json {
+                            println!("{answer}");
+                        } else {
+                            print!("{}", bridgemesh::admin::bridges_table(&answer)?);
+                        }
+                        return Ok(());
+                    }
+                    Some(BridgesCommand::Drain { id, grace_s }) => AdminCall::DrainBridge { id, grace_s },
+                    Some(BridgesCommand::Undrain { id }) => AdminCall::UndrainBridge { id },
+                    Some(BridgesCommand::Forget { id }) => AdminCall::ForgetBridge { id },
+                },
             };
             println!("{}", bridgemesh::admin::run(&args.url, &token, call).await?);
         }

@@ -146,7 +146,9 @@ impl Bridge {
                 .map_err(StartError::Thread)?;
             threads.push(thread);
         }
-        tracing::info!(bridge = %config.bridge_id, media = %media_addr, shards = config.shard_count, "bridge started");
+        // The port only: addresses stay out of info logs.
+        tracing::info!(bridge = %config.bridge_id, media_port = media_addr.port(), shards = config.shard_count, "bridge started");
+        tracing::debug!(media = %media_addr, "bridge media address");
         Ok(Arc::new(Bridge {
             verifier: TicketVerifier::new(config.bridge_id.clone(), &config.ticket_key),
             config,
@@ -189,6 +191,7 @@ impl Bridge {
         for stats in &self.shard_stats {
             let s = *stats.lock().expect("stats lock");
             total.datagrams_in += s.datagrams_in;
+            total.datagrams_out += s.datagrams_out;
             total.rtp_in += s.rtp_in;
             total.rtp_forwarded += s.rtp_forwarded;
             total.rtp_dropped_no_leg += s.rtp_dropped_no_leg;
@@ -251,6 +254,17 @@ impl Bridge {
         });
     }
 
+    /// Sends `participant` elsewhere: it gets `bye{moved}` and is disconnected, and the room is
+    /// told it left. Unlike [`Bridge::kick`] its tickets stay valid: control placed it on another
+    /// bridge (or on this one again) and it comes back with a fresh ticket. A participant not on
+    /// this bridge is left alone. Returns at once.
+    pub fn move_participant(&self, room: &RoomId, participant: &ParticipantId) {
+        self.moderate(ModerationAction::Move {
+            room: room.clone(),
+            participant: participant.clone(),
+        });
+    }
+
     /// Sends `mute_requested{by}` to everyone in `room` but `by`. Clients mute themselves; the
     /// bridge cannot switch off a remote microphone. Returns at once.
     pub fn request_mute_all(&self, room: &RoomId, by: &ParticipantId) {
@@ -264,6 +278,17 @@ impl Bridge {
     /// disconnected, and the room is torn down. Returns at once.
     pub fn end_room(&self, room: &RoomId) {
         self.moderate(ModerationAction::EndRoom { room: room.clone() });
+    }
+
+    /// Carries out a decision control took: [`Bridge::kick`], [`Bridge::move_participant`],
+    /// [`Bridge::request_mute_all`] or [`Bridge::end_room`]. Returns at once.
+    pub fn carry_out(&self, action: ModerationAction) {
+        match action {
+            ModerationAction::Kick { room, participant } => self.kick(&room, &participant),
+            ModerationAction::Move { room, participant } => self.move_participant(&room, &participant),
+            ModerationAction::RequestMuteAll { room, by } => self.request_mute_all(&room, &by),
+            ModerationAction::EndRoom { room } => self.end_room(&room),
+        }
     }
 
     /// Queues `action` for the room's shard without waiting. Moderation is never dropped for a

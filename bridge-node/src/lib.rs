@@ -12,6 +12,10 @@
 //! - [`ticket`]: ticket verification with a single-use cache.
 //! - [`removed_participants`]: the bounded memory of kicked participants whose tickets are refused.
 //! - [`keyframe_requests`]: lets inbound PLI/FIR past `rtc`'s interceptor chain to the application.
+//! - [`control_session`]: the session with control (register, heartbeat, reconnect, control's
+//!   instructions), a sans-IO state machine.
+//! - [`control_agent`]: [`ControlAgent`], the driver running that session over a WebSocket.
+//! - [`load`]: CPU, packet rate and participants folded into the `stress` control places by.
 //!
 //! # Run loop
 //! ```text
@@ -22,14 +26,24 @@
 //!                  drain shard.poll_output(): Transmit → socket, ToClient → that client's socket task
 //! ```
 //! Rooms are spread over shards by a hash of the room id, so a room's forwarding never crosses threads.
-//! Control's moderation ([`Bridge::kick`], [`Bridge::request_mute_all`], [`Bridge::end_room`]) goes
-//! the same way, to the inbox of the shard that owns the room.
+//! Control's instructions ([`Bridge::kick`], [`Bridge::move_participant`], [`Bridge::request_mute_all`],
+//! [`Bridge::end_room`]) go the same way, to the inbox of the shard that owns the room.
+//!
+//! ```text
+//! control agent:   wait(bridge event | control frame | command | load tick | session timeout)
+//!                  → session.handle_input / handle_timeout
+//!                  drain session.poll_output(): Connect → connection task, Send/Ping → its queue,
+//!                  Moderate → Bridge::carry_out, Status → watch channel
+//! ```
 
 pub mod config;
+pub mod control_agent;
+pub mod control_session;
 pub mod demux;
 pub mod driver;
 pub mod keyframe_requests;
 mod legs;
+pub mod load;
 pub mod participant;
 pub mod peer;
 pub mod removed_participants;
@@ -38,5 +52,7 @@ pub mod signaling;
 pub mod ticket;
 
 pub use config::{BridgeConfig, ConfigError};
+pub use control_agent::{AgentError, ControlAgent, ControlAgentConfig};
+pub use control_session::SessionStatus;
 pub use driver::{Bridge, BridgeStats, StartError};
 pub use shard::{BridgeEvent, ModerationAction};

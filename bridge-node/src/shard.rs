@@ -10,8 +10,9 @@
 //! publisher's connection, rewrites SSRC, payload type and header-extension ids for each
 //! subscriber's leg, and writes it into the subscriber's connection, which encrypts it.
 //!
-//! Moderation (kick, ask everyone to mute, end the meeting) is decided and committed by control;
-//! it reaches the shard as [`ShardInput::Moderation`] and the shard carries it out.
+//! Moderation (kick, move elsewhere, ask everyone to mute, end the meeting) is decided and
+//! committed by control; it reaches the shard as [`ShardInput::Moderation`] and the shard carries
+//! it out.
 
 use crate::demux::{ParticipantKey, RouteTable};
 use crate::legs::{resolve_legs, sync_legs};
@@ -79,6 +80,13 @@ pub enum ModerationAction {
         room: RoomId,
         participant: ParticipantId,
     },
+    /// `bye{moved}` and disconnect: control placed the participant on another bridge (this one is
+    /// draining or was declared down). Unlike a kick its tickets stay good: it comes back with a
+    /// fresh one, possibly to this very bridge.
+    Move {
+        room: RoomId,
+        participant: ParticipantId,
+    },
     /// `mute_requested` to everyone in the room but `by`.
     RequestMuteAll { room: RoomId, by: ParticipantId },
     /// `bye{meeting_ended}` to everyone in the room, and the room is gone.
@@ -90,6 +98,7 @@ impl ModerationAction {
     pub fn room(&self) -> &RoomId {
         match self {
             ModerationAction::Kick { room, .. }
+            | ModerationAction::Move { room, .. }
             | ModerationAction::RequestMuteAll { room, .. }
             | ModerationAction::EndRoom { room } => room,
         }
@@ -130,6 +139,8 @@ pub enum BridgeEvent {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct ShardStats {
     pub datagrams_in: u64,
+    /// Datagrams handed to the driver to send (media, RTCP, ICE and DTLS alike).
+    pub datagrams_out: u64,
     pub rtp_in: u64,
     pub rtp_forwarded: u64,
     pub rtp_dropped_no_leg: u64,
@@ -197,7 +208,12 @@ impl Shard {
     }
 
     pub fn poll_output(&mut self) -> Option<ShardOutput> {
-        self.outputs.pop_front()
+        let output = self.outputs.pop_front();
+        // Counted here, where every datagram leaves, rather than at each of the places queueing one.
+        if matches!(output, Some(ShardOutput::Transmit { .. })) {
+            self.stats.datagrams_out += 1;
+        }
+        output
     }
 
     pub fn handle_input(&mut self, now: Instant, input: ShardInput) {
@@ -221,6 +237,11 @@ impl Shard {
                 );
                 if let Some(key) = key {
                     self.remove_participant(now, key, Some(ByeReason::Kicked));
+                }
+            }
+            ModerationAction::Move { room, participant } => {
+                if let Some(key) = self.find(&room, &participant) {
+                    self.remove_participant(now, key, Some(ByeReason::Moved));
                 }
             }
             ModerationAction::RequestMuteAll { room, by } => {
@@ -1265,6 +1286,58 @@ mod tests {
         let outputs = drain(&mut shard);
         assert!(!welcomed(&outputs, 1) && closed(&outputs, 1));
         assert!(welcomed(&outputs, 2));
+    }
+
+    #[test]
+    fn move_says_bye_moved_and_the_participant_may_connect_again() {
+        let (mut shard, now) = populated();
+        let outputs = moderate(
+            &mut shard,
+            now,
+            ModerationAction::Move {
+                room: room("r"),
+                participant: id("bob"),
+            },
+        );
+        assert_eq!(
+            messages_to(&outputs, 2),
+            [&ServerMessage::Bye {
+                reason: ByeReason::Moved
+            }]
+        );
+        assert!(closed(&outputs, 2));
+        for other in [1, 3] {
+            assert!(
+                messages_to(&outputs, other).contains(&&ServerMessage::ParticipantLeft {
+                    participant_id: id("bob")
+                }),
+                "participant {other} was not told bob left"
+            );
+            assert!(!closed(&outputs, other));
+        }
+        assert!(messages_to(&outputs, 4).is_empty() && !closed(&outputs, 4));
+        assert_eq!(left_events(&outputs), [(room("r"), id("bob"))]);
+        assert_eq!(shard.stats().participants, 3);
+        // Moved, not banned: placed here again, it comes back with a fresh ticket and is welcomed.
+        connect(&mut shard, now, 5, "r", "bob");
+        let outputs = drain(&mut shard);
+        assert!(welcomed(&outputs, 5) && !closed(&outputs, 5));
+        assert_eq!(shard.stats().participants, 4);
+    }
+
+    #[test]
+    fn moving_a_participant_the_shard_does_not_host_changes_nothing() {
+        let (mut shard, now) = populated();
+        let outputs = moderate(
+            &mut shard,
+            now,
+            ModerationAction::Move {
+                room: room("other"),
+                participant: id("bob"),
+            },
+        );
+        assert!(outputs.is_empty(), "{outputs:?}");
+        assert_eq!(shard.stats().participants, 4);
     }
 
     #[test]

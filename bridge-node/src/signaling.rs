@@ -90,6 +90,12 @@ async fn metrics(State(bridge): State<Arc<Bridge>>) -> Response {
         s.datagrams_in,
     );
     metric(
+        "bridgemesh_bridge_datagrams_sent_total",
+        "counter",
+        "Datagrams the shards handed to the socket (media, RTCP, ICE, DTLS).",
+        s.datagrams_out,
+    );
+    metric(
         "bridgemesh_bridge_datagrams_unroutable_total",
         "counter",
         "Datagrams from unknown addresses without a known ICE ufrag.",

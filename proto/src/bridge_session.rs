@@ -15,9 +15,9 @@ use sha2::Sha256;
 
 /// Where bridges open their session on a control node.
 pub const BRIDGE_SESSION_PATH: &str = "/api/v1/bridges/session";
-/// Largest frame either side accepts; a register message listing every participant of a full
-/// bridge (a few thousand ids) fits.
-pub const BRIDGE_MESSAGE_MAX_BYTES: usize = 1024 * 1024;
+/// Largest frame either side accepts: a register message listing [`REGISTER_PARTICIPANTS_MAX`]
+/// participants with ids of the longest kind (about 160 bytes each in JSON) fits.
+pub const BRIDGE_MESSAGE_MAX_BYTES: usize = 4 * 1024 * 1024;
 /// Participants one `register` may list.
 pub const REGISTER_PARTICIPANTS_MAX: usize = 20_000;
 
@@ -217,6 +217,43 @@ mod tests {
         );
         assert!(serde_json::from_str::<BridgeToControl>(r#"{"type":"heartbeat"}"#).is_err());
         assert!(serde_json::from_str::<BridgeToControl>(r#"{"type":"kick"}"#).is_err());
+    }
+
+    #[test]
+    fn a_register_listing_the_most_participants_with_the_longest_ids_fits_in_a_message() {
+        let long = |n: usize| format!("{n:0>64}");
+        let participants = (0..REGISTER_PARTICIPANTS_MAX)
+            .map(|n| HostedParticipant {
+                room: RoomId::new(long(n)).unwrap(),
+                participant: ParticipantId::new(long(n)).unwrap(),
+            })
+            .collect();
+        let register = BridgeToControl::Register {
+            bridge: BridgeRegistration {
+                id: BridgeId::new("x".repeat(BridgeId::MAX_LEN)).unwrap(),
+                region: RegionId::new("x".repeat(RegionId::MAX_LEN)).unwrap(),
+                location: Some(GeoPoint {
+                    latitude: -89.123_456_789,
+                    longitude: -179.123_456_789,
+                }),
+                // A generous registration: 64 KiB of URLs and addresses.
+                signaling_url: "x".repeat(32 * 1024),
+                media_addresses: vec!["x".repeat(16 * 1024)],
+                turn_urls: vec!["x".repeat(16 * 1024)],
+                capacity: u32::MAX,
+                max_participants_per_room: u32::MAX,
+            },
+            instance: "x".repeat(128),
+            participants,
+            load: LoadReport {
+                participants: u32::MAX,
+                cpu: 0.123_456_789_012_345_67,
+                packets_per_s: 123_456_789.123_456_79,
+                stress: 1.234_567_890_123_456_7,
+            },
+        };
+        let bytes = serde_json::to_vec(&register).unwrap().len();
+        assert!(bytes <= BRIDGE_MESSAGE_MAX_BYTES, "{bytes} bytes");
     }
 
     #[test]

@@ -1,0 +1,1028 @@
+//! `bridgemesh bridge`: one bridge (SFU) with its embedded TURN server, registered with a control
+//! cluster over the network. Configured by a TOML file with command-line overrides:
+//!
+//! ```toml
+//! control = ["http://10.0.0.1:7700", "http://10.0.0.2:7700"]  # any nodes; the leader is found
+//! region = "eu-west"
+//! id = "eu-west-1"                       # default: <region>-<hostname>
+//! location = { latitude = 50.11, longitude = 8.68 }
+//! bridge_key_file = "/etc/bridgemesh/bridge-key"   # `bridgemesh bridge-key` prints it
+//! listen = "0.0.0.0:8081"                # signaling, /health, /metrics; media and TURN bind its IP
+//! public_host = "eu-west-1.example.org"  # in the signaling and TURN URLs
+//! advertise_ip = "203.0.113.7"           # in ICE candidates; TURN relays bind it
+//! media_port = 10000
+//! capacity = 1000
+//! max_per_room = 100
+//! turn = true
+//! turn_port = 3478
+//! drain_timeout_s = 30
+//! ```
+//!
+//! [`start`] runs it in-process (tests, and `bridgemesh up` later); [`run`] is the command, which
+//! drains the bridge on SIGTERM or SIGINT before it stops.
+
+use anyhow::Context as _;
+use bridgemesh_bridge::control_agent::{AgentError, BRIDGE_KEY_MIN_BYTES, ControlAgent, ControlAgentConfig};
+use bridgemesh_bridge::control_session::{SessionStatus, SessionUrl};
+use bridgemesh_bridge::load::{CPU_CEILING_DEFAULT, LoadCeilings, PACKETS_PER_S_CEILING_DEFAULT};
+use bridgemesh_bridge::{Bridge, BridgeConfig};
+use bridgemesh_proto::bridge_session::{GeoPoint, turn_rest_secret};
+use bridgemesh_proto::{BridgeId, RegionId};
+use bridgemesh_turn::{TurnConfig, TurnServer};
+use serde::Deserialize;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// Shards at most by default: past this a bridge is better split in two.
+const DEFAULT_SHARDS_MAX: usize = 8;
+const DRAIN_TIMEOUT_S_MAX: u64 = 24 * 3600;
+/// How often a draining bridge looks whether it is empty (its stats refresh every 100 ms).
+const DRAIN_POLL: Duration = Duration::from_millis(100);
+
+/// Everything a bridge process needs. A plain struct: the TOML file fills it, flags override it,
+/// and `bridgemesh up` or a test can build one in code.
+#[derive(Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BridgeNodeConfig {
+    /// Control nodes' base URLs (`http://host:port`); any of them, the leader is found.
+    pub control: Vec<String>,
+    pub region: Option<RegionId>,
+    /// Default: `<region>-<hostname>`, made a valid id.
+    pub id: Option<BridgeId>,
+    pub location: Option<GeoPoint>,
+    /// File holding the bridge key in hex; read into `bridge_key` by [`BridgeNodeConfig::load_bridge_key`].
+    pub bridge_key_file: Option<PathBuf>,
+    /// Control's ticket key (see `bridgemesh bridge-key`). Never read from the TOML file itself.
+    #[serde(skip)]
+    pub bridge_key: Vec<u8>,
+    /// Signaling WebSocket, `/health` and `/metrics`. Media and TURN bind the same IP.
+    pub listen: SocketAddr,
+    /// Host name or IP participants reach the bridge at, for the signaling and TURN URLs.
+    /// Default: the advertised IP.
+    pub public_host: Option<String>,
+    /// The IP in ICE candidates and TURN relay addresses. Default: `public_host` when it is an
+    /// IP, else the listen IP when it is not 0.0.0.0 / ::.
+    pub advertise_ip: Option<IpAddr>,
+    /// The signaling URL as participants reach it, when it is not `ws://public_host:port/...`
+    /// (e.g. `wss://` behind a TLS proxy).
+    pub signaling_url: Option<String>,
+    pub media_port: u16,
+    /// Participants this bridge accepts at most.
+    pub capacity: u32,
+    /// Participants of one room this bridge accepts at most.
+    pub max_per_room: u32,
+    /// Packet-processing threads; default: the cores, at most 8.
+    pub shards: Option<usize>,
+    pub turn: bool,
+    /// TURN over UDP and TCP.
+    pub turn_port: u16,
+    /// How long a stopping bridge waits for control to move its participants away.
+    pub drain_timeout_s: u64,
+    pub cpu_ceiling: f64,
+    pub packets_per_s_ceiling: f64,
+}
+
+impl Default for BridgeNodeConfig {
+    fn default() -> Self {
+        Self {
+            control: Vec::new(),
+            region: None,
+            id: None,
+            location: None,
+            bridge_key_file: None,
+            bridge_key: Vec::new(),
+            listen: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 8081)),
+            public_host: None,
+            advertise_ip: None,
+            signaling_url: None,
+            media_port: 10000,
+            capacity: 1000,
+            max_per_room: 100,
+            shards: None,
+            turn: true,
+            turn_port: 3478,
+            drain_timeout_s: 30,
+            cpu_ceiling: CPU_CEILING_DEFAULT,
+            packets_per_s_ceiling: PACKETS_PER_S_CEILING_DEFAULT,
+        }
+    }
+}
+
+impl fmt::Debug for BridgeNodeConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Destructured, so a new field cannot be forgotten here.
+        let Self {
+            control,
+            region,
+            id,
+            location,
+            bridge_key_file,
+            bridge_key: _,
+            listen,
+            public_host,
+            advertise_ip,
+            signaling_url,
+            media_port,
+            capacity,
+            max_per_room,
+            shards,
+            turn,
+            turn_port,
+            drain_timeout_s,
+            cpu_ceiling,
+            packets_per_s_ceiling,
+        } = self;
+        f.debug_struct("BridgeNodeConfig")
+            .field("control", control)
+            .field("region", region)
+            .field("id", id)
+            .field("location", location)
+            .field("bridge_key_file", bridge_key_file)
+            .field("bridge_key", &"<redacted>")
+            .field("listen", listen)
+            .field("public_host", public_host)
+            .field("advertise_ip", advertise_ip)
+            .field("signaling_url", signaling_url)
+            .field("media_port", media_port)
+            .field("capacity", capacity)
+            .field("max_per_room", max_per_room)
+            .field("shards", shards)
+            .field("turn", turn)
+            .field("turn_port", turn_port)
+            .field("drain_timeout_s", drain_timeout_s)
+            .field("cpu_ceiling", cpu_ceiling)
+            .field("packets_per_s_ceiling", packets_per_s_ceiling)
+            .finish()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BridgeNodeConfigError {
+    #[error("no control node: give one or more with --control (or `control` in the file)")]
+    NoControl,
+    #[error("control URL {url:?}: {reason}")]
+    ControlUrl { url: String, reason: String },
+    #[error("the region is missing: --region (or `region` in the file)")]
+    NoRegion,
+    #[error("the bridge key is missing or shorter than {BRIDGE_KEY_MIN_BYTES} bytes: --bridge-key-file")]
+    BridgeKey,
+    #[error(
+        "no address to advertise: set --advertise-ip (or a --public-host that is an IP, or listen on a specific IP)"
+    )]
+    NoAdvertiseIp,
+    #[error("the advertised IP must be one participants reach, not 0.0.0.0 / ::")]
+    UnspecifiedAdvertiseIp,
+    #[error("the public host {0:?} is not a host name or IP")]
+    PublicHost(String),
+    #[error("the location must be a latitude within ±90 and a longitude within ±180")]
+    Location,
+    #[error("capacity and max_per_room must be positive, and max_per_room at most capacity")]
+    Capacity,
+    #[error("shards must be between 1 and 64")]
+    Shards,
+    #[error("the media port and the TURN port are both UDP: give them different numbers")]
+    PortClash,
+    #[error("drain_timeout_s must be at most {DRAIN_TIMEOUT_S_MAX}")]
+    DrainTimeout,
+    #[error("load ceilings: {0}")]
+    Ceilings(String),
+}
+
+impl BridgeNodeConfig {
+    /// Reads `bridge_key_file` (hex; surrounding whitespace ignored) into `bridge_key`, unless a
+    /// key was set in code.
+    pub fn load_bridge_key(&mut self) -> anyhow::Result<()> {
+        if !self.bridge_key.is_empty() {
+            return Ok(());
+        }
+        let Some(path) = &self.bridge_key_file else {
+            return Ok(());
+        };
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the bridge key from {}", path.display()))?;
+        self.bridge_key = hex::decode(text.trim())
+            .with_context(|| format!("{} does not hold a hex bridge key", path.display()))?;
+        Ok(())
+    }
+
+    pub fn validate(&self) -> Result<(), BridgeNodeConfigError> {
+        if self.control.is_empty() {
+            return Err(BridgeNodeConfigError::NoControl);
+        }
+        for url in &self.control {
+            SessionUrl::parse(url).map_err(|err| BridgeNodeConfigError::ControlUrl {
+                url: url.clone(),
+                reason: err.to_string(),
+            })?;
+        }
+        if self.region.is_none() {
+            return Err(BridgeNodeConfigError::NoRegion);
+        }
+        if self.bridge_key.len() < BRIDGE_KEY_MIN_BYTES {
+            return Err(BridgeNodeConfigError::BridgeKey);
+        }
+        let advertise_ip = self.advertise_ip()?;
+        if advertise_ip.is_unspecified() {
+            return Err(BridgeNodeConfigError::UnspecifiedAdvertiseIp);
+        }
+        if let Some(host) = &self.public_host {
+            let name_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-');
+            if host.parse::<IpAddr>().is_err()
+                && (host.is_empty() || host.len() > 253 || !host.chars().all(name_char))
+            {
+                return Err(BridgeNodeConfigError::PublicHost(host.clone()));
+            }
+        }
+        if self.location.is_some_and(|l| !l.is_valid()) {
+            return Err(BridgeNodeConfigError::Location);
+        }
+        if self.capacity == 0 || self.max_per_room == 0 || self.max_per_room > self.capacity {
+            return Err(BridgeNodeConfigError::Capacity);
+        }
+        if self.shards.is_some_and(|n| !(1..=64).contains(&n)) {
+            return Err(BridgeNodeConfigError::Shards);
+        }
+        if self.turn && self.turn_port != 0 && self.turn_port == self.media_port {
+            return Err(BridgeNodeConfigError::PortClash);
+        }
+        if self.drain_timeout_s > DRAIN_TIMEOUT_S_MAX {
+            return Err(BridgeNodeConfigError::DrainTimeout);
+        }
+        self.ceilings()
+            .validate()
+            .map_err(|err| BridgeNodeConfigError::Ceilings(err.to_string()))?;
+        Ok(())
+    }
+
+    /// The IP put in ICE candidates: `advertise_ip`, else `public_host` if it is an IP, else the
+    /// listen IP if it is a specific one.
+    pub fn advertise_ip(&self) -> Result<IpAddr, BridgeNodeConfigError> {
+        self.advertise_ip
+            .or_else(|| self.public_host.as_ref().and_then(|h| h.parse().ok()))
+            .or_else(|| (!self.listen.ip().is_unspecified()).then_some(self.listen.ip()))
+            .ok_or(BridgeNodeConfigError::NoAdvertiseIp)
+    }
+
+    /// The host in the signaling and TURN URLs: `public_host`, else the advertised IP (IPv6 in
+    /// brackets).
+    pub fn public_host(&self) -> Result<String, BridgeNodeConfigError> {
+        if let Some(host) = &self.public_host {
+            return Ok(match host.parse::<IpAddr>() {
+                Ok(IpAddr::V6(ip)) => format!("[{ip}]"),
+                _ => host.clone(),
+            });
+        }
+        Ok(match self.advertise_ip()? {
+            IpAddr::V4(ip) => ip.to_string(),
+            IpAddr::V6(ip) => format!("[{ip}]"),
+        })
+    }
+
+    /// `id`, or `<region>-<hostname>`.
+    pub fn bridge_id(&self) -> Result<BridgeId, BridgeNodeConfigError> {
+        if let Some(id) = &self.id {
+            return Ok(id.clone());
+        }
+        let region = self.region.as_ref().ok_or(BridgeNodeConfigError::NoRegion)?;
+        Ok(default_bridge_id(region, &hostname()))
+    }
+
+    fn ceilings(&self) -> LoadCeilings {
+        LoadCeilings {
+            cpu: self.cpu_ceiling,
+            packets_per_s: self.packets_per_s_ceiling,
+            participants: self.capacity,
+        }
+    }
+}
+
+/// `<region>-<host>` with the host lower-cased, every character a bridge id refuses made `-`,
+/// and cut to fit the id's length.
+pub fn default_bridge_id(region: &RegionId, host: &str) -> BridgeId {
+    let host: String = host
+        .trim()
+        .chars()
+        .map(|c| c.to_ascii_lowercase())
+        .map(|c| {
+            if c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let host = host.trim_matches(['-', '.']);
+    let host = if host.is_empty() { "bridge" } else { host };
+    let room = BridgeId::MAX_LEN.saturating_sub(region.as_str().len() + 1);
+    let mut id = format!("{region}-{}", &host[..host.len().min(room)]);
+    id.truncate(BridgeId::MAX_LEN);
+    BridgeId::new(id.trim_end_matches(['-', '.'])).expect("built from valid characters only")
+}
+
+/// This machine's name, or `bridge` when none can be read.
+fn hostname() -> String {
+    ["/proc/sys/kernel/hostname", "/etc/hostname"]
+        .iter()
+        .find_map(|path| std::fs::read_to_string(path).ok())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "bridge".to_owned())
+}
+
+/// `50.11,8.68` → a point on the globe.
+pub fn parse_location(text: &str) -> Result<GeoPoint, String> {
+    let (latitude, longitude) = text
+        .split_once(',')
+        .ok_or_else(|| format!("{text:?} is not LATITUDE,LONGITUDE"))?;
+    let point = GeoPoint {
+        latitude: latitude
+            .trim()
+            .parse()
+            .map_err(|_| format!("{latitude:?} is not a latitude"))?,
+        longitude: longitude
+            .trim()
+            .parse()
+            .map_err(|_| format!("{longitude:?} is not a longitude"))?,
+    };
+    if !point.is_valid() {
+        return Err(format!(
+            "{text:?} is not on the globe (latitude ±90, longitude ±180)"
+        ));
+    }
+    Ok(point)
+}
+
+/// The bridge key, in hex, for the cluster secret in `path`: what `bridgemesh bridge-key` prints.
+/// The secret is read exactly as `bridgemesh control` reads it.
+pub fn bridge_key_hex(cluster_secret_file: &Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(cluster_secret_file).with_context(|| {
+        format!(
+            "cannot read the cluster secret from {}",
+            cluster_secret_file.display()
+        )
+    })?;
+    let secret = text.trim_end_matches(['\n', '\r']);
+    if secret.len() < BRIDGE_KEY_MIN_BYTES {
+        anyhow::bail!(
+            "the cluster secret in {} has {} bytes; a control node refuses fewer than 32",
+            cluster_secret_file.display(),
+            secret.len()
+        );
+    }
+    Ok(hex::encode(bridgemesh_control::node::ticket_key(
+        secret.as_bytes(),
+    )))
+}
+
+/// Flags of `bridgemesh bridge`; each one given overrides the file.
+#[derive(Debug, Default, clap::Args)]
+pub struct BridgeArgs {
+    /// TOML configuration; flags below override it.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// A control node's base URL, `http://host:port`; repeat for several (any of them will do).
+    #[arg(long = "control")]
+    pub control: Vec<String>,
+    /// This bridge's region, e.g. `eu-west`.
+    #[arg(long, value_parser = |s: &str| RegionId::new(s).map_err(|e| e.to_string()))]
+    pub region: Option<RegionId>,
+    /// This bridge's id (default: `<region>-<hostname>`).
+    #[arg(long, value_parser = |s: &str| BridgeId::new(s).map_err(|e| e.to_string()))]
+    pub id: Option<BridgeId>,
+    /// Where the bridge is, `LATITUDE,LONGITUDE` in degrees.
+    #[arg(long, value_parser = parse_location, allow_hyphen_values = true)]
+    pub location: Option<GeoPoint>,
+    /// File with the bridge key in hex (`bridgemesh bridge-key` prints it).
+    #[arg(long)]
+    pub bridge_key_file: Option<PathBuf>,
+    /// Signaling, /health and /metrics (default 0.0.0.0:8081); media and TURN bind its IP.
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// Host name or IP participants reach this bridge at (signaling and TURN URLs).
+    #[arg(long)]
+    pub public_host: Option<String>,
+    /// IP put in ICE candidates (default: --public-host if it is an IP).
+    #[arg(long)]
+    pub advertise_ip: Option<IpAddr>,
+    /// Signaling URL as participants reach it, e.g. `wss://eu-1.example.org/bridge/v1/signal`
+    /// behind a TLS proxy (default: ws://PUBLIC_HOST:PORT/bridge/v1/signal).
+    #[arg(long)]
+    pub signaling_url: Option<String>,
+    /// The single UDP media port (default 10000).
+    #[arg(long)]
+    pub media_port: Option<u16>,
+    /// Participants this bridge accepts (default 1000).
+    #[arg(long)]
+    pub capacity: Option<u32>,
+    /// Participants of one room this bridge accepts (default 100).
+    #[arg(long)]
+    pub max_per_room: Option<u32>,
+    /// Packet-processing threads (default: cores, at most 8).
+    #[arg(long)]
+    pub shards: Option<usize>,
+    /// Port of the embedded TURN server, UDP and TCP (default 3478).
+    #[arg(long)]
+    pub turn_port: Option<u16>,
+    /// Run without the embedded TURN server.
+    #[arg(long)]
+    pub no_turn: bool,
+    /// Seconds a stopping bridge waits for its participants to be moved (default 30).
+    #[arg(long)]
+    pub drain_timeout_s: Option<u64>,
+}
+
+impl BridgeArgs {
+    /// The file (if any) with these flags over it, and the bridge key read.
+    pub fn config(self) -> anyhow::Result<BridgeNodeConfig> {
+        let mut config = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read {}", path.display()))?;
+                toml::from_str(&text)
+                    .with_context(|| format!("{} is not a valid bridge configuration", path.display()))?
+            }
+            None => BridgeNodeConfig::default(),
+        };
+        if !self.control.is_empty() {
+            config.control = self.control;
+        }
+        config.region = self.region.or(config.region);
+        config.id = self.id.or(config.id);
+        config.location = self.location.or(config.location);
+        config.bridge_key_file = self.bridge_key_file.or(config.bridge_key_file);
+        config.listen = self.listen.unwrap_or(config.listen);
+        config.public_host = self.public_host.or(config.public_host);
+        config.advertise_ip = self.advertise_ip.or(config.advertise_ip);
+        config.signaling_url = self.signaling_url.or(config.signaling_url);
+        config.media_port = self.media_port.unwrap_or(config.media_port);
+        config.capacity = self.capacity.unwrap_or(config.capacity);
+        config.max_per_room = self.max_per_room.unwrap_or(config.max_per_room);
+        config.shards = self.shards.or(config.shards);
+        config.turn_port = self.turn_port.unwrap_or(config.turn_port);
+        config.turn &= !self.no_turn;
+        config.drain_timeout_s = self.drain_timeout_s.unwrap_or(config.drain_timeout_s);
+        config.load_bridge_key()?;
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+/// A bridge running in this process.
+pub struct RunningBridge {
+    pub bridge: Arc<Bridge>,
+    /// Where signaling, `/health` and `/metrics` are served.
+    pub http_addr: SocketAddr,
+    /// The signaling URL registered with control.
+    pub signaling_url: String,
+    pub turn: Option<Arc<TurnServer>>,
+    agent: ControlAgent,
+    drain_timeout: Duration,
+    stop_http: watch::Sender<bool>,
+    http_task: JoinHandle<()>,
+}
+
+/// Starts the bridge, its HTTP server and TURN server, and its control agent, which registers
+/// it with control (in the background: see [`RunningBridge::status`]).
+pub async fn start(config: BridgeNodeConfig) -> anyhow::Result<RunningBridge> {
+    config.validate()?;
+    let bridge_id = config.bridge_id()?;
+    let advertise_ip = config.advertise_ip()?;
+    let public_host = config.public_host()?;
+    let bind_ip = config.listen.ip();
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} for signaling", config.listen))?;
+    let http_addr = listener.local_addr()?;
+    let bridge = Bridge::start(BridgeConfig {
+        bridge_id: bridge_id.clone(),
+        region: config.region.clone().expect("validated"),
+        media_bind: SocketAddr::new(bind_ip, config.media_port),
+        media_advertised_ip: advertise_ip,
+        ticket_key: config.bridge_key.clone(),
+        shard_count: config.shards.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map_or(1, |n| n.get())
+                .min(DEFAULT_SHARDS_MAX)
+        }),
+        max_participants: config.capacity as usize,
+        max_participants_per_room: config.max_per_room as usize,
+    })
+    .context("cannot start the bridge")?;
+    let turn = if config.turn {
+        match start_turn(&bridge, &config, bind_ip, advertise_ip).await {
+            Ok(turn) => Some(turn),
+            Err(err) => {
+                bridge.shutdown().await;
+                return Err(err);
+            }
+        }
+    } else {
+        None
+    };
+    let signaling_url = config
+        .signaling_url
+        .clone()
+        .unwrap_or_else(|| format!("ws://{public_host}:{}/bridge/v1/signal", http_addr.port()));
+    let turn_urls = turn
+        .as_ref()
+        .map(|server| server.urls(&public_host))
+        .unwrap_or_default();
+    let mut agent_config = ControlAgentConfig::new(
+        config.control.clone(),
+        config.bridge_key.clone(),
+        bridgemesh_bridge::control_agent::registration(
+            &bridge,
+            signaling_url.clone(),
+            turn_urls,
+            config.location,
+        ),
+    );
+    agent_config.ceilings = config.ceilings();
+    let agent = match ControlAgent::start(bridge.clone(), agent_config) {
+        Ok(agent) => agent,
+        Err(err) => {
+            if let Some(turn) = &turn {
+                turn.shutdown().await;
+            }
+            bridge.shutdown().await;
+            return Err(err.into());
+        }
+    };
+
+    let mut router = bridgemesh_bridge::signaling::router(bridge.clone());
+    if let Some(turn) = turn.clone() {
+        router = router.route(
+            "/metrics/turn",
+            axum::routing::get(move || {
+                let turn = turn.clone();
+                async move { turn.stats().render_prometheus() }
+            }),
+        );
+    }
+    let status = agent.status();
+    let id = bridge_id.clone();
+    router = router.route(
+        "/metrics/control",
+        axum::routing::get(move || {
+            let registered = matches!(*status.borrow(), SessionStatus::Registered { .. });
+            let text = format!(
+                "# HELP bridgemesh_bridge_control_registered Whether control holds this bridge's registration.\n\
+                 # TYPE bridgemesh_bridge_control_registered gauge\n\
+                 bridgemesh_bridge_control_registered{{bridge=\"{id}\"}} {}\n",
+                u8::from(registered)
+            );
+            async move { text }
+        }),
+    );
+    let (stop_http, stopped) = watch::channel(false);
+    let http_task = bridgemesh_control::service::serve_http(listener, router, stopped);
+    tracing::info!(bridge = %bridge_id, turn = turn.is_some(), "bridge node started");
+    Ok(RunningBridge {
+        bridge,
+        http_addr,
+        signaling_url,
+        turn,
+        agent,
+        drain_timeout: Duration::from_secs(config.drain_timeout_s),
+        stop_http,
+        http_task,
+    })
+}
+
+/// The embedded TURN server: it listens beside the bridge and relays from the advertised IP. Its
+/// secret derives from the bridge key, so control issues credentials it accepts; its deny policy
+/// lets it relay to one private address only, the bridge's own media address.
+async fn start_turn(
+    bridge: &Bridge,
+    config: &BridgeNodeConfig,
+    bind_ip: IpAddr,
+    advertise_ip: IpAddr,
+) -> anyhow::Result<Arc<TurnServer>> {
+    let turn_config = TurnConfig {
+        udp_listen: Some(SocketAddr::new(bind_ip, config.turn_port)),
+        tcp_listen: Some(SocketAddr::new(bind_ip, config.turn_port)),
+        relay_ip: advertise_ip,
+        secret: turn_rest_secret(&config.bridge_key),
+        allow_peer_addrs: vec![bridge.media_addr()],
+        ..TurnConfig::default()
+    };
+    turn_config.validate().context("TURN configuration")?;
+    let server = TurnServer::start(turn_config).await.with_context(|| {
+        format!(
+            "cannot start the TURN server on port {} (--no-turn runs without it)",
+            config.turn_port
+        )
+    })?;
+    Ok(Arc::new(server))
+}
+
+impl RunningBridge {
+    /// The control session's status: `Registered` once control holds the bridge.
+    pub fn status(&self) -> watch::Receiver<SessionStatus> {
+        self.agent.status()
+    }
+
+    /// Drains, then stops: asks control to move every participant elsewhere, waits until none is
+    /// left or the drain timeout passes, says goodbye to the rest (`bye{bridge_shutdown}`), and
+    /// stops TURN, the control session and the HTTP server. A registration control refused is
+    /// returned as the error.
+    pub async fn stop(self) -> Result<(), AgentError> {
+        self.agent.drain(0).await;
+        let deadline = Instant::now() + self.drain_timeout;
+        while self.bridge.stats().shards.participants > 0 && Instant::now() < deadline {
+            tokio::time::sleep(DRAIN_POLL).await;
+        }
+        let left = self.bridge.stats().shards.participants;
+        if left > 0 {
+            tracing::warn!(left, "drain timed out; the participants left are told to rejoin");
+        }
+        self.stop_now().await
+    }
+
+    /// Stops without draining: participants get `bye{bridge_shutdown}` and rejoin elsewhere.
+    pub async fn stop_now(self) -> Result<(), AgentError> {
+        self.bridge.shutdown().await;
+        if let Some(turn) = &self.turn {
+            turn.shutdown().await;
+        }
+        // After the bridge: the leaves of its shutdown reach control before the session closes.
+        let result = self.agent.stop().await;
+        let _ = self.stop_http.send(true);
+        // Signaling sockets may hold the server open; do not wait on them for long.
+        let _ = tokio::time::timeout(Duration::from_secs(3), self.http_task).await;
+        result
+    }
+}
+
+/// `bridgemesh bridge`: runs until SIGTERM or SIGINT, then drains and stops; a second signal
+/// exits at once. Exits with an error if control refuses the bridge.
+pub async fn run(config: BridgeNodeConfig) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    let running = start(config).await?;
+    let id = running.bridge.id().clone();
+    // Scripts and tests read the bound address from this line.
+    println!("bridgemesh bridge {id} is up: http={}", running.http_addr);
+    let mut status = running.status();
+    let refused = tokio::select! {
+        _ = interrupt.recv() => false,
+        _ = terminate.recv() => false,
+        _ = status.wait_for(|s| matches!(s, SessionStatus::Refused { .. })) => true,
+    };
+    if refused {
+        running.stop_now().await?;
+        return Ok(());
+    }
+    println!("bridge {id}: draining (a second signal stops at once)");
+    tokio::select! {
+        result = running.stop() => result?,
+        _ = interrupt.recv() => std::process::exit(1),
+        _ = terminate.recv() => std::process::exit(1),
+    }
+    println!("bridge {id} stopped");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bridgemesh_proto::bridge_session::{BridgeStatus, BridgeToControl, ControlToBridge};
+
+    fn valid() -> BridgeNodeConfig {
+        BridgeNodeConfig {
+            control: vec!["http://10.0.0.1:7700".into()],
+            region: Some(RegionId::new("eu-west").unwrap()),
+            bridge_key: vec![7; 32],
+            public_host: Some("203.0.113.7".into()),
+            ..BridgeNodeConfig::default()
+        }
+    }
+
+    #[test]
+    fn a_file_and_flags_make_a_configuration() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("bridge-key");
+        std::fs::write(&key, format!("{}\n", "ab".repeat(32))).unwrap();
+        let file = dir.path().join("bridge.toml");
+        std::fs::write(
+            &file,
+            format!(
+                r#"
+                control = ["http://10.0.0.1:7700", "http://10.0.0.2:7700"]
+                region = "eu-west"
+                location = {{ latitude = 50.11, longitude = 8.68 }}
+                bridge_key_file = "{}"
+                listen = "0.0.0.0:8081"
+                public_host = "eu-west-1.example.org"
+                advertise_ip = "203.0.113.7"
+                capacity = 500
+                turn_port = 3479
+                "#,
+                key.display()
+            ),
+        )
+        .unwrap();
+        let config = BridgeArgs {
+            config: Some(file),
+            control: vec!["http://10.0.0.3:7700".into()],
+            id: Some(BridgeId::new("eu-west-1").unwrap()),
+            media_port: Some(10001),
+            no_turn: true,
+            ..BridgeArgs::default()
+        }
+        .config()
+        .unwrap();
+        assert_eq!(
+            config.control,
+            ["http://10.0.0.3:7700"],
+            "flags replace the file's list"
+        );
+        assert_eq!(config.bridge_id().unwrap().as_str(), "eu-west-1");
+        assert_eq!(config.bridge_key, vec![0xab; 32]);
+        assert_eq!(config.capacity, 500);
+        assert_eq!(config.media_port, 10001);
+        assert_eq!(config.turn_port, 3479);
+        assert!(!config.turn);
+        assert_eq!(config.location.unwrap().latitude, 50.11);
+        assert_eq!(config.public_host().unwrap(), "eu-west-1.example.org");
+        assert_eq!(config.advertise_ip().unwrap().to_string(), "203.0.113.7");
+        assert!(
+            !format!("{config:?}").contains("171"),
+            "the key is not in Debug output"
+        );
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        assert!(valid().validate().is_ok());
+        assert!(
+            toml::from_str::<BridgeNodeConfig>("controls = []").is_err(),
+            "unknown keys"
+        );
+        assert!(
+            toml::from_str::<BridgeNodeConfig>("bridge_key = \"x\"").is_err(),
+            "the key itself never comes from the file"
+        );
+        let cases: Vec<(BridgeNodeConfig, &str)> = vec![
+            (
+                BridgeNodeConfig {
+                    control: vec![],
+                    ..valid()
+                },
+                "no control node",
+            ),
+            (
+                BridgeNodeConfig {
+                    control: vec!["https://c1".into()],
+                    ..valid()
+                },
+                "not supported",
+            ),
+            (
+                BridgeNodeConfig {
+                    region: None,
+                    ..valid()
+                },
+                "region",
+            ),
+            (
+                BridgeNodeConfig {
+                    bridge_key: vec![1; 31],
+                    ..valid()
+                },
+                "bridge key",
+            ),
+            (
+                BridgeNodeConfig {
+                    public_host: None,
+                    ..valid()
+                },
+                "no address to advertise",
+            ),
+            (
+                BridgeNodeConfig {
+                    public_host: Some("eu-1.example.org".into()),
+                    ..valid()
+                },
+                "no address to advertise",
+            ),
+            (
+                BridgeNodeConfig {
+                    advertise_ip: Some(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
+                    ..valid()
+                },
+                "0.0.0.0",
+            ),
+            (
+                BridgeNodeConfig {
+                    public_host: Some("bad host/".into()),
+                    advertise_ip: Some("203.0.113.7".parse().unwrap()),
+                    ..valid()
+                },
+                "public host",
+            ),
+            (
+                BridgeNodeConfig {
+                    max_per_room: 2000,
+                    ..valid()
+                },
+                "max_per_room",
+            ),
+            (
+                BridgeNodeConfig {
+                    turn_port: 10000,
+                    ..valid()
+                },
+                "both UDP",
+            ),
+            (
+                BridgeNodeConfig {
+                    cpu_ceiling: 0.0,
+                    ..valid()
+                },
+                "CPU ceiling",
+            ),
+        ];
+        for (config, expected) in cases {
+            let err = config.validate().unwrap_err().to_string();
+            assert!(err.contains(expected), "{err:?} does not name {expected:?}");
+        }
+        assert!(parse_location("50.1,8.7").is_ok());
+        assert!(parse_location("-33.9, 151.2").is_ok());
+        for bad in ["50.1", "91,0", "a,b", "0,181"] {
+            assert!(parse_location(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_default_id_is_the_region_and_the_host_name_made_valid() {
+        let region = RegionId::new("eu-west").unwrap();
+        assert_eq!(
+            default_bridge_id(&region, "Bridge-07\n").as_str(),
+            "eu-west-bridge-07"
+        );
+        assert_eq!(
+            default_bridge_id(&region, "ip-10-0-0-1.ec2.internal").as_str(),
+            "eu-west-ip-10-0-0-1.ec2.internal"
+        );
+        assert_eq!(
+            default_bridge_id(&region, "Ünïcode Host!").as_str(),
+            "eu-west-n-code-host"
+        );
+        assert_eq!(default_bridge_id(&region, "...").as_str(), "eu-west-bridge");
+        let long = default_bridge_id(&region, &"h".repeat(200));
+        assert_eq!(long.as_str().len(), BridgeId::MAX_LEN);
+        let long_region = RegionId::new("r".repeat(RegionId::MAX_LEN)).unwrap();
+        assert!(default_bridge_id(&long_region, "host").as_str().len() <= BridgeId::MAX_LEN);
+        // The host is known, whatever it is, and gives a valid id.
+        assert!(BridgeId::new(default_bridge_id(&region, &hostname()).as_str()).is_ok());
+    }
+
+    /// A stand-in for control's end of the bridge session: registers every bridge (heartbeats
+    /// every 100 ms) and reports each message it receives.
+    async fn fake_control() -> (String, tokio::sync::mpsc::UnboundedReceiver<BridgeToControl>) {
+        use axum::extract::ws::{Message, WebSocketUpgrade};
+        let (seen_tx, seen) = tokio::sync::mpsc::unbounded_channel();
+        let router = axum::Router::new().route(
+            bridgemesh_proto::bridge_session::BRIDGE_SESSION_PATH,
+            axum::routing::get(move |ws: WebSocketUpgrade| {
+                let seen_tx = seen_tx.clone();
+                async move {
+                    ws.on_upgrade(move |mut socket| async move {
+                        while let Some(Ok(frame)) = socket.recv().await {
+                            let Message::Text(text) = frame else { continue };
+                            let message: BridgeToControl = serde_json::from_str(&text).unwrap();
+                            if matches!(message, BridgeToControl::Register { .. }) {
+                                let answer = ControlToBridge::Registered {
+                                    heartbeat_interval_ms: 100,
+                                    status: BridgeStatus::Up,
+                                };
+                                let text = serde_json::to_string(&answer).unwrap();
+                                let _ = socket.send(Message::Text(text.into())).await;
+                            }
+                            let _ = seen_tx.send(message);
+                        }
+                    })
+                }
+            }),
+        );
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        (url, seen)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_bridge_node_serves_registers_what_it_runs_and_drains_when_stopped() {
+        let (control, mut seen) = fake_control().await;
+        let running = start(BridgeNodeConfig {
+            control: vec![control],
+            region: Some(RegionId::new("eu-west").unwrap()),
+            id: Some(BridgeId::new("eu-west-1").unwrap()),
+            bridge_key: vec![7; 32],
+            listen: "127.0.0.1:0".parse().unwrap(),
+            media_port: 0,
+            turn_port: 0,
+            shards: Some(1),
+            ..BridgeNodeConfig::default()
+        })
+        .await
+        .unwrap();
+        let wait = std::time::Duration::from_secs(20);
+        let Some(BridgeToControl::Register {
+            bridge: registration, ..
+        }) = tokio::time::timeout(wait, seen.recv()).await.unwrap()
+        else {
+            panic!("the first message was not register");
+        };
+        assert_eq!(registration.id.as_str(), "eu-west-1");
+        assert_eq!(registration.region.as_str(), "eu-west");
+        assert_eq!(
+            registration.signaling_url,
+            format!("ws://127.0.0.1:{}/bridge/v1/signal", running.http_addr.port())
+        );
+        assert_eq!(
+            registration.media_addresses,
+            [running.bridge.media_addr().to_string()]
+        );
+        let turn = running.turn.as_ref().expect("TURN runs by default");
+        let turn_udp = turn.udp_addr().unwrap();
+        assert!(
+            registration
+                .turn_urls
+                .contains(&format!("turn:127.0.0.1:{}?transport=udp", turn_udp.port())),
+            "{:?}",
+            registration.turn_urls
+        );
+        let mut status = running.status();
+        tokio::time::timeout(
+            wait,
+            status.wait_for(|s| matches!(s, SessionStatus::Registered { .. })),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        // Signaling, health and metrics on the listen address.
+        let base = format!("http://{}", running.http_addr);
+        let health = reqwest::get(format!("{base}/health")).await.unwrap();
+        assert!(health.status().is_success());
+        let metrics = reqwest::get(format!("{base}/metrics/control"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            metrics.contains("bridgemesh_bridge_control_registered{bridge=\"eu-west-1\"} 1"),
+            "{metrics}"
+        );
+        // Stopping drains first (no participants: at once), then closes the session.
+        running.stop().await.unwrap();
+        loop {
+            let message = tokio::time::timeout(wait, seen.recv())
+                .await
+                .expect("drain in time");
+            if message == Some(BridgeToControl::Drain { grace_ms: 0 }) {
+                break;
+            }
+        }
+        // A new client: a pooled connection would say nothing about the listener.
+        let client = reqwest::Client::new();
+        assert!(
+            client.get(format!("{base}/health")).send().await.is_err(),
+            "the HTTP server stopped"
+        );
+    }
+
+    #[test]
+    fn the_bridge_key_is_the_key_control_signs_tickets_with() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, "0123456789abcdef0123456789abcdef\r\n").unwrap();
+        // Control reads the same file this way (control_node::plan).
+        let plan = crate::control_node::plan(
+            crate::control_node::ControlFile {
+                node_id: Some(1),
+                listen: Some("127.0.0.1:1".parse().unwrap()),
+                data_dir: Some(dir.path().into()),
+                cluster_secret_file: Some(secret.clone()),
+                ..Default::default()
+            },
+            crate::control_node::ControlOverrides::default(),
+        )
+        .unwrap();
+        let expected = hex::encode(bridgemesh_control::node::ticket_key(&plan.service.cluster_secret));
+        assert_eq!(bridge_key_hex(&secret).unwrap(), expected);
+        std::fs::write(&secret, "short\n").unwrap();
+        assert!(bridge_key_hex(&secret).is_err());
+    }
+}
