@@ -82,6 +82,9 @@ pub struct BridgeNodeConfig {
     pub turn: bool,
     /// TURN over UDP and TCP.
     pub turn_port: u16,
+    /// TCP/TLS connections one source address may hold on the TURN server (default: the TURN
+    /// server's own; `bridgemesh up` raises it, as every local browser comes from 127.0.0.1).
+    pub turn_connections_per_source_max: Option<usize>,
     /// How long a stopping bridge waits for control to move its participants away.
     pub drain_timeout_s: u64,
     pub cpu_ceiling: f64,
@@ -107,6 +110,7 @@ impl Default for BridgeNodeConfig {
             shards: None,
             turn: true,
             turn_port: 3478,
+            turn_connections_per_source_max: None,
             drain_timeout_s: 30,
             cpu_ceiling: CPU_CEILING_DEFAULT,
             packets_per_s_ceiling: PACKETS_PER_S_CEILING_DEFAULT,
@@ -134,6 +138,7 @@ impl fmt::Debug for BridgeNodeConfig {
             shards,
             turn,
             turn_port,
+            turn_connections_per_source_max,
             drain_timeout_s,
             cpu_ceiling,
             packets_per_s_ceiling,
@@ -155,6 +160,7 @@ impl fmt::Debug for BridgeNodeConfig {
             .field("shards", shards)
             .field("turn", turn)
             .field("turn_port", turn_port)
+            .field("turn_connections_per_source_max", turn_connections_per_source_max)
             .field("drain_timeout_s", drain_timeout_s)
             .field("cpu_ceiling", cpu_ceiling)
             .field("packets_per_s_ceiling", packets_per_s_ceiling)
@@ -612,6 +618,9 @@ async fn start_turn(
         relay_ip: advertise_ip,
         secret: turn_rest_secret(&config.bridge_key),
         allow_peer_addrs: vec![bridge.media_addr()],
+        stream_connections_per_source_max: config
+            .turn_connections_per_source_max
+            .unwrap_or(TurnConfig::default().stream_connections_per_source_max),
         ..TurnConfig::default()
     };
     turn_config.validate().context("TURN configuration")?;

@@ -27,6 +27,12 @@
 //! [rooms]
 //! room_grace_ms = 60000
 //!
+//! [regions]                          # placement and bridge failure detection (docs/regions.md)
+//! geoip_db = "/var/lib/bridgemesh/GeoLite2-City.mmdb"
+//! trusted_proxies = ["10.0.0.0/8"]   # whose X-Forwarded-For / Forwarded headers are believed
+//! default_region = "eu-central"
+//! countries = { BR = "us-east" }     # ISO country → region, over coordinates
+//!
 //! [turn]                             # TURN servers join responses name (see docs/turn.md)
 //! secret_file = "/etc/bridgemesh/turn-secret"
 //! servers = [{ bridge = "eu-1", urls = ["turn:turn-eu.example.org:3478?transport=udp"] }]
@@ -35,7 +41,13 @@
 use anyhow::Context as _;
 use bridgemesh_control::auth::{AdminAuth, AuthConfig, Secret};
 use bridgemesh_control::http::ApiConfig;
-use bridgemesh_control::node::RoomPolicy;
+use bridgemesh_control::bridge_hub::HubConfig;
+use bridgemesh_control::client_ip::TrustedProxies;
+use bridgemesh_control::geo::GeoIp;
+use bridgemesh_control::locator::Locator;
+use bridgemesh_control::node::{RegionsConfig, RoomPolicy};
+use bridgemesh_control::placement::PlacementPolicy;
+use bridgemesh_proto::RegionId;
 use bridgemesh_control::raft::NodeId;
 use bridgemesh_control::raft::cluster::ClusterConfig;
 use bridgemesh_control::rate_limit::JOIN_LIMIT;
@@ -69,6 +81,77 @@ pub struct ControlFile {
     pub rooms: RoomsSection,
     /// TURN servers join responses name, with fresh REST credentials.
     pub turn: Option<TurnSection>,
+    #[serde(default)]
+    pub regions: RegionsSection,
+}
+
+/// `[regions]`: geolocation, placement and bridge failure detection.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegionsSection {
+    /// A MaxMind City or Country database (`bridgemesh geoip test-db` writes a test one).
+    pub geoip_db: Option<PathBuf>,
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+    pub default_region: Option<String>,
+    /// ISO country code → region.
+    #[serde(default)]
+    pub countries: BTreeMap<String, String>,
+    /// Continent code → region.
+    #[serde(default)]
+    pub continents: BTreeMap<String, String>,
+    pub overload_stress: Option<f64>,
+    pub stress_per_join: Option<f64>,
+    pub heartbeat_interval_ms: Option<u64>,
+    pub suspect_after_ms: Option<u64>,
+    pub down_after_ms: Option<u64>,
+    pub loss_reports_needed: Option<usize>,
+}
+
+impl RegionsSection {
+    fn into_config(self) -> anyhow::Result<RegionsConfig> {
+        let region = |name: String| RegionId::new(name).map_err(|err| anyhow::anyhow!("[regions]: {err}"));
+        let geoip = match &self.geoip_db {
+            Some(path) => Some(Arc::new(GeoIp::open(path).map_err(|err| anyhow::anyhow!("[regions] geoip_db: {err}"))?)),
+            None => None,
+        };
+        let trusted_proxies = TrustedProxies::parse(self.trusted_proxies.iter().map(String::as_str))
+            .map_err(|err| anyhow::anyhow!("[regions] trusted_proxies: {err}"))?;
+        let map = |table: BTreeMap<String, String>| -> anyhow::Result<BTreeMap<String, RegionId>> {
+            table
+                .into_iter()
+                .map(|(code, name)| Ok((code.to_ascii_uppercase(), region(name)?)))
+                .collect()
+        };
+        let placement_defaults = PlacementPolicy::default();
+        let hub_defaults = HubConfig::default();
+        let hub = HubConfig {
+            heartbeat_interval_ms: self.heartbeat_interval_ms.unwrap_or(hub_defaults.heartbeat_interval_ms),
+            detector: bridgemesh_control::failure_detector::FailureDetectorConfig {
+                suspect_after_ms: self.suspect_after_ms.unwrap_or(hub_defaults.detector.suspect_after_ms),
+                down_after_ms: self.down_after_ms.unwrap_or(hub_defaults.detector.down_after_ms),
+                loss_reports_needed: self
+                    .loss_reports_needed
+                    .unwrap_or(hub_defaults.detector.loss_reports_needed),
+                ..hub_defaults.detector
+            },
+            placement: PlacementPolicy {
+                default_region: self.default_region.map(region).transpose()?,
+                overload_stress: self.overload_stress.unwrap_or(placement_defaults.overload_stress),
+                stress_per_join: self.stress_per_join.unwrap_or(placement_defaults.stress_per_join),
+            },
+        };
+        hub.validate().map_err(|err| anyhow::anyhow!("[regions]: {err}"))?;
+        Ok(RegionsConfig {
+            locator: Locator {
+                geoip,
+                trusted_proxies,
+                country_regions: map(self.countries)?,
+                continent_regions: map(self.continents)?,
+            },
+            hub,
+        })
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -256,6 +339,7 @@ pub fn plan(file: ControlFile, overrides: ControlOverrides) -> anyhow::Result<Co
             .unwrap_or(room_defaults.first_participant_moderates),
     };
     let turn = file.turn.map(turn_directory).transpose()?;
+    let regions = file.regions.into_config()?;
     Ok(ControlPlan {
         listen,
         turn,
@@ -266,6 +350,7 @@ pub fn plan(file: ControlFile, overrides: ControlOverrides) -> anyhow::Result<Co
             auth: file.auth,
             policy,
             join_limit: JOIN_LIMIT,
+            regions,
         },
     })
 }

@@ -39,6 +39,10 @@ enum Commands {
         /// Run without the embedded TURN server (join responses then name none).
         #[arg(long)]
         no_turn: bool,
+        /// Bridges to start; with two or more, `bridgemesh admin bridges drain` or stopping one
+        /// shows participants moving. Further bridges take the ports after the first one's.
+        #[arg(long, default_value_t = 1)]
+        bridges: usize,
     },
     /// One node of a replicated control cluster (see docs/operator-guide.md for the file).
     Control(ControlArgs),
@@ -332,6 +336,7 @@ async fn main() -> anyhow::Result<()> {
             media_port,
             turn_port,
             no_turn,
+            bridges,
         } => {
             let running = bridgemesh::up::start(bridgemesh::up::UpConfig {
                 http_port,
@@ -340,13 +345,20 @@ async fn main() -> anyhow::Result<()> {
                 data_dir: None,
                 turn: !no_turn,
                 turn_port,
+                bridges,
             })
             .await?;
             println!(
                 "bridgemesh is up: open {}/ in a browser (two tabs on one room see each other)",
                 running.control_url
             );
-            println!("bridge signaling and metrics: {}/metrics", running.bridge_url);
+            for bridge in &running.bridges {
+                println!(
+                    "bridge {}: signaling and metrics at http://{}/metrics",
+                    bridge.bridge.id(),
+                    bridge.http_addr
+                );
+            }
             println!(
                 "admin API: {}/api/v1/admin/... with `Authorization: Bearer {}`",
                 running.control_url, running.admin_token

@@ -1,43 +1,55 @@
 //! `bridgemesh up`: a control node (a one-voter Raft cluster, the same code a production cluster
-//! runs), a bridge and its TURN server in one process on 127.0.0.1, zero configuration.
+//! runs) and one or more bridges with their TURN servers, in one process on 127.0.0.1, zero
+//! configuration. The bridges are the same as `bridgemesh bridge` runs: each registers with
+//! control over its WebSocket session and heartbeats, so failure detection, drains and moves work
+//! here as in a deployment (`--bridges 2` to try them).
 
 use anyhow::Context as _;
-use bridgemesh_bridge::{Bridge, BridgeConfig, BridgeEvent};
+use bridgemesh_bridge::Bridge;
+use bridgemesh_bridge::control_session::SessionStatus;
 use bridgemesh_control::ControlNode;
 use bridgemesh_control::auth::{AdminAuth, AuthConfig};
 use bridgemesh_control::http::ApiConfig;
-use bridgemesh_control::node::{BridgeAction, RoomPolicy};
+use bridgemesh_control::node::{RoomPolicy, ticket_key};
 use bridgemesh_control::raft::cluster::ClusterConfig;
 use bridgemesh_control::rate_limit::JOIN_LIMIT;
-use bridgemesh_control::service::{ControlService, ControlServiceConfig, serve_http};
-use bridgemesh_control::state::{BridgeRecord, BridgeStatus};
-use bridgemesh_proto::{BridgeId, RoomId};
+use bridgemesh_control::service::{ControlService, ControlServiceConfig};
+use bridgemesh_proto::bridge_session::turn_rest_secret;
+use bridgemesh_proto::{BridgeId, RegionId, RoomId};
 use bridgemesh_turn::{TurnConfig, TurnDirectory, TurnEndpoint, TurnServer};
 use rand::RngCore;
 use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
+
+use crate::bridge_node::{self, BridgeNodeConfig, RunningBridge};
+
+/// Most bridges `up` starts.
+pub const UP_BRIDGES_MAX: usize = 16;
+/// How long `up` waits for its bridges to register.
+const REGISTRATION_TIMEOUT: Duration = Duration::from_secs(15);
 
 #[derive(Debug, Clone)]
 pub struct UpConfig {
     /// Control API and web client.
     pub http_port: u16,
-    /// The bridge's signaling WebSocket.
+    /// The first bridge's signaling WebSocket (further bridges take the next ports, or any
+    /// free port when this is 0).
     pub bridge_http_port: u16,
-    /// The bridge's one media port.
+    /// The first bridge's one media port (further bridges as above).
     pub media_port: u16,
     /// Where the control node keeps its Raft log and snapshots; a fresh temporary directory,
     /// removed on stop, when `None`.
     pub data_dir: Option<PathBuf>,
-    /// Run the embedded TURN server and hand out credentials for it in join responses.
+    /// Run the embedded TURN server beside each bridge and hand out credentials for it.
     pub turn: bool,
-    /// TURN over UDP and over TCP (the same port number for both unless 0).
+    /// The first bridge's TURN over UDP and over TCP (further bridges as above).
     pub turn_port: u16,
+    /// Bridges to start (all in region `local`).
+    pub bridges: usize,
 }
 
 impl Default for UpConfig {
@@ -49,6 +61,7 @@ impl Default for UpConfig {
             data_dir: None,
             turn: true,
             turn_port: 3478,
+            bridges: 1,
         }
     }
 }
@@ -63,33 +76,44 @@ impl UpConfig {
             data_dir: None,
             turn: true,
             turn_port: 0,
+            bridges: 1,
         }
     }
 }
 
 pub struct Running {
     pub control_url: String,
+    /// The first bridge's HTTP server (signaling, `/metrics`).
     pub bridge_url: String,
     pub control: Arc<ControlNode>,
+    /// The first bridge.
     pub bridge: Arc<Bridge>,
+    /// Every bridge, the first one first.
+    pub bridges: Vec<RunningBridge>,
     /// Bearer credential of the admin API, generated for this run.
     pub admin_token: String,
     control_service: ControlService,
-    /// The embedded TURN server, unless turned off.
+    /// The first bridge's embedded TURN server, unless turned off.
     pub turn: Option<Arc<TurnServer>>,
-    /// What control hands out: TURN URLs, secret and credential lifetime.
+    /// What control hands out for the first bridge: TURN URLs, secret and credential lifetime.
     pub turn_directory: Option<TurnDirectory>,
-    stop: watch::Sender<bool>,
-    tasks: Vec<JoinHandle<()>>,
     _temporary_data: Option<tempfile::TempDir>,
 }
 
+/// The port for bridge `index`: the configured one plus `index`, or any free one.
+fn nth_port(first: u16, index: usize) -> u16 {
+    if first == 0 { 0 } else { first.saturating_add(index as u16) }
+}
+
 pub async fn start(config: UpConfig) -> anyhow::Result<Running> {
+    if !(1..=UP_BRIDGES_MAX).contains(&config.bridges) {
+        anyhow::bail!("--bridges must be between 1 and {UP_BRIDGES_MAX}");
+    }
     let mut secret = vec![0u8; 32];
     rand::rng().fill_bytes(&mut secret);
     let admin = AdminAuth::generate(&mut rand::rng());
     let admin_token = admin.secret().expose().to_owned();
-    let loopback = Ipv4Addr::LOCALHOST;
+    let loopback = IpAddr::V4(Ipv4Addr::LOCALHOST);
     let control_listener = TcpListener::bind((loopback, config.http_port))
         .await
         .with_context(|| {
@@ -98,16 +122,7 @@ pub async fn start(config: UpConfig) -> anyhow::Result<Running> {
                 config.http_port
             )
         })?;
-    let bridge_listener = TcpListener::bind((loopback, config.bridge_http_port))
-        .await
-        .with_context(|| {
-            format!(
-                "cannot listen on 127.0.0.1:{} for bridge signaling",
-                config.bridge_http_port
-            )
-        })?;
     let control_addr = control_listener.local_addr()?;
-    let bridge_addr = bridge_listener.local_addr()?;
 
     let (data_dir, temporary_data) = match &config.data_dir {
         Some(dir) => (dir.clone(), None),
@@ -140,170 +155,85 @@ pub async fn start(config: UpConfig) -> anyhow::Result<Running> {
             auth: AuthConfig::default(),
             policy: RoomPolicy::default(),
             join_limit: JOIN_LIMIT,
+            // No GeoIP database: every bridge is in region `local` anyway.
+            regions: Default::default(),
         },
         control_listener,
     )
     .await
     .context("cannot start the control node")?;
     let control = control_service.node.clone();
+    let bridge_key = ticket_key(&secret);
 
-    let bridge_id = BridgeId::new("local-1").expect("valid literal");
-    let bridge_config = BridgeConfig::loopback(
-        bridge_id.clone(),
-        bridgemesh_control::node::ticket_key(&secret),
-        config.media_port,
-    );
-    let bridge = Bridge::start(bridge_config.clone()).context("cannot start the bridge")?;
-    control
-        .register_bridge(BridgeRecord {
-            id: bridge_id,
-            region: bridge_config.region.clone(),
-            signaling_url: format!("ws://{bridge_addr}/bridge/v1/signal"),
-            capacity: bridge_config.max_participants as u32,
-            max_participants_per_room: bridge_config.max_participants_per_room as u32,
-            status: BridgeStatus::Up,
-            location: None,
-            media_addresses: vec![bridge.media_addr().to_string()],
-        })
-        .await
-        .map_err(|err| anyhow::anyhow!("cannot register the bridge with control: {err}"))?;
-
-    let (turn, turn_directory) = if config.turn {
-        let (server, directory) = start_turn(&bridge, config.turn_port).await?;
-        control.set_turn(Some(directory.clone()));
-        (Some(server), Some(directory))
-    } else {
-        (None, None)
-    };
-
-    let (stop, stopped) = watch::channel(false);
-    let mut tasks = Vec::new();
-    let mut bridge_router = bridgemesh_bridge::signaling::router(bridge.clone());
-    if let Some(turn) = turn.clone() {
-        // The TURN server is part of the bridge, so its metrics are served beside the bridge's.
-        bridge_router = bridge_router.route(
-            "/metrics/turn",
-            axum::routing::get(move || {
-                let turn = turn.clone();
-                async move { turn.stats().render_prometheus() }
-            }),
-        );
-    }
-    tasks.push(serve_http(bridge_listener, bridge_router, stopped.clone()));
-    if let Some(mut events) = bridge.take_events() {
-        let control = control.clone();
-        let bridge = bridge.clone();
-        tasks.push(tokio::spawn(async move {
-            while let Some(event) = events.recv().await {
-                apply_bridge_event(&control, &bridge, event).await;
-            }
-        }));
-    }
-    {
-        let mut actions = control.take_bridge_actions();
-        let bridge = bridge.clone();
-        let mut stopped = stopped.clone();
-        tasks.push(tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    action = actions.recv() => match action {
-                        Some(action) => carry_out(&bridge, action),
-                        None => return,
-                    },
-                    _ = stopped.changed() => return,
+    let mut bridges = Vec::with_capacity(config.bridges);
+    for index in 0..config.bridges {
+        let bridge_config = BridgeNodeConfig {
+            control: vec![format!("http://{control_addr}")],
+            region: Some(RegionId::new("local").expect("valid literal")),
+            id: Some(BridgeId::new(format!("local-{}", index + 1)).expect("valid id")),
+            bridge_key: bridge_key.clone(),
+            listen: SocketAddr::new(loopback, nth_port(config.bridge_http_port, index)),
+            advertise_ip: Some(loopback),
+            media_port: nth_port(config.media_port, index),
+            turn: config.turn,
+            turn_port: nth_port(config.turn_port, index),
+            // Every browser of `up` comes from 127.0.0.1: the per-source cap meant for the
+            // internet would stop a demo at 16 tabs relaying over TCP.
+            turn_connections_per_source_max: Some(1_024),
+            ..BridgeNodeConfig::default()
+        };
+        let running = match bridge_node::start(bridge_config).await {
+            Ok(running) => running,
+            Err(err) => {
+                for started in bridges {
+                    let _ = RunningBridge::stop_now(started).await;
                 }
+                control_service.stop().await;
+                return Err(err.context(format!("cannot start bridge local-{}", index + 1)));
             }
-        }));
+        };
+        bridges.push(running);
     }
-    Ok(Running {
-        control_url: format!("http://{control_addr}"),
-        bridge_url: format!("http://{bridge_addr}"),
-        control,
-        bridge,
-        admin_token,
-        control_service,
-        turn,
-        turn_directory,
-        stop,
-        tasks,
-        _temporary_data: temporary_data,
-    })
-}
-
-/// A moderator's committed decision, carried out by the one local bridge.
-fn carry_out(bridge: &Bridge, action: BridgeAction) {
-    match action {
-        BridgeAction::Kick {
-            room, participant, ..
-        } => bridge.kick(&room, &participant),
-        BridgeAction::MuteAll { room, by, .. } => bridge.request_mute_all(&room, &by),
-        BridgeAction::EndRoom { room, .. } => bridge.end_room(&room),
+    for running in &bridges {
+        let mut status = running.status();
+        let registered = tokio::time::timeout(
+            REGISTRATION_TIMEOUT,
+            status.wait_for(|s| matches!(s, SessionStatus::Registered { .. } | SessionStatus::Refused { .. })),
+        )
+        .await;
+        let ok = matches!(
+            registered.as_ref().map(|r| r.as_deref().map(|s| s.clone())),
+            Ok(Ok(SessionStatus::Registered { .. }))
+        );
+        if !ok {
+            anyhow::bail!(
+                "bridge {} did not register with the control node",
+                running.bridge.id()
+            );
+        }
     }
-}
 
-/// The bridge's TURN server on 127.0.0.1, relaying from 127.0.0.1. Its deny policy refuses every
-/// loopback address but one: the bridge's media address, exact ip:port.
-async fn start_turn(bridge: &Bridge, port: u16) -> anyhow::Result<(Arc<TurnServer>, TurnDirectory)> {
-    let loopback = std::net::IpAddr::V4(Ipv4Addr::LOCALHOST);
-    let mut secret = vec![0u8; 32];
-    rand::rng().fill_bytes(&mut secret);
-    let config = TurnConfig {
-        udp_listen: Some(SocketAddr::new(loopback, port)),
-        tcp_listen: Some(SocketAddr::new(loopback, port)),
-        relay_ip: loopback,
-        secret: secret.clone(),
-        allow_peer_addrs: vec![bridge.media_addr()],
-        // Every browser of `up` comes from 127.0.0.1: the per-source cap meant for the internet
-        // would stop a demo at 16 tabs relaying over TCP.
-        stream_connections_per_source_max: 1_024,
-        ..TurnConfig::default()
-    };
-    let credential_ttl_s = config.credential_ttl_s;
-    let server = TurnServer::start(config).await.with_context(|| {
-        format!("cannot start the TURN server on 127.0.0.1:{port} (--no-turn runs without it)")
-    })?;
-    let directory = TurnDirectory {
-        secret,
-        credential_ttl_s,
+    let first = &bridges[0];
+    let turn_directory = first.turn.as_ref().map(|server| TurnDirectory {
+        secret: turn_rest_secret(&bridge_key),
+        credential_ttl_s: TurnConfig::default().credential_ttl_s,
         endpoints: vec![TurnEndpoint {
-            bridge: Some(bridge.id().to_string()),
+            bridge: Some(first.bridge.id().to_string()),
             urls: server.urls("127.0.0.1"),
         }],
-    };
-    Ok((Arc::new(server), directory))
-}
-
-async fn apply_bridge_event(control: &ControlNode, bridge: &Bridge, event: BridgeEvent) {
-    match event {
-        BridgeEvent::ParticipantJoined { room, participant } => {
-            if let Err(err) = control
-                .participant_connected(room.clone(), participant.clone())
-                .await
-            {
-                // Control no longer holds this participant: its meeting ended, or it was kicked or
-                // expired, after its ticket was issued. Its ticket must not outlive that decision.
-                if err.code == bridgemesh_proto::api::ErrorCode::NotFound {
-                    // No such room any more: its meeting ended, and whoever reaches the bridge
-                    // with an older ticket is told so. Otherwise this participant was removed.
-                    if control.read(|state| state.rooms.contains_key(&room)) {
-                        tracing::info!(%room, %participant, "removing a participant control does not hold");
-                        bridge.kick(&room, &participant);
-                    } else {
-                        tracing::info!(%room, "ending a meeting control has already ended");
-                        bridge.end_room(&room);
-                    }
-                } else {
-                    tracing::warn!(%err, "cannot confirm a participant with control");
-                }
-            }
-        }
-        BridgeEvent::ParticipantLeft { room, participant } => {
-            if let Err(err) = control.participant_left(room, participant).await {
-                // Already gone from control: expired, kicked, or its meeting ended.
-                tracing::debug!(%err, "a leave did not change the room state");
-            }
-        }
-    }
+    });
+    Ok(Running {
+        control_url: format!("http://{control_addr}"),
+        bridge_url: format!("http://{}", first.http_addr),
+        control,
+        bridge: first.bridge.clone(),
+        turn: first.turn.clone(),
+        bridges,
+        admin_token,
+        control_service,
+        turn_directory,
+        _temporary_data: temporary_data,
+    })
 }
 
 impl Running {
@@ -312,16 +242,12 @@ impl Running {
         format!("{}/{room}", self.control_url)
     }
 
-    /// Says goodbye to every participant, then stops the servers and the control node.
+    /// Says goodbye to every participant, then stops the bridges and the control node.
     pub async fn stop(self) {
-        self.bridge.shutdown().await;
-        if let Some(turn) = &self.turn {
-            turn.shutdown().await;
-        }
-        let _ = self.stop.send(true);
-        for task in self.tasks {
-            // WebSocket sessions may hold a server open; do not wait on them forever.
-            let _ = tokio::time::timeout(Duration::from_secs(3), task).await;
+        for bridge in self.bridges {
+            if let Err(err) = bridge.stop_now().await {
+                tracing::warn!(%err, "a bridge stopped with an error");
+            }
         }
         self.control_service.stop().await;
     }

@@ -2,6 +2,7 @@
 //! `/metrics`, and the web client.
 
 use crate::auth::AdminAuth;
+use crate::bridge_hub::LossReport;
 use crate::node::{ApiError, ControlNode, JoinAnswer};
 use crate::raft::cluster::{ClusterHealth, MembershipChange, RaftRole};
 use crate::raft::{NodeId, server as raft_server};
@@ -9,14 +10,17 @@ use crate::state::{BridgeRecord, ControlState};
 use crate::web;
 use axum::Router;
 use axum::body::Body;
+use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, Path, State};
+use axum::middleware;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, patch, post};
 use bridgemesh_proto::api::{
-    ErrorBody, ErrorCode, HealthStatus, JoinRequest, REQUEST_BODY_MAX_BYTES, RoomSettingsUpdate,
+    ErrorBody, ErrorCode, HealthStatus, JoinRequest, REQUEST_BODY_MAX_BYTES, ReconnectRequest, RoomSettingsUpdate,
 };
-use bridgemesh_proto::{ParticipantId, RoomId};
+use bridgemesh_proto::bridge_session::{BRIDGE_MESSAGE_MAX_BYTES, BRIDGE_SESSION_PATH, BridgeRegistration};
+use bridgemesh_proto::{BridgeId, ParticipantId, RoomId};
 use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -61,6 +65,11 @@ pub fn router(node: Arc<ControlNode>, config: ApiConfig) -> Router {
             post(lobby_decision),
         )
         .route("/api/v1/rooms/{room}/participants/{participant}/kick", post(kick))
+        .route(
+            "/api/v1/rooms/{room}/participants/{participant}/reconnect",
+            post(reconnect),
+        )
+        .route(BRIDGE_SESSION_PATH, get(bridge_session))
         .route("/api/v1/rooms/{room}/mute-all", post(mute_all))
         .route("/api/v1/rooms/{room}/end", post(end_meeting))
         .route("/api/v1/admin/cluster", get(admin_cluster))
@@ -71,6 +80,9 @@ pub fn router(node: Arc<ControlNode>, config: ApiConfig) -> Router {
             "/api/v1/admin/bridges",
             get(admin_bridges).post(admin_register_bridge),
         )
+        .route("/api/v1/admin/bridges/{id}", delete(admin_forget_bridge))
+        .route("/api/v1/admin/bridges/{id}/drain", post(admin_drain_bridge))
+        .route("/api/v1/admin/bridges/{id}/undrain", post(admin_undrain_bridge))
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .route("/", get(index))
@@ -78,8 +90,17 @@ pub fn router(node: Arc<ControlNode>, config: ApiConfig) -> Router {
         .route("/style.css", get(style_css))
         .route("/{room}", get(room_page))
         .fallback(not_found)
-        .with_state(api)
+        .with_state(api.clone())
         .merge(raft_server::router(node.cluster().clone()))
+        .merge(
+            Router::new()
+                .route("/raft/v1/bridge-loss", post(bridge_loss))
+                .route_layer(middleware::from_fn_with_state(
+                    node.cluster().clone(),
+                    raft_server::require_member,
+                ))
+                .with_state(api),
+        )
 }
 
 /// Reads a JSON body ourselves so that every failure (too large, not JSON, wrong shape) gets the
@@ -157,8 +178,9 @@ async fn join(
         let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
         let caller = api.node.caller(&room, authorization)?;
         let request: JoinRequest = read_json(body).await?;
+        let client = api.node.locate(peer.ip(), &headers);
         api.node
-            .join(room, &request.display_name, request.password, caller)
+            .join(room, &request.display_name, request.password, caller, client)
             .await
     };
     join_answer(answer.await)
@@ -180,6 +202,54 @@ fn own_session(
         ));
     }
     Ok((room, session))
+}
+
+async fn reconnect(
+    State(api): State<Api>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path((room, participant)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    if !api.node.allow_join_from(peer.ip()) {
+        return ApiError::new(
+            ErrorCode::RateLimited,
+            "too many joins from this address; slow down",
+        )
+        .into_response();
+    }
+    let answer = async {
+        let (room, session) = own_session(&api, room, participant, &headers)?;
+        let request: ReconnectRequest = read_json(body).await?;
+        api.node.reconnect(&room, &session, request.lost_bridge).await
+    };
+    join_answer(answer.await)
+}
+
+/// A bridge's session (`docs/regions.md`): authenticated by the credential derived from the
+/// bridge key, then served by the bridge hub.
+async fn bridge_session(State(api): State<Api>, headers: HeaderMap, upgrade: WebSocketUpgrade) -> Response {
+    let authorized = bearer(&headers).is_some_and(|token| api.node.hub().credential_matches(token));
+    if !authorized {
+        return ApiError::new(
+            ErrorCode::Unauthorized,
+            "a bridge session needs the credential derived from the bridge key",
+        )
+        .into_response();
+    }
+    let hub = api.node.hub().clone();
+    upgrade
+        .max_message_size(BRIDGE_MESSAGE_MAX_BYTES)
+        .max_frame_size(BRIDGE_MESSAGE_MAX_BYTES)
+        .on_upgrade(move |socket| hub.serve(socket))
+}
+
+/// A loss report another control node forwarded to this one (the leader).
+async fn bridge_loss(State(api): State<Api>, body: Body) -> Response {
+    match read_json::<LossReport>(body).await {
+        Ok(report) => axum::Json(api.node.hub().report_loss_here(report).await).into_response(),
+        Err(err) => err.into_response(),
+    }
 }
 
 async fn lobby_status(
@@ -283,11 +353,12 @@ async fn kick(
 }
 
 async fn mute_all(State(api): State<Api>, Path(room): Path<String>, headers: HeaderMap) -> Response {
-    respond((|| {
+    let result = async {
         let room = room_id(room)?;
         let session = api.node.session(bearer(&headers), &room)?;
-        api.node.mute_all(&room, &session).map(|()| Done::ok())
-    })())
+        api.node.mute_all(&room, &session).await.map(|()| Done::ok())
+    };
+    respond(result.await)
 }
 
 async fn end_meeting(State(api): State<Api>, Path(room): Path<String>, headers: HeaderMap) -> Response {
@@ -399,7 +470,12 @@ async fn admin_rooms(State(api): State<Api>, headers: HeaderMap) -> Response {
 pub struct AdminBridge {
     #[serde(flatten)]
     pub record: BridgeRecord,
+    /// Participants placed on it (control's count).
     pub participants: u32,
+    /// Reported stress plus the burst correction, as placement sees it.
+    pub effective_stress: f64,
+    /// Rooms with participants on it.
+    pub rooms: usize,
 }
 
 async fn admin_bridges(State(api): State<Api>, headers: HeaderMap) -> Response {
@@ -415,6 +491,12 @@ async fn admin_bridges(State(api): State<Api>, headers: HeaderMap) -> Response {
                     .map(|record| AdminBridge {
                         record: record.clone(),
                         participants: state.bridge_load.get(&record.id).copied().unwrap_or(0),
+                        effective_stress: crate::placement::effective_stress(record, &state.placement),
+                        rooms: state
+                            .rooms
+                            .keys()
+                            .filter(|room| crate::placement::room_participants_on(state, room, &record.id) > 0)
+                            .count(),
                     })
                     .collect::<Vec<_>>()
             })
@@ -427,8 +509,64 @@ async fn admin_bridges(State(api): State<Api>, headers: HeaderMap) -> Response {
 async fn admin_register_bridge(State(api): State<Api>, headers: HeaderMap, body: Body) -> Response {
     let result = async {
         require_admin(&api, &headers)?;
-        let record: BridgeRecord = read_json(body).await?;
-        api.node.register_bridge(record).await.map(|()| Done::ok())
+        let registration: BridgeRegistration = read_json(body).await?;
+        api.node.register_bridge(registration).await.map(|()| Done::ok())
+    };
+    respond(result.await)
+}
+
+fn bridge_id(id: String) -> Result<BridgeId, ApiError> {
+    BridgeId::new(id).map_err(|err| ApiError::new(ErrorCode::NotFound, err.to_string()))
+}
+
+/// `POST /api/v1/admin/bridges/{id}/drain` body.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DrainRequest {
+    /// How long participants may stay before they are moved; 0 moves them now.
+    #[serde(default)]
+    pub grace_s: u64,
+}
+
+/// Longest drain grace period accepted.
+const DRAIN_GRACE_MAX_S: u64 = 24 * 3600;
+
+async fn admin_drain_bridge(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Body,
+) -> Response {
+    let result = async {
+        require_admin(&api, &headers)?;
+        let bridge = bridge_id(id)?;
+        let request: DrainRequest = read_json(body).await?;
+        if request.grace_s > DRAIN_GRACE_MAX_S {
+            return Err(ApiError::new(
+                ErrorCode::InvalidField,
+                format!("grace_s is at most {DRAIN_GRACE_MAX_S}"),
+            ));
+        }
+        api.node.drain_bridge(bridge, request.grace_s * 1000).await?;
+        Ok(Done::ok())
+    };
+    respond(result.await)
+}
+
+async fn admin_undrain_bridge(State(api): State<Api>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    let result = async {
+        require_admin(&api, &headers)?;
+        api.node.undrain_bridge(bridge_id(id)?).await?;
+        Ok(Done::ok())
+    };
+    respond(result.await)
+}
+
+async fn admin_forget_bridge(State(api): State<Api>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    let result = async {
+        require_admin(&api, &headers)?;
+        api.node.forget_bridge(bridge_id(id)?).await?;
+        Ok(Done::ok())
     };
     respond(result.await)
 }

@@ -1,30 +1,43 @@
-//! The bridgemesh control node: the join API, room state, bridge tickets and the web client.
+//! The bridgemesh control node: the join API, the replicated room and bridge state, placement,
+//! the bridges' sessions and failure detection, bridge tickets and the web client.
 //!
 //! # Layout
-//! - [`state`]: the state machine — typed [`state::Command`]s applied deterministically.
-//! - [`placement`]: which bridge a participant goes to, a pure function of the state.
+//! - [`state`]: the state machine — typed [`state::Command`]s applied deterministically
+//!   (`state/bridges.rs`: registration, drains, moving participants off a bridge).
+//! - [`placement`]: which bridge a participant goes to, a pure function of the state and where
+//!   the participant is.
+//! - [`failure_detector`]: when a silent bridge is unreachable and when it is dead; pure.
+//! - [`bridge_hub`]: the bridges' WebSocket sessions on the leader; drives the detector and tells
+//!   bridges what was decided.
+//! - [`geo`], [`client_ip`], [`cidr`], [`locator`]: where a client is (a MaxMind DB, through
+//!   trusted proxies' headers), distances, made-up test databases.
 //! - [`auth`]: join tokens (Jitsi's JWT format), the guest policy, the admin credential; pure.
 //! - [`rate_limit`]: per-address token buckets for the unauthenticated join endpoint.
-//! - [`client_ip`]: the address a request came from, through trusted proxies' headers.
-//! - [`geo`]: where an address is (a MaxMind DB), distances, and made-up test databases.
-//! - [`node`]: [`ControlNode`], the state behind a lock plus ticket issuing; `join` lives here.
-//! - [`http`]: the axum driver: `/api/v1/...`, `/health`, `/metrics`, the web client.
+//! - [`raft`]: openraft with a redb store, the peer transport, cluster operations.
+//! - [`node`]: [`ControlNode`]: join, reconnect, the lobby, moderation, drains, tickets.
+//! - [`http`]: the axum driver: `/api/v1/...`, the bridge session, `/health`, `/metrics`, the
+//!   web client.
+//! - [`service`]: a running node (Raft, HTTP, the ticker, the bridge hub).
 //! - [`web`]: the browser client's files, compiled in.
 //!
 //! # Run loop
 //! ```text
-//! POST /api/v1/rooms/{room}/join → validate → placement::choose_bridge(state)
-//!     → state.apply(Command::Join{..}) → sign ticket for that bridge → JSON answer
-//! bridge events (joined / left) → state.apply(Confirm | Leave)
-//! every few seconds → state.apply(ExpireUnconfirmed{now})
+//! POST /api/v1/rooms/{room}/join → token, policy → locate the client → placement::choose_bridge
+//!     → commit Command::Join through Raft → sign a ticket for that bridge → JSON answer
+//! bridge session (leader): register → commit RegisterBridge; heartbeats → failure detector;
+//!     joined / left → commit Confirm | Leave; detector verdicts → commit SetBridgeStatus
+//! applied outcomes (kicks, ended rooms, moves) → the bridges concerned
+//! every 2 s (leader) → commit Tick (expiries, rooms ending, drains whose grace ended)
 //! ```
-//! This node is a single replica; the replicated control plane builds on the same commands.
 
 pub mod auth;
+pub mod bridge_hub;
 pub mod cidr;
 pub mod client_ip;
+pub mod failure_detector;
 pub mod geo;
 pub mod http;
+pub mod locator;
 pub mod node;
 pub mod password;
 pub mod placement;

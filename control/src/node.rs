@@ -3,30 +3,32 @@
 //! and turns the outcome into an answer. The HTTP layer (`http.rs`) is a thin driver over this.
 
 use crate::auth::{Admission, AuthError, GuestPolicy, TokenVerifier};
+use crate::bridge_hub::{BridgeHub, HubConfig, LossReport, LossVerdict};
+use crate::locator::Locator;
 use crate::password;
-use crate::placement::choose_bridge;
+use crate::placement::{ClientPlace, choose_bridge};
 use crate::raft::cluster::{ClusterNode, ProposeError};
 use crate::rate_limit::{RateLimit, RateLimiter};
 use crate::session::{SessionClaims, SessionKeys};
 use crate::state::{
-    ApplyError, BridgeRecord, Command, ControlState, JoinRequestRecord, Outcome, ParticipantRecord,
-    ParticipantStatus, PasswordChange, Role, lobby_of,
+    ApplyError, Command, ControlState, JoinRequestRecord, Outcome, ParticipantRecord, ParticipantStatus,
+    PasswordChange, Role, lobby_of,
 };
+use bridgemesh_proto::bridge_session::{BridgeRegistration, turn_rest_secret};
 use bridgemesh_proto::api::{
     DISPLAY_NAME_MAX_CHARS, ErrorCode, IceServer, JoinResponse, LobbyState, LobbyWait, PASSWORD_MAX_CHARS,
     ParticipantView, RoomSettingsUpdate, RoomView,
 };
 use bridgemesh_proto::ticket::{TICKET_TTL_S, TicketClaims};
 use bridgemesh_proto::{BridgeId, ParticipantId, RoomId};
-use bridgemesh_turn::TurnDirectory;
+use bridgemesh_turn::{TurnDirectory, TurnEndpoint};
 use hmac::{Hmac, Mac};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use rand::Rng;
 use sha2::{Digest, Sha256};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
-use tokio::sync::mpsc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// An API failure with the code clients branch on.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -75,6 +77,10 @@ impl From<ApplyError> for ApiError {
             ApplyError::UnknownBridge(_) | ApplyError::BridgeDown(_) | ApplyError::BridgeFull(_) => {
                 ErrorCode::NoCapacity
             }
+            ApplyError::NotOnBridge(..) | ApplyError::BridgeInUse(_) | ApplyError::BridgeIsDown(_) => {
+                ErrorCode::Conflict
+            }
+            ApplyError::Invalid(_) => ErrorCode::InvalidField,
         };
         Self::new(code, err.to_string())
     }
@@ -116,30 +122,11 @@ impl Default for RoomPolicy {
     }
 }
 
-/// What a bridge must carry out after control committed a moderator's decision.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum BridgeAction {
-    Kick {
-        bridge: BridgeId,
-        room: RoomId,
-        participant: ParticipantId,
-    },
-    MuteAll {
-        bridge: BridgeId,
-        room: RoomId,
-        by: ParticipantId,
-    },
-    EndRoom {
-        bridge: BridgeId,
-        room: RoomId,
-    },
-}
-
 /// argon2 hashes or checks running at once on one node.
 const PASSWORD_CHECKS_AT_ONCE: usize = 2;
 
-/// Bridge actions waiting for their driver; a bridge that is this far behind is not keeping up.
-const BRIDGE_ACTIONS_QUEUE_MAX: usize = 1_024;
+/// How long a reconnect waits for a state that moved its participant to reach this node.
+const RECONNECT_MOVE_WAIT: Duration = Duration::from_secs(2);
 
 /// The answer to a join.
 #[derive(Debug, Clone, PartialEq)]
@@ -159,9 +146,21 @@ pub struct ControlNode {
     /// the rest are told to retry, so password guessing cannot starve the node's blocking pool
     /// (where Raft's storage also runs).
     password_checks: tokio::sync::Semaphore,
-    bridge_actions: Mutex<Option<mpsc::Sender<BridgeAction>>>,
-    /// TURN servers handed out in join responses, with their shared secret; none until set.
+    /// Standalone TURN servers handed out in join responses after the bridge's own, with their
+    /// shared secret; none until set.
     turn: Mutex<Option<TurnDirectory>>,
+    /// The secret of the bridges' embedded TURN servers.
+    bridge_turn_secret: Vec<u8>,
+    hub: Arc<BridgeHub>,
+    locator: Locator,
+}
+
+/// Placement's inputs that are the operator's: geolocation, the bridges' heartbeat and failure
+/// detection, the placement policy.
+#[derive(Debug, Clone, Default)]
+pub struct RegionsConfig {
+    pub locator: Locator,
+    pub hub: HubConfig,
 }
 
 /// The key bridge tickets are signed with, derived from the cluster secret. Bridges get this key,
@@ -208,16 +207,20 @@ impl ControlNode {
         tokens: TokenVerifier,
         policy: RoomPolicy,
         join_limit: RateLimit,
+        regions: RegionsConfig,
     ) -> Self {
+        let bridge_key = ticket_key(cluster_secret);
         Self {
+            hub: BridgeHub::new(cluster.clone(), &bridge_key, regions.hub),
+            locator: regions.locator,
+            bridge_turn_secret: turn_rest_secret(&bridge_key),
             cluster,
             policy,
             tokens,
-            ticket_key: EncodingKey::from_secret(&ticket_key(cluster_secret)),
+            ticket_key: EncodingKey::from_secret(&bridge_key),
             sessions: SessionKeys::derive(cluster_secret),
             join_limiter: Mutex::new(RateLimiter::new(join_limit)),
             password_checks: tokio::sync::Semaphore::new(PASSWORD_CHECKS_AT_ONCE),
-            bridge_actions: Mutex::new(None),
             turn: Mutex::new(None),
         }
     }
@@ -227,15 +230,31 @@ impl ControlNode {
         *self.turn.lock().expect("turn lock") = directory;
     }
 
-    /// Fresh REST credentials for `participant` on the TURN servers: its bridge's first.
-    fn ice_servers(&self, bridge: &BridgeId, participant: &ParticipantId, now_unix_s: u64) -> Vec<IceServer> {
-        let turn = self.turn.lock().expect("turn lock");
-        let Some(directory) = turn.as_ref() else {
-            return Vec::new();
+    /// Fresh REST credentials for `participant` on the TURN servers: its bridge's embedded one
+    /// first, then the configured standalone ones.
+    fn ice_servers(
+        &self,
+        bridge: &BridgeId,
+        bridge_turn_urls: &[String],
+        participant: &ParticipantId,
+        now_unix_s: u64,
+    ) -> Vec<IceServer> {
+        let own = TurnDirectory {
+            secret: self.bridge_turn_secret.clone(),
+            credential_ttl_s: bridgemesh_turn::TurnConfig::default().credential_ttl_s,
+            endpoints: vec![TurnEndpoint {
+                bridge: Some(bridge.to_string()),
+                urls: bridge_turn_urls.to_vec(),
+            }],
         };
-        directory
-            .ice_servers(bridge.as_str(), participant.as_str(), now_unix_s)
+        let turn = self.turn.lock().expect("turn lock");
+        own.ice_servers(bridge.as_str(), participant.as_str(), now_unix_s)
             .into_iter()
+            .chain(
+                turn.iter()
+                    .flat_map(|d| d.ice_servers(bridge.as_str(), participant.as_str(), now_unix_s)),
+            )
+            .take(bridgemesh_turn::directory::ICE_SERVERS_PER_JOIN_MAX)
             .map(|server| IceServer {
                 urls: server.urls,
                 username: Some(server.username),
@@ -248,23 +267,14 @@ impl ControlNode {
         &self.cluster
     }
 
-    /// Where committed moderator decisions go to be carried out by bridges.
-    pub fn take_bridge_actions(&self) -> mpsc::Receiver<BridgeAction> {
-        let (sender, receiver) = mpsc::channel(BRIDGE_ACTIONS_QUEUE_MAX);
-        *self.bridge_actions.lock().expect("actions lock") = Some(sender);
-        receiver
+    /// Where a client is, from its connection and headers.
+    pub fn locate(&self, peer: IpAddr, headers: &axum::http::HeaderMap) -> ClientPlace {
+        self.locator.place(peer, headers)
     }
 
-    fn send_bridge_action(&self, action: BridgeAction) {
-        let sender = self.bridge_actions.lock().expect("actions lock").clone();
-        match sender {
-            Some(sender) => {
-                if let Err(err) = sender.try_send(action) {
-                    tracing::warn!(%err, "bridge action dropped: its driver is not keeping up");
-                }
-            }
-            None => tracing::debug!(?action, "no bridge driver on this node"),
-        }
+    /// The bridges' sessions and the failure detector.
+    pub fn hub(&self) -> &Arc<BridgeHub> {
+        &self.hub
     }
 
     /// Joins are unauthenticated, so each source address gets a budget (see `rate_limit.rs`).
@@ -290,8 +300,40 @@ impl ControlNode {
         Ok(self.cluster.propose(command).await??)
     }
 
-    pub async fn register_bridge(&self, record: BridgeRecord) -> Result<(), ApiError> {
-        self.propose(Command::RegisterBridge(record)).await.map(|_| ())
+    /// An operator registers a bridge by hand (it has no session and is not failure-detected).
+    pub async fn register_bridge(&self, registration: BridgeRegistration) -> Result<(), ApiError> {
+        self.propose(Command::RegisterBridge {
+            registration,
+            instance: None,
+            at_ms: now_unix_ms(),
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Starts draining a bridge: nobody new; its participants move after `grace_ms`.
+    pub async fn drain_bridge(&self, bridge: BridgeId, grace_ms: u64) -> Result<(), ApiError> {
+        self.propose(Command::Drain {
+            bridge,
+            grace_ms,
+            by_operator: true,
+            at_ms: now_unix_ms(),
+        })
+        .await
+        .map(|_| ())
+    }
+
+    pub async fn undrain_bridge(&self, bridge: BridgeId) -> Result<(), ApiError> {
+        self.propose(Command::Undrain {
+            bridge,
+            at_ms: now_unix_ms(),
+        })
+        .await
+        .map(|_| ())
+    }
+
+    pub async fn forget_bridge(&self, bridge: BridgeId) -> Result<(), ApiError> {
+        self.propose(Command::ForgetBridge { bridge }).await.map(|_| ())
     }
 
     /// Who a join comes from: the token's identity, or a guest where the policy lets guests in.
@@ -325,6 +367,7 @@ impl ControlNode {
         display_name: &str,
         password: Option<String>,
         caller: Caller,
+        client: ClientPlace,
     ) -> Result<JoinAnswer, ApiError> {
         let display_name = validate_display_name(display_name)?;
         let tokens_enabled = self.tokens.tokens_enabled();
@@ -337,7 +380,7 @@ impl ControlNode {
         // A placement can go stale between reading the state and committing (another join took
         // the last seat); the state machine refuses it and we place again.
         for _ in 0..3 {
-            let bridge = self.read(|state| choose_bridge(state, &room)).ok_or_else(|| {
+            let bridge = self.read(|state| choose_bridge(state, &room, &client, None)).ok_or_else(|| {
                 ApiError::new(
                     ErrorCode::NoCapacity,
                     "no bridge has room for another participant",
@@ -354,6 +397,7 @@ impl ControlNode {
                 password_generation,
                 bridge,
                 at_ms: now_unix_ms(),
+                client: client.clone(),
             });
             match self.cluster.propose(command).await? {
                 Ok(Outcome::Placed { bridge, role }) => {
@@ -447,6 +491,11 @@ impl ControlNode {
             (status, Some(bridge)) if status.on_bridge() => self
                 .joined(room, participant, &record.display_name, bridge, record.role)
                 .map(JoinAnswer::Joined),
+            (ParticipantStatus::Kicked, _) => Err(ApiError::new(
+                ErrorCode::Kicked,
+                "you were removed from this meeting",
+            )),
+            (ParticipantStatus::Denied, _) => Err(ApiError::new(ErrorCode::LobbyDenied, "a moderator declined")),
             _ => Err(ApiError::new(
                 ErrorCode::Conflict,
                 "the participant is no longer in the room",
@@ -499,7 +548,7 @@ impl ControlNode {
         };
         let ticket = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.ticket_key)
             .map_err(|err| ApiError::new(ErrorCode::Internal, format!("cannot sign ticket: {err}")))?;
-        let ice_servers = self.ice_servers(&record.id, participant, iat);
+        let ice_servers = self.ice_servers(&record.id, &record.turn_urls, participant, iat);
         Ok(JoinResponse {
             room: room.clone(),
             participant_id: participant.clone(),
@@ -631,8 +680,9 @@ impl ControlNode {
         target: &ParticipantId,
     ) -> Result<(), ApiError> {
         self.require_moderator(room, session)?;
+        let client = self.participant(room, target)?.client;
         for _ in 0..3 {
-            let bridge = self.read(|state| choose_bridge(state, room)).ok_or_else(|| {
+            let bridge = self.read(|state| choose_bridge(state, room, &client, None)).ok_or_else(|| {
                 ApiError::new(
                     ErrorCode::NoCapacity,
                     "no bridge has room for another participant",
@@ -691,67 +741,33 @@ impl ControlNode {
                 at_ms: now_unix_ms(),
             })
             .await?;
-        // A participant placed but not yet connected holds a ticket too: its bridge must refuse
-        // it. One still in the lobby holds nothing to revoke.
-        if let Outcome::Kicked { bridge } = outcome {
-            if let Some(bridge) = bridge {
-                self.send_bridge_action(BridgeAction::Kick {
-                    bridge,
-                    room: room.clone(),
-                    participant: target.clone(),
-                });
-            }
-        }
+        // The bridge hub tells the participant's bridge (`Outcome::Kicked`): a participant placed
+        // but not yet connected holds a ticket too, which its bridge must refuse.
+        let _ = outcome;
         Ok(())
     }
 
-    /// Asks every participant but the moderator to mute; nothing to commit, the bridges relay it.
-    pub fn mute_all(&self, room: &RoomId, session: &SessionClaims) -> Result<(), ApiError> {
+    /// Asks every participant but the moderator to mute; committed so that the room's bridges
+    /// hear of it from whichever node took the request (the bridges relay it).
+    pub async fn mute_all(&self, room: &RoomId, session: &SessionClaims) -> Result<(), ApiError> {
         self.require_moderator(room, session)?;
-        for bridge in self.bridges_hosting(room) {
-            self.send_bridge_action(BridgeAction::MuteAll {
-                bridge,
-                room: room.clone(),
-                by: session.participant_id.clone(),
-            });
-        }
-        Ok(())
+        self.propose(Command::MuteAll {
+            room: room.clone(),
+            by: session.participant_id.clone(),
+        })
+        .await
+        .map(|_| ())
     }
 
     pub async fn end_meeting(&self, room: &RoomId, session: &SessionClaims) -> Result<(), ApiError> {
         self.require_moderator(room, session)?;
-        let bridges = self.bridges_hosting(room);
+        // The bridge hub tells the room's bridges (`Outcome::RoomEnded`).
         self.propose(Command::EndRoom {
             room: room.clone(),
             by: session.participant_id.clone(),
         })
-        .await?;
-        for bridge in bridges {
-            self.send_bridge_action(BridgeAction::EndRoom {
-                bridge,
-                room: room.clone(),
-            });
-        }
-        Ok(())
-    }
-
-    fn bridges_hosting(&self, room: &RoomId) -> Vec<BridgeId> {
-        self.read(|state| {
-            let mut bridges: Vec<BridgeId> = state
-                .rooms
-                .get(room)
-                .map(|r| {
-                    r.participants
-                        .values()
-                        .filter(|p| p.status.on_bridge())
-                        .filter_map(|p| p.bridge.clone())
-                        .collect()
-                })
-                .unwrap_or_default();
-            bridges.sort();
-            bridges.dedup();
-            bridges
-        })
+        .await
+        .map(|_| ())
     }
 
     pub async fn update_settings(
@@ -788,22 +804,50 @@ impl ControlNode {
         .map(|_| ())
     }
 
-    /// A bridge saw a participant connect.
-    pub async fn participant_connected(
-        &self,
-        room: RoomId,
-        participant: ParticipantId,
-    ) -> Result<(), ApiError> {
-        self.propose(Command::Confirm { room, participant })
-            .await
-            .map(|_| ())
+    /// The participant gives up its place (bridges report leaves through their session).
+    pub async fn participant_left(&self, room: RoomId, participant: ParticipantId) -> Result<(), ApiError> {
+        self.propose(Command::Leave {
+            room,
+            participant,
+            bridge: None,
+        })
+        .await
+        .map(|_| ())
     }
 
-    /// A bridge saw a participant go.
-    pub async fn participant_left(&self, room: RoomId, participant: ParticipantId) -> Result<(), ApiError> {
-        self.propose(Command::Leave { room, participant })
-            .await
-            .map(|_| ())
+    /// A participant asks where to go after losing its bridge (`lost_bridge`) or being told it
+    /// moved. Its loss report counts toward declaring that bridge down; the answer is a fresh
+    /// ticket for its bridge as the state has it once that is decided (or after a bounded wait).
+    pub async fn reconnect(
+        &self,
+        room: &RoomId,
+        session: &SessionClaims,
+        lost_bridge: Option<BridgeId>,
+    ) -> Result<JoinAnswer, ApiError> {
+        let participant = &session.participant_id;
+        let record = self.participant(room, participant)?;
+        if let Some(lost) = lost_bridge
+            && record.status.on_bridge()
+            && record.bridge.as_ref() == Some(&lost)
+        {
+            let verdict = self
+                .hub
+                .report_loss(LossReport {
+                    room: room.clone(),
+                    participant: participant.clone(),
+                    bridge: lost.clone(),
+                })
+                .await;
+            if verdict == LossVerdict::Moved {
+                // The leader saw the move; wait for it to be applied here too.
+                let deadline = Instant::now() + RECONNECT_MOVE_WAIT;
+                while Instant::now() < deadline && self.participant(room, participant)?.bridge.as_ref() == Some(&lost)
+                {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        }
+        self.answer_for_existing(room, participant)
     }
 
     /// Lets time pass in the state (expiries, rooms ending). Only the leader ticks, so a cluster

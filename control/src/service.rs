@@ -3,7 +3,7 @@
 
 use crate::auth::{AuthConfig, TokenVerifier};
 use crate::http::{ApiConfig, router};
-use crate::node::{ControlNode, RoomPolicy};
+use crate::node::{ControlNode, RegionsConfig, RoomPolicy};
 use crate::raft::cluster::{ClusterConfig, ClusterNode, StartError};
 use crate::raft::network::ClusterCredential;
 use crate::rate_limit::RateLimit;
@@ -28,6 +28,8 @@ pub struct ControlServiceConfig {
     pub auth: AuthConfig,
     pub policy: RoomPolicy,
     pub join_limit: RateLimit,
+    /// Geolocation, bridge heartbeats and failure detection, placement policy.
+    pub regions: RegionsConfig,
 }
 
 pub struct ControlService {
@@ -50,13 +52,13 @@ impl ControlService {
             tokens,
             config.policy.clone(),
             config.join_limit,
+            config.regions.clone(),
         ));
         let (stop, stopped) = watch::channel(false);
-        let mut tasks = vec![serve_http(
-            listener,
-            router(node.clone(), config.api.clone()),
-            stopped.clone(),
-        )];
+        let mut tasks = vec![
+            serve_http(listener, router(node.clone(), config.api.clone()), stopped.clone()),
+            node.hub().run(stopped.clone()),
+        ];
         {
             let node = node.clone();
             let mut stopped = stopped.clone();
@@ -99,6 +101,8 @@ impl ControlService {
         for task in &self.tasks {
             task.abort();
         }
+        // Bridge sessions run on their own tasks; drop them so their bridges find the new leader.
+        self.node.hub().close_all_sessions(None);
         self.node.cluster().shutdown().await;
     }
 }

@@ -8,9 +8,14 @@
 //! generation, who moderates). Replaying the same commands always yields the same state, which is
 //! what lets the Raft log, a restarted node and the simulator all run this same code.
 
+use crate::placement::{ClientPlace, PlacementPolicy};
+use bridgemesh_proto::bridge_session::{BridgeRegistration, LoadReport};
+pub use bridgemesh_proto::bridge_session::{BridgeStatus, GeoPoint};
 use bridgemesh_proto::{BridgeId, ParticipantId, RegionId, RoomId};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
+
+mod bridges;
 
 /// A participant control placed but whose bridge has not reported it connected is forgotten after
 /// this long (the ticket expired unused, or the client never made it to the bridge).
@@ -45,12 +50,6 @@ pub const LOBBY_WAITING_MAX: usize = 100;
 /// Users banned from one room by kicks; beyond this the oldest bans are forgotten.
 pub const ROOM_KICKED_USERS_MAX: usize = 1_000;
 
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct GeoPoint {
-    pub latitude: f64,
-    pub longitude: f64,
-}
-
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BridgeRecord {
     pub id: BridgeId,
@@ -64,13 +63,67 @@ pub struct BridgeRecord {
     /// Where participants send media (`ip:port`), for TURN's allowlist and cascade.
     #[serde(default)]
     pub media_addresses: Vec<String>,
+    /// The bridge's embedded TURN server.
+    #[serde(default)]
+    pub turn_urls: Vec<String>,
+    /// The bridge process's random instance id; `None` for a bridge an operator registered by
+    /// hand, which has no session and is not watched by the failure detector.
+    #[serde(default)]
+    pub instance: Option<String>,
+    #[serde(default)]
+    pub load: BridgeLoad,
+    /// Set while the bridge drains.
+    #[serde(default)]
+    pub drain: Option<DrainRecord>,
+    /// When the status last changed.
+    #[serde(default)]
+    pub status_since_ms: u64,
+}
+
+/// A bridge's last committed load report and the joins placed on it since.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct BridgeLoad {
+    pub stress: f64,
+    pub cpu: f64,
+    pub packets_per_s: f64,
+    pub reported_participants: u32,
+    pub reported_at_ms: u64,
+    /// Participants placed on the bridge since the report (placement's burst correction).
+    pub placed_since_report: u32,
+}
+
+impl BridgeLoad {
+    fn from_report(report: &LoadReport, at_ms: u64) -> Self {
+        let finite = |x: f64| if x.is_finite() { x.max(0.0) } else { 0.0 };
+        Self {
+            stress: finite(report.stress),
+            cpu: finite(report.cpu),
+            packets_per_s: finite(report.packets_per_s),
+            reported_participants: report.participants,
+            reported_at_ms: at_ms,
+            placed_since_report: 0,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum BridgeStatus {
-    Up,
-    Down,
+pub struct DrainRecord {
+    pub since_ms: u64,
+    /// When its participants are moved (the drain's grace period ends).
+    pub move_at_ms: u64,
+    /// An operator's drain lasts until an operator ends it; a drain the bridge asked for itself
+    /// (because it was stopping) ends when the bridge registers again.
+    pub by_operator: bool,
+}
+
+/// One participant moved off a bridge that is down or draining.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Moved {
+    pub room: RoomId,
+    pub participant: ParticipantId,
+    pub from: BridgeId,
+    /// `None` when no bridge had a seat: the participant was removed and must join again.
+    pub to: Option<BridgeId>,
 }
 
 pub use bridgemesh_proto::api::Role;
@@ -112,6 +165,9 @@ pub struct ParticipantRecord {
     pub bridge: Option<BridgeId>,
     /// When the participant's current status began.
     pub since_ms: u64,
+    /// Where the participant is; placement uses it again when the participant has to move.
+    #[serde(default)]
+    pub client: ClientPlace,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -175,6 +231,8 @@ pub struct JoinRequestRecord {
     /// The bridge placement chose; unused if the participant goes to the lobby.
     pub bridge: BridgeId,
     pub at_ms: u64,
+    #[serde(default)]
+    pub client: ClientPlace,
 }
 
 /// A change of a room's password. An enum rather than `Option<Option<_>>`: commands travel as
@@ -188,20 +246,60 @@ pub enum PasswordChange {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Command {
-    RegisterBridge(BridgeRecord),
+    /// A bridge (re-)registers: idempotent. A draining bridge stays draining; an unreachable or
+    /// down one is up again.
+    RegisterBridge {
+        registration: BridgeRegistration,
+        /// `None` for an operator's registration by hand (not failure-detected).
+        instance: Option<String>,
+        at_ms: u64,
+    },
+    /// The failure detector's verdict: `up`, `unreachable` (no new participants) or `down` (its
+    /// participants are moved). Draining is [`Command::Drain`]'s.
     SetBridgeStatus {
         bridge: BridgeId,
         status: BridgeStatus,
+        at_ms: u64,
     },
+    ReportLoad {
+        bridge: BridgeId,
+        load: LoadReport,
+        at_ms: u64,
+    },
+    /// No new participants on the bridge; its participants move once `grace_ms` has passed.
+    Drain {
+        bridge: BridgeId,
+        grace_ms: u64,
+        by_operator: bool,
+        at_ms: u64,
+    },
+    /// Ends a drain: the bridge takes participants again.
+    Undrain {
+        bridge: BridgeId,
+        at_ms: u64,
+    },
+    /// Forgets a bridge that holds nobody (a decommissioned one).
+    ForgetBridge {
+        bridge: BridgeId,
+    },
+    SetPlacementPolicy(PlacementPolicy),
     Join(JoinRequestRecord),
     /// The bridge saw the participant connect.
     Confirm {
         room: RoomId,
         participant: ParticipantId,
+        /// The bridge reporting it; a report from a bridge the participant has since been
+        /// moved off is stale and refused.
+        #[serde(default)]
+        bridge: Option<BridgeId>,
     },
     Leave {
         room: RoomId,
         participant: ParticipantId,
+        /// The bridge reporting it (`None`: the participant itself, e.g. leaving the lobby). A
+        /// leave reported by a bridge the participant was moved off is refused.
+        #[serde(default)]
+        bridge: Option<BridgeId>,
     },
     Admit {
         room: RoomId,
@@ -238,6 +336,13 @@ pub enum Command {
         password: Option<PasswordChange>,
         lobby_enabled: Option<bool>,
     },
+    /// A moderator asks everyone else to mute. Changes nothing; committed so the request reaches
+    /// the room's bridges from whichever control node took it.
+    MuteAll {
+        room: RoomId,
+        /// The moderator acting; checked again when applied.
+        by: ParticipantId,
+    },
     /// Time passes: placements never confirmed, abandoned lobby waits and remembered outcomes
     /// expire, and rooms empty for longer than `room_grace_ms` end.
     Tick {
@@ -254,6 +359,7 @@ impl Command {
             | Command::Deny { room, by, .. }
             | Command::Kick { room, by, .. }
             | Command::EndRoom { room, by }
+            | Command::MuteAll { room, by }
             | Command::UpdateSettings { room, by, .. } => Some((room, by)),
             _ => None,
         }
@@ -264,8 +370,23 @@ impl Command {
 pub enum Outcome {
     /// A Raft-internal entry (leader's blank entry, membership change): no state change.
     Nothing,
-    BridgeRegistered,
-    BridgeStatusChanged,
+    BridgeRegistered {
+        status: BridgeStatus,
+    },
+    BridgeStatusChanged {
+        bridge: BridgeId,
+        status: BridgeStatus,
+        /// Participants moved off the bridge (when it went down or its drain's grace ended now).
+        moved: Vec<Moved>,
+    },
+    LoadReported,
+    BridgeForgotten,
+    PolicySet,
+    MuteRequested {
+        room: RoomId,
+        by: ParticipantId,
+        bridges: Vec<BridgeId>,
+    },
     Placed {
         bridge: BridgeId,
         role: Role,
@@ -282,16 +403,35 @@ pub enum Outcome {
     },
     Denied,
     Kicked {
+        room: RoomId,
+        participant: ParticipantId,
         bridge: Option<BridgeId>,
     },
     RoomEnded {
+        room: RoomId,
         participants: Vec<(ParticipantId, Option<BridgeId>)>,
     },
     SettingsUpdated,
     Ticked {
         expired: usize,
         rooms_ended: Vec<RoomId>,
+        /// Participants moved off draining bridges whose grace period ended.
+        moved: Vec<Moved>,
     },
+}
+
+impl Outcome {
+    /// Bridges must act on it: remove, move or tell participants, or learn their own status.
+    pub fn concerns_bridges(&self) -> bool {
+        match self {
+            Outcome::Kicked { bridge, .. } => bridge.is_some(),
+            Outcome::RoomEnded { .. } | Outcome::MuteRequested { .. } | Outcome::BridgeStatusChanged { .. } => {
+                true
+            }
+            Outcome::Ticked { moved, .. } => !moved.is_empty(),
+            _ => false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
@@ -321,6 +461,14 @@ pub enum ApplyError {
     NotInLobby(ParticipantId),
     #[error("participant {0} does not moderate this meeting")]
     NotModerator(ParticipantId),
+    #[error("participant {0} is no longer on bridge {1}")]
+    NotOnBridge(ParticipantId, BridgeId),
+    #[error("bridge {0} still holds participants")]
+    BridgeInUse(BridgeId),
+    #[error("bridge {0} is down; it must register again")]
+    BridgeIsDown(BridgeId),
+    #[error("invalid: {0}")]
+    Invalid(String),
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -338,6 +486,8 @@ pub struct ControlState {
     pub proposal_order: VecDeque<ProposalId>,
     /// The latest time a tick brought (the leader's clock); 0 before the first tick.
     pub clock_ms: u64,
+    #[serde(default)]
+    pub placement: PlacementPolicy,
 }
 
 /// How far a command's time may lead the last tick before it is pulled back. Times in commands
@@ -346,6 +496,7 @@ pub struct ControlState {
 pub const CLOCK_SKEW_TOLERATED_MS: u64 = 10_000;
 
 impl Eq for BridgeRecord {}
+impl Eq for BridgeLoad {}
 
 impl ControlState {
     /// Applies a proposal once: a repeat of a remembered proposal gets the first result again.
@@ -371,40 +522,89 @@ impl ControlState {
             self.check_moderator(room, by)?;
         }
         match command {
-            Command::RegisterBridge(record) => {
-                self.bridge_load.entry(record.id.clone()).or_insert(0);
-                self.bridges.insert(record.id.clone(), record);
-                Ok(Outcome::BridgeRegistered)
+            Command::RegisterBridge {
+                registration,
+                instance,
+                at_ms,
+            } => {
+                let at_ms = self.stamp(at_ms);
+                self.register_bridge(registration, instance, at_ms)
             }
-            Command::SetBridgeStatus { bridge, status } => {
+            Command::SetBridgeStatus {
+                bridge,
+                status,
+                at_ms,
+            } => {
+                let at_ms = self.stamp(at_ms);
+                self.set_bridge_status(&bridge, status, at_ms)
+            }
+            Command::ReportLoad { bridge, load, at_ms } => {
+                let at_ms = self.stamp(at_ms);
                 let record = self
                     .bridges
                     .get_mut(&bridge)
                     .ok_or(ApplyError::UnknownBridge(bridge))?;
-                record.status = status;
-                Ok(Outcome::BridgeStatusChanged)
+                record.load = BridgeLoad::from_report(&load, at_ms);
+                Ok(Outcome::LoadReported)
+            }
+            Command::Drain {
+                bridge,
+                grace_ms,
+                by_operator,
+                at_ms,
+            } => {
+                let at_ms = self.stamp(at_ms);
+                self.drain_bridge(&bridge, grace_ms, by_operator, at_ms)
+            }
+            Command::Undrain { bridge, at_ms } => {
+                let at_ms = self.stamp(at_ms);
+                self.undrain_bridge(&bridge, at_ms)
+            }
+            Command::ForgetBridge { bridge } => self.forget_bridge(&bridge),
+            Command::SetPlacementPolicy(policy) => {
+                policy.validate().map_err(ApplyError::Invalid)?;
+                self.placement = policy;
+                Ok(Outcome::PolicySet)
             }
             Command::Join(request) => self.join(request),
-            Command::Confirm { room, participant } => {
+            Command::Confirm {
+                room,
+                participant,
+                bridge,
+            } => {
                 let record = self.participant_mut(&room, &participant)?;
                 if record.status != ParticipantStatus::Placed {
                     // Only a placement can be confirmed; a kicked participant stays kicked.
                     return Err(ApplyError::UnknownParticipant(participant, room));
                 }
+                if let Some(bridge) = bridge
+                    && record.bridge.as_ref() != Some(&bridge)
+                {
+                    return Err(ApplyError::NotOnBridge(participant, bridge));
+                }
                 record.status = ParticipantStatus::Connected;
                 Ok(Outcome::Confirmed)
             }
-            Command::Leave { room, participant } => {
+            Command::Leave {
+                room,
+                participant,
+                bridge,
+            } => {
                 let room_record = self
                     .rooms
                     .get_mut(&room)
                     .ok_or_else(|| ApplyError::UnknownParticipant(participant.clone(), room.clone()))?;
-                let present = room_record
+                let Some(record) = room_record
                     .participants
                     .get(&participant)
-                    .is_some_and(|p| p.status.present());
-                if !present {
+                    .filter(|p| p.status.present())
+                else {
                     return Err(ApplyError::UnknownParticipant(participant, room));
+                };
+                if let Some(bridge) = bridge
+                    && record.bridge.as_ref() != Some(&bridge)
+                {
+                    return Err(ApplyError::NotOnBridge(participant, bridge));
                 }
                 self.remove_participant(&room, &participant, None);
                 let room_empty = self.rooms.get(&room).is_none_or(|r| r.present() == 0);
@@ -422,7 +622,7 @@ impl ControlState {
                     return Err(ApplyError::NotInLobby(participant));
                 }
                 self.check_bridge_seat(&room, &bridge)?;
-                *self.bridge_load.entry(bridge.clone()).or_insert(0) += 1;
+                self.take_seat(&bridge);
                 let at_ms = self.stamp(at_ms);
                 let record = self.participant_mut(&room, &participant)?;
                 record.status = ParticipantStatus::Placed;
@@ -476,7 +676,11 @@ impl ControlState {
                 record.status = ParticipantStatus::Kicked;
                 record.since_ms = at_ms;
                 self.note_if_empty(&room, at_ms);
-                Ok(Outcome::Kicked { bridge })
+                Ok(Outcome::Kicked {
+                    room,
+                    participant,
+                    bridge,
+                })
             }
             Command::EndRoom { room, .. } => {
                 let record = self
@@ -490,7 +694,7 @@ impl ControlState {
                     .map(|(id, p)| (id.clone(), p.bridge.clone()))
                     .collect();
                 self.end_room(&room);
-                Ok(Outcome::RoomEnded { participants })
+                Ok(Outcome::RoomEnded { room, participants })
             }
             Command::UpdateSettings {
                 room,
@@ -510,6 +714,18 @@ impl ControlState {
                     record.settings.lobby_enabled = lobby_enabled;
                 }
                 Ok(Outcome::SettingsUpdated)
+            }
+            Command::MuteAll { room, by } => {
+                let record = self.rooms.get(&room).ok_or_else(|| ApplyError::UnknownRoom(room.clone()))?;
+                let mut bridges: Vec<BridgeId> = record
+                    .participants
+                    .values()
+                    .filter(|p| p.status.on_bridge())
+                    .filter_map(|p| p.bridge.clone())
+                    .collect();
+                bridges.sort();
+                bridges.dedup();
+                Ok(Outcome::MuteRequested { room, by, bridges })
             }
             Command::Tick {
                 now_ms,
@@ -584,13 +800,14 @@ impl ControlState {
                 status,
                 bridge,
                 since_ms: request.at_ms,
+                client: request.client,
             },
         );
         self.participant_rooms.insert(request.participant, request.room);
         if to_lobby {
             return Ok(Outcome::InLobby { role });
         }
-        *self.bridge_load.entry(request.bridge.clone()).or_insert(0) += 1;
+        self.take_seat(&request.bridge);
         Ok(Outcome::Placed {
             bridge: request.bridge,
             role,
@@ -630,12 +847,7 @@ impl ControlState {
         if self.bridge_load.get(bridge).copied().unwrap_or(0) >= record.capacity {
             return Err(ApplyError::BridgeFull(bridge.clone()));
         }
-        let on_bridge_in_room = self.rooms.get(room).map_or(0, |r| {
-            r.participants
-                .values()
-                .filter(|p| p.status.on_bridge() && p.bridge.as_ref() == Some(bridge))
-                .count()
-        });
+        let on_bridge_in_room = crate::placement::room_participants_on(self, room, bridge);
         if on_bridge_in_room >= record.max_participants_per_room as usize {
             return Err(ApplyError::RoomFull(room.clone()));
         }
@@ -747,9 +959,21 @@ impl ControlState {
         for room in &rooms_ended {
             self.end_room(room);
         }
+        let drained: Vec<BridgeId> = self
+            .bridges
+            .values()
+            .filter(|b| b.status == BridgeStatus::Draining)
+            .filter(|b| b.drain.is_some_and(|d| d.move_at_ms <= now_ms))
+            .map(|b| b.id.clone())
+            .collect();
+        let mut moved = Vec::new();
+        for bridge in &drained {
+            moved.extend(self.move_participants_off(bridge, now_ms));
+        }
         Outcome::Ticked {
             expired: expired.len(),
             rooms_ended,
+            moved,
         }
     }
 

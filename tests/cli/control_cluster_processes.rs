@@ -185,7 +185,7 @@ fn three_control_processes_form_a_cluster_survive_a_killed_leader_and_catch_up()
     let http = reqwest::blocking::Client::builder().no_proxy().build().unwrap();
     let bridge = json!({
         "id": "bridge-a", "region": "test", "signaling_url": "ws://127.0.0.1:9/bridge/v1/signal",
-        "capacity": 100, "max_participants_per_room": 50, "status": "up"
+        "media_addresses": [], "capacity": 100, "max_participants_per_room": 50
     });
     let registered = http
         .post(format!("{}/api/v1/admin/bridges", nodes[1].url()))

@@ -183,6 +183,7 @@ pub struct ClusterNode {
     config: ClusterConfig,
     raft: Raft,
     applied: Arc<RwLock<Applied>>,
+    outcomes: tokio::sync::broadcast::Sender<Arc<crate::state::Outcome>>,
     network: PeerNetwork,
     /// Gone once Raft's tasks have all dropped the store: then the data directory can be opened
     /// again (by a restart in the same process).
@@ -198,6 +199,7 @@ impl ClusterNode {
             .await
             .map_err(|err| StartError::Raft(err.to_string()))??;
         let applied = state_machine.applied();
+        let outcomes = state_machine.outcomes();
         let network = PeerNetwork::new(credential);
         let raft = Raft::new(config.node_id, raft_config, network.clone(), log, state_machine)
             .await
@@ -207,6 +209,7 @@ impl ClusterNode {
             config,
             raft,
             applied,
+            outcomes,
             network,
             database,
         };
@@ -247,6 +250,27 @@ impl ClusterNode {
 
     pub fn network(&self) -> &PeerNetwork {
         &self.network
+    }
+
+    /// Applied outcomes that bridges must act on, from now on.
+    pub fn subscribe_outcomes(&self) -> tokio::sync::broadcast::Receiver<Arc<crate::state::Outcome>> {
+        self.outcomes.subscribe()
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// The leader as this node knows it right now: its id and the address of its API.
+    pub fn leader(&self) -> Option<(NodeId, String)> {
+        let metrics = self.raft.metrics().borrow_watched().clone();
+        let leader = metrics.current_leader?;
+        let node = metrics.membership_config.membership().get_node(&leader)?.clone();
+        Some((leader, node.raft_addr))
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.raft.metrics().borrow_watched().state == ServerState::Leader
     }
 
     /// Runs `view` on this node's applied state (possibly behind the leader by a heartbeat).

@@ -42,8 +42,18 @@ impl fmt::Display for Command {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Names only: display names and password hashes stay out of Raft's logs.
         let name = match self {
-            Command::RegisterBridge(record) => return write!(f, "register-bridge {}", record.id),
-            Command::SetBridgeStatus { bridge, .. } => return write!(f, "set-bridge-status {bridge}"),
+            Command::RegisterBridge { registration, .. } => {
+                return write!(f, "register-bridge {}", registration.id);
+            }
+            Command::SetBridgeStatus { bridge, status, .. } => {
+                return write!(f, "set-bridge-status {bridge} {status:?}");
+            }
+            Command::ReportLoad { .. } => "report-load",
+            Command::Drain { bridge, .. } => return write!(f, "drain {bridge}"),
+            Command::Undrain { bridge, .. } => return write!(f, "undrain {bridge}"),
+            Command::ForgetBridge { bridge } => return write!(f, "forget-bridge {bridge}"),
+            Command::SetPlacementPolicy(_) => "set-placement-policy",
+            Command::MuteAll { .. } => "mute-all",
             Command::Join(request) => return write!(f, "join {} {}", request.room, request.participant),
             Command::Confirm { .. } => "confirm",
             Command::Leave { .. } => "leave",

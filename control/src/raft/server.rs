@@ -37,7 +37,8 @@ pub fn router(node: Arc<ClusterNode>) -> Router {
         .with_state(node)
 }
 
-async fn require_member(State(node): State<Arc<ClusterNode>>, request: Request, next: Next) -> Response {
+/// Lets through only requests that carry the cluster credential.
+pub async fn require_member(State(node): State<Arc<ClusterNode>>, request: Request, next: Next) -> Response {
     let presented = request
         .headers()
         .get(CLUSTER_AUTH_HEADER)

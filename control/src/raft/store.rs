@@ -19,6 +19,7 @@ use std::io::{self, Cursor};
 use std::ops::{Bound, RangeBounds};
 use std::path::Path;
 use std::sync::{Arc, RwLock, Weak, mpsc};
+use tokio::sync::broadcast;
 
 const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
@@ -285,7 +286,12 @@ pub struct Applied {
 pub struct StateMachineStore {
     db: Arc<Database>,
     applied: Arc<RwLock<Applied>>,
+    /// Outcomes that bridges must act on, for this node's bridge hub.
+    outcomes: broadcast::Sender<Arc<Outcome>>,
 }
+
+/// Outcomes buffered for a slow bridge hub; one that falls further behind reconciles instead.
+const OUTCOMES_BUFFERED_MAX: usize = 4_096;
 
 impl StateMachineStore {
     fn load(db: Arc<Database>) -> io::Result<Self> {
@@ -303,7 +309,13 @@ impl StateMachineStore {
         Ok(Self {
             db,
             applied: Arc::new(RwLock::new(applied)),
+            outcomes: broadcast::channel(OUTCOMES_BUFFERED_MAX).0,
         })
+    }
+
+    /// Applied outcomes that concern bridges (kicks, ended rooms, moves, status changes).
+    pub fn outcomes(&self) -> broadcast::Sender<Arc<Outcome>> {
+        self.outcomes.clone()
     }
 
     /// The applied state, for reads on this node.
@@ -375,6 +387,12 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                     }
                 }
             };
+            if let Ok(outcome) = &result
+                && outcome.concerns_bridges()
+            {
+                // No receiver (no hub on this node) is fine.
+                let _ = self.outcomes.send(Arc::new(outcome.clone()));
+            }
             if let Some(responder) = responder {
                 responder.send(result);
             }

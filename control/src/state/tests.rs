@@ -1,16 +1,29 @@
 use super::*;
+use bridgemesh_proto::bridge_session::BridgeRegistration;
 
-fn bridge(id: &str, capacity: u32) -> BridgeRecord {
-    BridgeRecord {
+fn registration(id: &str, capacity: u32) -> BridgeRegistration {
+    BridgeRegistration {
         id: BridgeId::new(id).unwrap(),
         region: RegionId::new("local").unwrap(),
+        location: None,
         signaling_url: format!("ws://{id}"),
+        media_addresses: Vec::new(),
+        turn_urls: Vec::new(),
         capacity,
         max_participants_per_room: 3,
-        status: BridgeStatus::Up,
-        location: None,
-        media_addresses: Vec::new(),
     }
+}
+
+fn register(registration: BridgeRegistration) -> Command {
+    Command::RegisterBridge {
+        registration,
+        instance: Some("instance".into()),
+        at_ms: 0,
+    }
+}
+
+fn bridge(id: &str, capacity: u32) -> Command {
+    register(registration(id, capacity))
 }
 
 fn room(name: &str) -> RoomId {
@@ -33,6 +46,7 @@ fn request(room_name: &str, participant: &str, bridge: &str, at_ms: u64) -> Join
         password_generation: None,
         bridge: BridgeId::new(bridge).unwrap(),
         at_ms,
+        client: ClientPlace::default(),
     }
 }
 
@@ -52,12 +66,13 @@ fn leave(room_name: &str, participant: &str) -> Command {
     Command::Leave {
         room: room(room_name),
         participant: pid(participant),
+        bridge: None,
     }
 }
 
 fn with_bridge() -> ControlState {
     let mut state = ControlState::default();
-    state.apply(Command::RegisterBridge(bridge("b1", 10))).unwrap();
+    state.apply((bridge("b1", 10))).unwrap();
     state
 }
 
@@ -101,7 +116,7 @@ fn refuses_what_does_not_fit() {
         state.apply(join("r", "p1", "nope", 0)),
         Err(ApplyError::UnknownBridge(_))
     ));
-    state.apply(Command::RegisterBridge(bridge("b1", 4))).unwrap();
+    state.apply((bridge("b1", 4))).unwrap();
     for p in ["p1", "p2", "p3"] {
         state.apply(join("r", p, "b1", 0)).unwrap();
     }
@@ -118,11 +133,12 @@ fn refuses_what_does_not_fit() {
         state.apply(join("third", "p6", "b1", 0)),
         Err(ApplyError::BridgeFull(_))
     ));
-    state.apply(Command::RegisterBridge(bridge("b2", 10))).unwrap();
+    state.apply((bridge("b2", 10))).unwrap();
     state
         .apply(Command::SetBridgeStatus {
             bridge: BridgeId::new("b2").unwrap(),
             status: BridgeStatus::Down,
+            at_ms: 0,
         })
         .unwrap();
     assert!(matches!(
@@ -140,6 +156,7 @@ fn unconfirmed_placements_expire_and_connected_ones_stay() {
         .apply(Command::Confirm {
             room: room("r"),
             participant: pid("p2"),
+            bridge: None,
         })
         .unwrap();
     let tick = |now_ms| Command::Tick {
@@ -184,14 +201,16 @@ fn an_empty_room_ends_after_its_grace_period_and_keeps_settings_until_then() {
         state.apply(tick(39_999)),
         Ok(Outcome::Ticked {
             expired: 0,
-            rooms_ended: vec![]
+            rooms_ended: vec![],
+            moved: vec![]
         })
     );
     assert_eq!(
         state.apply(tick(40_000)),
         Ok(Outcome::Ticked {
             expired: 0,
-            rooms_ended: vec![room("r")]
+            rooms_ended: vec![room("r")],
+            moved: vec![]
         })
     );
     assert!(state.rooms.is_empty());
@@ -363,6 +382,7 @@ fn a_kicked_user_loses_the_seat_and_cannot_come_back() {
         .apply(Command::Confirm {
             room: room("r"),
             participant: pid("p1"),
+            bridge: None,
         })
         .unwrap();
     let b1 = BridgeId::new("b1").unwrap();
@@ -374,6 +394,8 @@ fn a_kicked_user_loses_the_seat_and_cannot_come_back() {
             at_ms: 5
         }),
         Ok(Outcome::Kicked {
+            room: room("r"),
+            participant: pid("p1"),
             bridge: Some(b1.clone())
         })
     );
@@ -385,6 +407,7 @@ fn a_kicked_user_loses_the_seat_and_cannot_come_back() {
             .apply(Command::Confirm {
                 room: room("r"),
                 participant: pid("p1"),
+                bridge: None,
             })
             .is_err(),
         "a kicked participant cannot be confirmed back"
@@ -396,7 +419,7 @@ fn ending_a_room_lists_who_was_in_it_and_frees_the_seats() {
     let mut state = with_bridge();
     state.apply(moderator_join("r", "m", 0)).unwrap();
     state.apply(join("r", "p1", "b1", 0)).unwrap();
-    let Ok(Outcome::RoomEnded { participants }) = state.apply(Command::EndRoom {
+    let Ok(Outcome::RoomEnded { participants, .. }) = state.apply(Command::EndRoom {
         room: room("r"),
         by: pid("m"),
     }) else {
@@ -411,7 +434,7 @@ fn ending_a_room_lists_who_was_in_it_and_frees_the_seats() {
 #[test]
 fn replaying_commands_gives_the_same_state() {
     let commands = vec![
-        Command::RegisterBridge(bridge("b1", 10)),
+        (bridge("b1", 10)),
         join("r", "p1", "b1", 1),
         join("s", "p2", "b1", 2),
         moderator_join("s", "m", 2),
@@ -448,21 +471,23 @@ fn replaying_commands_gives_the_same_state() {
 fn every_command_survives_the_trip_through_the_log() {
     // Commands are stored as JSON; a shape that loses information there would make replicas and
     // restarted nodes disagree with the node that proposed.
-    let mut located = bridge("b9", 10);
+    let mut located = registration("b9", 10);
     located.location = Some(GeoPoint {
         latitude: 52.520_008_1,
         longitude: 13.404_954_3,
     });
     located.media_addresses = vec!["127.0.0.1:10000".into()];
     let commands = vec![
-        Command::RegisterBridge(located),
+        register(located),
         Command::SetBridgeStatus {
             bridge: BridgeId::new("b9").unwrap(),
             status: BridgeStatus::Down,
+            at_ms: 0,
         },
         Command::Confirm {
             room: room("r"),
             participant: pid("p1"),
+            bridge: None,
         },
         leave("r", "p1"),
         Command::Admit {

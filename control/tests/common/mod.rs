@@ -10,7 +10,8 @@ use bridgemesh_control::raft::NodeId;
 use bridgemesh_control::raft::cluster::{ClusterConfig, ClusterHealth, RaftRole};
 use bridgemesh_control::rate_limit::RateLimit;
 use bridgemesh_control::service::{ControlService, ControlServiceConfig};
-use bridgemesh_control::state::{BridgeRecord, BridgeStatus, ControlState};
+use bridgemesh_control::state::ControlState;
+use bridgemesh_proto::bridge_session::BridgeRegistration;
 use bridgemesh_proto::api::JoinResponse;
 use bridgemesh_proto::{BridgeId, ParticipantId, RegionId};
 use std::collections::{BTreeMap, BTreeSet};
@@ -105,6 +106,7 @@ impl TestCluster {
                 per_second: 1e9,
                 sources_max: 16,
             },
+            regions: Default::default(),
         };
         let service = ControlService::start(config, listener).await.unwrap();
         self.nodes.insert(id, service);
@@ -192,15 +194,15 @@ impl TestCluster {
     }
 
     pub async fn register_bridge(&self, via: NodeId) {
-        let record = BridgeRecord {
+        let record = BridgeRegistration {
             id: BridgeId::new("bridge-a").unwrap(),
             region: RegionId::new("test").unwrap(),
+            location: None,
             signaling_url: "ws://127.0.0.1:9/bridge/v1/signal".into(),
+            media_addresses: Vec::new(),
+            turn_urls: Vec::new(),
             capacity: 1_000_000,
             max_participants_per_room: 500,
-            status: BridgeStatus::Up,
-            location: None,
-            media_addresses: Vec::new(),
         };
         let response = self
             .http

@@ -1,0 +1,306 @@
+//! A deployment of real processes on 127.0.0.1 for end-to-end tests and benchmarks: one
+//! `bridgemesh control` node and any number of `bridgemesh bridge` processes that register with
+//! it. Shared by the tests and benches of the root package with `#[path]`.
+
+#![allow(dead_code)]
+
+use serde_json::Value;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_bridgemesh");
+pub const ADMIN_TOKEN: &str = "an admin token of at least thirty-two bytes";
+const CLUSTER_SECRET: &str = "0123456789abcdef0123456789abcdef0123456789abcdef";
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// One bridge to start.
+#[derive(Debug, Clone)]
+pub struct BridgeSpec {
+    pub id: String,
+    pub region: String,
+    pub location: Option<(f64, f64)>,
+    pub capacity: u32,
+    pub max_per_room: u32,
+}
+
+impl BridgeSpec {
+    pub fn new(id: &str, region: &str) -> Self {
+        Self {
+            id: id.into(),
+            region: region.into(),
+            location: None,
+            capacity: 100,
+            max_per_room: 100,
+        }
+    }
+
+    pub fn at(mut self, latitude: f64, longitude: f64) -> Self {
+        self.location = Some((latitude, longitude));
+        self
+    }
+
+    pub fn capacity(mut self, capacity: u32) -> Self {
+        self.capacity = capacity;
+        self
+    }
+}
+
+pub struct Process {
+    pub name: String,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Process {
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, then waits up to `within` for the process to exit by itself.
+    pub async fn terminate(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let child = self.child.as_mut()?;
+        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                return Some(status);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        None
+    }
+
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let start = text.len().saturating_sub(4000);
+        let start = (start..text.len()).find(|i| text.is_char_boundary(*i)).unwrap_or(text.len());
+        text[start..].to_owned()
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn spawn(name: &str, dir: &Path, args: &[String]) -> Process {
+    let log = dir.join(format!("{name}.log"));
+    let file = std::fs::File::create(&log).unwrap();
+    let child = Command::new(BIN)
+        .args(args)
+        .env("RUST_LOG", "info,openraft=warn")
+        .stdout(Stdio::null())
+        .stderr(file)
+        .spawn()
+        .unwrap_or_else(|err| panic!("cannot start {name}: {err}"));
+    Process {
+        name: name.into(),
+        child: Some(child),
+        log,
+    }
+}
+
+pub struct Deployment {
+    pub dir: tempfile::TempDir,
+    pub control_port: u16,
+    pub control: Process,
+    pub bridges: Vec<(BridgeSpec, Process)>,
+    bridge_key_file: PathBuf,
+    http: reqwest::Client,
+}
+
+impl Deployment {
+    /// Starts a one-node control cluster with `regions` as its `[regions]` section (TOML body).
+    pub async fn start(regions: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("cluster-secret");
+        let admin = dir.path().join("admin-token");
+        std::fs::write(&secret, format!("{CLUSTER_SECRET}\n")).unwrap();
+        std::fs::write(&admin, format!("{ADMIN_TOKEN}\n")).unwrap();
+        let control_port = free_port();
+        let config = format!(
+            r#"
+node_id = 1
+listen = "127.0.0.1:{control_port}"
+data_dir = "{data}"
+cluster_secret_file = "{secret}"
+admin_token_file = "{admin}"
+
+[peers]
+1 = "127.0.0.1:{control_port}"
+
+[regions]
+{regions}
+"#,
+            data = dir.path().join("control").display(),
+            secret = secret.display(),
+            admin = admin.display(),
+        );
+        let config_path = dir.path().join("control.toml");
+        std::fs::write(&config_path, config).unwrap();
+        let control = spawn(
+            "control",
+            dir.path(),
+            &["control".into(), "--config".into(), config_path.display().to_string()],
+        );
+        // What an operator does: print the bridge key from the cluster secret.
+        let output = Command::new(BIN)
+            .args(["bridge-key", "--cluster-secret-file"])
+            .arg(&secret)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        let bridge_key_file = dir.path().join("bridge-key");
+        std::fs::write(&bridge_key_file, &output.stdout).unwrap();
+        let deployment = Self {
+            dir,
+            control_port,
+            control,
+            bridges: Vec::new(),
+            bridge_key_file,
+            http: reqwest::Client::builder().no_proxy().build().unwrap(),
+        };
+        let health = format!("{}/health", deployment.control_url());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let ok = deployment.http.get(&health).send().await.is_ok_and(|r| r.status().is_success());
+            if ok {
+                break;
+            }
+            assert!(Instant::now() < deadline, "control did not come up:\n{}", deployment.control.log_tail());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        deployment
+    }
+
+    pub fn control_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.control_port)
+    }
+
+    /// Starts a bridge process and waits until control lists it `up`.
+    pub async fn add_bridge(&mut self, spec: BridgeSpec) {
+        let process = self.spawn_bridge(&spec);
+        self.bridges.push((spec.clone(), process));
+        self.wait_for_status(&spec.id, "up").await;
+    }
+
+    pub fn spawn_bridge(&self, spec: &BridgeSpec) -> Process {
+        let mut args: Vec<String> = vec![
+            "bridge".into(),
+            "--control".into(),
+            self.control_url(),
+            "--id".into(),
+            spec.id.clone(),
+            "--region".into(),
+            spec.region.clone(),
+            "--bridge-key-file".into(),
+            self.bridge_key_file.display().to_string(),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--advertise-ip".into(),
+            "127.0.0.1".into(),
+            "--media-port".into(),
+            "0".into(),
+            "--capacity".into(),
+            spec.capacity.to_string(),
+            "--max-per-room".into(),
+            spec.max_per_room.to_string(),
+            "--no-turn".into(),
+        ];
+        if let Some((lat, lon)) = spec.location {
+            args.push("--location".into());
+            args.push(format!("{lat},{lon}"));
+        }
+        spawn(&spec.id, self.dir.path(), &args)
+    }
+
+    pub fn bridge(&mut self, id: &str) -> &mut Process {
+        &mut self
+            .bridges
+            .iter_mut()
+            .find(|(spec, _)| spec.id == id)
+            .unwrap_or_else(|| panic!("no bridge {id}"))
+            .1
+    }
+
+    /// Starts again a bridge that was stopped, with the same id.
+    pub async fn restart_bridge(&mut self, id: &str) {
+        let spec = self.bridges.iter().find(|(s, _)| s.id == id).unwrap().0.clone();
+        let process = self.spawn_bridge(&spec);
+        *self.bridge(id) = process;
+        self.wait_for_status(id, "up").await;
+    }
+
+    /// `GET /api/v1/admin/bridges`.
+    pub async fn bridges_view(&self) -> Vec<Value> {
+        self.admin_get("/api/v1/admin/bridges").await.as_array().cloned().unwrap_or_default()
+    }
+
+    pub async fn admin_get(&self, path: &str) -> Value {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.control_url()))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await;
+        match response {
+            Ok(response) => response.json().await.unwrap_or(Value::Null),
+            Err(_) => Value::Null,
+        }
+    }
+
+    /// Runs `bridgemesh admin <args>` against the control node.
+    pub fn admin_cli(&self, args: &[&str]) -> String {
+        let output = Command::new(BIN)
+            .arg("admin")
+            .arg("--url")
+            .arg(self.control_url())
+            .args(args)
+            .env("BRIDGEMESH_ADMIN_TOKEN", ADMIN_TOKEN)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "bridgemesh admin {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    pub async fn bridge_field(&self, id: &str, field: &str) -> Value {
+        self.bridges_view()
+            .await
+            .into_iter()
+            .find(|b| b["id"] == id)
+            .map_or(Value::Null, |b| b[field].clone())
+    }
+
+    pub async fn wait_for_status(&self, id: &str, status: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.bridge_field(id, "status").await != status {
+            if Instant::now() > deadline {
+                self.fail(&format!("bridge {id} to be {status}")).await;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Panics saying what was awaited, with the bridges as control sees them and the logs.
+    pub async fn fail(&self, what: &str) -> ! {
+        let mut logs = format!("control:\n{}\n", self.control.log_tail());
+        for (spec, process) in &self.bridges {
+            logs.push_str(&format!("{}:\n{}\n", spec.id, process.log_tail()));
+        }
+        panic!("timed out waiting for {what}\nbridges: {:#?}\n{logs}", self.bridges_view().await);
+    }
+}
