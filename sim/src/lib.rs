@@ -7,6 +7,8 @@
 //!   `wait_until`) and [`ParticipantOptions`].
 //! - [`media`]: [`MediaSession`], one peer connection that takes offers and returns answers;
 //!   no signaling, so tests can drive it from any offerer.
+//! - [`reconnect`]: when to reconnect after losing the bridge and how often to retry (pure
+//!   decisions).
 //! - [`payload`]: the stamped RTP payloads (pure functions): build, packetize, verify.
 //! - [`stats`]: [`ParticipantStats`] snapshots and the bounded accumulators behind them.
 //! - [`error`]: the crate's one error type, [`ParticipantError`].
@@ -27,10 +29,11 @@ pub mod error;
 pub mod media;
 pub mod participant;
 pub mod payload;
+pub mod reconnect;
 pub mod stats;
 
 pub use error::ParticipantError;
 pub use media::MediaSession;
 pub use participant::{ParticipantOptions, SyntheticParticipant};
-pub use stats::{ParticipantStats, ReceivedStats, SentStats};
+pub use stats::{ParticipantStats, ReceivedStats, ReconnectRecord, SentStats, SessionLoss};
 pub use webrtc::peer_connection::RTCPeerConnectionState;
