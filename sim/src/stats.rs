@@ -9,7 +9,7 @@ use crate::payload::Verified;
 use bridgemesh_proto::api::ErrorCode;
 use bridgemesh_proto::signaling::{ByeReason, MediaSource};
 use bridgemesh_proto::{BridgeId, ParticipantId};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write as _;
 use std::time::Duration;
 use webrtc::peer_connection::RTCPeerConnectionState;
@@ -114,6 +114,45 @@ impl ReconnectRecord {
             first_media_ms: None,
             error: None,
         }
+    }
+}
+
+/// The bounded log of reconnects: the newest [`MAX_RECONNECT_RECORDS`] records, addressed by a
+/// running id so a driver can fill in a record later (or find it gone).
+#[derive(Debug, Default)]
+pub(crate) struct ReconnectLog {
+    records: VecDeque<ReconnectRecord>,
+    /// Records ever added; the id of the next one.
+    total: u64,
+}
+
+impl ReconnectLog {
+    /// Adds a record and returns its id.
+    pub(crate) fn push(&mut self, record: ReconnectRecord) -> u64 {
+        if self.records.len() == MAX_RECONNECT_RECORDS {
+            self.records.pop_front();
+        }
+        self.records.push_back(record);
+        self.total += 1;
+        self.total - 1
+    }
+
+    /// Applies `f` to record `id` if it is still kept.
+    pub(crate) fn update(&mut self, id: u64, f: impl FnOnce(&mut ReconnectRecord)) {
+        let oldest = self.total - self.records.len() as u64;
+        if let Some(index) = id.checked_sub(oldest)
+            && let Some(record) = self.records.get_mut(index as usize)
+        {
+            f(record);
+        }
+    }
+
+    pub(crate) fn total(&self) -> u64 {
+        self.total
+    }
+
+    pub(crate) fn to_vec(&self) -> Vec<ReconnectRecord> {
+        self.records.iter().cloned().collect()
     }
 }
 
@@ -629,6 +668,40 @@ mod tests {
             1500,
             "20 ms after the latest, not 70 after the older"
         );
+    }
+
+    #[test]
+    fn the_reconnect_log_keeps_the_newest_records_and_updates_by_id() {
+        let bridge = |n: u64| BridgeId::new(format!("b-{n}")).unwrap();
+        let mut log = ReconnectLog::default();
+        let first = log.push(ReconnectRecord::new(
+            SessionLoss::SocketClosed,
+            bridge(0),
+            Duration::ZERO,
+        ));
+        assert_eq!(first, 0);
+        log.update(first, |r| r.answer_ms = Some(5));
+        assert_eq!(log.to_vec()[0].answer_ms, Some(5));
+        let mut last = first;
+        for n in 1..(MAX_RECONNECT_RECORDS as u64 + 10) {
+            last = log.push(ReconnectRecord::new(
+                SessionLoss::Bye(ByeReason::Moved),
+                bridge(n),
+                Duration::from_secs(n),
+            ));
+        }
+        assert_eq!(log.total(), MAX_RECONNECT_RECORDS as u64 + 10);
+        let kept = log.to_vec();
+        assert_eq!(kept.len(), MAX_RECONNECT_RECORDS);
+        assert_eq!(kept.last().unwrap().lost_bridge, bridge(last));
+        assert_eq!(kept[0].lost_bridge, bridge(10));
+        // An evicted record is no longer updated, and nothing else is touched instead.
+        log.update(first, |r| r.answer_ms = Some(99));
+        assert!(log.to_vec().iter().all(|r| r.answer_ms.is_none()));
+        log.update(last, |r| r.welcome_ms = Some(7));
+        assert_eq!(log.to_vec().last().unwrap().welcome_ms, Some(7));
+        log.update(last + 1, |r| r.welcome_ms = Some(8));
+        assert_eq!(log.to_vec().iter().filter(|r| r.welcome_ms.is_some()).count(), 1);
     }
 
     #[test]
