@@ -468,12 +468,18 @@ impl Driver {
                     &mut awaiting_media,
                 )
                 .await;
+            let lost_at = Instant::now();
             lock(&self.shared.signaling).open = false;
             tracing::debug!(participant = %local, ?end, "session ended");
+            if let SessionEnd::Final = end {
+                // The bridge closes after a bye; closing from here too frees the socket at once.
+                let _ = tokio::time::timeout(CLOSE_GRACE, ws.close(None)).await;
+            }
             let SessionEnd::Lost(cause) = end else {
                 break;
             };
             if !self.options.auto_reconnect {
+                let _ = tokio::time::timeout(CLOSE_GRACE, ws.close(None)).await;
                 break;
             }
             let (report_lost_bridge, immediate) = match cause {
@@ -486,12 +492,6 @@ impl Driver {
                 },
                 SessionLoss::SocketClosed | SessionLoss::PeerConnectionFailed => (true, false),
             };
-            // Stop sending and free the old connection before the new one starts. The old socket
-            // is closed too: after a failed peer connection it may still be open, and a bridge
-            // that is alive would otherwise keep the session until its send queue overflows.
-            session.close().await;
-            let _ = tokio::time::timeout(CLOSE_GRACE, ws.close(None)).await;
-            let lost_at = Instant::now();
             let lost_bridge = lock(&self.shared.join).bridge_id.clone();
             let record = lock(&self.shared.reconnects).push(ReconnectRecord::new(
                 cause,
@@ -499,6 +499,11 @@ impl Driver {
                 lost_at - self.started,
             ));
             self.shared.reconnecting.store(true, Ordering::Release);
+            // Stop sending and free the old connection before the new one starts. The old socket
+            // is closed too: after a failed peer connection it may still be open, and a bridge
+            // that is alive would otherwise keep the session until its send queue overflows.
+            session.close().await;
+            let _ = tokio::time::timeout(CLOSE_GRACE, ws.close(None)).await;
             let outage = episode.get_or_insert_with(|| ReconnectEpisode::new(lost_at));
 
             let attempt = self.reconnect(
@@ -563,14 +568,19 @@ impl Driver {
         let mut disconnected_deadline: Option<tokio::time::Instant> = None;
         loop {
             let connection_state = *connection.borrow_and_update();
+            // Without auto_reconnect a failed peer connection leaves signaling as it is, as
+            // before reconnects existed: a test may want to watch exactly that.
+            let reconnects = self.options.auto_reconnect;
             match connection_state {
                 RTCPeerConnectionState::Connected => {
                     // The outage is over: a later loss starts a fresh schedule and budget.
                     *episode = None;
                     disconnected_deadline = None;
                 }
-                RTCPeerConnectionState::Failed => return SessionEnd::Lost(SessionLoss::PeerConnectionFailed),
-                RTCPeerConnectionState::Disconnected => {
+                RTCPeerConnectionState::Failed if reconnects => {
+                    return SessionEnd::Lost(SessionLoss::PeerConnectionFailed);
+                }
+                RTCPeerConnectionState::Disconnected if reconnects => {
                     disconnected_deadline
                         .get_or_insert_with(|| tokio::time::Instant::now() + DISCONNECTED_GRACE);
                 }
@@ -603,9 +613,6 @@ impl Driver {
                         Handled::Continue => {}
                         Handled::Unusable => return SessionEnd::Lost(SessionLoss::SocketClosed),
                         Handled::Bye(reason) => {
-                            // The bridge closes after a bye; closing from here too frees the
-                            // socket at once instead of waiting for it.
-                            let _ = tokio::time::timeout(CLOSE_GRACE, ws.close(None)).await;
                             return match after_bye(reason) {
                                 ByeAction::Final => SessionEnd::Final,
                                 ByeAction::Reconnect { .. } => SessionEnd::Lost(SessionLoss::Bye(reason)),
