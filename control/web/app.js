@@ -28,6 +28,7 @@
   const HOST_RETRY_MS = 5000; // a guest waiting for the host to open the meeting tries again
   const ROOM_POLL_MS = 1500; // a moderator refreshes the room (who knocks at the lobby)
   const API_TIMEOUT_MS = 10000;
+  const RECONNECT_LOG_MAX = 20; // reconnect records kept in bm.reconnectLog
 
   // Test hooks: automated browser tests read this object; keep the field names stable.
   const bm = {
@@ -52,7 +53,15 @@
       remoteVideoUnmutedAt: null, // its first packets arrived
       firstRemoteFrameAt: null,
     },
-    reconnects: 0,
+    reconnects: 0, // sessions lost while in the meeting (each one reconnected or rejoined)
+    bridgeId: null, // the bridge of the current session; null between sessions
+    // The latest reconnects, oldest first (at most RECONNECT_LOG_MAX): { cause, lostBridge,
+    // lostAt, bridgeId, attempts, answerMs, welcomeMs, connectedMs, mediaMs, rejoined }.
+    // `lostAt` is performance.now() at the loss; the *Ms fields are ms from it to control's
+    // answer, the new bridge's welcome, the peer connection being connected and the first
+    // remote media (null until then); `rejoined` when control no longer held us (404) and a
+    // full join under a new participant id followed.
+    reconnectLog: [],
     activeSpeaker: null, // tile key ('local' or a participant id) or null
     muteRequests: 0, // mute_requested messages received
   };
@@ -65,6 +74,10 @@
     displayName: '',
     role: null, // guest | member | moderator, from the latest join answer
     sessionToken: null, // bearer for the room calls of the current participant id
+    // The participant control placed us as, for reconnecting without a new join:
+    // { pid, token } from the latest join, lobby or reconnect answer.
+    placement: null,
+    recovery: null, // { lostBridge, record } while a lost session waits for control's answer
     lobby: null, // { pid, token } while waiting in the lobby
     lobbyTimer: null,
     resumeState: 'joining', // what the state returns to once let in
@@ -772,11 +785,12 @@
   // ---------------------------------------------------------------- join API
 
   class JoinError extends Error {
-    constructor(code, message, retryable, retryAfterMs = 0) {
+    constructor(code, message, retryable, retryAfterMs = 0, status = 0) {
       super(message);
       this.code = code;
       this.retryable = retryable;
       this.retryAfterMs = retryAfterMs;
+      this.status = status; // HTTP status, 0 when the server was not reached
     }
   }
 
@@ -798,16 +812,31 @@
   }
 
   // Resolves to { joined: JoinResponse } or { lobby: LobbyWait }; throws a JoinError.
-  async function requestJoin() {
+  function requestJoin() {
     const headers = { 'Content-Type': 'application/json' };
     if (app.jwt) headers.Authorization = `Bearer ${app.jwt}`;
     const body = { display_name: app.displayName };
     if (app.password) body.password = app.password;
+    return postForPlacement(`/api/v1/rooms/${encodeURIComponent(app.room)}/join`, headers, body);
+  }
+
+  // Asks control where the participant we already are should go now that its session is lost,
+  // without joining again: same participant id and role, a fresh ticket. Control may take a
+  // few seconds to answer while it checks whether the bridge is really gone.
+  function requestReconnect(placement, lostBridge) {
+    const headers = { 'Content-Type': 'application/json', Authorization: `Bearer ${placement.token}` };
+    const body = lostBridge ? { lost_bridge: lostBridge } : {};
+    const path = `/api/v1/rooms/${encodeURIComponent(app.room)}/participants/${encodeURIComponent(placement.pid)}/reconnect`;
+    return postForPlacement(path, headers, body);
+  }
+
+  // A POST answered like a join: { joined } (200), { lobby } (202), or a thrown JoinError.
+  async function postForPlacement(path, headers, body) {
     const init = { method: 'POST', headers, body: JSON.stringify(body), cache: 'no-store' };
     if (typeof AbortSignal !== 'undefined' && AbortSignal.timeout) init.signal = AbortSignal.timeout(JOIN_TIMEOUT_MS);
     let res;
     try {
-      res = await fetch(`/api/v1/rooms/${encodeURIComponent(app.room)}/join`, init);
+      res = await fetch(path, init);
     } catch {
       throw new JoinError('network', 'Cannot reach the server.', true);
     }
@@ -817,7 +846,7 @@
       const { code, message } = apiErrorOf(data, res.status);
       const retryAfter = Number(res.headers.get('Retry-After')) * 1000 || 0;
       const retryable = RETRYABLE_CODES.has(code) || res.status >= 500;
-      throw new JoinError(code, message, retryable, Math.min(retryAfter, RETRY_AFTER_MAX_MS));
+      throw new JoinError(code, message, retryable, Math.min(retryAfter, RETRY_AFTER_MAX_MS), res.status);
     }
     if (res.status === 202) {
       if (!data || typeof data.participant_id !== 'string' || typeof data.session_token !== 'string') {
@@ -854,6 +883,9 @@
 
   function startJoin() {
     if (joinPending() || bm.state === 'lobby') return;
+    // A join from the form or the Rejoin button is a new participant.
+    app.placement = null;
+    app.recovery = null;
     for (const name of Object.keys(bm.metrics)) bm.metrics[name] = null;
     bm.metrics.joinClickedAt = performance.now();
     app.displayName = cleanName($('display-name').value) || 'Guest';
@@ -884,29 +916,42 @@
     renderLocal();
   }
 
+  // Asks control for a placement: a reconnect of the participant we are while a lost session
+  // is being recovered, else a join.
   async function connect() {
     clearTimeout(app.retryTimer);
     const attempt = {};
     app.attempt = attempt;
     if (inMeeting()) setStatus(bm.state === 'reconnecting' ? 'Reconnecting…' : 'Connecting…');
+    const recovery = app.recovery && app.placement ? app.recovery : null;
+    if (recovery) recovery.record.attempts++;
     let answer;
     try {
-      answer = await requestJoin();
+      answer = recovery ? await requestReconnect(app.placement, recovery.lostBridge) : await requestJoin();
     } catch (err) {
       if (app.attempt === attempt && joinPending()) onJoinFailed(err);
       return;
     }
     if (app.attempt !== attempt || !joinPending()) return;
+    if (recovery && app.recovery === recovery) {
+      app.recovery = null; // answered; a later loss starts a new recovery
+      recovery.record.answerMs = sinceLoss(recovery.record);
+    }
     if (answer.lobby) enterLobby(answer.lobby);
-    else admitted(answer.joined);
+    else admitted(answer.joined, recovery && recovery.record);
   }
 
-  // Control placed us on a bridge (straight away or after the lobby): connect to it.
-  function admitted(join) {
+  // Control placed us on a bridge (straight away, after the lobby, or again after a lost
+  // session, then with its reconnect `record`): connect to it.
+  function admitted(join, record = null) {
     markStep('joinResponseAt');
     app.role = typeof join.role === 'string' ? join.role : 'guest';
     app.sessionToken = typeof join.session_token === 'string' ? join.session_token : null;
-    stopRoomPolling(); // the new participant id has a new session token
+    if (typeof join.participant_id === 'string' && app.sessionToken) {
+      app.placement = { pid: join.participant_id, token: app.sessionToken };
+    }
+    if (record) record.bridgeId = typeof join.bridge_id === 'string' ? join.bridge_id : null;
+    stopRoomPolling(); // restarted by renderModeration with the new session token
     if (!inMeeting()) {
       clearLobby();
       setState(app.resumeState);
@@ -914,11 +959,22 @@
       if (bm.state === 'reconnecting') setStatus('Reconnecting…');
     }
     setStatusDetail('');
-    startSession(join);
+    startSession(join, record);
     renderModeration();
   }
 
   function onJoinFailed(err) {
+    if (app.recovery && (err.status === 404 || err.code === 'unauthorized')) {
+      // Control no longer holds this participant (or no longer takes its session token): the
+      // only way back is a new join, as a new participant. Right away: the outage already
+      // waited for this answer.
+      const { record } = app.recovery;
+      record.rejoined = true;
+      app.recovery = null;
+      app.placement = null;
+      connect();
+      return;
+    }
     if (err.code === 'guest_not_allowed') {
       waitForHost();
       return;
@@ -951,9 +1007,14 @@
     app.retryTimer = setTimeout(() => { if (joinPending()) connect(); }, Math.max(backoff, minDelayMs || 0));
   }
 
-  // The current session broke: drop it and join again (a fresh participant id) after a backoff.
-  function sessionLost(detail) {
+  // The current session broke: drop it and ask control where to go as the same participant
+  // (same id and role), naming the bridge we lost; without a placement to keep (or once control
+  // says it no longer holds us), join again as a new participant. `cause` is the bye reason, or
+  // 'closed' / 'failed' / 'timeout' for a socket, media connection or welcome that was lost.
+  // After `bye{moved}` control moved us on purpose: the bridge is fine and is not reported.
+  function sessionLost(detail, cause = 'closed') {
     if (!inMeeting()) return;
+    const lostBridge = app.session ? app.session.bridgeId : null;
     teardownSession();
     if (bm.state !== 'joining') {
       bm.reconnects++;
@@ -961,13 +1022,34 @@
     }
     setStatus(bm.state === 'joining' ? 'Connecting…' : 'Reconnecting…');
     renderModeration();
-    scheduleRetry(detail);
+    const moved = cause === 'moved';
+    if (app.placement) {
+      const record = {
+        cause, lostBridge, lostAt: performance.now(), bridgeId: null, attempts: 0,
+        answerMs: null, welcomeMs: null, connectedMs: null, mediaMs: null, rejoined: false,
+      };
+      bm.reconnectLog.push(record);
+      if (bm.reconnectLog.length > RECONNECT_LOG_MAX) bm.reconnectLog.shift();
+      app.recovery = { lostBridge: moved ? null : lostBridge, record };
+    }
+    if (app.recovery && app.retryAttempt === 0) {
+      // The first call of an outage goes out at once: after `moved` control is expecting it, and
+      // after a loss the report helps control decide sooner. A session lost again before it
+      // connected (retryAttempt is reset only then) backs off, so this cannot spin.
+      app.retryAttempt = 1;
+      setStatusDetail(detail);
+      connect();
+    } else {
+      scheduleRetry(detail);
+    }
   }
 
   // A join the user has to fix (name, password, token, permissions): back to the pre-join form.
   function failJoin(message, code) {
     clearTimeout(app.retryTimer);
     app.attempt = null;
+    app.placement = null;
+    app.recovery = null;
     teardownSession();
     leaveModeration();
     clearLobby();
@@ -995,6 +1077,8 @@
   function endMeeting(title, detail, reason = 'left', canRejoin = true) {
     clearTimeout(app.retryTimer);
     app.attempt = null;
+    app.placement = null;
+    app.recovery = null;
     teardownSession();
     leaveModeration();
     clearLobby();
@@ -1051,6 +1135,7 @@
     clearTimeout(app.retryTimer);
     app.role = null;
     app.sessionToken = wait.session_token;
+    app.placement = { pid: wait.participant_id, token: wait.session_token };
     app.lobby = { pid: wait.participant_id, token: wait.session_token, failures: 0 };
     setState('lobby');
     showWaiting('lobby');
@@ -1126,6 +1211,8 @@
     clearLobby();
     clearTimeout(app.retryTimer);
     app.attempt = null;
+    app.placement = null;
+    app.recovery = null;
     app.resumeState = 'joining';
     setState('idle');
     removeAllTiles();
@@ -1136,8 +1223,8 @@
 
   // ---------------------------------------------------------------- moderation
 
-  // Not while reconnecting: the session token then belongs to the participant that was lost, and
-  // every moderator call with it would fail until the rejoin answers with a new one.
+  // Not while reconnecting: until control answers, we are not in the meeting on any bridge, and
+  // if control no longer holds us the rejoin brings a new participant id and token.
   function isModerator() {
     return app.role === 'moderator' && inMeeting() && bm.state !== 'reconnecting';
   }
@@ -1377,8 +1464,10 @@
 
   // ---------------------------------------------------------------- signaling session
 
-  function startSession(join) {
+  function startSession(join, record = null) {
     const s = {
+      bridgeId: typeof join.bridge_id === 'string' ? join.bridge_id : null,
+      record, // the reconnect this session recovers from, if any, for its timings
       pc: null, ws: null, welcomed: false, lastMute: null,
       micSender: null, camSender: null, screenSender: null,
       tracksByMid: new Map(), // mid -> { participant_id, source } from the latest offer
@@ -1389,6 +1478,7 @@
     };
     app.session = s;
     bm.participantId = join.participant_id || null;
+    bm.bridgeId = s.bridgeId;
     try {
       s.pc = createPeerConnection(s, join.ice_servers);
     } catch (err) {
@@ -1418,7 +1508,7 @@
     s.ws.onclose = () => { if (s === app.session) sessionLost('Connection to the bridge closed'); };
     s.ws.onerror = () => { /* onclose follows and handles it */ };
     s.welcomeTimer = setTimeout(() => {
-      if (s === app.session && !s.welcomed) sessionLost('The bridge did not answer');
+      if (s === app.session && !s.welcomed) sessionLost('The bridge did not answer', 'timeout');
     }, WELCOME_TIMEOUT_MS);
   }
 
@@ -1495,6 +1585,7 @@
     app.session = null;
     bm.pc = null;
     bm.participantId = null;
+    bm.bridgeId = null;
     if (s) {
       clearTimeout(s.disconnectTimer);
       clearTimeout(s.welcomeTimer);
@@ -1533,7 +1624,7 @@
         markStep('offerAt');
         // Strictly one at a time: each answer must match the offer it answers.
         s.offers = s.offers.then(() => handleOffer(s, msg)).catch(() => {
-          if (s === app.session) sessionLost('Media negotiation failed');
+          if (s === app.session) sessionLost('Media negotiation failed', 'failed');
         });
         break;
       case 'participant_joined':
@@ -1548,9 +1639,15 @@
     }
   }
 
+  // Milliseconds since the loss a reconnect record is about.
+  function sinceLoss(record) {
+    return Math.round(performance.now() - record.lostAt);
+  }
+
   function onWelcome(s, msg) {
     markStep('welcomeAt');
     s.welcomed = true;
+    if (s.record && s.record.welcomeMs === null) s.record.welcomeMs = sinceLoss(s.record);
     clearTimeout(s.welcomeTimer);
     bm.participantId = msg.participant_id || bm.participantId;
     // The session started with no remote state (teardownSession cleared it), so the list
@@ -1577,6 +1674,13 @@
     if (s !== app.session) return;
     const mid = ev.transceiver && ev.transceiver.mid;
     if (mid === null || mid === undefined) return;
+    const record = s.record;
+    if (record && record.mediaMs === null) {
+      // A remote track is muted until its first packets arrive.
+      const mark = () => { if (record.mediaMs === null && s === app.session) record.mediaMs = sinceLoss(record); };
+      if (!ev.track.muted) mark();
+      else ev.track.addEventListener('unmute', mark, { once: true });
+    }
     s.received.set(String(mid), ev.track);
     syncTracks(s);
   }
@@ -1629,7 +1733,14 @@
       endMeeting('You were removed from the meeting', 'A moderator removed you from this meeting.', 'kicked', false);
     } else if (reason === 'meeting_ended') {
       endMeeting('The meeting has ended', 'A moderator ended the meeting for everyone.', 'meeting_ended', false);
-    } else sessionLost(reason === 'bridge_shutdown' ? 'The bridge is restarting' : 'The bridge ended the session');
+    } else if (reason === 'moved') {
+      sessionLost('Moving to another bridge…', 'moved');
+    } else {
+      // bridge_shutdown, protocol_error, and reasons newer than this client: a lost session.
+      const known = reason === 'bridge_shutdown' || reason === 'protocol_error';
+      sessionLost(reason === 'bridge_shutdown' ? 'The bridge is restarting' : 'The bridge ended the session',
+        known ? reason : 'bye');
+    }
   }
 
   function onConnectionState(s) {
@@ -1638,17 +1749,20 @@
     clearTimeout(s.disconnectTimer);
     if (state === 'connected') {
       markStep('connectedAt');
+      if (s.record && s.record.connectedMs === null) s.record.connectedMs = sinceLoss(s.record);
       app.retryAttempt = 0;
       setState('connected');
       setStatus('Connected');
       setStatusDetail('');
+      // A reconnect keeps the role: moderator controls hidden while reconnecting come back.
+      renderModeration();
     } else if (state === 'failed') {
-      sessionLost('Media connection failed');
+      sessionLost('Media connection failed', 'failed');
     } else if (state === 'disconnected') {
       // ICE often recovers from a brief network blip on its own; give it a moment.
       setStatusDetail('Connection unstable…');
       s.disconnectTimer = setTimeout(() => {
-        if (s === app.session && s.pc.connectionState === 'disconnected') sessionLost('Media connection lost');
+        if (s === app.session && s.pc.connectionState === 'disconnected') sessionLost('Media connection lost', 'failed');
       }, DISCONNECT_GRACE_MS);
     }
   }

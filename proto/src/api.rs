@@ -97,7 +97,7 @@ mod double_option {
         value: &Option<Option<String>>,
         serializer: S,
     ) -> Result<S::Ok, S::Error> {
-        value.as_ref().map_or(None, Option::as_ref).serialize(serializer)
+        value.as_ref().and_then(Option::as_ref).serialize(serializer)
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(

@@ -5,6 +5,12 @@
 //! offer's `tracks` map and returns the answer SDP. The signaling driver
 //! ([`crate::SyntheticParticipant`]) feeds it; tests can feed it from any offerer.
 //!
+//! A reconnect needs a new peer connection (another bridge, new ICE and DTLS) but one participant:
+//! [`MediaSession::renew`] builds it on the same accounting, so received streams, counters and
+//! gaps accumulate across connections, and each published source keeps its SSRC and continues
+//! its RTP sequence numbers, timestamps (advanced by the time the outage lasted) and stamp
+//! sequences, which is what receivers' loss accounting and jitter buffers need.
+//!
 //! # How the local tracks reach the bridge's recvonly m-lines
 //!
 //! The tracks are added with `add_track` before any offer. In `rtc` 0.21.1 that creates a
@@ -40,7 +46,8 @@ use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
 };
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -64,9 +71,10 @@ pub const MAX_TRACK_MAPPINGS: usize = 1024;
 const GATHER_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long `close` lets tasks finish before aborting them.
 const TASK_DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
-/// The only address the peer connection binds.
-const BIND_ADDR: &str = "127.0.0.1:0";
+/// The address the peer connection binds unless [`ParticipantOptions::bind_ip`] names another.
+const BIND_IP: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 const AUDIO_PAYLOAD_TYPE: u8 = 111;
+const AUDIO_CLOCK_RATE: u32 = 48_000;
 const VIDEO_PAYLOAD_TYPE: u8 = 96;
 const NO_PAYLOAD_TYPE: u16 = u16::MAX;
 
@@ -94,19 +102,84 @@ fn vp8() -> RTCRtpCodec {
     }
 }
 
-/// One published source.
+/// What one published source carries from one peer connection to the next, so that receivers
+/// see one continuous stream across a reconnect: the SSRC, the RTP sequence number and timestamp
+/// (the bridge forwards both untouched and rewrites only the SSRC), the stamp sequence (receivers
+/// account loss by it), and the counters.
+struct SourceState {
+    ssrc: u32,
+    /// RTP sequence number of the next packet.
+    next_rtp_seq: AtomicU16,
+    /// RTP timestamp of the latest packet sent …
+    last_timestamp: AtomicU32,
+    /// … and when, in µs after [`Accounting::started`], plus one (0: nothing sent yet).
+    last_sent_us: AtomicU64,
+    /// Stamp sequence of the next packet.
+    next_stamp_seq: AtomicU64,
+    packets: AtomicU64,
+    payload_bytes: AtomicU64,
+    frames: AtomicU64,
+}
+
+impl SourceState {
+    fn new() -> Self {
+        Self {
+            ssrc: rand::random(),
+            next_rtp_seq: AtomicU16::new(rand::random()),
+            last_timestamp: AtomicU32::new(rand::random()),
+            last_sent_us: AtomicU64::new(0),
+            next_stamp_seq: AtomicU64::new(0),
+            packets: AtomicU64::new(0),
+            payload_bytes: AtomicU64::new(0),
+            frames: AtomicU64::new(0),
+        }
+    }
+
+    /// The RTP timestamp to continue from `since_start` after the start, for a sender loop that
+    /// (re)starts: the last one sent advanced by the time since, so a receiver's jitter buffer
+    /// sees the outage as the pause it was.
+    fn resume_timestamp(&self, since_start: Duration, clock_rate: u32) -> u32 {
+        let last = self.last_timestamp.load(Ordering::Acquire);
+        match self.last_sent_us.load(Ordering::Acquire) {
+            0 => last,
+            sent_us => continued_timestamp(last, Duration::from_micros(sent_us - 1), since_start, clock_rate),
+        }
+    }
+
+    /// Remembers what was just sent, for the next connection's sender loops.
+    fn note_sent(&self, next_rtp_seq: u16, timestamp: u32, since_start: Duration) {
+        self.next_rtp_seq.store(next_rtp_seq, Ordering::Release);
+        self.last_timestamp.store(timestamp, Ordering::Release);
+        let us = u64::try_from(since_start.as_micros()).unwrap_or(u64::MAX - 1);
+        self.last_sent_us.store(us + 1, Ordering::Release);
+    }
+
+    fn stats(&self) -> SentStats {
+        SentStats {
+            packets: self.packets.load(Ordering::Relaxed),
+            payload_bytes: self.payload_bytes.load(Ordering::Relaxed),
+            frames: self.frames.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// `last` advanced by the `clock_rate` ticks between `last_sent` and `now` (RTP timestamps wrap).
+fn continued_timestamp(last: u32, last_sent: Duration, now: Duration, clock_rate: u32) -> u32 {
+    let elapsed = now.saturating_sub(last_sent);
+    let ticks = elapsed.as_micros() * u128::from(clock_rate) / 1_000_000;
+    last.wrapping_add(ticks as u32)
+}
+
+/// One published source on one peer connection.
 struct LocalSource {
     source: MediaSource,
     mime: &'static str,
-    ssrc: u32,
+    state: Arc<SourceState>,
     track_id: String,
     track: Arc<TrackLocalStaticRTP>,
     sender: Arc<dyn RtpSender>,
     /// Negotiated payload type, or [`NO_PAYLOAD_TYPE`] while the source is not negotiated.
     payload_type: AtomicU16,
-    packets: AtomicU64,
-    payload_bytes: AtomicU64,
-    frames: AtomicU64,
 }
 
 impl LocalSource {
@@ -131,23 +204,15 @@ impl LocalSource {
                 payload_type,
                 sequence_number,
                 timestamp,
-                ssrc: self.ssrc,
+                ssrc: self.state.ssrc,
                 ..Default::default()
             },
             payload: Bytes::from(body),
         };
         self.track.write_rtp(packet).await?;
-        self.packets.fetch_add(1, Ordering::Relaxed);
-        self.payload_bytes.fetch_add(len, Ordering::Relaxed);
+        self.state.packets.fetch_add(1, Ordering::Relaxed);
+        self.state.payload_bytes.fetch_add(len, Ordering::Relaxed);
         Ok(())
-    }
-
-    fn stats(&self) -> SentStats {
-        SentStats {
-            packets: self.packets.load(Ordering::Relaxed),
-            payload_bytes: self.payload_bytes.load(Ordering::Relaxed),
-            frames: self.frames.load(Ordering::Relaxed),
-        }
     }
 }
 
@@ -172,26 +237,41 @@ struct Counters {
 
 type StreamKey = (ParticipantId, MediaSource);
 
-/// State shared by the session, the event handler and the tasks.
-struct Shared {
+/// What outlives one peer connection: the accounting of every stream received and sent, and the
+/// publishing state each new connection continues from (see [`MediaSession::renew`]).
+struct Accounting {
+    local: ParticipantId,
     local_tag: u64,
+    options: ParticipantOptions,
+    /// The instant latency-to-first-packet and gaps are measured from.
     started: Instant,
+    streams: Mutex<HashMap<StreamKey, Arc<Mutex<StreamAccumulator>>>>,
+    counters: Counters,
+    /// Touched only when a connection is built.
+    sources: Mutex<BTreeMap<MediaSource, Arc<SourceState>>>,
+}
+
+/// State of one peer connection shared by the session, the event handler and the tasks.
+struct Shared {
+    accounting: Arc<Accounting>,
     pc: OnceLock<Weak<dyn PeerConnection>>,
     /// mid → remote participant and source, from the latest offer.
     mapping: Mutex<HashMap<String, TrackInfo>>,
     /// Bumped whenever `mapping` changes, so receive tasks re-resolve.
     mapping_epoch: AtomicU64,
-    streams: Mutex<HashMap<StreamKey, Arc<Mutex<StreamAccumulator>>>>,
     /// Remote tracks being read, by track id.
     receivers: Mutex<HashMap<String, ReceiverEntry>>,
     local_mids: Mutex<BTreeMap<MediaSource, String>>,
-    counters: Counters,
     keyframe_requested: AtomicBool,
     rtcp_sender_ssrc: AtomicU64,
     connection: watch::Sender<RTCPeerConnectionState>,
     gathering: watch::Sender<RTCIceGatheringState>,
     shutdown: watch::Sender<bool>,
     tasks: Mutex<JoinSet<()>>,
+    /// When the first attributed media packet arrived on this connection.
+    first_media: watch::Sender<Option<Instant>>,
+    /// Fast path for `first_media`, read once per packet.
+    got_media: AtomicBool,
 }
 
 impl Shared {
@@ -222,7 +302,10 @@ impl Shared {
             while tasks.try_join_next().is_some() {}
             // A few tasks are the senders; the rest read remote tracks.
             if tasks.len() >= MAX_REMOTE_STREAMS + 4 {
-                self.counters.dropped_streams.fetch_add(1, Ordering::Relaxed);
+                self.accounting
+                    .counters
+                    .dropped_streams
+                    .fetch_add(1, Ordering::Relaxed);
                 tracing::warn!("not reading another remote track: {MAX_REMOTE_STREAMS} already");
                 return;
             }
@@ -253,11 +336,14 @@ impl Shared {
         }
         let key = key?;
         let accumulator = {
-            let mut streams = lock(&self.streams);
+            let mut streams = lock(&self.accounting.streams);
             match streams.get(&key) {
                 Some(acc) => Arc::clone(acc),
                 None if streams.len() >= MAX_REMOTE_STREAMS => {
-                    self.counters.dropped_streams.fetch_add(1, Ordering::Relaxed);
+                    self.accounting
+                        .counters
+                        .dropped_streams
+                        .fetch_add(1, Ordering::Relaxed);
                     return None;
                 }
                 None => {
@@ -353,13 +439,17 @@ async fn receive_loop(shared: Arc<Shared>, track: Arc<dyn TrackRemote>) {
                         let verdict = payload::verify(&packet.payload, video, Some(b.tag), Some(b.source));
                         lock(&b.accumulator).record(
                             packet.payload.len(),
-                            shared.started.elapsed(),
+                            shared.accounting.started.elapsed(),
                             payload::unix_micros(),
                             &verdict,
                         );
+                        if !shared.got_media.swap(true, Ordering::AcqRel) {
+                            shared.first_media.send_replace(Some(Instant::now()));
+                        }
                     }
                     None => {
                         shared
+                            .accounting
                             .counters
                             .unattributed_packets
                             .fetch_add(1, Ordering::Relaxed);
@@ -379,9 +469,10 @@ async fn audio_loop(shared: Arc<Shared>, src: Arc<LocalSource>) {
     ));
     ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
     let mut shutdown = shared.shutdown.subscribe();
-    let mut rtp_seq: u16 = rand::random();
-    let mut timestamp: u32 = rand::random();
-    let mut stamp_seq: u64 = 0;
+    let started = shared.accounting.started;
+    let state = &src.state;
+    let mut rtp_seq = state.next_rtp_seq.load(Ordering::Acquire);
+    let mut timestamp = state.resume_timestamp(started.elapsed(), AUDIO_CLOCK_RATE);
     loop {
         tokio::select! {
             _ = shutdown.wait_for(|down| *down) => break,
@@ -394,10 +485,11 @@ async fn audio_loop(shared: Arc<Shared>, src: Arc<LocalSource>) {
         if !shared.is_connected() {
             continue;
         }
-        let body = payload::audio_payload(shared.local_tag, stamp_seq, payload::unix_micros());
+        let stamp_seq = state.next_stamp_seq.fetch_add(1, Ordering::AcqRel);
+        let body = payload::audio_payload(shared.accounting.local_tag, stamp_seq, payload::unix_micros());
         let sent = src.send(payload_type, rtp_seq, timestamp, false, body).await;
         rtp_seq = rtp_seq.wrapping_add(1);
-        stamp_seq += 1;
+        state.note_sent(rtp_seq, timestamp, started.elapsed());
         if let Err(e) = sent {
             tracing::debug!("audio write failed: {e}");
         }
@@ -416,9 +508,13 @@ async fn video_loop(
     let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(fps)));
     ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
     let mut shutdown = shared.shutdown.subscribe();
-    let timestamp_base: u32 = rand::random();
-    let mut rtp_seq: u16 = rand::random();
-    let mut stamp_seq: u64 = 0;
+    let started = shared.accounting.started;
+    let state = &src.state;
+    // One frame later than the last frame sent, so a restarted loop never repeats a timestamp.
+    let timestamp_base = state
+        .resume_timestamp(started.elapsed(), payload::VIDEO_CLOCK_RATE)
+        .wrapping_add(payload::VIDEO_CLOCK_RATE / fps);
+    let mut rtp_seq = state.next_rtp_seq.load(Ordering::Acquire);
     let mut frame_index: u64 = 0;
     let mut last_keyframe: Option<Instant> = None;
     loop {
@@ -441,8 +537,11 @@ async fn video_loop(
         } else {
             sizes.delta_bytes
         };
+        let stamp_seq = state
+            .next_stamp_seq
+            .fetch_add(payload::packets_per_frame(size) as u64, Ordering::AcqRel);
         let bodies = payload::vp8_frame(
-            shared.local_tag,
+            shared.accounting.local_tag,
             src.source,
             stamp_seq,
             keyframe,
@@ -452,13 +551,18 @@ async fn video_loop(
         let timestamp = timestamp_base
             .wrapping_add((index * u64::from(payload::VIDEO_CLOCK_RATE) / u64::from(fps)) as u32);
         let count = bodies.len();
+        debug_assert_eq!(
+            count,
+            payload::packets_per_frame(size),
+            "stamp sequences reserved"
+        );
         let mut complete = true;
         for (i, body) in bodies.into_iter().enumerate() {
             let sent = src
                 .send(payload_type, rtp_seq, timestamp, i + 1 == count, body)
                 .await;
             rtp_seq = rtp_seq.wrapping_add(1);
-            stamp_seq += 1;
+            state.note_sent(rtp_seq, timestamp, started.elapsed());
             if let Err(e) = sent {
                 tracing::debug!("video write failed: {e}");
                 complete = false;
@@ -466,9 +570,13 @@ async fn video_loop(
             }
         }
         if complete {
-            src.frames.fetch_add(1, Ordering::Relaxed);
+            state.frames.fetch_add(1, Ordering::Relaxed);
             if keyframe {
-                shared.counters.keyframes_sent.fetch_add(1, Ordering::Relaxed);
+                shared
+                    .accounting
+                    .counters
+                    .keyframes_sent
+                    .fetch_add(1, Ordering::Relaxed);
                 last_keyframe = Some(Instant::now());
             }
         }
@@ -489,9 +597,17 @@ async fn video_rtcp_loop(shared: Arc<Shared>, src: Arc<LocalSource>) {
                 for packet in &packets {
                     let any = packet.as_any();
                     if any.is::<PictureLossIndication>() {
-                        shared.counters.plis_received.fetch_add(1, Ordering::Relaxed);
+                        shared
+                            .accounting
+                            .counters
+                            .plis_received
+                            .fetch_add(1, Ordering::Relaxed);
                     } else if any.is::<FullIntraRequest>() {
-                        shared.counters.firs_received.fetch_add(1, Ordering::Relaxed);
+                        shared
+                            .accounting
+                            .counters
+                            .firs_received
+                            .fetch_add(1, Ordering::Relaxed);
                     } else {
                         continue;
                     }
@@ -548,33 +664,59 @@ pub struct MediaSession {
 }
 
 impl MediaSession {
-    /// Builds the peer connection (bound to `127.0.0.1:0` only), adds the published tracks and
-    /// starts the sender tasks; they send once the connection is up and the source negotiated.
-    /// `started` is the instant latency-to-first-packet is measured from.
+    /// Builds the peer connection (bound to port 0 of [`ParticipantOptions::bind_ip`], by
+    /// default `127.0.0.1`, only), adds the published tracks and starts the sender tasks; they
+    /// send once the connection is up and the source negotiated. `started` is the instant
+    /// latency-to-first-packet and gaps are measured from.
     pub async fn new(
         local: &ParticipantId,
         options: &ParticipantOptions,
         ice_servers: &[IceServer],
         started: Instant,
     ) -> Result<Self, ParticipantError> {
+        let accounting = Arc::new(Accounting {
+            local: local.clone(),
+            local_tag: payload::publisher_tag(local),
+            options: options.clone(),
+            started,
+            streams: Mutex::new(HashMap::new()),
+            counters: Counters::default(),
+            sources: Mutex::new(BTreeMap::new()),
+        });
+        Self::connect(accounting, ice_servers).await
+    }
+
+    /// A new peer connection (new ICE and DTLS, as another bridge needs) that continues this
+    /// session: the same SSRCs with RTP sequence numbers, timestamps and stamp sequences going
+    /// on, and the same received streams and counters accumulating. Close this session first,
+    /// or both send at once.
+    pub async fn renew(&self, ice_servers: &[IceServer]) -> Result<Self, ParticipantError> {
+        Self::connect(Arc::clone(&self.shared.accounting), ice_servers).await
+    }
+
+    async fn connect(
+        accounting: Arc<Accounting>,
+        ice_servers: &[IceServer],
+    ) -> Result<Self, ParticipantError> {
         let (shutdown, _) = watch::channel(false);
         let shared = Arc::new(Shared {
-            local_tag: payload::publisher_tag(local),
-            started,
+            accounting: Arc::clone(&accounting),
             pc: OnceLock::new(),
             mapping: Mutex::new(HashMap::new()),
             mapping_epoch: AtomicU64::new(0),
-            streams: Mutex::new(HashMap::new()),
             receivers: Mutex::new(HashMap::new()),
             local_mids: Mutex::new(BTreeMap::new()),
-            counters: Counters::default(),
             keyframe_requested: AtomicBool::new(false),
             rtcp_sender_ssrc: AtomicU64::new(0),
             connection: watch::channel(RTCPeerConnectionState::New).0,
             gathering: watch::channel(RTCIceGatheringState::New).0,
             shutdown,
             tasks: Mutex::new(JoinSet::new()),
+            first_media: watch::channel(None).0,
+            got_media: AtomicBool::new(false),
         });
+        let local = &accounting.local;
+        let options = &accounting.options;
 
         let mut media_engine = MediaEngine::default();
         media_engine.register_codec(
@@ -616,7 +758,9 @@ impl MediaSession {
             .with_handler(Arc::new(Handler {
                 shared: Arc::clone(&shared),
             }))
-            .with_udp_addrs(vec![BIND_ADDR.to_owned()])
+            .with_udp_addrs(vec![
+                SocketAddr::new(options.bind_ip.unwrap_or(BIND_IP), 0).to_string(),
+            ])
             .build()
             .await?;
         let pc: Arc<dyn PeerConnection> = Arc::new(pc);
@@ -650,7 +794,12 @@ impl MediaSession {
             if !publish {
                 continue;
             }
-            let ssrc: u32 = rand::random();
+            let state = Arc::clone(
+                lock(&accounting.sources)
+                    .entry(source)
+                    .or_insert_with(|| Arc::new(SourceState::new())),
+            );
+            let ssrc = state.ssrc;
             let track_id = format!("{local}-{}", source.as_str());
             let track = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
                 format!("bridgemesh-{local}"),
@@ -678,14 +827,11 @@ impl MediaSession {
             session.sources.push(Arc::new(LocalSource {
                 source,
                 mime,
-                ssrc,
+                state,
                 track_id,
                 track,
                 sender,
                 payload_type: AtomicU16::new(NO_PAYLOAD_TYPE),
-                packets: AtomicU64::new(0),
-                payload_bytes: AtomicU64::new(0),
-                frames: AtomicU64::new(0),
             }));
         }
 
@@ -718,8 +864,8 @@ impl MediaSession {
     pub async fn apply_offer(&self, sdp: String, tracks: &[TrackInfo]) -> Result<String, ParticipantError> {
         let result = self.apply_offer_inner(sdp, tracks).await;
         let counter = match result {
-            Ok(_) => &self.shared.counters.offers_answered,
-            Err(_) => &self.shared.counters.offers_failed,
+            Ok(_) => &self.shared.accounting.counters.offers_answered,
+            Err(_) => &self.shared.accounting.counters.offers_failed,
         };
         counter.fetch_add(1, Ordering::Relaxed);
         result
@@ -872,7 +1018,11 @@ impl MediaSession {
                 media_ssrc,
             })])
             .await?;
-        self.shared.counters.plis_sent.fetch_add(1, Ordering::Relaxed);
+        self.shared
+            .accounting
+            .counters
+            .plis_sent
+            .fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
@@ -881,15 +1031,31 @@ impl MediaSession {
         *self.shared.connection.borrow()
     }
 
-    /// Snapshot of the media counters (signaling fields left at their defaults).
+    /// Follows the peer connection's state.
+    pub(crate) fn watch_connection(&self) -> watch::Receiver<RTCPeerConnectionState> {
+        self.shared.connection.subscribe()
+    }
+
+    /// Becomes `Some(arrival)` with the first media packet attributed to a remote stream on this
+    /// connection.
+    pub(crate) fn watch_first_media(&self) -> watch::Receiver<Option<Instant>> {
+        self.shared.first_media.subscribe()
+    }
+
+    /// Snapshot of the media counters, accumulated over this session and the ones it renewed
+    /// (signaling fields left at their defaults).
     pub fn stats(&self) -> ParticipantStats {
-        let c = &self.shared.counters;
-        let streams: Vec<(StreamKey, Arc<Mutex<StreamAccumulator>>)> = lock(&self.shared.streams)
+        let accounting = &self.shared.accounting;
+        let c = &accounting.counters;
+        let streams: Vec<(StreamKey, Arc<Mutex<StreamAccumulator>>)> = lock(&accounting.streams)
             .iter()
             .map(|(k, v)| (k.clone(), Arc::clone(v)))
             .collect();
         ParticipantStats {
-            sent: self.sources.iter().map(|s| (s.source, s.stats())).collect(),
+            sent: lock(&accounting.sources)
+                .iter()
+                .map(|(source, state)| (*source, state.stats()))
+                .collect(),
             received: streams
                 .into_iter()
                 .map(|(k, acc)| (k, lock(&acc).snapshot()))
@@ -917,6 +1083,10 @@ impl MediaSession {
         if let Err(e) = self.pc.close().await {
             tracing::debug!("closing the peer connection: {e}");
         }
+        // The handler is not always told of a close it did not see coming; stats should say it.
+        self.shared
+            .connection
+            .send_replace(RTCPeerConnectionState::Closed);
         let mut tasks = std::mem::take(&mut *lock(&self.shared.tasks));
         let drained = tokio::time::timeout(TASK_DRAIN_TIMEOUT, async {
             while tasks.join_next().await.is_some() {}
@@ -943,5 +1113,43 @@ impl Drop for MediaSession {
                 let _ = pc.close().await;
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_continue_by_the_time_that_passed_and_wrap() {
+        let ms = Duration::from_millis;
+        assert_eq!(continued_timestamp(1000, ms(100), ms(100), 48_000), 1000);
+        // 1.5 s at 48 kHz and at 90 kHz.
+        assert_eq!(
+            continued_timestamp(1000, ms(500), ms(2000), 48_000),
+            1000 + 72_000
+        );
+        assert_eq!(continued_timestamp(0, ms(0), ms(1500), 90_000), 135_000);
+        assert_eq!(continued_timestamp(u32::MAX - 10, ms(0), ms(1), 90_000), 79);
+        // A clock reading before the last send (another task's) does not go back.
+        assert_eq!(continued_timestamp(1000, ms(200), ms(100), 48_000), 1000);
+    }
+
+    #[test]
+    fn a_source_resumes_where_the_previous_connection_stopped() {
+        let state = SourceState::new();
+        let first = state.last_timestamp.load(Ordering::Relaxed);
+        // Nothing sent yet: the random start, whatever the time.
+        assert_eq!(state.resume_timestamp(Duration::from_secs(9), 90_000), first);
+        state.note_sent(7, 5000, Duration::from_millis(1000));
+        assert_eq!(state.next_rtp_seq.load(Ordering::Relaxed), 7);
+        assert_eq!(
+            state.resume_timestamp(Duration::from_millis(3000), 90_000),
+            5000 + 180_000
+        );
+        // Sent at the very start (0 µs) still counts as sent.
+        let state = SourceState::new();
+        state.note_sent(1, 10, Duration::ZERO);
+        assert_eq!(state.resume_timestamp(Duration::from_millis(1), 48_000), 58);
     }
 }

@@ -1,11 +1,15 @@
 //! What a synthetic participant measured: snapshot types, and the bounded accumulators behind
-//! them (a latency ring and a sequence-window loss tracker).
+//! them (a latency ring, a sequence-window loss tracker, the reconnect log).
+//!
+//! Everything here outlives one peer connection: a participant that reconnects to another bridge
+//! keeps accumulating into the same per-(participant, source) streams, so counters, loss and
+//! the longest gap between packets span the reconnect.
 
 use crate::payload::Verified;
-use bridgemesh_proto::ParticipantId;
 use bridgemesh_proto::api::ErrorCode;
 use bridgemesh_proto::signaling::{ByeReason, MediaSource};
-use std::collections::BTreeMap;
+use bridgemesh_proto::{BridgeId, ParticipantId};
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write as _;
 use std::time::Duration;
 use webrtc::peer_connection::RTCPeerConnectionState;
@@ -14,6 +18,9 @@ use webrtc::peer_connection::RTCPeerConnectionState;
 pub const LATENCY_SAMPLES: usize = 4096;
 /// How far behind the highest sequence a late packet still counts as recovering a loss.
 pub const SEQ_WINDOW: u64 = 1024;
+/// How many reconnect records a participant keeps (the most recent ones); the count is kept
+/// separately in [`ParticipantStats::reconnect_count`].
+pub const MAX_RECONNECT_RECORDS: usize = 64;
 
 /// Snapshot of everything a participant measured. Cheap to take: a few locks and copies.
 #[derive(Debug, Clone, Default)]
@@ -48,6 +55,105 @@ pub struct ParticipantStats {
     pub last_server_error: Option<(ErrorCode, String)>,
     /// The last local failure of the signaling driver (bad message, failed offer, …).
     pub last_local_error: Option<String>,
+    /// The bridge of the current (or last) session; `None` from a bare [`crate::MediaSession`].
+    pub bridge_id: Option<BridgeId>,
+    /// Between losing a session and the next welcome (or giving up).
+    pub reconnecting: bool,
+    /// Sessions lost and handled by asking control where to go (final byes not counted).
+    pub reconnect_count: u64,
+    /// The most recent reconnects, oldest first, at most [`MAX_RECONNECT_RECORDS`].
+    pub reconnects: Vec<ReconnectRecord>,
+}
+
+/// Why a session with a bridge ended without a final `bye`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionLoss {
+    /// The bridge said `bye` with a reason that is not final (`moved`, `bridge_shutdown`,
+    /// `protocol_error`).
+    Bye(ByeReason),
+    /// The signaling socket closed or failed without a `bye`.
+    SocketClosed,
+    /// The peer connection failed, or stayed disconnected past the grace period.
+    PeerConnectionFailed,
+}
+
+/// One lost session and how the participant got back. Times are measured from the moment the
+/// loss was noticed; a field stays `None` until that step happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReconnectRecord {
+    pub cause: SessionLoss,
+    /// The bridge of the lost session.
+    pub lost_bridge: BridgeId,
+    /// When the loss was noticed, from the start of the first join.
+    pub lost_after_join: Duration,
+    /// Reconnect calls made to control for this loss (retries included).
+    pub attempts: u32,
+    /// The bridge control sent the participant to (the latest answer).
+    pub bridge: Option<BridgeId>,
+    /// Loss → control's `200` answer that led to the new session.
+    pub answer_ms: Option<u64>,
+    /// Loss → `welcome` from the new bridge.
+    pub welcome_ms: Option<u64>,
+    /// Loss → first media packet received on the new peer connection (from any remote).
+    pub first_media_ms: Option<u64>,
+    /// Why the participant gave up (budget spent, refused by control, …); it then stays
+    /// disconnected.
+    pub error: Option<String>,
+}
+
+impl ReconnectRecord {
+    pub fn new(cause: SessionLoss, lost_bridge: BridgeId, lost_after_join: Duration) -> Self {
+        Self {
+            cause,
+            lost_bridge,
+            lost_after_join,
+            attempts: 0,
+            bridge: None,
+            answer_ms: None,
+            welcome_ms: None,
+            first_media_ms: None,
+            error: None,
+        }
+    }
+}
+
+/// The bounded log of reconnects: the newest [`MAX_RECONNECT_RECORDS`] records, addressed by a
+/// running id so a driver can fill in a record later (or find it gone).
+#[derive(Debug, Default)]
+pub(crate) struct ReconnectLog {
+    records: VecDeque<ReconnectRecord>,
+    /// Records ever added; the id of the next one.
+    total: u64,
+}
+
+impl ReconnectLog {
+    /// Adds a record and returns its id.
+    pub(crate) fn push(&mut self, record: ReconnectRecord) -> u64 {
+        if self.records.len() == MAX_RECONNECT_RECORDS {
+            self.records.pop_front();
+        }
+        self.records.push_back(record);
+        self.total += 1;
+        self.total - 1
+    }
+
+    /// Applies `f` to record `id` if it is still kept.
+    pub(crate) fn update(&mut self, id: u64, f: impl FnOnce(&mut ReconnectRecord)) {
+        let oldest = self.total - self.records.len() as u64;
+        if let Some(index) = id.checked_sub(oldest)
+            && let Some(record) = self.records.get_mut(index as usize)
+        {
+            f(record);
+        }
+    }
+
+    pub(crate) fn total(&self) -> u64 {
+        self.total
+    }
+
+    pub(crate) fn to_vec(&self) -> Vec<ReconnectRecord> {
+        self.records.iter().cloned().collect()
+    }
 }
 
 /// What one published source sent.
@@ -78,6 +184,12 @@ pub struct ReceivedStats {
     pub first_packet_after_join: Option<Duration>,
     /// Time from the start of `join` to the latest packet of this stream.
     pub last_packet_after_join: Option<Duration>,
+    /// The longest time between two consecutive packets of this stream, in ms: how long the
+    /// stream was interrupted at worst (a reconnect of either side shows here). 0 until two
+    /// packets arrived; the time since the last packet is not included.
+    pub max_gap_ms: u64,
+    /// When the longest gap ended (its packet's arrival), from the start of `join`.
+    pub max_gap_ended_after_join: Option<Duration>,
     /// The most recent one-way latency samples (µs, send stamp to arrival, same machine),
     /// oldest first, at most [`LATENCY_SAMPLES`].
     pub latency_us: Vec<u32>,
@@ -137,6 +249,29 @@ impl ParticipantStats {
         );
         let _ = writeln!(
             out,
+            "bridge={:?} reconnecting={} reconnect_count={}",
+            self.bridge_id.as_ref().map(BridgeId::as_str),
+            self.reconnecting,
+            self.reconnect_count
+        );
+        for r in &self.reconnects {
+            let _ = writeln!(
+                out,
+                "reconnect at {:?}: {:?} from {} to {:?} attempts={} answer_ms={:?} welcome_ms={:?} \
+                 first_media_ms={:?} error={:?}",
+                r.lost_after_join,
+                r.cause,
+                r.lost_bridge,
+                r.bridge.as_ref().map(BridgeId::as_str),
+                r.attempts,
+                r.answer_ms,
+                r.welcome_ms,
+                r.first_media_ms,
+                r.error
+            );
+        }
+        let _ = writeln!(
+            out,
             "offers_answered={} offers_failed={} keyframes_sent={} plis_received={} firs_received={} \
              plis_sent={} unattributed_packets={} dropped_streams={} local_mids={:?}",
             self.offers_answered,
@@ -163,7 +298,8 @@ impl ParticipantStats {
             let _ = writeln!(
                 out,
                 "recv {from}/{}: packets={} bytes={} intact={} corrupt={} misattributed={} keyframes={} \
-                 lost={} dup={} highest_seq={:?} first={:?} last={:?} latency_us p50={:?} p99={:?} max={:?}",
+                 lost={} dup={} highest_seq={:?} first={:?} last={:?} max_gap_ms={} (ended {:?}) \
+                 latency_us p50={:?} p99={:?} max={:?}",
                 source.as_str(),
                 r.packets,
                 r.payload_bytes,
@@ -176,6 +312,8 @@ impl ParticipantStats {
                 r.highest_seq,
                 r.first_packet_after_join,
                 r.last_packet_after_join,
+                r.max_gap_ms,
+                r.max_gap_ended_after_join,
                 r.latency_quantile_us(0.5),
                 r.latency_quantile_us(0.99),
                 r.latency_us.iter().max(),
@@ -343,7 +481,16 @@ impl StreamAccumulator {
         s.packets += 1;
         s.payload_bytes += payload_len as u64;
         s.first_packet_after_join.get_or_insert(since_join);
-        s.last_packet_after_join = Some(since_join);
+        if let Some(last) = s.last_packet_after_join {
+            // Two receive tasks can feed one stream around a reconnect and take their clock
+            // readings before the lock: a reading a little older than the last is no gap.
+            let gap_ms = since_join.saturating_sub(last).as_millis() as u64;
+            if gap_ms > s.max_gap_ms {
+                s.max_gap_ms = gap_ms;
+                s.max_gap_ended_after_join = Some(since_join);
+            }
+        }
+        s.last_packet_after_join = Some(s.last_packet_after_join.map_or(since_join, |l| l.max(since_join)));
         match verdict {
             Ok(v) => {
                 s.intact += 1;
@@ -476,6 +623,85 @@ mod tests {
         let verdict = payload::verify_audio(&payload, Some(tag), Some(MediaSource::Microphone));
         acc.record(payload.len(), Duration::from_millis(10), 3_000, &verdict);
         assert_eq!(acc.snapshot().intact, 4);
+    }
+
+    #[test]
+    fn the_longest_gap_between_packets_is_kept_with_when_it_ended() {
+        let ok = |seq| -> Result<Verified, VerifyError> {
+            Ok(Verified {
+                stamp: Stamp {
+                    tag: 1,
+                    source: MediaSource::Microphone,
+                    seq,
+                    sent_at_us: 0,
+                },
+                frame_start: false,
+                keyframe: false,
+            })
+        };
+        let mut acc = StreamAccumulator::new();
+        let ms = Duration::from_millis;
+        acc.record(10, ms(1000), 0, &ok(0));
+        assert_eq!(acc.snapshot().max_gap_ms, 0, "one packet is no gap");
+        assert_eq!(acc.snapshot().max_gap_ended_after_join, None);
+        for (i, at) in [1020, 1040, 1060].into_iter().enumerate() {
+            acc.record(10, ms(at), 0, &ok(i as u64 + 1));
+        }
+        assert_eq!(acc.snapshot().max_gap_ms, 20);
+        // An outage (a reconnect): 1.5 s without packets, then the stream goes on.
+        acc.record(10, ms(2560), 0, &ok(4));
+        acc.record(10, ms(2580), 0, &ok(5));
+        // Corrupt packets still arrived: they end a gap too.
+        acc.record(10, ms(2700), 0, &Err(VerifyError::BadMagic));
+        let s = acc.snapshot();
+        assert_eq!(s.max_gap_ms, 1500);
+        assert_eq!(s.max_gap_ended_after_join, Some(ms(2560)));
+        // A reading older than the last (two receive tasks around a reconnect) is no gap and
+        // does not move the last arrival back.
+        acc.record(10, ms(2650), 0, &ok(6));
+        let s = acc.snapshot();
+        assert_eq!(s.last_packet_after_join, Some(ms(2700)));
+        assert_eq!(s.max_gap_ms, 1500);
+        acc.record(10, ms(2720), 0, &ok(7));
+        assert_eq!(
+            acc.snapshot().max_gap_ms,
+            1500,
+            "20 ms after the latest, not 70 after the older"
+        );
+    }
+
+    #[test]
+    fn the_reconnect_log_keeps_the_newest_records_and_updates_by_id() {
+        let bridge = |n: u64| BridgeId::new(format!("b-{n}")).unwrap();
+        let mut log = ReconnectLog::default();
+        let first = log.push(ReconnectRecord::new(
+            SessionLoss::SocketClosed,
+            bridge(0),
+            Duration::ZERO,
+        ));
+        assert_eq!(first, 0);
+        log.update(first, |r| r.answer_ms = Some(5));
+        assert_eq!(log.to_vec()[0].answer_ms, Some(5));
+        let mut last = first;
+        for n in 1..(MAX_RECONNECT_RECORDS as u64 + 10) {
+            last = log.push(ReconnectRecord::new(
+                SessionLoss::Bye(ByeReason::Moved),
+                bridge(n),
+                Duration::from_secs(n),
+            ));
+        }
+        assert_eq!(log.total(), MAX_RECONNECT_RECORDS as u64 + 10);
+        let kept = log.to_vec();
+        assert_eq!(kept.len(), MAX_RECONNECT_RECORDS);
+        assert_eq!(kept.last().unwrap().lost_bridge, bridge(last));
+        assert_eq!(kept[0].lost_bridge, bridge(10));
+        // An evicted record is no longer updated, and nothing else is touched instead.
+        log.update(first, |r| r.answer_ms = Some(99));
+        assert!(log.to_vec().iter().all(|r| r.answer_ms.is_none()));
+        log.update(last, |r| r.welcome_ms = Some(7));
+        assert_eq!(log.to_vec().last().unwrap().welcome_ms, Some(7));
+        log.update(last + 1, |r| r.welcome_ms = Some(8));
+        assert_eq!(log.to_vec().iter().filter(|r| r.welcome_ms.is_some()).count(), 1);
     }
 
     #[test]
