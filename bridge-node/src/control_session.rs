@@ -627,10 +627,16 @@ impl ControlSession {
                 self.failures = 0;
                 self.redirects = 0;
                 for (HostedParticipant { room, participant }, joined) in changes {
+                    // A leave folded into the diff lost how it happened; as a drop, control keeps
+                    // the participant's place for a while in case it is reconnecting.
                     let message = if joined {
                         BridgeToControl::ParticipantJoined { room, participant }
                     } else {
-                        BridgeToControl::ParticipantLeft { room, participant }
+                        BridgeToControl::ParticipantLeft {
+                            room,
+                            participant,
+                            dropped: true,
+                        }
                     };
                     self.send(connection, message);
                 }
@@ -662,13 +668,15 @@ impl ControlSession {
     }
 
     fn on_event(&mut self, now: Instant, event: BridgeEvent) {
-        let (participant, joined) = match event {
+        let (participant, joined, dropped) = match event {
             BridgeEvent::ParticipantJoined { room, participant } => {
-                (HostedParticipant { room, participant }, true)
+                (HostedParticipant { room, participant }, true, false)
             }
-            BridgeEvent::ParticipantLeft { room, participant } => {
-                (HostedParticipant { room, participant }, false)
-            }
+            BridgeEvent::ParticipantLeft {
+                room,
+                participant,
+                dropped,
+            } => (HostedParticipant { room, participant }, false, dropped),
         };
         if !joined {
             self.hosted.remove(&participant);
@@ -688,7 +696,11 @@ impl ControlSession {
                 let message = if joined {
                     BridgeToControl::ParticipantJoined { room, participant }
                 } else {
-                    BridgeToControl::ParticipantLeft { room, participant }
+                    BridgeToControl::ParticipantLeft {
+                        room,
+                        participant,
+                        dropped,
+                    }
                 };
                 self.send(connection, message);
             }
@@ -850,7 +862,11 @@ mod tests {
 
     fn left(room: &str, participant: &str) -> BridgeEvent {
         let HostedParticipant { room, participant } = hosted(room, participant);
-        BridgeEvent::ParticipantLeft { room, participant }
+        BridgeEvent::ParticipantLeft {
+            room,
+            participant,
+            dropped: false,
+        }
     }
 
     fn drain(session: &mut ControlSession) -> Vec<SessionOutput> {
@@ -1165,7 +1181,8 @@ mod tests {
                 },
                 BridgeToControl::ParticipantLeft {
                     room: RoomId::new("r").unwrap(),
-                    participant: ParticipantId::new("ada").unwrap()
+                    participant: ParticipantId::new("ada").unwrap(),
+                    dropped: false,
                 },
             ]
         );
@@ -1206,7 +1223,8 @@ mod tests {
             [
                 BridgeToControl::ParticipantLeft {
                     room: RoomId::new("s").unwrap(),
-                    participant: ParticipantId::new("cy").unwrap()
+                    participant: ParticipantId::new("cy").unwrap(),
+                    dropped: true,
                 },
                 BridgeToControl::ParticipantJoined {
                     room: RoomId::new("t").unwrap(),

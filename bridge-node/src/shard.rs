@@ -132,6 +132,8 @@ pub enum BridgeEvent {
     ParticipantLeft {
         room: RoomId,
         participant: ParticipantId,
+        /// Gone without saying `leave`: the client may be reconnecting.
+        dropped: bool,
     },
 }
 
@@ -292,6 +294,7 @@ impl Shard {
                 .push_back(ShardOutput::Event(BridgeEvent::ParticipantLeft {
                     room: room_id.clone(),
                     participant: participant.id,
+                    dropped: false,
                 }));
         }
     }
@@ -709,6 +712,7 @@ impl Shard {
             .push_back(ShardOutput::Event(BridgeEvent::ParticipantLeft {
                 room: RoomId::clone(&room_id),
                 participant: participant.id,
+                dropped: bye != Some(ByeReason::Left),
             }));
         if room.participants.is_empty() {
             self.rooms.remove(&room_id);
@@ -1173,7 +1177,7 @@ mod tests {
         outputs
             .iter()
             .filter_map(|o| match o {
-                ShardOutput::Event(BridgeEvent::ParticipantLeft { room, participant }) => {
+                ShardOutput::Event(BridgeEvent::ParticipantLeft { room, participant, .. }) => {
                     Some((room.clone(), participant.clone()))
                 }
                 _ => None,

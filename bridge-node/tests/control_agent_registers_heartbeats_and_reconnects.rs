@@ -420,7 +420,8 @@ async fn a_bridge_registers_heartbeats_and_registers_again_with_its_participants
         left,
         BridgeToControl::ParticipantLeft {
             room: room.clone(),
-            participant: ada.clone()
+            participant: ada.clone(),
+            dropped: true,
         }
     );
     // Moved, not kicked: a fresh ticket of the same participant for this bridge is good.

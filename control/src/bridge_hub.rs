@@ -114,7 +114,7 @@ pub struct Reconciliation {
     pub to_bridge: Vec<ControlToBridge>,
     /// Hosted participants still `placed` here: the bridge saw them arrive.
     pub confirm: Vec<HostedParticipant>,
-    /// Participants `connected` here that the bridge no longer hosts: they left meanwhile.
+    /// Participants `connected` here that the bridge no longer hosts: they left or dropped meanwhile.
     pub leave: Vec<HostedParticipant>,
 }
 
@@ -577,8 +577,9 @@ impl BridgeHub {
                             BridgeToControl::ParticipantJoined { room, participant } => {
                                 queue(&work, BridgeWork::Joined(HostedParticipant { room, participant }));
                             }
-                            BridgeToControl::ParticipantLeft { room, participant } => {
-                                queue(&work, BridgeWork::Left(HostedParticipant { room, participant }));
+                            BridgeToControl::ParticipantLeft { room, participant, dropped } => {
+                                let entry = HostedParticipant { room, participant };
+                                queue(&work, if dropped { BridgeWork::Dropped(entry) } else { BridgeWork::Left(entry) });
                             }
                             BridgeToControl::Drain { grace_ms } => queue(&work, BridgeWork::Drain(grace_ms)),
                             BridgeToControl::Register { .. } => {
@@ -680,12 +681,15 @@ impl BridgeHub {
                     for entry in plan.confirm {
                         self.confirm(&bridge, entry, &tell).await;
                     }
+                    // Gone while the bridge was away from control: left or dropped, nobody knows;
+                    // as a drop, a participant that is reconnecting keeps its place.
                     for entry in plan.leave {
-                        self.leave(&bridge, entry).await;
+                        self.unconfirm(&bridge, entry).await;
                     }
                 }
                 BridgeWork::Joined(entry) => self.confirm(&bridge, entry, &tell).await,
                 BridgeWork::Left(entry) => self.leave(&bridge, entry).await,
+                BridgeWork::Dropped(entry) => self.unconfirm(&bridge, entry).await,
                 BridgeWork::Drain(grace_ms) => {
                     let command = Command::Drain {
                         bridge: bridge.clone(),
@@ -741,6 +745,21 @@ impl BridgeHub {
         }
     }
 
+    async fn unconfirm(&self, bridge: &BridgeId, entry: HostedParticipant) {
+        let command = Command::Unconfirm {
+            room: entry.room,
+            participant: entry.participant,
+            bridge: bridge.clone(),
+            at_ms: now_unix_ms(),
+        };
+        match self.cluster.propose(command).await {
+            Ok(Ok(_)) => {}
+            // Moved off this bridge, or already gone.
+            Ok(Err(err)) => tracing::debug!(%bridge, %err, "a drop did not change the room state"),
+            Err(err) => tracing::warn!(%bridge, %err, "drop not committed"),
+        }
+    }
+
     async fn leave(&self, bridge: &BridgeId, entry: HostedParticipant) {
         let command = Command::Leave {
             room: entry.room,
@@ -760,6 +779,7 @@ enum BridgeWork {
     Reconcile(BTreeSet<HostedParticipant>),
     Joined(HostedParticipant),
     Left(HostedParticipant),
+    Dropped(HostedParticipant),
     Drain(u64),
 }
 

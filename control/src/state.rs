@@ -301,6 +301,14 @@ pub enum Command {
         #[serde(default)]
         bridge: Option<BridgeId>,
     },
+    /// The participant's connection to `bridge` dropped without a leave: it keeps its place as
+    /// `placed` (expiring like any unconfirmed placement) so that it can reconnect as itself.
+    Unconfirm {
+        room: RoomId,
+        participant: ParticipantId,
+        bridge: BridgeId,
+        at_ms: u64,
+    },
     Admit {
         room: RoomId,
         /// The moderator acting; checked again when applied.
@@ -395,6 +403,7 @@ pub enum Outcome {
         role: Role,
     },
     Confirmed,
+    Unconfirmed,
     Left {
         room_empty: bool,
     },
@@ -573,7 +582,7 @@ impl ControlState {
                 bridge,
             } => {
                 let record = self.participant_mut(&room, &participant)?;
-                if record.status != ParticipantStatus::Placed {
+                if !record.status.on_bridge() {
                     // Only a placement can be confirmed; a kicked participant stays kicked.
                     return Err(ApplyError::UnknownParticipant(participant, room));
                 }
@@ -582,8 +591,27 @@ impl ControlState {
                 {
                     return Err(ApplyError::NotOnBridge(participant, bridge));
                 }
+                // Confirming a connected participant again (it reconnected to the same bridge
+                // before the drop was reported) changes nothing.
                 record.status = ParticipantStatus::Connected;
                 Ok(Outcome::Confirmed)
+            }
+            Command::Unconfirm {
+                room,
+                participant,
+                bridge,
+                at_ms,
+            } => {
+                let at_ms = self.stamp(at_ms);
+                let record = self.participant_mut(&room, &participant)?;
+                if record.bridge.as_ref() != Some(&bridge) || !record.status.on_bridge() {
+                    return Err(ApplyError::NotOnBridge(participant, bridge));
+                }
+                if record.status == ParticipantStatus::Connected {
+                    record.status = ParticipantStatus::Placed;
+                    record.since_ms = at_ms;
+                }
+                Ok(Outcome::Unconfirmed)
             }
             Command::Leave {
                 room,

@@ -122,6 +122,10 @@ pub enum BridgeToControl {
     ParticipantLeft {
         room: RoomId,
         participant: ParticipantId,
+        /// The connection ended without the participant's `leave` (socket or ICE lost, replaced,
+        /// moved): it may come back, so control keeps its place for a while.
+        #[serde(default)]
+        dropped: bool,
     },
     /// The bridge asks to be drained (it is stopping): no new participants; the ones it has are
     /// moved after `grace_ms`.

@@ -56,6 +56,7 @@ impl fmt::Display for Command {
             Command::MuteAll { .. } => "mute-all",
             Command::Join(request) => return write!(f, "join {} {}", request.room, request.participant),
             Command::Confirm { .. } => "confirm",
+            Command::Unconfirm { .. } => "unconfirm",
             Command::Leave { .. } => "leave",
             Command::Admit { .. } => "admit",
             Command::Deny { .. } => "deny",

@@ -72,7 +72,7 @@ fn leave(room_name: &str, participant: &str) -> Command {
 
 fn with_bridge() -> ControlState {
     let mut state = ControlState::default();
-    state.apply((bridge("b1", 10))).unwrap();
+    state.apply(bridge("b1", 10)).unwrap();
     state
 }
 
@@ -116,7 +116,7 @@ fn refuses_what_does_not_fit() {
         state.apply(join("r", "p1", "nope", 0)),
         Err(ApplyError::UnknownBridge(_))
     ));
-    state.apply((bridge("b1", 4))).unwrap();
+    state.apply(bridge("b1", 4)).unwrap();
     for p in ["p1", "p2", "p3"] {
         state.apply(join("r", p, "b1", 0)).unwrap();
     }
@@ -133,7 +133,7 @@ fn refuses_what_does_not_fit() {
         state.apply(join("third", "p6", "b1", 0)),
         Err(ApplyError::BridgeFull(_))
     ));
-    state.apply((bridge("b2", 10))).unwrap();
+    state.apply(bridge("b2", 10)).unwrap();
     state
         .apply(Command::SetBridgeStatus {
             bridge: BridgeId::new("b2").unwrap(),

@@ -46,6 +46,7 @@ impl BridgeSpec {
 
     pub fn capacity(mut self, capacity: u32) -> Self {
         self.capacity = capacity;
+        self.max_per_room = self.max_per_room.min(capacity);
         self
     }
 }
