@@ -73,7 +73,8 @@ pub async fn run(url: &str, token: &str, call: AdminCall) -> anyhow::Result<Stri
 /// The bridges answer (`GET /api/v1/admin/bridges`) as a table for people.
 pub fn bridges_table(answer: &str) -> anyhow::Result<String> {
     use std::fmt::Write as _;
-    let bridges: Vec<serde_json::Value> = serde_json::from_str(answer).context("the bridges answer is not a list")?;
+    let bridges: Vec<serde_json::Value> =
+        serde_json::from_str(answer).context("the bridges answer is not a list")?;
     let mut table = format!(
         "{:<20} {:<14} {:<12} {:>12} {:>7} {:>6} {:>7} {:>10}\n",
         "BRIDGE", "REGION", "STATUS", "PARTICIPANTS", "ROOMS", "CPU", "STRESS", "PACKETS/S"

@@ -40,18 +40,18 @@
 
 use anyhow::Context as _;
 use bridgemesh_control::auth::{AdminAuth, AuthConfig, Secret};
-use bridgemesh_control::http::ApiConfig;
 use bridgemesh_control::bridge_hub::HubConfig;
 use bridgemesh_control::client_ip::TrustedProxies;
 use bridgemesh_control::geo::GeoIp;
+use bridgemesh_control::http::ApiConfig;
 use bridgemesh_control::locator::Locator;
 use bridgemesh_control::node::{RegionsConfig, RoomPolicy};
 use bridgemesh_control::placement::PlacementPolicy;
-use bridgemesh_proto::RegionId;
 use bridgemesh_control::raft::NodeId;
 use bridgemesh_control::raft::cluster::ClusterConfig;
 use bridgemesh_control::rate_limit::JOIN_LIMIT;
 use bridgemesh_control::service::{ControlService, ControlServiceConfig};
+use bridgemesh_proto::RegionId;
 use bridgemesh_turn::{TurnDirectory, TurnEndpoint};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -112,7 +112,9 @@ impl RegionsSection {
     fn into_config(self) -> anyhow::Result<RegionsConfig> {
         let region = |name: String| RegionId::new(name).map_err(|err| anyhow::anyhow!("[regions]: {err}"));
         let geoip = match &self.geoip_db {
-            Some(path) => Some(Arc::new(GeoIp::open(path).map_err(|err| anyhow::anyhow!("[regions] geoip_db: {err}"))?)),
+            Some(path) => Some(Arc::new(
+                GeoIp::open(path).map_err(|err| anyhow::anyhow!("[regions] geoip_db: {err}"))?,
+            )),
             None => None,
         };
         let trusted_proxies = TrustedProxies::parse(self.trusted_proxies.iter().map(String::as_str))
@@ -126,9 +128,13 @@ impl RegionsSection {
         let placement_defaults = PlacementPolicy::default();
         let hub_defaults = HubConfig::default();
         let hub = HubConfig {
-            heartbeat_interval_ms: self.heartbeat_interval_ms.unwrap_or(hub_defaults.heartbeat_interval_ms),
+            heartbeat_interval_ms: self
+                .heartbeat_interval_ms
+                .unwrap_or(hub_defaults.heartbeat_interval_ms),
             detector: bridgemesh_control::failure_detector::FailureDetectorConfig {
-                suspect_after_ms: self.suspect_after_ms.unwrap_or(hub_defaults.detector.suspect_after_ms),
+                suspect_after_ms: self
+                    .suspect_after_ms
+                    .unwrap_or(hub_defaults.detector.suspect_after_ms),
                 down_after_ms: self.down_after_ms.unwrap_or(hub_defaults.detector.down_after_ms),
                 loss_reports_needed: self
                     .loss_reports_needed
@@ -141,7 +147,8 @@ impl RegionsSection {
                 stress_per_join: self.stress_per_join.unwrap_or(placement_defaults.stress_per_join),
             },
         };
-        hub.validate().map_err(|err| anyhow::anyhow!("[regions]: {err}"))?;
+        hub.validate()
+            .map_err(|err| anyhow::anyhow!("[regions]: {err}"))?;
         Ok(RegionsConfig {
             locator: Locator {
                 geoip,

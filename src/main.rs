@@ -137,9 +137,13 @@ enum BridgesCommand {
         grace_s: u64,
     },
     /// The bridge takes participants again.
-    Undrain { id: String },
+    Undrain {
+        id: String,
+    },
     /// Removes a bridge that hosts nobody from the registry.
-    Forget { id: String },
+    Forget {
+        id: String,
+    },
 }
 
 #[derive(Subcommand)]

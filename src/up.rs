@@ -102,7 +102,11 @@ pub struct Running {
 
 /// The port for bridge `index`: the configured one plus `index`, or any free one.
 fn nth_port(first: u16, index: usize) -> u16 {
-    if first == 0 { 0 } else { first.saturating_add(index as u16) }
+    if first == 0 {
+        0
+    } else {
+        first.saturating_add(index as u16)
+    }
 }
 
 pub async fn start(config: UpConfig) -> anyhow::Result<Running> {
@@ -198,13 +202,16 @@ pub async fn start(config: UpConfig) -> anyhow::Result<Running> {
         let mut status = running.status();
         let registered = tokio::time::timeout(
             REGISTRATION_TIMEOUT,
-            status.wait_for(|s| matches!(s, SessionStatus::Registered { .. } | SessionStatus::Refused { .. })),
+            status.wait_for(|s| {
+                matches!(
+                    s,
+                    SessionStatus::Registered { .. } | SessionStatus::Refused { .. }
+                )
+            }),
         )
         .await;
-        let ok = matches!(
-            registered.as_ref().map(|r| r.as_deref().map(|s| s.clone())),
-            Ok(Ok(SessionStatus::Registered { .. }))
-        );
+        let ok = matches!(&registered, Ok(Ok(s)) if matches!(**s, SessionStatus::Registered { .. }));
+        drop(registered);
         if !ok {
             anyhow::bail!(
                 "bridge {} did not register with the control node",

@@ -1177,9 +1177,9 @@ mod tests {
         outputs
             .iter()
             .filter_map(|o| match o {
-                ShardOutput::Event(BridgeEvent::ParticipantLeft { room, participant, .. }) => {
-                    Some((room.clone(), participant.clone()))
-                }
+                ShardOutput::Event(BridgeEvent::ParticipantLeft {
+                    room, participant, ..
+                }) => Some((room.clone(), participant.clone())),
                 _ => None,
             })
             .collect()

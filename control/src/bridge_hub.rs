@@ -119,7 +119,11 @@ pub struct Reconciliation {
 }
 
 /// Compares what `bridge` hosts with what the state says it should.
-pub fn reconcile(state: &ControlState, bridge: &BridgeId, hosted: &BTreeSet<HostedParticipant>) -> Reconciliation {
+pub fn reconcile(
+    state: &ControlState,
+    bridge: &BridgeId,
+    hosted: &BTreeSet<HostedParticipant>,
+) -> Reconciliation {
     let mut result = Reconciliation::default();
     let mut ended_rooms = BTreeSet::new();
     for entry in hosted {
@@ -153,7 +157,9 @@ pub fn reconcile(state: &ControlState, bridge: &BridgeId, hosted: &BTreeSet<Host
                 room: room_id.clone(),
                 participant: participant.clone(),
             };
-            if p.status == ParticipantStatus::Connected && p.bridge.as_ref() == Some(bridge) && !hosted.contains(&entry)
+            if p.status == ParticipantStatus::Connected
+                && p.bridge.as_ref() == Some(bridge)
+                && !hosted.contains(&entry)
             {
                 result.leave.push(entry);
             }
@@ -209,7 +215,11 @@ pub fn instructions_for(outcome: &Outcome) -> Vec<(BridgeId, ControlToBridge)> {
                 )
             })
             .collect(),
-        Outcome::BridgeStatusChanged { bridge, status, moved } => {
+        Outcome::BridgeStatusChanged {
+            bridge,
+            status,
+            moved,
+        } => {
             let mut out = vec![(bridge.clone(), ControlToBridge::Status { status: *status })];
             out.extend(moves(moved));
             out
@@ -246,7 +256,9 @@ pub struct BridgeHub {
 }
 
 fn lock(hub: &BridgeHub) -> std::sync::MutexGuard<'_, HubState> {
-    hub.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    hub.state
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl BridgeHub {
@@ -274,7 +286,8 @@ impl BridgeHub {
     /// Constant-time check of a session's bearer credential.
     pub fn credential_matches(&self, presented: &str) -> bool {
         use subtle::ConstantTimeEq;
-        presented.len() == self.credential.len() && bool::from(presented.as_bytes().ct_eq(self.credential.as_bytes()))
+        presented.len() == self.credential.len()
+            && bool::from(presented.as_bytes().ct_eq(self.credential.as_bytes()))
     }
 
     /// Bridges with a session on this node.
@@ -426,9 +439,15 @@ impl BridgeHub {
                 return LossVerdict::Undecided;
             };
             let timeout = LOSS_VERDICT_WAIT + Duration::from_secs(1);
-            return post_to_peer(self.cluster.network(), &peer_base_url(&addr), "bridge-loss", &report, timeout)
-                .await
-                .unwrap_or(LossVerdict::Undecided);
+            return post_to_peer(
+                self.cluster.network(),
+                &peer_base_url(&addr),
+                "bridge-loss",
+                &report,
+                timeout,
+            )
+            .await
+            .unwrap_or(LossVerdict::Undecided);
         }
     }
 
@@ -478,7 +497,11 @@ impl BridgeHub {
             load,
         }))) = first
         else {
-            let _ = send(&mut sink, &refused("register_expected", "the first message must be register")).await;
+            let _ = send(
+                &mut sink,
+                &refused("register_expected", "the first message must be register"),
+            )
+            .await;
             return;
         };
         if !self.cluster.is_leader() {
@@ -492,7 +515,14 @@ impl BridgeHub {
             return;
         }
         if participants.len() > REGISTER_PARTICIPANTS_MAX || instance.is_empty() || instance.len() > 128 {
-            let _ = send(&mut sink, &refused("invalid", "register lists too many participants or a bad instance")).await;
+            let _ = send(
+                &mut sink,
+                &refused(
+                    "invalid",
+                    "register lists too many participants or a bad instance",
+                ),
+            )
+            .await;
             return;
         }
         let bridge = registration.id.clone();
@@ -555,7 +585,11 @@ impl BridgeHub {
             return;
         }
         let (work, work_queue) = mpsc::channel(FROM_BRIDGE_QUEUE_MAX);
-        let worker = tokio::spawn(self.clone().commit_bridge_events(bridge.clone(), work_queue, to_bridge.clone()));
+        let worker = tokio::spawn(self.clone().commit_bridge_events(
+            bridge.clone(),
+            work_queue,
+            to_bridge.clone(),
+        ));
         let hosted: BTreeSet<HostedParticipant> = participants.into_iter().collect();
         let _ = work.try_send(BridgeWork::Reconcile(hosted));
         self.note_load(&bridge, serial, load);
@@ -610,9 +644,12 @@ impl BridgeHub {
         if session.instance == instance {
             return None;
         }
-        let alive =
-            hub.detector.heard_since(bridge, now_unix_ms().saturating_sub(self.config.detector.suspect_after_ms));
-        (alive == Liveliness::HeardSince).then(|| format!("bridge id {bridge} is held by another live bridge process"))
+        let alive = hub.detector.heard_since(
+            bridge,
+            now_unix_ms().saturating_sub(self.config.detector.suspect_after_ms),
+        );
+        (alive == Liveliness::HeardSince)
+            .then(|| format!("bridge id {bridge} is held by another live bridge process"))
     }
 
     fn session_ended(&self, bridge: &BridgeId, serial: u64) {
@@ -639,7 +676,8 @@ impl BridgeHub {
                 Some((at, stress)) => {
                     let age = now.saturating_sub(at);
                     age >= LOAD_COMMIT_MAX_INTERVAL_MS
-                        || (age >= LOAD_COMMIT_MIN_INTERVAL_MS && (load.stress - stress).abs() >= LOAD_COMMIT_STRESS_STEP)
+                        || (age >= LOAD_COMMIT_MIN_INTERVAL_MS
+                            && (load.stress - stress).abs() >= LOAD_COMMIT_STRESS_STEP)
                 }
             };
             if !due {
@@ -726,7 +764,9 @@ impl BridgeHub {
                         .rooms
                         .get(&entry.room)
                         .and_then(|r| r.participants.get(&entry.participant))
-                        .is_some_and(|p| p.status == ParticipantStatus::Connected && p.bridge.as_ref() == Some(bridge))
+                        .is_some_and(|p| {
+                            p.status == ParticipantStatus::Connected && p.bridge.as_ref() == Some(bridge)
+                        })
                 });
                 if still_on {
                     return; // already confirmed (a reconcile and the joined event raced)
@@ -816,7 +856,9 @@ async fn next_message(
     loop {
         match stream.next().await? {
             Ok(Message::Text(text)) => {
-                return Some(serde_json::from_str(text.as_str()).map_err(|err| format!("not a bridge message: {err}")));
+                return Some(
+                    serde_json::from_str(text.as_str()).map_err(|err| format!("not a bridge message: {err}")),
+                );
             }
             Ok(Message::Binary(_)) => return Some(Err("binary frame on a bridge session".into())),
             Ok(Message::Close(_)) | Err(_) => return None,

@@ -161,7 +161,9 @@ impl FailureDetector {
                 heard_ms: grace_start.max(bridge.status_since_ms.min(now_ms)),
                 ..Liveness::default()
             });
-            liveness.reports.retain(|_, at| now_ms.saturating_sub(*at) < window);
+            liveness
+                .reports
+                .retain(|_, at| now_ms.saturating_sub(*at) < window);
             let silent_for_ms = match liveness.closed_ms {
                 Some(closed) => now_ms.saturating_sub(closed.min(liveness.heard_ms)),
                 None => now_ms.saturating_sub(liveness.heard_ms),

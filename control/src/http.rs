@@ -12,12 +12,13 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, Path, State};
-use axum::middleware;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, patch, post};
 use bridgemesh_proto::api::{
-    ErrorBody, ErrorCode, HealthStatus, JoinRequest, REQUEST_BODY_MAX_BYTES, ReconnectRequest, RoomSettingsUpdate,
+    ErrorBody, ErrorCode, HealthStatus, JoinRequest, REQUEST_BODY_MAX_BYTES, ReconnectRequest,
+    RoomSettingsUpdate,
 };
 use bridgemesh_proto::bridge_session::{BRIDGE_MESSAGE_MAX_BYTES, BRIDGE_SESSION_PATH, BridgeRegistration};
 use bridgemesh_proto::{BridgeId, ParticipantId, RoomId};
@@ -495,7 +496,9 @@ async fn admin_bridges(State(api): State<Api>, headers: HeaderMap) -> Response {
                         rooms: state
                             .rooms
                             .keys()
-                            .filter(|room| crate::placement::room_participants_on(state, room, &record.id) > 0)
+                            .filter(|room| {
+                                crate::placement::room_participants_on(state, room, &record.id) > 0
+                            })
                             .count(),
                     })
                     .collect::<Vec<_>>()
@@ -553,7 +556,11 @@ async fn admin_drain_bridge(
     respond(result.await)
 }
 
-async fn admin_undrain_bridge(State(api): State<Api>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+async fn admin_undrain_bridge(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
     let result = async {
         require_admin(&api, &headers)?;
         api.node.undrain_bridge(bridge_id(id)?).await?;
@@ -632,6 +639,31 @@ fn render_metrics(state: &ControlState) -> String {
         let _ = writeln!(
             text,
             "bridgemesh_control_bridge_participants{{bridge=\"{bridge}\"}} {load}"
+        );
+    }
+    let _ = writeln!(
+        text,
+        "# HELP bridgemesh_control_bridge_status 1 for each bridge's current status (up, unreachable, draining, down).\n# TYPE bridgemesh_control_bridge_status gauge"
+    );
+    for bridge in state.bridges.values() {
+        let status = serde_json::to_value(bridge.status).ok();
+        let status = status.as_ref().and_then(|v| v.as_str()).unwrap_or("unknown");
+        let _ = writeln!(
+            text,
+            "bridgemesh_control_bridge_status{{bridge=\"{}\",region=\"{}\",status=\"{status}\"}} 1",
+            bridge.id, bridge.region
+        );
+    }
+    let _ = writeln!(
+        text,
+        "# HELP bridgemesh_control_bridge_stress Reported stress plus the burst correction, as placement sees it.\n# TYPE bridgemesh_control_bridge_stress gauge"
+    );
+    for bridge in state.bridges.values() {
+        let stress = crate::placement::effective_stress(bridge, &state.placement);
+        let _ = writeln!(
+            text,
+            "bridgemesh_control_bridge_stress{{bridge=\"{}\"}} {stress}",
+            bridge.id
         );
     }
     text

@@ -48,7 +48,12 @@ impl Locator {
             .country
             .as_ref()
             .and_then(|c| self.country_regions.get(c))
-            .or_else(|| location.continent.as_ref().and_then(|c| self.continent_regions.get(c)))
+            .or_else(|| {
+                location
+                    .continent
+                    .as_ref()
+                    .and_then(|c| self.continent_regions.get(c))
+            })
             .cloned();
         match mapped {
             // The operator's table wins over coordinates: it is how a country is pinned to a region.

@@ -14,11 +14,11 @@ use crate::state::{
     ApplyError, Command, ControlState, JoinRequestRecord, Outcome, ParticipantRecord, ParticipantStatus,
     PasswordChange, Role, lobby_of,
 };
-use bridgemesh_proto::bridge_session::{BridgeRegistration, turn_rest_secret};
 use bridgemesh_proto::api::{
     DISPLAY_NAME_MAX_CHARS, ErrorCode, IceServer, JoinResponse, LobbyState, LobbyWait, PASSWORD_MAX_CHARS,
     ParticipantView, RoomSettingsUpdate, RoomView,
 };
+use bridgemesh_proto::bridge_session::{BridgeRegistration, turn_rest_secret};
 use bridgemesh_proto::ticket::{TICKET_TTL_S, TicketClaims};
 use bridgemesh_proto::{BridgeId, ParticipantId, RoomId};
 use bridgemesh_turn::{TurnDirectory, TurnEndpoint};
@@ -380,12 +380,14 @@ impl ControlNode {
         // A placement can go stale between reading the state and committing (another join took
         // the last seat); the state machine refuses it and we place again.
         for _ in 0..3 {
-            let bridge = self.read(|state| choose_bridge(state, &room, &client, None)).ok_or_else(|| {
-                ApiError::new(
-                    ErrorCode::NoCapacity,
-                    "no bridge has room for another participant",
-                )
-            })?;
+            let bridge = self
+                .read(|state| choose_bridge(state, &room, &client, None))
+                .ok_or_else(|| {
+                    ApiError::new(
+                        ErrorCode::NoCapacity,
+                        "no bridge has room for another participant",
+                    )
+                })?;
             let command = Command::Join(JoinRequestRecord {
                 room: room.clone(),
                 participant: participant.clone(),
@@ -495,7 +497,9 @@ impl ControlNode {
                 ErrorCode::Kicked,
                 "you were removed from this meeting",
             )),
-            (ParticipantStatus::Denied, _) => Err(ApiError::new(ErrorCode::LobbyDenied, "a moderator declined")),
+            (ParticipantStatus::Denied, _) => {
+                Err(ApiError::new(ErrorCode::LobbyDenied, "a moderator declined"))
+            }
             _ => Err(ApiError::new(
                 ErrorCode::Conflict,
                 "the participant is no longer in the room",
@@ -682,12 +686,14 @@ impl ControlNode {
         self.require_moderator(room, session)?;
         let client = self.participant(room, target)?.client;
         for _ in 0..3 {
-            let bridge = self.read(|state| choose_bridge(state, room, &client, None)).ok_or_else(|| {
-                ApiError::new(
-                    ErrorCode::NoCapacity,
-                    "no bridge has room for another participant",
-                )
-            })?;
+            let bridge = self
+                .read(|state| choose_bridge(state, room, &client, None))
+                .ok_or_else(|| {
+                    ApiError::new(
+                        ErrorCode::NoCapacity,
+                        "no bridge has room for another participant",
+                    )
+                })?;
             let command = Command::Admit {
                 room: room.clone(),
                 by: session.participant_id.clone(),
@@ -841,7 +847,8 @@ impl ControlNode {
             if verdict == LossVerdict::Moved {
                 // The leader saw the move; wait for it to be applied here too.
                 let deadline = Instant::now() + RECONNECT_MOVE_WAIT;
-                while Instant::now() < deadline && self.participant(room, participant)?.bridge.as_ref() == Some(&lost)
+                while Instant::now() < deadline
+                    && self.participant(room, participant)?.bridge.as_ref() == Some(&lost)
                 {
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 }

@@ -163,11 +163,7 @@ pub fn choose_bridge(
     candidates
         .iter()
         .copied()
-        .min_by(|a, b| {
-            rank(a)
-                .cmp(&rank(b))
-                .then_with(|| by_stress(a, b, policy))
-        })
+        .min_by(|a, b| rank(a).cmp(&rank(b)).then_with(|| by_stress(a, b, policy)))
         .map(|b| b.id.clone())
 }
 

@@ -56,7 +56,11 @@ impl ControlService {
         ));
         let (stop, stopped) = watch::channel(false);
         let mut tasks = vec![
-            serve_http(listener, router(node.clone(), config.api.clone()), stopped.clone()),
+            serve_http(
+                listener,
+                router(node.clone(), config.api.clone()),
+                stopped.clone(),
+            ),
             node.hub().run(stopped.clone()),
         ];
         {

@@ -434,9 +434,9 @@ impl Outcome {
     pub fn concerns_bridges(&self) -> bool {
         match self {
             Outcome::Kicked { bridge, .. } => bridge.is_some(),
-            Outcome::RoomEnded { .. } | Outcome::MuteRequested { .. } | Outcome::BridgeStatusChanged { .. } => {
-                true
-            }
+            Outcome::RoomEnded { .. }
+            | Outcome::MuteRequested { .. }
+            | Outcome::BridgeStatusChanged { .. } => true,
             Outcome::Ticked { moved, .. } => !moved.is_empty(),
             _ => false,
         }
@@ -744,7 +744,10 @@ impl ControlState {
                 Ok(Outcome::SettingsUpdated)
             }
             Command::MuteAll { room, by } => {
-                let record = self.rooms.get(&room).ok_or_else(|| ApplyError::UnknownRoom(room.clone()))?;
+                let record = self
+                    .rooms
+                    .get(&room)
+                    .ok_or_else(|| ApplyError::UnknownRoom(room.clone()))?;
                 let mut bridges: Vec<BridgeId> = record
                     .participants
                     .values()

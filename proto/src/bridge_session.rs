@@ -262,8 +262,26 @@ mod tests {
 
     #[test]
     fn geo_points_outside_the_globe_are_invalid() {
-        assert!(GeoPoint { latitude: 50.1, longitude: 8.7 }.is_valid());
-        assert!(!GeoPoint { latitude: 91.0, longitude: 0.0 }.is_valid());
-        assert!(!GeoPoint { latitude: 0.0, longitude: f64::NAN }.is_valid());
+        assert!(
+            GeoPoint {
+                latitude: 50.1,
+                longitude: 8.7
+            }
+            .is_valid()
+        );
+        assert!(
+            !GeoPoint {
+                latitude: 91.0,
+                longitude: 0.0
+            }
+            .is_valid()
+        );
+        assert!(
+            !GeoPoint {
+                latitude: 0.0,
+                longitude: f64::NAN
+            }
+            .is_valid()
+        );
     }
 }

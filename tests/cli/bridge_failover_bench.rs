@@ -6,6 +6,7 @@
 //!   the loss, reported it, control declared the bridge down and placed it elsewhere);
 //! - reconnection: that answer → the first media packet from the new bridge;
 //! - total: the kill → media again.
+//!
 //! The killed bridge is started again before the next round.
 
 #[path = "deployment/mod.rs"]
@@ -18,7 +19,10 @@ use deployment::{BridgeSpec, Deployment};
 use std::time::{Duration, Instant};
 
 fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn quantile(sorted: &[f64], q: f64) -> f64 {
@@ -42,7 +46,10 @@ fn report(name: &str, mut samples: Vec<f64>) {
 fn main() {
     let kills = env_usize("KILLS", 10);
     let participants = env_usize("PARTICIPANTS", 4);
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     runtime.block_on(async move {
         let mut deployment = Deployment::start("").await;
         for id in ["b1", "b2", "b3"] {
@@ -54,13 +61,30 @@ fn main() {
             let mut group = Vec::new();
             let mut join_started = Vec::new();
             for i in 0..participants {
-                let options = ParticipantOptions::new(format!("p{i}"));
+                // Each participant from its own loopback address: control rate-limits joins (and
+                // reconnects) per source address, as it would on the internet.
+                let options = ParticipantOptions {
+                    bind_ip: Some(std::net::IpAddr::from([
+                        127,
+                        0,
+                        10 + (round % 200) as u8,
+                        1 + i as u8,
+                    ])),
+                    ..ParticipantOptions::new(format!("p{i}"))
+                };
                 join_started.push(Instant::now());
-                group.push(SyntheticParticipant::join(&deployment.control_url(), &room, options).await.unwrap());
+                group.push(
+                    SyntheticParticipant::join(&deployment.control_url(), &room, options)
+                        .await
+                        .unwrap(),
+                );
             }
             let victim = group[0].bridge_id();
             for p in &group {
-                let from = group.iter().find(|o| o.participant_id() != p.participant_id()).unwrap();
+                let from = group
+                    .iter()
+                    .find(|o| o.participant_id() != p.participant_id())
+                    .unwrap();
                 let from = from.participant_id().clone();
                 p.wait_until("media before the kill", Duration::from_secs(20), |s, _| {
                     s.intact_from(&from, MediaSource::Camera) > 10
@@ -87,7 +111,10 @@ fn main() {
                 reconnection.push(media - answer);
                 total.push(media);
             }
-            println!("round {round}: killed {victim}, {} participants back", group.len());
+            println!(
+                "round {round}: killed {victim}, {} participants back",
+                group.len()
+            );
             for p in group {
                 p.leave().await.unwrap();
             }

@@ -28,9 +28,11 @@ async fn join(deployment: &Deployment, room: &RoomId, name: &str) -> SyntheticPa
 /// Waits until `receiver` has more than `more_than` intact camera packets from `from`.
 async fn camera_from(receiver: &SyntheticParticipant, from: &ParticipantId, more_than: u64) {
     receiver
-        .wait_until(&format!("camera from {from} past {more_than}"), MEDIA_TIMEOUT, |stats, _| {
-            stats.intact_from(from, MediaSource::Camera) > more_than
-        })
+        .wait_until(
+            &format!("camera from {from} past {more_than}"),
+            MEDIA_TIMEOUT,
+            |stats, _| stats.intact_from(from, MediaSource::Camera) > more_than,
+        )
         .await
         .unwrap();
 }
@@ -39,7 +41,9 @@ async fn everyone_sees_everyone(group: &[SyntheticParticipant]) {
     for receiver in group {
         for sender in group {
             if receiver.participant_id() != sender.participant_id() {
-                let seen = receiver.stats().intact_from(sender.participant_id(), MediaSource::Camera);
+                let seen = receiver
+                    .stats()
+                    .intact_from(sender.participant_id(), MediaSource::Camera);
                 camera_from(receiver, sender.participant_id(), seen + 10).await;
             }
         }
@@ -69,7 +73,10 @@ async fn participants_of_a_killed_bridge_get_media_again_and_others_see_no_gap()
         bystanders.push(join(&deployment, &beta, name).await);
     }
     let bystander_bridge = bystanders[0].bridge_id();
-    assert_ne!(bystander_bridge, b1, "joins placed on b1 since its last report count against it");
+    assert_ne!(
+        bystander_bridge, b1,
+        "joins placed on b1 since its last report count against it"
+    );
     everyone_sees_everyone(&victims).await;
     everyone_sees_everyone(&bystanders).await;
     let gaps_before: Vec<u64> = bystanders.iter().map(max_gap_ms).collect();
@@ -81,7 +88,10 @@ async fn participants_of_a_killed_bridge_get_media_again_and_others_see_no_gap()
     for victim in &victims {
         let stats = victim.stats();
         assert_ne!(victim.bridge_id(), b1, "moved off the dead bridge");
-        let record = stats.reconnects.last().expect("the participant reconnected by itself");
+        let record = stats
+            .reconnects
+            .last()
+            .expect("the participant reconnected by itself");
         assert_eq!(record.lost_bridge, b1);
         assert!(record.first_media_ms.is_some(), "{record:?}");
         assert_eq!(victim.roster().len(), 2, "the roster survives the move");
@@ -105,7 +115,11 @@ async fn participants_of_a_killed_bridge_get_media_again_and_others_see_no_gap()
     deployment.restart_bridge("b1").await;
     let gamma = RoomId::new("gamma").unwrap();
     let newcomer = join(&deployment, &gamma, "g1").await;
-    assert_eq!(newcomer.bridge_id(), b1, "a returning bridge takes participants again");
+    assert_eq!(
+        newcomer.bridge_id(),
+        b1,
+        "a returning bridge takes participants again"
+    );
     newcomer.leave().await.unwrap();
     for participant in victims.into_iter().chain(bystanders) {
         participant.leave().await.unwrap();

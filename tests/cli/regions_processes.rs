@@ -9,9 +9,9 @@
 #[path = "deployment/mod.rs"]
 mod deployment;
 
+use bridgemesh_proto::RoomId;
 use bridgemesh_proto::api::JoinResponse;
 use bridgemesh_proto::signaling::MediaSource;
-use bridgemesh_proto::RoomId;
 use bridgemesh_sim::participant::{ParticipantOptions, SyntheticParticipant};
 use deployment::{BIN, BridgeSpec, Deployment};
 use std::net::IpAddr;
@@ -19,12 +19,7 @@ use std::process::Command;
 use std::time::Duration;
 
 /// A join over HTTP from `source`, optionally with forwarding headers; returns the bridge.
-async fn placed_from(
-    deployment: &Deployment,
-    source: &str,
-    room: &str,
-    headers: &[(&str, &str)],
-) -> String {
+async fn placed_from(deployment: &Deployment, source: &str, room: &str, headers: &[(&str, &str)]) -> String {
     let source: IpAddr = source.parse().unwrap();
     let http = reqwest::Client::builder()
         .no_proxy()
@@ -58,7 +53,11 @@ async fn participants_land_in_their_region_and_a_drained_bridge_empties() {
         .arg(&db)
         .output()
         .unwrap();
-    assert!(generated.status.success(), "{}", String::from_utf8_lossy(&generated.stderr));
+    assert!(
+        generated.status.success(),
+        "{}",
+        String::from_utf8_lossy(&generated.stderr)
+    );
     let regions = format!(
         "geoip_db = \"{}\"\ndefault_region = \"us\"\ntrusted_proxies = [\"127.0.0.200\"]\n",
         db.display()
@@ -77,16 +76,29 @@ async fn participants_land_in_their_region_and_a_drained_bridge_empties() {
     // Frankfurt: eu-a (idle, first by id); its capacity is 1, so the next one is skipped past it.
     assert_eq!(placed_from(&deployment, "127.1.0.1", "fra-1", &[]).await, "eu-a");
     let second = placed_from(&deployment, "127.1.0.2", "fra-2", &[]).await;
-    assert!(second == "eu-b" || second == "eu-c", "a full bridge is skipped: {second}");
+    assert!(
+        second == "eu-b" || second == "eu-c",
+        "a full bridge is skipped: {second}"
+    );
     assert_eq!(placed_from(&deployment, "127.2.0.1", "ash", &[]).await, "us-1");
     assert_eq!(placed_from(&deployment, "127.3.0.1", "sin", &[]).await, "ap-1");
-    assert_eq!(region_of(&placed_from(&deployment, "127.4.0.1", "par", &[]).await), "eu");
+    assert_eq!(
+        region_of(&placed_from(&deployment, "127.4.0.1", "par", &[]).await),
+        "eu"
+    );
     assert_eq!(placed_from(&deployment, "127.5.0.1", "sfo", &[]).await, "us-1");
     // Unknown to the database: the default region.
-    assert_eq!(placed_from(&deployment, "127.9.0.1", "unknown", &[]).await, "us-1");
+    assert_eq!(
+        placed_from(&deployment, "127.9.0.1", "unknown", &[]).await,
+        "us-1"
+    );
     // An untrusted peer cannot claim to be in Singapore.
     for header in ["x-forwarded-for", "forwarded"] {
-        let value = if header == "forwarded" { "for=127.3.0.7" } else { "127.3.0.7" };
+        let value = if header == "forwarded" {
+            "for=127.3.0.7"
+        } else {
+            "127.3.0.7"
+        };
         assert_eq!(
             placed_from(&deployment, "127.9.0.2", "spoof", &[(header, value)]).await,
             "us-1",
@@ -95,7 +107,13 @@ async fn participants_land_in_their_region_and_a_drained_bridge_empties() {
     }
     // The trusted proxy's word is taken.
     assert_eq!(
-        placed_from(&deployment, "127.0.0.200", "proxied", &[("x-forwarded-for", "127.3.0.8")]).await,
+        placed_from(
+            &deployment,
+            "127.0.0.200",
+            "proxied",
+            &[("x-forwarded-for", "127.3.0.8")]
+        )
+        .await,
         "ap-1"
     );
 
@@ -147,7 +165,10 @@ async fn participants_land_in_their_region_and_a_drained_bridge_empties() {
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while deployment.bridge_field(drained.as_str(), "participants").await != 0 {
-        assert!(tokio::time::Instant::now() < deadline, "the drained bridge did not empty");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the drained bridge did not empty"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let table = deployment.admin_cli(&["bridges"]);

@@ -90,6 +90,7 @@ pub mod web {
     audios: document.querySelectorAll('#remote-audio audio').length,
     metrics: bm.metrics,
     reconnects: bm.reconnects,
+    bridgeId: bm.bridgeId,
     inbound: [],
   };
   if (!pc) return out;
@@ -129,7 +130,7 @@ pub mod web {
         summary_fn!(),
         r#";
 window.__bmSummaryLine = () => window.__bmSummary().then((s) => s.error ? JSON.stringify(s) : [
-  `state=${s.state} pc=${s.pc} me=${s.me} reconnects=${s.reconnects}`,
+  `state=${s.state} pc=${s.pc} me=${s.me} bridge=${s.bridgeId} reconnects=${s.reconnects}`,
   `peers=[${s.peers.map((p) => `${p.name}@${p.id}:${(p.sources || []).join('+')}`).join(' ')}]`,
   `tiles=[${s.tiles.join(',')}] audios=${s.audios}`,
   `in=[${s.inbound.map((r) => `${r.kind[0]}/${r.mid}/${r.from}/p${r.packets}/f${r.frames}`).join(' ')}]`,

@@ -124,11 +124,20 @@ fn a_bridge_going_down_tells_nobody_but_its_moves_reach_the_old_bridge() {
     let instructions = instructions_for(&outcome);
     assert_eq!(
         instructions[0],
-        (bid("b1"), ControlToBridge::Status { status: BridgeStatus::Draining })
+        (
+            bid("b1"),
+            ControlToBridge::Status {
+                status: BridgeStatus::Draining
+            }
+        )
     );
     let moves: Vec<_> = instructions[1..].to_vec();
     assert_eq!(moves.len(), 2);
-    assert!(moves.iter().all(|(b, m)| b == &bid("b1") && matches!(m, ControlToBridge::Move { .. })));
+    assert!(
+        moves
+            .iter()
+            .all(|(b, m)| b == &bid("b1") && matches!(m, ControlToBridge::Move { .. }))
+    );
     let room = &state.rooms[&RoomId::new("r").unwrap()];
     assert!(room.participants.values().all(|p| p.bridge == Some(bid("b2"))));
 }

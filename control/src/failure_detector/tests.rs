@@ -53,7 +53,10 @@ fn a_closed_session_is_unreachable_at_once_and_down_after_two_reports() {
     detector.report_loss(&id("b1"), &pid("p1"), 305);
     assert!(detector.poll(306, &state).is_empty(), "one report is not enough");
     detector.report_loss(&id("b1"), &pid("p1"), 307);
-    assert!(detector.poll(308, &state).is_empty(), "the same reporter twice counts once");
+    assert!(
+        detector.poll(308, &state).is_empty(),
+        "the same reporter twice counts once"
+    );
     detector.report_loss(&id("b1"), &pid("p2"), 309);
     assert_eq!(detector.poll(310, &state), vec![(id("b1"), BridgeStatus::Down)]);
 }
@@ -65,7 +68,11 @@ fn a_blip_without_reports_moves_nobody_and_recovers() {
     let mut state = state_with(5);
     detector.session_opened(&id("b1"), 0);
     detector.heard(&id("b1"), 500);
-    assert!(detector.poll(500 + config.suspect_after_ms - 1, &state).is_empty());
+    assert!(
+        detector
+            .poll(500 + config.suspect_after_ms - 1, &state)
+            .is_empty()
+    );
     let verdicts = detector.poll(500 + config.suspect_after_ms, &state);
     assert_eq!(verdicts, vec![(id("b1"), BridgeStatus::Unreachable)]);
     set(&mut state, &verdicts);
@@ -142,7 +149,11 @@ fn a_new_leader_gives_every_bridge_time_to_reconnect_and_does_not_revive_what_it
         detector.poll(10_001, &state).is_empty(),
         "not heard, but not silent long enough to matter either"
     );
-    assert!(detector.poll(10_000 + config.down_after_ms - 1, &state).is_empty());
+    assert!(
+        detector
+            .poll(10_000 + config.down_after_ms - 1, &state)
+            .is_empty()
+    );
     assert_eq!(
         detector.poll(10_000 + config.down_after_ms, &state),
         vec![(id("b1"), BridgeStatus::Down)]

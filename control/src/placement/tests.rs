@@ -3,10 +3,22 @@ use crate::state::{Command, JoinRequestRecord, Role};
 use bridgemesh_proto::ParticipantId;
 use bridgemesh_proto::bridge_session::{BridgeRegistration, LoadReport};
 
-const FRANKFURT: GeoPoint = GeoPoint { latitude: 50.11, longitude: 8.68 };
-const PARIS: GeoPoint = GeoPoint { latitude: 48.86, longitude: 2.35 };
-const ASHBURN: GeoPoint = GeoPoint { latitude: 39.04, longitude: -77.49 };
-const SINGAPORE: GeoPoint = GeoPoint { latitude: 1.35, longitude: 103.82 };
+const FRANKFURT: GeoPoint = GeoPoint {
+    latitude: 50.11,
+    longitude: 8.68,
+};
+const PARIS: GeoPoint = GeoPoint {
+    latitude: 48.86,
+    longitude: 2.35,
+};
+const ASHBURN: GeoPoint = GeoPoint {
+    latitude: 39.04,
+    longitude: -77.49,
+};
+const SINGAPORE: GeoPoint = GeoPoint {
+    latitude: 1.35,
+    longitude: 103.82,
+};
 
 fn bid(name: &str) -> BridgeId {
     BridgeId::new(name).unwrap()
@@ -85,10 +97,22 @@ fn place(state: &mut ControlState, room: &str, participant: &str, client: Client
 #[test]
 fn each_participant_goes_to_the_nearest_region() {
     let mut state = three_regions();
-    let near_singapore = GeoPoint { latitude: 3.1, longitude: 101.7 }; // Kuala Lumpur
-    let near_ashburn = GeoPoint { latitude: 40.7, longitude: -74.0 }; // New York
-    let near_paris = GeoPoint { latitude: 51.5, longitude: -0.1 }; // London
-    assert_eq!(place(&mut state, "r1", "p1", at(near_singapore)), Some(bid("ap-1")));
+    let near_singapore = GeoPoint {
+        latitude: 3.1,
+        longitude: 101.7,
+    }; // Kuala Lumpur
+    let near_ashburn = GeoPoint {
+        latitude: 40.7,
+        longitude: -74.0,
+    }; // New York
+    let near_paris = GeoPoint {
+        latitude: 51.5,
+        longitude: -0.1,
+    }; // London
+    assert_eq!(
+        place(&mut state, "r1", "p1", at(near_singapore)),
+        Some(bid("ap-1"))
+    );
     assert_eq!(place(&mut state, "r2", "p2", at(near_ashburn)), Some(bid("us-1")));
     let eu = place(&mut state, "r3", "p3", at(near_paris)).unwrap();
     assert_eq!(state.bridges[&eu].region.as_str(), "eu");
@@ -100,7 +124,10 @@ fn within_a_region_the_room_stays_together_until_the_per_room_cap() {
     let first = place(&mut state, "r", "p1", at(PARIS)).unwrap();
     assert_eq!(place(&mut state, "r", "p2", at(FRANKFURT)), Some(first.clone()));
     let third = place(&mut state, "r", "p3", at(PARIS)).unwrap();
-    assert_ne!(third, first, "the per-room cap (2) moves the third to the other eu bridge");
+    assert_ne!(
+        third, first,
+        "the per-room cap (2) moves the third to the other eu bridge"
+    );
     assert_eq!(state.bridges[&third].region.as_str(), "eu");
 }
 
@@ -150,14 +177,21 @@ fn joins_since_the_last_report_count_toward_stress() {
     assert_eq!(place(&mut state, "b", "p2", at(FRANKFURT)), Some(bid("eu-2")));
     assert_eq!(place(&mut state, "c", "p3", at(FRANKFURT)), Some(bid("eu-1")));
     report(&mut state, "eu-1", 0.5);
-    assert_eq!(state.bridges[&bid("eu-1")].load.placed_since_report, 0, "a report resets the count");
+    assert_eq!(
+        state.bridges[&bid("eu-1")].load.placed_since_report,
+        0,
+        "a report resets the count"
+    );
 }
 
 #[test]
 fn unknown_locations_go_to_the_default_region_then_nearest_to_it() {
     let mut state = three_regions();
     state.placement.default_region = Some(RegionId::new("us").unwrap());
-    assert_eq!(place(&mut state, "a", "p1", ClientPlace::default()), Some(bid("us-1")));
+    assert_eq!(
+        place(&mut state, "a", "p1", ClientPlace::default()),
+        Some(bid("us-1"))
+    );
     let hinted = ClientPlace {
         point: None,
         region: Some(RegionId::new("ap").unwrap()),
@@ -190,8 +224,26 @@ fn only_up_bridges_take_participants_and_exclude_is_honoured() {
 #[test]
 fn region_locations_average_their_bridges_across_the_antimeridian() {
     let mut state = ControlState::default();
-    register(&mut state, "a", "pacific", GeoPoint { latitude: -10.0, longitude: 179.0 }, 1);
-    register(&mut state, "b", "pacific", GeoPoint { latitude: -20.0, longitude: -179.0 }, 1);
+    register(
+        &mut state,
+        "a",
+        "pacific",
+        GeoPoint {
+            latitude: -10.0,
+            longitude: 179.0,
+        },
+        1,
+    );
+    register(
+        &mut state,
+        "b",
+        "pacific",
+        GeoPoint {
+            latitude: -20.0,
+            longitude: -179.0,
+        },
+        1,
+    );
     let pacific = region_locations(&state)[&RegionId::new("pacific").unwrap()];
     assert!((pacific.latitude + 15.0).abs() < 1e-9);
     assert!((pacific.longitude.abs() - 180.0).abs() < 1e-6, "{pacific:?}");

@@ -183,7 +183,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         };
         // A purge past the end of the log (after installing a snapshot) leaves the purge point
         // as the last log id.
-        let last_log_id = last_entry.max(last_purged_log_id.clone());
+        let last_log_id = last_entry.max(last_purged_log_id);
         Ok(LogState {
             last_purged_log_id,
             last_log_id,
@@ -198,7 +198,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // A vote must be on disk before it is acted on, or a restarted node could vote twice in
         // one term.
         let db = self.db.clone();
-        let vote = vote.clone();
+        let vote = *vote;
         tokio::task::spawn_blocking(move || put_meta(&db, VOTE_KEY, &vote, Durability::Immediate))
             .await
             .map_err(io_err)?
@@ -335,7 +335,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
         let (meta, data) = {
             let applied = self.read_applied();
             let meta = SnapshotMetaOf::<TypeConfig> {
-                last_log_id: applied.last_applied.clone(),
+                last_log_id: applied.last_applied,
                 last_membership: applied.membership.clone(),
             };
             let data = encode(&SnapshotBody {
@@ -366,7 +366,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         &mut self,
     ) -> Result<(Option<LogIdOf<TypeConfig>>, StoredMembershipOf<TypeConfig>), io::Error> {
         let applied = self.read_applied();
-        Ok((applied.last_applied.clone(), applied.membership.clone()))
+        Ok((applied.last_applied, applied.membership.clone()))
     }
 
     async fn apply<S>(&mut self, mut entries: S) -> Result<(), io::Error>
@@ -376,7 +376,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         while let Some((entry, responder)) = entries.try_next().await? {
             let result: CommandResult = {
                 let mut applied = self.applied.write().expect("state lock");
-                applied.last_applied = Some(entry.log_id.clone());
+                applied.last_applied = Some(entry.log_id);
                 match entry.payload {
                     EntryPayload::Blank => Ok(Outcome::Nothing),
                     EntryPayload::Normal(proposal) => applied.state.apply_proposal(proposal),
@@ -421,7 +421,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             .map_err(io_err)??;
         let mut applied = self.applied.write().expect("state lock");
         applied.state = body.state;
-        applied.last_applied = meta.last_log_id.clone();
+        applied.last_applied = meta.last_log_id;
         applied.membership = meta.last_membership.clone();
         Ok(())
     }

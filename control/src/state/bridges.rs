@@ -2,8 +2,7 @@
 //! drains, and moving participants off a bridge that is down or drained.
 
 use super::{
-    ApplyError, BridgeRecord, BridgeStatus, ControlState, DrainRecord, Moved, Outcome,
-    ParticipantStatus,
+    ApplyError, BridgeRecord, BridgeStatus, ControlState, DrainRecord, Moved, Outcome, ParticipantStatus,
 };
 use crate::placement::choose_bridge;
 use bridgemesh_proto::BridgeId;
@@ -51,10 +50,7 @@ impl ControlState {
         let previous = self.bridges.remove(&registration.id);
         // An operator's drain outlasts restarts; a drain the bridge asked for itself (it was
         // stopping) ends when it comes back.
-        let drain = previous
-            .as_ref()
-            .and_then(|b| b.drain)
-            .filter(|d| d.by_operator);
+        let drain = previous.as_ref().and_then(|b| b.drain).filter(|d| d.by_operator);
         let status = if drain.is_some() {
             BridgeStatus::Draining
         } else {
@@ -107,7 +103,9 @@ impl ControlState {
             return Err(if current == BridgeStatus::Down {
                 ApplyError::BridgeIsDown(bridge.clone())
             } else {
-                ApplyError::Invalid(format!("bridge {bridge} cannot go from {current:?} to {status:?}"))
+                ApplyError::Invalid(format!(
+                    "bridge {bridge} cannot go from {current:?} to {status:?}"
+                ))
             });
         }
         if current != status {

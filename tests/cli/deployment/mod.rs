@@ -15,7 +15,11 @@ pub const ADMIN_TOKEN: &str = "an admin token of at least thirty-two bytes";
 const CLUSTER_SECRET: &str = "0123456789abcdef0123456789abcdef0123456789abcdef";
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// One bridge to start.
@@ -68,7 +72,10 @@ impl Process {
     /// SIGTERM, then waits up to `within` for the process to exit by itself.
     pub async fn terminate(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
         let child = self.child.as_mut()?;
-        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
         let deadline = Instant::now() + within;
         while Instant::now() < deadline {
             if let Ok(Some(status)) = child.try_wait() {
@@ -83,7 +90,9 @@ impl Process {
     pub fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let start = text.len().saturating_sub(4000);
-        let start = (start..text.len()).find(|i| text.is_char_boundary(*i)).unwrap_or(text.len());
+        let start = (start..text.len())
+            .find(|i| text.is_char_boundary(*i))
+            .unwrap_or(text.len());
         text[start..].to_owned()
     }
 }
@@ -152,7 +161,11 @@ admin_token_file = "{admin}"
         let control = spawn(
             "control",
             dir.path(),
-            &["control".into(), "--config".into(), config_path.display().to_string()],
+            &[
+                "control".into(),
+                "--config".into(),
+                config_path.display().to_string(),
+            ],
         );
         // What an operator does: print the bridge key from the cluster secret.
         let output = Command::new(BIN)
@@ -160,7 +173,11 @@ admin_token_file = "{admin}"
             .arg(&secret)
             .output()
             .unwrap();
-        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
         let bridge_key_file = dir.path().join("bridge-key");
         std::fs::write(&bridge_key_file, &output.stdout).unwrap();
         let deployment = Self {
@@ -174,11 +191,20 @@ admin_token_file = "{admin}"
         let health = format!("{}/health", deployment.control_url());
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            let ok = deployment.http.get(&health).send().await.is_ok_and(|r| r.status().is_success());
+            let ok = deployment
+                .http
+                .get(&health)
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
             if ok {
                 break;
             }
-            assert!(Instant::now() < deadline, "control did not come up:\n{}", deployment.control.log_tail());
+            assert!(
+                Instant::now() < deadline,
+                "control did not come up:\n{}",
+                deployment.control.log_tail()
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         deployment
@@ -244,7 +270,11 @@ admin_token_file = "{admin}"
 
     /// `GET /api/v1/admin/bridges`.
     pub async fn bridges_view(&self) -> Vec<Value> {
-        self.admin_get("/api/v1/admin/bridges").await.as_array().cloned().unwrap_or_default()
+        self.admin_get("/api/v1/admin/bridges")
+            .await
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
     }
 
     pub async fn admin_get(&self, path: &str) -> Value {
@@ -302,6 +332,9 @@ admin_token_file = "{admin}"
         for (spec, process) in &self.bridges {
             logs.push_str(&format!("{}:\n{}\n", spec.id, process.log_tail()));
         }
-        panic!("timed out waiting for {what}\nbridges: {:#?}\n{logs}", self.bridges_view().await);
+        panic!(
+            "timed out waiting for {what}\nbridges: {:#?}\n{logs}",
+            self.bridges_view().await
+        );
     }
 }
