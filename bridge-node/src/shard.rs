@@ -1210,6 +1210,24 @@ mod tests {
         drain(shard)
     }
 
+    /// Bob (participant 2 of room `r`) is gone: his session closed, the rest of `r` told, room
+    /// `s` (participant 4) untouched, control told.
+    fn assert_bob_removed(shard: &Shard, outputs: &[ShardOutput]) {
+        assert!(closed(outputs, 2));
+        for other in [1, 3] {
+            assert!(
+                messages_to(outputs, other).contains(&&ServerMessage::ParticipantLeft {
+                    participant_id: id("bob")
+                }),
+                "participant {other} was not told bob left"
+            );
+            assert!(!closed(outputs, other));
+        }
+        assert!(messages_to(outputs, 4).is_empty() && !closed(outputs, 4));
+        assert_eq!(left_events(outputs), [(room("r"), id("bob"))]);
+        assert_eq!(shard.stats().participants, 3);
+    }
+
     #[test]
     fn kick_says_bye_kicked_closes_the_session_and_tells_the_room() {
         let (mut shard, now) = populated();
@@ -1227,19 +1245,7 @@ mod tests {
                 reason: ByeReason::Kicked
             }]
         );
-        assert!(closed(&outputs, 2));
-        for other in [1, 3] {
-            assert!(
-                messages_to(&outputs, other).contains(&&ServerMessage::ParticipantLeft {
-                    participant_id: id("bob")
-                }),
-                "participant {other} was not told bob left"
-            );
-            assert!(!closed(&outputs, other));
-        }
-        assert!(messages_to(&outputs, 4).is_empty() && !closed(&outputs, 4));
-        assert_eq!(left_events(&outputs), [(room("r"), id("bob"))]);
-        assert_eq!(shard.stats().participants, 3);
+        assert_bob_removed(&shard, &outputs);
     }
 
     #[test]
@@ -1309,19 +1315,7 @@ mod tests {
                 reason: ByeReason::Moved
             }]
         );
-        assert!(closed(&outputs, 2));
-        for other in [1, 3] {
-            assert!(
-                messages_to(&outputs, other).contains(&&ServerMessage::ParticipantLeft {
-                    participant_id: id("bob")
-                }),
-                "participant {other} was not told bob left"
-            );
-            assert!(!closed(&outputs, other));
-        }
-        assert!(messages_to(&outputs, 4).is_empty() && !closed(&outputs, 4));
-        assert_eq!(left_events(&outputs), [(room("r"), id("bob"))]);
-        assert_eq!(shard.stats().participants, 3);
+        assert_bob_removed(&shard, &outputs);
         // Moved, not banned: placed here again, it comes back with a fresh ticket and is welcomed.
         connect(&mut shard, now, 5, "r", "bob");
         let outputs = drain(&mut shard);

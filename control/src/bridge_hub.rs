@@ -594,8 +594,21 @@ impl BridgeHub {
         let _ = work.try_send(BridgeWork::Reconcile(hosted));
         self.note_load(&bridge, serial, load);
 
+        // A bridge whose host vanished closes nothing; its session ends once it has been silent
+        // long enough to be declared down anyway, so dead sessions do not pile up.
+        let idle_limit = Duration::from_millis(
+            self.config
+                .detector
+                .down_after_ms
+                .max(self.config.heartbeat_interval_ms * 3),
+        );
+        let mut last_message = tokio::time::Instant::now();
         loop {
             tokio::select! {
+                () = tokio::time::sleep_until(last_message + idle_limit) => {
+                    tracing::info!(%bridge, "bridge session silent too long; closing it");
+                    break;
+                }
                 message = outgoing.recv() => {
                     let Some(message) = message else { break };
                     let last = matches!(message, ControlToBridge::NotLeader { .. } | ControlToBridge::Refused { .. });
@@ -605,6 +618,7 @@ impl BridgeHub {
                 }
                 incoming = next_message(&mut stream) => match incoming {
                     Some(Ok(message)) => {
+                        last_message = tokio::time::Instant::now();
                         lock(&self).detector.heard(&bridge, now_unix_ms());
                         match message {
                             BridgeToControl::Heartbeat { load } => self.note_load(&bridge, serial, load),

@@ -160,6 +160,18 @@ fn join_answer(answer: Result<JoinAnswer, ApiError>) -> Response {
     }
 }
 
+/// Joins and reconnects are unauthenticated (or nearly): each source address has a budget.
+fn join_budget(api: &Api, peer: SocketAddr) -> Result<(), ApiError> {
+    if api.node.allow_join_from(peer.ip()) {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            ErrorCode::RateLimited,
+            "too many joins from this address; slow down",
+        ))
+    }
+}
+
 async fn join(
     State(api): State<Api>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -167,12 +179,8 @@ async fn join(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    if !api.node.allow_join_from(peer.ip()) {
-        return ApiError::new(
-            ErrorCode::RateLimited,
-            "too many joins from this address; slow down",
-        )
-        .into_response();
+    if let Err(err) = join_budget(&api, peer) {
+        return err.into_response();
     }
     let answer = async {
         let room = room_id(room)?;
@@ -212,12 +220,8 @@ async fn reconnect(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    if !api.node.allow_join_from(peer.ip()) {
-        return ApiError::new(
-            ErrorCode::RateLimited,
-            "too many joins from this address; slow down",
-        )
-        .into_response();
+    if let Err(err) = join_budget(&api, peer) {
+        return err.into_response();
     }
     let answer = async {
         let (room, session) = own_session(&api, room, participant, &headers)?;

@@ -20,6 +20,10 @@ mod bridges;
 /// A participant control placed but whose bridge has not reported it connected is forgotten after
 /// this long (the ticket expired unused, or the client never made it to the bridge).
 pub const UNCONFIRMED_JOIN_TTL_MS: u64 = 60_000;
+/// A participant whose connection dropped (no `leave`) keeps its place this long to reconnect as
+/// itself; its client asks control where to go within milliseconds of noticing, so this only
+/// has to cover a client that is slow to notice or briefly offline.
+pub const RECONNECT_GRACE_MS: u64 = 20_000;
 /// A guest waiting in a lobby nobody answers is dropped after this long.
 pub const LOBBY_WAIT_MAX_MS: u64 = 15 * 60_000;
 /// Denied and kicked participants are remembered this long, so that the waiting client and the
@@ -168,6 +172,9 @@ pub struct ParticipantRecord {
     /// Where the participant is; placement uses it again when the participant has to move.
     #[serde(default)]
     pub client: ClientPlace,
+    /// Placed again because its connection dropped: it has [`RECONNECT_GRACE_MS`] to come back.
+    #[serde(default)]
+    pub dropped: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -549,11 +556,7 @@ impl ControlState {
             }
             Command::ReportLoad { bridge, load, at_ms } => {
                 let at_ms = self.stamp(at_ms);
-                let record = self
-                    .bridges
-                    .get_mut(&bridge)
-                    .ok_or(ApplyError::UnknownBridge(bridge))?;
-                record.load = BridgeLoad::from_report(&load, at_ms);
+                self.bridge_mut(&bridge)?.load = BridgeLoad::from_report(&load, at_ms);
                 Ok(Outcome::LoadReported)
             }
             Command::Drain {
@@ -593,6 +596,7 @@ impl ControlState {
                 }
                 // Confirming a connected participant again (it reconnected to the same bridge
                 // before the drop was reported) changes nothing.
+                record.dropped = false;
                 record.status = ParticipantStatus::Connected;
                 Ok(Outcome::Confirmed)
             }
@@ -610,6 +614,7 @@ impl ControlState {
                 if record.status == ParticipantStatus::Connected {
                     record.status = ParticipantStatus::Placed;
                     record.since_ms = at_ms;
+                    record.dropped = true;
                 }
                 Ok(Outcome::Unconfirmed)
             }
@@ -832,6 +837,7 @@ impl ControlState {
                 bridge,
                 since_ms: request.at_ms,
                 client: request.client,
+                dropped: false,
             },
         );
         self.participant_rooms.insert(request.participant, request.room);
@@ -960,6 +966,7 @@ impl ControlState {
             for (participant, record) in &room.participants {
                 let age_ms = now_ms.saturating_sub(record.since_ms);
                 let due = match record.status {
+                    ParticipantStatus::Placed if record.dropped => age_ms >= RECONNECT_GRACE_MS,
                     ParticipantStatus::Placed => age_ms >= UNCONFIRMED_JOIN_TTL_MS,
                     ParticipantStatus::Lobby => age_ms >= LOBBY_WAIT_MAX_MS,
                     ParticipantStatus::Denied | ParticipantStatus::Kicked => age_ms >= OUTCOME_MEMORY_MS,

@@ -479,6 +479,18 @@ pub async fn eventually(what: &str, timeout: Duration, mut cond: impl FnMut() ->
     }
 }
 
+/// Whether control holds `participant` as dropped: its bridge reported its connection gone without
+/// a `leave`, so it keeps its place (no longer connected) for a while to reconnect as itself.
+pub fn control_awaits_reconnect(running: &Running, room: &RoomId, participant: &ParticipantId) -> bool {
+    running
+        .control
+        .snapshot()
+        .rooms
+        .get(room)
+        .and_then(|r| r.participants.get(participant))
+        .is_some_and(|p| p.dropped && p.status == bridgemesh_control::state::ParticipantStatus::Placed)
+}
+
 /// Whether control's state holds `participant` in `room`.
 pub fn control_has(running: &Running, room: &RoomId, participant: &ParticipantId) -> bool {
     running

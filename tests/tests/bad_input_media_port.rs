@@ -6,7 +6,8 @@ use bridgemesh_bridge::demux::ROUTES_PER_PARTICIPANT_MAX;
 use bridgemesh_proto::signaling::{ClientMessage, MediaSource, ServerMessage};
 use bridgemesh_sim::{MediaSession, ParticipantOptions, ParticipantStats, SyntheticParticipant};
 use bridgemesh_tests::harness::{
-    MEDIA_TIMEOUT, RawSignal, control_has, eventually, ice_ufrag, join, join_raw, room, up, wait_for_camera,
+    MEDIA_TIMEOUT, RawSignal, control_awaits_reconnect, control_has, eventually, ice_ufrag, join, join_raw,
+    room, up, wait_for_camera,
 };
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -425,9 +426,11 @@ async fn a_client_that_vanishes_mid_handshake_is_removed_from_the_room() {
     })
     .await
     .unwrap();
-    eventually("control forgets the ghost", STEP, || {
-        !control_has(&running, &room, &ghost)
-    })
+    eventually(
+        "control holds the ghost as dropped, waiting for it to reconnect",
+        STEP,
+        || control_awaits_reconnect(&running, &room, &ghost),
+    )
     .await;
     assert!(control_has(&running, &room, a.participant_id()));
     eventually("the bridge has one participant left", STEP, || {
@@ -466,9 +469,11 @@ async fn a_participant_that_vanishes_after_media_flows_is_removed_and_the_others
         "participant_left seen {:?} after the vanish",
         vanished_at.elapsed()
     );
-    eventually("control forgets the vanished participant", STEP, || {
-        !control_has(&running, &room, &gone)
-    })
+    eventually(
+        "control holds the vanished participant as dropped, waiting for it to reconnect",
+        STEP,
+        || control_awaits_reconnect(&running, &room, &gone),
+    )
     .await;
 
     let a_from_b = camera_from(&a.stats(), &b);

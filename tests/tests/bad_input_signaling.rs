@@ -8,7 +8,7 @@ use bridgemesh_proto::api::{ErrorCode, JoinResponse};
 use bridgemesh_proto::signaling::{ByeReason, ClientMessage, MediaSource, ServerMessage};
 use bridgemesh_sim::SyntheticParticipant;
 use bridgemesh_tests::harness::{
-    RawSignal, control_has, eventually, join, join_raw, room, up, wait_for_camera,
+    RawSignal, control_awaits_reconnect, control_has, eventually, join, join_raw, room, up, wait_for_camera,
 };
 use std::time::{Duration, Instant};
 
@@ -313,9 +313,11 @@ async fn a_client_that_keeps_sending_garbage_is_disconnected() {
         })
         .await
         .unwrap();
-    eventually("control forgets the flooder", STEP, || {
-        !control_has(&running, &room, &raw_id)
-    })
+    eventually(
+        "control holds the flooder as dropped, waiting for it to reconnect",
+        STEP,
+        || control_awaits_reconnect(&running, &room, &raw_id),
+    )
     .await;
     watcher.leave().await.unwrap();
     running.stop().await;
@@ -336,9 +338,11 @@ async fn a_second_hello_ends_the_session() {
     let (errors, byes) = refused(&mut signal).await;
     assert_eq!(errors, [ErrorCode::Conflict]);
     assert_eq!(byes, [ByeReason::ProtocolError]);
-    eventually("control forgets the participant", STEP, || {
-        !control_has(&running, &room, &raw.participant_id)
-    })
+    eventually(
+        "control holds the participant as dropped, waiting for it to reconnect",
+        STEP,
+        || control_awaits_reconnect(&running, &room, &raw.participant_id),
+    )
     .await;
     running.stop().await;
 }
@@ -370,9 +374,11 @@ async fn an_unappliable_answer_ends_only_the_session_that_sent_it() {
             .await
             .unwrap();
         }
-        eventually("control forgets the raw client", STEP, || {
-            !control_has(&running, &room, &raw_id)
-        })
+        eventually(
+            "control holds the raw client as dropped, waiting for it to reconnect",
+            STEP,
+            || control_awaits_reconnect(&running, &room, &raw_id),
+        )
         .await;
     }
 

@@ -40,6 +40,12 @@ fn validate(registration: &BridgeRegistration) -> Result<(), ApplyError> {
 }
 
 impl ControlState {
+    pub(super) fn bridge_mut(&mut self, bridge: &BridgeId) -> Result<&mut BridgeRecord, ApplyError> {
+        self.bridges
+            .get_mut(bridge)
+            .ok_or_else(|| ApplyError::UnknownBridge(bridge.clone()))
+    }
+
     pub(super) fn register_bridge(
         &mut self,
         registration: BridgeRegistration,
@@ -87,10 +93,7 @@ impl ControlState {
         status: BridgeStatus,
         at_ms: u64,
     ) -> Result<Outcome, ApplyError> {
-        let record = self
-            .bridges
-            .get_mut(bridge)
-            .ok_or_else(|| ApplyError::UnknownBridge(bridge.clone()))?;
+        let record = self.bridge_mut(bridge)?;
         let current = record.status;
         let allowed = match status {
             // Back from a blip; a down bridge comes back by registering again.
@@ -131,10 +134,7 @@ impl ControlState {
         by_operator: bool,
         at_ms: u64,
     ) -> Result<Outcome, ApplyError> {
-        let record = self
-            .bridges
-            .get_mut(bridge)
-            .ok_or_else(|| ApplyError::UnknownBridge(bridge.clone()))?;
+        let record = self.bridge_mut(bridge)?;
         if record.status == BridgeStatus::Down {
             return Err(ApplyError::BridgeIsDown(bridge.clone()));
         }
@@ -171,10 +171,7 @@ impl ControlState {
     }
 
     pub(super) fn undrain_bridge(&mut self, bridge: &BridgeId, at_ms: u64) -> Result<Outcome, ApplyError> {
-        let record = self
-            .bridges
-            .get_mut(bridge)
-            .ok_or_else(|| ApplyError::UnknownBridge(bridge.clone()))?;
+        let record = self.bridge_mut(bridge)?;
         record.drain = None;
         if record.status == BridgeStatus::Draining {
             record.status = BridgeStatus::Up;
@@ -242,6 +239,7 @@ impl ControlState {
                     // placement expires like any unconfirmed one.
                     record.status = ParticipantStatus::Placed;
                     record.since_ms = now_ms;
+                    record.dropped = false;
                 }
                 None => {
                     // The seat was already released above.

@@ -641,3 +641,68 @@ fn a_node_with_a_wrong_clock_cannot_make_placements_expire_at_once_or_never() {
         "both expire within the TTL plus the tolerance"
     );
 }
+
+#[test]
+fn a_dropped_participant_keeps_its_place_for_the_reconnect_grace_then_goes() {
+    let mut state = with_bridge();
+    let b1 = BridgeId::new("b1").unwrap();
+    for p in ["stays", "returns", "gone"] {
+        state.apply(join("r", p, "b1", 1_000)).unwrap();
+        state
+            .apply(Command::Confirm {
+                room: room("r"),
+                participant: pid(p),
+                bridge: Some(b1.clone()),
+            })
+            .unwrap();
+    }
+    for p in ["returns", "gone"] {
+        assert_eq!(
+            state.apply(Command::Unconfirm {
+                room: room("r"),
+                participant: pid(p),
+                bridge: b1.clone(),
+                at_ms: 2_000,
+            }),
+            Ok(Outcome::Unconfirmed)
+        );
+        assert_eq!(status(&state, "r", p), ParticipantStatus::Placed);
+    }
+    assert_eq!(state.bridge_load[&b1], 3, "a dropped participant keeps its seat");
+    assert!(
+        matches!(
+            state.apply(Command::Unconfirm {
+                room: room("r"),
+                participant: pid("stays"),
+                bridge: BridgeId::new("elsewhere").unwrap(),
+                at_ms: 2_000,
+            }),
+            Err(ApplyError::NotOnBridge(..))
+        ),
+        "only the participant's own bridge can report it dropped"
+    );
+    // "returns" reconnects (its bridge confirms it again); "gone" never does.
+    state
+        .apply(Command::Confirm {
+            room: room("r"),
+            participant: pid("returns"),
+            bridge: Some(b1.clone()),
+        })
+        .unwrap();
+    let tick = |now_ms| Command::Tick {
+        now_ms,
+        room_grace_ms: 60_000,
+    };
+    assert!(matches!(
+        state.apply(tick(2_000 + RECONNECT_GRACE_MS - 1)),
+        Ok(Outcome::Ticked { expired: 0, .. })
+    ));
+    assert!(matches!(
+        state.apply(tick(2_000 + RECONNECT_GRACE_MS)),
+        Ok(Outcome::Ticked { expired: 1, .. })
+    ));
+    assert!(!state.rooms[&room("r")].participants.contains_key(&pid("gone")));
+    assert_eq!(status(&state, "r", "returns"), ParticipantStatus::Connected);
+    assert_eq!(status(&state, "r", "stays"), ParticipantStatus::Connected);
+    assert_eq!(state.bridge_load[&b1], 2);
+}
