@@ -295,6 +295,11 @@ impl ControlNode {
         self.read(ControlState::clone)
     }
 
+    /// Commits `command` when only success matters.
+    pub async fn commit(&self, command: Command) -> Result<(), ApiError> {
+        self.propose(command).await.map(|_| ())
+    }
+
     /// Commits `command` and returns what applying it gave.
     pub async fn propose(&self, command: Command) -> Result<Outcome, ApiError> {
         Ok(self.cluster.propose(command).await??)
@@ -302,38 +307,35 @@ impl ControlNode {
 
     /// An operator registers a bridge by hand (it has no session and is not failure-detected).
     pub async fn register_bridge(&self, registration: BridgeRegistration) -> Result<(), ApiError> {
-        self.propose(Command::RegisterBridge {
+        self.commit(Command::RegisterBridge {
             registration,
             instance: None,
             at_ms: now_unix_ms(),
         })
         .await
-        .map(|_| ())
     }
 
     /// Starts draining a bridge: nobody new; its participants move after `grace_ms`.
     pub async fn drain_bridge(&self, bridge: BridgeId, grace_ms: u64) -> Result<(), ApiError> {
-        self.propose(Command::Drain {
+        self.commit(Command::Drain {
             bridge,
             grace_ms,
             by_operator: true,
             at_ms: now_unix_ms(),
         })
         .await
-        .map(|_| ())
     }
 
     pub async fn undrain_bridge(&self, bridge: BridgeId) -> Result<(), ApiError> {
-        self.propose(Command::Undrain {
+        self.commit(Command::Undrain {
             bridge,
             at_ms: now_unix_ms(),
         })
         .await
-        .map(|_| ())
     }
 
     pub async fn forget_bridge(&self, bridge: BridgeId) -> Result<(), ApiError> {
-        self.propose(Command::ForgetBridge { bridge }).await.map(|_| ())
+        self.commit(Command::ForgetBridge { bridge }).await
     }
 
     /// Who a join comes from: the token's identity, or a guest where the policy lets guests in.
@@ -722,14 +724,13 @@ impl ControlNode {
         target: &ParticipantId,
     ) -> Result<(), ApiError> {
         self.require_moderator(room, session)?;
-        self.propose(Command::Deny {
+        self.commit(Command::Deny {
             room: room.clone(),
             by: session.participant_id.clone(),
             participant: target.clone(),
             at_ms: now_unix_ms(),
         })
         .await
-        .map(|_| ())
     }
 
     pub async fn kick(
@@ -757,23 +758,21 @@ impl ControlNode {
     /// hear of it from whichever node took the request (the bridges relay it).
     pub async fn mute_all(&self, room: &RoomId, session: &SessionClaims) -> Result<(), ApiError> {
         self.require_moderator(room, session)?;
-        self.propose(Command::MuteAll {
+        self.commit(Command::MuteAll {
             room: room.clone(),
             by: session.participant_id.clone(),
         })
         .await
-        .map(|_| ())
     }
 
     pub async fn end_meeting(&self, room: &RoomId, session: &SessionClaims) -> Result<(), ApiError> {
         self.require_moderator(room, session)?;
         // The bridge hub tells the room's bridges (`Outcome::RoomEnded`).
-        self.propose(Command::EndRoom {
+        self.commit(Command::EndRoom {
             room: room.clone(),
             by: session.participant_id.clone(),
         })
         .await
-        .map(|_| ())
     }
 
     pub async fn update_settings(
@@ -800,25 +799,23 @@ impl ControlNode {
                 Some(PasswordChange::SetHash(hash))
             }
         };
-        self.propose(Command::UpdateSettings {
+        self.commit(Command::UpdateSettings {
             room: room.clone(),
             by: session.participant_id.clone(),
             password,
             lobby_enabled: update.lobby_enabled,
         })
         .await
-        .map(|_| ())
     }
 
     /// The participant gives up its place (bridges report leaves through their session).
     pub async fn participant_left(&self, room: RoomId, participant: ParticipantId) -> Result<(), ApiError> {
-        self.propose(Command::Leave {
+        self.commit(Command::Leave {
             room,
             participant,
             bridge: None,
         })
         .await
-        .map(|_| ())
     }
 
     /// A participant asks where to go after losing its bridge (`lost_bridge`) or being told it
