@@ -279,20 +279,11 @@ impl BridgeHub {
         })
     }
 
-    pub fn config(&self) -> &HubConfig {
-        &self.config
-    }
-
     /// Constant-time check of a session's bearer credential.
     pub fn credential_matches(&self, presented: &str) -> bool {
         use subtle::ConstantTimeEq;
         presented.len() == self.credential.len()
             && bool::from(presented.as_bytes().ct_eq(self.credential.as_bytes()))
-    }
-
-    /// Bridges with a session on this node.
-    pub fn connected_bridges(&self) -> Vec<BridgeId> {
-        lock(self).sessions.keys().cloned().collect()
     }
 
     /// The hub's task: leadership, the detector's verdicts, applied outcomes. Ends on `stop`.

@@ -96,10 +96,6 @@ impl FailureDetector {
         }
     }
 
-    pub fn config(&self) -> &FailureDetectorConfig {
-        &self.config
-    }
-
     /// This node just became leader: it knows nothing about the bridges yet, so each gets a full
     /// silence period from now to reconnect.
     pub fn became_leader(&mut self, now_ms: u64) {
@@ -194,11 +190,6 @@ impl FailureDetector {
         // Forget bridges the state no longer has.
         self.bridges.retain(|id, _| state.bridges.contains_key(id));
         verdicts
-    }
-
-    /// Distinct participants who reported losing `bridge` within the window.
-    pub fn reports(&self, bridge: &BridgeId) -> usize {
-        self.bridges.get(bridge).map_or(0, |l| l.reports.len())
     }
 }
 
