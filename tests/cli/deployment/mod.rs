@@ -30,6 +30,8 @@ pub struct BridgeSpec {
     pub location: Option<(f64, f64)>,
     pub capacity: u32,
     pub max_per_room: u32,
+    /// Where the bridge reaches control, when not directly (e.g. through a [`PausableProxy`]).
+    pub control_url: Option<String>,
 }
 
 impl BridgeSpec {
@@ -40,7 +42,13 @@ impl BridgeSpec {
             location: None,
             capacity: 100,
             max_per_room: 100,
+            control_url: None,
         }
+    }
+
+    pub fn via(mut self, control_url: String) -> Self {
+        self.control_url = Some(control_url);
+        self
     }
 
     pub fn at(mut self, latitude: f64, longitude: f64) -> Self {
@@ -225,7 +233,7 @@ admin_token_file = "{admin}"
         let mut args: Vec<String> = vec![
             "bridge".into(),
             "--control".into(),
-            self.control_url(),
+            spec.control_url.clone().unwrap_or_else(|| self.control_url()),
             "--id".into(),
             spec.id.clone(),
             "--region".into(),
@@ -336,5 +344,70 @@ admin_token_file = "{admin}"
             "timed out waiting for {what}\nbridges: {:#?}\n{logs}",
             self.bridges_view().await
         );
+    }
+}
+
+/// A TCP relay on 127.0.0.1 in front of `target` that the test can pause: while paused, bytes
+/// stop flowing both ways but connections stay open, as on a network path that went silent.
+pub struct PausableProxy {
+    pub port: u16,
+    paused: std::sync::Arc<tokio::sync::watch::Sender<bool>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl PausableProxy {
+    pub async fn start(target: u16) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let paused = std::sync::Arc::new(tokio::sync::watch::channel(false).0);
+        let switch = paused.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(upstream) = tokio::net::TcpStream::connect(("127.0.0.1", target)).await else {
+                    continue;
+                };
+                let (client_read, client_write) = client.into_split();
+                let (upstream_read, upstream_write) = upstream.into_split();
+                tokio::spawn(relay(client_read, upstream_write, switch.subscribe()));
+                tokio::spawn(relay(upstream_read, client_write, switch.subscribe()));
+            }
+        });
+        Self { port, paused, task }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn pause(&self, paused: bool) {
+        self.paused.send_replace(paused);
+    }
+}
+
+impl Drop for PausableProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn relay(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut paused: tokio::sync::watch::Receiver<bool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        if paused.wait_for(|p| !*p).await.is_err() {
+            return;
+        }
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        // Read before the pause began: hold it until the path comes back.
+        if paused.wait_for(|p| !*p).await.is_err() || to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
     }
 }
