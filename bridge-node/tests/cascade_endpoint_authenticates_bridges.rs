@@ -267,3 +267,38 @@ async fn connection_to_a_dead_bridge_ends_within_the_idle_timeout() {
     assert!(matches!(reason, quinn::ConnectionError::TimedOut), "{reason}");
     eprintln!("dead peer noticed after {:?}", killed_at.elapsed());
 }
+
+#[tokio::test]
+async fn connections_beyond_the_cap_are_refused() {
+    let ca = ClusterCa::generate().unwrap();
+    let config = CascadeConfig {
+        max_connections: 1,
+        ..CascadeConfig::default()
+    };
+    let server = CascadeEndpoint::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        &ca.issue_bridge_cert(&id("hub")).unwrap(),
+        &config,
+    )
+    .unwrap();
+    let first = endpoint(&ca.issue_bridge_cert(&id("first")).unwrap());
+    let second = endpoint(&ca.issue_bridge_cert(&id("second")).unwrap());
+
+    let (first_side, server_side) = connect_pair(&first, &server, &id("hub")).await;
+    let (_first_side, _server_side) = (first_side.unwrap(), server_side.unwrap());
+    let (second_side, server_side) = connect_pair(&second, &server, &id("hub")).await;
+    assert!(
+        matches!(
+            second_side,
+            // Refusal is a CONNECTION_CLOSE carrying CONNECTION_REFUSED.
+            Err(CascadeConnectError::Handshake(
+                quinn::ConnectionError::ConnectionClosed(_)
+            ))
+        ),
+        "{second_side:?}"
+    );
+    assert!(
+        matches!(server_side, Err(CascadeConnectError::TooManyConnections(1))),
+        "{server_side:?}"
+    );
+}

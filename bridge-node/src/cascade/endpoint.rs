@@ -307,8 +307,8 @@ impl CascadeEndpoint {
     /// one failed handshake: keep accepting.
     pub async fn accept(&self) -> Option<Result<CascadeConnection, CascadeConnectError>> {
         let incoming = self.endpoint.accept().await?;
-        // `open_connections` counts this handshake already.
-        if self.endpoint.open_connections() > self.max_connections {
+        // `open_connections` does not count this handshake yet: it becomes a connection on accept.
+        if self.endpoint.open_connections() >= self.max_connections {
             incoming.refuse();
             return Some(Err(CascadeConnectError::TooManyConnections(self.max_connections)));
         }

@@ -121,8 +121,9 @@ pub fn bridge_server_name(bridge_id: &BridgeId) -> Result<ServerName<'static>, P
 /// The bridge id a certificate names. The certificate must already have been verified: this only
 /// reads it.
 pub fn bridge_id_of(cert: &CertificateDer<'_>) -> Result<BridgeId, PkiError> {
-    let parsed = webpki::EndEntityCert::try_from(cert).map_err(|e| {
-        PkiError::NotIssuedByCa(rustls::Error::General(format!("unparsable certificate: {e}")))
+    let parsed = webpki::EndEntityCert::try_from(cert).map_err(|e| PkiError::Pem {
+        what: "certificate",
+        reason: format!("not a parsable X.509 certificate: {e:?}"),
     })?;
     let mut ids = parsed
         .valid_dns_names()
