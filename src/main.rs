@@ -1,5 +1,6 @@
 //! The `bridgemesh` command: thin subcommands over the crates.
 
+mod ca_cli;
 mod geoip_cli;
 
 use anyhow::Context as _;
@@ -55,6 +56,8 @@ enum Commands {
     Turn(TurnArgs),
     /// GeoIP databases: write the loopback test database, look an address up.
     Geoip(geoip_cli::GeoipArgs),
+    /// The cluster CA for bridge-to-bridge links: create it, issue bridge certificates.
+    Ca(ca_cli::CaArgs),
     /// One bridge (SFU) with its TURN server, registered with a control cluster.
     Bridge(Box<bridgemesh::bridge_node::BridgeArgs>),
     /// Print the bridge key (hex) that bridges need, derived from the cluster secret.
@@ -383,6 +386,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Commands::Token(args) => println!("{}", token(*args)?),
         Commands::Geoip(args) => geoip_cli::run(args)?,
+        Commands::Ca(args) => ca_cli::run(args)?,
         Commands::Bridge(args) => bridgemesh::bridge_node::run(args.config()?).await?,
         Commands::BridgeKey { cluster_secret_file } => println!(
             "{}",

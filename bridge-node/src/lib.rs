@@ -1,6 +1,7 @@
 //! The bridgemesh bridge: a selective forwarding unit with every participant on one UDP port.
 //!
 //! # Layout
+//! - [`cascade`]: bridge-to-bridge QUIC links, the cluster CA and bridge certificates.
 //! - [`config`]: [`BridgeConfig`], validated before anything binds.
 //! - [`demux`]: routing a datagram to its participant (STUN USERNAME first, then the 4-tuple).
 //! - [`peer`]: one participant's `rtc` peer connection (ICE-lite, the shared port as candidate).
@@ -36,6 +37,7 @@
 //!                  Moderate → Bridge::carry_out, Status → watch channel
 //! ```
 
+pub mod cascade;
 pub mod config;
 pub mod control_agent;
 pub mod control_session;
