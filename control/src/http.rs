@@ -443,12 +443,11 @@ fn admin_rooms_of(state: &ControlState) -> Vec<AdminRoom> {
         .rooms
         .iter()
         .map(|(id, room)| {
-            let mut per_bridge = std::collections::BTreeMap::new();
-            for p in room.participants.values().filter(|p| p.status.on_bridge()) {
-                if let Some(bridge) = &p.bridge {
-                    *per_bridge.entry(bridge.to_string()).or_insert(0) += 1;
-                }
-            }
+            let per_bridge: std::collections::BTreeMap<String, usize> = room
+                .seats_per_bridge()
+                .into_iter()
+                .map(|(bridge, seats)| (bridge.to_string(), seats))
+                .collect();
             AdminRoom {
                 room: id.clone(),
                 created_at_ms: room.created_at_ms,
@@ -490,6 +489,13 @@ async fn admin_bridges(State(api): State<Api>, headers: HeaderMap) -> Response {
             .node
             .cluster()
             .read_linearizable(|state| {
+                // Rooms per bridge in one pass over the rooms.
+                let mut rooms: std::collections::BTreeMap<&BridgeId, usize> = Default::default();
+                for room in state.rooms.values() {
+                    for bridge in room.seats_per_bridge().into_keys() {
+                        *rooms.entry(bridge).or_insert(0) += 1;
+                    }
+                }
                 state
                     .bridges
                     .values()
@@ -497,13 +503,7 @@ async fn admin_bridges(State(api): State<Api>, headers: HeaderMap) -> Response {
                         record: record.clone(),
                         participants: state.bridge_load.get(&record.id).copied().unwrap_or(0),
                         effective_stress: crate::placement::effective_stress(record, &state.placement),
-                        rooms: state
-                            .rooms
-                            .keys()
-                            .filter(|room| {
-                                crate::placement::room_participants_on(state, room, &record.id) > 0
-                            })
-                            .count(),
+                        rooms: rooms.get(&record.id).copied().unwrap_or(0),
                     })
                     .collect::<Vec<_>>()
             })

@@ -23,7 +23,7 @@
 //! replicas.
 
 use crate::geo::distance_km;
-use crate::state::{BridgeRecord, BridgeStatus, ControlState};
+use crate::state::{BridgeRecord, BridgeStatus, ControlState, RoomRecord};
 use bridgemesh_proto::bridge_session::GeoPoint;
 use bridgemesh_proto::{BridgeId, RegionId, RoomId};
 use serde::{Deserialize, Serialize};
@@ -84,16 +84,6 @@ pub fn effective_stress(bridge: &BridgeRecord, policy: &PlacementPolicy) -> f64 
     bridge.load.stress + f64::from(bridge.load.placed_since_report) * policy.stress_per_join
 }
 
-/// Participants of `room` holding a seat on `bridge`.
-pub fn room_participants_on(state: &ControlState, room: &RoomId, bridge: &BridgeId) -> usize {
-    state.rooms.get(room).map_or(0, |r| {
-        r.participants
-            .values()
-            .filter(|p| p.status.on_bridge() && p.bridge.as_ref() == Some(bridge))
-            .count()
-    })
-}
-
 /// The mean location of each region's bridges that declared one.
 pub fn region_locations(state: &ControlState) -> BTreeMap<RegionId, GeoPoint> {
     let mut sums: BTreeMap<&RegionId, (f64, f64, f64, u32)> = BTreeMap::new();
@@ -127,13 +117,19 @@ pub fn choose_bridge(
     exclude: Option<&BridgeId>,
 ) -> Option<BridgeId> {
     let policy = &state.placement;
+    let seats = state
+        .rooms
+        .get(room)
+        .map(RoomRecord::seats_per_bridge)
+        .unwrap_or_default();
+    let seats_on = |b: &BridgeRecord| seats.get(&b.id).copied().unwrap_or(0);
     let candidates: Vec<&BridgeRecord> = state
         .bridges
         .values()
         .filter(|b| Some(&b.id) != exclude)
         .filter(|b| b.status == BridgeStatus::Up)
         .filter(|b| state.bridge_load.get(&b.id).copied().unwrap_or(0) < b.capacity)
-        .filter(|b| room_participants_on(state, room, &b.id) < b.max_participants_per_room as usize)
+        .filter(|b| seats_on(b) < b.max_participants_per_room as usize)
         .collect();
     if candidates.is_empty() {
         return None;
@@ -154,7 +150,7 @@ pub fn choose_bridge(
         let hosting = in_region
             .iter()
             .copied()
-            .filter(|b| room_participants_on(state, room, &b.id) > 0)
+            .filter(|b| seats_on(b) > 0)
             .min_by(|a, b| by_stress(a, b, policy));
         let chosen = hosting.or_else(|| in_region.iter().copied().min_by(|a, b| by_stress(a, b, policy)));
         return chosen.map(|b| b.id.clone());

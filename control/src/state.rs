@@ -213,6 +213,17 @@ impl RoomRecord {
             .count()
     }
 
+    /// Participants holding a seat, per bridge: the bridges hosting the room.
+    pub fn seats_per_bridge(&self) -> BTreeMap<&BridgeId, usize> {
+        let mut seats = BTreeMap::new();
+        for p in self.participants.values().filter(|p| p.status.on_bridge()) {
+            if let Some(bridge) = &p.bridge {
+                *seats.entry(bridge).or_insert(0) += 1;
+            }
+        }
+        seats
+    }
+
     pub fn has_moderator_present(&self) -> bool {
         self.participants
             .values()
@@ -753,14 +764,7 @@ impl ControlState {
                     .rooms
                     .get(&room)
                     .ok_or_else(|| ApplyError::UnknownRoom(room.clone()))?;
-                let mut bridges: Vec<BridgeId> = record
-                    .participants
-                    .values()
-                    .filter(|p| p.status.on_bridge())
-                    .filter_map(|p| p.bridge.clone())
-                    .collect();
-                bridges.sort();
-                bridges.dedup();
+                let bridges = record.seats_per_bridge().into_keys().cloned().collect();
                 Ok(Outcome::MuteRequested { room, by, bridges })
             }
             Command::Tick {
@@ -884,7 +888,11 @@ impl ControlState {
         if self.bridge_load.get(bridge).copied().unwrap_or(0) >= record.capacity {
             return Err(ApplyError::BridgeFull(bridge.clone()));
         }
-        let on_bridge_in_room = crate::placement::room_participants_on(self, room, bridge);
+        let on_bridge_in_room = self
+            .rooms
+            .get(room)
+            .and_then(|r| r.seats_per_bridge().get(bridge).copied())
+            .unwrap_or(0);
         if on_bridge_in_room >= record.max_participants_per_room as usize {
             return Err(ApplyError::RoomFull(room.clone()));
         }

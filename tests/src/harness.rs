@@ -165,6 +165,92 @@ true"#
     }
 
     /// One participant's page: the room page with `?autojoin=1`, so it joins as soon as its
+    /// `bridgemesh up --bridges 2` with two pages, Ada and Bob, in one room, seeing and hearing
+    /// each other on one of the two bridges: where the tests of participants moving start.
+    pub struct TwoPagesOnOneBridge {
+        pub running: Running,
+        pub browser: Browser,
+        pub ada: Participant,
+        pub bob: Participant,
+        pub ada_id: String,
+        pub bob_id: String,
+        /// The bridge both pages are on.
+        pub bridge: String,
+    }
+
+    impl TwoPagesOnOneBridge {
+        pub async fn start(room: &RoomId, timeout: Duration) -> Self {
+            crate::harness::init_tracing();
+            let running = bridgemesh::up::start(bridgemesh::up::UpConfig {
+                bridges: 2,
+                ..bridgemesh::up::UpConfig::ephemeral()
+            })
+            .await
+            .expect("bridgemesh up starts with two bridges");
+            let browser = Browser::launch().await.expect("chromium starts");
+            let ada = Participant::open(&browser, &running, room, "Ada").await;
+            let bob = Participant::open(&browser, &running, room, "Bob").await;
+            let bob_id = ada.wait_for_media_from(&bob, timeout).await;
+            let ada_id = bob.wait_for_media_from(&ada, timeout).await;
+            let bridge = ada.summary().await["bridgeId"]
+                .as_str()
+                .expect("a bridge")
+                .to_owned();
+            assert_eq!(
+                bob.summary().await["bridgeId"],
+                bridge.as_str(),
+                "a room stays together"
+            );
+            Self {
+                running,
+                browser,
+                ada,
+                bob,
+                ada_id,
+                bob_id,
+                bridge,
+            }
+        }
+
+        /// Both pages left their bridge for the other one as the same participants, and see and
+        /// hear each other there.
+        pub async fn wait_until_reunited_elsewhere(&self, timeout: Duration) {
+            let condition = format!(
+                "s.bridgeId && s.bridgeId !== {:?} && s.reconnects >= 1",
+                self.bridge
+            );
+            for page in [&self.ada, &self.bob] {
+                page.wait_until(
+                    "moved to the other bridge",
+                    &condition,
+                    timeout,
+                    &[&self.ada, &self.bob],
+                )
+                .await;
+            }
+            assert_eq!(
+                self.ada.wait_for_media_from(&self.bob, timeout).await,
+                self.bob_id
+            );
+            assert_eq!(
+                self.bob.wait_for_media_from(&self.ada, timeout).await,
+                self.ada_id
+            );
+            assert_eq!(
+                self.ada.summary().await["me"],
+                self.ada_id.as_str(),
+                "Ada kept her id"
+            );
+        }
+
+        pub async fn stop(self) {
+            self.ada.page.close().await.unwrap();
+            self.bob.page.close().await.unwrap();
+            drop(self.browser);
+            self.running.stop().await;
+        }
+    }
+
     /// (fake) camera and microphone are open.
     pub struct Participant {
         pub name: String,

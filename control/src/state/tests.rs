@@ -76,6 +76,25 @@ fn with_bridge() -> ControlState {
     state
 }
 
+/// Nothing expires a millisecond before `deadline_ms`; `count` participants expire at it.
+fn expire_exactly_at(state: &mut ControlState, deadline_ms: u64, count: usize) {
+    let tick = |now_ms| Command::Tick {
+        now_ms,
+        room_grace_ms: 3_600_000,
+    };
+    assert!(matches!(
+        state.apply(tick(deadline_ms - 1)),
+        Ok(Outcome::Ticked { expired: 0, .. })
+    ));
+    assert_eq!(
+        state.apply(tick(deadline_ms)).map(|o| match o {
+            Outcome::Ticked { expired, .. } => expired,
+            _ => usize::MAX,
+        }),
+        Ok(count)
+    );
+}
+
 fn status(state: &ControlState, room_name: &str, participant: &str) -> ParticipantStatus {
     state.rooms[&room(room_name)].participants[&pid(participant)].status
 }
@@ -159,18 +178,7 @@ fn unconfirmed_placements_expire_and_connected_ones_stay() {
             bridge: None,
         })
         .unwrap();
-    let tick = |now_ms| Command::Tick {
-        now_ms,
-        room_grace_ms: 1_000,
-    };
-    assert!(matches!(
-        state.apply(tick(1_000 + UNCONFIRMED_JOIN_TTL_MS - 1)),
-        Ok(Outcome::Ticked { expired: 0, .. })
-    ));
-    assert!(matches!(
-        state.apply(tick(1_000 + UNCONFIRMED_JOIN_TTL_MS)),
-        Ok(Outcome::Ticked { expired: 1, .. })
-    ));
+    expire_exactly_at(&mut state, 1_000 + UNCONFIRMED_JOIN_TTL_MS, 1);
     assert_eq!(state.participant_count(), 1);
     assert_eq!(status(&state, "r", "p2"), ParticipantStatus::Connected);
 }
@@ -689,18 +697,7 @@ fn a_dropped_participant_keeps_its_place_for_the_reconnect_grace_then_goes() {
             bridge: Some(b1.clone()),
         })
         .unwrap();
-    let tick = |now_ms| Command::Tick {
-        now_ms,
-        room_grace_ms: 60_000,
-    };
-    assert!(matches!(
-        state.apply(tick(2_000 + RECONNECT_GRACE_MS - 1)),
-        Ok(Outcome::Ticked { expired: 0, .. })
-    ));
-    assert!(matches!(
-        state.apply(tick(2_000 + RECONNECT_GRACE_MS)),
-        Ok(Outcome::Ticked { expired: 1, .. })
-    ));
+    expire_exactly_at(&mut state, 2_000 + RECONNECT_GRACE_MS, 1);
     assert!(!state.rooms[&room("r")].participants.contains_key(&pid("gone")));
     assert_eq!(status(&state, "r", "returns"), ParticipantStatus::Connected);
     assert_eq!(status(&state, "r", "stays"), ParticipantStatus::Connected);
