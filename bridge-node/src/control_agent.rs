@@ -152,6 +152,7 @@ pub fn registration(
         turn_urls,
         capacity: u32::try_from(config.max_participants).unwrap_or(u32::MAX),
         max_participants_per_room: u32::try_from(config.max_participants_per_room).unwrap_or(u32::MAX),
+        cascade_addr: None,
     }
 }
 

@@ -836,6 +836,7 @@ mod tests {
             turn_urls: vec![],
             capacity: 1000,
             max_participants_per_room: 100,
+            cascade_addr: None,
         }
     }
 

@@ -76,6 +76,17 @@ pub struct BridgeRegistration {
     pub capacity: u32,
     /// Participants of one room the bridge accepts at most.
     pub max_participants_per_room: u32,
+    /// Where other bridges open cascade links to this one (QUIC, `ip:port`); `None` for a bridge
+    /// that does not cascade, whose rooms cannot span other bridges.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cascade_addr: Option<std::net::SocketAddr>,
+}
+
+/// Another bridge hosting part of a room, and where to open a cascade link to it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct CascadePeer {
+    pub bridge: BridgeId,
+    pub addr: std::net::SocketAddr,
 }
 
 /// The bridge's load, measured by the bridge.
@@ -189,6 +200,13 @@ pub enum ControlToBridge {
     EndRoom {
         room: RoomId,
     },
+    /// The other bridges that now host participants of `room` (placed or connected), each with
+    /// its cascade address. Sent when the set changes and, for every room the bridge is in, after
+    /// each registration. Empty: this bridge no longer shares the room with anyone.
+    RoomBridges {
+        room: RoomId,
+        peers: Vec<CascadePeer>,
+    },
 }
 
 #[cfg(test)]
@@ -246,6 +264,7 @@ mod tests {
                 turn_urls: vec!["x".repeat(16 * 1024)],
                 capacity: u32::MAX,
                 max_participants_per_room: u32::MAX,
+                cascade_addr: None,
             },
             instance: "x".repeat(128),
             participants,

@@ -5,6 +5,7 @@
 //! - [`api`]: control HTTP API bodies (`/api/v1/...`) and the JSON error envelope with its codes.
 //! - [`signaling`]: messages on the client ↔ bridge WebSocket.
 //! - [`bridge_session`]: messages on the bridge ↔ control WebSocket (registration, heartbeats, moves).
+//! - [`cascade`]: messages and media datagrams on the bridge ↔ bridge QUIC links.
 //! - [`ticket`]: claims of the short-lived ticket control issues for one participant on one bridge.
 //!
 //! Everything here is plain serde data; there is no I/O. A change to any of these shapes is a
@@ -12,6 +13,7 @@
 
 pub mod api;
 pub mod bridge_session;
+pub mod cascade;
 pub mod ids;
 pub mod signaling;
 pub mod ticket;

@@ -29,6 +29,7 @@ fn state_with_two_bridges() -> ControlState {
                     turn_urls: vec![],
                     capacity: 10,
                     max_participants_per_room: 10,
+                    cascade_addr: None,
                 },
                 instance: Some(id.into()),
                 at_ms: 0,

@@ -25,6 +25,7 @@ fn state_with(seated: u32) -> ControlState {
                 turn_urls: vec![],
                 capacity: 100,
                 max_participants_per_room: 100,
+                cascade_addr: None,
             },
             instance: Some("i1".into()),
             at_ms: 0,

@@ -36,6 +36,7 @@ fn register(state: &mut ControlState, id: &str, region: &str, at: GeoPoint, capa
                 turn_urls: vec![],
                 capacity,
                 max_participants_per_room: 2,
+                cascade_addr: None,
             },
             instance: Some(format!("{id}-instance")),
             at_ms: 0,

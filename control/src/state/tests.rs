@@ -11,6 +11,7 @@ fn registration(id: &str, capacity: u32) -> BridgeRegistration {
         turn_urls: Vec::new(),
         capacity,
         max_participants_per_room: 3,
+        cascade_addr: None,
     }
 }
 

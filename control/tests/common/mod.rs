@@ -203,6 +203,7 @@ impl TestCluster {
             turn_urls: Vec::new(),
             capacity: 1_000_000,
             max_participants_per_room: 500,
+            cascade_addr: None,
         };
         let response = self
             .http
