@@ -15,6 +15,9 @@
 //! max_per_room = 100
 //! turn = true
 //! turn_port = 3478
+//! cascade_port = 7710                    # UDP, QUIC links to other bridges
+//! cascade_cert_dir = "/etc/bridgemesh/cascade"  # `bridgemesh ca issue` writes it
+//! # cascade_advertise = "203.0.113.7:7710"     # when peers reach the port elsewhere
 //! drain_timeout_s = 30
 //! ```
 //!
@@ -22,6 +25,7 @@
 //! drains the bridge on SIGTERM or SIGINT before it stops.
 
 use anyhow::Context as _;
+use bridgemesh_bridge::cascade::{BridgeIdentity, CascadeConfig, CascadeEndpoint, CascadeManagerConfig};
 use bridgemesh_bridge::control_agent::{AgentError, BRIDGE_KEY_MIN_BYTES, ControlAgent, ControlAgentConfig};
 use bridgemesh_bridge::control_session::{SessionStatus, SessionUrl};
 use bridgemesh_bridge::load::{CPU_CEILING_DEFAULT, LoadCeilings, PACKETS_PER_S_CEILING_DEFAULT};
@@ -85,6 +89,17 @@ pub struct BridgeNodeConfig {
     /// TCP/TLS connections one source address may hold on the TURN server (default: the TURN
     /// server's own; `bridgemesh up` raises it, as every local browser comes from 127.0.0.1).
     pub turn_connections_per_source_max: Option<usize>,
+    /// UDP port of cascade links (QUIC) to other bridges, on the listen IP.
+    pub cascade_port: u16,
+    /// The bridge's cluster certificate, key and CA (`bridgemesh ca issue --out-dir`). Without
+    /// one the bridge does not cascade: its rooms cannot span other bridges.
+    pub cascade_cert_dir: Option<PathBuf>,
+    /// Where other bridges reach the cascade port, when not the advertised IP and
+    /// `cascade_port` (a port forward, a NAT).
+    pub cascade_advertise: Option<SocketAddr>,
+    /// A cluster certificate made in code (`bridgemesh up`, tests); wins over `cascade_cert_dir`.
+    #[serde(skip)]
+    pub cascade_identity: Option<BridgeIdentity>,
     /// How long a stopping bridge waits for control to move its participants away.
     pub drain_timeout_s: u64,
     pub cpu_ceiling: f64,
@@ -111,6 +126,10 @@ impl Default for BridgeNodeConfig {
             turn: true,
             turn_port: 3478,
             turn_connections_per_source_max: None,
+            cascade_port: 7710,
+            cascade_cert_dir: None,
+            cascade_advertise: None,
+            cascade_identity: None,
             drain_timeout_s: 30,
             cpu_ceiling: CPU_CEILING_DEFAULT,
             packets_per_s_ceiling: PACKETS_PER_S_CEILING_DEFAULT,
@@ -139,6 +158,10 @@ impl fmt::Debug for BridgeNodeConfig {
             turn,
             turn_port,
             turn_connections_per_source_max,
+            cascade_port,
+            cascade_cert_dir,
+            cascade_advertise,
+            cascade_identity,
             drain_timeout_s,
             cpu_ceiling,
             packets_per_s_ceiling,
@@ -161,6 +184,13 @@ impl fmt::Debug for BridgeNodeConfig {
             .field("turn", turn)
             .field("turn_port", turn_port)
             .field("turn_connections_per_source_max", turn_connections_per_source_max)
+            .field("cascade_port", cascade_port)
+            .field("cascade_cert_dir", cascade_cert_dir)
+            .field("cascade_advertise", cascade_advertise)
+            .field(
+                "cascade_identity",
+                &cascade_identity.as_ref().map(|i| i.bridge_id().to_string()),
+            )
             .field("drain_timeout_s", drain_timeout_s)
             .field("cpu_ceiling", cpu_ceiling)
             .field("packets_per_s_ceiling", packets_per_s_ceiling)
@@ -193,7 +223,7 @@ pub enum BridgeNodeConfigError {
     Capacity,
     #[error("shards must be between 1 and 64")]
     Shards,
-    #[error("the media port and the TURN port are both UDP: give them different numbers")]
+    #[error("the media, TURN and cascade ports are all UDP: give them different numbers")]
     PortClash,
     #[error("drain_timeout_s must be at most {DRAIN_TIMEOUT_S_MAX}")]
     DrainTimeout,
@@ -255,7 +285,12 @@ impl BridgeNodeConfig {
         if self.shards.is_some_and(|n| !(1..=64).contains(&n)) {
             return Err(BridgeNodeConfigError::Shards);
         }
-        if self.turn && self.turn_port != 0 && self.turn_port == self.media_port {
+        let cascades = self.cascade_identity.is_some() || self.cascade_cert_dir.is_some();
+        let clash = |a: u16, b: u16| a != 0 && a == b;
+        if (self.turn && clash(self.turn_port, self.media_port))
+            || (cascades && clash(self.cascade_port, self.media_port))
+            || (cascades && self.turn && clash(self.cascade_port, self.turn_port))
+        {
             return Err(BridgeNodeConfigError::PortClash);
         }
         if self.drain_timeout_s > DRAIN_TIMEOUT_S_MAX {
@@ -440,6 +475,17 @@ pub struct BridgeArgs {
     /// Run without the embedded TURN server.
     #[arg(long)]
     pub no_turn: bool,
+    /// UDP port of QUIC cascade links to other bridges (default 7710).
+    #[arg(long)]
+    pub cascade_port: Option<u16>,
+    /// Directory with this bridge's cluster certificate (`bridgemesh ca issue --out-dir`);
+    /// without it the bridge does not cascade.
+    #[arg(long)]
+    pub cascade_cert_dir: Option<PathBuf>,
+    /// `IP:PORT` other bridges reach the cascade port at, when not the advertised IP and the
+    /// cascade port (a port forward, a NAT).
+    #[arg(long)]
+    pub cascade_advertise: Option<SocketAddr>,
     /// Seconds a stopping bridge waits for its participants to be moved (default 30).
     #[arg(long)]
     pub drain_timeout_s: Option<u64>,
@@ -474,6 +520,9 @@ impl BridgeArgs {
         config.shards = self.shards.or(config.shards);
         config.turn_port = self.turn_port.unwrap_or(config.turn_port);
         config.turn &= !self.no_turn;
+        config.cascade_port = self.cascade_port.unwrap_or(config.cascade_port);
+        config.cascade_cert_dir = self.cascade_cert_dir.or(config.cascade_cert_dir);
+        config.cascade_advertise = self.cascade_advertise.or(config.cascade_advertise);
         config.drain_timeout_s = self.drain_timeout_s.unwrap_or(config.drain_timeout_s);
         config.load_bridge_key()?;
         config.validate()?;
@@ -533,6 +582,16 @@ pub async fn start(config: BridgeNodeConfig) -> anyhow::Result<RunningBridge> {
     } else {
         None
     };
+    let cascade_addr = match start_cascade(&bridge, &config, &bridge_id, bind_ip, advertise_ip) {
+        Ok(addr) => addr,
+        Err(err) => {
+            if let Some(turn) = &turn {
+                turn.shutdown().await;
+            }
+            bridge.shutdown().await;
+            return Err(err);
+        }
+    };
     let signaling_url = config
         .signaling_url
         .clone()
@@ -541,16 +600,15 @@ pub async fn start(config: BridgeNodeConfig) -> anyhow::Result<RunningBridge> {
         .as_ref()
         .map(|server| server.urls(&public_host))
         .unwrap_or_default();
-    let mut agent_config = ControlAgentConfig::new(
-        config.control.clone(),
-        config.bridge_key.clone(),
-        bridgemesh_bridge::control_agent::registration(
-            &bridge,
-            signaling_url.clone(),
-            turn_urls,
-            config.location,
-        ),
+    let mut registration = bridgemesh_bridge::control_agent::registration(
+        &bridge,
+        signaling_url.clone(),
+        turn_urls,
+        config.location,
     );
+    registration.cascade_addr = cascade_addr;
+    let mut agent_config =
+        ControlAgentConfig::new(config.control.clone(), config.bridge_key.clone(), registration);
     agent_config.ceilings = config.ceilings();
     let agent = match ControlAgent::start(bridge.clone(), agent_config) {
         Ok(agent) => agent,
@@ -601,6 +659,46 @@ pub async fn start(config: BridgeNodeConfig) -> anyhow::Result<RunningBridge> {
         stop_http,
         http_task,
     })
+}
+
+/// Binds the cascade endpoint and starts linking to other bridges, when the bridge has a cluster
+/// certificate; returns the address other bridges reach it at.
+fn start_cascade(
+    bridge: &Bridge,
+    config: &BridgeNodeConfig,
+    bridge_id: &BridgeId,
+    bind_ip: IpAddr,
+    advertise_ip: IpAddr,
+) -> anyhow::Result<Option<SocketAddr>> {
+    let identity = match (&config.cascade_identity, &config.cascade_cert_dir) {
+        (Some(identity), _) => identity.clone(),
+        (None, Some(dir)) => BridgeIdentity::load(dir)
+            .with_context(|| format!("cannot load the cascade certificate from {}", dir.display()))?,
+        (None, None) => {
+            tracing::warn!(
+                "no cascade certificate (--cascade-cert-dir): rooms on this bridge cannot span other bridges"
+            );
+            return Ok(None);
+        }
+    };
+    if identity.bridge_id() != bridge_id {
+        anyhow::bail!(
+            "the cascade certificate names bridge {}, but this bridge is {bridge_id}; issue one with `bridgemesh ca issue --bridge-id {bridge_id}`",
+            identity.bridge_id()
+        );
+    }
+    let endpoint = CascadeEndpoint::bind(
+        SocketAddr::new(bind_ip, config.cascade_port),
+        &identity,
+        &CascadeConfig::default(),
+    )
+    .with_context(|| format!("cannot start cascade links on UDP port {}", config.cascade_port))?;
+    let handle = bridge
+        .start_cascade(endpoint, CascadeManagerConfig::default())
+        .context("cannot start cascade links")?;
+    Ok(Some(config.cascade_advertise.unwrap_or_else(|| {
+        SocketAddr::new(advertise_ip, handle.local_addr().port())
+    })))
 }
 
 /// The embedded TURN server: it listens beside the bridge and relays from the advertised IP. Its

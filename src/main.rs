@@ -44,6 +44,13 @@ enum Commands {
         /// shows participants moving. Further bridges take the ports after the first one's.
         #[arg(long, default_value_t = 1)]
         bridges: usize,
+        /// UDP port of the first bridge's cascade links (QUIC) to the others.
+        #[arg(long, default_value_t = 7710)]
+        cascade_port: u16,
+        /// Participants of one room a bridge takes; with --bridges 2 or more, a room past it
+        /// spans bridges, which cascade its media to each other.
+        #[arg(long, default_value_t = 100)]
+        max_per_room: u32,
     },
     /// One node of a replicated control cluster (see docs/operator-guide.md for the file).
     Control(ControlArgs),
@@ -344,6 +351,8 @@ async fn main() -> anyhow::Result<()> {
             turn_port,
             no_turn,
             bridges,
+            cascade_port,
+            max_per_room,
         } => {
             let running = bridgemesh::up::start(bridgemesh::up::UpConfig {
                 http_port,
@@ -353,6 +362,8 @@ async fn main() -> anyhow::Result<()> {
                 turn: !no_turn,
                 turn_port,
                 bridges,
+                cascade_port,
+                max_per_room,
             })
             .await?;
             println!(

@@ -6,6 +6,7 @@
 
 use anyhow::Context as _;
 use bridgemesh_bridge::Bridge;
+use bridgemesh_bridge::cascade::ClusterCa;
 use bridgemesh_bridge::control_session::SessionStatus;
 use bridgemesh_control::ControlNode;
 use bridgemesh_control::auth::{AdminAuth, AuthConfig};
@@ -50,6 +51,11 @@ pub struct UpConfig {
     pub turn_port: u16,
     /// Bridges to start (all in region `local`).
     pub bridges: usize,
+    /// The first bridge's UDP port for cascade links (further bridges as above).
+    pub cascade_port: u16,
+    /// Participants of one room a bridge takes; past it the room spans another bridge (when
+    /// there is one), cascading between them.
+    pub max_per_room: u32,
 }
 
 impl Default for UpConfig {
@@ -62,6 +68,8 @@ impl Default for UpConfig {
             turn: true,
             turn_port: 3478,
             bridges: 1,
+            cascade_port: 7710,
+            max_per_room: 100,
         }
     }
 }
@@ -77,6 +85,8 @@ impl UpConfig {
             turn: true,
             turn_port: 0,
             bridges: 1,
+            cascade_port: 0,
+            max_per_room: 100,
         }
     }
 }
@@ -169,12 +179,18 @@ pub async fn start(config: UpConfig) -> anyhow::Result<Running> {
     let control = control_service.node.clone();
     let bridge_key = ticket_key(&secret);
 
+    // A cluster CA for this run only: the bridges' cascade links authenticate with it.
+    let cluster_ca = ClusterCa::generate().context("cannot create the cluster CA")?;
     let mut bridges = Vec::with_capacity(config.bridges);
     for index in 0..config.bridges {
+        let id = BridgeId::new(format!("local-{}", index + 1)).expect("valid id");
+        let cascade_identity = cluster_ca
+            .issue_bridge_cert(&id)
+            .context("cannot issue a bridge certificate")?;
         let bridge_config = BridgeNodeConfig {
             control: vec![format!("http://{control_addr}")],
             region: Some(RegionId::new("local").expect("valid literal")),
-            id: Some(BridgeId::new(format!("local-{}", index + 1)).expect("valid id")),
+            id: Some(id),
             bridge_key: bridge_key.clone(),
             listen: SocketAddr::new(loopback, nth_port(config.bridge_http_port, index)),
             advertise_ip: Some(loopback),
@@ -184,6 +200,10 @@ pub async fn start(config: UpConfig) -> anyhow::Result<Running> {
             // Every browser of `up` comes from 127.0.0.1: the per-source cap meant for the
             // internet would stop a demo at 16 tabs relaying over TCP.
             turn_connections_per_source_max: Some(1_024),
+            cascade_port: nth_port(config.cascade_port, index),
+            cascade_identity: Some(cascade_identity),
+            max_per_room: config.max_per_room,
+            capacity: BridgeNodeConfig::default().capacity.max(config.max_per_room),
             ..BridgeNodeConfig::default()
         };
         let running = match bridge_node::start(bridge_config).await {

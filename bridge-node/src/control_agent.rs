@@ -423,6 +423,10 @@ impl AgentLoop {
                 SessionOutput::Status(status) => {
                     self.status.send_replace(status);
                 }
+                SessionOutput::RoomBridges { room, peers } => {
+                    tracing::debug!(%room, peers = peers.len(), "control lists the room's other bridges");
+                    self.bridge.set_room_bridges(room, peers);
+                }
             }
         }
         self.closing.retain(|task| !task.is_finished());

@@ -244,6 +244,8 @@ pub enum SessionInput {
     Close,
 }
 
+// Carries a `register` once per connection; boxing it would save nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum SessionOutput {
     /// Open a WebSocket to `url` with the bridge's credential and report it as `connection`.
@@ -262,6 +264,11 @@ pub enum SessionOutput {
     Disconnect { connection: ConnectionId },
     /// Carry out control's instruction on the bridge.
     Moderate(ModerationAction),
+    /// The other bridges hosting `room` now: link to them for it.
+    RoomBridges {
+        room: bridgemesh_proto::RoomId,
+        peers: Vec<bridgemesh_proto::bridge_session::CascadePeer>,
+    },
     /// The status changed to this.
     Status(SessionStatus),
 }
@@ -595,6 +602,9 @@ impl ControlSession {
                 self.moderate(ModerationAction::RequestMuteAll { room, by });
             }
             ControlToBridge::EndRoom { room } => self.moderate(ModerationAction::EndRoom { room }),
+            ControlToBridge::RoomBridges { room, peers } => {
+                self.outputs.push_back(SessionOutput::RoomBridges { room, peers });
+            }
             other => tracing::debug!(
                 ?other,
                 "a message from control this bridge does not know; ignored"

@@ -1,18 +1,20 @@
 //! Threads, the media socket and timers around the shards.
 
+use crate::cascade::{CascadeEndpoint, CascadeHandle, CascadeManagerConfig, LinkStats, LinkTable};
 use crate::config::{BridgeConfig, ConfigError};
 use crate::demux::{ParticipantKey, RouteTable};
 use crate::shard::{
-    BridgeEvent, ConnectRequest, ModerationAction, Shard, ShardInput, ShardOutput, ShardStats,
+    BridgeEvent, CascadeInput, ConnectRequest, ModerationAction, Shard, ShardInput, ShardOutput, ShardStats,
 };
 use crate::ticket::{TicketVerifier, now_unix_s};
+use bridgemesh_proto::bridge_session::CascadePeer;
 use bridgemesh_proto::signaling::{ClientMessage, ServerMessage};
 use bridgemesh_proto::{BridgeId, ParticipantId, RoomId};
 use bytes::BytesMut;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
@@ -71,11 +73,49 @@ pub struct BridgeStats {
     pub media_routes: u64,
 }
 
+/// The shards' inboxes, as the cascade links hand them what peers send.
+pub(crate) struct ShardInboxes {
+    inboxes: Vec<mpsc::Sender<DriverInput>>,
+    counters: Arc<DriverCounters>,
+}
+
+impl ShardInboxes {
+    pub(crate) fn len(&self) -> usize {
+        self.inboxes.len()
+    }
+
+    pub(crate) fn shard_of_room(&self, room: &RoomId) -> usize {
+        shard_of(room, self.inboxes.len())
+    }
+
+    /// Queues a control input in order, waiting for space: announcements must not be lost.
+    pub(crate) async fn deliver(&self, shard: usize, input: CascadeInput) {
+        if let Some(inbox) = self.inboxes.get(shard) {
+            let _ = inbox.send(DriverInput::Shard(ShardInput::Cascade(input))).await;
+        }
+    }
+
+    /// Queues media unless the shard is that far behind; `false` when dropped.
+    pub(crate) fn try_deliver(&self, shard: usize, input: CascadeInput) -> bool {
+        let delivered = self.inboxes.get(shard).is_some_and(|inbox| {
+            inbox
+                .try_send(DriverInput::Shard(ShardInput::Cascade(input)))
+                .is_ok()
+        });
+        if !delivered {
+            self.counters.inbox_full.fetch_add(1, Ordering::Relaxed);
+        }
+        delivered
+    }
+}
+
 pub struct Bridge {
     config: BridgeConfig,
     media_addr: SocketAddr,
     routes: Arc<RouteTable>,
     inboxes: Vec<mpsc::Sender<DriverInput>>,
+    links: Arc<LinkTable>,
+    cascade: OnceLock<CascadeHandle>,
     next_key: AtomicU64,
     verifier: TicketVerifier,
     events: Mutex<Option<mpsc::Receiver<BridgeEvent>>>,
@@ -118,6 +158,7 @@ impl Bridge {
             inboxes.push(tx);
             receivers.push(rx);
         }
+        let links = Arc::new(LinkTable::default());
         let shard_stats: Vec<_> = (0..config.shard_count)
             .map(|_| Arc::new(Mutex::new(ShardStats::default())))
             .collect();
@@ -135,6 +176,7 @@ impl Bridge {
                 ),
                 routes: routes.clone(),
                 peers: inboxes.clone(),
+                links: links.clone(),
                 events: events_tx.clone(),
                 clients: HashMap::new(),
                 stats: shard_stats[index].clone(),
@@ -155,6 +197,8 @@ impl Bridge {
             media_addr,
             routes,
             inboxes,
+            links,
+            cascade: OnceLock::new(),
             next_key: AtomicU64::new(1),
             events: Mutex::new(Some(events_rx)),
             shard_stats,
@@ -181,6 +225,46 @@ impl Bridge {
         &self.verifier
     }
 
+    /// Links this bridge to others on `endpoint`, so its rooms can span bridges. Must be called
+    /// within a Tokio runtime; a second call changes nothing and returns the running cascade.
+    pub fn start_cascade(
+        &self,
+        endpoint: CascadeEndpoint,
+        config: CascadeManagerConfig,
+    ) -> std::io::Result<CascadeHandle> {
+        if let Some(handle) = self.cascade.get() {
+            return Ok(handle.clone());
+        }
+        let shards = Arc::new(ShardInboxes {
+            inboxes: self.inboxes.clone(),
+            counters: self.counters.clone(),
+        });
+        let handle = crate::cascade::manager::start(endpoint, shards, self.links.clone(), config)?;
+        Ok(self.cascade.get_or_init(|| handle).clone())
+    }
+
+    /// The running cascade, once [`Bridge::start_cascade`] was called.
+    pub fn cascade(&self) -> Option<&CascadeHandle> {
+        self.cascade.get()
+    }
+
+    /// What control says: the other bridges hosting `room` now. Without a cascade the bridge
+    /// serves its own participants only.
+    pub fn set_room_bridges(&self, room: RoomId, peers: Vec<CascadePeer>) {
+        match self.cascade.get() {
+            Some(cascade) => cascade.set_room_bridges(room, peers),
+            None if !peers.is_empty() => {
+                tracing::warn!(%room, "control lists other bridges for a room, but this bridge has no cascade");
+            }
+            None => {}
+        }
+    }
+
+    /// The live cascade links.
+    pub fn cascade_links(&self) -> Vec<LinkStats> {
+        self.links.stats()
+    }
+
     /// The stream of joins and leaves for control; can be taken once.
     pub fn take_events(&self) -> Option<mpsc::Receiver<BridgeEvent>> {
         self.events.lock().expect("events lock").take()
@@ -193,11 +277,15 @@ impl Bridge {
             total.datagrams_in += s.datagrams_in;
             total.datagrams_out += s.datagrams_out;
             total.rtp_in += s.rtp_in;
+            total.rtp_in_bytes += s.rtp_in_bytes;
             total.rtp_forwarded += s.rtp_forwarded;
             total.rtp_dropped_no_leg += s.rtp_dropped_no_leg;
             total.keyframe_requests_sent += s.keyframe_requests_sent;
             total.participants += s.participants;
             total.rooms += s.rooms;
+            total.cascade_rtp_in += s.cascade_rtp_in;
+            total.cascade_rtp_unknown_stream += s.cascade_rtp_unknown_stream;
+            total.cascade_rtp_out += s.cascade_rtp_out;
         }
         BridgeStats {
             shards: total,
@@ -355,6 +443,7 @@ struct ShardWorker {
     shard: Shard,
     routes: Arc<RouteTable>,
     peers: Vec<mpsc::Sender<DriverInput>>,
+    links: Arc<LinkTable>,
     events: mpsc::Sender<BridgeEvent>,
     clients: HashMap<ParticipantKey, mpsc::Sender<ClientCommand>>,
     stats: Arc<Mutex<ShardStats>>,
@@ -505,6 +594,8 @@ impl ShardWorker {
                     }
                 }
                 ShardOutput::Event(event) => self.emit(event),
+                ShardOutput::ToLink { link, message } => self.links.send_message(link, message),
+                ShardOutput::LinkDatagram { link, datagram } => self.links.send_datagram(link, datagram),
             }
         }
     }

@@ -91,6 +91,14 @@ pub(crate) fn resolve_legs(room: &mut Room, key: ParticipantKey) -> Vec<(Partici
                 Some(((p.key, slot.source), (track.codec.clone()?, extensions)))
             })
         })
+        .chain(room.cascade.remote.iter().flat_map(|(remote_key, p)| {
+            p.streams.iter().map(move |(source, stream)| {
+                (
+                    (*remote_key, *source),
+                    (stream.codec.clone(), stream.extensions.clone()),
+                )
+            })
+        }))
         .collect();
     let Some(participant) = room.participants.get_mut(&key) else {
         return Vec::new();

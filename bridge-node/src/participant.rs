@@ -42,6 +42,12 @@ pub struct InboundTrack {
     pub extensions: Vec<RTCRtpHeaderExtensionParameters>,
     pub keyframe_requested_at: Option<Instant>,
     pub keyframe_request_pending: bool,
+    /// The id this track's datagrams carry on cascade links, once announced to them.
+    pub stream_id: Option<u32>,
+    /// Links whose far side has subscribers for this track.
+    pub links: Vec<crate::shard::LinkIndex>,
+    /// Ids of the header extensions stripped before a packet crosses a link (the leg-local ones).
+    pub link_dropped_extensions: Vec<u8>,
 }
 
 /// A leg: media of one remote (publisher, source) sent to this participant.

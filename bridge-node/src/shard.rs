@@ -14,6 +14,10 @@
 //! committed by control; it reaches the shard as [`ShardInput::Moderation`] and the shard carries
 //! it out.
 
+mod cascade;
+
+pub use cascade::{CascadeInput, LinkIndex, REMOTE_PARTICIPANTS_PER_ROOM_MAX, shard_of_stream};
+
 use crate::demux::{ParticipantKey, RouteTable};
 use crate::legs::{resolve_legs, sync_legs};
 use crate::participant::{InboundTrack, KEYFRAME_REQUEST_INTERVAL, Participant, RecvSlot};
@@ -22,9 +26,11 @@ use crate::removed_participants::{
     REMOVED_PARTICIPANT_RETENTION_S, REMOVED_PARTICIPANTS_MAX, RemovedParticipants,
 };
 use bridgemesh_proto::api::ErrorCode;
+use bridgemesh_proto::cascade::LinkMessage;
 use bridgemesh_proto::signaling::{ByeReason, ClientMessage, MediaSource, ServerMessage, TrackInfo};
 use bridgemesh_proto::{PROTOCOL_VERSION, ParticipantId, RoomId};
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
+use cascade::{CascadeIndex, RoomCascade};
 use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent};
 use rtc::peer_connection::message::RTCMessage;
 use rtc::peer_connection::sdp::RTCSessionDescription;
@@ -70,6 +76,8 @@ pub enum ShardInput {
     },
     /// A moderation decision control committed.
     Moderation(ModerationAction),
+    /// From another bridge, over a cascade link.
+    Cascade(CascadeInput),
 }
 
 /// Moderation control decided; the bridge carries it out for the participants it hosts.
@@ -120,6 +128,16 @@ pub enum ShardOutput {
         key: ParticipantKey,
     },
     Event(BridgeEvent),
+    /// A message for the bridge at the other end of `link`.
+    ToLink {
+        link: LinkIndex,
+        message: LinkMessage,
+    },
+    /// A media datagram for `link`.
+    LinkDatagram {
+        link: LinkIndex,
+        datagram: Bytes,
+    },
 }
 
 /// What the bridge tells its control plane.
@@ -144,15 +162,36 @@ pub struct ShardStats {
     /// Datagrams handed to the driver to send (media, RTCP, ICE and DTLS alike).
     pub datagrams_out: u64,
     pub rtp_in: u64,
+    /// Bytes of those packets (RTP header and payload, as decrypted).
+    pub rtp_in_bytes: u64,
     pub rtp_forwarded: u64,
     pub rtp_dropped_no_leg: u64,
     pub keyframe_requests_sent: u64,
     pub participants: u64,
     pub rooms: u64,
+    /// RTP packets of remote publishers arriving over links.
+    pub cascade_rtp_in: u64,
+    /// Media datagrams of a stream the link never announced (or retired), dropped.
+    pub cascade_rtp_unknown_stream: u64,
+    /// RTP packets of local publishers handed to links (one per link).
+    pub cascade_rtp_out: u64,
 }
 
 pub struct Room {
+    /// Shared with the packet path's indexes so they name the room without copying it.
+    pub(crate) name: Arc<RoomId>,
     pub(crate) participants: BTreeMap<ParticipantKey, Participant>,
+    pub(crate) cascade: RoomCascade,
+}
+
+impl Room {
+    fn new(name: &RoomId) -> Self {
+        Room {
+            name: Arc::new(name.clone()),
+            participants: BTreeMap::new(),
+            cascade: RoomCascade::default(),
+        }
+    }
 }
 
 pub struct Shard {
@@ -168,6 +207,7 @@ pub struct Shard {
     /// Kicked participants. The ticket verifier refuses them too; this catches a ticket verified
     /// just before the kick whose `Connect` reaches the shard after it.
     removed: RemovedParticipants<Instant>,
+    cascade_index: CascadeIndex,
     // Reused across inputs so the packet path does not allocate these per packet.
     scratch_messages: Vec<RTCMessage>,
     scratch_events: Vec<RTCPeerConnectionEvent>,
@@ -191,6 +231,7 @@ impl Shard {
             outputs: VecDeque::new(),
             stats: ShardStats::default(),
             removed: RemovedParticipants::new(REMOVED_PARTICIPANTS_MAX),
+            cascade_index: CascadeIndex::default(),
             scratch_messages: Vec::new(),
             scratch_events: Vec::new(),
             scratch_keys: Vec::new(),
@@ -225,6 +266,7 @@ impl Shard {
             ShardInput::Client { key, message } => self.handle_client(now, key, message),
             ShardInput::Disconnect { key } => self.remove_participant(now, key, None),
             ShardInput::Moderation(action) => self.moderate(now, action),
+            ShardInput::Cascade(input) => self.handle_cascade(now, input),
         }
     }
 
@@ -272,10 +314,19 @@ impl Shard {
     /// Ends every session of the room at once. Unlike removing them one by one, nobody is told
     /// of the others leaving and nobody is renegotiated: they are all going.
     fn end_room(&mut self, room_id: &RoomId, reason: ByeReason) {
-        let Some(room) = self.rooms.remove(room_id) else {
+        let Some(room) = self.rooms.get_mut(room_id) else {
             return;
         };
-        for (key, mut participant) in room.participants {
+        let participants = std::mem::take(&mut room.participants);
+        for (key, mut participant) in participants {
+            self.retire_streams(room_id, &participant);
+            self.tell_peers(
+                room_id,
+                LinkMessage::ParticipantLeft {
+                    room: room_id.clone(),
+                    participant: participant.id.clone(),
+                },
+            );
             self.room_of.remove(&key);
             let _ = participant.pc.close();
             while let Some(datagram) = participant.pc.poll_write() {
@@ -297,6 +348,7 @@ impl Shard {
                     dropped: false,
                 }));
         }
+        self.drop_room_if_unused(room_id);
     }
 
     /// Ends every session with `bye: bridge_shutdown`, so clients rejoin elsewhere at once.
@@ -423,6 +475,17 @@ impl Shard {
         if let Some(previous) = previous {
             self.remove_participant(now, previous, Some(ByeReason::Replaced));
         }
+        // Announced by another bridge until now: it arrived here from there.
+        let remote = self.rooms.get(&room_id).and_then(|room| {
+            room.cascade
+                .remote
+                .iter()
+                .find(|(_, p)| p.info.id == participant_id)
+                .map(|(k, _)| *k)
+        });
+        if let Some(remote) = remote {
+            self.remove_remote(now, &room_id, remote, true);
+        }
         let size = self.rooms.get(&room_id).map_or(0, |room| room.participants.len());
         if size >= self.max_participants_per_room {
             self.refuse(key, ErrorCode::RoomFull, "this room is full on this bridge");
@@ -446,10 +509,16 @@ impl Shard {
                 key,
             },
         );
-        let room = self.rooms.entry(room_id.clone()).or_insert_with(|| Room {
-            participants: BTreeMap::new(),
-        });
-        let others = room.participants.values().map(Participant::info).collect();
+        let room = self
+            .rooms
+            .entry(room_id.clone())
+            .or_insert_with(|| Room::new(&room_id));
+        let others = room
+            .participants
+            .values()
+            .map(Participant::info)
+            .chain(room.cascade.remote.values().map(|p| p.info.clone()))
+            .collect();
         let info = participant.info();
         for other in room.participants.values() {
             self.outputs.push_back(ShardOutput::ToClient {
@@ -460,7 +529,14 @@ impl Shard {
             });
         }
         room.participants.insert(key, participant);
-        self.room_of.insert(key, Arc::new(room_id.clone()));
+        self.room_of.insert(key, room.name.clone());
+        self.tell_peers(
+            &room_id,
+            LinkMessage::Participant {
+                room: room_id.clone(),
+                participant: info,
+            },
+        );
         self.outputs.push_back(ShardOutput::ToClient {
             key,
             message: ServerMessage::Welcome {
@@ -571,6 +647,8 @@ impl Shard {
                 let connected = participant.connected;
                 let newly_ready = resolve_legs(room, key);
                 let publishers: Vec<_> = newly_ready.into_iter().filter(|(_, s)| !s.is_audio()).collect();
+                // Before the keyframe requests, so a remote publisher's bridge starts sending first.
+                self.refresh_demand(&room_id);
                 if connected {
                     for (publisher, source) in publishers {
                         self.request_keyframe(now, &room_id, publisher, source);
@@ -636,6 +714,7 @@ impl Shard {
             }
         }
         if roster_changed {
+            self.sync_stream_announcements(&room_id, key);
             self.broadcast_update(&room_id, key);
         }
         self.pump(now, &room_id);
@@ -668,6 +747,13 @@ impl Shard {
                 },
             });
         }
+        self.tell_peers(
+            room_id,
+            LinkMessage::Participant {
+                room: room_id.clone(),
+                participant: info,
+            },
+        );
     }
 
     /// Ends a participant's session. `bye` is sent when the client's socket is still there.
@@ -679,6 +765,17 @@ impl Shard {
             return;
         };
         let Some(mut participant) = room.participants.remove(&key) else {
+            return;
+        };
+        self.retire_streams(&room_id, &participant);
+        self.tell_peers(
+            &room_id,
+            LinkMessage::ParticipantLeft {
+                room: RoomId::clone(&room_id),
+                participant: participant.id.clone(),
+            },
+        );
+        let Some(room) = self.rooms.get_mut(&*room_id) else {
             return;
         };
         let _ = participant.pc.close();
@@ -715,7 +812,7 @@ impl Shard {
                 dropped: bye != Some(ByeReason::Left),
             }));
         if room.participants.is_empty() {
-            self.rooms.remove(&room_id);
+            self.drop_room_if_unused(&room_id);
         } else {
             self.pump(now, &room_id);
         }
@@ -733,6 +830,10 @@ impl Shard {
         let Some(room) = self.rooms.get_mut(room_id) else {
             return;
         };
+        if room.cascade.remote.contains_key(&publisher) {
+            self.request_remote_keyframe(room_id, publisher, source);
+            return;
+        }
         let Some(participant) = room.participants.get_mut(&publisher) else {
             return;
         };
@@ -880,6 +981,7 @@ impl Shard {
                 {
                     return;
                 }
+                let previous = participant.slots[slot_index].track.take();
                 participant.slots[slot_index].track = Some(InboundTrack {
                     track_id: init.track_id,
                     receiver_id: init.receiver_id,
@@ -888,7 +990,16 @@ impl Shard {
                     extensions: Vec::new(),
                     keyframe_requested_at: None,
                     keyframe_request_pending: false,
+                    stream_id: None,
+                    links: Vec::new(),
+                    link_dropped_extensions: Vec::new(),
                 });
+                // The stream it replaces is retired on the links; this one is announced once its
+                // codec is known.
+                if let Some(id) = previous.and_then(|t| t.stream_id) {
+                    self.cascade_index.local_streams.remove(&id);
+                    self.tell_peers(room_id, LinkMessage::StreamEnded { id });
+                }
             }
             RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) => match state {
                 RTCPeerConnectionState::Connected => {
@@ -930,6 +1041,7 @@ impl Shard {
         packet: rtc::rtp::Packet,
     ) {
         self.stats.rtp_in += 1;
+        self.stats.rtp_in_bytes += rtc::shared::marshal::MarshalSize::marshal_size(&packet) as u64;
         let Some(room) = self.rooms.get_mut(room_id) else {
             return;
         };
@@ -967,6 +1079,7 @@ impl Shard {
             track.codec = Some(codec);
             track.extensions = parameters.header_extensions;
             mark_others_for_renegotiation(room, publisher);
+            self.sync_stream_announcements(room_id, publisher);
             self.broadcast_update(room_id, publisher);
             return;
         }
@@ -976,38 +1089,8 @@ impl Shard {
         let Some(room) = self.rooms.get_mut(room_id) else {
             return;
         };
-        for subscriber in room.participants.values_mut() {
-            if subscriber.key == publisher || !subscriber.connected {
-                continue;
-            }
-            let Some(leg) = subscriber.legs.get(&(publisher, source)) else {
-                self.stats.rtp_dropped_no_leg += 1;
-                continue;
-            };
-            let Some(payload_type) = leg.payload_type else {
-                continue;
-            };
-            let mut out = packet.clone();
-            out.header.ssrc = leg.ssrc;
-            out.header.payload_type = payload_type;
-            out.header.extensions.retain_mut(|ext| {
-                match leg.extension_map.iter().find(|(from, _)| *from == ext.id) {
-                    Some((_, to)) => {
-                        ext.id = *to;
-                        true
-                    }
-                    None => false,
-                }
-            });
-            out.header.extension = !out.header.extensions.is_empty();
-            if let Some(mut sender) = subscriber.pc.rtp_sender(leg.sender_id) {
-                match sender.write_rtp(now, out) {
-                    Ok(()) => self.stats.rtp_forwarded += 1,
-                    Err(err) => tracing::trace!(%err, "forwarded packet refused"),
-                }
-            }
-            subscriber.dirty = true;
-        }
+        deliver(now, room, publisher, source, &packet, &mut self.stats);
+        self.send_to_links(room_id, publisher, source, &packet);
     }
 
     fn handle_rtcp(
@@ -1052,6 +1135,11 @@ impl Shard {
                     Some((p.key, s.source, p.id.clone(), codec))
                 })
             })
+            .chain(room.cascade.remote.iter().flat_map(|(remote_key, p)| {
+                p.streams
+                    .iter()
+                    .map(move |(source, s)| (*remote_key, *source, p.info.id.clone(), s.codec.clone()))
+            }))
             .collect();
         let Some(participant) = room.participants.get_mut(&key) else {
             return;
@@ -1101,6 +1189,8 @@ impl Shard {
             key,
             message: ServerMessage::Offer { sdp, tracks },
         });
+        // Legs of streams that ended are gone now: their bridges may stop sending.
+        self.refresh_demand(room_id);
     }
 }
 
@@ -1109,6 +1199,50 @@ fn recvonly() -> RTCRtpTransceiverInit {
         direction: RTCRtpTransceiverDirection::Recvonly,
         streams: vec![],
         send_encodings: vec![],
+    }
+}
+
+/// Writes a publisher's packet (local or remote) into every local subscriber's leg for it,
+/// rewritten to the leg's SSRC, payload type and header-extension ids.
+fn deliver(
+    now: Instant,
+    room: &mut Room,
+    publisher: ParticipantKey,
+    source: MediaSource,
+    packet: &rtc::rtp::Packet,
+    stats: &mut ShardStats,
+) {
+    for subscriber in room.participants.values_mut() {
+        if subscriber.key == publisher || !subscriber.connected {
+            continue;
+        }
+        let Some(leg) = subscriber.legs.get(&(publisher, source)) else {
+            stats.rtp_dropped_no_leg += 1;
+            continue;
+        };
+        let Some(payload_type) = leg.payload_type else {
+            continue;
+        };
+        let mut out = packet.clone();
+        out.header.ssrc = leg.ssrc;
+        out.header.payload_type = payload_type;
+        out.header.extensions.retain_mut(|ext| {
+            match leg.extension_map.iter().find(|(from, _)| *from == ext.id) {
+                Some((_, to)) => {
+                    ext.id = *to;
+                    true
+                }
+                None => false,
+            }
+        });
+        out.header.extension = !out.header.extensions.is_empty();
+        if let Some(mut sender) = subscriber.pc.rtp_sender(leg.sender_id) {
+            match sender.write_rtp(now, out) {
+                Ok(()) => stats.rtp_forwarded += 1,
+                Err(err) => tracing::trace!(%err, "forwarded packet refused"),
+            }
+        }
+        subscriber.dirty = true;
     }
 }
 

@@ -6,6 +6,7 @@
 //! refused here too, even with a ticket it never used. From then on the socket carries client
 //! messages to the shard and the shard's messages back, until either side closes.
 
+use crate::cascade::LinkStats;
 use crate::driver::{Bridge, CLIENT_QUEUE_CAPACITY, ClientCommand};
 use crate::shard::ConnectRequest;
 use crate::ticket::{TicketError, now_unix_s};
@@ -15,6 +16,7 @@ use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use bridgemesh_proto::BridgeId;
 use bridgemesh_proto::api::{ErrorCode, Health, HealthStatus};
 use bridgemesh_proto::signaling::{ByeReason, CLIENT_MESSAGE_MAX_BYTES, ClientMessage, ServerMessage};
 use futures_util::{SinkExt, StreamExt};
@@ -126,6 +128,12 @@ async fn metrics(State(bridge): State<Arc<Bridge>>) -> Response {
         s.rtp_in,
     );
     metric(
+        "bridgemesh_bridge_rtp_received_bytes_total",
+        "counter",
+        "Bytes of RTP received from publishers (header and payload, decrypted).",
+        s.rtp_in_bytes,
+    );
+    metric(
         "bridgemesh_bridge_rtp_forwarded_total",
         "counter",
         "RTP packets forwarded to subscribers.",
@@ -137,7 +145,130 @@ async fn metrics(State(bridge): State<Arc<Bridge>>) -> Response {
         "Keyframe requests sent to publishers.",
         s.keyframe_requests_sent,
     );
+    metric(
+        "bridgemesh_bridge_cascade_rtp_received_total",
+        "counter",
+        "RTP packets of remote publishers received over cascade links.",
+        s.cascade_rtp_in,
+    );
+    metric(
+        "bridgemesh_bridge_cascade_rtp_unknown_stream_total",
+        "counter",
+        "Cascade media datagrams of a stream the link did not announce, dropped.",
+        s.cascade_rtp_unknown_stream,
+    );
+    metric(
+        "bridgemesh_bridge_cascade_rtp_sent_total",
+        "counter",
+        "RTP packets of local publishers handed to cascade links (once per link).",
+        s.cascade_rtp_out,
+    );
+    render_link_metrics(&mut text, id, &bridge.cascade_links());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+/// A metric family of cascade links: name, type, help, and its value for one link.
+type LinkFamily = (&'static str, &'static str, &'static str, fn(&LinkStats) -> f64);
+
+/// One series per cascade link, labelled with the peer bridge.
+fn render_link_metrics(text: &mut String, id: &BridgeId, links: &[LinkStats]) {
+    let families: [LinkFamily; 14] = [
+        (
+            "bridgemesh_cascade_link_up",
+            "gauge",
+            "A cascade link to the peer is established.",
+            |_| 1.0,
+        ),
+        (
+            "bridgemesh_cascade_link_rtt_seconds",
+            "gauge",
+            "Round-trip time QUIC measures on the link.",
+            |l| l.rtt.as_secs_f64(),
+        ),
+        (
+            "bridgemesh_cascade_link_udp_sent_bytes_total",
+            "counter",
+            "Bytes the link's connection sent (all of QUIC).",
+            |l| l.udp_bytes_out as f64,
+        ),
+        (
+            "bridgemesh_cascade_link_udp_received_bytes_total",
+            "counter",
+            "Bytes the link's connection received (all of QUIC).",
+            |l| l.udp_bytes_in as f64,
+        ),
+        (
+            "bridgemesh_cascade_link_lost_packets_total",
+            "counter",
+            "QUIC packets declared lost on the link.",
+            |l| l.lost_packets as f64,
+        ),
+        (
+            "bridgemesh_cascade_link_media_sent_datagrams_total",
+            "counter",
+            "Media datagrams sent on the link.",
+            |l| l.media_datagrams_out as f64,
+        ),
+        (
+            "bridgemesh_cascade_link_media_sent_bytes_total",
+            "counter",
+            "Bytes of media datagrams sent on the link.",
+            |l| l.media_bytes_out as f64,
+        ),
+        (
+            "bridgemesh_cascade_link_media_send_dropped_total",
+            "counter",
+            "Media datagrams not sent (too large for the path, or the link closing).",
+            |l| l.media_dropped_out as f64,
+        ),
+        (
+            "bridgemesh_cascade_link_media_received_datagrams_total",
+            "counter",
+            "Media datagrams received on the link.",
+            |l| l.media_datagrams_in as f64,
+        ),
+        (
+            "bridgemesh_cascade_link_media_received_bytes_total",
+            "counter",
+            "Bytes of media datagrams received on the link.",
+            |l| l.media_bytes_in as f64,
+        ),
+        (
+            "bridgemesh_cascade_link_media_receive_dropped_total",
+            "counter",
+            "Media datagrams received and dropped (malformed, unknown stream, shard full).",
+            |l| l.media_dropped_in as f64,
+        ),
+        (
+            "bridgemesh_cascade_link_messages_total",
+            "counter",
+            "Control messages sent and received on the link.",
+            |l| (l.messages_out + l.messages_in) as f64,
+        ),
+        (
+            "bridgemesh_cascade_link_rooms",
+            "gauge",
+            "Rooms shared on the link.",
+            |l| l.shared_rooms as f64,
+        ),
+        (
+            "bridgemesh_cascade_link_streams",
+            "gauge",
+            "Streams the peer announced on the link.",
+            |l| l.streams_in as f64,
+        ),
+    ];
+    for (name, kind, help, value) in families {
+        let _ = writeln!(text, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for link in links {
+            let _ = writeln!(
+                text,
+                "{name}{{bridge=\"{id}\",peer=\"{}\"}} {}",
+                link.peer,
+                value(link)
+            );
+        }
+    }
 }
 
 /// A client message is a JSON object tagged by `type`. serde alone would also take an array whose

@@ -109,6 +109,8 @@ pub struct HostedParticipant {
     pub participant: ParticipantId,
 }
 
+// One `register` per session against a stream of heartbeats: boxing it would save nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 #[non_exhaustive]

@@ -2,9 +2,18 @@
 //!
 //! - [`pki`]: the cluster CA and the bridge certificates it issues.
 //! - [`endpoint`]: the QUIC endpoint, server and client at once, that cascade links run on.
+//! - [`link`]: one link: its control stream, its datagrams, the rooms it shares.
+//! - [`manager`]: which peers to link to (control says, room by room), dialing, reconnecting.
+//!
+//! The shards' side (remote participants, what crosses a link) is `shard/cascade.rs`.
 
 pub mod endpoint;
+pub mod link;
+pub mod manager;
 pub mod pki;
+
+pub use link::{LinkStats, LinkTable};
+pub use manager::{CascadeHandle, CascadeManagerConfig};
 
 pub use endpoint::{
     CASCADE_ALPN, CascadeConfig, CascadeConfigError, CascadeConnectError, CascadeConnection, CascadeEndpoint,

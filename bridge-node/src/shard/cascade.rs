@@ -1,0 +1,647 @@
+//! The shard's side of the cascade: remote participants and streams of the rooms it owns, and
+//! what it tells other bridges about its own.
+//!
+//! A room spanning bridges has, on each of them, its local participants and the remote ones
+//! other bridges announced over their links. Remote publishers look to local subscribers like
+//! local ones: they are in `welcome`, `participant_joined/updated/left`, and get a leg in each
+//! subscriber's offer. Their media arrives as [`CascadeInput::Media`] and goes to local
+//! subscribers only, never to another link: every bridge of a room talks to every other directly
+//! (full mesh), so nothing needs relaying and nothing can loop.
+//!
+//! Toward the other bridges a local stream crosses a link only while the far side reports
+//! subscribers for it ([`LinkMessage::Demand`]), and once whatever their number.
+
+use super::{Room, Shard, ShardOutput};
+use crate::demux::ParticipantKey;
+use crate::participant::LEG_LOCAL_EXTENSIONS;
+use bridgemesh_proto::RoomId;
+use bridgemesh_proto::cascade::{LinkCodec, LinkExtension, LinkMessage, MEDIA_HEADER_LEN};
+use bridgemesh_proto::signaling::{MediaSource, ParticipantInfo, ServerMessage};
+use bytes::{Bytes, BytesMut};
+use rtc::rtp_transceiver::rtp_sender::RTCRtpCodec;
+use rtc::shared::marshal::{Marshal, MarshalSize, Unmarshal};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// One cascade connection, numbered by the cascade manager and never reused: a message meant for
+/// a connection that has since closed cannot reach the one that replaced it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LinkIndex(pub u32);
+
+/// Remote participants one room may hold; announcements past it are ignored.
+pub const REMOTE_PARTICIPANTS_PER_ROOM_MAX: usize = 1000;
+/// Stream ids carry the shard index above this many bits, so a demand or keyframe request naming
+/// a stream id reaches the shard that owns it without a lookup.
+const STREAM_SHARD_SHIFT: u32 = 24;
+/// Keys of remote participants have this bit set; local keys count up from 1 and never reach it.
+const REMOTE_KEY_BIT: u64 = 1 << 63;
+
+#[derive(Debug)]
+pub enum CascadeInput {
+    /// The bridge at the other end of `link` hosts participants of `room` and wants ours.
+    PeerOpened { room: RoomId, link: LinkIndex },
+    /// The room is no longer shared over `link` (either side closed it, or the link went down).
+    PeerClosed { room: RoomId, link: LinkIndex },
+    /// A `participant`, `participant_left`, `stream`, `stream_ended`, `demand` or
+    /// `keyframe_request` message from `link` about a room of this shard.
+    Message { link: LinkIndex, message: LinkMessage },
+    /// One RTP packet of a stream `link` announced.
+    Media {
+        link: LinkIndex,
+        stream: u32,
+        packet: Bytes,
+    },
+}
+
+/// The shard that owns the stream id `stream` (one this bridge allocated).
+pub fn shard_of_stream(stream: u32) -> usize {
+    (stream >> STREAM_SHARD_SHIFT) as usize
+}
+
+/// A room's cascade state on this bridge.
+#[derive(Default)]
+pub struct RoomCascade {
+    /// Links whose far side opened the room: they get our announcements.
+    pub peers: BTreeSet<LinkIndex>,
+    pub remote: BTreeMap<ParticipantKey, RemoteParticipant>,
+}
+
+pub struct RemoteParticipant {
+    pub link: LinkIndex,
+    pub info: ParticipantInfo,
+    pub streams: BTreeMap<MediaSource, RemoteStream>,
+}
+
+pub struct RemoteStream {
+    pub id: u32,
+    pub codec: RTCRtpCodec,
+    /// (URI, id) of the header extensions its packets carry.
+    pub extensions: Vec<(String, u8)>,
+    /// Subscribers last reported to the publisher's bridge.
+    pub demand_sent: u32,
+}
+
+/// What the shard keeps of the streams crossing links.
+#[derive(Default)]
+pub struct CascadeIndex {
+    /// Remote streams by (link, the far side's id).
+    pub remote_streams:
+        std::collections::HashMap<(LinkIndex, u32), (Arc<RoomId>, ParticipantKey, MediaSource)>,
+    /// Local streams by the id this shard gave them.
+    pub local_streams: std::collections::HashMap<u32, (Arc<RoomId>, ParticipantKey, MediaSource)>,
+    next_stream: u32,
+    next_remote_key: u64,
+}
+
+impl CascadeIndex {
+    fn allocate_stream(&mut self, shard: usize) -> u32 {
+        loop {
+            self.next_stream = (self.next_stream + 1) & ((1 << STREAM_SHARD_SHIFT) - 1);
+            let id = ((shard as u32) << STREAM_SHARD_SHIFT) | self.next_stream;
+            if !self.local_streams.contains_key(&id) {
+                return id;
+            }
+        }
+    }
+
+    fn allocate_remote_key(&mut self) -> ParticipantKey {
+        self.next_remote_key += 1;
+        ParticipantKey(REMOTE_KEY_BIT | self.next_remote_key)
+    }
+}
+
+fn link_codec(codec: &RTCRtpCodec) -> LinkCodec {
+    LinkCodec {
+        mime_type: codec.mime_type.clone(),
+        clock_rate: codec.clock_rate,
+        channels: codec.channels,
+        sdp_fmtp_line: codec.sdp_fmtp_line.clone(),
+    }
+}
+
+fn rtp_codec(codec: LinkCodec) -> RTCRtpCodec {
+    RTCRtpCodec {
+        mime_type: codec.mime_type,
+        clock_rate: codec.clock_rate,
+        channels: codec.channels,
+        sdp_fmtp_line: codec.sdp_fmtp_line,
+        rtcp_feedback: Vec::new(),
+    }
+}
+
+impl Shard {
+    pub(super) fn handle_cascade(&mut self, now: Instant, input: CascadeInput) {
+        match input {
+            CascadeInput::PeerOpened { room, link } => self.peer_opened(now, room, link),
+            CascadeInput::PeerClosed { room, link } => self.peer_closed(now, &room, link),
+            CascadeInput::Media { link, stream, packet } => self.remote_media(now, link, stream, &packet),
+            CascadeInput::Message { link, message } => match message {
+                LinkMessage::Participant { room, participant } => {
+                    self.remote_participant(now, room, link, participant);
+                }
+                LinkMessage::ParticipantLeft { room, participant } => {
+                    let key = self.rooms.get(&room).and_then(|r| {
+                        r.cascade
+                            .remote
+                            .iter()
+                            .find(|(_, p)| p.link == link && p.info.id == participant)
+                            .map(|(k, _)| *k)
+                    });
+                    if let Some(key) = key {
+                        self.remove_remote(now, &room, key, true);
+                        self.drop_room_if_unused(&room);
+                    }
+                }
+                LinkMessage::Stream {
+                    id,
+                    room,
+                    participant,
+                    source,
+                    codec,
+                    extensions,
+                } => self.remote_stream(now, link, id, &room, &participant, source, codec, extensions),
+                LinkMessage::StreamEnded { id } => self.remote_stream_ended(now, link, id),
+                LinkMessage::Demand { id, subscribers } => self.demand(link, id, subscribers),
+                LinkMessage::KeyframeRequest { id } => {
+                    if let Some((room, key, source)) = self.cascade_index.local_streams.get(&id).cloned()
+                        && self
+                            .rooms
+                            .get(&*room)
+                            .is_some_and(|r| r.cascade.peers.contains(&link))
+                    {
+                        self.request_keyframe(now, &room, key, source);
+                        self.pump(now, &room);
+                    }
+                }
+                other => tracing::debug!(?other, "link message the shard does not handle"),
+            },
+        }
+    }
+
+    fn peer_opened(&mut self, now: Instant, room_id: RoomId, link: LinkIndex) {
+        let room = self
+            .rooms
+            .entry(room_id.clone())
+            .or_insert_with(|| Room::new(&room_id));
+        if !room.cascade.peers.insert(link) {
+            return;
+        }
+        let mut messages = Vec::new();
+        for participant in room.participants.values() {
+            messages.push(LinkMessage::Participant {
+                room: room_id.clone(),
+                participant: participant.info(),
+            });
+        }
+        for participant in room.participants.values() {
+            for slot in &participant.slots {
+                if let Some(message) = stream_announcement(&room_id, participant, slot) {
+                    messages.push(message);
+                }
+            }
+        }
+        for message in messages {
+            self.outputs.push_back(ShardOutput::ToLink { link, message });
+        }
+        self.pump(now, &room_id);
+    }
+
+    fn peer_closed(&mut self, now: Instant, room_id: &RoomId, link: LinkIndex) {
+        let Some(room) = self.rooms.get_mut(room_id) else {
+            return;
+        };
+        room.cascade.peers.remove(&link);
+        for participant in room.participants.values_mut() {
+            for track in participant.slots.iter_mut().filter_map(|s| s.track.as_mut()) {
+                track.links.retain(|l| *l != link);
+            }
+        }
+        let gone: Vec<ParticipantKey> = room
+            .cascade
+            .remote
+            .iter()
+            .filter(|(_, p)| p.link == link)
+            .map(|(k, _)| *k)
+            .collect();
+        for key in gone {
+            self.remove_remote(now, room_id, key, true);
+        }
+        self.drop_room_if_unused(room_id);
+    }
+
+    /// Forgets a room nobody uses any more: no local participant, no link that opened it, no
+    /// remote participant.
+    pub(super) fn drop_room_if_unused(&mut self, room_id: &RoomId) {
+        if self.rooms.get(room_id).is_some_and(|room| {
+            room.participants.is_empty() && room.cascade.peers.is_empty() && room.cascade.remote.is_empty()
+        }) {
+            self.rooms.remove(room_id);
+        }
+    }
+
+    fn remote_participant(&mut self, now: Instant, room_id: RoomId, link: LinkIndex, info: ParticipantInfo) {
+        let room = self
+            .rooms
+            .entry(room_id.clone())
+            .or_insert_with(|| Room::new(&room_id));
+        // A participant connected here is the one that counts: the far side is about to say it left.
+        if room.participants.values().any(|p| p.id == info.id) {
+            return;
+        }
+        let existing = room
+            .cascade
+            .remote
+            .iter()
+            .find(|(_, p)| p.info.id == info.id)
+            .map(|(k, _)| *k);
+        let message = match existing {
+            Some(key) => {
+                let remote = room.cascade.remote.get_mut(&key).expect("found above");
+                // Announced by another bridge now (it moved there): that bridge's word counts.
+                remote.link = link;
+                remote.info = info.clone();
+                ServerMessage::ParticipantUpdated { participant: info }
+            }
+            None => {
+                if room.cascade.remote.len() >= REMOTE_PARTICIPANTS_PER_ROOM_MAX {
+                    tracing::warn!(room = %room_id, "remote participants per room at the limit; announcement ignored");
+                    return;
+                }
+                let key = self.cascade_index.allocate_remote_key();
+                room.cascade.remote.insert(
+                    key,
+                    RemoteParticipant {
+                        link,
+                        info: info.clone(),
+                        streams: BTreeMap::new(),
+                    },
+                );
+                ServerMessage::ParticipantJoined { participant: info }
+            }
+        };
+        for local in room.participants.values() {
+            self.outputs.push_back(ShardOutput::ToClient {
+                key: local.key,
+                message: message.clone(),
+            });
+        }
+        self.pump(now, &room_id);
+    }
+
+    /// Removes a remote participant, its streams and the legs carrying them; `tell` says
+    /// `participant_left` to the local participants.
+    pub(super) fn remove_remote(&mut self, now: Instant, room_id: &RoomId, key: ParticipantKey, tell: bool) {
+        let Some(room) = self.rooms.get_mut(room_id) else {
+            return;
+        };
+        let Some(remote) = room.cascade.remote.remove(&key) else {
+            return;
+        };
+        for stream in remote.streams.values() {
+            self.cascade_index
+                .remote_streams
+                .remove(&(remote.link, stream.id));
+        }
+        for local in room.participants.values_mut() {
+            if local.legs.keys().any(|(publisher, _)| *publisher == key) {
+                local.renegotiate = true;
+                local.dirty = true;
+            }
+            if tell {
+                self.outputs.push_back(ShardOutput::ToClient {
+                    key: local.key,
+                    message: ServerMessage::ParticipantLeft {
+                        participant_id: remote.info.id.clone(),
+                    },
+                });
+            }
+        }
+        self.pump(now, room_id);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn remote_stream(
+        &mut self,
+        now: Instant,
+        link: LinkIndex,
+        id: u32,
+        room_id: &RoomId,
+        participant: &bridgemesh_proto::ParticipantId,
+        source: MediaSource,
+        codec: LinkCodec,
+        extensions: Vec<LinkExtension>,
+    ) {
+        let Some(room) = self.rooms.get_mut(room_id) else {
+            return;
+        };
+        let Some((key, remote)) = room
+            .cascade
+            .remote
+            .iter_mut()
+            .find(|(_, p)| p.link == link && p.info.id == *participant)
+        else {
+            tracing::debug!(%participant, "stream of a participant the link did not announce");
+            return;
+        };
+        let key = *key;
+        if let Some(previous) = remote.streams.insert(
+            source,
+            RemoteStream {
+                id,
+                codec: rtp_codec(codec),
+                extensions: extensions.into_iter().map(|e| (e.uri, e.id)).collect(),
+                demand_sent: 0,
+            },
+        ) {
+            self.cascade_index.remote_streams.remove(&(link, previous.id));
+        }
+        let room_name = room.name.clone();
+        self.cascade_index
+            .remote_streams
+            .insert((link, id), (room_name, key, source));
+        for local in room.participants.values_mut() {
+            // A new stream under the same source replaces the leg, so the subscriber gets a fresh
+            // one with the new codec.
+            local
+                .legs
+                .remove(&(key, source))
+                .map(|leg| local.pc.remove_track(leg.sender_id));
+            local.renegotiate = true;
+            local.dirty = true;
+        }
+        self.pump(now, room_id);
+    }
+
+    fn remote_stream_ended(&mut self, now: Instant, link: LinkIndex, id: u32) {
+        let Some((room_id, key, source)) = self.cascade_index.remote_streams.remove(&(link, id)) else {
+            return;
+        };
+        let Some(room) = self.rooms.get_mut(&*room_id) else {
+            return;
+        };
+        if let Some(remote) = room.cascade.remote.get_mut(&key) {
+            remote.streams.remove(&source);
+        }
+        for local in room.participants.values_mut() {
+            if local.legs.contains_key(&(key, source)) {
+                local.renegotiate = true;
+                local.dirty = true;
+            }
+        }
+        self.pump(now, &room_id);
+    }
+
+    fn demand(&mut self, link: LinkIndex, id: u32, subscribers: u32) {
+        let Some((room_id, key, source)) = self.cascade_index.local_streams.get(&id).cloned() else {
+            return;
+        };
+        let Some(room) = self.rooms.get_mut(&*room_id) else {
+            return;
+        };
+        if !room.cascade.peers.contains(&link) {
+            return;
+        }
+        let Some(track) = room
+            .participants
+            .get_mut(&key)
+            .and_then(|p| p.slot_mut(source))
+            .and_then(|s| s.track.as_mut())
+        else {
+            return;
+        };
+        track.links.retain(|l| *l != link);
+        if subscribers > 0 {
+            track.links.push(link);
+        }
+    }
+
+    fn remote_media(&mut self, now: Instant, link: LinkIndex, stream: u32, packet: &[u8]) {
+        self.stats.cascade_rtp_in += 1;
+        let Some((room_id, key, source)) = self.cascade_index.remote_streams.get(&(link, stream)).cloned()
+        else {
+            self.stats.cascade_rtp_unknown_stream += 1;
+            return;
+        };
+        let packet = match rtc::rtp::Packet::unmarshal(&mut &packet[..]) {
+            Ok(packet) => packet,
+            Err(err) => {
+                tracing::trace!(%err, "malformed RTP from a link");
+                return;
+            }
+        };
+        let Some(room) = self.rooms.get_mut(&*room_id) else {
+            return;
+        };
+        super::deliver(now, room, key, source, &packet, &mut self.stats);
+        self.pump(now, &room_id);
+    }
+
+    /// Sends a local participant's packet over every link that asked for its stream.
+    pub(super) fn send_to_links(
+        &mut self,
+        room_id: &RoomId,
+        publisher: ParticipantKey,
+        source: MediaSource,
+        packet: &rtc::rtp::Packet,
+    ) {
+        let Some(track) = self
+            .rooms
+            .get(room_id)
+            .and_then(|r| r.participants.get(&publisher))
+            .and_then(|p| p.slot(source))
+            .and_then(|s| s.track.as_ref())
+        else {
+            return;
+        };
+        let (Some(stream), false) = (track.stream_id, track.links.is_empty()) else {
+            return;
+        };
+        let mut packet = packet.clone();
+        packet
+            .header
+            .extensions
+            .retain(|ext| !track.link_dropped_extensions.contains(&ext.id));
+        packet.header.extension = !packet.header.extensions.is_empty();
+        let mut datagram = BytesMut::zeroed(MEDIA_HEADER_LEN + packet.marshal_size());
+        datagram[..MEDIA_HEADER_LEN].copy_from_slice(&stream.to_be_bytes());
+        if let Err(err) = packet.marshal_to(&mut datagram[MEDIA_HEADER_LEN..]) {
+            tracing::debug!(%err, "packet not marshalled for a link");
+            return;
+        }
+        let datagram = datagram.freeze();
+        for link in &track.links {
+            self.stats.cascade_rtp_out += 1;
+            self.outputs.push_back(ShardOutput::LinkDatagram {
+                link: *link,
+                datagram: datagram.clone(),
+            });
+        }
+    }
+
+    /// Announces (or retires) a local participant's streams as they become forwardable (or stop
+    /// being so), to every link that opened the room.
+    pub(super) fn sync_stream_announcements(&mut self, room_id: &RoomId, key: ParticipantKey) {
+        let shard = self.index;
+        let Some(room) = self.rooms.get_mut(room_id) else {
+            return;
+        };
+        let room_name = room.name.clone();
+        let Some(participant) = room.participants.get_mut(&key) else {
+            return;
+        };
+        let mut messages = Vec::new();
+        for index in 0..participant.slots.len() {
+            let slot = &participant.slots[index];
+            let forwardable = slot.active && slot.track.as_ref().is_some_and(|t| t.codec.is_some());
+            let announced = slot.track.as_ref().and_then(|t| t.stream_id);
+            match (forwardable, announced) {
+                (true, None) => {
+                    let id = self.cascade_index.allocate_stream(shard);
+                    let source = slot.source;
+                    self.cascade_index
+                        .local_streams
+                        .insert(id, (room_name.clone(), key, source));
+                    let track = participant.slots[index].track.as_mut().expect("forwardable");
+                    track.stream_id = Some(id);
+                    track.link_dropped_extensions = track
+                        .extensions
+                        .iter()
+                        .filter(|e| LEG_LOCAL_EXTENSIONS.contains(&e.uri.as_str()))
+                        .map(|e| e.id as u8)
+                        .collect();
+                    if let Some(message) =
+                        stream_announcement(room_id, participant, &participant.slots[index])
+                    {
+                        messages.push(message);
+                    }
+                }
+                (false, Some(id)) => {
+                    self.cascade_index.local_streams.remove(&id);
+                    let track = participant.slots[index].track.as_mut().expect("announced");
+                    track.stream_id = None;
+                    track.links.clear();
+                    messages.push(LinkMessage::StreamEnded { id });
+                }
+                _ => {}
+            }
+        }
+        let peers: Vec<LinkIndex> = room.cascade.peers.iter().copied().collect();
+        for message in messages {
+            for link in &peers {
+                self.outputs.push_back(ShardOutput::ToLink {
+                    link: *link,
+                    message: message.clone(),
+                });
+            }
+        }
+    }
+
+    /// Sends `message` to every link that opened the room.
+    pub(super) fn tell_peers(&mut self, room_id: &RoomId, message: LinkMessage) {
+        let Some(room) = self.rooms.get(room_id) else {
+            return;
+        };
+        for link in &room.cascade.peers {
+            self.outputs.push_back(ShardOutput::ToLink {
+                link: *link,
+                message: message.clone(),
+            });
+        }
+    }
+
+    /// Retires a leaving local participant's streams on every link.
+    pub(super) fn retire_streams(&mut self, room_id: &RoomId, participant: &crate::participant::Participant) {
+        for track in participant.slots.iter().filter_map(|s| s.track.as_ref()) {
+            if let Some(id) = track.stream_id {
+                self.cascade_index.local_streams.remove(&id);
+                self.tell_peers(room_id, LinkMessage::StreamEnded { id });
+            }
+        }
+    }
+
+    /// Tells each remote stream's bridge how many local subscribers can receive it, when that
+    /// changed: a stream nobody here receives stops crossing the link.
+    pub(super) fn refresh_demand(&mut self, room_id: &RoomId) {
+        let Some(room) = self.rooms.get_mut(room_id) else {
+            return;
+        };
+        let Room {
+            participants,
+            cascade,
+            ..
+        } = room;
+        for (key, remote) in &mut cascade.remote {
+            for (source, stream) in &mut remote.streams {
+                let subscribers = participants
+                    .values()
+                    .filter(|p| {
+                        p.legs
+                            .get(&(*key, *source))
+                            .is_some_and(|l| l.payload_type.is_some())
+                    })
+                    .count() as u32;
+                if subscribers != stream.demand_sent {
+                    stream.demand_sent = subscribers;
+                    self.outputs.push_back(ShardOutput::ToLink {
+                        link: remote.link,
+                        message: LinkMessage::Demand {
+                            id: stream.id,
+                            subscribers,
+                        },
+                    });
+                }
+            }
+        }
+    }
+
+    /// Asks a remote publisher's bridge for a keyframe. Not limited here: the publisher's bridge
+    /// merges requests into at most one per [`KEYFRAME_REQUEST_INTERVAL`] toward the publisher,
+    /// and sends a late one when the window ends, which a limit here would lose.
+    ///
+    /// [`KEYFRAME_REQUEST_INTERVAL`]: crate::participant::KEYFRAME_REQUEST_INTERVAL
+    pub(super) fn request_remote_keyframe(
+        &mut self,
+        room_id: &RoomId,
+        key: ParticipantKey,
+        source: MediaSource,
+    ) {
+        let Some(remote) = self.rooms.get(room_id).and_then(|r| r.cascade.remote.get(&key)) else {
+            return;
+        };
+        let Some(stream) = remote.streams.get(&source) else {
+            return;
+        };
+        let (link, id) = (remote.link, stream.id);
+        self.stats.keyframe_requests_sent += 1;
+        self.outputs.push_back(ShardOutput::ToLink {
+            link,
+            message: LinkMessage::KeyframeRequest { id },
+        });
+    }
+}
+
+fn stream_announcement(
+    room_id: &RoomId,
+    participant: &crate::participant::Participant,
+    slot: &crate::participant::RecvSlot,
+) -> Option<LinkMessage> {
+    let track = slot.track.as_ref()?;
+    let id = track.stream_id?;
+    Some(LinkMessage::Stream {
+        id,
+        room: room_id.clone(),
+        participant: participant.id.clone(),
+        source: slot.source,
+        codec: link_codec(track.codec.as_ref()?),
+        extensions: track
+            .extensions
+            .iter()
+            .filter(|e| !LEG_LOCAL_EXTENSIONS.contains(&e.uri.as_str()))
+            .map(|e| LinkExtension {
+                uri: e.uri.clone(),
+                id: e.id as u8,
+            })
+            .collect(),
+    })
+}
