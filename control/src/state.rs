@@ -70,6 +70,10 @@ pub struct BridgeRecord {
     /// The bridge's embedded TURN server.
     #[serde(default)]
     pub turn_urls: Vec<String>,
+    /// Where other bridges open cascade links to this one; `None` for a bridge that does not
+    /// cascade (and for records from before cascading existed).
+    #[serde(default)]
+    pub cascade_addr: Option<std::net::SocketAddr>,
     /// The bridge process's random instance id; `None` for a bridge an operator registered by
     /// hand, which has no session and is not watched by the failure detector.
     #[serde(default)]

@@ -77,6 +77,7 @@ impl ControlState {
             location: registration.location,
             media_addresses: registration.media_addresses,
             turn_urls: registration.turn_urls,
+            cascade_addr: registration.cascade_addr,
             instance,
             load,
             drain,

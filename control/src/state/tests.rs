@@ -704,3 +704,24 @@ fn a_dropped_participant_keeps_its_place_for_the_reconnect_grace_then_goes() {
     assert_eq!(status(&state, "r", "stays"), ParticipantStatus::Connected);
     assert_eq!(state.bridge_load[&b1], 2);
 }
+
+#[test]
+fn a_bridge_keeps_the_cascade_address_of_its_latest_registration() {
+    let b1 = BridgeId::new("b1").unwrap();
+    let addr = |text: &str| Some(text.parse::<std::net::SocketAddr>().unwrap());
+    let mut state = ControlState::default();
+    for cascade_addr in [addr("192.0.2.1:4433"), addr("192.0.2.1:5544"), None] {
+        state
+            .apply(register(BridgeRegistration {
+                cascade_addr,
+                ..registration("b1", 10)
+            }))
+            .unwrap();
+        assert_eq!(state.bridges[&b1].cascade_addr, cascade_addr);
+    }
+    // A record written before bridges cascaded has no such field.
+    let mut record = serde_json::to_value(&state.bridges[&b1]).unwrap();
+    record.as_object_mut().unwrap().remove("cascade_addr").unwrap();
+    let older: BridgeRecord = serde_json::from_value(record).unwrap();
+    assert_eq!(older.cascade_addr, None);
+}
