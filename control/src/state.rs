@@ -202,6 +202,10 @@ pub struct RoomRecord {
     pub empty_since_ms: Option<u64>,
     /// Token user ids a moderator kicked, oldest first; they cannot join this meeting again.
     pub kicked_users: Vec<String>,
+    /// [`ControlState::membership_version`] when a participant last took or gave back a seat
+    /// here: the bridges hosting the room may have changed then.
+    #[serde(default)]
+    pub membership_changed_at: u64,
 }
 
 impl RoomRecord {
@@ -519,6 +523,13 @@ pub struct ControlState {
     pub clock_ms: u64,
     #[serde(default)]
     pub placement: PlacementPolicy,
+    /// Bumped each time a participant takes or gives back a bridge seat (the room is stamped
+    /// with it, [`RoomRecord::membership_changed_at`]) and each time a bridge registers another
+    /// cascade address. The leader's cascade membership push ([`crate::cascade_membership`])
+    /// compares it to skip its work when no room's set of bridges can have changed; like the rest
+    /// of the state it is a function of the log, so it never goes back on one leader.
+    #[serde(default)]
+    pub membership_version: u64,
 }
 
 /// How far a command's time may lead the last tick before it is pulled back. Times in commands
@@ -670,7 +681,7 @@ impl ControlState {
                     return Err(ApplyError::NotInLobby(participant));
                 }
                 self.check_bridge_seat(&room, &bridge)?;
-                self.take_seat(&bridge);
+                self.take_seat(&room, &bridge);
                 let at_ms = self.stamp(at_ms);
                 let record = self.participant_mut(&room, &participant)?;
                 record.status = ParticipantStatus::Placed;
@@ -848,11 +859,12 @@ impl ControlState {
                 dropped: false,
             },
         );
-        self.participant_rooms.insert(request.participant, request.room);
+        self.participant_rooms
+            .insert(request.participant, request.room.clone());
         if to_lobby {
             return Ok(Outcome::InLobby { role });
         }
-        self.take_seat(&request.bridge);
+        self.take_seat(&request.room, &request.bridge);
         Ok(Outcome::Placed {
             bridge: request.bridge,
             role,
@@ -925,15 +937,26 @@ impl ControlState {
             .ok_or_else(|| ApplyError::UnknownParticipant(participant.clone(), room.clone()))
     }
 
-    /// Gives back the participant's bridge seat, if it holds one.
+    /// Gives back the participant's bridge seat, if it holds one. With [`Self::take_seat`], the
+    /// only way a participant arrives on or leaves a bridge.
     fn release_seat(&mut self, room: &RoomId, participant: &ParticipantId) {
         let Some(record) = self.rooms.get(room).and_then(|r| r.participants.get(participant)) else {
             return;
         };
-        if let (true, Some(bridge)) = (record.status.on_bridge(), &record.bridge)
-            && let Some(load) = self.bridge_load.get_mut(bridge)
-        {
+        let (true, Some(bridge)) = (record.status.on_bridge(), &record.bridge) else {
+            return;
+        };
+        if let Some(load) = self.bridge_load.get_mut(bridge) {
             *load = load.saturating_sub(1);
+        }
+        self.note_membership_change(room);
+    }
+
+    /// The bridges hosting `room` may have changed.
+    fn note_membership_change(&mut self, room: &RoomId) {
+        self.membership_version += 1;
+        if let Some(record) = self.rooms.get_mut(room) {
+            record.membership_changed_at = self.membership_version;
         }
     }
 

@@ -5,8 +5,8 @@ use super::{
     ApplyError, BridgeRecord, BridgeStatus, ControlState, DrainRecord, Moved, Outcome, ParticipantStatus,
 };
 use crate::placement::choose_bridge;
-use bridgemesh_proto::BridgeId;
 use bridgemesh_proto::bridge_session::BridgeRegistration;
+use bridgemesh_proto::{BridgeId, RoomId};
 
 /// Longest URL or address a registration may carry.
 const REGISTRATION_TEXT_MAX: usize = 512;
@@ -67,6 +67,10 @@ impl ControlState {
             _ => at_ms,
         };
         let load = previous.as_ref().map(|b| b.load).unwrap_or_default();
+        if previous.as_ref().and_then(|b| b.cascade_addr) != registration.cascade_addr {
+            // Every room this bridge hosts has its peers' lists to redo; see `membership_version`.
+            self.membership_version += 1;
+        }
         let record = BridgeRecord {
             id: registration.id.clone(),
             region: registration.region,
@@ -197,13 +201,14 @@ impl ControlState {
         Ok(Outcome::BridgeForgotten)
     }
 
-    /// Counts one more participant on `bridge`, for its capacity and for placement's burst
-    /// correction.
-    pub(super) fn take_seat(&mut self, bridge: &BridgeId) {
+    /// Counts one more participant of `room` on `bridge`, for its capacity, for placement's burst
+    /// correction and for the room's cascade membership.
+    pub(super) fn take_seat(&mut self, room: &RoomId, bridge: &BridgeId) {
         *self.bridge_load.entry(bridge.clone()).or_insert(0) += 1;
         if let Some(record) = self.bridges.get_mut(bridge) {
             record.load.placed_since_report = record.load.placed_since_report.saturating_add(1);
         }
+        self.note_membership_change(room);
     }
 
     /// Places every participant seated on `bridge` somewhere else, in a fixed order (rooms, then
@@ -229,7 +234,7 @@ impl ControlState {
             let to = choose_bridge(self, &room, &client, Some(bridge));
             match &to {
                 Some(to) => {
-                    self.take_seat(to);
+                    self.take_seat(&room, to);
                     let record = self
                         .rooms
                         .get_mut(&room)

@@ -725,3 +725,83 @@ fn a_bridge_keeps_the_cascade_address_of_its_latest_registration() {
     let older: BridgeRecord = serde_json::from_value(record).unwrap();
     assert_eq!(older.cascade_addr, None);
 }
+
+#[test]
+fn the_membership_version_moves_when_a_seat_is_taken_or_given_back_or_an_address_changes() {
+    let mut state = ControlState::default();
+    state.apply(bridge("b1", 10)).unwrap();
+    state.apply(bridge("b2", 10)).unwrap();
+    let b1 = BridgeId::new("b1").unwrap();
+    // Applies `command`; says whether the version moved, and checks the rooms stamped with it.
+    let mut moves = |command: Command, stamped: &[&str]| {
+        let before = state.membership_version;
+        state.apply(command).unwrap();
+        for (id, record) in &state.rooms {
+            let expected = stamped.contains(&id.as_str());
+            assert_eq!(
+                record.membership_changed_at > before,
+                expected,
+                "room {id} stamped"
+            );
+        }
+        state.membership_version != before
+    };
+    assert!(moves(join("r", "a", "b1", 0), &["r"]));
+    assert!(moves(join("other", "x", "b1", 0), &["other"]));
+    assert!(moves(join("r", "b", "b2", 0), &["r"]));
+    let confirm = Command::Confirm {
+        room: room("r"),
+        participant: pid("a"),
+        bridge: None,
+    };
+    assert!(!moves(confirm, &[]), "connecting keeps the seat");
+    assert!(
+        !moves(
+            Command::Unconfirm {
+                room: room("r"),
+                participant: pid("a"),
+                bridge: b1.clone(),
+                at_ms: 1,
+            },
+            &[]
+        ),
+        "a drop keeps the seat"
+    );
+    assert!(!moves(
+        Command::ReportLoad {
+            bridge: b1.clone(),
+            load: LoadReport::default(),
+            at_ms: 1,
+        },
+        &[]
+    ));
+    assert!(!moves(bridge("b1", 10), &[]), "the same address again");
+    let with_addr = |port: u16| {
+        register(BridgeRegistration {
+            cascade_addr: Some(std::net::SocketAddr::from(([192, 0, 2, 1], port))),
+            ..registration("b1", 10)
+        })
+    };
+    assert!(moves(with_addr(4433), &[]), "a new cascade address");
+    assert!(!moves(with_addr(4433), &[]));
+    assert!(moves(leave("r", "b"), &["r"]));
+    assert!(
+        moves(
+            Command::Drain {
+                bridge: b1,
+                grace_ms: 0,
+                by_operator: true,
+                at_ms: 2,
+            },
+            &["r", "other"]
+        ),
+        "participants moved off a drained bridge"
+    );
+    assert!(
+        state
+            .rooms
+            .values()
+            .flat_map(|r| r.participants.values())
+            .all(|p| p.bridge == Some(BridgeId::new("b2").unwrap()))
+    );
+}
