@@ -9,6 +9,7 @@
 //! - [`failure_detector`]: when a silent bridge is unreachable and when it is dead; pure.
 //! - [`bridge_hub`]: the bridges' WebSocket sessions on the leader; drives the detector and tells
 //!   bridges what was decided.
+//! - [`cascade_membership`]: which bridges share each room, and the changes to push to them; pure.
 //! - [`geo`], [`client_ip`], [`cidr`], [`locator`]: where a client is (a MaxMind DB, through
 //!   trusted proxies' headers), distances, made-up test databases.
 //! - [`auth`]: join tokens (Jitsi's JWT format), the guest policy, the admin credential; pure.
@@ -32,6 +33,7 @@
 
 pub mod auth;
 pub mod bridge_hub;
+pub mod cascade_membership;
 pub mod cidr;
 pub mod client_ip;
 pub mod failure_detector;
