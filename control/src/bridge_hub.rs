@@ -4,21 +4,25 @@
 //! - [`reconcile`] and [`instructions_for`]: pure functions from the replicated state (or an
 //!   applied outcome) to what a bridge must be told and what must be committed.
 //! - [`BridgeHub`]: the driver. It serves the sessions, feeds the [`FailureDetector`] with their
-//!   heartbeats and closures and with clients' loss reports, commits its verdicts, and forwards
-//!   applied outcomes (kicks, ended rooms, mute requests, moves) to the bridges concerned.
+//!   heartbeats and closures and with clients' loss reports, commits its verdicts, forwards
+//!   applied outcomes (kicks, ended rooms, mute requests, moves) to the bridges concerned, and
+//!   pushes each room's set of bridges to them ([`MembershipPush`]).
 //!
 //! # Run loop
 //! ```text
-//! session task (per bridge):  register → commit RegisterBridge → registered → reconcile
+//! session task (per bridge):  register → commit RegisterBridge → registered → its rooms'
+//!                             RoomBridges → reconcile
 //!                             heartbeat → detector.heard (+ commit the load now and then)
 //!                             joined/left/drain → that bridge's ordered work queue → commit
 //! hub task:                   every 50 ms or when woken: leadership changed? → (re)start or
-//!                             close sessions; detector.poll(now, state) → commit verdicts
+//!                             close sessions; detector.poll(now, state) → commit verdicts;
+//!                             membership.poll(state) → RoomBridges to the bridges concerned
 //!                             applied outcome → instructions_for → the bridges' sessions
 //! ```
 //! Only the leader keeps sessions (others answer `not_leader`), so one detector sees every
 //! bridge; a new leader gives every bridge a full silence period to reconnect.
 
+use crate::cascade_membership::MembershipPush;
 use crate::failure_detector::{FailureDetector, FailureDetectorConfig, Liveliness};
 use crate::node::now_unix_ms;
 use crate::placement::PlacementPolicy;
@@ -244,6 +248,9 @@ struct HubState {
     leading: bool,
     /// Status changes proposed and not yet answered, so a slow commit is not proposed again.
     verdicts_in_flight: BTreeSet<BridgeId>,
+    /// What the bridges were told about who shares their rooms; empty again on gaining
+    /// leadership (every bridge registers with a new leader and is told everything then).
+    membership: MembershipPush,
 }
 
 pub struct BridgeHub {
@@ -312,6 +319,7 @@ impl BridgeHub {
                 }
                 hub.check_leadership().await;
                 hub.commit_verdicts();
+                hub.push_room_bridges();
             }
         })
     }
@@ -323,11 +331,22 @@ impl BridgeHub {
         }
         let hub = lock(self);
         for (bridge, message) in instructions {
-            if let Some(session) = hub.sessions.get(&bridge)
-                && session.to_bridge.try_send(message).is_err()
-            {
-                tracing::warn!(%bridge, "bridge session queue full; an instruction is lost until it reconnects");
-            }
+            tell(&hub.sessions, &bridge, message);
+        }
+    }
+
+    /// Tells the bridges whose rooms gained or lost a bridge (or whose peers moved) who they
+    /// share those rooms with now: within one hub tick of the commit. Cheap when nothing changed
+    /// (see [`MembershipPush`]).
+    fn push_room_bridges(&self) {
+        let mut guard = lock(self);
+        if !guard.leading {
+            return;
+        }
+        let hub = &mut *guard;
+        let due = self.cluster.read(|state| hub.membership.poll(state));
+        for (bridge, message) in due {
+            tell(&hub.sessions, &bridge, message);
         }
     }
 
@@ -340,6 +359,7 @@ impl BridgeHub {
             if leading && !was {
                 let now = now_unix_ms();
                 hub.detector.became_leader(now);
+                hub.membership = MembershipPush::default();
                 // Sessions that registered in the instant before this task saw the leadership.
                 let connected: Vec<BridgeId> = hub.sessions.keys().cloned().collect();
                 for bridge in &connected {
@@ -548,8 +568,17 @@ impl BridgeHub {
         };
         let (to_bridge, mut outgoing) = mpsc::channel(TO_BRIDGE_QUEUE_MAX);
         let serial = self.next_serial.fetch_add(1, Ordering::Relaxed);
-        {
-            let mut hub = lock(&self);
+        let shared_rooms = {
+            let mut guard = lock(&self);
+            let hub = &mut *guard;
+            // Membership changes not pushed yet go out to the sessions as they stand (to this
+            // bridge's old session, if any, as well). This session is then told its rooms' full
+            // sets as of now, right after `registered` and before anything queued to it from
+            // here on (a later change): taken under the same lock as the session's insertion.
+            let due = self.cluster.read(|state| hub.membership.poll(state));
+            for (to, message) in due {
+                tell(&hub.sessions, &to, message);
+            }
             if let Some(old) = hub.sessions.insert(
                 bridge.clone(),
                 Session {
@@ -565,16 +594,22 @@ impl BridgeHub {
                 });
             }
             hub.detector.session_opened(&bridge, now_unix_ms());
-        }
+            // Sent straight to the socket below rather than queued: a bridge may share more
+            // rooms than its queue holds.
+            hub.membership.room_bridges_of(&bridge)
+        };
         tracing::info!(%bridge, ?status, "bridge registered");
         let registered = ControlToBridge::Registered {
             heartbeat_interval_ms: self.config.heartbeat_interval_ms,
             status,
         };
-        if send(&mut sink, &registered).await.is_err() {
-            self.session_ended(&bridge, serial);
-            return;
+        for message in std::iter::once(&registered).chain(&shared_rooms) {
+            if send(&mut sink, message).await.is_err() {
+                self.session_ended(&bridge, serial);
+                return;
+            }
         }
+        drop(shared_rooms);
         let (work, work_queue) = mpsc::channel(FROM_BRIDGE_QUEUE_MAX);
         let worker = tokio::spawn(self.clone().commit_bridge_events(
             bridge.clone(),
@@ -817,6 +852,15 @@ impl BridgeHub {
             Ok(Err(err)) => tracing::debug!(%bridge, %err, "a leave did not change the room state"),
             Err(err) => tracing::warn!(%bridge, %err, "leave not committed"),
         }
+    }
+}
+
+/// Queues `message` toward `bridge`'s session, if it has one.
+fn tell(sessions: &BTreeMap<BridgeId, Session>, bridge: &BridgeId, message: ControlToBridge) {
+    if let Some(session) = sessions.get(bridge)
+        && session.to_bridge.try_send(message).is_err()
+    {
+        tracing::warn!(%bridge, "bridge session queue full; an instruction is lost until it reconnects");
     }
 }
 
