@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 
 pub const ADMIN_TOKEN: &str = "test-admin-token-of-at-least-32-bytes";
-const SECRET: &[u8] = b"test cluster secret, 32 bytes ok";
+pub const SECRET: &[u8] = b"test cluster secret, 32 bytes ok";
 
 pub struct TestCluster {
     pub auth: AuthConfig,
