@@ -28,6 +28,7 @@
 //! bridge session (leader): register → commit RegisterBridge; heartbeats → failure detector;
 //!     joined / left → commit Confirm | Leave; detector verdicts → commit SetBridgeStatus
 //! applied outcomes (kicks, ended rooms, moves) → the bridges concerned
+//! every 50 ms (leader): rooms whose set of bridges changed → room_bridges to those bridges
 //! every 2 s (leader) → commit Tick (expiries, rooms ending, drains whose grace ended)
 //! ```
 
