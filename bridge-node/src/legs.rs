@@ -10,6 +10,7 @@ use rtc::media_stream::MediaStreamTrack;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
 };
+use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use std::collections::HashMap;
 
 /// Removes legs nobody publishes any more and adds a leg for every new (publisher, source).
@@ -55,7 +56,22 @@ pub(crate) fn sync_legs(
                 ..Default::default()
             }],
         );
-        let sender_id = participant.pc.add_track(track)?;
+        // A transceiver of its own, send-only: `add_track` would put the leg on the first
+        // transceiver of its kind without a sender, which is the participant's own recvonly slot,
+        // and a participant with nothing to publish answers that m-line inactive, losing the leg.
+        let transceiver = participant.pc.add_transceiver_from_track(
+            track,
+            Some(RTCRtpTransceiverInit {
+                direction: RTCRtpTransceiverDirection::Sendonly,
+                streams: vec![],
+                send_encodings: vec![],
+            }),
+        )?;
+        let sender_id = participant
+            .pc
+            .rtp_transceiver(transceiver)
+            .and_then(|t| t.sender())
+            .ok_or(rtc::shared::error::Error::ErrRTPSenderNotExisted)?;
         participant.legs.insert(
             (*publisher, *source),
             SendLeg {

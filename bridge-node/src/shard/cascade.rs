@@ -345,30 +345,40 @@ impl Shard {
             return;
         };
         let key = *key;
-        if let Some(previous) = remote.streams.insert(
+        let codec = rtp_codec(codec);
+        let extensions: Vec<(String, u8)> = extensions.into_iter().map(|e| (e.uri, e.id)).collect();
+        let previous = remote.streams.insert(
             source,
             RemoteStream {
                 id,
-                codec: rtp_codec(codec),
-                extensions: extensions.into_iter().map(|e| (e.uri, e.id)).collect(),
+                codec: codec.clone(),
+                extensions: extensions.clone(),
                 demand_sent: 0,
             },
-        ) {
+        );
+        if let Some(previous) = &previous {
             self.cascade_index.remote_streams.remove(&(link, previous.id));
         }
         let room_name = room.name.clone();
         self.cascade_index
             .remote_streams
             .insert((link, id), (room_name, key, source));
+        // The same media again (a repeated announcement, a new id): the legs carry on as they are.
+        let same = previous.is_some_and(|p| p.codec == codec && p.extensions == extensions);
         for local in room.participants.values_mut() {
-            // A new stream under the same source replaces the leg, so the subscriber gets a fresh
-            // one with the new codec.
-            local
-                .legs
-                .remove(&(key, source))
-                .map(|leg| local.pc.remove_track(leg.sender_id));
+            if same {
+                continue;
+            }
+            // A stream with another codec replaces the leg, so the subscriber gets a fresh one.
+            if let Some(leg) = local.legs.remove(&(key, source)) {
+                let _ = local.pc.remove_track(leg.sender_id);
+            }
             local.renegotiate = true;
             local.dirty = true;
+        }
+        if same {
+            // The new id needs the subscribers reported again.
+            self.refresh_demand(room_id);
         }
         self.pump(now, room_id);
     }

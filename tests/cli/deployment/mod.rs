@@ -32,6 +32,13 @@ pub struct BridgeSpec {
     pub max_per_room: u32,
     /// Where the bridge reaches control, when not directly (e.g. through a [`PausableProxy`]).
     pub control_url: Option<String>,
+    /// Links to other bridges with a certificate of the deployment's cluster CA.
+    pub cascade: bool,
+    /// The cascade UDP port; any free one when `None`.
+    pub cascade_port: Option<u16>,
+    /// The address registered for the cascade port, when other bridges reach it elsewhere
+    /// (through a [`PausableUdpRelay`]).
+    pub cascade_advertise: Option<String>,
 }
 
 impl BridgeSpec {
@@ -43,7 +50,17 @@ impl BridgeSpec {
             capacity: 100,
             max_per_room: 100,
             control_url: None,
+            cascade: true,
+            cascade_port: None,
+            cascade_advertise: None,
         }
+    }
+
+    /// Cascade port `port`, registered as `advertise` (`ip:port`) for the other bridges.
+    pub fn cascade_via(mut self, port: u16, advertise: String) -> Self {
+        self.cascade_port = Some(port);
+        self.cascade_advertise = Some(advertise);
+        self
     }
 
     pub fn via(mut self, control_url: String) -> Self {
@@ -95,6 +112,11 @@ impl Process {
         None
     }
 
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     pub fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let start = text.len().saturating_sub(4000);
@@ -117,7 +139,8 @@ fn spawn(name: &str, dir: &Path, args: &[String]) -> Process {
     let child = Command::new(BIN)
         .args(args)
         .env("RUST_LOG", "info,openraft=warn")
-        .stdout(Stdio::null())
+        // The processes log to stdout.
+        .stdout(file.try_clone().unwrap())
         .stderr(file)
         .spawn()
         .unwrap_or_else(|err| panic!("cannot start {name}: {err}"));
@@ -134,7 +157,27 @@ pub struct Deployment {
     pub control: Process,
     pub bridges: Vec<(BridgeSpec, Process)>,
     bridge_key_file: PathBuf,
+    /// The cluster CA (`bridgemesh ca init`), which issues each bridge's certificate.
+    ca_dir: PathBuf,
     http: reqwest::Client,
+}
+
+/// A UDP port nothing listens on at the moment of asking.
+pub fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn run_ok(args: &[&str]) {
+    let output = Command::new(BIN).args(args).output().unwrap();
+    assert!(
+        output.status.success(),
+        "bridgemesh {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 impl Deployment {
@@ -188,12 +231,16 @@ admin_token_file = "{admin}"
         );
         let bridge_key_file = dir.path().join("bridge-key");
         std::fs::write(&bridge_key_file, &output.stdout).unwrap();
+        // What an operator does once per cluster: create the CA for bridge-to-bridge links.
+        let ca_dir = dir.path().join("ca");
+        run_ok(&["ca", "init", "--dir", &ca_dir.display().to_string()]);
         let deployment = Self {
             dir,
             control_port,
             control,
             bridges: Vec::new(),
             bridge_key_file,
+            ca_dir,
             http: reqwest::Client::builder().no_proxy().build().unwrap(),
         };
         let health = format!("{}/health", deployment.control_url());
@@ -256,6 +303,29 @@ admin_token_file = "{admin}"
             args.push("--location".into());
             args.push(format!("{lat},{lon}"));
         }
+        if spec.cascade {
+            // What an operator does per bridge: issue its certificate (reissuing is harmless).
+            let certs = self.dir.path().join("certs").join(&spec.id);
+            run_ok(&[
+                "ca",
+                "issue",
+                "--dir",
+                &self.ca_dir.display().to_string(),
+                "--bridge-id",
+                &spec.id,
+                "--out-dir",
+                &certs.display().to_string(),
+            ]);
+            args.extend([
+                "--cascade-cert-dir".into(),
+                certs.display().to_string(),
+                "--cascade-port".into(),
+                spec.cascade_port.unwrap_or(0).to_string(),
+            ]);
+            if let Some(advertise) = &spec.cascade_advertise {
+                args.extend(["--cascade-advertise".into(), advertise.clone()]);
+            }
+        }
         spawn(&spec.id, self.dir.path(), &args)
     }
 
@@ -314,6 +384,20 @@ admin_token_file = "{admin}"
             String::from_utf8_lossy(&output.stderr)
         );
         String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// The bridge's `/metrics` text (its HTTP port is in the signaling URL it registered).
+    pub async fn bridge_metrics(&self, id: &str) -> String {
+        let signaling = self.bridge_field(id, "signaling_url").await;
+        let signaling = signaling.as_str().unwrap_or_default();
+        let base = signaling
+            .strip_prefix("ws://")
+            .and_then(|rest| rest.split('/').next())
+            .unwrap_or_else(|| panic!("bridge {id} registered no ws:// signaling URL: {signaling:?}"));
+        match self.http.get(format!("http://{base}/metrics")).send().await {
+            Ok(response) => response.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        }
     }
 
     pub async fn bridge_field(&self, id: &str, field: &str) -> Value {
@@ -409,5 +493,61 @@ async fn relay(
         if paused.wait_for(|p| !*p).await.is_err() || to.write_all(&buf[..n]).await.is_err() {
             return;
         }
+    }
+}
+
+/// A UDP relay on 127.0.0.1 in front of `target` that the test can pause: while paused,
+/// datagrams are dropped both ways, as on a path that went dark. Relays for one client at a time
+/// (the last address that sent to it), which is all a cascade link needs.
+pub struct PausableUdpRelay {
+    pub port: u16,
+    paused: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl PausableUdpRelay {
+    pub async fn start(target: u16) -> Self {
+        use std::sync::atomic::Ordering;
+        let front = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let back = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        back.connect(("127.0.0.1", target)).await.unwrap();
+        let port = front.local_addr().unwrap().port();
+        let paused = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let switch = paused.clone();
+        let task = tokio::spawn(async move {
+            let mut client = None;
+            let mut from_client = vec![0u8; 65_536];
+            let mut from_target = vec![0u8; 65_536];
+            loop {
+                tokio::select! {
+                    Ok((n, from)) = front.recv_from(&mut from_client) => {
+                        client = Some(from);
+                        if !switch.load(Ordering::Relaxed) {
+                            let _ = back.send(&from_client[..n]).await;
+                        }
+                    }
+                    Ok(n) = back.recv(&mut from_target) => {
+                        if let (Some(client), false) = (client, switch.load(Ordering::Relaxed)) {
+                            let _ = front.send_to(&from_target[..n], client).await;
+                        }
+                    }
+                }
+            }
+        });
+        Self { port, paused, task }
+    }
+
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn pause(&self, paused: bool) {
+        self.paused.store(paused, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl Drop for PausableUdpRelay {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }

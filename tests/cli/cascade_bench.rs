@@ -1,0 +1,207 @@
+//! One cascade hop: `cargo bench -p bridgemesh --bench cascade` (env PUBLISHERS, SECONDS).
+//!
+//! Real processes on 127.0.0.1 (release builds): one control node with the generated GeoIP
+//! database, bridge eu-1 (Frankfurt) and bridge us-1 (Ashburn) linked by QUIC. PUBLISHERS
+//! synthetic participants publish audio (50 packets/s) and 500 kbit/s video from Frankfurt
+//! addresses, so they are on eu-1; one subscriber is on eu-1 too (it gets the media straight)
+//! and one on us-1 (it gets it over the link). Over SECONDS of steady state it reports:
+//! - the added latency of the hop: one-way latency (send stamp to arrival, same machine) at the
+//!   far subscriber minus at the near one, p50 and p99;
+//! - CPU per packet: us-1's process CPU time over the packets it received from the link (and
+//!   forwarded to its subscriber), and eu-1's over the packets its publishers sent it (each
+//!   forwarded to its local subscriber and once over the link);
+//! - the link overhead: bytes eu-1's QUIC connection sent to us-1 (everything on the wire) over
+//!   the RTP bytes (header and payload) eu-1 received from its publishers.
+
+#[path = "deployment/mod.rs"]
+mod deployment;
+
+use bridgemesh_proto::RoomId;
+use bridgemesh_proto::signaling::MediaSource;
+use bridgemesh_sim::participant::{ParticipantOptions, SyntheticParticipant};
+use deployment::{BIN, BridgeSpec, Deployment};
+use std::process::Command;
+use std::time::Duration;
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn quantile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
+}
+
+/// A bridge-wide metric (`name{bridge="..."} value`).
+fn metric(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix(name)
+                .and_then(|rest| rest.strip_prefix('{'))
+                .and_then(|rest| rest.split_once("} "))
+                .and_then(|(_, value)| value.trim().parse().ok())
+        })
+        .unwrap_or_else(|| panic!("no {name} in the metrics"))
+}
+
+/// A per-link metric toward `peer`.
+fn link_metric(metrics: &str, name: &str, peer: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|line| {
+            let (labels, value) = line.strip_prefix(name)?.strip_prefix('{')?.split_once("} ")?;
+            labels
+                .contains(&format!("peer=\"{peer}\""))
+                .then(|| value.trim().parse().ok())
+                .flatten()
+        })
+        .unwrap_or_else(|| panic!("no {name} toward {peer} in the metrics"))
+}
+
+/// CPU seconds (user + system) the process has used.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the parenthesised command name; utime and stime are the 14th and 15th.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    // The kernel's USER_HZ is 100 on every Linux this runs on.
+    ticks / 100.0
+}
+
+/// Latency samples (ms) `receiver` kept for every publisher's audio and video.
+fn latencies_ms(receiver: &SyntheticParticipant, publishers: &[SyntheticParticipant]) -> Vec<f64> {
+    let stats = receiver.stats();
+    let mut samples: Vec<f64> = publishers
+        .iter()
+        .flat_map(|p| {
+            [MediaSource::Microphone, MediaSource::Camera]
+                .into_iter()
+                .filter_map(|source| stats.from(p.participant_id(), source))
+                .flat_map(|s| s.latency_us.iter().map(|us| f64::from(*us) / 1000.0))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    samples.sort_by(f64::total_cmp);
+    samples
+}
+
+fn main() {
+    let publishers = env_usize("PUBLISHERS", 4);
+    let seconds = env_usize("SECONDS", 10) as u64;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async move {
+        let db_dir = tempfile::tempdir().unwrap();
+        let db = db_dir.path().join("test-city.mmdb");
+        let generated = Command::new(BIN)
+            .args(["geoip", "test-db", "--out"])
+            .arg(&db)
+            .output()
+            .unwrap();
+        assert!(generated.status.success());
+        let mut deployment =
+            Deployment::start(&format!("geoip_db = \"{}\"\ndefault_region = \"us\"\n", db.display())).await;
+        deployment
+            .add_bridge(BridgeSpec::new("eu-1", "eu").at(50.11, 8.68))
+            .await;
+        deployment
+            .add_bridge(BridgeSpec::new("us-1", "us").at(39.04, -77.49))
+            .await;
+        let room = RoomId::new("hop").unwrap();
+        let join = |name: String, ip: String, publish: bool| {
+            let url = deployment.control_url();
+            let room = room.clone();
+            async move {
+                let options = ParticipantOptions {
+                    bind_ip: Some(ip.parse().unwrap()),
+                    publish_audio: publish,
+                    publish_video: publish,
+                    ..ParticipantOptions::new(name)
+                };
+                SyntheticParticipant::join(&url, &room, options).await.unwrap()
+            }
+        };
+        let mut senders = Vec::new();
+        for n in 0..publishers {
+            senders.push(join(format!("publisher-{n}"), format!("127.1.0.{}", n + 1), true).await);
+        }
+        let near = join("near".into(), "127.1.0.200".into(), false).await;
+        let far = join("far".into(), "127.2.0.1".into(), false).await;
+        assert_eq!(near.bridge_id().as_str(), "eu-1");
+        assert_eq!(far.bridge_id().as_str(), "us-1");
+        for receiver in [&near, &far] {
+            let ids: Vec<_> = senders.iter().map(|p| p.participant_id().clone()).collect();
+            receiver
+                .wait_until("media from every publisher", Duration::from_secs(30), |stats, _| {
+                    ids.iter()
+                        .all(|id| stats.intact_from(id, MediaSource::Camera) >= 50)
+                })
+                .await
+                .unwrap();
+        }
+        let pid = |deployment: &mut Deployment, id: &str| deployment.bridge(id).pid().unwrap();
+        let (eu_pid, us_pid) = (pid(&mut deployment, "eu-1"), pid(&mut deployment, "us-1"));
+        let eu_before = deployment.bridge_metrics("eu-1").await;
+        let us_before = deployment.bridge_metrics("us-1").await;
+        let (eu_cpu_before, us_cpu_before) = (cpu_seconds(eu_pid), cpu_seconds(us_pid));
+        tokio::time::sleep(Duration::from_secs(seconds)).await;
+        let eu_after = deployment.bridge_metrics("eu-1").await;
+        let us_after = deployment.bridge_metrics("us-1").await;
+        let (eu_cpu, us_cpu) = (
+            cpu_seconds(eu_pid) - eu_cpu_before,
+            cpu_seconds(us_pid) - us_cpu_before,
+        );
+
+        let near_ms = latencies_ms(&near, &senders);
+        let far_ms = latencies_ms(&far, &senders);
+        let delta = |name: &str| metric(&eu_after, name) - metric(&eu_before, name);
+        let us_delta = |name: &str| metric(&us_after, name) - metric(&us_before, name);
+        let published_packets = delta("bridgemesh_bridge_rtp_received_total");
+        let published_bytes = delta("bridgemesh_bridge_rtp_received_bytes_total");
+        let relayed = us_delta("bridgemesh_bridge_cascade_rtp_received_total");
+        let link_bytes = link_metric(&eu_after, "bridgemesh_cascade_link_udp_sent_bytes_total", "us-1")
+            - link_metric(&eu_before, "bridgemesh_cascade_link_udp_sent_bytes_total", "us-1");
+        let link_media_bytes =
+            link_metric(&eu_after, "bridgemesh_cascade_link_media_sent_bytes_total", "us-1")
+                - link_metric(&eu_before, "bridgemesh_cascade_link_media_sent_bytes_total", "us-1");
+
+        println!("cascade hop: {publishers} publishers on eu-1, one subscriber on eu-1 and one on us-1, {seconds} s");
+        for (name, samples) in [("near (eu-1)", &near_ms), ("far (us-1)", &far_ms)] {
+            println!(
+                "latency {name:<12} n={:<5} p50 {:>6.3} ms  p99 {:>6.3} ms",
+                samples.len(),
+                quantile(samples, 0.5),
+                quantile(samples, 0.99)
+            );
+        }
+        println!(
+            "added by the hop      p50 {:>6.3} ms  p99 {:>6.3} ms",
+            quantile(&far_ms, 0.5) - quantile(&near_ms, 0.5),
+            quantile(&far_ms, 0.99) - quantile(&near_ms, 0.99)
+        );
+        println!(
+            "us-1 CPU per packet from the link: {:.1} µs ({relayed:.0} packets, {us_cpu:.2} CPU s)",
+            us_cpu / relayed * 1e6
+        );
+        println!(
+            "eu-1 CPU per published packet (to 1 local leg + the link): {:.1} µs ({published_packets:.0} packets, {eu_cpu:.2} CPU s)",
+            eu_cpu / published_packets * 1e6
+        );
+        println!(
+            "link overhead: {:.3}× ({link_bytes:.0} bytes on the wire, {link_media_bytes:.0} in media datagrams, for {published_bytes:.0} RTP bytes published)",
+            link_bytes / published_bytes
+        );
+        for participant in senders.into_iter().chain([near, far]) {
+            let _ = participant.leave().await;
+        }
+    });
+}
