@@ -412,9 +412,13 @@ impl Bridge {
         }
     }
 
-    /// Tells every participant to go elsewhere and stops the shard threads.
+    /// Tells every participant to go elsewhere, closes the cascade links and stops the shard
+    /// threads.
     pub async fn shutdown(&self) {
         self.stopping.store(true, Ordering::Relaxed);
+        if let Some(cascade) = self.cascade.get() {
+            cascade.close();
+        }
         for inbox in &self.inboxes {
             let _ = inbox.send(DriverInput::Shutdown).await;
         }

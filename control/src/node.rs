@@ -74,9 +74,10 @@ impl From<ApplyError> for ApiError {
             ApplyError::UnknownParticipant(..) | ApplyError::UnknownRoom(_) => ErrorCode::NotFound,
             ApplyError::NotInLobby(_) | ApplyError::DuplicateParticipant(_) => ErrorCode::Conflict,
             ApplyError::NotModerator(_) => ErrorCode::Forbidden,
-            ApplyError::UnknownBridge(_) | ApplyError::BridgeDown(_) | ApplyError::BridgeFull(_) => {
-                ErrorCode::NoCapacity
-            }
+            ApplyError::UnknownBridge(_)
+            | ApplyError::BridgeDown(_)
+            | ApplyError::BridgeFull(_)
+            | ApplyError::BridgeRoomFull(..) => ErrorCode::NoCapacity,
             ApplyError::NotOnBridge(..) | ApplyError::BridgeInUse(_) | ApplyError::BridgeIsDown(_) => {
                 ErrorCode::Conflict
             }
@@ -412,7 +413,12 @@ impl ControlNode {
                 Ok(Outcome::InLobby { .. }) => {
                     return Ok(JoinAnswer::Lobby(self.lobby_wait(&room, &participant)));
                 }
-                Err(ApplyError::BridgeFull(_) | ApplyError::BridgeDown(_) | ApplyError::UnknownBridge(_)) => {
+                Err(
+                    ApplyError::BridgeFull(_)
+                    | ApplyError::BridgeRoomFull(..)
+                    | ApplyError::BridgeDown(_)
+                    | ApplyError::UnknownBridge(_),
+                ) => {
                     continue;
                 }
                 // The first try committed but its answer was lost (leader change); the id is ours.
@@ -705,7 +711,12 @@ impl ControlNode {
             };
             match self.cluster.propose(command).await? {
                 Ok(_) => return Ok(()),
-                Err(ApplyError::BridgeFull(_) | ApplyError::BridgeDown(_) | ApplyError::UnknownBridge(_)) => {
+                Err(
+                    ApplyError::BridgeFull(_)
+                    | ApplyError::BridgeRoomFull(..)
+                    | ApplyError::BridgeDown(_)
+                    | ApplyError::UnknownBridge(_),
+                ) => {
                     continue;
                 }
                 Err(err) => return Err(err.into()),

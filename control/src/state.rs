@@ -478,6 +478,10 @@ pub enum ApplyError {
     BridgeDown(BridgeId),
     #[error("bridge {0} is at capacity")]
     BridgeFull(BridgeId),
+    /// Placed by a proposal that raced another: the bridge took its last seat of the room
+    /// meanwhile. Placement tries again; the room may continue on another bridge.
+    #[error("bridge {0} holds as many participants of room {1} as it takes")]
+    BridgeRoomFull(BridgeId, RoomId),
     #[error("room {0} is full")]
     RoomFull(RoomId),
     #[error("participant {0} already exists")]
@@ -910,7 +914,7 @@ impl ControlState {
             .and_then(|r| r.seats_per_bridge().get(bridge).copied())
             .unwrap_or(0);
         if on_bridge_in_room >= record.max_participants_per_room as usize {
-            return Err(ApplyError::RoomFull(room.clone()));
+            return Err(ApplyError::BridgeRoomFull(bridge.clone(), room.clone()));
         }
         Ok(())
     }

@@ -64,6 +64,7 @@ pub struct CascadeHandle {
     commands: mpsc::Sender<Command>,
     table: Arc<LinkTable>,
     local_addr: SocketAddr,
+    endpoint: CascadeEndpoint,
 }
 
 impl CascadeHandle {
@@ -87,6 +88,12 @@ impl CascadeHandle {
     /// Where this bridge accepts cascade links.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Closes every link (peers are told at once, rather than finding out by a timeout) and
+    /// stops accepting new ones.
+    pub fn close(&self) {
+        self.endpoint.close();
     }
 }
 
@@ -165,7 +172,7 @@ pub(crate) fn start(
         rng: seed(&me),
         me,
         config,
-        endpoint,
+        endpoint: endpoint.clone(),
         shards,
         table: table.clone(),
         next_index,
@@ -178,6 +185,7 @@ pub(crate) fn start(
         commands: commands_tx,
         table,
         local_addr,
+        endpoint,
     })
 }
 

@@ -142,7 +142,7 @@ fn refuses_what_does_not_fit() {
     }
     assert!(matches!(
         state.apply(join("r", "p4", "b1", 0)),
-        Err(ApplyError::RoomFull(_))
+        Err(ApplyError::BridgeRoomFull(..))
     ));
     assert!(matches!(
         state.apply(join("other", "p1", "b1", 0)),
