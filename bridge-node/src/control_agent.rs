@@ -427,6 +427,11 @@ impl AgentLoop {
                     tracing::debug!(%room, peers = peers.len(), "control lists the room's other bridges");
                     self.bridge.set_room_bridges(room, peers);
                 }
+                SessionOutput::RoomBridgesComplete { rooms } => {
+                    if let Some(cascade) = self.bridge.cascade() {
+                        cascade.keep_only_rooms(rooms);
+                    }
+                }
             }
         }
         self.closing.retain(|task| !task.is_finished());

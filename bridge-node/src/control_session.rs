@@ -269,6 +269,11 @@ pub enum SessionOutput {
         room: bridgemesh_proto::RoomId,
         peers: Vec<bridgemesh_proto::bridge_session::CascadePeer>,
     },
+    /// Every room shared with another bridge is among these, listed since the registration:
+    /// forget the links of any other.
+    RoomBridgesComplete {
+        rooms: BTreeSet<bridgemesh_proto::RoomId>,
+    },
     /// The status changed to this.
     Status(SessionStatus),
 }
@@ -344,6 +349,9 @@ pub struct ControlSession {
     redirects: u32,
     next_connection: u64,
     jitter: Jitter,
+    /// Rooms control listed as shared since the last `registered`, until its
+    /// `room_bridges_complete`; `None` outside that window.
+    rooms_listed: Option<BTreeSet<bridgemesh_proto::RoomId>>,
 }
 
 impl ControlSession {
@@ -366,6 +374,7 @@ impl ControlSession {
             redirects: 0,
             next_connection: 1,
             jitter,
+            rooms_listed: None,
         };
         let url = session.next_candidate();
         session.connect(now, url);
@@ -603,7 +612,18 @@ impl ControlSession {
             }
             ControlToBridge::EndRoom { room } => self.moderate(ModerationAction::EndRoom { room }),
             ControlToBridge::RoomBridges { room, peers } => {
+                if let Some(listed) = &mut self.rooms_listed
+                    && !peers.is_empty()
+                {
+                    listed.insert(room.clone());
+                }
                 self.outputs.push_back(SessionOutput::RoomBridges { room, peers });
+            }
+            ControlToBridge::RoomBridgesComplete => {
+                if let Some(rooms) = self.rooms_listed.take() {
+                    self.outputs
+                        .push_back(SessionOutput::RoomBridgesComplete { rooms });
+                }
             }
             other => tracing::debug!(
                 ?other,
@@ -622,6 +642,7 @@ impl ControlSession {
         let heartbeat_interval = Duration::from_millis(
             heartbeat_interval_ms.clamp(HEARTBEAT_INTERVAL_MS_MIN, HEARTBEAT_INTERVAL_MS_MAX),
         );
+        self.rooms_listed = Some(BTreeSet::new());
         match std::mem::replace(&mut self.phase, Phase::Stopped) {
             Phase::Registering { url, changes, .. } => {
                 tracing::info!(bridge = %self.config.registration.id, ?status, "registered with control");
@@ -1311,6 +1332,44 @@ mod tests {
         session.handle_input(
             t0,
             SessionInput::Message(ConnectionId(999), ControlToBridge::EndRoom { room }),
+        );
+        assert!(drain(&mut session).is_empty());
+    }
+
+    #[test]
+    fn rooms_listed_after_registration_are_reported_complete_once() {
+        let (mut session, t0, connection) = registered_session(&["a"]);
+        let shared = RoomId::new("shared").unwrap();
+        let peers = vec![bridgemesh_proto::bridge_session::CascadePeer {
+            bridge: BridgeId::new("b2").unwrap(),
+            addr: "127.0.0.1:7710".parse().unwrap(),
+        }];
+        for message in [
+            ControlToBridge::RoomBridges {
+                room: shared.clone(),
+                peers: peers.clone(),
+            },
+            ControlToBridge::RoomBridges {
+                room: RoomId::new("alone").unwrap(),
+                peers: Vec::new(),
+            },
+            ControlToBridge::RoomBridgesComplete,
+        ] {
+            session.handle_input(t0, SessionInput::Message(connection, message));
+        }
+        let outputs = drain(&mut session);
+        assert_eq!(
+            outputs.last(),
+            Some(&SessionOutput::RoomBridgesComplete {
+                rooms: BTreeSet::from([shared.clone()])
+            }),
+            "{outputs:?}"
+        );
+        assert!(outputs.contains(&SessionOutput::RoomBridges { room: shared, peers }));
+        // A stray marker outside a registration says nothing.
+        session.handle_input(
+            t0,
+            SessionInput::Message(connection, ControlToBridge::RoomBridgesComplete),
         );
         assert!(drain(&mut session).is_empty());
     }

@@ -603,7 +603,11 @@ impl BridgeHub {
             heartbeat_interval_ms: self.config.heartbeat_interval_ms,
             status,
         };
-        for message in std::iter::once(&registered).chain(&shared_rooms) {
+        let complete = ControlToBridge::RoomBridgesComplete;
+        for message in std::iter::once(&registered)
+            .chain(&shared_rooms)
+            .chain(std::iter::once(&complete))
+        {
             if send(&mut sink, message).await.is_err() {
                 self.session_ended(&bridge, serial);
                 return;

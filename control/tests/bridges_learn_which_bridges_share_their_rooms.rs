@@ -115,7 +115,7 @@ impl StandInBridge {
     async fn next_room_bridges(&mut self) -> ControlToBridge {
         loop {
             match self.next().await {
-                ControlToBridge::Status { .. } => {}
+                ControlToBridge::Status { .. } | ControlToBridge::RoomBridgesComplete => {}
                 message @ ControlToBridge::RoomBridges { .. } => return message,
                 other => panic!("unexpected {other:?}"),
             }
@@ -189,6 +189,8 @@ async fn bridges_sharing_a_room_are_told_of_each_other_on_joins_registrations_an
     let mut b2 = StandInBridge::connect(control, "b2", vec![hosting_p2]).await;
     b2.expect_registered().await;
     assert_eq!(b2.next().await, room_bridges(&[peer("b1")]));
+    // And then the word that the list is complete.
+    assert_eq!(b2.next().await, ControlToBridge::RoomBridgesComplete);
 
     // p2 leaves: neither bridge shares the room any more.
     commit(

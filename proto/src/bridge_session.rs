@@ -209,6 +209,10 @@ pub enum ControlToBridge {
         room: RoomId,
         peers: Vec<CascadePeer>,
     },
+    /// After a registration: every room this bridge shares with another was listed in a
+    /// `room_bridges` since `registered`; any other room it linked before is shared with nobody
+    /// now (a change it missed while its session was down).
+    RoomBridgesComplete,
 }
 
 #[cfg(test)]

@@ -29,7 +29,9 @@ use tokio::sync::mpsc;
 /// Rooms control may list for this bridge, and bridges per room; past these the list is cut.
 pub const ROOMS_MAX: usize = 100_000;
 pub const PEERS_PER_ROOM_MAX: usize = 256;
-const COMMANDS_CAPACITY: usize = 4096;
+/// Control's updates queued for the manager: room by room, so up to every room twice (the set
+/// after a registration, then changes).
+const COMMANDS_CAPACITY: usize = 2 * ROOMS_MAX;
 const EVENTS_CAPACITY: usize = 4096;
 const TICK: Duration = Duration::from_millis(50);
 
@@ -56,6 +58,7 @@ impl Default for CascadeManagerConfig {
 
 enum Command {
     RoomBridges { room: RoomId, peers: Vec<CascadePeer> },
+    KeepOnlyRooms(BTreeSet<RoomId>),
 }
 
 /// Drives the cascade of one bridge; cheap to clone.
@@ -70,13 +73,20 @@ pub struct CascadeHandle {
 impl CascadeHandle {
     /// The other bridges hosting `room` now, as control says; empty when none does.
     pub fn set_room_bridges(&self, room: RoomId, peers: Vec<CascadePeer>) {
-        let command = Command::RoomBridges { room, peers };
-        if let Err(mpsc::error::TrySendError::Full(command)) = self.commands.try_send(command) {
-            // Never dropped: a lost update would leave a room unlinked until the next change.
-            let commands = self.commands.clone();
-            tokio::spawn(async move {
-                let _ = commands.send(command).await;
-            });
+        self.command(Command::RoomBridges { room, peers });
+    }
+
+    /// After a registration, control listed every room this bridge shares: the others are
+    /// shared with nobody now (a change missed while the session was down).
+    pub fn keep_only_rooms(&self, rooms: BTreeSet<RoomId>) {
+        self.command(Command::KeepOnlyRooms(rooms));
+    }
+
+    /// Queued in order. The queue holds every room twice over, so only a control node gone
+    /// wild fills it; what does not fit then is dropped, and the next registration repairs it.
+    fn command(&self, command: Command) {
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.commands.try_send(command) {
+            tracing::warn!("cascade manager queue full; an update from control is dropped");
         }
     }
 
@@ -242,6 +252,13 @@ impl Manager {
             tokio::select! {
                 command = commands.recv() => match command {
                     Some(Command::RoomBridges { room, peers }) => self.room_bridges(room, peers),
+                    Some(Command::KeepOnlyRooms(keep)) => {
+                        let stale: Vec<RoomId> =
+                            self.rooms.keys().filter(|room| !keep.contains(*room)).cloned().collect();
+                        for room in stale {
+                            self.room_bridges(room, Vec::new());
+                        }
+                    }
                     None => break,
                 },
                 Some(event) = events.recv() => self.on_event(event),
