@@ -320,6 +320,17 @@ async fn serve(
         ctx.shards.clone(),
         counters.clone(),
     ));
+    // Read by a task of its own: a read cut short by `select!` would lose the bytes it consumed.
+    let (messages_tx, mut messages) = mpsc::channel(LINK_QUEUE_CAPACITY);
+    let control_reader = tokio::spawn(async move {
+        loop {
+            let message = read_message(&mut recv).await;
+            let failed = message.is_err();
+            if messages_tx.send(message).await.is_err() || failed {
+                return;
+            }
+        }
+    });
     let mut rooms = LinkRooms {
         ours: BTreeSet::new(),
         theirs: BTreeSet::new(),
@@ -349,18 +360,20 @@ async fn serve(
                 // The manager is gone: the bridge is stopping.
                 None => break Ok(()),
             },
-            message = read_message(&mut recv) => match message {
-                Ok(message) => {
+            message = messages.recv() => match message {
+                Some(Ok(message)) => {
                     rooms.counters.messages_in.fetch_add(1, Ordering::Relaxed);
                     if let Err(err) = rooms.on_message(message).await {
                         break Err(err);
                     }
                 }
-                Err(err) => break Err(err),
+                Some(Err(err)) => break Err(err),
+                None => break Err(LinkError::PeerClosed),
             },
         }
     };
     reader.abort();
+    control_reader.abort();
     // Everything shared ends with the link.
     let shared: Vec<RoomId> = rooms.ours.intersection(&rooms.theirs).cloned().collect();
     for room in shared {
