@@ -949,7 +949,15 @@ mod tests {
                     turn_port: 10000,
                     ..valid()
                 },
-                "both UDP",
+                "all UDP",
+            ),
+            (
+                BridgeNodeConfig {
+                    cascade_port: 10000,
+                    cascade_cert_dir: Some("/etc/bridgemesh/cascade".into()),
+                    ..valid()
+                },
+                "all UDP",
             ),
             (
                 BridgeNodeConfig {

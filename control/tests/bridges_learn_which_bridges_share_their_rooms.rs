@@ -111,11 +111,16 @@ impl StandInBridge {
         }
     }
 
-    /// The next `room_bridges`, past status changes (the failure detector's business).
+    /// The next `room_bridges`, past status changes (the failure detector's business) and
+    /// kicks or moves (reconciliation's: a stand-in that registered hosting a participant who
+    /// left meanwhile is told to drop it).
     async fn next_room_bridges(&mut self) -> ControlToBridge {
         loop {
             match self.next().await {
-                ControlToBridge::Status { .. } | ControlToBridge::RoomBridgesComplete => {}
+                ControlToBridge::Status { .. }
+                | ControlToBridge::RoomBridgesComplete
+                | ControlToBridge::Kick { .. }
+                | ControlToBridge::Move { .. } => {}
                 message @ ControlToBridge::RoomBridges { .. } => return message,
                 other => panic!("unexpected {other:?}"),
             }

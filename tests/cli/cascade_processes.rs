@@ -417,3 +417,66 @@ async fn a_link_cut_off_reconnects_and_media_resumes() {
         participant.leave().await.unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_bridge_with_a_certificate_of_another_ca_is_not_linked() {
+    // us-1 holds a certificate, but not one of this cluster's CA.
+    let (deployment, _db) = deployment_with(vec![eu(), us().foreign_ca()]).await;
+    let room = RoomId::new("stranger").unwrap();
+    let ada = join_from(
+        &deployment,
+        &room,
+        "ada",
+        "127.1.0.1",
+        ParticipantOptions::default(),
+    )
+    .await;
+    let eve = join_from(
+        &deployment,
+        &room,
+        "eve",
+        "127.1.0.2",
+        ParticipantOptions::default(),
+    )
+    .await;
+    let bob = join_from(
+        &deployment,
+        &room,
+        "bob",
+        "127.2.0.1",
+        ParticipantOptions::default(),
+    )
+    .await;
+    assert_eq!(bob.bridge_id().as_str(), "us-1");
+    // Media flows on eu-1, so the room is live there while eu-1 keeps trying to link.
+    wait_for_media(&deployment, &ada, &[&eve], ENOUGH).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let eu_metrics = deployment.bridge_metrics("eu-1").await;
+    assert_eq!(
+        link_metric(&eu_metrics, "bridgemesh_cascade_link_up", "us-1"),
+        None,
+        "eu-1 linked to a bridge outside the cluster:\n{eu_metrics}"
+    );
+    let bob_id = bob.participant_id().clone();
+    for participant in [&ada, &eve] {
+        assert!(!participant.roster().contains_key(&bob_id));
+        assert_eq!(
+            participant.stats().intact_from(&bob_id, MediaSource::Microphone),
+            0
+        );
+    }
+    assert!(!bob.roster().contains_key(ada.participant_id()));
+    assert_eq!(
+        bob.stats()
+            .intact_from(ada.participant_id(), MediaSource::Microphone),
+        0
+    );
+    let eu_log = deployment.bridges[0].1.log_tail();
+    assert!(
+        eu_log.contains("cascade link not established"),
+        "eu-1 says why it is not linked:\n{eu_log}"
+    );
+    for participant in [ada, eve, bob] {
+        participant.leave().await.unwrap();
+    }
+}

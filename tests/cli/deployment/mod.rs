@@ -39,6 +39,9 @@ pub struct BridgeSpec {
     /// The address registered for the cascade port, when other bridges reach it elsewhere
     /// (through a [`PausableUdpRelay`]).
     pub cascade_advertise: Option<String>,
+    /// Its certificate comes from a CA of its own, not the deployment's: a stranger to the
+    /// cluster.
+    pub foreign_ca: bool,
 }
 
 impl BridgeSpec {
@@ -53,7 +56,14 @@ impl BridgeSpec {
             cascade: true,
             cascade_port: None,
             cascade_advertise: None,
+            foreign_ca: false,
         }
+    }
+
+    /// A certificate from a CA that is not the cluster's.
+    pub fn foreign_ca(mut self) -> Self {
+        self.foreign_ca = true;
+        self
     }
 
     /// Cascade port `port`, registered as `advertise` (`ip:port`) for the other bridges.
@@ -306,11 +316,20 @@ admin_token_file = "{admin}"
         if spec.cascade {
             // What an operator does per bridge: issue its certificate (reissuing is harmless).
             let certs = self.dir.path().join("certs").join(&spec.id);
+            let ca_dir = if spec.foreign_ca {
+                let foreign = self.dir.path().join(format!("foreign-ca-{}", spec.id));
+                if !foreign.exists() {
+                    run_ok(&["ca", "init", "--dir", &foreign.display().to_string()]);
+                }
+                foreign
+            } else {
+                self.ca_dir.clone()
+            };
             run_ok(&[
                 "ca",
                 "issue",
                 "--dir",
-                &self.ca_dir.display().to_string(),
+                &ca_dir.display().to_string(),
                 "--bridge-id",
                 &spec.id,
                 "--out-dir",
