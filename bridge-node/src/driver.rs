@@ -275,6 +275,7 @@ impl Bridge {
         for stats in &self.shard_stats {
             let s = *stats.lock().expect("stats lock");
             total.datagrams_in += s.datagrams_in;
+            total.datagram_bytes_in += s.datagram_bytes_in;
             total.datagrams_out += s.datagrams_out;
             total.rtp_in += s.rtp_in;
             total.rtp_in_bytes += s.rtp_in_bytes;

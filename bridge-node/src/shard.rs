@@ -159,6 +159,8 @@ pub enum BridgeEvent {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct ShardStats {
     pub datagrams_in: u64,
+    /// Bytes of those datagrams (UDP payloads: SRTP, SRTCP, STUN, DTLS).
+    pub datagram_bytes_in: u64,
     /// Datagrams handed to the driver to send (media, RTCP, ICE and DTLS alike).
     pub datagrams_out: u64,
     pub rtp_in: u64,
@@ -414,6 +416,7 @@ impl Shard {
 
     fn handle_datagram(&mut self, now: Instant, from: SocketAddr, key: ParticipantKey, data: BytesMut) {
         self.stats.datagrams_in += 1;
+        self.stats.datagram_bytes_in += data.len() as u64;
         let Some(room_id) = self.room_of.get(&key).cloned() else {
             return;
         };

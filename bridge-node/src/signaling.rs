@@ -92,6 +92,12 @@ async fn metrics(State(bridge): State<Arc<Bridge>>) -> Response {
         s.datagrams_in,
     );
     metric(
+        "bridgemesh_bridge_datagram_received_bytes_total",
+        "counter",
+        "Bytes of the datagrams routed to a participant (UDP payloads).",
+        s.datagram_bytes_in,
+    );
+    metric(
         "bridgemesh_bridge_datagrams_sent_total",
         "counter",
         "Datagrams the shards handed to the socket (media, RTCP, ICE, DTLS).",

@@ -12,7 +12,8 @@
 //!   the publishers subscribe to each other, and once over the link), with and without the CPU
 //!   the bridges burn idle;
 //! - the link overhead: bytes eu-1's QUIC connection sent to us-1 (everything on the wire) over
-//!   the RTP bytes (header and payload) eu-1 received from its publishers.
+//!   the RTP bytes (header and payload) eu-1 received from its publishers, and over the bytes of
+//!   the UDP datagrams they sent it (SRTP, RTCP, consent checks: what they put on the wire).
 
 #[path = "deployment/mod.rs"]
 mod deployment;
@@ -175,6 +176,7 @@ fn main() {
         let us_delta = |name: &str| metric(&us_after, name) - metric(&us_before, name);
         let published_packets = delta("bridgemesh_bridge_rtp_received_total");
         let published_bytes = delta("bridgemesh_bridge_rtp_received_bytes_total");
+        let published_udp_bytes = delta("bridgemesh_bridge_datagram_received_bytes_total");
         let relayed = us_delta("bridgemesh_bridge_cascade_rtp_received_total");
         let link_bytes = link_metric(&eu_after, "bridgemesh_cascade_link_udp_sent_bytes_total", "us-1")
             - link_metric(&eu_before, "bridgemesh_cascade_link_udp_sent_bytes_total", "us-1");
@@ -211,8 +213,9 @@ fn main() {
             (eu_cpu - eu_idle_per_s * window) / sent * 1e6
         );
         println!(
-            "link overhead: {:.3}× ({link_bytes:.0} bytes on the wire, {link_media_bytes:.0} in media datagrams, for {published_bytes:.0} RTP bytes published)",
-            link_bytes / published_bytes
+            "link overhead: {:.3}× the RTP published, {:.3}× the publishers' UDP bytes ({link_bytes:.0} bytes on the wire, {link_media_bytes:.0} in media datagrams; {published_bytes:.0} RTP bytes, {published_udp_bytes:.0} UDP bytes published)",
+            link_bytes / published_bytes,
+            link_bytes / published_udp_bytes
         );
         for participant in senders.into_iter().chain([near, far]) {
             let _ = participant.leave().await;

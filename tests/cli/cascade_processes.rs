@@ -308,12 +308,14 @@ async fn one_publisher_crosses_the_link_once_for_five_subscribers_and_gets_their
         publisher.stats().summary()
     );
 
-    // Over a few seconds of steady state, what eu-1 sends to us-1 against what was published.
+    // Over seconds of steady state, what eu-1 sends to us-1 against what was published.
+    // One snapshot at each end, so both figures cover the same window; long enough that the
+    // shards' stats, published every 100 ms, are a small error on it.
     let metrics_before = deployment.bridge_metrics("eu-1").await;
-    let published_before = published_rtp_bytes(&deployment.bridge_metrics("eu-1").await);
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    let published_before = published_bytes(&metrics_before);
+    tokio::time::sleep(Duration::from_secs(8)).await;
     let metrics_after = deployment.bridge_metrics("eu-1").await;
-    let published_after = published_rtp_bytes(&metrics_after);
+    let published_after = published_bytes(&metrics_after);
     let link_bytes = link_metric(
         &metrics_after,
         "bridgemesh_cascade_link_udp_sent_bytes_total",
@@ -328,10 +330,11 @@ async fn one_publisher_crosses_the_link_once_for_five_subscribers_and_gets_their
         .unwrap();
     let published = published_after - published_before;
     assert!(
-        published > 100_000.0,
-        "the publisher sent {published} bytes in 4 s"
+        published > 200_000.0,
+        "the publisher sent {published} bytes in 8 s"
     );
     let ratio = link_bytes / published;
+    eprintln!("link bytes {link_bytes} for {published} bytes published: {ratio:.3}×");
     assert!(
         ratio <= 1.05,
         "the link carried {link_bytes} bytes for {published} published ({ratio:.3}×): more than once"
@@ -342,16 +345,19 @@ async fn one_publisher_crosses_the_link_once_for_five_subscribers_and_gets_their
     publisher.leave().await.unwrap();
 }
 
-/// RTP bytes the bridge received from its publishers (`bridgemesh_bridge_rtp_received_bytes_total`).
-fn published_rtp_bytes(metrics: &str) -> f64 {
+/// What the publisher sent its bridge, the only participant there: the bytes of its UDP
+/// datagrams (`bridgemesh_bridge_datagram_received_bytes_total`), as the link's bytes are
+/// counted too. Its RTP alone (without SRTP's tag, RTCP and consent checks) is about 3 % less;
+/// `cargo bench --bench cascade` reports the ratio against both.
+fn published_bytes(metrics: &str) -> f64 {
     metrics
         .lines()
         .find_map(|line| {
-            line.strip_prefix("bridgemesh_bridge_rtp_received_bytes_total{")
+            line.strip_prefix("bridgemesh_bridge_datagram_received_bytes_total{")
                 .and_then(|rest| rest.split_once("} "))
                 .and_then(|(_, value)| value.trim().parse().ok())
         })
-        .expect("the bridge exports bridgemesh_bridge_rtp_received_bytes_total")
+        .expect("the bridge exports bridgemesh_bridge_datagram_received_bytes_total")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
