@@ -2,6 +2,7 @@
 
 mod ca_cli;
 mod geoip_cli;
+mod sim_cli;
 
 use anyhow::Context as _;
 use bridgemesh_turn::{IpNet, TurnConfig, TurnServer};
@@ -65,6 +66,8 @@ enum Commands {
     Geoip(geoip_cli::GeoipArgs),
     /// The cluster CA for bridge-to-bridge links: create it, issue bridge certificates.
     Ca(ca_cli::CaArgs),
+    /// The network simulator: a deployment, its users and its faults, on virtual time.
+    Sim(sim_cli::SimArgs),
     /// One bridge (SFU) with its TURN server, registered with a control cluster.
     Bridge(Box<bridgemesh::bridge_node::BridgeArgs>),
     /// Print the bridge key (hex) that bridges need, derived from the cluster secret.
@@ -398,6 +401,11 @@ async fn main() -> anyhow::Result<()> {
         Commands::Token(args) => println!("{}", token(*args)?),
         Commands::Geoip(args) => geoip_cli::run(args)?,
         Commands::Ca(args) => ca_cli::run(args)?,
+        Commands::Sim(args) => {
+            if !sim_cli::run(args)? {
+                std::process::exit(1);
+            }
+        }
         Commands::Bridge(args) => bridgemesh::bridge_node::run(args.config()?).await?,
         Commands::BridgeKey { cluster_secret_file } => println!(
             "{}",

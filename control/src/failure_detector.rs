@@ -146,27 +146,49 @@ impl FailureDetector {
     }
 
     /// The status changes to commit now, given the replicated `state`.
+    ///
+    /// Called every hub tick (and by the simulator with a thousand bridges), so it walks its own
+    /// map and the state's in their common key order instead of looking each bridge up.
     pub fn poll(&mut self, now_ms: u64, state: &ControlState) -> Vec<(BridgeId, BridgeStatus)> {
         let grace_start = self.grace_start.unwrap_or(0);
         let window = self.config.report_window_ms;
         let mut verdicts = Vec::new();
-        // Bridges registered by hand have no session to watch.
-        let watched = state.bridges.values().filter(|b| b.instance.is_some());
-        for bridge in watched {
-            let liveness = self.bridges.entry(bridge.id.clone()).or_insert_with(|| Liveness {
-                heard_ms: grace_start.max(bridge.status_since_ms.min(now_ms)),
-                ..Liveness::default()
+        let mut known = std::mem::take(&mut self.bridges).into_iter().peekable();
+        let mut seats = state.bridge_load.iter().peekable();
+        let mut kept = Vec::with_capacity(state.bridges.len());
+        for bridge in state.bridges.values() {
+            // Bridges the state no longer has are dropped on the way.
+            while known.next_if(|(id, _)| *id < bridge.id).is_some() {}
+            let existing = known.next_if(|(id, _)| *id == bridge.id);
+            // Bridges registered by hand have no session to watch.
+            if bridge.instance.is_none() {
+                kept.extend(existing);
+                continue;
+            }
+            let (id, mut liveness) = existing.unwrap_or_else(|| {
+                (
+                    bridge.id.clone(),
+                    Liveness {
+                        heard_ms: grace_start.max(bridge.status_since_ms.min(now_ms)),
+                        ..Liveness::default()
+                    },
+                )
             });
-            liveness
-                .reports
-                .retain(|_, at| now_ms.saturating_sub(*at) < window);
+            if !liveness.reports.is_empty() {
+                liveness
+                    .reports
+                    .retain(|_, at| now_ms.saturating_sub(*at) < window);
+            }
             let silent_for_ms = match liveness.closed_ms {
                 Some(closed) => now_ms.saturating_sub(closed.min(liveness.heard_ms)),
                 None => now_ms.saturating_sub(liveness.heard_ms),
             };
             let closed_now = liveness.closed_ms.is_some();
             let suspected = closed_now || silent_for_ms >= self.config.suspect_after_ms;
-            let seated = state.bridge_load.get(&bridge.id).copied().unwrap_or(0) as usize;
+            while seats.next_if(|(seated_id, _)| **seated_id < bridge.id).is_some() {}
+            let seated = seats
+                .next_if(|(seated_id, _)| **seated_id == bridge.id)
+                .map_or(0, |(_, n)| *n as usize);
             match bridge.status {
                 BridgeStatus::Up if suspected => {
                     verdicts.push((bridge.id.clone(), BridgeStatus::Unreachable));
@@ -186,9 +208,10 @@ impl FailureDetector {
                 }
                 _ => {}
             }
+            kept.push((id, liveness));
         }
-        // Forget bridges the state no longer has.
-        self.bridges.retain(|id, _| state.bridges.contains_key(id));
+        // Sorted already: the map is built in one pass.
+        self.bridges = kept.into_iter().collect();
         verdicts
     }
 }

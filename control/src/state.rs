@@ -1019,9 +1019,10 @@ impl ControlState {
         for (room, participant) in &expired {
             self.remove_participant(room, participant, Some(now_ms));
         }
-        let room_ids: Vec<RoomId> = self.rooms.keys().cloned().collect();
-        for room in &room_ids {
-            self.note_if_empty(room, now_ms);
+        for record in self.rooms.values_mut() {
+            if record.present() == 0 && record.empty_since_ms.is_none() {
+                record.empty_since_ms = Some(now_ms);
+            }
         }
         let rooms_ended: Vec<RoomId> = self
             .rooms

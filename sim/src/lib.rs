@@ -14,6 +14,8 @@
 //! - [`payload`]: the stamped RTP payloads (pure functions): build, packetize, verify.
 //! - [`stats`]: [`ParticipantStats`] snapshots and the bounded accumulators behind them.
 //! - [`error`]: the crate's one error type, [`ParticipantError`].
+//! - [`simulator`]: the network simulator (`bridgemesh sim run`): the real control-plane code on
+//!   virtual time with modeled bridges, clients and links.
 //!
 //! # Run loop
 //! 1. `POST /api/v1/rooms/{room}/join` → signaling URL and ticket (after the lobby, if any).
@@ -38,6 +40,7 @@ pub mod media;
 pub mod participant;
 pub mod payload;
 pub mod reconnect;
+pub mod simulator;
 pub mod stats;
 
 pub use error::ParticipantError;

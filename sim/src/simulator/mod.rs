@@ -1,0 +1,33 @@
+//! The network simulator: a deterministic, seeded, discrete-event run of a deployment described
+//! by a [`Scenario`], on the real control-plane code (see `docs/simulator.md`).
+//!
+//! # Layout
+//! - [`scenario`]: the TOML scenario (regions, bridges, latencies, arrivals, faults), validated.
+//! - [`world`]: the event loop; control is the real `ControlState`, placement and failure
+//!   detector, bridges and clients are models.
+//! - [`invariants`]: what must hold, one file each; violations carry the simulated time.
+//! - [`report`]: the JSON report and the summary table.
+//! - [`rng`]: the one seeded random source.
+//!
+//! # Run loop
+//! ```text
+//! pop the earliest event (time, then order of scheduling) → handle it at that virtual time
+//!   arrival → join at control → placement → commit after the consensus delay → connect →
+//!   confirm; heartbeats → failure detector → verdicts committed → moved participants reconnect
+//! every 10 s: capacity and acknowledged-join invariants; at the end: convergence
+//! ```
+
+pub mod invariants;
+pub mod report;
+pub mod rng;
+pub mod scenario;
+pub mod world;
+
+pub use report::Report;
+pub use scenario::{Scenario, ScenarioError};
+pub use world::{Placement, World, real_placement};
+
+/// Runs `scenario` with `seed` and the real placement.
+pub fn run(scenario: Scenario, seed: u64, progress: impl FnMut(u64, u64)) -> Report {
+    World::new(scenario, seed, real_placement).run(progress)
+}

@@ -1,0 +1,354 @@
+//! A scenario: the deployment (regions, their bridges, latencies), its users (arrivals, room
+//! sizes, where they are) and its faults, read from TOML. Documented in `docs/simulator.md`.
+
+use serde::Deserialize;
+
+/// Most regions, bridges and faults a scenario may hold; past these it is refused.
+pub const REGIONS_MAX: usize = 64;
+pub const BRIDGES_MAX: usize = 10_000;
+pub const FAULTS_MAX: usize = 1_000;
+/// At most this many participants arrive in one run.
+pub const PARTICIPANTS_MAX: u64 = 10_000_000;
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    pub name: String,
+    /// Simulated time, faults included; a liveness phase without faults follows.
+    pub duration_s: u64,
+    /// The seed when `--seed` is not given.
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    /// After the last fault and `duration_s`: time for everything to converge before the
+    /// liveness checks.
+    #[serde(default = "default_liveness_s")]
+    pub liveness_s: u64,
+    #[serde(default)]
+    pub control: ControlModel,
+    pub regions: Vec<Region>,
+    #[serde(default)]
+    pub latency: Vec<Latency>,
+    /// Each message's latency gets up to this much more, uniformly.
+    #[serde(default = "default_jitter_ms")]
+    pub jitter_ms: u64,
+    pub participants: Participants,
+    #[serde(default)]
+    pub faults: Vec<Fault>,
+}
+
+fn default_seed() -> u64 {
+    1
+}
+
+fn default_liveness_s() -> u64 {
+    60
+}
+
+fn default_jitter_ms() -> u64 {
+    2
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ControlModel {
+    /// Where the Raft leader runs: its distance to bridges and clients is a region's latency.
+    pub region: Option<String>,
+    /// Time from a proposal to its commit (the replicated log's round trips, modeled).
+    pub consensus_delay_ms: u64,
+    pub heartbeat_interval_ms: u64,
+    pub suspect_after_ms: u64,
+    pub down_after_ms: u64,
+    pub loss_reports_needed: usize,
+}
+
+impl Default for ControlModel {
+    fn default() -> Self {
+        Self {
+            region: None,
+            consensus_delay_ms: 5,
+            heartbeat_interval_ms: 250,
+            suspect_after_ms: 1_000,
+            down_after_ms: 10_000,
+            loss_reports_needed: 2,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Region {
+    pub id: String,
+    pub latitude: f64,
+    pub longitude: f64,
+    /// Share of arriving participants located here (relative to the other regions').
+    #[serde(default = "one")]
+    pub weight: f64,
+    /// Bridges in the region, named `<id>-1`, `<id>-2`, ...
+    pub bridges: u32,
+    /// Participants each bridge takes.
+    pub capacity: u32,
+    /// Participants of one room each bridge takes.
+    #[serde(default = "default_max_per_room")]
+    pub max_per_room: u32,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+fn default_max_per_room() -> u32 {
+    100
+}
+
+/// One-way latency between two regions (both directions); pairs not listed get one from the
+/// great-circle distance (1 ms per 100 km, plus 2 ms), and a region to itself `intra_region_ms`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Latency {
+    pub from: String,
+    pub to: String,
+    pub ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Participants {
+    /// Mean arrivals per second (a Poisson process).
+    pub arrivals_per_s: f64,
+    /// Arrivals in the first `burst_s` seconds of each hour are this many times as frequent.
+    #[serde(default = "one")]
+    pub burst_factor: f64,
+    #[serde(default)]
+    pub burst_s: u64,
+    /// Mean time a participant stays (exponential).
+    pub stay_s_mean: f64,
+    pub room_size_min: u32,
+    pub room_size_max: u32,
+    /// Signaling, ICE, DTLS and the first offer on a bridge, after the answer from control.
+    #[serde(default = "default_connect_ms")]
+    pub connect_ms: u64,
+    /// Each connect takes up to this much longer, uniformly (ICE and DTLS vary).
+    #[serde(default = "default_connect_jitter_ms")]
+    pub connect_jitter_ms: u64,
+    /// How long a client takes to notice its bridge process died (its sockets close).
+    #[serde(default = "default_notice_ms")]
+    pub notice_ms: u64,
+    /// Give up a reconnect after this long.
+    #[serde(default = "default_reconnect_budget_ms")]
+    pub reconnect_budget_ms: u64,
+}
+
+fn default_connect_ms() -> u64 {
+    400
+}
+
+fn default_connect_jitter_ms() -> u64 {
+    200
+}
+
+fn default_notice_ms() -> u64 {
+    20
+}
+
+fn default_reconnect_budget_ms() -> u64 {
+    30_000
+}
+
+/// One fault on the timeline: `{ at_s = 300, kind = "kill_bridge", bridge = "eu-1" }`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(try_from = "RawFault")]
+pub struct Fault {
+    pub at_s: u64,
+    pub kind: FaultKind,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum FaultKind {
+    /// The bridge's process dies (its host stays up: clients notice at once).
+    KillBridge { bridge: String },
+    /// The bridge starts again with the same id.
+    RestartBridge { bridge: String },
+    /// An operator drains the bridge: its participants move after `grace_s`.
+    DrainBridge { bridge: String, grace_s: u64 },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFault {
+    at_s: u64,
+    kind: String,
+    bridge: String,
+    grace_s: Option<u64>,
+}
+
+impl TryFrom<RawFault> for Fault {
+    type Error = String;
+
+    fn try_from(raw: RawFault) -> Result<Self, String> {
+        let kind = match (raw.kind.as_str(), raw.grace_s) {
+            ("kill_bridge", None) => FaultKind::KillBridge { bridge: raw.bridge },
+            ("restart_bridge", None) => FaultKind::RestartBridge { bridge: raw.bridge },
+            ("drain_bridge", grace_s) => FaultKind::DrainBridge {
+                bridge: raw.bridge,
+                grace_s: grace_s.unwrap_or(0),
+            },
+            (kind @ ("kill_bridge" | "restart_bridge"), Some(_)) => {
+                return Err(format!("grace_s is for drain_bridge, not {kind}"));
+            }
+            (other, _) => {
+                return Err(format!(
+                    "unknown fault kind {other:?}: kill_bridge, restart_bridge or drain_bridge"
+                ));
+            }
+        };
+        Ok(Fault { at_s: raw.at_s, kind })
+    }
+}
+
+impl FaultKind {
+    pub fn name(&self) -> &'static str {
+        match self {
+            FaultKind::KillBridge { .. } => "kill_bridge",
+            FaultKind::RestartBridge { .. } => "restart_bridge",
+            FaultKind::DrainBridge { .. } => "drain_bridge",
+        }
+    }
+
+    pub fn bridge(&self) -> &str {
+        match self {
+            FaultKind::KillBridge { bridge }
+            | FaultKind::RestartBridge { bridge }
+            | FaultKind::DrainBridge { bridge, .. } => bridge,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ScenarioError {
+    #[error("cannot read the scenario: {0}")]
+    Toml(String),
+    #[error("invalid scenario: {0}")]
+    Invalid(String),
+}
+
+impl Scenario {
+    pub fn from_toml(text: &str) -> Result<Self, ScenarioError> {
+        let scenario: Scenario = toml::from_str(text).map_err(|e| ScenarioError::Toml(e.to_string()))?;
+        scenario.validate()?;
+        Ok(scenario)
+    }
+
+    pub fn validate(&self) -> Result<(), ScenarioError> {
+        let invalid = |m: String| Err(ScenarioError::Invalid(m));
+        if self.regions.is_empty() || self.regions.len() > REGIONS_MAX {
+            return invalid(format!("between 1 and {REGIONS_MAX} regions"));
+        }
+        if self.duration_s == 0 || self.duration_s > 7 * 24 * 3600 {
+            return invalid("duration_s between 1 and a week".into());
+        }
+        let bridges: u64 = self.regions.iter().map(|r| u64::from(r.bridges)).sum();
+        if bridges == 0 || bridges > BRIDGES_MAX as u64 {
+            return invalid(format!("between 1 and {BRIDGES_MAX} bridges"));
+        }
+        for region in &self.regions {
+            if bridgemesh_proto::RegionId::new(&region.id).is_err() {
+                return invalid(format!("region id {:?} is not a valid id", region.id));
+            }
+            if !(-90.0..=90.0).contains(&region.latitude) || !(-180.0..=180.0).contains(&region.longitude) {
+                return invalid(format!("region {}: latitude ±90, longitude ±180", region.id));
+            }
+            if !(region.weight >= 0.0 && region.weight.is_finite()) {
+                return invalid(format!("region {}: weight must be 0 or more", region.id));
+            }
+            if region.bridges > 0 && (region.capacity == 0 || region.max_per_room == 0) {
+                return invalid(format!(
+                    "region {}: capacity and max_per_room must be positive",
+                    region.id
+                ));
+            }
+        }
+        if self.regions.iter().map(|r| r.weight).sum::<f64>() <= 0.0 {
+            return invalid("some region must have a positive weight".into());
+        }
+        let known = |id: &str| self.regions.iter().any(|r| r.id == id);
+        for latency in &self.latency {
+            if !known(&latency.from) || !known(&latency.to) {
+                return invalid(format!("latency {}→{}: unknown region", latency.from, latency.to));
+            }
+        }
+        if let Some(region) = &self.control.region
+            && !known(region)
+        {
+            return invalid(format!("control region {region} is unknown"));
+        }
+        let p = &self.participants;
+        if !(p.arrivals_per_s > 0.0 && p.arrivals_per_s.is_finite()) {
+            return invalid("arrivals_per_s must be positive".into());
+        }
+        if (self.duration_s as f64) * p.arrivals_per_s * p.burst_factor.max(1.0) > PARTICIPANTS_MAX as f64 {
+            return invalid(format!("at most {PARTICIPANTS_MAX} participants per run"));
+        }
+        if !(p.burst_factor >= 1.0 && p.burst_factor.is_finite()) || p.burst_s > 3600 {
+            return invalid("burst_factor at least 1, burst_s at most 3600".into());
+        }
+        if !(p.stay_s_mean > 0.0 && p.stay_s_mean.is_finite()) {
+            return invalid("stay_s_mean must be positive".into());
+        }
+        if p.room_size_min == 0 || p.room_size_min > p.room_size_max {
+            return invalid("1 ≤ room_size_min ≤ room_size_max".into());
+        }
+        let c = &self.control;
+        if c.heartbeat_interval_ms == 0 || c.suspect_after_ms <= c.heartbeat_interval_ms {
+            return invalid("heartbeat_interval_ms positive and below suspect_after_ms".into());
+        }
+        if self.faults.len() > FAULTS_MAX {
+            return invalid(format!("at most {FAULTS_MAX} faults"));
+        }
+        for fault in &self.faults {
+            if fault.at_s > self.duration_s {
+                return invalid(format!("a fault at {} s, after the end", fault.at_s));
+            }
+            let bridge = fault.kind.bridge();
+            let exists = self.regions.iter().any(|r| {
+                bridge
+                    .strip_prefix(&format!("{}-", r.id))
+                    .and_then(|n| n.parse::<u32>().ok())
+                    .is_some_and(|n| (1..=r.bridges).contains(&n))
+            });
+            if !exists {
+                return invalid(format!("fault on unknown bridge {bridge}"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Scales arrivals and bridge counts by `factor` (at least one bridge per region that had
+    /// any): the shipped scenarios run in CI at a fraction of their size.
+    pub fn scaled(mut self, factor: f64) -> Self {
+        self.participants.arrivals_per_s *= factor;
+        for region in &mut self.regions {
+            if region.bridges > 0 {
+                region.bridges = ((f64::from(region.bridges) * factor).round() as u32).max(1);
+            }
+        }
+        // Faults on bridges that no longer exist move to the last one left in their region.
+        for fault in &mut self.faults {
+            let bridge = fault.kind.bridge().to_owned();
+            if let Some(region) = self
+                .regions
+                .iter()
+                .find(|r| bridge.starts_with(&format!("{}-", r.id)))
+            {
+                let n: u32 = bridge[region.id.len() + 1..].parse().unwrap_or(1);
+                let renamed = format!("{}-{}", region.id, n.min(region.bridges).max(1));
+                match &mut fault.kind {
+                    FaultKind::KillBridge { bridge }
+                    | FaultKind::RestartBridge { bridge }
+                    | FaultKind::DrainBridge { bridge, .. } => *bridge = renamed,
+                }
+            }
+        }
+        self
+    }
+}

@@ -1,0 +1,1052 @@
+//! The discrete-event run: virtual time in milliseconds, one queue of events, one seeded RNG.
+//!
+//! Control is the real replicated state machine (`ControlState::apply`, which also moves the
+//! participants of a bridge that is down or drained, with the real placement), the real
+//! placement function for joins, and the real failure detector fed by heartbeats and clients'
+//! loss reports. The Raft log itself is modeled: a command is applied `consensus_delay_ms` after
+//! it is proposed, in proposal order. Bridges and clients are models: bridges host sessions and
+//! heartbeat at control's interval while alive; clients join, connect, leave, and reconnect
+//! through control when their bridge is lost or they are moved.
+
+use super::invariants::{self, Violation};
+use super::report::{BridgeReport, FaultReport, Quantiles, RegionReport, Report};
+use super::rng::SimRng;
+use super::scenario::{FaultKind, Scenario};
+use bridgemesh_control::failure_detector::{FailureDetector, FailureDetectorConfig};
+use bridgemesh_control::placement::{ClientPlace, PlacementPolicy, choose_bridge};
+use bridgemesh_control::state::{ApplyError, Command, ControlState, JoinRequestRecord, Moved, Outcome};
+use bridgemesh_proto::api::Role;
+use bridgemesh_proto::bridge_session::{BridgeRegistration, BridgeStatus, GeoPoint, LoadReport};
+use bridgemesh_proto::{BridgeId, ParticipantId, RegionId, RoomId};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
+
+/// A placement: the real one is [`choose_bridge`]; tests inject broken ones.
+pub type Placement = fn(&ControlState, &RoomId, &ClientPlace) -> Option<BridgeId>;
+
+/// The real placement, as control's join path calls it.
+pub fn real_placement(state: &ControlState, room: &RoomId, client: &ClientPlace) -> Option<BridgeId> {
+    choose_bridge(state, room, client, None)
+}
+
+/// How often control's hub looks at the failure detector, and how often it ticks the state.
+const DETECTOR_POLL_MS: u64 = 50;
+const TICK_MS: u64 = 1_000;
+const LOAD_REPORT_MS: u64 = 1_000;
+const SAMPLE_MS: u64 = 10_000;
+/// Control commits a load report when stress moved this much, or this long after the last one.
+const LOAD_COMMIT_CHANGE: f64 = 0.05;
+const LOAD_COMMIT_MAX_MS: u64 = 5_000;
+/// A join tries this many placements when bridges fill up under it.
+const JOIN_ATTEMPTS: u32 = 3;
+/// A reconnecting client asks control again this often while its bridge is not declared down.
+const RECONNECT_RETRY_MS: u64 = 100;
+const ROOM_GRACE_MS: u64 = 60_000;
+
+#[derive(Debug, Clone)]
+enum Event {
+    Arrival,
+    JoinAtControl {
+        participant: usize,
+        attempt: u32,
+    },
+    /// A proposal commits: the state applies it.
+    Commit {
+        command: Box<Command>,
+        then: Then,
+    },
+    Connect {
+        participant: usize,
+        bridge: usize,
+        epoch: u64,
+    },
+    Leave {
+        participant: usize,
+    },
+    /// Every live bridge heartbeats: one event per interval for all of them, each heard at
+    /// control after its own latency (what keeps a 1,000-bridge hour in budget).
+    HeartbeatRound,
+    SessionClosed {
+        bridge: usize,
+    },
+    DetectorPoll,
+    Tick,
+    LoadReport,
+    Sample,
+    Fault {
+        index: usize,
+    },
+    /// The client asks control where to go after losing its session.
+    Reconnect {
+        participant: usize,
+        epoch: u64,
+        lost: usize,
+        since_ms: u64,
+    },
+    /// Control's `move` reaches the bridge, which says `bye{moved}` to the client.
+    MoveArrives {
+        participant: usize,
+        bridge: usize,
+    },
+}
+
+#[derive(Debug, Clone)]
+enum Then {
+    Join { participant: usize, attempt: u32 },
+    Status { bridge: usize },
+    Nothing,
+}
+
+struct SimBridge {
+    id: BridgeId,
+    region: usize,
+    capacity: u32,
+    registration: BridgeRegistration,
+    alive: bool,
+    instance: u64,
+    hosted: usize,
+    /// The last load control committed, and when: the hub's rule (a change of 0.05 or 5 s).
+    committed_stress: Option<(f64, u64)>,
+    peak: usize,
+    verdict_in_flight: bool,
+}
+
+struct SimParticipant {
+    id: ParticipantId,
+    room: RoomId,
+    region: usize,
+    place: ClientPlace,
+    acked: bool,
+    active: bool,
+    /// The bridge hosting its session now, if any.
+    hosted_on: Option<usize>,
+    /// Bumped at every new session, so events of an old one are ignored.
+    epoch: u64,
+    /// The fault whose recovery this participant is in, and since when.
+    recovering: Option<(usize, u64)>,
+    connected_once: bool,
+}
+
+struct Scheduled {
+    at_ms: u64,
+    seq: u64,
+    event: Event,
+}
+
+impl PartialEq for Scheduled {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at_ms, self.seq) == (other.at_ms, other.seq)
+    }
+}
+impl Eq for Scheduled {}
+impl PartialOrd for Scheduled {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Scheduled {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.at_ms, self.seq).cmp(&(other.at_ms, other.seq))
+    }
+}
+
+pub struct World {
+    scenario: Scenario,
+    seed: u64,
+    rng: SimRng,
+    now_ms: u64,
+    end_ms: u64,
+    seq: u64,
+    queue: BinaryHeap<Reverse<Scheduled>>,
+    /// Commits are applied in proposal order: the last scheduled commit time.
+    last_commit_ms: u64,
+    state: ControlState,
+    detector: FailureDetector,
+    placement: Placement,
+    bridges: Vec<SimBridge>,
+    bridge_index: HashMap<BridgeId, usize>,
+    participants: Vec<SimParticipant>,
+    participant_index: HashMap<ParticipantId, usize>,
+    control_region: usize,
+    latency_ms: Vec<Vec<u64>>,
+    region_ids: Vec<RegionId>,
+    filling_room: Option<(RoomId, u32)>,
+    rooms_created: u64,
+    joins_ok: u64,
+    joins_failed: u64,
+    join_failures: BTreeMap<String, u64>,
+    faults: Vec<FaultRecord>,
+    region_hosted: Vec<usize>,
+    region_peak: Vec<usize>,
+    violations: Vec<Violation>,
+    events: u64,
+}
+
+struct FaultRecord {
+    at_ms: u64,
+    kind: String,
+    bridge: String,
+    affected: u64,
+    recovery_ms: Vec<u64>,
+    gave_up: u64,
+}
+
+impl World {
+    pub fn new(scenario: Scenario, seed: u64, placement: Placement) -> Self {
+        let control_region = scenario
+            .control
+            .region
+            .as_ref()
+            .and_then(|id| scenario.regions.iter().position(|r| &r.id == id))
+            .unwrap_or(0);
+        let n = scenario.regions.len();
+        let point = |r: &super::scenario::Region| GeoPoint {
+            latitude: r.latitude,
+            longitude: r.longitude,
+        };
+        let mut latency_ms: Vec<Vec<u64>> = scenario
+            .regions
+            .iter()
+            .map(|ra| {
+                scenario
+                    .regions
+                    .iter()
+                    .map(|rb| {
+                        if ra.id == rb.id {
+                            1
+                        } else {
+                            2 + (bridgemesh_control::geo::distance_km(point(ra), point(rb)) / 100.0) as u64
+                        }
+                    })
+                    .collect()
+            })
+            .collect();
+        for l in &scenario.latency {
+            let a = scenario
+                .regions
+                .iter()
+                .position(|r| r.id == l.from)
+                .expect("validated");
+            let b = scenario
+                .regions
+                .iter()
+                .position(|r| r.id == l.to)
+                .expect("validated");
+            latency_ms[a][b] = l.ms;
+            latency_ms[b][a] = l.ms;
+        }
+        let region_ids: Vec<RegionId> = scenario
+            .regions
+            .iter()
+            .map(|r| RegionId::new(&r.id).expect("validated"))
+            .collect();
+        let mut bridges = Vec::new();
+        for (region_index, region) in scenario.regions.iter().enumerate() {
+            for n in 1..=region.bridges {
+                let id = BridgeId::new(format!("{}-{n}", region.id)).expect("valid bridge id");
+                let registration = BridgeRegistration {
+                    id: id.clone(),
+                    region: region_ids[region_index].clone(),
+                    location: Some(GeoPoint {
+                        latitude: region.latitude,
+                        longitude: region.longitude,
+                    }),
+                    signaling_url: format!("ws://{id}.sim/bridge/v1/signal"),
+                    media_addresses: Vec::new(),
+                    turn_urls: Vec::new(),
+                    capacity: region.capacity,
+                    max_participants_per_room: region.max_per_room,
+                    cascade_addr: None,
+                };
+                bridges.push(SimBridge {
+                    id,
+                    region: region_index,
+                    capacity: region.capacity,
+                    registration,
+                    alive: true,
+                    instance: 1,
+                    hosted: 0,
+                    committed_stress: None,
+                    peak: 0,
+                    verdict_in_flight: false,
+                });
+            }
+        }
+        let bridge_index = bridges
+            .iter()
+            .enumerate()
+            .map(|(i, b)| (b.id.clone(), i))
+            .collect();
+        let c = &scenario.control;
+        let detector = FailureDetector::new(FailureDetectorConfig {
+            suspect_after_ms: c.suspect_after_ms,
+            down_after_ms: c.down_after_ms,
+            loss_reports_needed: c.loss_reports_needed,
+            ..FailureDetectorConfig::default()
+        });
+        let end_ms = (scenario.duration_s + scenario.liveness_s) * 1000;
+        let faults = scenario
+            .faults
+            .iter()
+            .map(|f| FaultRecord {
+                at_ms: f.at_s * 1000,
+                kind: f.kind.name().to_owned(),
+                bridge: f.kind.bridge().to_owned(),
+                affected: 0,
+                recovery_ms: Vec::new(),
+                gave_up: 0,
+            })
+            .collect();
+        let region_peak = vec![0; n];
+        let region_hosted = vec![0; n];
+        let mut world = World {
+            rng: SimRng::new(seed),
+            seed,
+            now_ms: 0,
+            end_ms,
+            seq: 0,
+            queue: BinaryHeap::new(),
+            last_commit_ms: 0,
+            state: ControlState::default(),
+            detector,
+            placement,
+            bridges,
+            bridge_index,
+            participants: Vec::new(),
+            participant_index: HashMap::new(),
+            control_region,
+            latency_ms,
+            region_ids,
+            filling_room: None,
+            rooms_created: 0,
+            joins_ok: 0,
+            joins_failed: 0,
+            join_failures: BTreeMap::new(),
+            faults,
+            region_hosted,
+            region_peak,
+            violations: Vec::new(),
+            events: 0,
+            scenario,
+        };
+        world.start();
+        world
+    }
+
+    fn schedule(&mut self, at_ms: u64, event: Event) {
+        self.seq += 1;
+        self.queue.push(Reverse(Scheduled {
+            at_ms,
+            seq: self.seq,
+            event,
+        }));
+    }
+
+    fn propose(&mut self, command: Command, then: Then) {
+        let at = (self.now_ms + self.scenario.control.consensus_delay_ms).max(self.last_commit_ms);
+        self.last_commit_ms = at;
+        self.schedule(
+            at,
+            Event::Commit {
+                command: Box::new(command),
+                then,
+            },
+        );
+    }
+
+    /// One message's latency between two regions, jitter included.
+    fn latency(&mut self, from_region: usize, to_region: usize) -> u64 {
+        self.latency_ms[from_region][to_region] + self.rng.between(0, self.scenario.jitter_ms)
+    }
+
+    fn start(&mut self) {
+        self.state
+            .apply(Command::SetPlacementPolicy(PlacementPolicy::default()))
+            .expect("a policy always applies");
+        self.detector.became_leader(0);
+        for index in 0..self.bridges.len() {
+            let registration = self.bridges[index].registration.clone();
+            self.state
+                .apply(Command::RegisterBridge {
+                    registration,
+                    instance: Some("1".into()),
+                    at_ms: 0,
+                })
+                .expect("a fresh bridge registers");
+            self.detector.session_opened(&self.bridges[index].id.clone(), 0);
+        }
+        self.schedule(self.scenario.control.heartbeat_interval_ms, Event::HeartbeatRound);
+        self.schedule(0, Event::Arrival);
+        self.schedule(DETECTOR_POLL_MS, Event::DetectorPoll);
+        self.schedule(TICK_MS, Event::Tick);
+        self.schedule(LOAD_REPORT_MS, Event::LoadReport);
+        self.schedule(SAMPLE_MS, Event::Sample);
+        for index in 0..self.scenario.faults.len() {
+            let at = self.scenario.faults[index].at_s * 1000;
+            self.schedule(at, Event::Fault { index });
+        }
+    }
+
+    /// Runs to the end; `progress` is called with the simulated time now and then.
+    pub fn run(mut self, mut progress: impl FnMut(u64, u64)) -> Report {
+        let mut next_progress = 0;
+        while let Some(Reverse(next)) = self.queue.pop() {
+            if next.at_ms > self.end_ms {
+                break;
+            }
+            self.now_ms = next.at_ms;
+            self.events += 1;
+            self.handle(next.event);
+            if self.now_ms >= next_progress {
+                progress(self.now_ms, self.end_ms);
+                next_progress = self.now_ms + 60_000;
+            }
+        }
+        self.now_ms = self.end_ms;
+        let converged = invariants::liveness::check(&self);
+        self.violations.extend(converged);
+        self.violations.extend(invariants::acked_joins::check(&self));
+        self.violations.extend(invariants::one_live_bridge::check(&self));
+        self.report()
+    }
+
+    fn handle(&mut self, event: Event) {
+        match event {
+            Event::Arrival => self.arrival(),
+            Event::JoinAtControl { participant, attempt } => self.join_at_control(participant, attempt),
+            Event::Commit { command, then } => self.commit(*command, then),
+            Event::Connect {
+                participant,
+                bridge,
+                epoch,
+            } => self.connect(participant, bridge, epoch),
+            Event::Leave { participant } => self.leave(participant),
+            Event::HeartbeatRound => {
+                for bridge in 0..self.bridges.len() {
+                    if self.bridges[bridge].alive {
+                        let lat = self.latency(self.bridges[bridge].region, self.control_region);
+                        let id = self.bridges[bridge].id.clone();
+                        self.detector.heard(&id, self.now_ms + lat);
+                    }
+                }
+                let next = self.now_ms + self.scenario.control.heartbeat_interval_ms;
+                self.schedule(next, Event::HeartbeatRound);
+            }
+            Event::SessionClosed { bridge } => {
+                let id = self.bridges[bridge].id.clone();
+                self.detector.session_closed(&id, self.now_ms);
+            }
+            Event::DetectorPoll => {
+                let verdicts = self.detector.poll(self.now_ms, &self.state);
+                for (id, status) in verdicts {
+                    let index = self.bridge_index[&id];
+                    if self.bridges[index].verdict_in_flight {
+                        continue;
+                    }
+                    self.bridges[index].verdict_in_flight = true;
+                    self.propose(
+                        Command::SetBridgeStatus {
+                            bridge: id,
+                            status,
+                            at_ms: self.now_ms,
+                        },
+                        Then::Status { bridge: index },
+                    );
+                }
+                self.schedule(self.now_ms + DETECTOR_POLL_MS, Event::DetectorPoll);
+            }
+            Event::Tick => {
+                self.propose(
+                    Command::Tick {
+                        now_ms: self.now_ms,
+                        room_grace_ms: ROOM_GRACE_MS,
+                    },
+                    Then::Nothing,
+                );
+                self.schedule(self.now_ms + TICK_MS, Event::Tick);
+            }
+            Event::LoadReport => {
+                for index in 0..self.bridges.len() {
+                    let bridge = &self.bridges[index];
+                    if !bridge.alive {
+                        continue;
+                    }
+                    let stress = bridge.hosted as f64 / f64::from(bridge.capacity.max(1));
+                    let due = bridge.committed_stress.is_none_or(|(last, at)| {
+                        (stress - last).abs() >= LOAD_COMMIT_CHANGE || self.now_ms >= at + LOAD_COMMIT_MAX_MS
+                    });
+                    if !due {
+                        continue;
+                    }
+                    self.bridges[index].committed_stress = Some((stress, self.now_ms));
+                    let bridge = &self.bridges[index];
+                    let command = Command::ReportLoad {
+                        bridge: bridge.id.clone(),
+                        load: LoadReport {
+                            participants: bridge.hosted as u32,
+                            cpu: stress * 0.8,
+                            packets_per_s: 0.0,
+                            stress,
+                        },
+                        at_ms: self.now_ms,
+                    };
+                    self.propose(command, Then::Nothing);
+                }
+                self.schedule(self.now_ms + LOAD_REPORT_MS, Event::LoadReport);
+            }
+            Event::Sample => {
+                self.violations.extend(invariants::capacity::check(self));
+                self.violations.extend(invariants::acked_joins::check(self));
+                self.schedule(self.now_ms + SAMPLE_MS, Event::Sample);
+            }
+            Event::Fault { index } => self.fault(index),
+            Event::Reconnect {
+                participant,
+                epoch,
+                lost,
+                since_ms,
+            } => self.reconnect(participant, epoch, lost, since_ms),
+            Event::MoveArrives { participant, bridge } => {
+                let p = &self.participants[participant];
+                if p.hosted_on != Some(bridge) {
+                    return;
+                }
+                self.drop_session(participant);
+                let lat = self.latency(self.bridges[bridge].region, self.participants[participant].region);
+                let epoch = self.participants[participant].epoch;
+                self.schedule(
+                    self.now_ms + lat,
+                    Event::Reconnect {
+                        participant,
+                        epoch,
+                        lost: bridge,
+                        since_ms: self.now_ms,
+                    },
+                );
+            }
+        }
+    }
+
+    fn arrival(&mut self) {
+        let p = &self.scenario.participants;
+        let in_burst = p.burst_s > 0 && (self.now_ms / 1000) % 3600 < p.burst_s;
+        let rate = p.arrivals_per_s * if in_burst { p.burst_factor } else { 1.0 };
+        let gap_ms = (self.rng.exponential(1000.0 / rate)).max(1.0) as u64;
+        if self.now_ms + gap_ms <= self.scenario.duration_s * 1000 {
+            self.schedule(self.now_ms + gap_ms, Event::Arrival);
+        }
+        let weights: Vec<f64> = self.scenario.regions.iter().map(|r| r.weight).collect();
+        let region = self.rng.weighted(&weights);
+        let room = match self.filling_room.take() {
+            Some((room, left)) if left > 1 => {
+                self.filling_room = Some((room.clone(), left - 1));
+                room
+            }
+            Some((room, _)) => room,
+            None => {
+                self.rooms_created += 1;
+                let room = RoomId::new(format!("room-{}", self.rooms_created)).expect("valid room id");
+                let size = self.rng.between(
+                    u64::from(self.scenario.participants.room_size_min),
+                    u64::from(self.scenario.participants.room_size_max),
+                ) as u32;
+                if size > 1 {
+                    self.filling_room = Some((room.clone(), size - 1));
+                }
+                room
+            }
+        };
+        let index = self.participants.len();
+        let id = ParticipantId::new(format!("p-{index}")).expect("valid participant id");
+        let r = &self.scenario.regions[region];
+        let place = ClientPlace {
+            point: Some(GeoPoint {
+                latitude: r.latitude,
+                longitude: r.longitude,
+            }),
+            region: None,
+        };
+        self.participant_index.insert(id.clone(), index);
+        self.participants.push(SimParticipant {
+            id,
+            room,
+            region,
+            place,
+            acked: false,
+            active: true,
+            hosted_on: None,
+            epoch: 0,
+            recovering: None,
+            connected_once: false,
+        });
+        let lat = self.latency(region, self.control_region);
+        self.schedule(
+            self.now_ms + lat,
+            Event::JoinAtControl {
+                participant: index,
+                attempt: 1,
+            },
+        );
+    }
+
+    fn join_at_control(&mut self, participant: usize, attempt: u32) {
+        let p = &self.participants[participant];
+        let Some(bridge) = (self.placement)(&self.state, &p.room, &p.place) else {
+            self.join_failed(participant, "no bridge can take it");
+            return;
+        };
+        let command = Command::Join(JoinRequestRecord {
+            room: p.room.clone(),
+            participant: p.id.clone(),
+            display_name: String::new(),
+            user_id: None,
+            role: Role::Guest,
+            moderator_if_first: true,
+            guest_needs_moderator: false,
+            password_generation: None,
+            bridge,
+            at_ms: self.now_ms,
+            client: p.place.clone(),
+        });
+        self.propose(command, Then::Join { participant, attempt });
+    }
+
+    fn join_failed(&mut self, participant: usize, reason: &str) {
+        self.joins_failed += 1;
+        *self.join_failures.entry(reason.to_owned()).or_insert(0) += 1;
+        self.participants[participant].active = false;
+        let room = self.participants[participant].room.clone();
+        self.violations
+            .extend(invariants::refused_with_room::check(self, &room, reason));
+    }
+
+    fn commit(&mut self, command: Command, then: Then) {
+        let result = self.state.apply(command);
+        match then {
+            Then::Join { participant, attempt } => match result {
+                Ok(Outcome::Placed { bridge, .. }) => {
+                    self.joins_ok += 1;
+                    self.participants[participant].acked = true;
+                    let b = self.bridge_index[&bridge];
+                    self.send_to_bridge(participant, b);
+                }
+                Err(
+                    ApplyError::BridgeFull(_) | ApplyError::BridgeRoomFull(..) | ApplyError::BridgeDown(_),
+                ) if attempt < JOIN_ATTEMPTS => {
+                    self.schedule(
+                        self.now_ms,
+                        Event::JoinAtControl {
+                            participant,
+                            attempt: attempt + 1,
+                        },
+                    );
+                }
+                Err(err) => self.join_failed(participant, &format!("{err}")),
+                Ok(other) => self.join_failed(participant, &format!("unexpected {other:?}")),
+            },
+            Then::Status { bridge } => {
+                self.bridges[bridge].verdict_in_flight = false;
+                if let Ok(Outcome::BridgeStatusChanged { moved, .. }) = result {
+                    self.moved(&moved);
+                }
+            }
+            Then::Nothing => {
+                if let Ok(Outcome::Ticked { moved, .. }) = result {
+                    self.moved(&moved);
+                }
+            }
+        }
+    }
+
+    /// The answer (with its ticket) reaches the client, which connects to the bridge.
+    fn send_to_bridge(&mut self, participant: usize, bridge: usize) {
+        let region = self.participants[participant].region;
+        let answer = self.latency(self.control_region, region);
+        let to_bridge = self.latency(region, self.bridges[bridge].region);
+        let p = &self.scenario.participants;
+        let (connect, jitter) = (p.connect_ms, p.connect_jitter_ms);
+        let at = self.now_ms + answer + to_bridge + connect + self.rng.between(0, jitter);
+        let epoch = self.participants[participant].epoch;
+        self.schedule(
+            at,
+            Event::Connect {
+                participant,
+                bridge,
+                epoch,
+            },
+        );
+    }
+
+    fn connect(&mut self, participant: usize, bridge: usize, epoch: u64) {
+        let p = &self.participants[participant];
+        if p.epoch != epoch || !p.active {
+            return;
+        }
+        if !self.bridges[bridge].alive {
+            // Died between the placement and the connect: the client finds nobody there.
+            let since = self.now_ms;
+            let notice = self.scenario.participants.notice_ms;
+            self.schedule(
+                self.now_ms + notice,
+                Event::Reconnect {
+                    participant,
+                    epoch,
+                    lost: bridge,
+                    since_ms: since,
+                },
+            );
+            return;
+        }
+        if let Some(other) = p.hosted_on
+            && other != bridge
+            && self.bridges[other].alive
+        {
+            self.violations.push(Violation::new(
+                self.now_ms,
+                "one_live_bridge",
+                format!(
+                    "{} connects to {} while {} still hosts it",
+                    p.id, self.bridges[bridge].id, self.bridges[other].id
+                ),
+            ));
+        }
+        self.participants[participant].hosted_on = Some(bridge);
+        self.participants[participant].epoch += 1;
+        let b = &mut self.bridges[bridge];
+        b.hosted += 1;
+        b.peak = b.peak.max(b.hosted);
+        if b.hosted > b.capacity as usize {
+            self.violations.push(Violation::new(
+                self.now_ms,
+                "capacity",
+                format!(
+                    "{} hosts {} participants, capacity {}",
+                    b.id, b.hosted, b.capacity
+                ),
+            ));
+        }
+        let region = self.participants[participant].region;
+        self.region_hosted[region] += 1;
+        self.region_peak[region] = self.region_peak[region].max(self.region_hosted[region]);
+        if let Some((fault, since)) = self.participants[participant].recovering.take() {
+            self.faults[fault].recovery_ms.push(self.now_ms - since);
+        }
+        // The bridge tells control it arrived.
+        let (room, id) = (
+            self.participants[participant].room.clone(),
+            self.participants[participant].id.clone(),
+        );
+        self.propose(
+            Command::Confirm {
+                room,
+                participant: id,
+                bridge: Some(self.bridges[bridge].id.clone()),
+            },
+            Then::Nothing,
+        );
+        if !self.participants[participant].connected_once {
+            self.participants[participant].connected_once = true;
+            let stay = self
+                .rng
+                .exponential(self.scenario.participants.stay_s_mean * 1000.0) as u64;
+            if self.now_ms + stay < self.scenario.duration_s * 1000 {
+                self.schedule(self.now_ms + stay.max(1), Event::Leave { participant });
+            }
+        }
+    }
+
+    fn drop_session(&mut self, participant: usize) {
+        if let Some(bridge) = self.participants[participant].hosted_on.take() {
+            self.bridges[bridge].hosted = self.bridges[bridge].hosted.saturating_sub(1);
+            let region = self.participants[participant].region;
+            self.region_hosted[region] = self.region_hosted[region].saturating_sub(1);
+        }
+        self.participants[participant].epoch += 1;
+    }
+
+    fn leave(&mut self, participant: usize) {
+        if !self.participants[participant].active {
+            return;
+        }
+        let bridge = self.participants[participant].hosted_on;
+        self.drop_session(participant);
+        self.participants[participant].active = false;
+        self.participants[participant].recovering = None;
+        let (room, id) = (
+            self.participants[participant].room.clone(),
+            self.participants[participant].id.clone(),
+        );
+        self.propose(
+            Command::Leave {
+                room,
+                participant: id,
+                bridge: bridge.map(|b| self.bridges[b].id.clone()),
+            },
+            Then::Nothing,
+        );
+    }
+
+    /// Participants control moved: a live bridge hears `move` and says `bye{moved}`; the
+    /// clients of a dead one find out by themselves and are already asking.
+    fn moved(&mut self, moved: &[Moved]) {
+        for m in moved {
+            let Some(&participant) = self.participant_index.get(&m.participant) else {
+                continue;
+            };
+            let Some(&from) = self.bridge_index.get(&m.from) else {
+                continue;
+            };
+            if m.to.is_none() {
+                // No seat anywhere: control let it go, and it must join again.
+                self.participants[participant].acked = false;
+            }
+            if self.bridges[from].alive && self.participants[participant].hosted_on == Some(from) {
+                let lat = self.latency(self.control_region, self.bridges[from].region);
+                self.schedule(
+                    self.now_ms + lat,
+                    Event::MoveArrives {
+                        participant,
+                        bridge: from,
+                    },
+                );
+            }
+        }
+    }
+
+    fn reconnect(&mut self, participant: usize, epoch: u64, lost: usize, since_ms: u64) {
+        let p = &self.participants[participant];
+        if p.epoch != epoch || !p.active {
+            return;
+        }
+        if self.now_ms.saturating_sub(since_ms) > self.scenario.participants.reconnect_budget_ms {
+            if let Some((fault, _)) = self.participants[participant].recovering.take() {
+                self.faults[fault].gave_up += 1;
+            }
+            self.participants[participant].active = false;
+            return;
+        }
+        let lost_id = self.bridges[lost].id.clone();
+        let record = self
+            .state
+            .rooms
+            .get(&p.room)
+            .and_then(|room| room.participants.get(&p.id))
+            .map(|r| (r.status, r.bridge.clone()));
+        match record {
+            Some((status, Some(bridge))) if status.on_bridge() && bridge != lost_id => {
+                let b = self.bridge_index[&bridge];
+                self.send_to_bridge(participant, b);
+            }
+            Some((status, Some(_))) if status.on_bridge() => {
+                // Still on the lost bridge: report it, and ask again until control decides.
+                let id = p.id.clone();
+                self.detector.report_loss(&lost_id, &id, self.now_ms);
+                self.schedule(
+                    self.now_ms + RECONNECT_RETRY_MS,
+                    Event::Reconnect {
+                        participant,
+                        epoch,
+                        lost,
+                        since_ms,
+                    },
+                );
+            }
+            _ => {
+                // Control no longer holds it (no seat anywhere when it was moved): join again.
+                self.participants[participant].epoch += 1;
+                self.schedule(
+                    self.now_ms,
+                    Event::JoinAtControl {
+                        participant,
+                        attempt: 1,
+                    },
+                );
+            }
+        }
+    }
+
+    fn fault(&mut self, index: usize) {
+        let kind = self.scenario.faults[index].kind.clone();
+        let bridge = self.bridge_index[&BridgeId::new(kind.bridge()).expect("validated")];
+        match kind {
+            FaultKind::KillBridge { .. } => {
+                if !self.bridges[bridge].alive {
+                    return;
+                }
+                self.bridges[bridge].alive = false;
+                let lat = self.latency(self.bridges[bridge].region, self.control_region);
+                self.schedule(self.now_ms + lat, Event::SessionClosed { bridge });
+                let hosted: Vec<usize> = (0..self.participants.len())
+                    .filter(|&p| self.participants[p].hosted_on == Some(bridge))
+                    .collect();
+                self.faults[index].affected += hosted.len() as u64;
+                for participant in hosted {
+                    self.drop_session(participant);
+                    self.participants[participant].recovering = Some((index, self.now_ms));
+                    let to_control = self.latency(self.participants[participant].region, self.control_region);
+                    let at = self.now_ms + self.scenario.participants.notice_ms + to_control;
+                    let epoch = self.participants[participant].epoch;
+                    self.schedule(
+                        at,
+                        Event::Reconnect {
+                            participant,
+                            epoch,
+                            lost: bridge,
+                            since_ms: self.now_ms,
+                        },
+                    );
+                }
+            }
+            FaultKind::RestartBridge { .. } => {
+                if self.bridges[bridge].alive {
+                    return;
+                }
+                let b = &mut self.bridges[bridge];
+                b.alive = true;
+                b.instance += 1;
+                b.committed_stress = None;
+                let instance = b.instance;
+                let registration = b.registration.clone();
+                self.propose(
+                    Command::RegisterBridge {
+                        registration,
+                        instance: Some(instance.to_string()),
+                        at_ms: self.now_ms,
+                    },
+                    Then::Nothing,
+                );
+                let id = self.bridges[bridge].id.clone();
+                self.detector.session_opened(&id, self.now_ms);
+            }
+            FaultKind::DrainBridge { grace_s, .. } => {
+                let hosted = (0..self.participants.len())
+                    .filter(|&p| self.participants[p].hosted_on == Some(bridge))
+                    .collect::<Vec<_>>();
+                self.faults[index].affected += hosted.len() as u64;
+                for participant in hosted {
+                    self.participants[participant].recovering = Some((index, self.now_ms + grace_s * 1000));
+                }
+                let id = self.bridges[bridge].id.clone();
+                self.propose(
+                    Command::Drain {
+                        bridge: id,
+                        grace_ms: grace_s * 1000,
+                        by_operator: true,
+                        at_ms: self.now_ms,
+                    },
+                    Then::Status { bridge },
+                );
+            }
+        }
+    }
+
+    fn report(self) -> Report {
+        let faults = self
+            .faults
+            .iter()
+            .map(|f| FaultReport {
+                at_s: f.at_ms / 1000,
+                kind: f.kind.clone(),
+                bridge: f.bridge.clone(),
+                affected: f.affected,
+                recovered: f.recovery_ms.len() as u64,
+                gave_up: f.gave_up,
+                recovery_ms: Quantiles::of(&f.recovery_ms),
+            })
+            .collect();
+        let bridges = self
+            .bridges
+            .iter()
+            .map(|b| BridgeReport {
+                id: b.id.to_string(),
+                region: self.region_ids[b.region].to_string(),
+                capacity: b.capacity,
+                peak_participants: b.peak as u64,
+            })
+            .collect();
+        let regions = self
+            .region_ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| RegionReport {
+                id: id.to_string(),
+                peak_participants: self.region_peak[i] as u64,
+            })
+            .collect();
+        let mut violations = self.violations;
+        violations
+            .sort_by(|a, b| (a.at_ms, &a.invariant, &a.message).cmp(&(b.at_ms, &b.invariant, &b.message)));
+        let violation_count = violations.len() as u64;
+        violations.truncate(super::report::VIOLATIONS_LISTED_MAX);
+        Report {
+            scenario: self.scenario.name.clone(),
+            seed: self.seed,
+            simulated_s: self.end_ms / 1000,
+            events: self.events,
+            participants_arrived: self.participants.len() as u64,
+            rooms: self.rooms_created,
+            joins_ok: self.joins_ok,
+            joins_failed: self.joins_failed,
+            join_failures: self.join_failures,
+            faults,
+            bridges,
+            regions,
+            violation_count,
+            violations,
+        }
+    }
+
+    pub(super) fn now_ms(&self) -> u64 {
+        self.now_ms
+    }
+
+    pub(super) fn participant_view(&self) -> impl Iterator<Item = ParticipantView<'_>> {
+        self.participants.iter().map(|p| ParticipantView {
+            id: &p.id,
+            room: &p.room,
+            acked: p.acked,
+            active: p.active,
+            hosted_on: p.hosted_on,
+        })
+    }
+
+    pub(super) fn bridge_view(&self) -> impl Iterator<Item = BridgeView<'_>> {
+        self.bridges.iter().enumerate().map(|(index, b)| BridgeView {
+            index,
+            id: &b.id,
+            alive: b.alive,
+            hosted: b.hosted,
+            capacity: b.capacity,
+            max_per_room: b.registration.max_participants_per_room,
+        })
+    }
+}
+
+/// What an invariant may look at of a participant.
+pub struct ParticipantView<'a> {
+    pub id: &'a ParticipantId,
+    pub room: &'a RoomId,
+    pub acked: bool,
+    pub active: bool,
+    pub hosted_on: Option<usize>,
+}
+
+/// What an invariant may look at of a bridge.
+pub struct BridgeView<'a> {
+    pub index: usize,
+    pub id: &'a BridgeId,
+    pub alive: bool,
+    pub hosted: usize,
+    pub capacity: u32,
+    pub max_per_room: u32,
+}
+
+impl World {
+    pub(super) fn state(&self) -> &ControlState {
+        &self.state
+    }
+
+    pub(super) fn bridge_status(&self, id: &BridgeId) -> Option<BridgeStatus> {
+        self.state.bridges.get(id).map(|b| b.status)
+    }
+}
