@@ -24,6 +24,9 @@ enum SimCommand {
         /// Writes the report as JSON here.
         #[arg(long)]
         json: Option<PathBuf>,
+        /// Writes a self-contained HTML report with plots here.
+        #[arg(long)]
+        html: Option<PathBuf>,
         /// Multiplies arrivals and bridges (e.g. 0.01 for a quick run of a large scenario).
         #[arg(long)]
         scale: Option<f64>,
@@ -36,6 +39,7 @@ pub fn run(args: SimArgs) -> anyhow::Result<bool> {
             scenario,
             seed,
             json,
+            html,
             scale,
         } => {
             let text = std::fs::read_to_string(&scenario)
@@ -61,6 +65,10 @@ pub fn run(args: SimArgs) -> anyhow::Result<bool> {
             println!("wall time {:.2} s", started.elapsed().as_secs_f64());
             if let Some(path) = json {
                 std::fs::write(&path, report.to_json())
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+            }
+            if let Some(path) = html {
+                std::fs::write(&path, report.to_html())
                     .with_context(|| format!("cannot write {}", path.display()))?;
             }
             if report.violation_count > 0 {

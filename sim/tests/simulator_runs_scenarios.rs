@@ -17,10 +17,21 @@ fn shipped(name: &str) -> Scenario {
 #[test]
 fn one_seed_gives_one_report_and_another_seed_another() {
     let scenario = shipped("three_regions_losing_a_bridge");
-    let run = |seed| simulator::run(scenario.clone(), seed, |_, _| {}).to_json();
+    let run = |seed| {
+        let report = simulator::run(scenario.clone(), seed, |_, _| {});
+        (report.to_json(), report.to_html())
+    };
     let first = run(11);
     assert_eq!(first, run(11), "the same seed must replay the same run");
-    assert_ne!(first, run(12), "another seed must give another run");
+    assert_ne!(first.0, run(12).0, "another seed must give another run");
+    // The HTML report is self-contained: the summary and three plots, nothing fetched.
+    let html = &first.1;
+    assert_eq!(html.matches("<svg").count(), 3, "{html}");
+    assert!(html.contains("polyline") && html.contains("<rect"));
+    assert!(
+        !html.contains("http://") || !html.contains("src="),
+        "nothing is loaded from elsewhere"
+    );
 }
 
 /// Always the first bridge by id, full or not: what a placement that forgot capacity does.

@@ -8,6 +8,8 @@ use std::fmt::Write as _;
 
 /// Violations listed in the report (all are counted).
 pub const VIOLATIONS_LISTED_MAX: usize = 100;
+/// Bridges whose load over time the report keeps and plots: the busiest by peak.
+pub const TIMELINE_BRIDGES_MAX: usize = 8;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Report {
@@ -25,6 +27,19 @@ pub struct Report {
     pub regions: Vec<RegionReport>,
     pub violation_count: u64,
     pub violations: Vec<Violation>,
+    pub timeline: Timeline,
+}
+
+/// What the plots show, sampled every 10 simulated seconds.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Timeline {
+    pub t_s: Vec<u64>,
+    /// Participants on a bridge, per region.
+    pub regions: BTreeMap<String, Vec<u32>>,
+    /// Participants on each of the busiest bridges.
+    pub busiest_bridges: BTreeMap<String, Vec<u32>>,
+    /// Every recovery of every fault, in ms.
+    pub recovery_ms: Vec<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -162,6 +177,137 @@ impl Report {
             }
         }
         out
+    }
+}
+
+const PALETTE: [&str; 10] = [
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
+    "#17becf",
+];
+const PLOT_WIDTH: f64 = 720.0;
+const PLOT_HEIGHT: f64 = 240.0;
+const MARGIN: f64 = 40.0;
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// A line chart of named series over `t_s`, as an SVG element.
+fn line_chart(title: &str, t_s: &[u64], series: &BTreeMap<String, Vec<u32>>) -> String {
+    let t_max = t_s.last().copied().unwrap_or(1).max(1) as f64;
+    let y_max = series.values().flatten().copied().max().unwrap_or(1).max(1) as f64;
+    let x = |t: u64| MARGIN + t as f64 / t_max * (PLOT_WIDTH - 2.0 * MARGIN);
+    let y = |v: u32| PLOT_HEIGHT - MARGIN + -(f64::from(v) / y_max) * (PLOT_HEIGHT - 2.0 * MARGIN);
+    let mut svg = format!(
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{PLOT_WIDTH}" height="{}" font-family="sans-serif" font-size="11">"#,
+        PLOT_HEIGHT + 16.0 * series.len().div_ceil(4) as f64
+    );
+    let _ = write!(
+        svg,
+        r##"<text x="{MARGIN}" y="16" font-size="13">{}</text><line x1="{MARGIN}" y1="{b}" x2="{r}" y2="{b}" stroke="#999"/><line x1="{MARGIN}" y1="{t}" x2="{MARGIN}" y2="{b}" stroke="#999"/><text x="{MARGIN}" y="{lb}">0 s</text><text x="{r}" y="{lb}" text-anchor="end">{t_max} s</text><text x="4" y="{t}">{y_max}</text>"##,
+        escape(title),
+        b = PLOT_HEIGHT - MARGIN,
+        r = PLOT_WIDTH - MARGIN,
+        t = MARGIN,
+        lb = PLOT_HEIGHT - MARGIN + 14.0,
+    );
+    for (i, (name, values)) in series.iter().enumerate() {
+        let color = PALETTE[i % PALETTE.len()];
+        let points: Vec<String> = t_s
+            .iter()
+            .zip(values)
+            .map(|(t, v)| format!("{:.1},{:.1}", x(*t), y(*v)))
+            .collect();
+        let _ = write!(
+            svg,
+            r#"<polyline fill="none" stroke="{color}" stroke-width="1.5" points="{}"/>"#,
+            points.join(" ")
+        );
+        let (lx, ly) = (
+            MARGIN + (i % 4) as f64 * 170.0,
+            PLOT_HEIGHT + (i / 4) as f64 * 16.0,
+        );
+        let _ = write!(
+            svg,
+            r#"<rect x="{lx}" y="{}" width="10" height="10" fill="{color}"/><text x="{}" y="{ly}">{}</text>"#,
+            ly - 9.0,
+            lx + 14.0,
+            escape(name)
+        );
+    }
+    svg.push_str("</svg>");
+    svg
+}
+
+/// A histogram of recovery times, as an SVG element.
+fn histogram(title: &str, samples_ms: &[u64]) -> String {
+    const BINS: usize = 20;
+    let max = samples_ms.iter().copied().max().unwrap_or(0).max(1);
+    let width = max.div_ceil(BINS as u64).max(1);
+    let mut counts = [0u64; BINS];
+    for sample in samples_ms {
+        counts[((sample / width) as usize).min(BINS - 1)] += 1;
+    }
+    let peak = counts.iter().copied().max().unwrap_or(0).max(1) as f64;
+    let bar_width = (PLOT_WIDTH - 2.0 * MARGIN) / BINS as f64;
+    let mut svg = format!(
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{PLOT_WIDTH}" height="{PLOT_HEIGHT}" font-family="sans-serif" font-size="11"><text x="{MARGIN}" y="16" font-size="13">{}</text>"#,
+        escape(title)
+    );
+    for (i, count) in counts.iter().enumerate() {
+        let h = *count as f64 / peak * (PLOT_HEIGHT - 2.0 * MARGIN);
+        let _ = write!(
+            svg,
+            r##"<rect x="{:.1}" y="{:.1}" width="{:.1}" height="{h:.1}" fill="#1f77b4"><title>{}–{} ms: {count}</title></rect>"##,
+            MARGIN + i as f64 * bar_width,
+            PLOT_HEIGHT - MARGIN - h,
+            bar_width - 1.0,
+            i as u64 * width,
+            (i as u64 + 1) * width
+        );
+    }
+    let _ = write!(
+        svg,
+        r#"<text x="{MARGIN}" y="{lb}">0 ms</text><text x="{r}" y="{lb}" text-anchor="end">{} ms</text><text x="4" y="{MARGIN}">{peak}</text></svg>"#,
+        width * BINS as u64,
+        lb = PLOT_HEIGHT - MARGIN + 14.0,
+        r = PLOT_WIDTH - MARGIN,
+    );
+    svg
+}
+
+impl Report {
+    /// A self-contained HTML page: the summary and three plots (participants per region over
+    /// time, the busiest bridges' load over time, the recovery-time distribution).
+    pub fn to_html(&self) -> String {
+        let mut html = format!(
+            "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>{}</title></head><body style=\"font-family:sans-serif\">\n<h1>{}</h1>\n<pre>{}</pre>\n",
+            escape(&self.scenario),
+            escape(&self.scenario),
+            escape(&self.summary())
+        );
+        let t = &self.timeline;
+        html.push_str(&line_chart(
+            "Participants on a bridge, per region",
+            &t.t_s,
+            &t.regions,
+        ));
+        html.push('\n');
+        html.push_str(&line_chart(
+            "Load of the busiest bridges (participants)",
+            &t.t_s,
+            &t.busiest_bridges,
+        ));
+        html.push('\n');
+        html.push_str(&histogram(
+            "Time to recover after a fault (every affected participant)",
+            &t.recovery_ms,
+        ));
+        html.push_str("\n</body></html>\n");
+        html
     }
 }
 

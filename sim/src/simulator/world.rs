@@ -180,6 +180,10 @@ pub struct World {
     region_peak: Vec<usize>,
     violations: Vec<Violation>,
     events: u64,
+    /// Every 10 s: the time, participants hosted per region and per bridge.
+    timeline_t_s: Vec<u64>,
+    timeline_regions: Vec<Vec<u32>>,
+    timeline_bridges: Vec<Vec<u32>>,
 }
 
 struct FaultRecord {
@@ -327,6 +331,9 @@ impl World {
             region_peak,
             violations: Vec::new(),
             events: 0,
+            timeline_t_s: Vec::new(),
+            timeline_regions: Vec::new(),
+            timeline_bridges: Vec::new(),
             scenario,
         };
         world.start();
@@ -495,6 +502,11 @@ impl World {
                 self.schedule(self.now_ms + LOAD_REPORT_MS, Event::LoadReport);
             }
             Event::Sample => {
+                self.timeline_t_s.push(self.now_ms / 1000);
+                self.timeline_regions
+                    .push(self.region_hosted.iter().map(|n| *n as u32).collect());
+                self.timeline_bridges
+                    .push(self.bridges.iter().map(|b| b.hosted as u32).collect());
                 self.violations.extend(invariants::capacity::check(self));
                 self.violations.extend(invariants::acked_joins::check(self));
                 self.schedule(self.now_ms + SAMPLE_MS, Event::Sample);
@@ -973,6 +985,7 @@ impl World {
                 peak_participants: self.region_peak[i] as u64,
             })
             .collect();
+        let timeline = self.timeline();
         let mut violations = self.violations;
         violations
             .sort_by(|a, b| (a.at_ms, &a.invariant, &a.message).cmp(&(b.at_ms, &b.invariant, &b.message)));
@@ -993,6 +1006,37 @@ impl World {
             regions,
             violation_count,
             violations,
+            timeline,
+        }
+    }
+
+    /// The per-region series, and the busiest bridges' (by peak), for the report's plots.
+    fn timeline(&self) -> super::report::Timeline {
+        let series =
+            |index: usize, of: &[Vec<u32>]| of.iter().map(|sample| sample[index]).collect::<Vec<_>>();
+        let regions = self
+            .region_ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| (id.to_string(), series(i, &self.timeline_regions)))
+            .collect();
+        let mut by_peak: Vec<usize> = (0..self.bridges.len()).collect();
+        by_peak.sort_by(|a, b| self.bridges[*b].peak.cmp(&self.bridges[*a].peak).then(a.cmp(b)));
+        let busiest_bridges = by_peak
+            .into_iter()
+            .take(super::report::TIMELINE_BRIDGES_MAX)
+            .map(|i| (self.bridges[i].id.to_string(), series(i, &self.timeline_bridges)))
+            .collect();
+        let recovery_ms = self
+            .faults
+            .iter()
+            .flat_map(|f| f.recovery_ms.iter().copied())
+            .collect();
+        super::report::Timeline {
+            t_s: self.timeline_t_s.clone(),
+            regions,
+            busiest_bridges,
+            recovery_ms,
         }
     }
 
