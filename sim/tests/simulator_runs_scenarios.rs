@@ -67,6 +67,7 @@ fn a_placement_that_ignores_capacity_breaks_an_invariant_and_the_seed_is_printed
 fn the_shipped_scenarios_run_at_reduced_scale_with_every_invariant_holding() {
     for (name, scale) in [
         ("three_regions_losing_a_bridge", 1.0),
+        ("leader_crash_during_a_join_storm", 0.5),
         ("morning_ramp_ten_regions", 0.02),
     ] {
         let scenario = shipped(name).scaled(scale);
@@ -95,6 +96,7 @@ fn the_shipped_scenarios_run_at_reduced_scale_with_every_invariant_holding() {
 fn a_killed_bridge_is_declared_down_and_its_participants_move_within_seconds() {
     let report = simulator::run(shipped("three_regions_losing_a_bridge"), 1, |_, _| {});
     let kill = report.faults.iter().find(|f| f.kind == "kill_bridge").unwrap();
+    assert_eq!(report.bridges_declared_down, 1, "{}", report.summary());
     // Modeled times are simulated, not measured: this checks behaviour (detection by loss
     // reports, not by the 10 s silence rule), not the machine's speed.
     assert!(kill.recovery_ms.max.unwrap() < 5_000, "{}", report.summary());
@@ -124,5 +126,27 @@ fn a_scenario_with_mistakes_is_refused_with_a_reason() {
     ] {
         let err = Scenario::from_toml(&broken).unwrap_err().to_string();
         assert!(err.contains(reason), "{err:?} does not say {reason:?}");
+    }
+}
+
+#[test]
+fn a_leader_crash_delays_joins_in_flight_and_declares_no_bridge_down() {
+    let report = simulator::run(shipped("leader_crash_during_a_join_storm"), 3, |_, _| {});
+    assert_eq!(report.violation_count, 0, "{}", report.summary());
+    assert_eq!(report.joins_failed, 0, "{}", report.summary());
+    assert_eq!(report.bridges_declared_down, 0, "{}", report.summary());
+    for fault in &report.faults {
+        assert!(
+            fault.affected > 0,
+            "the storm had joins in flight:\n{}",
+            report.summary()
+        );
+        // No join waited longer than the election and one commit: the new leader took them.
+        let election_ms = if fault.at_s == 60 { 700 } else { 1500 };
+        assert!(
+            fault.recovery_ms.max.unwrap() <= election_ms + 5,
+            "{}",
+            report.summary()
+        );
     }
 }

@@ -21,6 +21,8 @@ pub struct Report {
     pub rooms: u64,
     pub joins_ok: u64,
     pub joins_failed: u64,
+    /// Times control declared a bridge down.
+    pub bridges_declared_down: u64,
     pub join_failures: BTreeMap<String, u64>,
     pub faults: Vec<FaultReport>,
     pub bridges: Vec<BridgeReport>,
@@ -112,8 +114,12 @@ impl Report {
         );
         let _ = writeln!(
             out,
-            "participants {} in {} rooms; joins ok {}, failed {}",
-            self.participants_arrived, self.rooms, self.joins_ok, self.joins_failed
+            "participants {} in {} rooms; joins ok {}, failed {}; bridges declared down {}",
+            self.participants_arrived,
+            self.rooms,
+            self.joins_ok,
+            self.joins_failed,
+            self.bridges_declared_down
         );
         for (reason, count) in &self.join_failures {
             let _ = writeln!(out, "  join failed ×{count}: {reason}");
@@ -121,13 +127,13 @@ impl Report {
         if !self.faults.is_empty() {
             let _ = writeln!(
                 out,
-                "{:<7} {:<15} {:<12} {:>8} {:>9} {:>7} {:>9} {:>9} {:>9} {:>9}",
+                "{:<7} {:<20} {:<12} {:>8} {:>9} {:>7} {:>9} {:>9} {:>9} {:>9}",
                 "at", "fault", "bridge", "affected", "recovered", "gave up", "p50", "p95", "p99", "max"
             );
             for f in &self.faults {
                 let _ = writeln!(
                     out,
-                    "{:<7} {:<15} {:<12} {:>8} {:>9} {:>7} {:>9} {:>9} {:>9} {:>9}",
+                    "{:<7} {:<20} {:<12} {:>8} {:>9} {:>7} {:>9} {:>9} {:>9} {:>9}",
                     format!("{} s", f.at_s),
                     f.kind,
                     f.bridge,

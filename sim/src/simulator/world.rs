@@ -76,6 +76,12 @@ enum Event {
     Fault {
         index: usize,
     },
+    /// A new control leader is elected after a crash.
+    NewLeader,
+    /// A bridge's session reaches the new leader.
+    SessionOpened {
+        bridge: usize,
+    },
     /// The client asks control where to go after losing its session.
     Reconnect {
         participant: usize,
@@ -160,6 +166,10 @@ pub struct World {
     queue: BinaryHeap<Reverse<Scheduled>>,
     /// Commits are applied in proposal order: the last scheduled commit time.
     last_commit_ms: u64,
+    /// While a new leader is elected nothing commits, heartbeats go nowhere and nobody polls the
+    /// detector; the fault whose election it is.
+    leader_down_until_ms: u64,
+    leader_fault: Option<usize>,
     state: ControlState,
     detector: FailureDetector,
     placement: Placement,
@@ -180,6 +190,7 @@ pub struct World {
     region_peak: Vec<usize>,
     violations: Vec<Violation>,
     events: u64,
+    bridges_declared_down: u64,
     /// Every 10 s: the time, participants hosted per region and per bridge.
     timeline_t_s: Vec<u64>,
     timeline_regions: Vec<Vec<u32>>,
@@ -295,7 +306,7 @@ impl World {
             .map(|f| FaultRecord {
                 at_ms: f.at_s * 1000,
                 kind: f.kind.name().to_owned(),
-                bridge: f.kind.bridge().to_owned(),
+                bridge: f.kind.bridge().unwrap_or("control").to_owned(),
                 affected: 0,
                 recovery_ms: Vec::new(),
                 gave_up: 0,
@@ -311,6 +322,8 @@ impl World {
             seq: 0,
             queue: BinaryHeap::new(),
             last_commit_ms: 0,
+            leader_down_until_ms: 0,
+            leader_fault: None,
             state: ControlState::default(),
             detector,
             placement,
@@ -331,6 +344,7 @@ impl World {
             region_peak,
             violations: Vec::new(),
             events: 0,
+            bridges_declared_down: 0,
             timeline_t_s: Vec::new(),
             timeline_regions: Vec::new(),
             timeline_bridges: Vec::new(),
@@ -350,7 +364,17 @@ impl World {
     }
 
     fn propose(&mut self, command: Command, then: Then) {
-        let at = (self.now_ms + self.scenario.control.consensus_delay_ms).max(self.last_commit_ms);
+        let delay = self.scenario.control.consensus_delay_ms;
+        let mut at = (self.now_ms + delay).max(self.last_commit_ms);
+        if self.now_ms < self.leader_down_until_ms {
+            // No leader: the proposer retries until the new one commits it.
+            let retried = self.leader_down_until_ms + delay;
+            if let (Some(fault), Command::Join(_)) = (self.leader_fault, &command) {
+                self.faults[fault].affected += 1;
+                self.faults[fault].recovery_ms.push(retried - self.now_ms);
+            }
+            at = at.max(retried);
+        }
         self.last_commit_ms = at;
         self.schedule(
             at,
@@ -429,8 +453,9 @@ impl World {
             } => self.connect(participant, bridge, epoch),
             Event::Leave { participant } => self.leave(participant),
             Event::HeartbeatRound => {
+                let leading = self.now_ms >= self.leader_down_until_ms;
                 for bridge in 0..self.bridges.len() {
-                    if self.bridges[bridge].alive {
+                    if leading && self.bridges[bridge].alive {
                         let lat = self.latency(self.bridges[bridge].region, self.control_region);
                         let id = self.bridges[bridge].id.clone();
                         self.detector.heard(&id, self.now_ms + lat);
@@ -444,7 +469,11 @@ impl World {
                 self.detector.session_closed(&id, self.now_ms);
             }
             Event::DetectorPoll => {
-                let verdicts = self.detector.poll(self.now_ms, &self.state);
+                let verdicts = if self.now_ms >= self.leader_down_until_ms {
+                    self.detector.poll(self.now_ms, &self.state)
+                } else {
+                    Vec::new()
+                };
                 for (id, status) in verdicts {
                     let index = self.bridge_index[&id];
                     if self.bridges[index].verdict_in_flight {
@@ -512,6 +541,25 @@ impl World {
                 self.schedule(self.now_ms + SAMPLE_MS, Event::Sample);
             }
             Event::Fault { index } => self.fault(index),
+            Event::NewLeader => {
+                // It knows nothing of the bridges: each gets a full silence period from now, and
+                // registers again on its session.
+                self.detector.became_leader(self.now_ms);
+                self.leader_fault = None;
+                for bridge in 0..self.bridges.len() {
+                    self.bridges[bridge].verdict_in_flight = false;
+                    if self.bridges[bridge].alive {
+                        let lat = self.latency(self.bridges[bridge].region, self.control_region);
+                        self.schedule(self.now_ms + lat, Event::SessionOpened { bridge });
+                    }
+                }
+            }
+            Event::SessionOpened { bridge } => {
+                if self.bridges[bridge].alive {
+                    let id = self.bridges[bridge].id.clone();
+                    self.detector.session_opened(&id, self.now_ms);
+                }
+            }
             Event::Reconnect {
                 participant,
                 epoch,
@@ -658,7 +706,10 @@ impl World {
             },
             Then::Status { bridge } => {
                 self.bridges[bridge].verdict_in_flight = false;
-                if let Ok(Outcome::BridgeStatusChanged { moved, .. }) = result {
+                if let Ok(Outcome::BridgeStatusChanged { moved, status, .. }) = result {
+                    if status == BridgeStatus::Down {
+                        self.bridges_declared_down += 1;
+                    }
                     self.moved(&moved);
                 }
             }
@@ -879,7 +930,16 @@ impl World {
 
     fn fault(&mut self, index: usize) {
         let kind = self.scenario.faults[index].kind.clone();
-        let bridge = self.bridge_index[&BridgeId::new(kind.bridge()).expect("validated")];
+        let bridge = match (&kind, kind.bridge()) {
+            (FaultKind::KillControlLeader { election_ms }, _) => {
+                self.leader_down_until_ms = self.now_ms + election_ms;
+                self.leader_fault = Some(index);
+                self.schedule(self.leader_down_until_ms, Event::NewLeader);
+                return;
+            }
+            (_, Some(id)) => self.bridge_index[&BridgeId::new(id).expect("validated")],
+            (_, None) => unreachable!("every other fault names a bridge"),
+        };
         match kind {
             FaultKind::KillBridge { .. } => {
                 if !self.bridges[bridge].alive {
@@ -930,6 +990,7 @@ impl World {
                 let id = self.bridges[bridge].id.clone();
                 self.detector.session_opened(&id, self.now_ms);
             }
+            FaultKind::KillControlLeader { .. } => unreachable!("handled above"),
             FaultKind::DrainBridge { grace_s, .. } => {
                 let hosted = (0..self.participants.len())
                     .filter(|&p| self.participants[p].hosted_on == Some(bridge))
@@ -1000,6 +1061,7 @@ impl World {
             rooms: self.rooms_created,
             joins_ok: self.joins_ok,
             joins_failed: self.joins_failed,
+            bridges_declared_down: self.bridges_declared_down,
             join_failures: self.join_failures,
             faults,
             bridges,
