@@ -10,6 +10,8 @@ use std::fmt::Write as _;
 pub const VIOLATIONS_LISTED_MAX: usize = 100;
 /// Bridges whose load over time the report keeps and plots: the busiest by peak.
 pub const TIMELINE_BRIDGES_MAX: usize = 8;
+/// Cascade links listed (the busiest by peak); all are counted.
+pub const LINKS_LISTED_MAX: usize = 10;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Report {
@@ -23,6 +25,9 @@ pub struct Report {
     pub joins_failed: u64,
     /// Times control declared a bridge down.
     pub bridges_declared_down: u64,
+    /// Directed bridge pairs that carried a room at some point, and the busiest of them.
+    pub cascade_links: u64,
+    pub busiest_links: Vec<LinkReport>,
     pub join_failures: BTreeMap<String, u64>,
     pub faults: Vec<FaultReport>,
     pub bridges: Vec<BridgeReport>,
@@ -42,6 +47,8 @@ pub struct Timeline {
     pub busiest_bridges: BTreeMap<String, Vec<u32>>,
     /// Every recovery of every fault, in ms.
     pub recovery_ms: Vec<u64>,
+    /// Cascade bandwidth over every link together, kbit/s.
+    pub cascade_kbps: Vec<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -56,6 +63,14 @@ pub struct FaultReport {
     pub recovered: u64,
     pub gave_up: u64,
     pub recovery_ms: Quantiles,
+}
+
+/// Cascade bandwidth from one bridge to another, at its peak (sampled every 10 s).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LinkReport {
+    pub from: String,
+    pub to: String,
+    pub peak_kbps: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -162,6 +177,20 @@ impl Report {
                 out,
                 "  {:<12} {:<8} {:>6} / {:<6}",
                 b.id, b.region, b.peak_participants, b.capacity
+            );
+        }
+        let _ = writeln!(
+            out,
+            "cascade: {} bridge pairs carried a room; busiest links at their peak:",
+            self.cascade_links
+        );
+        for link in self.busiest_links.iter().take(5) {
+            let _ = writeln!(
+                out,
+                "  {:<12} → {:<12} {:>8.1} Mbit/s",
+                link.from,
+                link.to,
+                link.peak_kbps as f64 / 1000.0
             );
         }
         let regions: Vec<String> = self
@@ -306,6 +335,16 @@ impl Report {
             "Load of the busiest bridges (participants)",
             &t.t_s,
             &t.busiest_bridges,
+        ));
+        html.push('\n');
+        let cascade = BTreeMap::from([(
+            "all links".to_owned(),
+            t.cascade_kbps.iter().map(|kbps| (*kbps / 1000) as u32).collect(),
+        )]);
+        html.push_str(&line_chart(
+            "Cascade bandwidth between bridges (Mbit/s)",
+            &t.t_s,
+            &cascade,
         ));
         html.push('\n');
         html.push_str(&histogram(

@@ -136,6 +136,19 @@ pub struct Participants {
     /// Give up a reconnect after this long.
     #[serde(default = "default_reconnect_budget_ms")]
     pub reconnect_budget_ms: u64,
+    /// What each participant publishes, for the cascade bandwidth between bridges.
+    #[serde(default = "default_audio_kbps")]
+    pub audio_kbps: u32,
+    #[serde(default = "default_video_kbps")]
+    pub video_kbps: u32,
+}
+
+fn default_audio_kbps() -> u32 {
+    40
+}
+
+fn default_video_kbps() -> u32 {
+    500
 }
 
 fn default_connect_ms() -> u64 {

@@ -191,6 +191,9 @@ pub struct World {
     violations: Vec<Violation>,
     events: u64,
     bridges_declared_down: u64,
+    /// Peak cascade bandwidth per directed bridge pair (kbit/s), and the total over time.
+    cascade_peak_kbps: BTreeMap<(usize, usize), u64>,
+    timeline_cascade_kbps: Vec<u64>,
     /// Every 10 s: the time, participants hosted per region and per bridge.
     timeline_t_s: Vec<u64>,
     timeline_regions: Vec<Vec<u32>>,
@@ -345,6 +348,8 @@ impl World {
             violations: Vec::new(),
             events: 0,
             bridges_declared_down: 0,
+            cascade_peak_kbps: BTreeMap::new(),
+            timeline_cascade_kbps: Vec::new(),
             timeline_t_s: Vec::new(),
             timeline_regions: Vec::new(),
             timeline_bridges: Vec::new(),
@@ -536,6 +541,7 @@ impl World {
                     .push(self.region_hosted.iter().map(|n| *n as u32).collect());
                 self.timeline_bridges
                     .push(self.bridges.iter().map(|b| b.hosted as u32).collect());
+                self.sample_cascade();
                 self.violations.extend(invariants::capacity::check(self));
                 self.violations.extend(invariants::acked_joins::check(self));
                 self.schedule(self.now_ms + SAMPLE_MS, Event::Sample);
@@ -1047,6 +1053,23 @@ impl World {
             })
             .collect();
         let timeline = self.timeline();
+        let mut links: Vec<super::report::LinkReport> = self
+            .cascade_peak_kbps
+            .iter()
+            .map(|((a, b), kbps)| super::report::LinkReport {
+                from: self.bridges[*a].id.to_string(),
+                to: self.bridges[*b].id.to_string(),
+                peak_kbps: *kbps,
+            })
+            .collect();
+        links.sort_by(|x, y| {
+            y.peak_kbps
+                .cmp(&x.peak_kbps)
+                .then(x.from.cmp(&y.from))
+                .then(x.to.cmp(&y.to))
+        });
+        let cascade_links = links.len() as u64;
+        links.truncate(super::report::LINKS_LISTED_MAX);
         let mut violations = self.violations;
         violations
             .sort_by(|a, b| (a.at_ms, &a.invariant, &a.message).cmp(&(b.at_ms, &b.invariant, &b.message)));
@@ -1062,6 +1085,8 @@ impl World {
             joins_ok: self.joins_ok,
             joins_failed: self.joins_failed,
             bridges_declared_down: self.bridges_declared_down,
+            cascade_links,
+            busiest_links: links,
             join_failures: self.join_failures,
             faults,
             bridges,
@@ -1069,6 +1094,35 @@ impl World {
             violation_count,
             violations,
             timeline,
+        }
+    }
+
+    /// What the cascade carries now: for each room on several bridges, every participant seated
+    /// on one bridge publishes once to each of the room's other bridges (each stream crosses each
+    /// link once, whatever the subscribers behind it).
+    fn sample_cascade(&mut self) {
+        let per_participant =
+            u64::from(self.scenario.participants.audio_kbps + self.scenario.participants.video_kbps);
+        let mut now: BTreeMap<(usize, usize), u64> = BTreeMap::new();
+        for room in self.state.rooms.values() {
+            let seats = room.seats_per_bridge();
+            if seats.len() < 2 {
+                continue;
+            }
+            for (from, publishers) in &seats {
+                for to in seats.keys().filter(|to| *to != from) {
+                    let (Some(&a), Some(&b)) = (self.bridge_index.get(*from), self.bridge_index.get(*to))
+                    else {
+                        continue;
+                    };
+                    *now.entry((a, b)).or_insert(0) += *publishers as u64 * per_participant;
+                }
+            }
+        }
+        self.timeline_cascade_kbps.push(now.values().sum());
+        for (link, kbps) in now {
+            let peak = self.cascade_peak_kbps.entry(link).or_insert(0);
+            *peak = (*peak).max(kbps);
         }
     }
 
@@ -1099,6 +1153,7 @@ impl World {
             regions,
             busiest_bridges,
             recovery_ms,
+            cascade_kbps: self.timeline_cascade_kbps.clone(),
         }
     }
 
