@@ -12,7 +12,7 @@
 //! # Run loop
 //! 1. `GET /health` on control; with an admin token, list the bridges and scrape their metrics.
 //! 2. Ramp-up: join `i` of `n` starts `i·ramp_up/n` after the first, rooms taken in turn, at
-//!    most `joins_in_flight_max` joins in flight.
+//!    most `joins_in_flight_max` joins in flight; then scrape the bridges again.
 //! 3. Hold for `duration_s` after the last join finished.
 //! 4. Snapshot every participant's stats into the report, scrape the bridges again.
 //! 5. Leave (bounded concurrency), judge.
@@ -275,8 +275,9 @@ struct Seat {
     bind_ip: Option<IpAddr>,
 }
 
-/// The run's participants, in join order: rooms in turn, so they fill together.
-fn seats(config: &LoadConfig) -> Vec<Seat> {
+/// The run's participants, in join order: rooms in turn, so they fill together; `bind_ips`
+/// taken in turn.
+fn seats(config: &LoadConfig, bind_ips: &[IpAddr]) -> Vec<Seat> {
     let n = config.rooms as usize * config.per_room as usize;
     (0..n)
         .map(|i| {
@@ -286,7 +287,7 @@ fn seats(config: &LoadConfig) -> Vec<Seat> {
                 room,
                 name: display_name(&config.room_prefix, room, slot),
                 publisher: slot < config.publishers_per_room(),
-                bind_ip: (!config.bind_ips.is_empty()).then(|| config.bind_ips[i % config.bind_ips.len()]),
+                bind_ip: (!bind_ips.is_empty()).then(|| bind_ips[i % bind_ips.len()]),
             }
         })
         .collect()
@@ -312,14 +313,16 @@ struct Joined {
     participant: SyntheticParticipant,
 }
 
-/// The bridges as the run found them before the joins.
+/// The bridges as the run found them before the joins and after the ramp-up.
 enum BridgesBefore {
     Skipped(String),
     Failed(String),
     Scraped {
         targets: Vec<BridgeTarget>,
-        at: Instant,
-        scrapes: Vec<Result<Scrape, String>>,
+        idle: Vec<Result<Scrape, String>>,
+        /// After the ramp-up: where the hold's rates start.
+        ramped_at: Instant,
+        ramped: Vec<Result<Scrape, String>>,
     },
 }
 
@@ -327,6 +330,8 @@ enum BridgesBefore {
 /// [`hold`](Self::hold) keeps them, [`finish`](Self::finish) measures and leaves.
 pub struct LoadRun {
     config: LoadConfig,
+    /// The participants' source addresses (given, or found towards control).
+    bind_ips: Vec<IpAddr>,
     joined: Vec<Joined>,
     joins: JoinTally,
     /// When the first join started.
@@ -352,20 +357,33 @@ impl LoadRun {
     pub async fn start(config: LoadConfig, progress: watch::Sender<Progress>) -> Result<Self, LoadError> {
         config.validate()?;
         check_health(&config.control_url).await?;
-        let bridges = match &config.admin_token {
+        let mut bridges = match &config.admin_token {
             None => BridgesBefore::Skipped(
                 "no admin token (--admin-token-file or BRIDGEMESH_ADMIN_TOKEN) to list the bridges".into(),
             ),
             Some(token) => match bridge_metrics::list_bridges(&config.control_url, token).await {
                 Ok(targets) => {
-                    let (at, scrapes) = bridge_metrics::scrape_all(&targets).await;
-                    BridgesBefore::Scraped { targets, at, scrapes }
+                    let (_, idle) = bridge_metrics::scrape_all(&targets).await;
+                    BridgesBefore::Scraped {
+                        targets,
+                        idle,
+                        ramped_at: Instant::now(),
+                        ramped: Vec::new(),
+                    }
                 }
                 Err(error) => BridgesBefore::Failed(error),
             },
         };
 
-        let seats = seats(&config);
+        let bind_ips = if config.bind_ips.is_empty() {
+            local_address_towards(&config.control_url)
+                .await
+                .into_iter()
+                .collect()
+        } else {
+            config.bind_ips.clone()
+        };
+        let seats = seats(&config, &bind_ips);
         let count = seats.len();
         progress.send_replace(Progress {
             phase: Phase::Joining,
@@ -442,8 +460,18 @@ impl LoadRun {
             p.join_failed = joins.failed_count();
             p.elapsed = started.elapsed();
         });
+        if let BridgesBefore::Scraped {
+            targets,
+            ramped_at,
+            ramped,
+            ..
+        } = &mut bridges
+        {
+            (*ramped_at, *ramped) = bridge_metrics::scrape_all(targets).await;
+        }
         Ok(Self {
             config,
+            bind_ips,
             joined,
             joins,
             started,
@@ -520,10 +548,15 @@ impl LoadRun {
         let bridges = match self.bridges {
             BridgesBefore::Skipped(reason) => BridgeFigures::Skipped { reason },
             BridgesBefore::Failed(error) => BridgeFigures::Failed { error },
-            BridgesBefore::Scraped { targets, at, scrapes } => {
+            BridgesBefore::Scraped {
+                targets,
+                idle,
+                ramped_at,
+                ramped,
+            } => {
                 let (after_at, after) = bridge_metrics::scrape_all(&targets).await;
                 BridgeFigures::Measured {
-                    bridges: bridge_metrics::usage(&targets, &scrapes, &after, after_at - at),
+                    bridges: bridge_metrics::usage(&targets, &idle, &ramped, &after, after_at - ramped_at),
                 }
             }
         };
@@ -553,6 +586,7 @@ impl LoadRun {
                 duration_s: config.duration_s,
                 ramp_up_s: config.ramp_up_s,
                 room_prefix: config.room_prefix.clone(),
+                bind_ips: self.bind_ips.clone(),
                 max_loss_percent: config.max_loss_percent,
             },
             joins: self.joins.finish(),
@@ -597,6 +631,28 @@ fn participant_options(config: &LoadConfig, seat: &Seat) -> ParticipantOptions {
         bind_ip: seat.bind_ip,
         ..ParticipantOptions::new(seat.name.clone())
     }
+}
+
+/// The address this machine sends from towards control's host, unless that is loopback: what
+/// the participants bind when no source address is given. A synthetic participant's media
+/// socket binds 127.0.0.1 by default, which cannot reach a bridge on another machine.
+async fn local_address_towards(control_url: &str) -> Option<IpAddr> {
+    let url = reqwest::Url::parse(control_url).ok()?;
+    let host = url.host_str()?.trim_start_matches('[').trim_end_matches(']');
+    let port = url.port_or_known_default()?;
+    let remote = tokio::net::lookup_host((host, port)).await.ok()?.next()?;
+    if remote.ip().is_loopback() {
+        return None;
+    }
+    let any: IpAddr = if remote.is_ipv4() {
+        std::net::Ipv4Addr::UNSPECIFIED.into()
+    } else {
+        std::net::Ipv6Addr::UNSPECIFIED.into()
+    };
+    // Connecting a UDP socket sends nothing; it only asks the kernel for the route.
+    let socket = tokio::net::UdpSocket::bind((any, 0)).await.ok()?;
+    socket.connect(remote).await.ok()?;
+    Some(socket.local_addr().ok()?.ip())
 }
 
 async fn check_health(control_url: &str) -> Result<(), LoadError> {
@@ -716,7 +772,7 @@ mod tests {
             bind_ips: vec!["127.0.0.2".parse().unwrap(), "127.0.0.3".parse().unwrap()],
             ..LoadConfig::default()
         };
-        let seats = seats(&config);
+        let seats = seats(&config, &config.bind_ips);
         let rooms: Vec<u32> = seats.iter().map(|s| s.room).collect();
         assert_eq!(rooms, [0, 1, 0, 1, 0, 1]);
         let publishing: Vec<bool> = seats.iter().map(|s| s.publisher).collect();
@@ -733,6 +789,14 @@ mod tests {
         assert_eq!(audio_only.sources(), [MediaSource::Microphone]);
         let publisher = participant_options(&audio_only, &seats[0]);
         assert!(publisher.publish_audio && !publisher.publish_video);
+    }
+
+    #[tokio::test]
+    async fn participants_send_from_the_route_to_control_unless_it_is_loopback() {
+        assert_eq!(local_address_towards("http://127.0.0.1:8080").await, None);
+        assert_eq!(local_address_towards("http://localhost:8080").await, None);
+        assert_eq!(local_address_towards("http://[::1]:8080").await, None);
+        assert_eq!(local_address_towards("not a url").await, None);
     }
 
     #[test]

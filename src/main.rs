@@ -459,12 +459,25 @@ impl TurnArgs {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,openraft=warn")),
-        )
-        .init();
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    if let Commands::Load(_) = cli.command {
+        // stdout is the report's; the WebRTC stack's warnings about its own retries are noise
+        // when dozens of participants connect at once.
+        tracing_subscriber::fmt()
+            .with_env_filter(
+                EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| EnvFilter::new("error,bridgemesh=warn,bridgemesh_sim=warn")),
+            )
+            .with_writer(std::io::stderr)
+            .init();
+    } else {
+        tracing_subscriber::fmt()
+            .with_env_filter(
+                EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,openraft=warn")),
+            )
+            .init();
+    }
+    match cli.command {
         Commands::Up {
             http_port,
             bridge_http_port,

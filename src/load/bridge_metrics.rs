@@ -1,6 +1,7 @@
 //! The bridges' CPU and memory over a run: which bridges there are (control's admin API), where
 //! their `/metrics` are (the host and port of their signaling URL), and the process series
-//! scraped from there before and after.
+//! scraped from there before the joins (idle memory), after the ramp-up and after the hold (CPU
+//! and forwarding over the hold, when every participant is connected).
 
 use super::LoadError;
 use bridgemesh_control::auth::Secret;
@@ -70,8 +71,8 @@ impl BridgeFigures {
     }
 }
 
-/// One bridge's resources between the scrape before the joins and the one after the hold.
-/// Under `bridgemesh up` the process also runs control and TURN, and every bridge of it reports
+/// One bridge's resources: memory before the joins and after the hold, CPU and forwarding over
+/// the hold. Under `bridgemesh up` the process also runs control and TURN, and every bridge of it reports
 /// the same process.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BridgeUsage {
@@ -79,13 +80,15 @@ pub struct BridgeUsage {
     /// Control's view at the start (`up`, `draining`, …).
     pub status: String,
     pub metrics_url: Option<String>,
-    /// Time between the two scrapes.
+    /// The hold, as the scrapes saw it: from the end of the ramp-up to the end of the hold.
     pub window_s: f64,
     /// CPU time the bridge's process used in the window.
     pub cpu_seconds: Option<f64>,
     /// `cpu_seconds / window_s`: 1.0 is one core busy all the time.
     pub cpu_cores: Option<f64>,
+    /// Before the first join.
     pub resident_memory_bytes_before: Option<u64>,
+    /// At the end of the hold.
     pub resident_memory_bytes_after: Option<u64>,
     /// RTP packets forwarded to subscribers per second over the window.
     pub rtp_forwarded_per_s: Option<f64>,
@@ -245,9 +248,11 @@ async fn scrape(http: &reqwest::Client, url: &str) -> Result<Scrape, String> {
     Ok(Scrape::parse(&text))
 }
 
-/// Each bridge's usage from the scrapes before and after, `window` apart.
+/// Each bridge's usage: memory from the `idle` scrape (before the joins) and the `after` one,
+/// rates between `before` and `after`, `window` apart.
 pub fn usage(
     targets: &[BridgeTarget],
+    idle: &[Result<Scrape, String>],
     before: &[Result<Scrape, String>],
     after: &[Result<Scrape, String>],
     window: Duration,
@@ -255,8 +260,8 @@ pub fn usage(
     let window_s = window.as_secs_f64();
     targets
         .iter()
-        .zip(before.iter().zip(after))
-        .map(|(target, (before, after))| {
+        .zip(idle.iter().zip(before.iter().zip(after)))
+        .map(|(target, (idle, (before, after)))| {
             let mut usage = BridgeUsage {
                 id: target.id.clone(),
                 status: target.status.clone(),
@@ -270,9 +275,9 @@ pub fn usage(
                 participants_after: None,
                 error: None,
             };
-            let (before, after) = match (before, after) {
-                (Ok(before), Ok(after)) => (before, after),
-                (Err(e), _) | (_, Err(e)) => {
+            let (idle, before, after) = match (idle, before, after) {
+                (Ok(idle), Ok(before), Ok(after)) => (idle, before, after),
+                (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
                     usage.error = Some(e.clone());
                     return usage;
                 }
@@ -280,7 +285,7 @@ pub fn usage(
             let delta = |a: Option<f64>, b: Option<f64>| Some(b? - a?).filter(|d| *d >= 0.0);
             usage.cpu_seconds = delta(before.cpu_seconds, after.cpu_seconds);
             usage.cpu_cores = usage.cpu_seconds.filter(|_| window_s > 0.0).map(|s| s / window_s);
-            usage.resident_memory_bytes_before = before.resident_memory_bytes.map(|b| b as u64);
+            usage.resident_memory_bytes_before = idle.resident_memory_bytes.map(|b| b as u64);
             usage.resident_memory_bytes_after = after.resident_memory_bytes.map(|b| b as u64);
             usage.rtp_forwarded_per_s = delta(before.rtp_forwarded, after.rtp_forwarded)
                 .filter(|_| window_s > 0.0)
@@ -349,11 +354,17 @@ bridgemesh_bridge_participants 4
 
     #[test]
     fn usage_is_the_difference_over_the_window() {
+        let idle = Scrape {
+            cpu_seconds: Some(2.0),
+            resident_memory_bytes: Some(1000.0),
+            rtp_forwarded: Some(0.0),
+            participants: Some(0.0),
+        };
         let before = Scrape {
             cpu_seconds: Some(10.0),
-            resident_memory_bytes: Some(1000.0),
+            resident_memory_bytes: Some(2500.0),
             rtp_forwarded: Some(100.0),
-            participants: Some(0.0),
+            participants: Some(6.0),
         };
         let after = Scrape {
             cpu_seconds: Some(15.0),
@@ -369,6 +380,7 @@ bridgemesh_bridge_participants 4
         let targets = [target("b1"), target("b2"), target("b3")];
         let got = usage(
             &targets,
+            &[Ok(idle), Ok(idle), Ok(idle)],
             &[Ok(before), Ok(before), Err("refused".into())],
             &[Ok(after), Ok(old_bridge), Ok(after)],
             Duration::from_secs(10),

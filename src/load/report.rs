@@ -28,6 +28,10 @@ pub struct ReportSettings {
     pub duration_s: u64,
     pub ramp_up_s: u64,
     pub room_prefix: String,
+    /// The participants' source addresses; empty: the system's choice for HTTP, loopback for
+    /// media.
+    #[serde(default)]
+    pub bind_ips: Vec<std::net::IpAddr>,
     pub max_loss_percent: f64,
 }
 
@@ -378,6 +382,10 @@ impl fmt::Display for LoadReport {
              held {:.1} s",
             s.control_url, s.rooms, s.per_room, s.publishers_per_room, s.video_kbps, s.ramp_up_s, self.held_s
         )?;
+        if !s.bind_ips.is_empty() {
+            let ips: Vec<String> = s.bind_ips.iter().map(ToString::to_string).collect();
+            writeln!(f, "from:       {}", ips.join(" "))?;
+        }
         let j = &self.joins;
         writeln!(
             f,
@@ -454,14 +462,15 @@ impl fmt::Display for LoadReport {
                         }
                         _ => writeln!(
                             f,
-                            "bridge {}: CPU {:.1}% of a core over {:.1} s, RSS {} → {}, {} forwarded/s",
+                            "bridge {}: CPU {:.1}% of a core over the hold ({:.1} s), {} RTP forwarded/s, \
+                             RSS {} before the joins → {} after the hold",
                             b.id,
                             b.cpu_cores.unwrap_or(0.0) * 100.0,
                             b.window_s,
+                            b.rtp_forwarded_per_s
+                                .map_or_else(|| "-".to_owned(), |n| format!("{n:.0}")),
                             mib(b.resident_memory_bytes_before),
                             mib(b.resident_memory_bytes_after),
-                            b.rtp_forwarded_per_s
-                                .map_or_else(|| "-".to_owned(), |n| format!("{n:.0}"))
                         )?,
                     }
                 }
