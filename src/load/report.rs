@@ -42,7 +42,7 @@ pub struct JoinReport {
     pub failed: u64,
     /// Failed joins by reason (`http 429 rate_limited`, `timeout`, …).
     pub failure_reasons: BTreeMap<String, u64>,
-    /// The first few failures in full.
+    /// The first failure of each reason in full (at most [`EXAMPLES_MAX`]).
     pub failure_examples: Vec<String>,
     /// `join` calls that succeeded: control's answer, the signaling handshake, the first answer.
     pub join_ms: Quantiles,
@@ -216,8 +216,9 @@ impl JoinTally {
         {
             reason = "other".into();
         }
-        *self.report.failure_reasons.entry(reason).or_insert(0) += 1;
-        if self.report.failure_examples.len() < EXAMPLES_MAX {
+        let count = self.report.failure_reasons.entry(reason).or_insert(0);
+        *count += 1;
+        if *count == 1 && self.report.failure_examples.len() < EXAMPLES_MAX {
             self.report.failure_examples.push(format!("{who}: {detail}"));
         }
     }
@@ -401,6 +402,16 @@ impl fmt::Display for LoadReport {
         }
         for example in &j.failure_examples {
             writeln!(f, "            e.g. {example}")?;
+        }
+        if j.failure_reasons
+            .keys()
+            .any(|reason| reason.contains("rate_limited"))
+        {
+            writeln!(
+                f,
+                "            (control limits joins per source address: a longer --ramp-up-s or more \
+                 --bind-ip addresses)"
+            )?;
         }
         let st = &self.streams;
         writeln!(
@@ -598,7 +609,12 @@ mod tests {
         assert_eq!((report.attempted, report.ok, report.failed), (17, 1, 16));
         assert_eq!(report.failure_reasons["http 429 rate_limited"], 15);
         assert_eq!(report.failure_reasons["timeout"], 1);
-        assert_eq!(report.failure_examples.len(), EXAMPLES_MAX);
+        assert_eq!(report.failure_examples.len(), 2, "one per reason");
+        assert!(
+            report.failure_examples[0].starts_with("p0: "),
+            "{:?}",
+            report.failure_examples
+        );
         assert_eq!(report.join_ms.count, 1);
     }
 }
