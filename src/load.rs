@@ -424,12 +424,12 @@ impl LoadRun {
                         .unwrap_or_else(|_| {
                             Err(ParticipantError::Timeout(format!("join not done after {join_bound:?}")))
                         });
-                        (seat, join_started, result)
+                        (seat, join_started, join_started.elapsed(), result)
                     });
                 }
                 Some(done) = tasks.join_next() => match done {
-                    Ok((seat, join_started, Ok(participant))) => {
-                        joins.ok(join_started.elapsed());
+                    Ok((seat, join_started, took, Ok(participant))) => {
+                        joins.ok(took);
                         joined.push(Joined {
                             room: seat.room,
                             publisher: seat.publisher,
@@ -440,7 +440,7 @@ impl LoadRun {
                             participant,
                         });
                     }
-                    Ok((seat, _, Err(error))) => {
+                    Ok((seat, _, _, Err(error))) => {
                         tracing::debug!(participant = %seat.name, "join failed: {error}");
                         joins.failed(&seat.name, &error);
                     }
