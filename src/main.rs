@@ -5,6 +5,7 @@ mod geoip_cli;
 mod sim_cli;
 
 use anyhow::Context as _;
+use bridgemesh::load::LoadConfig;
 use bridgemesh_turn::{IpNet, TurnConfig, TurnServer};
 use clap::{Args, Parser, Subcommand};
 use std::net::{IpAddr, SocketAddr};
@@ -70,6 +71,11 @@ enum Commands {
     Sim(sim_cli::SimArgs),
     /// One bridge (SFU) with its TURN server, registered with a control cluster.
     Bridge(Box<bridgemesh::bridge_node::BridgeArgs>),
+    /// Load-test a running cluster: synthetic participants (real WebRTC) join rooms, publish and
+    /// verify media, then a report (and with --json, a file) says what they felt and what it
+    /// cost the bridges. Exits with 2 when the run failed (a failed join, loss past the limit,
+    /// a missing stream, a corrupt packet, a participant left disconnected).
+    Load(Box<LoadArgs>),
     /// Print the bridge key (hex) that bridges need, derived from the cluster secret.
     BridgeKey {
         /// The control cluster's secret file.
@@ -176,6 +182,121 @@ enum ClusterCommand {
         #[arg(long)]
         id: u64,
     },
+}
+
+#[derive(Args)]
+struct LoadArgs {
+    /// Control's base URL (any node of the cluster).
+    #[arg(long, env = "BRIDGEMESH_CONTROL_URL")]
+    control: String,
+    #[arg(long, default_value_t = LoadConfig::default().rooms)]
+    rooms: u32,
+    /// Participants in each room.
+    #[arg(long, default_value_t = LoadConfig::default().per_room)]
+    per_room: u32,
+    /// Participants of each room that publish audio and video (default: all); the rest only
+    /// receive.
+    #[arg(long)]
+    publishers_per_room: Option<u32>,
+    /// Video bitrate of each publisher (keyframes every 2 s); 0 for audio only.
+    #[arg(long, default_value_t = LoadConfig::default().video_kbps)]
+    video_kbps: u32,
+    /// How long everyone stays after the last join.
+    #[arg(long, default_value_t = LoadConfig::default().duration_s)]
+    duration_s: u64,
+    /// Over how long the joins are spread evenly. Control takes a burst of 20 joins per source
+    /// address, then 5 per second: spread more, or add --bind-ip addresses.
+    #[arg(long, default_value_t = LoadConfig::default().ramp_up_s)]
+    ramp_up_s: u64,
+    /// Rooms are PREFIX-0, PREFIX-1, …; give concurrent runs different prefixes.
+    #[arg(long, default_value_t = LoadConfig::default().room_prefix)]
+    room_prefix: String,
+    /// Source addresses for the participants' HTTP and media, taken in turn (repeatable, or
+    /// several after one flag).
+    #[arg(long = "bind-ip", num_args = 1..)]
+    bind_ips: Vec<IpAddr>,
+    /// File with the admin API's token, to find the bridges and read their CPU and memory
+    /// (or set BRIDGEMESH_ADMIN_TOKEN). Without either the bridges are not measured.
+    #[arg(long)]
+    admin_token_file: Option<PathBuf>,
+    /// The run fails when more than this share of packets is lost.
+    #[arg(long, default_value_t = LoadConfig::default().max_loss_percent)]
+    max_loss_percent: f64,
+    /// Joins (and leaves) in flight at once.
+    #[arg(long, default_value_t = LoadConfig::default().joins_in_flight_max)]
+    max_concurrent_joins: usize,
+    /// Also write the report as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+impl LoadArgs {
+    fn config(&self) -> anyhow::Result<LoadConfig> {
+        let admin_token = match &self.admin_token_file {
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read the admin token file {}", path.display()))?
+                    .trim()
+                    .to_owned(),
+            ),
+            None => std::env::var("BRIDGEMESH_ADMIN_TOKEN").ok(),
+        }
+        .filter(|token| !token.is_empty())
+        .map(bridgemesh_control::auth::Secret::new);
+        let config = LoadConfig {
+            control_url: self.control.clone(),
+            rooms: self.rooms,
+            per_room: self.per_room,
+            publishers_per_room: self.publishers_per_room,
+            video_kbps: self.video_kbps,
+            duration_s: self.duration_s,
+            ramp_up_s: self.ramp_up_s,
+            room_prefix: self.room_prefix.clone(),
+            bind_ips: self.bind_ips.clone(),
+            admin_token,
+            max_loss_percent: self.max_loss_percent,
+            joins_in_flight_max: self.max_concurrent_joins,
+            ..LoadConfig::default()
+        };
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+/// `bridgemesh load`: the run, a progress line on a terminal, the report, the exit status.
+async fn load(args: LoadArgs) -> anyhow::Result<()> {
+    use std::io::{IsTerminal as _, Write as _};
+    let config = args.config()?;
+    let (progress, mut watch) = tokio::sync::watch::channel(bridgemesh::load::Progress::default());
+    // One line rewritten in place; on a pipe or a file it would only be noise.
+    let printer = if std::io::stdout().is_terminal() {
+        Some(tokio::spawn(async move {
+            while watch.changed().await.is_ok() {
+                let line = watch.borrow_and_update().to_string();
+                let mut out = std::io::stdout().lock();
+                let _ = write!(out, "\r\x1b[2K{line}");
+                let _ = out.flush();
+            }
+            let _ = write!(std::io::stdout().lock(), "\r\x1b[2K");
+        }))
+    } else {
+        // Nobody watches: the run then skips the progress sums.
+        drop(watch);
+        None
+    };
+    let report = bridgemesh::load::run(config, progress).await?;
+    if let Some(printer) = printer {
+        let _ = printer.await;
+    }
+    print!("{report}");
+    if let Some(path) = &args.json {
+        let json = serde_json::to_string_pretty(&report)?;
+        std::fs::write(path, json + "\n").with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    if !report.passed() {
+        std::process::exit(2);
+    }
+    Ok(())
 }
 
 /// `bridgemesh token`: exactly one of --secret, --secret-file, --private-key signs the token.
@@ -341,12 +462,25 @@ impl TurnArgs {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,openraft=warn")),
-        )
-        .init();
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    if let Commands::Load(_) = cli.command {
+        // stdout is the report's; the WebRTC stack's warnings about its own retries are noise
+        // when dozens of participants connect at once.
+        tracing_subscriber::fmt()
+            .with_env_filter(
+                EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| EnvFilter::new("error,bridgemesh=warn,bridgemesh_sim=warn")),
+            )
+            .with_writer(std::io::stderr)
+            .init();
+    } else {
+        tracing_subscriber::fmt()
+            .with_env_filter(
+                EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,openraft=warn")),
+            )
+            .init();
+    }
+    match cli.command {
         Commands::Up {
             http_port,
             bridge_http_port,
@@ -399,6 +533,7 @@ async fn main() -> anyhow::Result<()> {
             running.stop().await;
         }
         Commands::Token(args) => println!("{}", token(*args)?),
+        Commands::Load(args) => load(*args).await?,
         Commands::Geoip(args) => geoip_cli::run(args)?,
         Commands::Ca(args) => ca_cli::run(args)?,
         Commands::Sim(args) => {

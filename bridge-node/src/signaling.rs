@@ -170,6 +170,7 @@ async fn metrics(State(bridge): State<Arc<Bridge>>) -> Response {
         s.cascade_rtp_out,
     );
     render_link_metrics(&mut text, id, &bridge.cascade_links());
+    render_process_metrics(&mut text, id);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
@@ -275,6 +276,67 @@ fn render_link_metrics(text: &mut String, id: &BridgeId, links: &[LinkStats]) {
             );
         }
     }
+}
+
+/// The process's CPU time and resident memory, for load tests and dashboards. A series that
+/// cannot be read (not Linux, a restricted `/proc`) is left out rather than reported as 0.
+/// Under `bridgemesh up` several bridges share one process (with control and TURN), and each
+/// reports the whole process.
+fn render_process_metrics(text: &mut String, id: &BridgeId) {
+    let cpu_s = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|stat| crate::load::parse_proc_stat_cpu_s(&stat).ok());
+    if let Some(cpu_s) = cpu_s {
+        let name = "bridgemesh_process_cpu_seconds_total";
+        let _ = writeln!(
+            text,
+            "# HELP {name} User and system CPU time of the bridge's process.\n# TYPE {name} counter\n\
+             {name}{{bridge=\"{id}\"}} {cpu_s}"
+        );
+    }
+    let resident_bytes = std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|statm| parse_statm_resident_pages(&statm))
+        .map(|pages| pages.saturating_mul(page_size_bytes()));
+    if let Some(resident_bytes) = resident_bytes {
+        let name = "bridgemesh_process_resident_memory_bytes";
+        let _ = writeln!(
+            text,
+            "# HELP {name} Resident memory of the bridge's process.\n# TYPE {name} gauge\n\
+             {name}{{bridge=\"{id}\"}} {resident_bytes}"
+        );
+    }
+}
+
+/// Resident pages: the second field of `/proc/<pid>/statm`.
+fn parse_statm_resident_pages(statm: &str) -> Option<u64> {
+    statm.split_ascii_whitespace().nth(1)?.parse().ok()
+}
+
+/// The kernel's page size, from the process's auxiliary vector (`AT_PAGESZ`): reading it needs
+/// neither libc nor `unsafe`. 4 KiB where `/proc/self/auxv` cannot be read.
+fn page_size_bytes() -> u64 {
+    std::fs::read("/proc/self/auxv")
+        .ok()
+        .and_then(|auxv| parse_auxv_page_size(&auxv))
+        .unwrap_or(4096)
+}
+
+/// `AT_PAGESZ` from the bytes of `/proc/<pid>/auxv`: native-endian (key, value) word pairs,
+/// ended by `AT_NULL`.
+fn parse_auxv_page_size(auxv: &[u8]) -> Option<u64> {
+    const AT_NULL: usize = 0;
+    const AT_PAGESZ: usize = 6;
+    const WORD: usize = std::mem::size_of::<usize>();
+    let word = |bytes: &[u8]| usize::from_ne_bytes(bytes.try_into().expect("chunks of WORD bytes"));
+    for pair in auxv.chunks_exact(2 * WORD) {
+        match word(&pair[..WORD]) {
+            AT_NULL => return None,
+            AT_PAGESZ => return u64::try_from(word(&pair[WORD..])).ok().filter(|&size| size > 0),
+            _ => {}
+        }
+    }
+    None
 }
 
 /// A client message is a JSON object tagged by `type`. serde alone would also take an array whose
@@ -434,5 +496,58 @@ mod tests {
         let err = TicketError::ParticipantRemoved;
         assert_eq!(ticket_error_code(&err), ErrorCode::TicketRejected);
         assert!(err.to_string().contains("removed"), "{err}");
+    }
+
+    #[test]
+    fn process_memory_is_read_from_statm_and_the_auxiliary_vector() {
+        assert_eq!(
+            parse_statm_resident_pages("6000 1500 300 20 0 900 0\n"),
+            Some(1500)
+        );
+        assert_eq!(parse_statm_resident_pages("6000"), None);
+        assert_eq!(parse_statm_resident_pages(""), None);
+
+        let auxv = |pairs: &[(usize, usize)]| -> Vec<u8> {
+            pairs
+                .iter()
+                .flat_map(|&(key, value)| key.to_ne_bytes().into_iter().chain(value.to_ne_bytes()))
+                .collect()
+        };
+        assert_eq!(
+            parse_auxv_page_size(&auxv(&[(33, 7), (6, 16384), (0, 0)])),
+            Some(16384)
+        );
+        assert_eq!(
+            parse_auxv_page_size(&auxv(&[(33, 7), (0, 0), (6, 4096)])),
+            None,
+            "after AT_NULL"
+        );
+        assert_eq!(parse_auxv_page_size(&auxv(&[(6, 0), (0, 0)])), None);
+        assert_eq!(parse_auxv_page_size(&[1, 2, 3]), None);
+        // This machine's own vector has a page size.
+        if let Ok(own) = std::fs::read("/proc/self/auxv") {
+            assert!(parse_auxv_page_size(&own).is_some_and(|size| size.is_power_of_two()));
+        }
+    }
+
+    #[test]
+    fn process_metrics_have_help_type_and_a_labelled_series() {
+        let mut text = String::new();
+        render_process_metrics(&mut text, &BridgeId::new("b1").unwrap());
+        if std::path::Path::new("/proc/self/stat").exists() {
+            // A fresh test process may not have used a whole clock tick of CPU yet.
+            for (name, least) in [
+                ("bridgemesh_process_cpu_seconds_total", 0.0),
+                ("bridgemesh_process_resident_memory_bytes", 1.0),
+            ] {
+                assert!(text.contains(&format!("# HELP {name} ")), "{text}");
+                assert!(text.contains(&format!("# TYPE {name} ")), "{text}");
+                let value = text
+                    .lines()
+                    .find_map(|line| line.strip_prefix(&format!("{name}{{bridge=\"b1\"}} ")))
+                    .unwrap_or_else(|| panic!("no {name} series in {text}"));
+                assert!(value.parse::<f64>().is_ok_and(|v| v >= least), "{name} = {value}");
+            }
+        }
     }
 }
