@@ -21,8 +21,7 @@ mod deployment;
 use bridgemesh_proto::RoomId;
 use bridgemesh_proto::signaling::MediaSource;
 use bridgemesh_sim::participant::{ParticipantOptions, SyntheticParticipant};
-use deployment::{BIN, BridgeSpec, Deployment};
-use std::process::Command;
+use deployment::{BridgeSpec, Deployment};
 use std::time::Duration;
 
 fn env_usize(name: &str, default: usize) -> usize {
@@ -102,14 +101,7 @@ fn main() {
         .build()
         .unwrap();
     runtime.block_on(async move {
-        let db_dir = tempfile::tempdir().unwrap();
-        let db = db_dir.path().join("test-city.mmdb");
-        let generated = Command::new(BIN)
-            .args(["geoip", "test-db", "--out"])
-            .arg(&db)
-            .output()
-            .unwrap();
-        assert!(generated.status.success());
+        let (_db_dir, db) = deployment::test_geoip_db();
         let mut deployment =
             Deployment::start(&format!("geoip_db = \"{}\"\ndefault_region = \"us\"\n", db.display())).await;
         deployment

@@ -10,8 +10,7 @@ mod deployment;
 use bridgemesh_proto::signaling::MediaSource;
 use bridgemesh_proto::{ParticipantId, RoomId};
 use bridgemesh_sim::participant::{ParticipantOptions, SyntheticParticipant};
-use deployment::{BIN, BridgeSpec, Deployment, PausableUdpRelay, free_udp_port};
-use std::process::Command;
+use deployment::{BridgeSpec, Deployment, PausableUdpRelay, free_udp_port};
 use std::time::Duration;
 
 /// Packets each stream must deliver intact: about a second of audio, a little video.
@@ -25,18 +24,7 @@ const SINGAPORE: (f64, f64) = (1.35, 103.82);
 /// A control node with the generated GeoIP database (in the returned directory, which must
 /// live as long as the deployment), and `bridges`.
 async fn deployment_with(bridges: Vec<BridgeSpec>) -> (Deployment, tempfile::TempDir) {
-    let db_dir = tempfile::tempdir().unwrap();
-    let db = db_dir.path().join("test-city.mmdb");
-    let generated = Command::new(BIN)
-        .args(["geoip", "test-db", "--out"])
-        .arg(&db)
-        .output()
-        .unwrap();
-    assert!(
-        generated.status.success(),
-        "{}",
-        String::from_utf8_lossy(&generated.stderr)
-    );
+    let (db_dir, db) = deployment::test_geoip_db();
     let regions = format!("geoip_db = \"{}\"\ndefault_region = \"us\"\n", db.display());
     let mut deployment = Deployment::start(&regions).await;
     for spec in bridges {
@@ -79,6 +67,11 @@ async fn join_from(
         Ok(participant) => participant,
         Err(err) => deployment.fail(&format!("{name} to join: {err}")).await,
     }
+}
+
+/// A participant publishing audio and video, joining from `ip`.
+async fn join_at(deployment: &Deployment, room: &RoomId, name: &str, ip: &str) -> SyntheticParticipant {
+    join_from(deployment, room, name, ip, ParticipantOptions::default()).await
 }
 
 async fn wait_for_media(
@@ -136,38 +129,10 @@ fn link_metric(metrics: &str, name: &str, peer: &str) -> Option<f64> {
 async fn a_room_across_three_bridges_everyone_receives_everyone() {
     let (deployment, _db) = three_regions().await;
     let room = RoomId::new("across-three").unwrap();
-    let ada = join_from(
-        &deployment,
-        &room,
-        "ada",
-        "127.1.0.1",
-        ParticipantOptions::default(),
-    )
-    .await;
-    let eve = join_from(
-        &deployment,
-        &room,
-        "eve",
-        "127.1.0.2",
-        ParticipantOptions::default(),
-    )
-    .await;
-    let bob = join_from(
-        &deployment,
-        &room,
-        "bob",
-        "127.2.0.1",
-        ParticipantOptions::default(),
-    )
-    .await;
-    let cy = join_from(
-        &deployment,
-        &room,
-        "cy",
-        "127.3.0.1",
-        ParticipantOptions::default(),
-    )
-    .await;
+    let ada = join_at(&deployment, &room, "ada", "127.1.0.1").await;
+    let eve = join_at(&deployment, &room, "eve", "127.1.0.2").await;
+    let bob = join_at(&deployment, &room, "bob", "127.2.0.1").await;
+    let cy = join_at(&deployment, &room, "cy", "127.3.0.1").await;
     let placed: Vec<String> = [&ada, &eve, &bob, &cy]
         .iter()
         .map(|p| p.bridge_id().to_string())
@@ -367,22 +332,8 @@ async fn a_link_cut_off_reconnects_and_media_resumes() {
     let relay = PausableUdpRelay::start(cascade_port).await;
     let (deployment, _db) = deployment_with(vec![eu(), us().cascade_via(cascade_port, relay.addr())]).await;
     let room = RoomId::new("cut-link").unwrap();
-    let ada = join_from(
-        &deployment,
-        &room,
-        "ada",
-        "127.1.0.1",
-        ParticipantOptions::default(),
-    )
-    .await;
-    let bob = join_from(
-        &deployment,
-        &room,
-        "bob",
-        "127.2.0.1",
-        ParticipantOptions::default(),
-    )
-    .await;
+    let ada = join_at(&deployment, &room, "ada", "127.1.0.1").await;
+    let bob = join_at(&deployment, &room, "bob", "127.2.0.1").await;
     assert_eq!(bob.bridge_id().as_str(), "us-1");
     wait_for_media(&deployment, &bob, &[&ada], ENOUGH).await;
     wait_for_media(&deployment, &ada, &[&bob], ENOUGH).await;
@@ -429,30 +380,9 @@ async fn a_bridge_with_a_certificate_of_another_ca_is_not_linked() {
     // us-1 holds a certificate, but not one of this cluster's CA.
     let (deployment, _db) = deployment_with(vec![eu(), us().foreign_ca()]).await;
     let room = RoomId::new("stranger").unwrap();
-    let ada = join_from(
-        &deployment,
-        &room,
-        "ada",
-        "127.1.0.1",
-        ParticipantOptions::default(),
-    )
-    .await;
-    let eve = join_from(
-        &deployment,
-        &room,
-        "eve",
-        "127.1.0.2",
-        ParticipantOptions::default(),
-    )
-    .await;
-    let bob = join_from(
-        &deployment,
-        &room,
-        "bob",
-        "127.2.0.1",
-        ParticipantOptions::default(),
-    )
-    .await;
+    let ada = join_at(&deployment, &room, "ada", "127.1.0.1").await;
+    let eve = join_at(&deployment, &room, "eve", "127.1.0.2").await;
+    let bob = join_at(&deployment, &room, "bob", "127.2.0.1").await;
     assert_eq!(bob.bridge_id().as_str(), "us-1");
     // Media flows on eu-1, so the room is live there while eu-1 keeps trying to link.
     wait_for_media(&deployment, &ada, &[&eve], ENOUGH).await;

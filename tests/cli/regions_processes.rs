@@ -13,9 +13,8 @@ use bridgemesh_proto::RoomId;
 use bridgemesh_proto::api::JoinResponse;
 use bridgemesh_proto::signaling::MediaSource;
 use bridgemesh_sim::participant::{ParticipantOptions, SyntheticParticipant};
-use deployment::{BIN, BridgeSpec, Deployment};
+use deployment::{BridgeSpec, Deployment};
 use std::net::IpAddr;
-use std::process::Command;
 use std::time::Duration;
 
 /// A join over HTTP from `source`, optionally with forwarding headers; returns the bridge.
@@ -46,18 +45,7 @@ fn region_of(bridge: &str) -> &str {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn participants_land_in_their_region_and_a_drained_bridge_empties() {
-    let db_dir = tempfile::tempdir().unwrap();
-    let db = db_dir.path().join("test-city.mmdb");
-    let generated = Command::new(BIN)
-        .args(["geoip", "test-db", "--out"])
-        .arg(&db)
-        .output()
-        .unwrap();
-    assert!(
-        generated.status.success(),
-        "{}",
-        String::from_utf8_lossy(&generated.stderr)
-    );
+    let (_db_dir, db) = deployment::test_geoip_db();
     let regions = format!(
         "geoip_db = \"{}\"\ndefault_region = \"us\"\ntrusted_proxies = [\"127.0.0.200\"]\n",
         db.display()

@@ -181,6 +181,15 @@ pub fn free_udp_port() -> u16 {
         .port()
 }
 
+/// Writes the loopback test GeoIP database (`bridgemesh geoip test-db`) into a new directory,
+/// which must live as long as the control node that reads it; returns the directory and the file.
+pub fn test_geoip_db() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("test-city.mmdb");
+    run_ok(&["geoip", "test-db", "--out", &db.display().to_string()]);
+    (dir, db)
+}
+
 fn run_ok(args: &[&str]) {
     let output = Command::new(BIN).args(args).output().unwrap();
     assert!(
