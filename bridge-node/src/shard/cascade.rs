@@ -738,6 +738,26 @@ mod tests {
             .collect()
     }
 
+    /// The link opens the room and announces its participant Bob.
+    fn open_with_bob(shard: &mut Shard, now: Instant) {
+        cascade(
+            shard,
+            now,
+            CascadeInput::PeerOpened {
+                room: room(),
+                link: LINK,
+            },
+        );
+        cascade(
+            shard,
+            now,
+            from_link(LinkMessage::Participant {
+                room: room(),
+                participant: info("bob"),
+            }),
+        );
+    }
+
     #[test]
     fn remote_participants_look_local_and_local_ones_are_announced_to_the_link() {
         let now = Instant::now();
@@ -812,22 +832,7 @@ mod tests {
         let now = Instant::now();
         let mut shard = shard();
         connect(&mut shard, now, 1, "ada");
-        cascade(
-            &mut shard,
-            now,
-            CascadeInput::PeerOpened {
-                room: room(),
-                link: LINK,
-            },
-        );
-        cascade(
-            &mut shard,
-            now,
-            from_link(LinkMessage::Participant {
-                room: room(),
-                participant: info("bob"),
-            }),
-        );
+        open_with_bob(&mut shard, now);
         cascade(
             &mut shard,
             now,
@@ -884,22 +889,7 @@ mod tests {
     fn a_room_held_only_by_the_cascade_is_forgotten_when_the_link_closes() {
         let now = Instant::now();
         let mut shard = shard();
-        cascade(
-            &mut shard,
-            now,
-            CascadeInput::PeerOpened {
-                room: room(),
-                link: LINK,
-            },
-        );
-        cascade(
-            &mut shard,
-            now,
-            from_link(LinkMessage::Participant {
-                room: room(),
-                participant: info("bob"),
-            }),
-        );
+        open_with_bob(&mut shard, now);
         assert_eq!(shard.stats().rooms, 1);
         cascade(
             &mut shard,
