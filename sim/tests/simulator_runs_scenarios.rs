@@ -68,6 +68,7 @@ fn the_shipped_scenarios_run_at_reduced_scale_with_every_invariant_holding() {
     for (name, scale) in [
         ("three_regions_losing_a_bridge", 1.0),
         ("leader_crash_during_a_join_storm", 0.5),
+        ("region_partitioned", 1.0),
         ("morning_ramp_ten_regions", 0.02),
     ] {
         let scenario = shipped(name).scaled(scale);
@@ -84,7 +85,7 @@ fn the_shipped_scenarios_run_at_reduced_scale_with_every_invariant_holding() {
                 report.summary()
             );
             assert_eq!(
-                fault.recovered + fault.gave_up,
+                fault.recovered + fault.gave_up + fault.left,
                 fault.affected,
                 "{name}: every affected participant is accounted for\n{}",
                 report.summary()
@@ -151,4 +152,30 @@ fn a_leader_crash_delays_joins_in_flight_and_declares_no_bridge_down() {
             report.summary()
         );
     }
+}
+
+#[test]
+fn a_partitioned_region_is_declared_down_cut_off_and_reconciled_when_it_heals() {
+    let report = simulator::run(shipped("region_partitioned"), 5, |_, _| {});
+    assert_eq!(report.violation_count, 0, "{}", report.summary());
+    // Control, in Frankfurt, hears nothing from Singapore's two bridges.
+    assert_eq!(report.bridges_declared_down, 2, "{}", report.summary());
+    // Only joins from the cut region fail, for want of control.
+    assert!(
+        report
+            .join_failures
+            .keys()
+            .all(|reason| reason == "control unreachable"),
+        "{}",
+        report.summary()
+    );
+    let partition = &report.faults[0];
+    assert_eq!(partition.bridge, "region ap");
+    assert!(partition.recovered > 0, "{}", report.summary());
+    // Nobody control moved off the cut bridges can hear of it before the cut heals (45 s).
+    assert!(
+        partition.recovery_ms.p50.unwrap() >= 45_000,
+        "{}",
+        report.summary()
+    );
 }

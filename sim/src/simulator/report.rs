@@ -62,6 +62,8 @@ pub struct FaultReport {
     /// their new session.
     pub recovered: u64,
     pub gave_up: u64,
+    /// Left the meeting before they were back.
+    pub left: u64,
     pub recovery_ms: Quantiles,
 }
 

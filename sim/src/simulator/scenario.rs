@@ -187,6 +187,9 @@ pub enum FaultKind {
     /// (modeled; measured at about 700 ms on real nodes), whose hub starts from nothing and
     /// hears the bridges register again.
     KillControlLeader { election_ms: u64 },
+    /// For `duration_s`, the region exchanges nothing with any other: its clients and bridges
+    /// reach neither control (when control is elsewhere) nor the other regions' bridges.
+    PartitionRegion { region: String, duration_s: u64 },
 }
 
 #[derive(Deserialize)]
@@ -197,6 +200,8 @@ struct RawFault {
     bridge: Option<String>,
     grace_s: Option<u64>,
     election_ms: Option<u64>,
+    region: Option<String>,
+    duration_s: Option<u64>,
 }
 
 impl TryFrom<RawFault> for Fault {
@@ -205,6 +210,12 @@ impl TryFrom<RawFault> for Fault {
     fn try_from(raw: RawFault) -> Result<Self, String> {
         if raw.grace_s.is_some() && raw.kind != "drain_bridge" {
             return Err(format!("grace_s is for drain_bridge, not {}", raw.kind));
+        }
+        if (raw.region.is_some() || raw.duration_s.is_some()) && raw.kind != "partition_region" {
+            return Err(format!(
+                "region and duration_s are for partition_region, not {}",
+                raw.kind
+            ));
         }
         if raw.election_ms.is_some() && raw.kind != "kill_control_leader" {
             return Err(format!(
@@ -232,9 +243,18 @@ impl TryFrom<RawFault> for Fault {
                     election_ms: raw.election_ms.unwrap_or(700),
                 }
             }
+            "partition_region" => {
+                if raw.bridge.is_some() {
+                    return Err("partition_region takes a region, not a bridge".into());
+                }
+                FaultKind::PartitionRegion {
+                    region: raw.region.clone().ok_or("partition_region needs a region")?,
+                    duration_s: raw.duration_s.ok_or("partition_region needs duration_s")?,
+                }
+            }
             other => {
                 return Err(format!(
-                    "unknown fault kind {other:?}: kill_bridge, restart_bridge, drain_bridge or kill_control_leader"
+                    "unknown fault kind {other:?}: kill_bridge, restart_bridge, drain_bridge, kill_control_leader or partition_region"
                 ));
             }
         };
@@ -249,6 +269,7 @@ impl FaultKind {
             FaultKind::RestartBridge { .. } => "restart_bridge",
             FaultKind::DrainBridge { .. } => "drain_bridge",
             FaultKind::KillControlLeader { .. } => "kill_control_leader",
+            FaultKind::PartitionRegion { .. } => "partition_region",
         }
     }
 
@@ -258,7 +279,7 @@ impl FaultKind {
             FaultKind::KillBridge { bridge }
             | FaultKind::RestartBridge { bridge }
             | FaultKind::DrainBridge { bridge, .. } => Some(bridge),
-            FaultKind::KillControlLeader { .. } => None,
+            FaultKind::KillControlLeader { .. } | FaultKind::PartitionRegion { .. } => None,
         }
     }
 }
@@ -354,6 +375,13 @@ impl Scenario {
             {
                 return invalid("election_ms between 1 and 60000".into());
             }
+            if let FaultKind::PartitionRegion { region, duration_s } = &fault.kind
+                && (!known(region) || *duration_s == 0)
+            {
+                return invalid(format!(
+                    "partition of region {region}: a known region and a positive duration_s"
+                ));
+            }
             let Some(bridge) = fault.kind.bridge() else {
                 continue;
             };
@@ -395,7 +423,7 @@ impl Scenario {
                     FaultKind::KillBridge { bridge }
                     | FaultKind::RestartBridge { bridge }
                     | FaultKind::DrainBridge { bridge, .. } => *bridge = renamed,
-                    FaultKind::KillControlLeader { .. } => {}
+                    FaultKind::KillControlLeader { .. } | FaultKind::PartitionRegion { .. } => {}
                 }
             }
         }

@@ -37,6 +37,14 @@ const SAMPLE_MS: u64 = 10_000;
 /// Control commits a load report when stress moved this much, or this long after the last one.
 const LOAD_COMMIT_CHANGE: f64 = 0.05;
 const LOAD_COMMIT_MAX_MS: u64 = 5_000;
+/// Messages bridges cut off by a partition keep for their return, at most.
+const DEFERRED_MAX: usize = 1_000_000;
+/// A client whose peer connection stops carrying anything (its path is cut, nothing closes)
+/// gives it up after this long.
+const PEER_CONNECTION_FAILED_MS: u64 = 3_000;
+/// A client that cannot reach control retries this often, for this long at most.
+const CONTROL_RETRY_MS: u64 = 1_000;
+const JOIN_BUDGET_MS: u64 = 30_000;
 /// A join tries this many placements when bridges fill up under it.
 const JOIN_ATTEMPTS: u32 = 3;
 /// A reconnecting client asks control again this often while its bridge is not declared down.
@@ -78,6 +86,13 @@ enum Event {
     },
     /// A new control leader is elected after a crash.
     NewLeader,
+    /// A region's partition ends.
+    PartitionHeals,
+    /// A bridge cut from control is back on its session: it registers again, and control
+    /// reconciles what it hosts.
+    Reregistered {
+        bridge: usize,
+    },
     /// A bridge's session reaches the new leader.
     SessionOpened {
         bridge: usize,
@@ -131,6 +146,7 @@ struct SimParticipant {
     /// The fault whose recovery this participant is in, and since when.
     recovering: Option<(usize, u64)>,
     connected_once: bool,
+    arrived_ms: u64,
 }
 
 struct Scheduled {
@@ -170,6 +186,10 @@ pub struct World {
     /// detector; the fault whose election it is.
     leader_down_until_ms: u64,
     leader_fault: Option<usize>,
+    /// The region cut from all others now, its fault, and when the cut began.
+    partition: Option<(usize, usize, u64)>,
+    /// What bridges cut from control would have told it; their sessions replay it on return.
+    deferred: Vec<(usize, Command)>,
     state: ControlState,
     detector: FailureDetector,
     placement: Placement,
@@ -203,10 +223,13 @@ pub struct World {
 struct FaultRecord {
     at_ms: u64,
     kind: String,
+    /// What the fault hit: a bridge, `region <id>` or `control`.
     bridge: String,
     affected: u64,
     recovery_ms: Vec<u64>,
     gave_up: u64,
+    /// Affected participants that left before they were back.
+    left: u64,
 }
 
 impl World {
@@ -309,10 +332,15 @@ impl World {
             .map(|f| FaultRecord {
                 at_ms: f.at_s * 1000,
                 kind: f.kind.name().to_owned(),
-                bridge: f.kind.bridge().unwrap_or("control").to_owned(),
+                bridge: match &f.kind {
+                    FaultKind::PartitionRegion { region, .. } => format!("region {region}"),
+                    FaultKind::KillControlLeader { .. } => "control".to_owned(),
+                    other => other.bridge().unwrap_or_default().to_owned(),
+                },
                 affected: 0,
                 recovery_ms: Vec::new(),
                 gave_up: 0,
+                left: 0,
             })
             .collect();
         let region_peak = vec![0; n];
@@ -327,6 +355,8 @@ impl World {
             last_commit_ms: 0,
             leader_down_until_ms: 0,
             leader_fault: None,
+            partition: None,
+            deferred: Vec::new(),
             state: ControlState::default(),
             detector,
             placement,
@@ -388,6 +418,24 @@ impl World {
                 then,
             },
         );
+    }
+
+    /// Whether a partition separates two regions now.
+    fn cut(&self, a: usize, b: usize) -> bool {
+        self.partition
+            .is_some_and(|(region, _, _)| (a == region) != (b == region))
+    }
+
+    /// A proposal from a bridge: sent on its session, or, while a partition cuts it from control,
+    /// kept for the session to carry when it is back (as a bridge's register does).
+    fn propose_from_bridge(&mut self, bridge: usize, command: Command) {
+        if self.cut(self.bridges[bridge].region, self.control_region) {
+            if self.deferred.len() < DEFERRED_MAX {
+                self.deferred.push((bridge, command));
+            }
+            return;
+        }
+        self.propose(command, Then::Nothing);
     }
 
     /// One message's latency between two regions, jitter included.
@@ -460,7 +508,8 @@ impl World {
             Event::HeartbeatRound => {
                 let leading = self.now_ms >= self.leader_down_until_ms;
                 for bridge in 0..self.bridges.len() {
-                    if leading && self.bridges[bridge].alive {
+                    let region = self.bridges[bridge].region;
+                    if leading && self.bridges[bridge].alive && !self.cut(region, self.control_region) {
                         let lat = self.latency(self.bridges[bridge].region, self.control_region);
                         let id = self.bridges[bridge].id.clone();
                         self.detector.heard(&id, self.now_ms + lat);
@@ -509,7 +558,7 @@ impl World {
             Event::LoadReport => {
                 for index in 0..self.bridges.len() {
                     let bridge = &self.bridges[index];
-                    if !bridge.alive {
+                    if !bridge.alive || self.cut(bridge.region, self.control_region) {
                         continue;
                     }
                     let stress = bridge.hosted as f64 / f64::from(bridge.capacity.max(1));
@@ -560,6 +609,8 @@ impl World {
                     }
                 }
             }
+            Event::PartitionHeals => self.partition_heals(),
+            Event::Reregistered { bridge } => self.reregistered(bridge),
             Event::SessionOpened { bridge } => {
                 if self.bridges[bridge].alive {
                     let id = self.bridges[bridge].id.clone();
@@ -644,6 +695,7 @@ impl World {
             epoch: 0,
             recovering: None,
             connected_once: false,
+            arrived_ms: self.now_ms,
         });
         let lat = self.latency(region, self.control_region);
         self.schedule(
@@ -656,6 +708,22 @@ impl World {
     }
 
     fn join_at_control(&mut self, participant: usize, attempt: u32) {
+        if self.cut(self.participants[participant].region, self.control_region) {
+            if self.now_ms - self.participants[participant].arrived_ms > JOIN_BUDGET_MS {
+                self.joins_failed += 1;
+                *self
+                    .join_failures
+                    .entry("control unreachable".to_owned())
+                    .or_insert(0) += 1;
+                self.participants[participant].active = false;
+            } else {
+                self.schedule(
+                    self.now_ms + CONTROL_RETRY_MS,
+                    Event::JoinAtControl { participant, attempt },
+                );
+            }
+            return;
+        }
         let p = &self.participants[participant];
         let Some(bridge) = (self.placement)(&self.state, &p.room, &p.place) else {
             self.join_failed(participant, "no bridge can take it");
@@ -751,10 +819,16 @@ impl World {
         if p.epoch != epoch || !p.active {
             return;
         }
-        if !self.bridges[bridge].alive {
-            // Died between the placement and the connect: the client finds nobody there.
+        let unreachable = self.cut(p.region, self.bridges[bridge].region);
+        if !self.bridges[bridge].alive || unreachable {
+            // Died between the placement and the connect (the client finds nobody there), or
+            // a partition lies between them (its ICE checks go unanswered).
             let since = self.now_ms;
-            let notice = self.scenario.participants.notice_ms;
+            let notice = if unreachable {
+                PEER_CONNECTION_FAILED_MS
+            } else {
+                self.scenario.participants.notice_ms
+            };
             self.schedule(
                 self.now_ms + notice,
                 Event::Reconnect {
@@ -805,13 +879,13 @@ impl World {
             self.participants[participant].room.clone(),
             self.participants[participant].id.clone(),
         );
-        self.propose(
+        self.propose_from_bridge(
+            bridge,
             Command::Confirm {
                 room,
                 participant: id,
                 bridge: Some(self.bridges[bridge].id.clone()),
             },
-            Then::Nothing,
         );
         if !self.participants[participant].connected_once {
             self.participants[participant].connected_once = true;
@@ -840,19 +914,22 @@ impl World {
         let bridge = self.participants[participant].hosted_on;
         self.drop_session(participant);
         self.participants[participant].active = false;
-        self.participants[participant].recovering = None;
+        if let Some((fault, _)) = self.participants[participant].recovering.take() {
+            self.faults[fault].left += 1;
+        }
         let (room, id) = (
             self.participants[participant].room.clone(),
             self.participants[participant].id.clone(),
         );
-        self.propose(
-            Command::Leave {
-                room,
-                participant: id,
-                bridge: bridge.map(|b| self.bridges[b].id.clone()),
-            },
-            Then::Nothing,
-        );
+        let command = Command::Leave {
+            room,
+            participant: id,
+            bridge: bridge.map(|b| self.bridges[b].id.clone()),
+        };
+        match bridge {
+            Some(b) => self.propose_from_bridge(b, command),
+            None => self.propose(command, Then::Nothing),
+        }
     }
 
     /// Participants control moved: a live bridge hears `move` and says `bye{moved}`; the
@@ -869,7 +946,19 @@ impl World {
                 // No seat anywhere: control let it go, and it must join again.
                 self.participants[participant].acked = false;
             }
-            if self.bridges[from].alive && self.participants[participant].hosted_on == Some(from) {
+            let hosted_there = self.participants[participant].hosted_on == Some(from);
+            // A move a partition keeps from the bridge is lost; its return reconciles, and the
+            // participant's recovery counts from the cut.
+            if hosted_there && self.cut(self.control_region, self.bridges[from].region) {
+                if let Some((_, fault, since)) = self.partition
+                    && self.participants[participant].recovering.is_none()
+                {
+                    self.faults[fault].affected += 1;
+                    self.participants[participant].recovering = Some((fault, since));
+                }
+                continue;
+            }
+            if self.bridges[from].alive && hosted_there {
                 let lat = self.latency(self.control_region, self.bridges[from].region);
                 self.schedule(
                     self.now_ms + lat,
@@ -894,6 +983,19 @@ impl World {
             self.participants[participant].active = false;
             return;
         }
+        if self.cut(self.participants[participant].region, self.control_region) {
+            self.schedule(
+                self.now_ms + CONTROL_RETRY_MS,
+                Event::Reconnect {
+                    participant,
+                    epoch,
+                    lost,
+                    since_ms,
+                },
+            );
+            return;
+        }
+        let p = &self.participants[participant];
         let lost_id = self.bridges[lost].id.clone();
         let record = self
             .state
@@ -941,6 +1043,10 @@ impl World {
                 self.leader_down_until_ms = self.now_ms + election_ms;
                 self.leader_fault = Some(index);
                 self.schedule(self.leader_down_until_ms, Event::NewLeader);
+                return;
+            }
+            (FaultKind::PartitionRegion { region, duration_s }, _) => {
+                self.partition_starts(index, region, *duration_s);
                 return;
             }
             (_, Some(id)) => self.bridge_index[&BridgeId::new(id).expect("validated")],
@@ -996,7 +1102,9 @@ impl World {
                 let id = self.bridges[bridge].id.clone();
                 self.detector.session_opened(&id, self.now_ms);
             }
-            FaultKind::KillControlLeader { .. } => unreachable!("handled above"),
+            FaultKind::KillControlLeader { .. } | FaultKind::PartitionRegion { .. } => {
+                unreachable!("handled above")
+            }
             FaultKind::DrainBridge { grace_s, .. } => {
                 let hosted = (0..self.participants.len())
                     .filter(|&p| self.participants[p].hosted_on == Some(bridge))
@@ -1019,6 +1127,93 @@ impl World {
         }
     }
 
+    fn partition_starts(&mut self, fault: usize, region: &str, duration_s: u64) {
+        let region = self
+            .scenario
+            .regions
+            .iter()
+            .position(|r| r.id == region)
+            .expect("validated");
+        self.partition = Some((region, fault, self.now_ms));
+        self.schedule(self.now_ms + duration_s * 1000, Event::PartitionHeals);
+        // Sessions across the cut stop carrying anything; their clients give up on them.
+        for participant in 0..self.participants.len() {
+            let Some(bridge) = self.participants[participant].hosted_on else {
+                continue;
+            };
+            if !self.cut(self.participants[participant].region, self.bridges[bridge].region) {
+                continue;
+            }
+            self.faults[fault].affected += 1;
+            self.drop_session(participant);
+            self.participants[participant].recovering = Some((fault, self.now_ms));
+            let epoch = self.participants[participant].epoch;
+            self.schedule(
+                self.now_ms + PEER_CONNECTION_FAILED_MS,
+                Event::Reconnect {
+                    participant,
+                    epoch,
+                    lost: bridge,
+                    since_ms: self.now_ms,
+                },
+            );
+        }
+    }
+
+    fn partition_heals(&mut self) {
+        let Some((region, _, _)) = self.partition.take() else {
+            return;
+        };
+        // The bridges that were cut from control open their sessions again.
+        for bridge in 0..self.bridges.len() {
+            let was_cut = (self.bridges[bridge].region == region) != (self.control_region == region);
+            if was_cut && self.bridges[bridge].alive {
+                let lat = self.latency(self.bridges[bridge].region, self.control_region);
+                self.schedule(self.now_ms + lat, Event::Reregistered { bridge });
+            }
+        }
+    }
+
+    /// A bridge back from a partition registers again and replays what happened meanwhile;
+    /// control moves away (or tells to rejoin) the participants it hosts that it seated elsewhere.
+    fn reregistered(&mut self, bridge: usize) {
+        let registration = self.bridges[bridge].registration.clone();
+        let instance = self.bridges[bridge].instance;
+        self.propose(
+            Command::RegisterBridge {
+                registration,
+                instance: Some(instance.to_string()),
+                at_ms: self.now_ms,
+            },
+            Then::Nothing,
+        );
+        let id = self.bridges[bridge].id.clone();
+        self.detector.session_opened(&id, self.now_ms);
+        let (replay, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.deferred)
+            .into_iter()
+            .partition(|(from, _)| *from == bridge);
+        self.deferred = keep;
+        for (_, command) in replay {
+            self.propose(command, Then::Nothing);
+        }
+        for participant in 0..self.participants.len() {
+            let p = &self.participants[participant];
+            if p.hosted_on != Some(bridge) || !p.active {
+                continue;
+            }
+            let seat = self
+                .state
+                .rooms
+                .get(&p.room)
+                .and_then(|room| room.participants.get(&p.id))
+                .and_then(|record| record.bridge.clone());
+            if seat.as_ref() != Some(&id) {
+                let lat = self.latency(self.control_region, self.bridges[bridge].region);
+                self.schedule(self.now_ms + lat, Event::MoveArrives { participant, bridge });
+            }
+        }
+    }
+
     fn report(self) -> Report {
         let faults = self
             .faults
@@ -1030,6 +1225,7 @@ impl World {
                 affected: f.affected,
                 recovered: f.recovery_ms.len() as u64,
                 gave_up: f.gave_up,
+                left: f.left,
                 recovery_ms: Quantiles::of(&f.recovery_ms),
             })
             .collect();
