@@ -348,7 +348,7 @@ pub struct ControlSession {
     /// `not_leader` redirects since the last registration.
     redirects: u32,
     next_connection: u64,
-    jitter: Jitter,
+    jitter: crate::splitmix::SplitMix64,
     /// Rooms control listed as shared since the last `registered`, until its
     /// `room_bridges_complete`; `None` outside that window.
     rooms_listed: Option<BTreeSet<bridgemesh_proto::RoomId>>,
@@ -358,7 +358,7 @@ impl ControlSession {
     /// A session that starts connecting to the first control node at once.
     pub fn new(config: ControlSessionConfig, now: Instant) -> Result<Self, SessionConfigError> {
         config.validate()?;
-        let jitter = Jitter(config.jitter_seed);
+        let jitter = crate::splitmix::SplitMix64::new(config.jitter_seed);
         let mut session = Self {
             config,
             phase: Phase::Stopped,
@@ -829,23 +829,6 @@ fn silence_timeout(heartbeat_interval: Duration) -> Duration {
 }
 
 /// SplitMix64: small, seedable and good enough to spread retries.
-struct Jitter(u64);
-
-impl Jitter {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform enough in `0..n` (0 when `n` is 0).
-    fn below(&mut self, n: u64) -> u64 {
-        if n == 0 { 0 } else { self.next() % n }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

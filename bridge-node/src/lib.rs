@@ -17,6 +17,7 @@
 //!   instructions), a sans-IO state machine.
 //! - [`control_agent`]: [`ControlAgent`], the driver running that session over a WebSocket.
 //! - [`load`]: CPU, packet rate and participants folded into the `stress` control places by.
+//! - [`splitmix`]: the seeded random source behind backoff jitter (and the simulator).
 //!
 //! # Run loop
 //! ```text
@@ -51,6 +52,7 @@ pub mod peer;
 pub mod removed_participants;
 pub mod shard;
 pub mod signaling;
+pub mod splitmix;
 pub mod ticket;
 
 pub use config::{BridgeConfig, ConfigError};

@@ -487,7 +487,7 @@ impl Shard {
                 .map(|(k, _)| *k)
         });
         if let Some(remote) = remote {
-            self.remove_remote(now, &room_id, remote, true);
+            self.remove_remote(now, &room_id, remote);
         }
         let size = self.rooms.get(&room_id).map_or(0, |room| room.participants.len());
         if size >= self.max_participants_per_room {
@@ -1000,8 +1000,7 @@ impl Shard {
                 // The stream it replaces is retired on the links; this one is announced once its
                 // codec is known.
                 if let Some(id) = previous.and_then(|t| t.stream_id) {
-                    self.cascade_index.local_streams.remove(&id);
-                    self.tell_peers(room_id, LinkMessage::StreamEnded { id });
+                    self.retire_stream(room_id, id);
                 }
             }
             RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) => match state {
@@ -1093,7 +1092,15 @@ impl Shard {
             return;
         };
         deliver(now, room, publisher, source, &packet, &mut self.stats);
-        self.send_to_links(room_id, publisher, source, &packet);
+        // Most tracks cross no link: check before touching the packet again.
+        if let Some(track) = room
+            .participants
+            .get(&publisher)
+            .and_then(|p| p.slots[slot_index].track.as_ref())
+            && !track.links.is_empty()
+        {
+            cascade::send_to_links(track, &packet, &mut self.outputs, &mut self.stats);
+        }
     }
 
     fn handle_rtcp(

@@ -15,22 +15,8 @@ mod deployment;
 use bridgemesh_proto::RoomId;
 use bridgemesh_proto::signaling::MediaSource;
 use bridgemesh_sim::participant::{ParticipantOptions, SyntheticParticipant};
-use deployment::{BridgeSpec, Deployment};
+use deployment::{BridgeSpec, Deployment, env_usize, quantile};
 use std::time::{Duration, Instant};
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn quantile(sorted: &[f64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
-}
 
 fn report(name: &str, mut samples: Vec<f64>) {
     samples.sort_by(f64::total_cmp);

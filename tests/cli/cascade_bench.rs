@@ -21,59 +21,23 @@ mod deployment;
 use bridgemesh_proto::RoomId;
 use bridgemesh_proto::signaling::MediaSource;
 use bridgemesh_sim::participant::{ParticipantOptions, SyntheticParticipant};
-use deployment::{BridgeSpec, Deployment};
+use deployment::{BridgeSpec, Deployment, env_usize, metric_value, quantile};
 use std::time::Duration;
 
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn quantile(sorted: &[f64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
-}
-
-/// A bridge-wide metric (`name{bridge="..."} value`).
+/// A bridge-wide metric.
 fn metric(metrics: &str, name: &str) -> f64 {
-    metrics
-        .lines()
-        .find_map(|line| {
-            line.strip_prefix(name)
-                .and_then(|rest| rest.strip_prefix('{'))
-                .and_then(|rest| rest.split_once("} "))
-                .and_then(|(_, value)| value.trim().parse().ok())
-        })
-        .unwrap_or_else(|| panic!("no {name} in the metrics"))
+    metric_value(metrics, name, &[]).unwrap_or_else(|| panic!("no {name} in the metrics"))
 }
 
 /// A per-link metric toward `peer`.
 fn link_metric(metrics: &str, name: &str, peer: &str) -> f64 {
-    metrics
-        .lines()
-        .find_map(|line| {
-            let (labels, value) = line.strip_prefix(name)?.strip_prefix('{')?.split_once("} ")?;
-            labels
-                .contains(&format!("peer=\"{peer}\""))
-                .then(|| value.trim().parse().ok())
-                .flatten()
-        })
+    metric_value(metrics, name, &[("peer", peer)])
         .unwrap_or_else(|| panic!("no {name} toward {peer} in the metrics"))
 }
 
-/// CPU seconds (user + system) the process has used.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    // Fields after the parenthesised command name; utime and stime are the 14th and 15th.
-    let rest = &stat[stat.rfind(')').unwrap() + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
-    // The kernel's USER_HZ is 100 on every Linux this runs on.
-    ticks / 100.0
+/// The bridge process's CPU seconds, from its own metrics.
+fn cpu_seconds(metrics: &str) -> f64 {
+    metric(metrics, "bridgemesh_process_cpu_seconds_total")
 }
 
 /// Latency samples (ms) `receiver` kept for every publisher's audio and video.
@@ -112,13 +76,15 @@ fn main() {
             .await;
         // What the bridges burn with nobody on them (timers, heartbeats, load sampling), so the
         // figures per packet can be given without it too.
-        let pid = |deployment: &mut Deployment, id: &str| deployment.bridge(id).pid().unwrap();
-        let (eu_pid, us_pid) = (pid(&mut deployment, "eu-1"), pid(&mut deployment, "us-1"));
+        let cpu_now = |id: &'static str| {
+            let deployment = &deployment;
+            async move { cpu_seconds(&deployment.bridge_metrics(id).await) }
+        };
         let idle_window = Duration::from_secs(3);
-        let (eu_idle_start, us_idle_start) = (cpu_seconds(eu_pid), cpu_seconds(us_pid));
+        let (eu_idle_start, us_idle_start) = (cpu_now("eu-1").await, cpu_now("us-1").await);
         tokio::time::sleep(idle_window).await;
-        let eu_idle_per_s = (cpu_seconds(eu_pid) - eu_idle_start) / idle_window.as_secs_f64();
-        let us_idle_per_s = (cpu_seconds(us_pid) - us_idle_start) / idle_window.as_secs_f64();
+        let eu_idle_per_s = (cpu_now("eu-1").await - eu_idle_start) / idle_window.as_secs_f64();
+        let us_idle_per_s = (cpu_now("us-1").await - us_idle_start) / idle_window.as_secs_f64();
         let room = RoomId::new("hop").unwrap();
         let join = |name: String, ip: String, publish: bool| {
             let url = deployment.control_url();
@@ -153,13 +119,12 @@ fn main() {
         }
         let eu_before = deployment.bridge_metrics("eu-1").await;
         let us_before = deployment.bridge_metrics("us-1").await;
-        let (eu_cpu_before, us_cpu_before) = (cpu_seconds(eu_pid), cpu_seconds(us_pid));
         tokio::time::sleep(Duration::from_secs(seconds)).await;
         let eu_after = deployment.bridge_metrics("eu-1").await;
         let us_after = deployment.bridge_metrics("us-1").await;
         let (eu_cpu, us_cpu) = (
-            cpu_seconds(eu_pid) - eu_cpu_before,
-            cpu_seconds(us_pid) - us_cpu_before,
+            cpu_seconds(&eu_after) - cpu_seconds(&eu_before),
+            cpu_seconds(&us_after) - cpu_seconds(&us_before),
         );
 
         let near_ms = latencies_ms(&near, &senders);

@@ -10,7 +10,7 @@ mod deployment;
 use bridgemesh_proto::signaling::MediaSource;
 use bridgemesh_proto::{ParticipantId, RoomId};
 use bridgemesh_sim::participant::{ParticipantOptions, SyntheticParticipant};
-use deployment::{BridgeSpec, Deployment, PausableUdpRelay, free_udp_port};
+use deployment::{BridgeSpec, Deployment, PausableUdpRelay, free_udp_port, metric_value};
 use std::time::Duration;
 
 /// Packets each stream must deliver intact: about a second of audio, a little video.
@@ -115,14 +115,7 @@ async fn wait_for_media(
 
 /// The value of `name{...peer="<peer>"}` in a metrics text, if the series is there.
 fn link_metric(metrics: &str, name: &str, peer: &str) -> Option<f64> {
-    metrics.lines().find_map(|line| {
-        let rest = line.strip_prefix(name)?.strip_prefix('{')?;
-        let (labels, value) = rest.split_once("} ")?;
-        labels
-            .contains(&format!("peer=\"{peer}\""))
-            .then(|| value.trim().parse().ok())
-            .flatten()
-    })
+    metric_value(metrics, name, &[("peer", peer)])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -315,13 +308,7 @@ async fn one_publisher_crosses_the_link_once_for_five_subscribers_and_gets_their
 /// counted too. Its RTP alone (without SRTP's tag, RTCP and consent checks) is about 3 % less;
 /// `cargo bench --bench cascade` reports the ratio against both.
 fn published_bytes(metrics: &str) -> f64 {
-    metrics
-        .lines()
-        .find_map(|line| {
-            line.strip_prefix("bridgemesh_bridge_datagram_received_bytes_total{")
-                .and_then(|rest| rest.split_once("} "))
-                .and_then(|(_, value)| value.trim().parse().ok())
-        })
+    metric_value(metrics, "bridgemesh_bridge_datagram_received_bytes_total", &[])
         .expect("the bridge exports bridgemesh_bridge_datagram_received_bytes_total")
 }
 

@@ -56,8 +56,6 @@ pub struct LinkCounters {
 #[derive(Debug, Clone, PartialEq)]
 pub struct LinkStats {
     pub peer: BridgeId,
-    /// Whether this side opened the connection.
-    pub dialed: bool,
     pub rtt: Duration,
     /// Every byte of the connection on the wire (QUIC headers, acknowledgements, control).
     pub udp_bytes_out: u64,
@@ -77,7 +75,6 @@ pub struct LinkStats {
 
 struct LinkEntry {
     peer: BridgeId,
-    dialed: bool,
     connection: quinn::Connection,
     writer: mpsc::Sender<LinkMessage>,
     counters: Arc<LinkCounters>,
@@ -136,7 +133,6 @@ impl LinkTable {
                 let c = &entry.counters;
                 LinkStats {
                     peer: entry.peer.clone(),
-                    dialed: entry.dialed,
                     rtt: entry.connection.rtt(),
                     udp_bytes_out: quic.udp_tx.bytes,
                     udp_bytes_in: quic.udp_rx.bytes,
@@ -294,7 +290,6 @@ async fn serve(
         ctx.index,
         LinkEntry {
             peer: peer.clone(),
-            dialed: ctx.dialed,
             connection: quic.clone(),
             writer: writer.clone(),
             counters: counters.clone(),

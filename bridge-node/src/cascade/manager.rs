@@ -14,9 +14,10 @@
 //!   is closed.
 
 use super::endpoint::CascadeEndpoint;
-use super::link::{self, LinkContext, LinkEvent, LinkInstruction, LinkStats, LinkTable};
+use super::link::{self, LinkContext, LinkEvent, LinkInstruction, LinkTable};
 use crate::driver::ShardInboxes;
 use crate::shard::LinkIndex;
+use crate::splitmix::SplitMix64;
 use bridgemesh_proto::bridge_session::CascadePeer;
 use bridgemesh_proto::{BridgeId, RoomId};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -65,7 +66,6 @@ enum Command {
 #[derive(Clone)]
 pub struct CascadeHandle {
     commands: mpsc::Sender<Command>,
-    table: Arc<LinkTable>,
     local_addr: SocketAddr,
     endpoint: CascadeEndpoint,
 }
@@ -88,11 +88,6 @@ impl CascadeHandle {
         if let Err(mpsc::error::TrySendError::Full(_)) = self.commands.try_send(command) {
             tracing::warn!("cascade manager queue full; an update from control is dropped");
         }
-    }
-
-    /// The live links.
-    pub fn links(&self) -> Vec<LinkStats> {
-        self.table.stats()
     }
 
     /// Where this bridge accepts cascade links.
@@ -152,7 +147,7 @@ struct Manager {
     rooms: HashMap<RoomId, BTreeSet<BridgeId>>,
     peers: BTreeMap<BridgeId, Peer>,
     /// Jitter of reconnect delays.
-    rng: u64,
+    rng: SplitMix64,
 }
 
 /// Starts the manager and the accept loop on the current runtime.
@@ -179,7 +174,7 @@ pub(crate) fn start(
         },
     ));
     let manager = Manager {
-        rng: seed(&me),
+        rng: SplitMix64::new(rand::random()),
         me,
         config,
         endpoint: endpoint.clone(),
@@ -193,18 +188,8 @@ pub(crate) fn start(
     tokio::spawn(manager.run(commands, events));
     Ok(CascadeHandle {
         commands: commands_tx,
-        table,
         local_addr,
         endpoint,
-    })
-}
-
-fn seed(me: &BridgeId) -> u64 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
-    me.as_str().bytes().fold(nanos | 1, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
     })
 }
 
@@ -409,10 +394,7 @@ impl Manager {
 
     /// A factor in [0.5, 1.5) so peers that failed together do not retry together.
     fn jitter(&mut self) -> f64 {
-        self.rng ^= self.rng << 13;
-        self.rng ^= self.rng >> 7;
-        self.rng ^= self.rng << 17;
-        0.5 + (self.rng % 1000) as f64 / 1000.0
+        0.5 + self.rng.unit()
     }
 
     fn on_tick(&mut self, now: Instant) {

@@ -11,8 +11,9 @@
 //! Toward the other bridges a local stream crosses a link only while the far side reports
 //! subscribers for it ([`LinkMessage::Demand`]), and once whatever their number.
 
-use super::{Room, Shard, ShardOutput};
+use super::{Room, Shard, ShardOutput, ShardStats};
 use crate::demux::ParticipantKey;
+use crate::participant::InboundTrack;
 use crate::participant::LEG_LOCAL_EXTENSIONS;
 use bridgemesh_proto::RoomId;
 use bridgemesh_proto::cascade::{LinkCodec, LinkExtension, LinkMessage, MEDIA_HEADER_LEN};
@@ -20,6 +21,7 @@ use bridgemesh_proto::signaling::{MediaSource, ParticipantInfo, ServerMessage};
 use bytes::{Bytes, BytesMut};
 use rtc::rtp_transceiver::rtp_sender::RTCRtpCodec;
 use rtc::shared::marshal::{Marshal, MarshalSize, Unmarshal};
+use std::collections::VecDeque;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Instant;
@@ -149,7 +151,7 @@ impl Shard {
                             .map(|(k, _)| *k)
                     });
                     if let Some(key) = key {
-                        self.remove_remote(now, &room, key, true);
+                        self.remove_remote(now, &room, key);
                         self.drop_room_if_unused(&room);
                     }
                 }
@@ -225,7 +227,7 @@ impl Shard {
             .map(|(k, _)| *k)
             .collect();
         for key in gone {
-            self.remove_remote(now, room_id, key, true);
+            self.remove_remote(now, room_id, key);
         }
         self.drop_room_if_unused(room_id);
     }
@@ -289,9 +291,9 @@ impl Shard {
         self.pump(now, &room_id);
     }
 
-    /// Removes a remote participant, its streams and the legs carrying them; `tell` says
-    /// `participant_left` to the local participants.
-    pub(super) fn remove_remote(&mut self, now: Instant, room_id: &RoomId, key: ParticipantKey, tell: bool) {
+    /// Removes a remote participant, its streams and the legs carrying them, and tells the local
+    /// participants it left.
+    pub(super) fn remove_remote(&mut self, now: Instant, room_id: &RoomId, key: ParticipantKey) {
         let Some(room) = self.rooms.get_mut(room_id) else {
             return;
         };
@@ -308,14 +310,12 @@ impl Shard {
                 local.renegotiate = true;
                 local.dirty = true;
             }
-            if tell {
-                self.outputs.push_back(ShardOutput::ToClient {
-                    key: local.key,
-                    message: ServerMessage::ParticipantLeft {
-                        participant_id: remote.info.id.clone(),
-                    },
-                });
-            }
+            self.outputs.push_back(ShardOutput::ToClient {
+                key: local.key,
+                message: ServerMessage::ParticipantLeft {
+                    participant_id: remote.info.id.clone(),
+                },
+            });
         }
         self.pump(now, room_id);
     }
@@ -447,48 +447,6 @@ impl Shard {
         self.pump(now, &room_id);
     }
 
-    /// Sends a local participant's packet over every link that asked for its stream.
-    pub(super) fn send_to_links(
-        &mut self,
-        room_id: &RoomId,
-        publisher: ParticipantKey,
-        source: MediaSource,
-        packet: &rtc::rtp::Packet,
-    ) {
-        let Some(track) = self
-            .rooms
-            .get(room_id)
-            .and_then(|r| r.participants.get(&publisher))
-            .and_then(|p| p.slot(source))
-            .and_then(|s| s.track.as_ref())
-        else {
-            return;
-        };
-        let (Some(stream), false) = (track.stream_id, track.links.is_empty()) else {
-            return;
-        };
-        let mut packet = packet.clone();
-        packet
-            .header
-            .extensions
-            .retain(|ext| !track.link_dropped_extensions.contains(&ext.id));
-        packet.header.extension = !packet.header.extensions.is_empty();
-        let mut datagram = BytesMut::zeroed(MEDIA_HEADER_LEN + packet.marshal_size());
-        datagram[..MEDIA_HEADER_LEN].copy_from_slice(&stream.to_be_bytes());
-        if let Err(err) = packet.marshal_to(&mut datagram[MEDIA_HEADER_LEN..]) {
-            tracing::debug!(%err, "packet not marshalled for a link");
-            return;
-        }
-        let datagram = datagram.freeze();
-        for link in &track.links {
-            self.stats.cascade_rtp_out += 1;
-            self.outputs.push_back(ShardOutput::LinkDatagram {
-                link: *link,
-                datagram: datagram.clone(),
-            });
-        }
-    }
-
     /// Announces (or retires) a local participant's streams as they become forwardable (or stop
     /// being so), to every link that opened the room.
     pub(super) fn sync_stream_announcements(&mut self, room_id: &RoomId, key: ParticipantKey) {
@@ -560,12 +518,17 @@ impl Shard {
         }
     }
 
+    /// Tells every link that opened the room that a stream of this bridge's is gone.
+    pub(super) fn retire_stream(&mut self, room_id: &RoomId, id: u32) {
+        self.cascade_index.local_streams.remove(&id);
+        self.tell_peers(room_id, LinkMessage::StreamEnded { id });
+    }
+
     /// Retires a leaving local participant's streams on every link.
     pub(super) fn retire_streams(&mut self, room_id: &RoomId, participant: &crate::participant::Participant) {
         for track in participant.slots.iter().filter_map(|s| s.track.as_ref()) {
             if let Some(id) = track.stream_id {
-                self.cascade_index.local_streams.remove(&id);
-                self.tell_peers(room_id, LinkMessage::StreamEnded { id });
+                self.retire_stream(room_id, id);
             }
         }
     }
@@ -627,6 +590,39 @@ impl Shard {
         self.outputs.push_back(ShardOutput::ToLink {
             link,
             message: LinkMessage::KeyframeRequest { id },
+        });
+    }
+}
+
+/// Sends a local publisher's packet over every link that asked for its stream: marshalled once,
+/// without the publisher leg's own extensions, behind the stream id.
+pub(super) fn send_to_links(
+    track: &InboundTrack,
+    packet: &rtc::rtp::Packet,
+    outputs: &mut VecDeque<ShardOutput>,
+    stats: &mut ShardStats,
+) {
+    let Some(stream) = track.stream_id else {
+        return;
+    };
+    let mut packet = packet.clone();
+    packet
+        .header
+        .extensions
+        .retain(|ext| !track.link_dropped_extensions.contains(&ext.id));
+    packet.header.extension = !packet.header.extensions.is_empty();
+    let mut datagram = BytesMut::zeroed(MEDIA_HEADER_LEN + packet.marshal_size());
+    datagram[..MEDIA_HEADER_LEN].copy_from_slice(&stream.to_be_bytes());
+    if let Err(err) = packet.marshal_to(&mut datagram[MEDIA_HEADER_LEN..]) {
+        tracing::debug!(%err, "packet not marshalled for a link");
+        return;
+    }
+    let datagram = datagram.freeze();
+    for link in &track.links {
+        stats.cascade_rtp_out += 1;
+        outputs.push_back(ShardOutput::LinkDatagram {
+            link: *link,
+            datagram: datagram.clone(),
         });
     }
 }

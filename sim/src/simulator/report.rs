@@ -144,19 +144,30 @@ impl Report {
         if !self.faults.is_empty() {
             let _ = writeln!(
                 out,
-                "{:<7} {:<20} {:<12} {:>8} {:>9} {:>7} {:>9} {:>9} {:>9} {:>9}",
-                "at", "fault", "bridge", "affected", "recovered", "gave up", "p50", "p95", "p99", "max"
+                "{:<7} {:<20} {:<12} {:>8} {:>9} {:>7} {:>4} {:>9} {:>9} {:>9} {:>9}",
+                "at",
+                "fault",
+                "bridge",
+                "affected",
+                "recovered",
+                "gave up",
+                "left",
+                "p50",
+                "p95",
+                "p99",
+                "max"
             );
             for f in &self.faults {
                 let _ = writeln!(
                     out,
-                    "{:<7} {:<20} {:<12} {:>8} {:>9} {:>7} {:>9} {:>9} {:>9} {:>9}",
+                    "{:<7} {:<20} {:<12} {:>8} {:>9} {:>7} {:>4} {:>9} {:>9} {:>9} {:>9}",
                     format!("{} s", f.at_s),
                     f.kind,
                     f.bridge,
                     f.affected,
                     f.recovered,
                     f.gave_up,
+                    f.left,
                     ms(f.recovery_ms.p50),
                     ms(f.recovery_ms.p95),
                     ms(f.recovery_ms.p99),

@@ -1,29 +1,27 @@
-//! The simulator's one source of randomness: SplitMix64, written here so a seed means the same
-//! run on every machine and every version of every dependency.
+//! The simulator's one source of randomness: the bridge's SplitMix64 (a seed means the same run
+//! on every machine and every version of every dependency), with the draws a scenario needs.
 
-pub struct SimRng(u64);
+use bridgemesh_bridge::splitmix::SplitMix64;
+
+pub struct SimRng(SplitMix64);
 
 impl SimRng {
     pub fn new(seed: u64) -> Self {
-        SimRng(seed)
+        SimRng(SplitMix64::new(seed))
     }
 
     pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
 
     /// Uniform in [0, 1).
     pub fn unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+        self.0.unit()
     }
 
     /// Uniform in `low..=high`.
     pub fn between(&mut self, low: u64, high: u64) -> u64 {
-        low + self.next_u64() % (high - low + 1)
+        low + self.0.below(high - low + 1)
     }
 
     /// Exponentially distributed with this mean.

@@ -710,12 +710,7 @@ impl World {
     fn join_at_control(&mut self, participant: usize, attempt: u32) {
         if self.cut(self.participants[participant].region, self.control_region) {
             if self.now_ms - self.participants[participant].arrived_ms > JOIN_BUDGET_MS {
-                self.joins_failed += 1;
-                *self
-                    .join_failures
-                    .entry("control unreachable".to_owned())
-                    .or_insert(0) += 1;
-                self.participants[participant].active = false;
+                self.join_failed(participant, "control unreachable", false);
             } else {
                 self.schedule(
                     self.now_ms + CONTROL_RETRY_MS,
@@ -726,7 +721,7 @@ impl World {
         }
         let p = &self.participants[participant];
         let Some(bridge) = (self.placement)(&self.state, &p.room, &p.place) else {
-            self.join_failed(participant, "no bridge can take it");
+            self.join_failed(participant, "no bridge can take it", true);
             return;
         };
         let command = Command::Join(JoinRequestRecord {
@@ -745,13 +740,17 @@ impl World {
         self.propose(command, Then::Join { participant, attempt });
     }
 
-    fn join_failed(&mut self, participant: usize, reason: &str) {
+    /// A join that did not make it. `refused`: control refused it (placement or the state
+    /// machine), which the `refused_with_room` invariant judges; otherwise it never got there.
+    fn join_failed(&mut self, participant: usize, reason: &str, refused: bool) {
         self.joins_failed += 1;
         *self.join_failures.entry(reason.to_owned()).or_insert(0) += 1;
         self.participants[participant].active = false;
-        let room = self.participants[participant].room.clone();
-        self.violations
-            .extend(invariants::refused_with_room::check(self, &room, reason));
+        if refused {
+            let room = self.participants[participant].room.clone();
+            self.violations
+                .extend(invariants::refused_with_room::check(self, &room, reason));
+        }
     }
 
     fn commit(&mut self, command: Command, then: Then) {
@@ -775,8 +774,8 @@ impl World {
                         },
                     );
                 }
-                Err(err) => self.join_failed(participant, &format!("{err}")),
-                Ok(other) => self.join_failed(participant, &format!("unexpected {other:?}")),
+                Err(err) => self.join_failed(participant, &format!("{err}"), true),
+                Ok(other) => self.join_failed(participant, &format!("unexpected {other:?}"), true),
             },
             Then::Status { bridge } => {
                 self.bridges[bridge].verdict_in_flight = false;
@@ -1089,18 +1088,7 @@ impl World {
                 b.alive = true;
                 b.instance += 1;
                 b.committed_stress = None;
-                let instance = b.instance;
-                let registration = b.registration.clone();
-                self.propose(
-                    Command::RegisterBridge {
-                        registration,
-                        instance: Some(instance.to_string()),
-                        at_ms: self.now_ms,
-                    },
-                    Then::Nothing,
-                );
-                let id = self.bridges[bridge].id.clone();
-                self.detector.session_opened(&id, self.now_ms);
+                self.register(bridge);
             }
             FaultKind::KillControlLeader { .. } | FaultKind::PartitionRegion { .. } => {
                 unreachable!("handled above")
@@ -1125,6 +1113,22 @@ impl World {
                 );
             }
         }
+    }
+
+    /// The bridge's session reaches control and registers (its current process instance).
+    fn register(&mut self, bridge: usize) {
+        let registration = self.bridges[bridge].registration.clone();
+        let instance = self.bridges[bridge].instance;
+        self.propose(
+            Command::RegisterBridge {
+                registration,
+                instance: Some(instance.to_string()),
+                at_ms: self.now_ms,
+            },
+            Then::Nothing,
+        );
+        let id = self.bridges[bridge].id.clone();
+        self.detector.session_opened(&id, self.now_ms);
     }
 
     fn partition_starts(&mut self, fault: usize, region: &str, duration_s: u64) {
@@ -1161,34 +1165,22 @@ impl World {
     }
 
     fn partition_heals(&mut self) {
-        let Some((region, _, _)) = self.partition.take() else {
-            return;
-        };
         // The bridges that were cut from control open their sessions again.
-        for bridge in 0..self.bridges.len() {
-            let was_cut = (self.bridges[bridge].region == region) != (self.control_region == region);
-            if was_cut && self.bridges[bridge].alive {
-                let lat = self.latency(self.bridges[bridge].region, self.control_region);
-                self.schedule(self.now_ms + lat, Event::Reregistered { bridge });
-            }
+        let cut_off: Vec<usize> = (0..self.bridges.len())
+            .filter(|&b| self.bridges[b].alive && self.cut(self.bridges[b].region, self.control_region))
+            .collect();
+        self.partition = None;
+        for bridge in cut_off {
+            let lat = self.latency(self.bridges[bridge].region, self.control_region);
+            self.schedule(self.now_ms + lat, Event::Reregistered { bridge });
         }
     }
 
     /// A bridge back from a partition registers again and replays what happened meanwhile;
     /// control moves away (or tells to rejoin) the participants it hosts that it seated elsewhere.
     fn reregistered(&mut self, bridge: usize) {
-        let registration = self.bridges[bridge].registration.clone();
-        let instance = self.bridges[bridge].instance;
-        self.propose(
-            Command::RegisterBridge {
-                registration,
-                instance: Some(instance.to_string()),
-                at_ms: self.now_ms,
-            },
-            Then::Nothing,
-        );
+        self.register(bridge);
         let id = self.bridges[bridge].id.clone();
-        self.detector.session_opened(&id, self.now_ms);
         let (replay, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.deferred)
             .into_iter()
             .partition(|(from, _)| *from == bridge);

@@ -122,11 +122,6 @@ impl Process {
         None
     }
 
-    /// The process id, while it runs.
-    pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
-    }
-
     pub fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let start = text.len().saturating_sub(4000);
@@ -170,6 +165,35 @@ pub struct Deployment {
     /// The cluster CA (`bridgemesh ca init`), which issues each bridge's certificate.
     ca_dir: PathBuf,
     http: reqwest::Client,
+}
+
+/// The value of the series `name{...}` whose labels include each of `labels` (`key="value"`)
+/// in a Prometheus text, if it is there.
+pub fn metric_value(metrics: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    metrics.lines().find_map(|line| {
+        let (series_labels, value) = line.strip_prefix(name)?.strip_prefix('{')?.split_once("} ")?;
+        labels
+            .iter()
+            .all(|(key, expected)| series_labels.contains(&format!("{key}=\"{expected}\"")))
+            .then(|| value.trim().parse().ok())
+            .flatten()
+    })
+}
+
+/// A benchmark's setting from the environment.
+pub fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The `q`-quantile of sorted samples (NaN when there are none).
+pub fn quantile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
 }
 
 /// A UDP port nothing listens on at the moment of asking.
