@@ -3,7 +3,7 @@
 use anyhow::Context as _;
 use bridgemesh_sim::simulator::{self, Scenario};
 use clap::{Args, Subcommand};
-use std::io::IsTerminal as _;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::path::PathBuf;
 
 #[derive(Args)]
@@ -52,15 +52,19 @@ pub fn run(args: SimArgs) -> anyhow::Result<bool> {
             }
             let seed = seed.unwrap_or(parsed.seed);
             let started = std::time::Instant::now();
-            let show_progress = std::io::stderr().is_terminal();
+            // Drawn only on a terminal (indicatif hides itself elsewhere), so logs stay clean.
+            let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{bar:40} {pos}/{len} simulated s, {elapsed} elapsed, about {eta} left",
+                )
+                .expect("a valid template"),
+            );
             let report = simulator::run(parsed, seed, |now_ms, end_ms| {
-                if show_progress {
-                    eprint!("\rsimulated {:>6} / {} s", now_ms / 1000, end_ms / 1000);
-                }
+                bar.set_length(end_ms / 1000);
+                bar.set_position(now_ms / 1000);
             });
-            if show_progress {
-                eprintln!();
-            }
+            bar.finish_and_clear();
             print!("{}", report.summary());
             println!("wall time {:.2} s", started.elapsed().as_secs_f64());
             if let Some(path) = json {

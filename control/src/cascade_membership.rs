@@ -81,15 +81,20 @@ pub fn room_bridges_for(state: &ControlState, bridge: &BridgeId) -> Vec<ControlT
 
 /// What each bridge was last told about the rooms it shares, and the diff to the current state.
 ///
-/// Cost of [`poll`](Self::poll): when the state's [`ControlState::membership_version`] did not
-/// move since the last poll (no seat taken or given back, no cascade address changed), one
-/// comparison: the hub polls every tick, and most commits (load reports, confirmations, ticks
-/// that expire nobody) cost it nothing. When it did: one pass over the rooms comparing a stamp
-/// each, without allocating (O(rooms)); one over the bridges' addresses (O(bridges)); one over
-/// the remembered rooms to find those that ended (O(shared rooms · log rooms)); and
-/// [`room_peers`] for the rooms stamped since the last poll only, O(their participants), or for
-/// the shared rooms of a bridge whose address changed. The first poll (after gaining leadership)
-/// computes every room once: O(participants).
+/// Cost of [`poll`](Self::poll), which the hub calls every tick:
+/// - when the state's [`ControlState::membership_version`] did not move since the last poll (no
+///   seat taken or given back, no cascade address changed; most commits: load reports,
+///   confirmations, ticks that expire nobody), one comparison;
+/// - when it did and the state's local index of recent changes
+///   ([`ControlState::rooms_changed_since`]) reaches back to the last poll (the usual case),
+///   [`room_peers`] for the rooms it names, O(their participants), and, when a bridge
+///   registered another address, one pass over the addresses (O(bridges)) and the shared rooms;
+/// - otherwise (after a restore from a snapshot, or more than
+///   [`crate::state::MEMBERSHIP_LOG_MAX`] changes since the last poll): one pass over the rooms
+///   comparing a stamp each (O(rooms)), one over the remembered rooms beside the rooms to find
+///   those that ended (O(shared rooms + rooms)), and [`room_peers`] for the rooms stamped since
+///   the last poll. The first poll (after gaining leadership) computes every room once:
+///   O(participants).
 ///
 /// Memory: the rooms that two or more bridges hosted at the last poll, with their bridges' lists,
 /// and the bridges' addresses. A room that ends or shrinks to one bridge is forgotten in the
@@ -104,6 +109,8 @@ pub struct MembershipPush {
     addrs: BTreeMap<BridgeId, SocketAddr>,
     /// The state's membership version at the last poll; `None` before the first.
     seen_version: Option<u64>,
+    /// The state's cascade address version when the addresses were last compared.
+    seen_addr_version: Option<u64>,
 }
 
 impl MembershipPush {
@@ -118,6 +125,28 @@ impl MembershipPush {
         let since = self.seen_version.replace(state.membership_version);
         let readdressed = self.note_addresses(state);
         let mut out = Vec::new();
+        if let Some(changed) = since.and_then(|seen| state.rooms_changed_since(seen)) {
+            // The state's index names the rooms whose seats changed, ended ones included.
+            let mut visit: BTreeSet<&RoomId> = changed;
+            if !readdressed.is_empty() {
+                visit.extend(
+                    self.shared
+                        .iter()
+                        .filter(|(_, told)| told.keys().any(|b| readdressed.contains(b)))
+                        .map(|(id, _)| id),
+                );
+            }
+            let visit: Vec<RoomId> = visit.into_iter().cloned().collect();
+            for id in &visit {
+                let now = state
+                    .rooms
+                    .get(id)
+                    .map(|room| room_peers(state, room))
+                    .unwrap_or_default();
+                self.update(id, now, &mut out);
+            }
+            return out;
+        }
         for (id, room) in &state.rooms {
             let stamped = since.is_none_or(|seen| room.membership_changed_at > seen);
             let peer_moved = !readdressed.is_empty()
@@ -129,10 +158,16 @@ impl MembershipPush {
                 self.update(id, room_peers(state, room), &mut out);
             }
         }
+        // Both maps are sorted by room: one merged walk finds the shared rooms that ended, in
+        // O(shared + rooms) comparisons rather than a lookup per shared room.
+        let mut rooms = state.rooms.keys().peekable();
         let ended: Vec<RoomId> = self
             .shared
             .keys()
-            .filter(|id| !state.rooms.contains_key(*id))
+            .filter(|id| {
+                while rooms.next_if(|room| room < id).is_some() {}
+                rooms.peek() != Some(id)
+            })
             .cloned()
             .collect();
         for id in &ended {
@@ -160,6 +195,9 @@ impl MembershipPush {
     /// Remembers the bridges' cascade addresses; returns the bridges whose address changed
     /// (appeared, went, or moved).
     fn note_addresses(&mut self, state: &ControlState) -> BTreeSet<BridgeId> {
+        if self.seen_addr_version.replace(state.cascade_addr_version) == Some(state.cascade_addr_version) {
+            return BTreeSet::new();
+        }
         let current = state
             .bridges
             .values()

@@ -13,7 +13,7 @@ use bridgemesh_proto::bridge_session::{BridgeRegistration, LoadReport};
 pub use bridgemesh_proto::bridge_session::{BridgeStatus, GeoPoint};
 use bridgemesh_proto::{BridgeId, ParticipantId, RegionId, RoomId};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 mod bridges;
 
@@ -534,6 +534,54 @@ pub struct ControlState {
     /// of the state it is a function of the log, so it never goes back on one leader.
     #[serde(default)]
     pub membership_version: u64,
+    /// Bumped each time a bridge registers another cascade address (with
+    /// `membership_version`): the push then compares the addresses, and only then.
+    #[serde(default)]
+    pub cascade_addr_version: u64,
+    /// Which rooms' seats changed at which version, so the push visits only those.
+    #[serde(skip)]
+    pub membership_log: MembershipLog,
+}
+
+/// Room membership changes kept by [`MembershipLog`]; past it the oldest go, and a poll older
+/// than what is left visits every room instead.
+pub const MEMBERSHIP_LOG_MAX: usize = 16_384;
+
+/// An index of recent seat changes by room, beside the state: not replicated (a node restored
+/// from a snapshot starts it empty) and not part of the state's value (two states that differ
+/// only here are equal). It lets the leader's cascade push cost the rooms that changed, not all
+/// rooms, at every hub tick.
+#[derive(Clone, Default)]
+pub struct MembershipLog {
+    changes: VecDeque<(u64, RoomId)>,
+    /// Every room change with a version above this is in `changes`; `None` until the first.
+    complete_after: Option<u64>,
+}
+
+impl MembershipLog {
+    fn record(&mut self, version: u64, room: &RoomId) {
+        self.complete_after.get_or_insert(version - 1);
+        self.changes.push_back((version, room.clone()));
+        if self.changes.len() > MEMBERSHIP_LOG_MAX
+            && let Some((dropped, _)) = self.changes.pop_front()
+        {
+            self.complete_after = Some(dropped);
+        }
+    }
+}
+
+impl PartialEq for MembershipLog {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for MembershipLog {}
+
+impl std::fmt::Debug for MembershipLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "MembershipLog({} changes)", self.changes.len())
+    }
 }
 
 /// How far a command's time may lead the last tick before it is pulled back. Times in commands
@@ -545,6 +593,21 @@ impl Eq for BridgeRecord {}
 impl Eq for BridgeLoad {}
 
 impl ControlState {
+    /// The rooms whose seats changed since membership version `seen` (ended ones included), in
+    /// order, when the local index still holds them all; `None` when it does not (then every
+    /// room must be looked at).
+    pub fn rooms_changed_since(&self, seen: u64) -> Option<BTreeSet<&RoomId>> {
+        if seen >= self.membership_version {
+            return Some(BTreeSet::new());
+        }
+        let log = &self.membership_log;
+        if log.complete_after.is_none_or(|after| seen < after) {
+            return None;
+        }
+        let first = log.changes.partition_point(|(version, _)| *version <= seen);
+        Some(log.changes.range(first..).map(|(_, room)| room).collect())
+    }
+
     /// Applies a proposal once: a repeat of a remembered proposal gets the first result again.
     pub fn apply_proposal(&mut self, proposal: Proposal) -> Result<Outcome, ApplyError> {
         if let Some(result) = self.proposal_results.get(&proposal.id) {
@@ -959,6 +1022,7 @@ impl ControlState {
     /// The bridges hosting `room` may have changed.
     fn note_membership_change(&mut self, room: &RoomId) {
         self.membership_version += 1;
+        self.membership_log.record(self.membership_version, room);
         if let Some(record) = self.rooms.get_mut(room) {
             record.membership_changed_at = self.membership_version;
         }

@@ -70,6 +70,7 @@ impl ControlState {
         if previous.as_ref().and_then(|b| b.cascade_addr) != registration.cascade_addr {
             // Every room this bridge hosts has its peers' lists to redo; see `membership_version`.
             self.membership_version += 1;
+            self.cascade_addr_version += 1;
         }
         let record = BridgeRecord {
             id: registration.id.clone(),

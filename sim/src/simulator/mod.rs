@@ -3,8 +3,12 @@
 //!
 //! # Layout
 //! - [`scenario`]: the TOML scenario (regions, bridges, latencies, arrivals, faults), validated.
-//! - [`world`]: the event loop; control is the real `ControlState`, placement and failure
-//!   detector, bridges and clients are models.
+//! - [`world`]: the event loop; control is the real `ControlState`, placement, failure
+//!   detector and cascade membership push, bridges and clients are models.
+//! - [`network`]: latency, jitter, loss and bandwidth between regions; partitions (full or
+//!   one-way) and degraded links.
+//! - [`consensus`]: the control nodes, the leader and its term, who can commit (modeled Raft).
+//! - [`cascade`]: what each bridge heard of the rooms it shares, and the media that follows.
 //! - [`invariants`]: what must hold, one file each; violations carry the simulated time.
 //! - [`report`]: the JSON report and the summary table.
 //! - [`rng`]: the one seeded random source.
@@ -14,10 +18,15 @@
 //! pop the earliest event (time, then order of scheduling) → handle it at that virtual time
 //!   arrival → join at control → placement → commit after the consensus delay → connect →
 //!   confirm; heartbeats → failure detector → verdicts committed → moved participants reconnect
-//! every 10 s: capacity and acknowledged-join invariants; at the end: convergence
+//! every 50 ms: the hub's cascade membership push → bridges' views of their shared rooms
+//! every 10 s: media sample, capacity, acknowledged-join and media invariants; at the end:
+//! convergence
 //! ```
 
+pub mod cascade;
+pub mod consensus;
 pub mod invariants;
+pub mod network;
 pub mod report;
 pub mod rng;
 pub mod scenario;

@@ -28,6 +28,9 @@ pub struct Report {
     /// Directed bridge pairs that carried a room at some point, and the busiest of them.
     pub cascade_links: u64,
     pub busiest_links: Vec<LinkReport>,
+    pub media: MediaReport,
+    /// Control leaders elected after the start, in order.
+    pub elections: Vec<ElectionReport>,
     pub join_failures: BTreeMap<String, u64>,
     pub faults: Vec<FaultReport>,
     pub bridges: Vec<BridgeReport>,
@@ -49,6 +52,30 @@ pub struct Timeline {
     pub recovery_ms: Vec<u64>,
     /// Cascade bandwidth over every link together, kbit/s.
     pub cascade_kbps: Vec<u64>,
+    /// Subscriber–publisher pairs without media.
+    pub media_pairs_missing: Vec<u64>,
+}
+
+/// A new control leader.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ElectionReport {
+    pub at_ms: u64,
+    pub term: u64,
+    /// The leader's region.
+    pub region: String,
+}
+
+/// Who missed whom, from the samples every 10 s: a subscriber misses a publisher on another
+/// bridge when the two bridges do not both know they share the room, their regions cannot hold
+/// a connection, or the link between the regions is over its bandwidth.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct MediaReport {
+    pub samples: u64,
+    pub samples_with_gaps: u64,
+    pub pairs_missing_peak: u64,
+    pub pairs_missing_peak_at_s: u64,
+    /// Samples × region pairs whose cascade was over the link's bandwidth.
+    pub congested_link_samples: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -192,6 +219,31 @@ impl Report {
                 b.id, b.region, b.peak_participants, b.capacity
             );
         }
+        if !self.elections.is_empty() {
+            let elected: Vec<String> = self
+                .elections
+                .iter()
+                .map(|e| {
+                    format!(
+                        "{:.1} s in {} (term {})",
+                        e.at_ms as f64 / 1000.0,
+                        e.region,
+                        e.term
+                    )
+                })
+                .collect();
+            let _ = writeln!(out, "control leaders elected: {}", elected.join(", "));
+        }
+        let m = &self.media;
+        let _ = writeln!(
+            out,
+            "media: {} of {} samples with a subscriber missing a publisher (at most {} pairs, at {} s); region links over bandwidth in {} samples",
+            m.samples_with_gaps,
+            m.samples,
+            m.pairs_missing_peak,
+            m.pairs_missing_peak_at_s,
+            m.congested_link_samples
+        );
         let _ = writeln!(
             out,
             "cascade: {} bridge pairs carried a room; busiest links at their peak:",

@@ -7,6 +7,9 @@ use serde::Deserialize;
 pub const REGIONS_MAX: usize = 64;
 pub const BRIDGES_MAX: usize = 10_000;
 pub const FAULTS_MAX: usize = 1_000;
+pub const CONTROL_NODES_MAX: usize = 9;
+/// Highest loss on a link: past it a TCP connection is as good as cut, which a partition says.
+pub const LOSS_PERCENT_MAX: f64 = 50.0;
 /// At most this many participants arrive in one run.
 pub const PARTICIPANTS_MAX: u64 = 10_000_000;
 
@@ -51,8 +54,15 @@ fn default_jitter_ms() -> u64 {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ControlModel {
-    /// Where the Raft leader runs: its distance to bridges and clients is a region's latency.
+    /// Where the Raft leader runs at first: its distance to bridges and clients is a region's
+    /// latency.
     pub region: Option<String>,
+    /// The control nodes' regions, one entry per node (default: three nodes in `region`). Spread
+    /// over regions, a partition can cut the leader from the majority: the others elect a new
+    /// one after `election_ms`.
+    pub nodes: Vec<String>,
+    /// From losing the leader (crash or partition) to a new one, when a majority can elect it.
+    pub election_ms: u64,
     /// Time from a proposal to its commit (the replicated log's round trips, modeled).
     pub consensus_delay_ms: u64,
     pub heartbeat_interval_ms: u64,
@@ -65,6 +75,8 @@ impl Default for ControlModel {
     fn default() -> Self {
         Self {
             region: None,
+            nodes: Vec::new(),
+            election_ms: 700,
             consensus_delay_ms: 5,
             heartbeat_interval_ms: 250,
             suspect_after_ms: 1_000,
@@ -100,14 +112,23 @@ fn default_max_per_room() -> u32 {
     100
 }
 
-/// One-way latency between two regions (both directions); pairs not listed get one from the
-/// great-circle distance (1 ms per 100 km, plus 2 ms), and a region to itself `intra_region_ms`.
+/// The network between two regions (both directions). Pairs not listed, and `ms` when it is
+/// left out, get a one-way latency from the great-circle distance (1 ms per 100 km, plus 2 ms);
+/// a region to itself 1 ms.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Latency {
     pub from: String,
     pub to: String,
-    pub ms: u64,
+    /// One-way latency.
+    pub ms: Option<u64>,
+    /// Share of packets lost on the way, in percent: a control-plane message (TCP) is late by a
+    /// retransmission for each loss.
+    #[serde(default)]
+    pub loss_percent: f64,
+    /// What the cascade between the two regions may carry each way, kbit/s; past it the
+    /// streams across are impaired.
+    pub bandwidth_kbps: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -187,9 +208,42 @@ pub enum FaultKind {
     /// (modeled; measured at about 700 ms on real nodes), whose hub starts from nothing and
     /// hears the bridges register again.
     KillControlLeader { election_ms: u64 },
-    /// For `duration_s`, the region exchanges nothing with any other: its clients and bridges
-    /// reach neither control (when control is elsewhere) nor the other regions' bridges.
-    PartitionRegion { region: String, duration_s: u64 },
+    /// For `duration_s`, the region is cut from every other, in `direction`: its clients and
+    /// bridges reach neither control (when control is elsewhere) nor the other regions' bridges.
+    PartitionRegion {
+        region: String,
+        duration_s: u64,
+        direction: CutDirection,
+    },
+    /// For `duration_s`, the link between two regions (both ways) gets worse: more latency, some
+    /// loss, or a bandwidth cap for the cascade across it.
+    DegradeLink {
+        from: String,
+        to: String,
+        duration_s: u64,
+        extra_latency_ms: u64,
+        loss_percent: f64,
+        bandwidth_kbps: Option<u64>,
+    },
+}
+
+/// Which way a partition cuts: everything (`both`), only what leaves the region (`outbound`),
+/// or only what enters it (`inbound`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CutDirection {
+    Both,
+    Outbound,
+    Inbound,
+}
+
+impl CutDirection {
+    pub fn name(self) -> &'static str {
+        match self {
+            CutDirection::Both => "both",
+            CutDirection::Outbound => "outbound",
+            CutDirection::Inbound => "inbound",
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -202,61 +256,108 @@ struct RawFault {
     election_ms: Option<u64>,
     region: Option<String>,
     duration_s: Option<u64>,
+    direction: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    extra_latency_ms: Option<u64>,
+    loss_percent: Option<f64>,
+    bandwidth_kbps: Option<u64>,
+}
+
+impl RawFault {
+    /// The optional fields given, by name, to refuse those the fault kind does not take.
+    fn given(&self) -> Vec<&'static str> {
+        [
+            ("bridge", self.bridge.is_some()),
+            ("grace_s", self.grace_s.is_some()),
+            ("election_ms", self.election_ms.is_some()),
+            ("region", self.region.is_some()),
+            ("duration_s", self.duration_s.is_some()),
+            ("direction", self.direction.is_some()),
+            ("from", self.from.is_some()),
+            ("to", self.to.is_some()),
+            ("extra_latency_ms", self.extra_latency_ms.is_some()),
+            ("loss_percent", self.loss_percent.is_some()),
+            ("bandwidth_kbps", self.bandwidth_kbps.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(name, given)| given.then_some(name))
+        .collect()
+    }
 }
 
 impl TryFrom<RawFault> for Fault {
     type Error = String;
 
     fn try_from(raw: RawFault) -> Result<Self, String> {
-        if raw.grace_s.is_some() && raw.kind != "drain_bridge" {
-            return Err(format!("grace_s is for drain_bridge, not {}", raw.kind));
-        }
-        if (raw.region.is_some() || raw.duration_s.is_some()) && raw.kind != "partition_region" {
-            return Err(format!(
-                "region and duration_s are for partition_region, not {}",
-                raw.kind
-            ));
-        }
-        if raw.election_ms.is_some() && raw.kind != "kill_control_leader" {
-            return Err(format!(
-                "election_ms is for kill_control_leader, not {}",
-                raw.kind
-            ));
-        }
-        let bridge = || {
-            raw.bridge
-                .clone()
-                .ok_or_else(|| format!("{} needs a bridge", raw.kind))
-        };
-        let kind = match raw.kind.as_str() {
-            "kill_bridge" => FaultKind::KillBridge { bridge: bridge()? },
-            "restart_bridge" => FaultKind::RestartBridge { bridge: bridge()? },
-            "drain_bridge" => FaultKind::DrainBridge {
-                bridge: bridge()?,
-                grace_s: raw.grace_s.unwrap_or(0),
-            },
-            "kill_control_leader" => {
-                if raw.bridge.is_some() {
-                    return Err("kill_control_leader takes no bridge".into());
-                }
-                FaultKind::KillControlLeader {
-                    election_ms: raw.election_ms.unwrap_or(700),
-                }
-            }
-            "partition_region" => {
-                if raw.bridge.is_some() {
-                    return Err("partition_region takes a region, not a bridge".into());
-                }
-                FaultKind::PartitionRegion {
-                    region: raw.region.clone().ok_or("partition_region needs a region")?,
-                    duration_s: raw.duration_s.ok_or("partition_region needs duration_s")?,
-                }
-            }
+        let takes: &[&str] = match raw.kind.as_str() {
+            "kill_bridge" | "restart_bridge" => &["bridge"],
+            "drain_bridge" => &["bridge", "grace_s"],
+            "kill_control_leader" => &["election_ms"],
+            "partition_region" => &["region", "duration_s", "direction"],
+            "degrade_link" => &[
+                "from",
+                "to",
+                "duration_s",
+                "extra_latency_ms",
+                "loss_percent",
+                "bandwidth_kbps",
+            ],
             other => {
                 return Err(format!(
-                    "unknown fault kind {other:?}: kill_bridge, restart_bridge, drain_bridge, kill_control_leader or partition_region"
+                    "unknown fault kind {other:?}: kill_bridge, restart_bridge, drain_bridge, kill_control_leader, partition_region or degrade_link"
                 ));
             }
+        };
+        if let Some(field) = raw.given().into_iter().find(|field| !takes.contains(field)) {
+            return Err(format!(
+                "{} takes no {field} (it takes {})",
+                raw.kind,
+                takes.join(", ")
+            ));
+        }
+        let need =
+            |field: Option<String>, name: &str| field.ok_or_else(|| format!("{} needs {name}", raw.kind));
+        let duration_s = || {
+            raw.duration_s
+                .ok_or_else(|| format!("{} needs duration_s", raw.kind))
+        };
+        let kind = match raw.kind.as_str() {
+            "kill_bridge" => FaultKind::KillBridge {
+                bridge: need(raw.bridge.clone(), "a bridge")?,
+            },
+            "restart_bridge" => FaultKind::RestartBridge {
+                bridge: need(raw.bridge.clone(), "a bridge")?,
+            },
+            "drain_bridge" => FaultKind::DrainBridge {
+                bridge: need(raw.bridge.clone(), "a bridge")?,
+                grace_s: raw.grace_s.unwrap_or(0),
+            },
+            "kill_control_leader" => FaultKind::KillControlLeader {
+                election_ms: raw.election_ms.unwrap_or(700),
+            },
+            "partition_region" => FaultKind::PartitionRegion {
+                region: need(raw.region.clone(), "a region")?,
+                duration_s: duration_s()?,
+                direction: match raw.direction.as_deref().unwrap_or("both") {
+                    "both" => CutDirection::Both,
+                    "outbound" => CutDirection::Outbound,
+                    "inbound" => CutDirection::Inbound,
+                    other => {
+                        return Err(format!(
+                            "partition direction {other:?}: both, outbound or inbound"
+                        ));
+                    }
+                },
+            },
+            _ => FaultKind::DegradeLink {
+                from: need(raw.from.clone(), "from (a region)")?,
+                to: need(raw.to.clone(), "to (a region)")?,
+                duration_s: duration_s()?,
+                extra_latency_ms: raw.extra_latency_ms.unwrap_or(0),
+                loss_percent: raw.loss_percent.unwrap_or(0.0),
+                bandwidth_kbps: raw.bandwidth_kbps,
+            },
         };
         Ok(Fault { at_s: raw.at_s, kind })
     }
@@ -270,6 +371,7 @@ impl FaultKind {
             FaultKind::DrainBridge { .. } => "drain_bridge",
             FaultKind::KillControlLeader { .. } => "kill_control_leader",
             FaultKind::PartitionRegion { .. } => "partition_region",
+            FaultKind::DegradeLink { .. } => "degrade_link",
         }
     }
 
@@ -279,7 +381,23 @@ impl FaultKind {
             FaultKind::KillBridge { bridge }
             | FaultKind::RestartBridge { bridge }
             | FaultKind::DrainBridge { bridge, .. } => Some(bridge),
-            FaultKind::KillControlLeader { .. } | FaultKind::PartitionRegion { .. } => None,
+            FaultKind::KillControlLeader { .. }
+            | FaultKind::PartitionRegion { .. }
+            | FaultKind::DegradeLink { .. } => None,
+        }
+    }
+
+    /// When the fault is over, in ms from the start: a partition or degradation heals, an
+    /// election ends, a drain's grace runs out.
+    pub fn ends_ms(&self, at_s: u64) -> u64 {
+        let at_ms = at_s * 1000;
+        match self {
+            FaultKind::PartitionRegion { duration_s, .. } | FaultKind::DegradeLink { duration_s, .. } => {
+                at_ms + duration_s * 1000
+            }
+            FaultKind::KillControlLeader { election_ms } => at_ms + election_ms,
+            FaultKind::DrainBridge { grace_s, .. } => at_ms + grace_s * 1000,
+            FaultKind::KillBridge { .. } | FaultKind::RestartBridge { .. } => at_ms,
         }
     }
 }
@@ -337,11 +455,33 @@ impl Scenario {
             if !known(&latency.from) || !known(&latency.to) {
                 return invalid(format!("latency {}→{}: unknown region", latency.from, latency.to));
             }
+            if !(0.0..=LOSS_PERCENT_MAX).contains(&latency.loss_percent) || latency.bandwidth_kbps == Some(0)
+            {
+                return invalid(format!(
+                    "latency {}→{}: loss_percent between 0 and {LOSS_PERCENT_MAX}, bandwidth_kbps positive",
+                    latency.from, latency.to
+                ));
+            }
         }
         if let Some(region) = &self.control.region
             && !known(region)
         {
             return invalid(format!("control region {region} is unknown"));
+        }
+        if self.control.nodes.len() > CONTROL_NODES_MAX {
+            return invalid(format!("at most {CONTROL_NODES_MAX} control nodes"));
+        }
+        if let Some(node) = self.control.nodes.iter().find(|n| !known(n)) {
+            return invalid(format!("control node in unknown region {node}"));
+        }
+        if let Some(region) = &self.control.region
+            && !self.control.nodes.is_empty()
+            && !self.control.nodes.contains(region)
+        {
+            return invalid(format!("no control node in the control region {region}"));
+        }
+        if !(1..=60_000).contains(&self.control.election_ms) {
+            return invalid("control election_ms between 1 and 60000".into());
         }
         let p = &self.participants;
         if !(p.arrivals_per_s > 0.0 && p.arrivals_per_s.is_finite()) {
@@ -375,11 +515,32 @@ impl Scenario {
             {
                 return invalid("election_ms between 1 and 60000".into());
             }
-            if let FaultKind::PartitionRegion { region, duration_s } = &fault.kind
+            if let FaultKind::PartitionRegion {
+                region, duration_s, ..
+            } = &fault.kind
                 && (!known(region) || *duration_s == 0)
             {
                 return invalid(format!(
                     "partition of region {region}: a known region and a positive duration_s"
+                ));
+            }
+            if let FaultKind::DegradeLink {
+                from,
+                to,
+                duration_s,
+                loss_percent,
+                bandwidth_kbps,
+                ..
+            } = &fault.kind
+                && (!known(from)
+                    || !known(to)
+                    || from == to
+                    || *duration_s == 0
+                    || !(0.0..=LOSS_PERCENT_MAX).contains(loss_percent)
+                    || *bandwidth_kbps == Some(0))
+            {
+                return invalid(format!(
+                    "degrade_link {from}→{to}: two known regions, a positive duration_s, loss_percent between 0 and {LOSS_PERCENT_MAX}, bandwidth_kbps positive"
                 ));
             }
             let Some(bridge) = fault.kind.bridge() else {
@@ -423,7 +584,9 @@ impl Scenario {
                     FaultKind::KillBridge { bridge }
                     | FaultKind::RestartBridge { bridge }
                     | FaultKind::DrainBridge { bridge, .. } => *bridge = renamed,
-                    FaultKind::KillControlLeader { .. } | FaultKind::PartitionRegion { .. } => {}
+                    FaultKind::KillControlLeader { .. }
+                    | FaultKind::PartitionRegion { .. }
+                    | FaultKind::DegradeLink { .. } => {}
                 }
             }
         }

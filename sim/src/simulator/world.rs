@@ -8,15 +8,21 @@
 //! heartbeat at control's interval while alive; clients join, connect, leave, and reconnect
 //! through control when their bridge is lost or they are moved.
 
+use super::cascade::{self, CascadeModel, Group, MembershipUpdate};
+use super::consensus::{ControlCluster, Quorum};
 use super::invariants::{self, Violation};
-use super::report::{BridgeReport, FaultReport, Quantiles, RegionReport, Report};
+use super::network::{Cut, Network};
+use super::report::{BridgeReport, FaultReport, MediaReport, Quantiles, RegionReport, Report};
 use super::rng::SimRng;
-use super::scenario::{FaultKind, Scenario};
+use super::scenario::{CutDirection, FaultKind, Scenario};
+use bridgemesh_control::cascade_membership::MembershipPush;
 use bridgemesh_control::failure_detector::{FailureDetector, FailureDetectorConfig};
 use bridgemesh_control::placement::{ClientPlace, PlacementPolicy, choose_bridge};
 use bridgemesh_control::state::{ApplyError, Command, ControlState, JoinRequestRecord, Moved, Outcome};
 use bridgemesh_proto::api::Role;
-use bridgemesh_proto::bridge_session::{BridgeRegistration, BridgeStatus, GeoPoint, LoadReport};
+use bridgemesh_proto::bridge_session::{
+    BridgeRegistration, BridgeStatus, ControlToBridge, GeoPoint, LoadReport,
+};
 use bridgemesh_proto::{BridgeId, ParticipantId, RegionId, RoomId};
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
@@ -34,6 +40,8 @@ const DETECTOR_POLL_MS: u64 = 50;
 const TICK_MS: u64 = 1_000;
 const LOAD_REPORT_MS: u64 = 1_000;
 const SAMPLE_MS: u64 = 10_000;
+/// How often (simulated) the run reports its progress.
+const PROGRESS_EVERY_MS: u64 = 10_000;
 /// Control commits a load report when stress moved this much, or this long after the last one.
 const LOAD_COMMIT_CHANGE: f64 = 0.05;
 const LOAD_COMMIT_MAX_MS: u64 = 5_000;
@@ -50,6 +58,11 @@ const JOIN_ATTEMPTS: u32 = 3;
 /// A reconnecting client asks control again this often while its bridge is not declared down.
 const RECONNECT_RETRY_MS: u64 = 100;
 const ROOM_GRACE_MS: u64 = 60_000;
+/// `leader_down_until_ms` while no majority can elect a leader: until the network changes.
+const NO_LEADER: u64 = u64::MAX;
+/// A bridge whose session stops hearing from control gives it up after this long (the bridge's
+/// silence timeout), closing it: control sees the close if the way back is open.
+const SESSION_SILENCE_MS: u64 = 2_000;
 
 #[derive(Debug, Clone)]
 enum Event {
@@ -86,8 +99,20 @@ enum Event {
     },
     /// A new control leader is elected after a crash.
     NewLeader,
-    /// A region's partition ends.
-    PartitionHeals,
+    /// A partition ends.
+    PartitionHeals {
+        fault: usize,
+    },
+    /// A degraded link is itself again.
+    LinkRestored {
+        fault: usize,
+    },
+    /// A `room_bridges` from control's hub reaches a bridge (the process it was sent to).
+    Membership {
+        bridge: usize,
+        instance: u64,
+        update: Box<MembershipUpdate>,
+    },
     /// A bridge cut from control is back on its session: it registers again, and control
     /// reconciles what it hosts.
     Reregistered {
@@ -113,8 +138,17 @@ enum Event {
 
 #[derive(Debug, Clone)]
 enum Then {
-    Join { participant: usize, attempt: u32 },
-    Status { bridge: usize },
+    Join {
+        participant: usize,
+        attempt: u32,
+    },
+    Status {
+        bridge: usize,
+    },
+    /// The hub then sends the bridge every room it shares.
+    Registered {
+        bridge: usize,
+    },
     Nothing,
 }
 
@@ -124,6 +158,11 @@ struct SimBridge {
     capacity: u32,
     registration: BridgeRegistration,
     alive: bool,
+    /// Its session with the control leader is open: it heartbeats, reports, hears pushes.
+    session_up: bool,
+    /// When the last message control sent on the session arrives: the session is one TCP
+    /// stream, so a message sent later never arrives earlier, whatever it met on the way.
+    session_arrival_ms: u64,
     instance: u64,
     hosted: usize,
     /// The last load control committed, and when: the hub's rule (a change of 0.05 or 5 s).
@@ -135,6 +174,8 @@ struct SimBridge {
 struct SimParticipant {
     id: ParticipantId,
     room: RoomId,
+    /// The room's number, from 0: rooms fill one after another, so this is the last one made.
+    room_number: usize,
     region: usize,
     place: ClientPlace,
     acked: bool,
@@ -147,6 +188,10 @@ struct SimParticipant {
     recovering: Option<(usize, u64)>,
     connected_once: bool,
     arrived_ms: u64,
+    /// When its current session opened.
+    connected_at_ms: u64,
+    /// Joins whose answer never reached it: each retry is a new participant to control.
+    retries: u32,
 }
 
 struct Scheduled {
@@ -186,8 +231,20 @@ pub struct World {
     /// detector; the fault whose election it is.
     leader_down_until_ms: u64,
     leader_fault: Option<usize>,
-    /// The region cut from all others now, its fault, and when the cut began.
-    partition: Option<(usize, usize, u64)>,
+    cluster: ControlCluster,
+    /// The node a `kill_control_leader` took down; it is back once a new leader is elected.
+    crashed_node: Option<usize>,
+    /// Proposals made while no leader can be elected (a partition leaves no majority), with
+    /// when: the new leader takes them.
+    stalled: Vec<(Command, Then, u64)>,
+    last_commit: invariants::no_split_brain::LastCommit,
+    elections: Vec<super::report::ElectionReport>,
+    network: Network,
+    cascade: CascadeModel,
+    /// When the last fault is over: the media invariant holds from then (plus its bound).
+    faults_end_ms: u64,
+    media: MediaReport,
+    timeline_media_missing: Vec<u64>,
     /// What bridges cut from control would have told it; their sessions replay it on return.
     deferred: Vec<(usize, Command)>,
     state: ControlState,
@@ -198,7 +255,6 @@ pub struct World {
     participants: Vec<SimParticipant>,
     participant_index: HashMap<ParticipantId, usize>,
     control_region: usize,
-    latency_ms: Vec<Vec<u64>>,
     region_ids: Vec<RegionId>,
     filling_room: Option<(RoomId, u32)>,
     rooms_created: u64,
@@ -234,48 +290,27 @@ struct FaultRecord {
 
 impl World {
     pub fn new(scenario: Scenario, seed: u64, placement: Placement) -> Self {
-        let control_region = scenario
-            .control
-            .region
-            .as_ref()
-            .and_then(|id| scenario.regions.iter().position(|r| &r.id == id))
-            .unwrap_or(0);
-        let n = scenario.regions.len();
-        let point = |r: &super::scenario::Region| GeoPoint {
-            latitude: r.latitude,
-            longitude: r.longitude,
+        let region_index = |id: &str| {
+            scenario
+                .regions
+                .iter()
+                .position(|r| r.id == id)
+                .expect("validated")
         };
-        let mut latency_ms: Vec<Vec<u64>> = scenario
-            .regions
+        let first_region = scenario.control.region.as_deref().map_or(0, region_index);
+        let node_regions: Vec<usize> = if scenario.control.nodes.is_empty() {
+            vec![first_region; 3]
+        } else {
+            scenario.control.nodes.iter().map(|id| region_index(id)).collect()
+        };
+        let first_leader = node_regions
             .iter()
-            .map(|ra| {
-                scenario
-                    .regions
-                    .iter()
-                    .map(|rb| {
-                        if ra.id == rb.id {
-                            1
-                        } else {
-                            2 + (bridgemesh_control::geo::distance_km(point(ra), point(rb)) / 100.0) as u64
-                        }
-                    })
-                    .collect()
-            })
-            .collect();
-        for l in &scenario.latency {
-            let a = scenario
-                .regions
-                .iter()
-                .position(|r| r.id == l.from)
-                .expect("validated");
-            let b = scenario
-                .regions
-                .iter()
-                .position(|r| r.id == l.to)
-                .expect("validated");
-            latency_ms[a][b] = l.ms;
-            latency_ms[b][a] = l.ms;
-        }
+            .position(|r| *r == first_region)
+            .expect("validated: a node in the control region");
+        let cluster = ControlCluster::new(node_regions, first_leader);
+        let control_region = cluster.leader_region();
+        let n = scenario.regions.len();
+        let network = Network::new(&scenario);
         let region_ids: Vec<RegionId> = scenario
             .regions
             .iter()
@@ -297,7 +332,11 @@ impl World {
                     turn_urls: Vec::new(),
                     capacity: region.capacity,
                     max_participants_per_room: region.max_per_room,
-                    cascade_addr: None,
+                    // A label: nothing is sent to it, but control names it to the bridge's peers.
+                    cascade_addr: Some(std::net::SocketAddr::from((
+                        [127, 1, (bridges.len() >> 8) as u8, bridges.len() as u8],
+                        7710,
+                    ))),
                 };
                 bridges.push(SimBridge {
                     id,
@@ -305,6 +344,8 @@ impl World {
                     capacity: region.capacity,
                     registration,
                     alive: true,
+                    session_up: true,
+                    session_arrival_ms: 0,
                     instance: 1,
                     hosted: 0,
                     committed_stress: None,
@@ -333,7 +374,17 @@ impl World {
                 at_ms: f.at_s * 1000,
                 kind: f.kind.name().to_owned(),
                 bridge: match &f.kind {
-                    FaultKind::PartitionRegion { region, .. } => format!("region {region}"),
+                    FaultKind::PartitionRegion {
+                        region,
+                        direction: CutDirection::Both,
+                        ..
+                    } => format!("region {region}"),
+                    FaultKind::PartitionRegion {
+                        region, direction, ..
+                    } => {
+                        format!("region {region} ({})", direction.name())
+                    }
+                    FaultKind::DegradeLink { from, to, .. } => format!("link {from}–{to}"),
                     FaultKind::KillControlLeader { .. } => "control".to_owned(),
                     other => other.bridge().unwrap_or_default().to_owned(),
                 },
@@ -343,6 +394,13 @@ impl World {
                 left: 0,
             })
             .collect();
+        let faults_end_ms = scenario
+            .faults
+            .iter()
+            .map(|f| f.kind.ends_ms(f.at_s))
+            .max()
+            .unwrap_or(0);
+        let cascade = CascadeModel::new(bridges.len());
         let region_peak = vec![0; n];
         let region_hosted = vec![0; n];
         let mut world = World {
@@ -355,7 +413,16 @@ impl World {
             last_commit_ms: 0,
             leader_down_until_ms: 0,
             leader_fault: None,
-            partition: None,
+            cluster,
+            crashed_node: None,
+            stalled: Vec::new(),
+            last_commit: None,
+            elections: Vec::new(),
+            network,
+            cascade,
+            faults_end_ms,
+            media: MediaReport::default(),
+            timeline_media_missing: Vec::new(),
             deferred: Vec::new(),
             state: ControlState::default(),
             detector,
@@ -365,7 +432,6 @@ impl World {
             participants: Vec::new(),
             participant_index: HashMap::new(),
             control_region,
-            latency_ms,
             region_ids,
             filling_room: None,
             rooms_created: 0,
@@ -399,6 +465,12 @@ impl World {
     }
 
     fn propose(&mut self, command: Command, then: Then) {
+        if self.leader_down_until_ms == NO_LEADER {
+            if self.stalled.len() < DEFERRED_MAX {
+                self.stalled.push((command, then, self.now_ms));
+            }
+            return;
+        }
         let delay = self.scenario.control.consensus_delay_ms;
         let mut at = (self.now_ms + delay).max(self.last_commit_ms);
         if self.now_ms < self.leader_down_until_ms {
@@ -420,16 +492,10 @@ impl World {
         );
     }
 
-    /// Whether a partition separates two regions now.
-    fn cut(&self, a: usize, b: usize) -> bool {
-        self.partition
-            .is_some_and(|(region, _, _)| (a == region) != (b == region))
-    }
-
-    /// A proposal from a bridge: sent on its session, or, while a partition cuts it from control,
-    /// kept for the session to carry when it is back (as a bridge's register does).
+    /// A proposal from a bridge: sent on its session, or, while its session is down (a
+    /// partition), kept for the session to carry when it is back (as a bridge's register does).
     fn propose_from_bridge(&mut self, bridge: usize, command: Command) {
-        if self.cut(self.bridges[bridge].region, self.control_region) {
+        if !self.bridges[bridge].session_up {
             if self.deferred.len() < DEFERRED_MAX {
                 self.deferred.push((bridge, command));
             }
@@ -440,7 +506,13 @@ impl World {
 
     /// One message's latency between two regions, jitter included.
     fn latency(&mut self, from_region: usize, to_region: usize) -> u64 {
-        self.latency_ms[from_region][to_region] + self.rng.between(0, self.scenario.jitter_ms)
+        self.network.message_ms(&mut self.rng, from_region, to_region)
+    }
+
+    /// Whether a client (or bridge) in `region` and the control leader can talk: a request and
+    /// its answer.
+    fn control_reachable(&self, region: usize) -> bool {
+        self.network.both_ways(region, self.control_region)
     }
 
     fn start(&mut self) {
@@ -483,7 +555,7 @@ impl World {
             self.handle(next.event);
             if self.now_ms >= next_progress {
                 progress(self.now_ms, self.end_ms);
-                next_progress = self.now_ms + 60_000;
+                next_progress = self.now_ms + PROGRESS_EVERY_MS;
             }
         }
         self.now_ms = self.end_ms;
@@ -491,6 +563,11 @@ impl World {
         self.violations.extend(converged);
         self.violations.extend(invariants::acked_joins::check(&self));
         self.violations.extend(invariants::one_live_bridge::check(&self));
+        if self.timeline_t_s.last() != Some(&(self.end_ms / 1000)) {
+            let media = self.sample_media();
+            self.violations
+                .extend(invariants::media_delivery::check(&self, &media));
+        }
         self.report()
     }
 
@@ -498,7 +575,21 @@ impl World {
         match event {
             Event::Arrival => self.arrival(),
             Event::JoinAtControl { participant, attempt } => self.join_at_control(participant, attempt),
-            Event::Commit { command, then } => self.commit(*command, then),
+            Event::Commit { command, then } => {
+                if !self.cluster.can_commit(&self.network) {
+                    // The leader lost its majority after the proposal: it commits nothing; the
+                    // proposer retries with whoever leads next.
+                    if self.now_ms >= self.leader_down_until_ms {
+                        self.start_election(None, self.scenario.control.election_ms);
+                    }
+                    self.propose(*command, then);
+                    return;
+                }
+                self.violations
+                    .extend(invariants::no_split_brain::check(self, self.last_commit));
+                self.last_commit = Some((self.cluster.term, self.cluster.leader));
+                self.commit(*command, then)
+            }
             Event::Connect {
                 participant,
                 bridge,
@@ -509,7 +600,9 @@ impl World {
                 let leading = self.now_ms >= self.leader_down_until_ms;
                 for bridge in 0..self.bridges.len() {
                     let region = self.bridges[bridge].region;
-                    if leading && self.bridges[bridge].alive && !self.cut(region, self.control_region) {
+                    let b = &self.bridges[bridge];
+                    if leading && b.alive && b.session_up && self.network.reaches(region, self.control_region)
+                    {
                         let lat = self.latency(self.bridges[bridge].region, self.control_region);
                         let id = self.bridges[bridge].id.clone();
                         self.detector.heard(&id, self.now_ms + lat);
@@ -519,6 +612,10 @@ impl World {
                 self.schedule(next, Event::HeartbeatRound);
             }
             Event::SessionClosed { bridge } => {
+                if self.bridges[bridge].session_up {
+                    // A newer session opened meanwhile.
+                    return;
+                }
                 let id = self.bridges[bridge].id.clone();
                 self.detector.session_closed(&id, self.now_ms);
             }
@@ -543,6 +640,9 @@ impl World {
                         Then::Status { bridge: index },
                     );
                 }
+                if self.now_ms >= self.leader_down_until_ms {
+                    self.hub_push();
+                }
                 self.schedule(self.now_ms + DETECTOR_POLL_MS, Event::DetectorPoll);
             }
             Event::Tick => {
@@ -558,7 +658,7 @@ impl World {
             Event::LoadReport => {
                 for index in 0..self.bridges.len() {
                     let bridge = &self.bridges[index];
-                    if !bridge.alive || self.cut(bridge.region, self.control_region) {
+                    if !bridge.alive || !bridge.session_up {
                         continue;
                     }
                     let stress = bridge.hosted as f64 / f64::from(bridge.capacity.max(1));
@@ -590,31 +690,72 @@ impl World {
                     .push(self.region_hosted.iter().map(|n| *n as u32).collect());
                 self.timeline_bridges
                     .push(self.bridges.iter().map(|b| b.hosted as u32).collect());
-                self.sample_cascade();
+                let media = self.sample_media();
+                self.violations
+                    .extend(invariants::media_delivery::check(self, &media));
                 self.violations.extend(invariants::capacity::check(self));
                 self.violations.extend(invariants::acked_joins::check(self));
                 self.schedule(self.now_ms + SAMPLE_MS, Event::Sample);
             }
             Event::Fault { index } => self.fault(index),
             Event::NewLeader => {
+                if let Some(node) = self.crashed_node.take() {
+                    // Its process is restarted meanwhile; it comes back as a follower.
+                    self.cluster.up[node] = true;
+                }
+                if !self.cluster.elect(&self.network) {
+                    self.leader_down_until_ms = NO_LEADER;
+                    return;
+                }
+                self.leader_down_until_ms = self.now_ms;
+                self.control_region = self.cluster.leader_region();
+                self.elections.push(super::report::ElectionReport {
+                    at_ms: self.now_ms,
+                    term: self.cluster.term,
+                    region: self.region_ids[self.control_region].to_string(),
+                });
                 // It knows nothing of the bridges: each gets a full silence period from now, and
                 // registers again on its session.
                 self.detector.became_leader(self.now_ms);
-                self.leader_fault = None;
+                self.cascade.push = MembershipPush::default();
                 for bridge in 0..self.bridges.len() {
                     self.bridges[bridge].verdict_in_flight = false;
+                    self.bridges[bridge].session_up = false;
                     if self.bridges[bridge].alive {
                         let lat = self.latency(self.bridges[bridge].region, self.control_region);
                         self.schedule(self.now_ms + lat, Event::SessionOpened { bridge });
                     }
                 }
+                for (command, then, since_ms) in std::mem::take(&mut self.stalled) {
+                    if let (Some(fault), Command::Join(_)) = (self.leader_fault, &command) {
+                        self.faults[fault].affected += 1;
+                        self.faults[fault].recovery_ms.push(self.now_ms - since_ms);
+                    }
+                    self.propose(command, then);
+                }
+                self.leader_fault = None;
             }
-            Event::PartitionHeals => self.partition_heals(),
+            Event::PartitionHeals { fault } => self.partition_heals(fault),
+            Event::LinkRestored { fault } => self.network.restore(fault),
+            Event::Membership {
+                bridge,
+                instance,
+                update,
+            } => {
+                let b = &self.bridges[bridge];
+                if b.alive && b.instance == instance {
+                    self.cascade.hear(bridge, *update);
+                }
+            }
             Event::Reregistered { bridge } => self.reregistered(bridge),
             Event::SessionOpened { bridge } => {
-                if self.bridges[bridge].alive {
+                let b = &self.bridges[bridge];
+                if b.alive && !b.session_up && self.control_reachable(b.region) {
+                    self.bridges[bridge].session_up = true;
                     let id = self.bridges[bridge].id.clone();
                     self.detector.session_opened(&id, self.now_ms);
+                    self.registered_push(bridge);
+                    self.replay_deferred(bridge);
                 }
             }
             Event::Reconnect {
@@ -687,6 +828,7 @@ impl World {
         self.participants.push(SimParticipant {
             id,
             room,
+            room_number: self.rooms_created as usize - 1,
             region,
             place,
             acked: false,
@@ -696,6 +838,8 @@ impl World {
             recovering: None,
             connected_once: false,
             arrived_ms: self.now_ms,
+            connected_at_ms: 0,
+            retries: 0,
         });
         let lat = self.latency(region, self.control_region);
         self.schedule(
@@ -708,7 +852,10 @@ impl World {
     }
 
     fn join_at_control(&mut self, participant: usize, attempt: u32) {
-        if self.cut(self.participants[participant].region, self.control_region) {
+        if !self
+            .network
+            .reaches(self.participants[participant].region, self.control_region)
+        {
             if self.now_ms - self.participants[participant].arrived_ms > JOIN_BUDGET_MS {
                 self.join_failed(participant, "control unreachable", false);
             } else {
@@ -753,11 +900,101 @@ impl World {
         }
     }
 
+    /// Control placed the participant but its answer cannot reach it: the client times out and
+    /// asks again, as a new participant to control (the first seat, never confirmed, expires).
+    fn answer_lost(&mut self, participant: usize) {
+        let p = &mut self.participants[participant];
+        if self.now_ms - p.arrived_ms > JOIN_BUDGET_MS {
+            self.join_failed(participant, "control's answer lost", false);
+            return;
+        }
+        p.retries += 1;
+        let id = ParticipantId::new(format!("p-{participant}-{}", p.retries)).expect("valid participant id");
+        let old = std::mem::replace(&mut p.id, id.clone());
+        self.participant_index.remove(&old);
+        self.participant_index.insert(id, participant);
+        self.schedule(
+            self.now_ms + CONTROL_RETRY_MS,
+            Event::JoinAtControl {
+                participant,
+                attempt: 1,
+            },
+        );
+    }
+
+    /// Control's hub, at every poll: the `room_bridges` due since the last one go out on the
+    /// bridges' sessions.
+    fn hub_push(&mut self) {
+        for (id, message) in self.cascade.push.poll(&self.state) {
+            let Some(&bridge) = self.bridge_index.get(&id) else {
+                continue;
+            };
+            let update = self.membership_update(message);
+            self.tell_bridge(bridge, update);
+        }
+    }
+
+    /// A bridge registered: the hub sends it every room it shares (after a poll, as the hub).
+    fn registered_push(&mut self, bridge: usize) {
+        self.hub_push();
+        let rooms = self
+            .cascade
+            .push
+            .room_bridges_of(&self.bridges[bridge].id)
+            .into_iter()
+            .filter_map(|message| match self.membership_update(message) {
+                MembershipUpdate::Room(room, peers) => Some((room, peers)),
+                MembershipUpdate::Full(_) => None,
+            })
+            .collect();
+        self.tell_bridge(bridge, MembershipUpdate::Full(rooms));
+    }
+
+    fn membership_update(&self, message: ControlToBridge) -> MembershipUpdate {
+        match message {
+            ControlToBridge::RoomBridges { room, peers } => MembershipUpdate::Room(
+                room,
+                peers
+                    .iter()
+                    .filter_map(|peer| self.bridge_index.get(&peer.bridge).copied())
+                    .collect(),
+            ),
+            other => unreachable!("the hub's membership sends only room_bridges, not {other:?}"),
+        }
+    }
+
+    /// Sends on the bridge's session; lost when there is none.
+    fn tell_bridge(&mut self, bridge: usize, update: MembershipUpdate) {
+        let b = &self.bridges[bridge];
+        if !b.alive || !b.session_up {
+            return;
+        }
+        let instance = b.instance;
+        let lat = self.latency(self.control_region, b.region);
+        let at = (self.now_ms + lat).max(self.bridges[bridge].session_arrival_ms);
+        self.bridges[bridge].session_arrival_ms = at;
+        self.schedule(
+            at,
+            Event::Membership {
+                bridge,
+                instance,
+                update: Box::new(update),
+            },
+        );
+    }
+
     fn commit(&mut self, command: Command, then: Then) {
         let result = self.state.apply(command);
         match then {
             Then::Join { participant, attempt } => match result {
                 Ok(Outcome::Placed { bridge, .. }) => {
+                    if !self
+                        .network
+                        .reaches(self.control_region, self.participants[participant].region)
+                    {
+                        self.answer_lost(participant);
+                        return;
+                    }
                     self.joins_ok += 1;
                     self.participants[participant].acked = true;
                     let b = self.bridge_index[&bridge];
@@ -784,6 +1021,11 @@ impl World {
                         self.bridges_declared_down += 1;
                     }
                     self.moved(&moved);
+                }
+            }
+            Then::Registered { bridge } => {
+                if result.is_ok() {
+                    self.registered_push(bridge);
                 }
             }
             Then::Nothing => {
@@ -818,7 +1060,7 @@ impl World {
         if p.epoch != epoch || !p.active {
             return;
         }
-        let unreachable = self.cut(p.region, self.bridges[bridge].region);
+        let unreachable = !self.network.both_ways(p.region, self.bridges[bridge].region);
         if !self.bridges[bridge].alive || unreachable {
             // Died between the placement and the connect (the client finds nobody there), or
             // a partition lies between them (its ICE checks go unanswered).
@@ -853,6 +1095,7 @@ impl World {
             ));
         }
         self.participants[participant].hosted_on = Some(bridge);
+        self.participants[participant].connected_at_ms = self.now_ms;
         self.participants[participant].epoch += 1;
         let b = &mut self.bridges[bridge];
         b.hosted += 1;
@@ -948,12 +1191,20 @@ impl World {
             let hosted_there = self.participants[participant].hosted_on == Some(from);
             // A move a partition keeps from the bridge is lost; its return reconciles, and the
             // participant's recovery counts from the cut.
-            if hosted_there && self.cut(self.control_region, self.bridges[from].region) {
-                if let Some((_, fault, since)) = self.partition
+            let region = self.bridges[from].region;
+            if hosted_there
+                && (!self.bridges[from].session_up || !self.network.reaches(self.control_region, region))
+            {
+                let cut = self
+                    .network
+                    .cut_between(self.control_region, region)
+                    .or_else(|| self.network.cut_between(region, self.control_region))
+                    .copied();
+                if let Some(Cut { fault, since_ms, .. }) = cut
                     && self.participants[participant].recovering.is_none()
                 {
                     self.faults[fault].affected += 1;
-                    self.participants[participant].recovering = Some((fault, since));
+                    self.participants[participant].recovering = Some((fault, since_ms));
                 }
                 continue;
             }
@@ -982,7 +1233,7 @@ impl World {
             self.participants[participant].active = false;
             return;
         }
-        if self.cut(self.participants[participant].region, self.control_region) {
+        if !self.control_reachable(self.participants[participant].region) {
             self.schedule(
                 self.now_ms + CONTROL_RETRY_MS,
                 Event::Reconnect {
@@ -1039,13 +1290,52 @@ impl World {
         let kind = self.scenario.faults[index].kind.clone();
         let bridge = match (&kind, kind.bridge()) {
             (FaultKind::KillControlLeader { election_ms }, _) => {
-                self.leader_down_until_ms = self.now_ms + election_ms;
-                self.leader_fault = Some(index);
-                self.schedule(self.leader_down_until_ms, Event::NewLeader);
+                if self.leader_down_until_ms > self.now_ms {
+                    // No leader to kill: an election is under way already.
+                    return;
+                }
+                let leader = self.cluster.leader;
+                self.cluster.up[leader] = false;
+                self.crashed_node = Some(leader);
+                self.start_election(Some(index), *election_ms);
                 return;
             }
-            (FaultKind::PartitionRegion { region, duration_s }, _) => {
-                self.partition_starts(index, region, *duration_s);
+            (
+                FaultKind::PartitionRegion {
+                    region,
+                    duration_s,
+                    direction,
+                },
+                _,
+            ) => {
+                self.partition_starts(index, region, *duration_s, *direction);
+                return;
+            }
+            (
+                FaultKind::DegradeLink {
+                    from,
+                    to,
+                    duration_s,
+                    extra_latency_ms,
+                    loss_percent,
+                    bandwidth_kbps,
+                },
+                _,
+            ) => {
+                let region = |id: &str| {
+                    self.scenario
+                        .regions
+                        .iter()
+                        .position(|r| r.id == id)
+                        .expect("validated")
+                };
+                let pair = (region(from), region(to));
+                self.network
+                    .degrade(index, pair, *extra_latency_ms, *loss_percent, *bandwidth_kbps);
+                self.schedule(
+                    self.now_ms + duration_s * 1000,
+                    Event::LinkRestored { fault: index },
+                );
                 return;
             }
             (_, Some(id)) => self.bridge_index[&BridgeId::new(id).expect("validated")],
@@ -1057,8 +1347,11 @@ impl World {
                     return;
                 }
                 self.bridges[bridge].alive = false;
-                let lat = self.latency(self.bridges[bridge].region, self.control_region);
-                self.schedule(self.now_ms + lat, Event::SessionClosed { bridge });
+                self.cascade.forget(bridge);
+                if std::mem::take(&mut self.bridges[bridge].session_up) {
+                    let lat = self.latency(self.bridges[bridge].region, self.control_region);
+                    self.schedule(self.now_ms + lat, Event::SessionClosed { bridge });
+                }
                 let hosted: Vec<usize> = (0..self.participants.len())
                     .filter(|&p| self.participants[p].hosted_on == Some(bridge))
                     .collect();
@@ -1090,7 +1383,9 @@ impl World {
                 b.committed_stress = None;
                 self.register(bridge);
             }
-            FaultKind::KillControlLeader { .. } | FaultKind::PartitionRegion { .. } => {
+            FaultKind::KillControlLeader { .. }
+            | FaultKind::PartitionRegion { .. }
+            | FaultKind::DegradeLink { .. } => {
                 unreachable!("handled above")
             }
             FaultKind::DrainBridge { grace_s, .. } => {
@@ -1115,8 +1410,21 @@ impl World {
         }
     }
 
+    /// The leader is lost (crashed, or cut from the majority): nothing commits until the others
+    /// elect a new one, `election_ms` from now, if a majority of them can.
+    fn start_election(&mut self, fault: Option<usize>, election_ms: u64) {
+        self.leader_down_until_ms = self.now_ms + election_ms;
+        self.leader_fault = fault;
+        self.schedule(self.leader_down_until_ms, Event::NewLeader);
+    }
+
     /// The bridge's session reaches control and registers (its current process instance).
     fn register(&mut self, bridge: usize) {
+        if !self.control_reachable(self.bridges[bridge].region) {
+            // Its session waits for the partition to heal, which registers it.
+            return;
+        }
+        self.bridges[bridge].session_up = true;
         let registration = self.bridges[bridge].registration.clone();
         let instance = self.bridges[bridge].instance;
         self.propose(
@@ -1125,27 +1433,39 @@ impl World {
                 instance: Some(instance.to_string()),
                 at_ms: self.now_ms,
             },
-            Then::Nothing,
+            Then::Registered { bridge },
         );
         let id = self.bridges[bridge].id.clone();
         self.detector.session_opened(&id, self.now_ms);
     }
 
-    fn partition_starts(&mut self, fault: usize, region: &str, duration_s: u64) {
+    fn partition_starts(&mut self, fault: usize, region: &str, duration_s: u64, direction: CutDirection) {
         let region = self
             .scenario
             .regions
             .iter()
             .position(|r| r.id == region)
             .expect("validated");
-        self.partition = Some((region, fault, self.now_ms));
-        self.schedule(self.now_ms + duration_s * 1000, Event::PartitionHeals);
-        // Sessions across the cut stop carrying anything; their clients give up on them.
+        self.network.cut(Cut {
+            fault,
+            region,
+            direction,
+            since_ms: self.now_ms,
+        });
+        self.schedule(self.now_ms + duration_s * 1000, Event::PartitionHeals { fault });
+        if self.now_ms >= self.leader_down_until_ms && !self.cluster.can_commit(&self.network) {
+            self.start_election(Some(fault), self.scenario.control.election_ms);
+        }
+        // Sessions across the cut stop carrying anything (one way is enough: ICE consent and
+        // DTLS need answers); their clients give up on them.
         for participant in 0..self.participants.len() {
             let Some(bridge) = self.participants[participant].hosted_on else {
                 continue;
             };
-            if !self.cut(self.participants[participant].region, self.bridges[bridge].region) {
+            if self
+                .network
+                .both_ways(self.participants[participant].region, self.bridges[bridge].region)
+            {
                 continue;
             }
             self.faults[fault].affected += 1;
@@ -1162,25 +1482,48 @@ impl World {
                 },
             );
         }
+        // Bridges' sessions with control across the cut end: the bridge gives control up after
+        // its silence timeout and closes the session, which control sees when the way from the
+        // bridge is open; otherwise control only stops hearing it.
+        for bridge in 0..self.bridges.len() {
+            let b = &self.bridges[bridge];
+            if !b.alive || !b.session_up || self.control_reachable(b.region) {
+                continue;
+            }
+            let region = b.region;
+            self.bridges[bridge].session_up = false;
+            if self.network.reaches(region, self.control_region) {
+                let lat = self.latency(self.bridges[bridge].region, self.control_region);
+                self.schedule(
+                    self.now_ms + SESSION_SILENCE_MS + lat,
+                    Event::SessionClosed { bridge },
+                );
+            }
+        }
     }
 
-    fn partition_heals(&mut self) {
-        // The bridges that were cut from control open their sessions again.
-        let cut_off: Vec<usize> = (0..self.bridges.len())
-            .filter(|&b| self.bridges[b].alive && self.cut(self.bridges[b].region, self.control_region))
-            .collect();
-        self.partition = None;
-        for bridge in cut_off {
-            let lat = self.latency(self.bridges[bridge].region, self.control_region);
-            self.schedule(self.now_ms + lat, Event::Reregistered { bridge });
+    fn partition_heals(&mut self, fault: usize) {
+        self.network.heal(fault);
+        if self.leader_down_until_ms == NO_LEADER {
+            self.start_election(Some(fault), self.scenario.control.election_ms);
+        }
+        // The bridges whose sessions it broke open them again.
+        for bridge in 0..self.bridges.len() {
+            let b = &self.bridges[bridge];
+            if b.alive && !b.session_up && self.control_reachable(b.region) {
+                let lat = self.latency(self.bridges[bridge].region, self.control_region);
+                self.schedule(self.now_ms + lat, Event::Reregistered { bridge });
+            }
         }
     }
 
     /// A bridge back from a partition registers again and replays what happened meanwhile;
     /// control moves away (or tells to rejoin) the participants it hosts that it seated elsewhere.
-    fn reregistered(&mut self, bridge: usize) {
-        self.register(bridge);
-        let id = self.bridges[bridge].id.clone();
+    /// The bridge's session is open again: what it kept while it was down goes out.
+    fn replay_deferred(&mut self, bridge: usize) {
+        if !self.deferred.iter().any(|(from, _)| *from == bridge) {
+            return;
+        }
         let (replay, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.deferred)
             .into_iter()
             .partition(|(from, _)| *from == bridge);
@@ -1188,6 +1531,18 @@ impl World {
         for (_, command) in replay {
             self.propose(command, Then::Nothing);
         }
+    }
+
+    fn reregistered(&mut self, bridge: usize) {
+        if !self.bridges[bridge].alive || self.bridges[bridge].session_up {
+            return;
+        }
+        self.register(bridge);
+        if !self.bridges[bridge].session_up {
+            return;
+        }
+        self.replay_deferred(bridge);
+        let id = self.bridges[bridge].id.clone();
         for participant in 0..self.participants.len() {
             let p = &self.participants[participant];
             if p.hosted_on != Some(bridge) || !p.active {
@@ -1275,6 +1630,8 @@ impl World {
             bridges_declared_down: self.bridges_declared_down,
             cascade_links,
             busiest_links: links,
+            media: self.media,
+            elections: self.elections,
             join_failures: self.join_failures,
             faults,
             bridges,
@@ -1285,33 +1642,65 @@ impl World {
         }
     }
 
-    /// What the cascade carries now: for each room on several bridges, every participant seated
-    /// on one bridge publishes once to each of the room's other bridges (each stream crosses each
-    /// link once, whatever the subscribers behind it).
-    fn sample_cascade(&mut self) {
-        let per_participant =
-            u64::from(self.scenario.participants.audio_kbps + self.scenario.participants.video_kbps);
-        let mut now: BTreeMap<(usize, usize), u64> = BTreeMap::new();
-        for room in self.state.rooms.values() {
-            let seats = room.seats_per_bridge();
-            if seats.len() < 2 {
+    /// The media now: every room's participants grouped by the bridge hosting them, through the
+    /// bridges' views of the cascade. Records the bandwidth per link and who misses whom.
+    fn sample_media(&mut self) -> cascade::MediaSample {
+        let settled_before_ms = self.now_ms.saturating_sub(invariants::media_delivery::BOUND_MS);
+        // By room number, not id: no string comparisons for 100k participants every 10 s.
+        let mut rooms: Vec<(Option<&RoomId>, Vec<Group>)> =
+            vec![(None, Vec::new()); self.rooms_created as usize];
+        for (index, p) in self.participants.iter().enumerate() {
+            let Some(bridge) = p.hosted_on.filter(|_| p.active) else {
                 continue;
-            }
-            for (from, publishers) in &seats {
-                for to in seats.keys().filter(|to| *to != from) {
-                    let (Some(&a), Some(&b)) = (self.bridge_index.get(*from), self.bridge_index.get(*to))
-                    else {
-                        continue;
-                    };
-                    *now.entry((a, b)).or_insert(0) += *publishers as u64 * per_participant;
+            };
+            let (room, groups) = &mut rooms[p.room_number];
+            room.get_or_insert(&p.room);
+            let group = match groups.iter_mut().position(|g| g.bridge == bridge) {
+                Some(at) => &mut groups[at],
+                None => {
+                    groups.push(Group {
+                        bridge,
+                        region: self.bridges[bridge].region,
+                        ..Group::default()
+                    });
+                    groups.last_mut().expect("just pushed")
                 }
+            };
+            group.participants += 1;
+            if p.connected_at_ms <= settled_before_ms {
+                group.settled += 1;
+                group.example.get_or_insert(index);
             }
         }
-        self.timeline_cascade_kbps.push(now.values().sum());
-        for (link, kbps) in now {
-            let peak = self.cascade_peak_kbps.entry(link).or_insert(0);
-            *peak = (*peak).max(kbps);
+        let per_publisher_kbps =
+            u64::from(self.scenario.participants.audio_kbps + self.scenario.participants.video_kbps);
+        let network = &self.network;
+        let sample = cascade::sample(
+            &self.cascade,
+            rooms
+                .iter()
+                .filter_map(|(room, groups)| Some((room.as_ref()?, groups.as_slice())))
+                .filter(|(_, groups)| groups.len() > 1)
+                .map(|(room, groups)| (*room, groups)),
+            per_publisher_kbps,
+            |a, b| network.both_ways(a, b),
+            |a, b| network.bandwidth_kbps(a, b),
+        );
+        self.timeline_cascade_kbps.push(sample.link_kbps.values().sum());
+        for (link, kbps) in &sample.link_kbps {
+            let peak = self.cascade_peak_kbps.entry(*link).or_insert(0);
+            *peak = (*peak).max(*kbps);
         }
+        let m = &mut self.media;
+        m.samples += 1;
+        m.samples_with_gaps += u64::from(sample.pairs_missing > 0);
+        m.congested_link_samples += sample.congested_links;
+        if sample.pairs_missing > m.pairs_missing_peak {
+            m.pairs_missing_peak = sample.pairs_missing;
+            m.pairs_missing_peak_at_s = self.now_ms / 1000;
+        }
+        self.timeline_media_missing.push(sample.pairs_missing);
+        sample
     }
 
     /// The per-region series, and the busiest bridges' (by peak), for the report's plots.
@@ -1342,6 +1731,7 @@ impl World {
             busiest_bridges,
             recovery_ms,
             cascade_kbps: self.timeline_cascade_kbps.clone(),
+            media_pairs_missing: self.timeline_media_missing.clone(),
         }
     }
 
@@ -1357,6 +1747,35 @@ impl World {
             active: p.active,
             hosted_on: p.hosted_on,
         })
+    }
+
+    pub(super) fn control_cluster(&self) -> &ControlCluster {
+        &self.cluster
+    }
+
+    pub(super) fn network(&self) -> &Network {
+        &self.network
+    }
+
+    /// Replaces the control cluster's quorum rule: tests inject broken ones.
+    pub fn with_quorum(mut self, quorum: Quorum) -> Self {
+        self.cluster.set_quorum(quorum);
+        self
+    }
+
+    /// When the last fault is over.
+    pub(super) fn faults_end_ms(&self) -> u64 {
+        self.faults_end_ms
+    }
+
+    pub(super) fn participant_id(&self, index: usize) -> &ParticipantId {
+        &self.participants[index].id
+    }
+
+    /// The bridge hosting a participant that has a session.
+    pub(super) fn hosting_bridge_id(&self, participant: usize) -> &BridgeId {
+        let participant = &self.participants[participant];
+        &self.bridges[participant.hosted_on.expect("a settled participant is hosted")].id
     }
 
     pub(super) fn bridge_view(&self) -> impl Iterator<Item = BridgeView<'_>> {

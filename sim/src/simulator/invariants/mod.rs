@@ -4,6 +4,8 @@
 pub mod acked_joins;
 pub mod capacity;
 pub mod liveness;
+pub mod media_delivery;
+pub mod no_split_brain;
 pub mod one_live_bridge;
 pub mod refused_with_room;
 
