@@ -31,8 +31,9 @@ pub const LEADER_WATCH: Duration = Duration::from_secs(5);
 pub const NEW_LEADER_TIMEOUT: Duration = Duration::from_secs(15);
 /// How often the media is sampled while watched.
 pub const MEDIA_SAMPLE_INTERVAL: Duration = Duration::from_millis(100);
-/// Most participants whose media is sampled (each sample copies a participant's stats).
-pub const WATCHED_MAX: usize = 256;
+/// Most participants whose media is sampled, the first to join: each sample copies a
+/// participant's whole stats (latency samples included), ten times a second.
+pub const WATCHED_MAX: usize = 64;
 /// A participant whose packets stop for longer than this saw its media stop (loopback delivers
 /// every 20 ms; this class of machine pauses for up to a few hundred milliseconds by itself).
 pub const STALL_MS: u64 = 1_000;

@@ -632,6 +632,8 @@ impl ControlFront {
                     return;
                 };
                 let Ok((client, peer)) = listener.accept().await else {
+                    // Out of file descriptors, most likely: do not spin on it.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 };
                 let order: Vec<u16> = (0..ports.len())
