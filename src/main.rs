@@ -194,15 +194,16 @@ struct LoadArgs {
     /// running this binary, secrets in a temporary directory) and stop it at the end.
     #[arg(long)]
     local_cluster: bool,
-    /// Control nodes of the local cluster (one Raft cluster).
-    #[arg(long, default_value_t = LocalClusterConfig::default().control_nodes)]
-    control_nodes: usize,
-    /// Bridges of the local cluster.
-    #[arg(long, default_value_t = LocalClusterConfig::default().bridges)]
-    bridges: usize,
-    /// Participants of one room each local bridge takes; past it a room spans bridges (cascade).
-    #[arg(long, default_value_t = LocalClusterConfig::default().max_per_room)]
-    bridge_max_per_room: u32,
+    /// Control nodes of the local cluster (one Raft cluster) [default: 3].
+    #[arg(long)]
+    control_nodes: Option<usize>,
+    /// Bridges of the local cluster [default: 3].
+    #[arg(long)]
+    bridges: Option<usize>,
+    /// Participants of one room each local bridge takes; past it a room spans bridges (cascade)
+    /// [default: 100].
+    #[arg(long)]
+    bridge_max_per_room: Option<u32>,
     /// SIGKILL the local bridge hosting the most participants this many seconds into the hold.
     #[arg(long, value_name = "S")]
     kill_bridge_at: Option<f64>,
@@ -255,13 +256,14 @@ struct LoadArgs {
 
 impl LoadArgs {
     fn local_cluster(&self) -> Option<(LocalClusterConfig, FaultPlan)> {
+        let defaults = LocalClusterConfig::default();
         self.local_cluster.then(|| {
             (
                 LocalClusterConfig {
-                    control_nodes: self.control_nodes,
-                    bridges: self.bridges,
-                    max_per_room: self.bridge_max_per_room,
-                    ..LocalClusterConfig::default()
+                    control_nodes: self.control_nodes.unwrap_or(defaults.control_nodes),
+                    bridges: self.bridges.unwrap_or(defaults.bridges),
+                    max_per_room: self.bridge_max_per_room.unwrap_or(defaults.max_per_room),
+                    ..defaults
                 },
                 FaultPlan {
                     kill_bridge_at_s: self.kill_bridge_at,
@@ -277,9 +279,15 @@ impl LoadArgs {
         if !self.local_cluster
             && (self.kill_bridge_at.is_some()
                 || self.kill_leader_at.is_some()
-                || self.restart_after.is_some())
+                || self.restart_after.is_some()
+                || self.control_nodes.is_some()
+                || self.bridges.is_some()
+                || self.bridge_max_per_room.is_some())
         {
-            anyhow::bail!("--kill-bridge-at, --kill-leader-at and --restart-after need --local-cluster");
+            anyhow::bail!(
+                "--control-nodes, --bridges, --bridge-max-per-room, --kill-bridge-at, --kill-leader-at and \
+                 --restart-after need --local-cluster"
+            );
         }
         let admin_token = match &self.admin_token_file {
             Some(path) => Some(

@@ -153,7 +153,7 @@ async fn a_killed_bridge_and_a_killed_leader_are_survived_and_reported() {
 
 #[tokio::test]
 async fn bad_fault_flags_are_refused_before_anything_starts() {
-    let cases: [(&[&str], &str); 4] = [
+    let cases: [(&[&str], &str); 5] = [
         (
             &["--local-cluster", "--duration-s", "5", "--kill-bridge-at", "5"],
             "within the hold",
@@ -167,6 +167,10 @@ async fn bad_fault_flags_are_refused_before_anything_starts() {
             "cannot be used with",
         ),
         (&["--local-cluster", "--bridges", "0"], "bridges must be 1 to"),
+        (
+            &["--control", "http://127.0.0.1:9", "--bridges", "2"],
+            "need --local-cluster",
+        ),
     ];
     for (args, expected) in cases {
         let output = load(args).await;
