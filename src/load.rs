@@ -8,6 +8,10 @@
 //!   verdict.
 //! - [`bridge_metrics`]: the bridge list from control's admin API, their `/metrics` scrapes.
 //! - [`histogram`]: constant-memory quantiles.
+//! - [`local_cluster`]: a cluster of child processes on 127.0.0.1 that [`run_local`] starts for
+//!   itself (`--local-cluster`), and its teardown.
+//! - [`faults`]: kills on a timeline during the hold ([`LoadRun::hold_with_faults`]) and the
+//!   recovery as the participants felt it.
 //!
 //! # Run loop
 //! 1. `GET /health` on control; with an admin token, list the bridges and scrape their metrics.
@@ -18,21 +22,26 @@
 //! 5. Leave (bounded concurrency), judge.
 //!
 //! A scenario that breaks something while the participants are connected (a bridge killed, the
-//! control leader killed) calls [`LoadRun::start`], does its damage during [`LoadRun::hold`],
-//! and reads the recovery from the report's reconnects and longest gaps.
+//! control leader killed) calls [`LoadRun::start`], does its damage during the hold, and reads
+//! the recovery from the participants' reconnect records: [`run_local`] does this with its own
+//! cluster and a [`FaultPlan`], and the report's `faults` section says what happened.
 
 pub mod bridge_metrics;
+pub mod faults;
 pub mod histogram;
+pub mod local_cluster;
 pub mod report;
 
 pub use bridge_metrics::{BridgeFigures, BridgeUsage};
+pub use faults::{FaultPlan, FaultReport};
+pub use local_cluster::{LocalCluster, LocalClusterConfig};
 pub use report::LoadReport;
 
 use bridge_metrics::{BridgeTarget, Scrape};
 use bridgemesh_control::auth::Secret;
-use bridgemesh_proto::RoomId;
 use bridgemesh_proto::api::DISPLAY_NAME_MAX_CHARS;
 use bridgemesh_proto::signaling::MediaSource;
+use bridgemesh_proto::{BridgeId, RoomId};
 use bridgemesh_sim::{ParticipantError, ParticipantOptions, SyntheticParticipant};
 use report::{JoinTally, MediaFold, Member, ReportSettings};
 use std::net::IpAddr;
@@ -212,6 +221,8 @@ pub enum LoadError {
     ControlUnreachable { url: String, error: String },
     #[error("HTTP client: {0}")]
     Http(String),
+    #[error("{0}")]
+    LocalCluster(String),
 }
 
 /// Where a run is.
@@ -315,6 +326,8 @@ fn join_offset(index: usize, count: usize, ramp_up: Duration) -> Duration {
 
 struct Joined {
     room: u32,
+    /// Its display name (`{room} #{slot}`), which says where it sat.
+    name: String,
     publisher: bool,
     member: Member,
     participant: SyntheticParticipant,
@@ -345,8 +358,13 @@ pub struct LoadRun {
     started: Instant,
     /// When the last join finished.
     ramped: Instant,
+    /// First join started → last join finished.
+    join_window: Duration,
     bridges: BridgesBefore,
     progress: watch::Sender<Progress>,
+    /// What [`Self::hold_with_faults`] did, and the cluster [`run_local`] started.
+    faults: Option<FaultReport>,
+    cluster: Option<local_cluster::ClusterReport>,
 }
 
 /// Joins, holds for `config.duration_s`, measures and leaves. `progress` is updated as it goes;
@@ -439,6 +457,7 @@ impl LoadRun {
                         joins.ok(took);
                         joined.push(Joined {
                             room: seat.room,
+                            name: seat.name.clone(),
                             publisher: seat.publisher,
                             member: Member {
                                 id: participant.participant_id().clone(),
@@ -462,6 +481,7 @@ impl LoadRun {
                 }
             }
         }
+        let join_window = started.elapsed();
         progress.send_modify(|p| {
             p.joined = joins.ok_count();
             p.join_failed = joins.failed_count();
@@ -483,8 +503,11 @@ impl LoadRun {
             joins,
             started,
             ramped: Instant::now(),
+            join_window,
             bridges,
             progress,
+            faults: None,
+            cluster: None,
         })
     }
 
@@ -497,10 +520,17 @@ impl LoadRun {
     /// Keeps the participants connected for `duration`, updating the progress.
     pub async fn hold(&mut self, duration: Duration) {
         let end = Instant::now() + duration;
+        self.hold_until(end, end).await;
+    }
+
+    /// Keeps the participants connected until `until`, showing the time left to `end` (the end
+    /// of the whole hold).
+    async fn hold_until(&self, until: Instant, end: Instant) {
         let mut media_due = Instant::now();
         loop {
             let now = Instant::now();
             let remaining = end.saturating_duration_since(now);
+            let left = until.saturating_duration_since(now);
             let media = (self.progress.receiver_count() > 0 && now >= media_due).then(|| {
                 media_due = now + PROGRESS_MEDIA_INTERVAL;
                 self.received_so_far()
@@ -514,10 +544,10 @@ impl LoadRun {
                     p.lost = Some(lost);
                 }
             });
-            if remaining.is_zero() {
+            if left.is_zero() {
                 return;
             }
-            tokio::time::sleep(remaining.min(PROGRESS_INTERVAL)).await;
+            tokio::time::sleep(left.min(PROGRESS_INTERVAL)).await;
         }
     }
 
@@ -531,6 +561,192 @@ impl LoadRun {
             }
         }
         totals
+    }
+
+    /// Holds for `duration` like [`Self::hold`], carrying out `plan` against `cluster` on the way,
+    /// and keeps what happened for the report's `faults` section. A leader kill is watched for a
+    /// few seconds (new leader, probe joins, media); the hold lasts at least until that ends.
+    pub async fn hold_with_faults(
+        &mut self,
+        duration: Duration,
+        cluster: &mut LocalCluster,
+        plan: &FaultPlan,
+    ) {
+        let hold_started = Instant::now();
+        let end = hold_started + duration;
+        let mut report = FaultReport::default();
+        // Kills, then the restarts they schedule; at most four events.
+        let mut events: Vec<(Instant, Event)> = plan
+            .kills()
+            .into_iter()
+            .map(|(at, kill)| (hold_started + at, Event::Kill(kill)))
+            .collect();
+        let restart_after = plan.restart_after_s.map(Duration::from_secs_f64);
+        // The bridge killed, when, and the participants it hosted.
+        let mut bridge_killed: Option<(BridgeId, Instant, f64, Vec<usize>)> = None;
+        while let Some(next) = (0..events.len()).min_by_key(|&i| events[i].0) {
+            let (at, event) = events.swap_remove(next);
+            self.hold_until(at, end).await;
+            let now = Instant::now();
+            let at_s = now.duration_since(hold_started).as_secs_f64();
+            match event {
+                Event::Kill(faults::Kill::Bridge) => {
+                    let mut hosted: std::collections::BTreeMap<BridgeId, Vec<usize>> = Default::default();
+                    for (i, joined) in self.joined.iter().enumerate() {
+                        hosted.entry(joined.participant.bridge_id()).or_default().push(i);
+                    }
+                    // The most participants; of equals, the first by id.
+                    let busiest = hosted.into_iter().rev().max_by_key(|(_, on)| on.len());
+                    match busiest {
+                        Some((bridge, on)) if cluster.kill_bridge(&bridge) => {
+                            tracing::info!(%bridge, participants = on.len(), "killed a bridge");
+                            if let Some(after) = restart_after {
+                                events.push((now + after, Event::RestartBridge(bridge.clone())));
+                            }
+                            bridge_killed = Some((bridge, now, at_s, on));
+                        }
+                        Some((bridge, _)) => report.errors.push(format!("bridge {bridge} was not running")),
+                        None => report
+                            .errors
+                            .push("no participant on any bridge: no bridge to kill".into()),
+                    }
+                }
+                Event::Kill(faults::Kill::Leader) => match cluster.leader().await {
+                    Some(leader) if cluster.kill_control(leader) => {
+                        tracing::info!(leader, "killed the control leader");
+                        if let Some(after) = restart_after {
+                            events.push((now + after, Event::RestartControl(leader)));
+                        }
+                        report.leader_kill = Some(self.watch_leader_outage(cluster, leader, now, at_s).await);
+                    }
+                    Some(leader) => report
+                        .errors
+                        .push(format!("control leader {leader} was not running")),
+                    None => report
+                        .errors
+                        .push("the control nodes did not agree on a leader: no leader to kill".into()),
+                },
+                Event::RestartBridge(bridge) => match cluster.restart_bridge(&bridge) {
+                    Ok(()) => restarted_at(&mut report, Some(at_s), None),
+                    Err(error) => report.errors.push(format!("restarting bridge {bridge}: {error}")),
+                },
+                Event::RestartControl(id) => match cluster.restart_control(id) {
+                    Ok(()) => restarted_at(&mut report, None, Some(at_s)),
+                    Err(error) => report
+                        .errors
+                        .push(format!("restarting control node {id}: {error}")),
+                },
+            }
+        }
+        self.hold_until(end, end).await;
+
+        if let Some((bridge, killed_at, at_s, on)) = bridge_killed {
+            let snapshots: Vec<(usize, bridgemesh_sim::ParticipantStats, BridgeId, String)> = on
+                .iter()
+                .map(|&i| {
+                    let joined = &self.joined[i];
+                    (
+                        i,
+                        joined.participant.stats(),
+                        joined.participant.bridge_id(),
+                        joined.name.clone(),
+                    )
+                })
+                .collect();
+            let affected: Vec<faults::Affected<'_>> = snapshots
+                .iter()
+                .map(|(i, stats, bridge_now, name)| {
+                    let joined = &self.joined[*i];
+                    faults::Affected {
+                        name,
+                        join_started: joined.member.join_started,
+                        stats,
+                        expects_media: self.joined.iter().any(|other| {
+                            other.room == joined.room
+                                && other.publisher
+                                && other.member.id != joined.member.id
+                        }),
+                        bridge_now: bridge_now.clone(),
+                    }
+                })
+                .collect();
+            let restarted = report.bridge_kill.take().and_then(|b| b.restarted_at_s);
+            let mut kill = faults::bridge_kill_recovery(&bridge, killed_at, at_s, &affected);
+            kill.restarted_at_s = restarted;
+            report.bridge_kill = Some(kill);
+        }
+        self.faults = Some(report);
+    }
+
+    /// After the leader's kill at `killed_at`: waits for a new leader, sends probe joins and
+    /// watches the participants' packets, all at once, for a bounded window.
+    async fn watch_leader_outage(
+        &self,
+        cluster: &LocalCluster,
+        killed: u64,
+        killed_at: Instant,
+        at_s: f64,
+    ) -> faults::LeaderKillReport {
+        let new_leader = async {
+            while killed_at.elapsed() < faults::NEW_LEADER_TIMEOUT {
+                if let Some(leader) = cluster.leader_other_than(killed).await {
+                    return Some((leader, killed_at.elapsed()));
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            None
+        };
+        let front = cluster.control_url();
+        let probes = probe_joins(&self.config, &front, killed_at);
+        let watched = &self.joined[..self.joined.len().min(faults::WATCHED_MAX)];
+        let packets = || -> Vec<u64> {
+            watched
+                .iter()
+                .map(|j| j.participant.stats().received.values().map(|s| s.packets).sum())
+                .collect()
+        };
+        let media = async {
+            let mut watch = faults::PauseWatch::new(Instant::now(), &packets());
+            let mut ticker = tokio::time::interval(faults::MEDIA_SAMPLE_INTERVAL);
+            while killed_at.elapsed() < faults::LEADER_WATCH {
+                ticker.tick().await;
+                watch.sample(Instant::now(), &packets());
+            }
+            watch
+        };
+        let (new_leader, probe_joins, watch) = tokio::join!(new_leader, probes, media);
+        let watched_for = killed_at.elapsed().min(faults::LEADER_WATCH);
+        let (participants_watched, participants_stalled, longest_pause) =
+            watch.finish(Duration::from_millis(faults::STALL_MS));
+        let window_end = killed_at + faults::LEADER_WATCH;
+        let sessions_lost = self
+            .joined
+            .iter()
+            .map(|j| {
+                j.participant
+                    .stats()
+                    .reconnects
+                    .iter()
+                    .filter(|r| {
+                        let lost_at = j.member.join_started + r.lost_after_join;
+                        lost_at >= killed_at && lost_at <= window_end
+                    })
+                    .count() as u64
+            })
+            .sum();
+        faults::LeaderKillReport {
+            node_id: killed,
+            at_s,
+            new_leader: new_leader.map(|(id, _)| id),
+            new_leader_ms: new_leader.map(|(_, took)| took.as_millis() as u64),
+            probe_joins,
+            watched_ms: watched_for.as_millis() as u64,
+            participants_watched,
+            participants_stalled,
+            longest_pause_ms: longest_pause.as_millis() as u64,
+            sessions_lost,
+            restarted_at_s: None,
+        }
     }
 
     /// Snapshots every participant into the report, measures the bridges again, and leaves.
@@ -583,6 +799,13 @@ impl LoadRun {
         let (streams, time_to_first_packet_ms, media, latency_ms, reconnects, participants_disconnected) =
             fold.finish();
         let config = &self.config;
+        let mut joins = self.joins.finish();
+        joins.window_s = self.join_window.as_secs_f64();
+        joins.per_s = if joins.window_s > 0.0 {
+            joins.ok as f64 / joins.window_s
+        } else {
+            0.0
+        };
         let mut report = LoadReport {
             settings: ReportSettings {
                 control_url: config.control_url.clone(),
@@ -596,7 +819,7 @@ impl LoadRun {
                 bind_ips: self.bind_ips.clone(),
                 max_loss_percent: config.max_loss_percent,
             },
-            joins: self.joins.finish(),
+            joins,
             streams,
             time_to_first_packet_ms,
             media,
@@ -607,11 +830,139 @@ impl LoadRun {
             elapsed_s: elapsed.as_secs_f64(),
             held_s: held.as_secs_f64(),
             bridges,
+            faults: self.faults,
+            cluster: self.cluster,
             failures: Vec::new(),
         };
         report.judge();
         report
     }
+}
+
+/// Something the fault timeline does.
+enum Event {
+    Kill(faults::Kill),
+    RestartBridge(BridgeId),
+    RestartControl(u64),
+}
+
+/// Notes a restart in the report's kill section (made later for a bridge kill: its section is
+/// built after the hold, and takes the time from the placeholder).
+fn restarted_at(report: &mut FaultReport, bridge_s: Option<f64>, control_s: Option<f64>) {
+    if let Some(at) = bridge_s {
+        report
+            .bridge_kill
+            .get_or_insert_with(Default::default)
+            .restarted_at_s = Some(at);
+    }
+    if let (Some(at), Some(leader)) = (control_s, report.leader_kill.as_mut()) {
+        leader.restarted_at_s = Some(at);
+    }
+}
+
+/// [`faults::PROBE_JOINS`] receive-only joins into room `{prefix}-probe`, one every
+/// [`faults::PROBE_INTERVAL`] from `from`, each from its own loopback address; they leave again
+/// at once.
+async fn probe_joins(config: &LoadConfig, control_url: &str, from: Instant) -> faults::ProbeJoins {
+    let mut report = faults::ProbeJoins::default();
+    let room = match RoomId::new(format!("{}-probe", config.room_prefix)) {
+        Ok(room) => room,
+        Err(error) => {
+            report.failures.push(format!("no probe room: {error}"));
+            return report;
+        }
+    };
+    let join_bound = Duration::from_secs(config.join_timeout_s) + JOIN_SLACK;
+    let mut tasks = JoinSet::new();
+    for k in 0..faults::PROBE_JOINS {
+        let at = tokio::time::Instant::from_std(from + faults::PROBE_INTERVAL * k as u32);
+        let options = ParticipantOptions {
+            publish_audio: false,
+            publish_video: false,
+            join_timeout: Duration::from_secs(config.join_timeout_s),
+            bind_ip: Some(IpAddr::from([127, 0, 200, 1 + k as u8])),
+            ..ParticipantOptions::new(format!("probe #{k}"))
+        };
+        let (room, control_url) = (room.clone(), control_url.to_owned());
+        tasks.spawn(async move {
+            tokio::time::sleep_until(at).await;
+            let started = Instant::now();
+            let result = tokio::time::timeout(
+                join_bound,
+                SyntheticParticipant::join(&control_url, &room, options),
+            )
+            .await
+            .unwrap_or_else(|_| {
+                Err(ParticipantError::Timeout(format!(
+                    "join not done after {join_bound:?}"
+                )))
+            });
+            let took = started.elapsed();
+            match result {
+                Ok(participant) => {
+                    let _ = tokio::time::timeout(join_bound, participant.leave()).await;
+                    Ok(took)
+                }
+                Err(error) => Err(format!("probe #{k} after {} ms: {error}", took.as_millis())),
+            }
+        });
+    }
+    let mut join_us = histogram::Histogram::default();
+    while let Some(done) = tasks.join_next().await {
+        report.attempted += 1;
+        match done {
+            Ok(Ok(took)) => {
+                report.ok += 1;
+                join_us.record(took.as_micros() as u64);
+            }
+            Ok(Err(error)) => {
+                report.failed += 1;
+                report.failures.push(error);
+            }
+            Err(error) => {
+                report.failed += 1;
+                report.failures.push(format!("a probe task: {error}"));
+            }
+        }
+    }
+    report.join_ms = join_us.summary(1000.0);
+    report
+}
+
+/// Starts a [`LocalCluster`] as `cluster` says, runs `config` against it (its control URL and
+/// admin token are the cluster's; without source addresses each participant gets a loopback
+/// address of its own, since control rate-limits joins per address) with `plan`'s faults during
+/// the hold, and tears the cluster down. Dropping the future tears it down too.
+pub async fn run_local(
+    mut config: LoadConfig,
+    cluster: LocalClusterConfig,
+    plan: FaultPlan,
+    progress: watch::Sender<Progress>,
+) -> Result<LoadReport, LoadError> {
+    config.validate()?;
+    cluster.validate()?;
+    plan.validate(config.duration_s).map_err(LoadError::Config)?;
+    let mut local = LocalCluster::start(&cluster).await?;
+    config.control_url = local.control_url();
+    config.admin_token = Some(local.admin_token());
+    if config.bind_ips.is_empty() {
+        config.bind_ips = loopback_sources(config.rooms as usize * config.per_room as usize);
+    }
+    let duration = Duration::from_secs(config.duration_s);
+    let mut run = LoadRun::start(config, progress).await?;
+    run.hold_with_faults(duration, &mut local, &plan).await;
+    run.cluster = Some(local.report());
+    let report = run.finish().await;
+    local.stop();
+    Ok(report)
+}
+
+/// `count` loopback addresses (at most [`BIND_IPS_MAX`]), `127.0.1.1` on, skipping the
+/// network and broadcast-looking `.0` and `.255`.
+fn loopback_sources(count: usize) -> Vec<IpAddr> {
+    (0..count.min(BIND_IPS_MAX))
+        .map(|i| IpAddr::from([127, 0, 1 + (i / 254) as u8, 1 + (i % 254) as u8]))
+        .collect()
 }
 
 /// A permit to start the next join, once its time has come; never without a next join.

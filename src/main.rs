@@ -5,7 +5,7 @@ mod geoip_cli;
 mod sim_cli;
 
 use anyhow::Context as _;
-use bridgemesh::load::LoadConfig;
+use bridgemesh::load::{FaultPlan, LoadConfig, LocalClusterConfig};
 use bridgemesh_turn::{IpNet, TurnConfig, TurnServer};
 use clap::{Args, Parser, Subcommand};
 use std::net::{IpAddr, SocketAddr};
@@ -185,10 +185,34 @@ enum ClusterCommand {
 }
 
 #[derive(Args)]
+#[command(group(clap::ArgGroup::new("target").required(true).args(["control", "local_cluster"])))]
 struct LoadArgs {
     /// Control's base URL (any node of the cluster).
     #[arg(long, env = "BRIDGEMESH_CONTROL_URL")]
-    control: String,
+    control: Option<String>,
+    /// Start a cluster of child processes on 127.0.0.1 for the run (control nodes and bridges
+    /// running this binary, secrets in a temporary directory) and stop it at the end.
+    #[arg(long)]
+    local_cluster: bool,
+    /// Control nodes of the local cluster (one Raft cluster) [default: 3].
+    #[arg(long)]
+    control_nodes: Option<usize>,
+    /// Bridges of the local cluster [default: 3].
+    #[arg(long)]
+    bridges: Option<usize>,
+    /// Participants of one room each local bridge takes; past it a room spans bridges (cascade)
+    /// [default: 100].
+    #[arg(long)]
+    bridge_max_per_room: Option<u32>,
+    /// SIGKILL the local bridge hosting the most participants this many seconds into the hold.
+    #[arg(long, value_name = "S")]
+    kill_bridge_at: Option<f64>,
+    /// SIGKILL the local control leader this many seconds into the hold.
+    #[arg(long, value_name = "S")]
+    kill_leader_at: Option<f64>,
+    /// Start each killed process again this many seconds after its kill.
+    #[arg(long, value_name = "S")]
+    restart_after: Option<f64>,
     #[arg(long, default_value_t = LoadConfig::default().rooms)]
     rooms: u32,
     /// Participants in each room.
@@ -231,7 +255,40 @@ struct LoadArgs {
 }
 
 impl LoadArgs {
+    fn local_cluster(&self) -> Option<(LocalClusterConfig, FaultPlan)> {
+        let defaults = LocalClusterConfig::default();
+        self.local_cluster.then(|| {
+            (
+                LocalClusterConfig {
+                    control_nodes: self.control_nodes.unwrap_or(defaults.control_nodes),
+                    bridges: self.bridges.unwrap_or(defaults.bridges),
+                    max_per_room: self.bridge_max_per_room.unwrap_or(defaults.max_per_room),
+                    ..defaults
+                },
+                FaultPlan {
+                    kill_bridge_at_s: self.kill_bridge_at,
+                    kill_leader_at_s: self.kill_leader_at,
+                    restart_after_s: self.restart_after,
+                },
+            )
+        })
+    }
+
     fn config(&self) -> anyhow::Result<LoadConfig> {
+        // By hand: clap takes a flag's default for its presence in `requires`.
+        if !self.local_cluster
+            && (self.kill_bridge_at.is_some()
+                || self.kill_leader_at.is_some()
+                || self.restart_after.is_some()
+                || self.control_nodes.is_some()
+                || self.bridges.is_some()
+                || self.bridge_max_per_room.is_some())
+        {
+            anyhow::bail!(
+                "--control-nodes, --bridges, --bridge-max-per-room, --kill-bridge-at, --kill-leader-at and \
+                 --restart-after need --local-cluster"
+            );
+        }
         let admin_token = match &self.admin_token_file {
             Some(path) => Some(
                 std::fs::read_to_string(path)
@@ -244,7 +301,11 @@ impl LoadArgs {
         .filter(|token| !token.is_empty())
         .map(bridgemesh_control::auth::Secret::new);
         let config = LoadConfig {
-            control_url: self.control.clone(),
+            // With --local-cluster: the cluster's, filled in once it runs.
+            control_url: self
+                .control
+                .clone()
+                .unwrap_or_else(|| LoadConfig::default().control_url),
             rooms: self.rooms,
             per_room: self.per_room,
             publishers_per_room: self.publishers_per_room,
@@ -267,6 +328,12 @@ impl LoadArgs {
 async fn load(args: LoadArgs) -> anyhow::Result<()> {
     use std::io::{IsTerminal as _, Write as _};
     let config = args.config()?;
+    let local = args.local_cluster();
+    if let Some((cluster, plan)) = &local {
+        cluster.validate()?;
+        plan.validate(config.duration_s)
+            .map_err(|e| anyhow::anyhow!("invalid fault plan: {e}"))?;
+    }
     let (progress, mut watch) = tokio::sync::watch::channel(bridgemesh::load::Progress::default());
     // One line rewritten in place; on a pipe or a file it would only be noise.
     let printer = if std::io::stdout().is_terminal() {
@@ -284,7 +351,20 @@ async fn load(args: LoadArgs) -> anyhow::Result<()> {
         drop(watch);
         None
     };
-    let report = bridgemesh::load::run(config, progress).await?;
+    let run = async {
+        match local {
+            Some((cluster, plan)) => bridgemesh::load::run_local(config, cluster, plan, progress).await,
+            None => bridgemesh::load::run(config, progress).await,
+        }
+    };
+    // Ctrl-C or SIGTERM drops the run, and with it a local cluster's processes and directory
+    // (the default handling would end this process at once and leave them running).
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let report = tokio::select! {
+        report = run => report?,
+        _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted; the participants and any local cluster were stopped"),
+        _ = terminate.recv() => anyhow::bail!("terminated; the participants and any local cluster were stopped"),
+    };
     if let Some(printer) = printer {
         let _ = printer.await;
     }

@@ -3,7 +3,9 @@
 //! stats in, counters out), and the verdict.
 
 use super::bridge_metrics::BridgeFigures;
+use super::faults::FaultReport;
 use super::histogram::{Histogram, Quantiles};
+use super::local_cluster::ClusterReport;
 use bridgemesh_proto::ParticipantId;
 use bridgemesh_proto::signaling::MediaSource;
 use bridgemesh_sim::{ParticipantError, ParticipantStats};
@@ -46,6 +48,13 @@ pub struct JoinReport {
     pub failure_examples: Vec<String>,
     /// `join` calls that succeeded: control's answer, the signaling handshake, the first answer.
     pub join_ms: Quantiles,
+    /// From the first join's start to the last join's end.
+    #[serde(default)]
+    pub window_s: f64,
+    /// Joins that succeeded per second of `window_s`: the join throughput, which the ramp-up
+    /// caps unless it is 0.
+    #[serde(default)]
+    pub per_s: f64,
 }
 
 /// The streams every participant should receive: each other publisher of its room, audio and
@@ -118,6 +127,12 @@ pub struct LoadReport {
     /// The hold: from the last join to the snapshot.
     pub held_s: f64,
     pub bridges: BridgeFigures,
+    /// What the faults of a run against a local cluster did, and the recovery.
+    #[serde(default)]
+    pub faults: Option<FaultReport>,
+    /// The local cluster the run started (`--local-cluster`).
+    #[serde(default)]
+    pub cluster: Option<ClusterReport>,
     /// Why the run failed; empty when it passed.
     pub failures: Vec<String>,
 }
@@ -127,8 +142,10 @@ impl LoadReport {
         self.failures.is_empty()
     }
 
-    /// Fills in `failures`: failed joins, loss past the limit, missing streams, corrupt packets
-    /// and participants left disconnected each fail the run.
+    /// Fills in `failures`: failed joins, loss past the limit, missing streams, corrupt packets,
+    /// participants left disconnected, participants of a killed bridge without media again and
+    /// faults that could not be carried out each fail the run. (Loss counts the outage of a
+    /// killed bridge's participants too; a run with a bridge kill needs a limit above it.)
     pub(crate) fn judge(&mut self) {
         let mut failures = Vec::new();
         if self.joins.failed > 0 {
@@ -157,6 +174,19 @@ impl LoadReport {
                 "{} participants were not connected at the end",
                 self.participants_disconnected
             ));
+        }
+        if let Some(faults) = &self.faults {
+            if let Some(kill) = &faults.bridge_kill
+                && kill.not_recovered > 0
+            {
+                failures.push(format!(
+                    "{} of {} participants of killed bridge {} did not get media again",
+                    kill.not_recovered, kill.affected, kill.bridge
+                ));
+            }
+            for error in &faults.errors {
+                failures.push(format!("fault not carried out: {error}"));
+            }
         }
         self.failures = failures;
     }
@@ -390,12 +420,14 @@ impl fmt::Display for LoadReport {
         let j = &self.joins;
         writeln!(
             f,
-            "joins:      {} ok, {} failed of {}; join took p50 {} p99 {}",
+            "joins:      {} ok, {} failed of {}; join took p50 {} p99 {}; {:.1} joins/s over {:.1} s",
             j.ok,
             j.failed,
             j.attempted,
             ms(j.join_ms.p50),
-            ms(j.join_ms.p99)
+            ms(j.join_ms.p99),
+            j.per_s,
+            j.window_s
         )?;
         for (reason, count) in &j.failure_reasons {
             writeln!(f, "            {count} × {reason}")?;
@@ -473,19 +505,44 @@ impl fmt::Display for LoadReport {
                         }
                         _ => writeln!(
                             f,
-                            "bridge {}: CPU {:.1}% of a core over the hold ({:.1} s), {} RTP forwarded/s, \
+                            "bridge {}: CPU {:.1}% of a core over the hold ({:.1} s), {} RTP forwarded/s{}, \
                              RSS {} before the joins → {} after the hold",
                             b.id,
                             b.cpu_cores.unwrap_or(0.0) * 100.0,
                             b.window_s,
                             b.rtp_forwarded_per_s
                                 .map_or_else(|| "-".to_owned(), |n| format!("{n:.0}")),
+                            // The whole process's CPU over its packets: an upper bound per packet.
+                            match (b.cpu_cores, b.rtp_forwarded_per_s) {
+                                (Some(cores), Some(rate)) if rate > 0.0 =>
+                                    format!(" ({:.1} µs CPU each)", cores * 1e6 / rate),
+                                _ => String::new(),
+                            },
                             mib(b.resident_memory_bytes_before),
                             mib(b.resident_memory_bytes_after),
                         )?,
                     }
                 }
             }
+        }
+        if let Some(faults) = &self.faults {
+            write!(f, "{faults}")?;
+        }
+        if let Some(cluster) = &self.cluster {
+            let names: Vec<String> = cluster
+                .processes
+                .iter()
+                .map(|p| match p.pid {
+                    Some(pid) => format!("{} (pid {pid})", p.name),
+                    None => p.name.clone(),
+                })
+                .collect();
+            writeln!(
+                f,
+                "cluster:    {} in {} (stopped)",
+                names.join(", "),
+                cluster.dir.display()
+            )?;
         }
         if self.passed() {
             writeln!(f, "result:     passed")

@@ -5,9 +5,8 @@
 #![allow(dead_code)]
 
 use serde_json::Value;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_bridgemesh");
@@ -15,11 +14,7 @@ pub const ADMIN_TOKEN: &str = "an admin token of at least thirty-two bytes";
 const CLUSTER_SECRET: &str = "0123456789abcdef0123456789abcdef0123456789abcdef";
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    bridgemesh::load::local_cluster::free_port().unwrap()
 }
 
 /// One bridge to start.
@@ -90,70 +85,13 @@ impl BridgeSpec {
     }
 }
 
-pub struct Process {
-    pub name: String,
-    child: Option<Child>,
-    log: PathBuf,
-}
-
-impl Process {
-    pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// SIGTERM, then waits up to `within` for the process to exit by itself.
-    pub async fn terminate(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
-        let child = self.child.as_mut()?;
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(child.id().to_string())
-            .status();
-        let deadline = Instant::now() + within;
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = child.try_wait() {
-                self.child = None;
-                return Some(status);
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        None
-    }
-
-    pub fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let start = text.len().saturating_sub(4000);
-        let start = (start..text.len())
-            .find(|i| text.is_char_boundary(*i))
-            .unwrap_or(text.len());
-        text[start..].to_owned()
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
+/// A child process of the harness: the load generator's, which `bridgemesh load
+/// --local-cluster` starts its processes with.
+pub use bridgemesh::load::local_cluster::ChildProcess as Process;
 
 fn spawn(name: &str, dir: &Path, args: &[String]) -> Process {
-    let log = dir.join(format!("{name}.log"));
-    let file = std::fs::File::create(&log).unwrap();
-    let child = Command::new(BIN)
-        .args(args)
-        .env("RUST_LOG", "info,openraft=warn")
-        // The processes log to stdout.
-        .stdout(file.try_clone().unwrap())
-        .stderr(file)
-        .spawn()
-        .unwrap_or_else(|err| panic!("cannot start {name}: {err}"));
-    Process {
-        name: name.into(),
-        child: Some(child),
-        log,
-    }
+    Process::spawn(Path::new(BIN), name, dir, args.to_vec())
+        .unwrap_or_else(|err| panic!("cannot start {name}: {err}"))
 }
 
 pub struct Deployment {
