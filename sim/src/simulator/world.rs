@@ -2,11 +2,13 @@
 //!
 //! Control is the real replicated state machine (`ControlState::apply`, which also moves the
 //! participants of a bridge that is down or drained, with the real placement), the real
-//! placement function for joins, and the real failure detector fed by heartbeats and clients'
-//! loss reports. The Raft log itself is modeled: a command is applied `consensus_delay_ms` after
-//! it is proposed, in proposal order. Bridges and clients are models: bridges host sessions and
-//! heartbeat at control's interval while alive; clients join, connect, leave, and reconnect
-//! through control when their bridge is lost or they are moved.
+//! placement function for joins, the real failure detector fed by heartbeats and clients' loss
+//! reports, and the real cascade membership push. Consensus is modeled ([`super::consensus`]): a
+//! command is applied `consensus_delay_ms` after it is proposed, in proposal order, while the
+//! leader holds a majority. Bridges and clients are models: bridges host sessions, heartbeat at
+//! control's interval while alive and hear control's pushes; clients join, connect, leave, and
+//! reconnect through control when their bridge is lost or they are moved. The network between
+//! them is [`super::network`].
 
 use super::cascade::{self, CascadeModel, Group, MembershipUpdate};
 use super::consensus::{ControlCluster, Quorum};
