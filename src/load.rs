@@ -613,6 +613,9 @@ impl LoadRun {
                 }
                 Event::Kill(faults::Kill::Leader) => match cluster.leader().await {
                     Some(leader) if cluster.kill_control(leader) => {
+                        // From the kill itself: finding the leader took a round of requests.
+                        let now = Instant::now();
+                        let at_s = now.duration_since(hold_started).as_secs_f64();
                         tracing::info!(leader, "killed the control leader");
                         if let Some(after) = restart_after {
                             events.push((now + after, Event::RestartControl(leader)));

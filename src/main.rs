@@ -185,10 +185,10 @@ enum ClusterCommand {
 }
 
 #[derive(Args)]
-#[command(group(clap::ArgGroup::new("target").required(true).args(["control", "local_cluster"])))]
 struct LoadArgs {
-    /// Control's base URL (any node of the cluster).
-    #[arg(long, env = "BRIDGEMESH_CONTROL_URL")]
+    /// Control's base URL (any node of the cluster); or set BRIDGEMESH_CONTROL_URL. Read by hand,
+    /// not by clap, so that the variable does not collide with --local-cluster.
+    #[arg(long, conflicts_with = "local_cluster")]
     control: Option<String>,
     /// Start a cluster of child processes on 127.0.0.1 for the run (control nodes and bridges
     /// running this binary, secrets in a temporary directory) and stop it at the end.
@@ -300,12 +300,18 @@ impl LoadArgs {
         }
         .filter(|token| !token.is_empty())
         .map(bridgemesh_control::auth::Secret::new);
-        let config = LoadConfig {
-            // With --local-cluster: the cluster's, filled in once it runs.
-            control_url: self
-                .control
+        let control_url = if self.local_cluster {
+            // The cluster's, filled in once it runs.
+            LoadConfig::default().control_url
+        } else {
+            self.control
                 .clone()
-                .unwrap_or_else(|| LoadConfig::default().control_url),
+                .or_else(|| std::env::var("BRIDGEMESH_CONTROL_URL").ok())
+                .filter(|url| !url.is_empty())
+                .context("say where control is (--control URL or BRIDGEMESH_CONTROL_URL), or start a cluster with --local-cluster")?
+        };
+        let config = LoadConfig {
+            control_url,
             rooms: self.rooms,
             per_room: self.per_room,
             publishers_per_room: self.publishers_per_room,
@@ -333,6 +339,10 @@ async fn load(args: LoadArgs) -> anyhow::Result<()> {
         cluster.validate()?;
         plan.validate(config.duration_s)
             .map_err(|e| anyhow::anyhow!("invalid fault plan: {e}"))?;
+        anyhow::ensure!(
+            plan.kill_leader_at_s.is_none() || cluster.control_nodes >= 3,
+            "--kill-leader-at needs --control-nodes 3 or more: fewer cannot elect another leader"
+        );
     }
     let (progress, mut watch) = tokio::sync::watch::channel(bridgemesh::load::Progress::default());
     // One line rewritten in place; on a pipe or a file it would only be noise.
@@ -357,13 +367,16 @@ async fn load(args: LoadArgs) -> anyhow::Result<()> {
             None => bridgemesh::load::run(config, progress).await,
         }
     };
-    // Ctrl-C or SIGTERM drops the run, and with it a local cluster's processes and directory
+    // Ctrl-C, SIGTERM or SIGHUP drops the run, and with it a local cluster's processes and directory
     // (the default handling would end this process at once and leave them running).
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut hangup = signal(SignalKind::hangup())?;
     let report = tokio::select! {
         report = run => report?,
         _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted; the participants and any local cluster were stopped"),
         _ = terminate.recv() => anyhow::bail!("terminated; the participants and any local cluster were stopped"),
+        _ = hangup.recv() => anyhow::bail!("hung up; the participants and any local cluster were stopped"),
     };
     if let Some(printer) = printer {
         let _ = printer.await;

@@ -75,6 +75,16 @@ impl FaultPlan {
             if !(after.is_finite() && after >= 0.0 && after <= duration_s as f64) {
                 return Err(format!("--restart-after {after}: 0 to {duration_s} s"));
             }
+            let last_kill = self
+                .kill_bridge_at_s
+                .into_iter()
+                .chain(self.kill_leader_at_s)
+                .fold(0.0, f64::max);
+            if last_kill + after >= duration_s as f64 {
+                return Err(format!(
+                    "--restart-after {after}: the restart must come within the hold ({duration_s} s)"
+                ));
+            }
         }
         Ok(())
     }
@@ -203,6 +213,8 @@ pub(crate) fn bridge_kill_recovery(
             .stats
             .reconnects
             .iter()
+            // The last loss of the bridge (the kill's), not an earlier one.
+            .rev()
             .find(|r| &r.lost_bridge == bridge);
         let since_kill = |ms: Option<u64>, record: &bridgemesh_sim::ReconnectRecord| {
             let lost_at = participant.join_started + record.lost_after_join;
@@ -435,7 +447,11 @@ mod tests {
         back.answer_ms = Some(100);
         back.first_media_ms = Some(400);
         back.bridge = Some(b2.clone());
-        let back = stats_with(Some(back));
+        // It had lost b1 once before, and given up on that session: only the kill's loss counts.
+        let mut earlier = ReconnectRecord::new(SessionLoss::SocketClosed, b1.clone(), Duration::from_secs(2));
+        earlier.error = Some("an earlier loss".into());
+        let mut back = stats_with(Some(back));
+        back.reconnects.insert(0, earlier);
         let mut gave_up =
             ReconnectRecord::new(SessionLoss::SocketClosed, b1.clone(), Duration::from_secs(10));
         gave_up.error = Some("budget spent".into());

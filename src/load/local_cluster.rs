@@ -28,6 +28,11 @@ pub const CONTROL_NODES_MAX: usize = 7;
 pub const BRIDGES_MAX: usize = 16;
 /// Most connections the control front relays at once; more wait for a slot.
 const FRONT_CONNECTIONS_MAX: usize = 1024;
+/// A relayed connection that carries nothing for this long is closed, so the participants' idle
+/// keep-alive connections give their slots back (their HTTP client opens a new one when needed).
+const FRONT_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Bytes one read moves through the front.
+const FRONT_BUFFER_BYTES: usize = 16 * 1024;
 /// Bound on one admin call while starting or watching the cluster.
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(2);
 /// How often startup polls control.
@@ -128,9 +133,9 @@ pub struct ChildProcess {
 }
 
 impl ChildProcess {
-    /// Starts `binary args`, logging to `log_dir/{name}.log`, in a process group of its own: a
-    /// Ctrl-C in the terminal reaches only its parent, which then kills it (a bridge would
-    /// otherwise start a drain of its own).
+    /// Starts `binary args`, logging to `log_dir/{name}.log`. It stays in its parent's process
+    /// group, so a Ctrl-C or a hang-up in the terminal reaches it too, even when the parent
+    /// cannot clean up (a test binary interrupted by Ctrl-C).
     pub fn spawn(binary: &Path, name: &str, log_dir: &Path, args: Vec<String>) -> std::io::Result<Self> {
         let mut process = Self {
             name: name.to_owned(),
@@ -145,7 +150,6 @@ impl ChildProcess {
 
     /// Starts it (again) with the same arguments, appending to its log.
     pub fn start(&mut self) -> std::io::Result<()> {
-        use std::os::unix::process::CommandExt as _;
         self.kill();
         let file = std::fs::OpenOptions::new()
             .create(true)
@@ -158,7 +162,6 @@ impl ChildProcess {
             // The processes log to stdout.
             .stdout(file.try_clone()?)
             .stderr(file)
-            .process_group(0)
             .spawn()?;
         self.child = Some(child);
         Ok(())
@@ -197,6 +200,17 @@ impl ChildProcess {
     /// Started and not killed (it may have exited by itself since).
     pub fn is_started(&self) -> bool {
         self.child.is_some()
+    }
+
+    /// Started, not killed, and not exited by itself: its process is there and not a zombie
+    /// (read from /proc, as `try_wait` would need `&mut`).
+    pub fn is_running(&self) -> bool {
+        self.child.as_ref().is_some_and(|child| {
+            std::fs::read_to_string(format!("/proc/{}/stat", child.id()))
+                .ok()
+                .and_then(|stat| stat.rsplit_once(") ").map(|(_, rest)| !rest.starts_with('Z')))
+                .unwrap_or(false)
+        })
     }
 
     /// Whether it has exited by itself, with its status.
@@ -308,7 +322,10 @@ impl LocalCluster {
         let path = dir.path().to_owned();
         let secret = path.join("cluster-secret");
         let admin = path.join("admin-token");
-        let admin_token = random_hex(32);
+        let admin_token = bridgemesh_control::auth::AdminAuth::generate(&mut rand::rng())
+            .secret()
+            .expose()
+            .to_owned();
         write_private(&secret, &format!("{}\n", random_hex(32)))?;
         write_private(&admin, &format!("{admin_token}\n"))?;
         let bridge_key = crate::bridge_node::bridge_key_hex(&secret)
@@ -495,7 +512,7 @@ impl LocalCluster {
     /// The leader every running control node names, if they agree on one.
     pub async fn leader(&self) -> Option<u64> {
         let mut agreed = None;
-        for control in self.controls.iter().filter(|c| c.process.is_started()) {
+        for control in self.controls.iter().filter(|c| c.process.is_running()) {
             let seen = self.leader_seen_by(control).await?;
             if agreed.is_some_and(|a| a != seen) {
                 return None;
@@ -507,7 +524,7 @@ impl LocalCluster {
 
     /// A leader named by any running control node other than `except`.
     pub async fn leader_other_than(&self, except: u64) -> Option<u64> {
-        for control in self.controls.iter().filter(|c| c.process.is_started()) {
+        for control in self.controls.iter().filter(|c| c.process.is_running()) {
             if let Some(leader) = self.leader_seen_by(control).await
                 && leader != except
             {
@@ -642,11 +659,10 @@ impl ControlFront {
                 next = next.wrapping_add(1);
                 tokio::spawn(async move {
                     let _permit = permit;
-                    let Some(mut upstream) = connect_first(peer.ip(), &order).await else {
+                    let Some(upstream) = connect_first(peer.ip(), &order).await else {
                         return;
                     };
-                    let mut client = client;
-                    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                    relay(client, upstream).await;
                 });
             }
         });
@@ -661,6 +677,34 @@ impl ControlFront {
 impl Drop for ControlFront {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+/// Copies both ways until a side closes or fails, or nothing moved for [`FRONT_IDLE_TIMEOUT`].
+async fn relay(mut client: tokio::net::TcpStream, mut upstream: tokio::net::TcpStream) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let (mut client_read, mut client_write) = client.split();
+    let (mut upstream_read, mut upstream_write) = upstream.split();
+    let mut from_client = vec![0u8; FRONT_BUFFER_BYTES];
+    let mut from_upstream = vec![0u8; FRONT_BUFFER_BYTES];
+    loop {
+        // Reads are cancel-safe; a write runs to its end once its branch is chosen.
+        let moved = tokio::time::timeout(FRONT_IDLE_TIMEOUT, async {
+            tokio::select! {
+                read = client_read.read(&mut from_client) => match read {
+                    Ok(n) if n > 0 => upstream_write.write_all(&from_client[..n]).await.is_ok(),
+                    _ => false,
+                },
+                read = upstream_read.read(&mut from_upstream) => match read {
+                    Ok(n) if n > 0 => client_write.write_all(&from_upstream[..n]).await.is_ok(),
+                    _ => false,
+                },
+            }
+        })
+        .await;
+        if moved != Ok(true) {
+            return;
+        }
     }
 }
 

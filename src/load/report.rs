@@ -184,6 +184,20 @@ impl LoadReport {
                     kill.not_recovered, kill.affected, kill.bridge
                 ));
             }
+            if let Some(kill) = &faults.leader_kill {
+                if kill.new_leader.is_none() {
+                    failures.push(format!(
+                        "no new leader after control node {} was killed",
+                        kill.node_id
+                    ));
+                }
+                if kill.probe_joins.attempted > 0 && kill.probe_joins.ok == 0 {
+                    failures.push(format!(
+                        "none of {} joins during the leader's kill succeeded",
+                        kill.probe_joins.attempted
+                    ));
+                }
+            }
             for error in &faults.errors {
                 failures.push(format!("fault not carried out: {error}"));
             }

@@ -17,7 +17,8 @@ async fn load(args: &[&str]) -> std::process::Output {
         .arg("load")
         .args(args)
         .env("RUST_LOG", "warn")
-        .env_remove("BRIDGEMESH_CONTROL_URL")
+        // Set, as an operator's shell may have it: --local-cluster must not mind it.
+        .env("BRIDGEMESH_CONTROL_URL", "http://127.0.0.1:9")
         .kill_on_drop(true)
         .output();
     tokio::time::timeout(RUN_TIMEOUT, child)
@@ -153,10 +154,26 @@ async fn a_killed_bridge_and_a_killed_leader_are_survived_and_reported() {
 
 #[tokio::test]
 async fn bad_fault_flags_are_refused_before_anything_starts() {
-    let cases: [(&[&str], &str); 5] = [
+    let cases: [(&[&str], &str); 7] = [
         (
             &["--local-cluster", "--duration-s", "5", "--kill-bridge-at", "5"],
             "within the hold",
+        ),
+        (
+            &[
+                "--local-cluster",
+                "--duration-s",
+                "5",
+                "--kill-bridge-at",
+                "3",
+                "--restart-after",
+                "2",
+            ],
+            "restart must come within the hold",
+        ),
+        (
+            &["--local-cluster", "--control-nodes", "2", "--kill-leader-at", "1"],
+            "needs --control-nodes 3",
         ),
         (
             &["--control", "http://127.0.0.1:9", "--kill-leader-at", "1"],
