@@ -345,20 +345,9 @@ impl ClusterNode {
                 }
                 Err(RaftError::APIError(err)) => last_error = err.to_string(),
             }
-            // Give an election time to finish before the next try: go again as soon as this node
-            // learns of a leader other than the one that failed (or of one at all), at the latest
-            // after the pause. A fixed pause made a join that met a leader's death wait for the
-            // pause after the election had long ended.
-            let failed_leader = self.raft.metrics().borrow_watched().current_leader;
-            let pause = Duration::from_millis(self.config.election_timeout_max_ms / 2 * (attempt as u64 + 1));
-            let _timed_out = self
-                .raft
-                .wait(Some(pause))
-                .metrics(
-                    move |m| m.current_leader.is_some() && m.current_leader != failed_leader,
-                    "another leader",
-                )
-                .await;
+            // Give an election time to finish before the next try.
+            let pause_ms = self.config.election_timeout_max_ms / 2 * (attempt as u64 + 1);
+            tokio::time::sleep(Duration::from_millis(pause_ms)).await;
         }
         Err(ProposeError::NoLeader(last_error))
     }
