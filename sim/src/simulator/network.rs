@@ -84,15 +84,8 @@ impl Network {
             .collect();
         let mut loss = vec![vec![0.0; n]; n];
         let mut bandwidth_kbps = vec![vec![None; n]; n];
-        let index = |id: &str| {
-            scenario
-                .regions
-                .iter()
-                .position(|r| r.id == id)
-                .expect("validated")
-        };
         for link in &scenario.latency {
-            let (a, b) = (index(&link.from), index(&link.to));
+            let (a, b) = (scenario.region_index(&link.from), scenario.region_index(&link.to));
             for (x, y) in [(a, b), (b, a)] {
                 if let Some(ms) = link.ms {
                     latency_ms[x][y] = ms;

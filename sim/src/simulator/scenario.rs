@@ -412,6 +412,14 @@ pub enum ScenarioError {
 }
 
 impl Scenario {
+    /// The index of a region the scenario was validated to have.
+    pub fn region_index(&self, id: &str) -> usize {
+        self.regions
+            .iter()
+            .position(|r| r.id == id)
+            .unwrap_or_else(|| panic!("region {id} was validated to exist"))
+    }
+
     pub fn from_toml(text: &str) -> Result<Self, ScenarioError> {
         let scenario: Scenario = toml::from_str(text).map_err(|e| ScenarioError::Toml(e.to_string()))?;
         scenario.validate()?;

@@ -292,13 +292,7 @@ struct FaultRecord {
 
 impl World {
     pub fn new(scenario: Scenario, seed: u64, placement: Placement) -> Self {
-        let region_index = |id: &str| {
-            scenario
-                .regions
-                .iter()
-                .position(|r| r.id == id)
-                .expect("validated")
-        };
+        let region_index = |id: &str| scenario.region_index(id);
         let first_region = scenario.control.region.as_deref().map_or(0, region_index);
         let node_regions: Vec<usize> = if scenario.control.nodes.is_empty() {
             vec![first_region; 3]
@@ -1324,14 +1318,7 @@ impl World {
                 },
                 _,
             ) => {
-                let region = |id: &str| {
-                    self.scenario
-                        .regions
-                        .iter()
-                        .position(|r| r.id == id)
-                        .expect("validated")
-                };
-                let pair = (region(from), region(to));
+                let pair = (self.scenario.region_index(from), self.scenario.region_index(to));
                 self.network
                     .degrade(index, pair, *extra_latency_ms, *loss_percent, *bandwidth_kbps);
                 self.schedule(
@@ -1442,12 +1429,7 @@ impl World {
     }
 
     fn partition_starts(&mut self, fault: usize, region: &str, duration_s: u64, direction: CutDirection) {
-        let region = self
-            .scenario
-            .regions
-            .iter()
-            .position(|r| r.id == region)
-            .expect("validated");
+        let region = self.scenario.region_index(region);
         self.network.cut(Cut {
             fault,
             region,
