@@ -796,18 +796,7 @@ impl Shard {
             });
         }
         self.outputs.push_back(ShardOutput::CloseClient { key });
-        for other in room.participants.values_mut() {
-            if other.legs.keys().any(|(publisher, _)| *publisher == key) {
-                other.renegotiate = true;
-                other.dirty = true;
-            }
-            self.outputs.push_back(ShardOutput::ToClient {
-                key: other.key,
-                message: ServerMessage::ParticipantLeft {
-                    participant_id: participant.id.clone(),
-                },
-            });
-        }
+        announce_departure(&mut self.outputs, &mut room.participants, key, &participant.id);
         self.outputs
             .push_back(ShardOutput::Event(BridgeEvent::ParticipantLeft {
                 room: RoomId::clone(&room_id),
@@ -1260,6 +1249,28 @@ fn mark_others_for_renegotiation(room: &mut Room, publisher: ParticipantKey) {
     for other in room.participants.values_mut().filter(|p| p.key != publisher) {
         other.renegotiate = true;
         other.dirty = true;
+    }
+}
+
+/// Tells the local `participants` that `left` (publisher `key`, local or behind a cascade link)
+/// is gone, and renegotiates those that received its tracks.
+fn announce_departure(
+    outputs: &mut VecDeque<ShardOutput>,
+    participants: &mut BTreeMap<ParticipantKey, Participant>,
+    key: ParticipantKey,
+    left: &ParticipantId,
+) {
+    for other in participants.values_mut() {
+        if other.legs.keys().any(|(publisher, _)| *publisher == key) {
+            other.renegotiate = true;
+            other.dirty = true;
+        }
+        outputs.push_back(ShardOutput::ToClient {
+            key: other.key,
+            message: ServerMessage::ParticipantLeft {
+                participant_id: left.clone(),
+            },
+        });
     }
 }
 

@@ -413,14 +413,7 @@ impl ControlNode {
                 Ok(Outcome::InLobby { .. }) => {
                     return Ok(JoinAnswer::Lobby(self.lobby_wait(&room, &participant)));
                 }
-                Err(
-                    ApplyError::BridgeFull(_)
-                    | ApplyError::BridgeRoomFull(..)
-                    | ApplyError::BridgeDown(_)
-                    | ApplyError::UnknownBridge(_),
-                ) => {
-                    continue;
-                }
+                Err(err) if err.is_placement_race() => continue,
                 // The first try committed but its answer was lost (leader change); the id is ours.
                 Err(ApplyError::DuplicateParticipant(_)) => {
                     return self.answer_for_existing(&room, &participant);
@@ -711,14 +704,7 @@ impl ControlNode {
             };
             match self.cluster.propose(command).await? {
                 Ok(_) => return Ok(()),
-                Err(
-                    ApplyError::BridgeFull(_)
-                    | ApplyError::BridgeRoomFull(..)
-                    | ApplyError::BridgeDown(_)
-                    | ApplyError::UnknownBridge(_),
-                ) => {
-                    continue;
-                }
+                Err(err) if err.is_placement_race() => continue,
                 Err(err) => return Err(err.into()),
             }
         }

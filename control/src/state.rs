@@ -261,6 +261,26 @@ pub struct JoinRequestRecord {
     pub client: ClientPlace,
 }
 
+impl JoinRequestRecord {
+    /// A guest's join placed on `bridge`: no account, password or lobby, named after its id, not
+    /// made moderator. Callers change what they need with struct update syntax.
+    pub fn guest(room: RoomId, participant: ParticipantId, bridge: BridgeId, at_ms: u64) -> Self {
+        JoinRequestRecord {
+            display_name: participant.to_string(),
+            room,
+            participant,
+            user_id: None,
+            role: Role::Guest,
+            moderator_if_first: false,
+            guest_needs_moderator: false,
+            password_generation: None,
+            bridge,
+            at_ms,
+            client: ClientPlace::default(),
+        }
+    }
+}
+
 /// A change of a room's password. An enum rather than `Option<Option<_>>`: commands travel as
 /// JSON through the log, where `Some(None)` and `None` would both become `null`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -508,6 +528,20 @@ pub enum ApplyError {
     BridgeIsDown(BridgeId),
     #[error("invalid: {0}")]
     Invalid(String),
+}
+
+impl ApplyError {
+    /// The bridge placement chose could not take the participant after all (it filled up, went
+    /// down or away between the choice and the commit): place again.
+    pub fn is_placement_race(&self) -> bool {
+        matches!(
+            self,
+            ApplyError::BridgeFull(_)
+                | ApplyError::BridgeRoomFull(..)
+                | ApplyError::BridgeDown(_)
+                | ApplyError::UnknownBridge(_)
+        )
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

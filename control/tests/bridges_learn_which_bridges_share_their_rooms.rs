@@ -6,8 +6,7 @@
 mod common;
 
 use bridgemesh_control::node::ticket_key;
-use bridgemesh_control::placement::ClientPlace;
-use bridgemesh_control::state::{Command, JoinRequestRecord, Role};
+use bridgemesh_control::state::{Command, JoinRequestRecord};
 use bridgemesh_proto::bridge_session::{
     BRIDGE_SESSION_PATH, BridgeRegistration, BridgeToControl, CascadePeer, ControlToBridge,
     HostedParticipant, LoadReport, bridge_session_credential,
@@ -151,19 +150,12 @@ async fn commit(cluster: &Arc<bridgemesh_control::raft::cluster::ClusterNode>, c
 }
 
 fn join(participant: &str, bridge: &str) -> Command {
-    Command::Join(JoinRequestRecord {
-        room: RoomId::new("r").unwrap(),
-        participant: ParticipantId::new(participant).unwrap(),
-        display_name: participant.into(),
-        user_id: None,
-        role: Role::Guest,
-        moderator_if_first: false,
-        guest_needs_moderator: false,
-        password_generation: None,
-        bridge: BridgeId::new(bridge).unwrap(),
-        at_ms: bridgemesh_control::node::now_unix_ms(),
-        client: ClientPlace::default(),
-    })
+    Command::Join(JoinRequestRecord::guest(
+        RoomId::new("r").unwrap(),
+        ParticipantId::new(participant).unwrap(),
+        BridgeId::new(bridge).unwrap(),
+        bridgemesh_control::node::now_unix_ms(),
+    ))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,7 +12,6 @@ use bridgemesh_control::raft::cluster::ClusterConfig;
 use bridgemesh_control::rate_limit::RateLimit;
 use bridgemesh_control::service::{ControlService, ControlServiceConfig};
 use bridgemesh_control::state::{Command, ControlState, JoinRequestRecord, Outcome};
-use bridgemesh_proto::api::Role;
 use bridgemesh_proto::bridge_session::{BridgeRegistration, GeoPoint, LoadReport};
 use bridgemesh_proto::{BridgeId, ParticipantId, RegionId, RoomId};
 use bridgemesh_sim::simulator::real_placement;
@@ -121,18 +120,11 @@ fn simulated(steps: &[Step]) -> Vec<Option<BridgeId>> {
                     placed.push(None);
                     continue;
                 };
+                let participant = ParticipantId::new(format!("sim-{n}")).unwrap();
                 let outcome = state.apply(Command::Join(JoinRequestRecord {
-                    room: room.clone(),
-                    participant: ParticipantId::new(format!("sim-{n}")).unwrap(),
-                    display_name: "p".into(),
-                    user_id: None,
-                    role: Role::Guest,
                     moderator_if_first: true,
-                    guest_needs_moderator: false,
-                    password_generation: None,
-                    bridge,
-                    at_ms: 3,
                     client: place.clone(),
+                    ..JoinRequestRecord::guest(room.clone(), participant, bridge, 3)
                 }));
                 placed.push(match outcome {
                     Ok(Outcome::Placed { bridge, .. }) => Some(bridge),

@@ -394,7 +394,7 @@ impl LocalCluster {
             tokio::time::sleep(POLL_INTERVAL).await;
         }
 
-        let control_urls: Vec<String> = cluster.controls.iter().map(ControlProcess::url).collect();
+        let control_urls = cluster.control_urls();
         for i in 1..=config.bridges {
             let id =
                 BridgeId::new(format!("bridge-{i}")).map_err(|e| LocalClusterError::Config(e.to_string()))?;
@@ -402,28 +402,15 @@ impl LocalCluster {
             ca.issue_bridge_cert(&id)
                 .and_then(|identity| identity.save(&certs))
                 .map_err(|e| LocalClusterError::Ca(e.to_string()))?;
-            let mut args: Vec<String> = vec!["bridge".into()];
-            for url in &control_urls {
-                args.extend(["--control".into(), url.clone()]);
-            }
+            let mut args = loopback_bridge_args(
+                &control_urls,
+                id.as_str(),
+                "local",
+                &bridge_key_file,
+                config.bridge_capacity,
+                config.max_per_room.min(config.bridge_capacity),
+            );
             args.extend([
-                "--id".into(),
-                id.as_str().to_owned(),
-                "--region".into(),
-                "local".into(),
-                "--bridge-key-file".into(),
-                bridge_key_file.display().to_string(),
-                "--listen".into(),
-                "127.0.0.1:0".into(),
-                "--advertise-ip".into(),
-                "127.0.0.1".into(),
-                "--media-port".into(),
-                "0".into(),
-                "--capacity".into(),
-                config.bridge_capacity.to_string(),
-                "--max-per-room".into(),
-                config.max_per_room.min(config.bridge_capacity).to_string(),
-                "--no-turn".into(),
                 "--cascade-cert-dir".into(),
                 certs.display().to_string(),
                 "--cascade-port".into(),
@@ -627,6 +614,42 @@ impl LocalCluster {
     pub fn stop(self) {
         drop(self);
     }
+}
+
+/// The arguments of a `bridgemesh bridge` on 127.0.0.1 with every port chosen by the OS and no
+/// TURN, registering with `control_urls`: the local cluster's bridges and the process tests'.
+pub fn loopback_bridge_args(
+    control_urls: &[String],
+    id: &str,
+    region: &str,
+    bridge_key_file: &Path,
+    capacity: u32,
+    max_per_room: u32,
+) -> Vec<String> {
+    let mut args: Vec<String> = vec!["bridge".into()];
+    for url in control_urls {
+        args.extend(["--control".into(), url.clone()]);
+    }
+    args.extend([
+        "--id".into(),
+        id.to_owned(),
+        "--region".into(),
+        region.to_owned(),
+        "--bridge-key-file".into(),
+        bridge_key_file.display().to_string(),
+        "--listen".into(),
+        "127.0.0.1:0".into(),
+        "--advertise-ip".into(),
+        "127.0.0.1".into(),
+        "--media-port".into(),
+        "0".into(),
+        "--capacity".into(),
+        capacity.to_string(),
+        "--max-per-room".into(),
+        max_per_room.to_string(),
+        "--no-turn".into(),
+    ]);
+    args
 }
 
 /// A TCP relay on 127.0.0.1 in front of the control nodes: each connection goes to the first

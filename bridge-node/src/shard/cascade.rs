@@ -305,18 +305,7 @@ impl Shard {
                 .remote_streams
                 .remove(&(remote.link, stream.id));
         }
-        for local in room.participants.values_mut() {
-            if local.legs.keys().any(|(publisher, _)| *publisher == key) {
-                local.renegotiate = true;
-                local.dirty = true;
-            }
-            self.outputs.push_back(ShardOutput::ToClient {
-                key: local.key,
-                message: ServerMessage::ParticipantLeft {
-                    participant_id: remote.info.id.clone(),
-                },
-            });
-        }
+        super::announce_departure(&mut self.outputs, &mut room.participants, key, &remote.info.id);
         self.pump(now, room_id);
     }
 

@@ -1,6 +1,5 @@
 use super::*;
-use crate::placement::ClientPlace;
-use crate::state::{JoinRequestRecord, Role};
+use crate::state::JoinRequestRecord;
 use bridgemesh_proto::RegionId;
 use bridgemesh_proto::bridge_session::{BridgeRegistration, BridgeStatus};
 
@@ -41,19 +40,12 @@ fn state_with_two_bridges() -> ControlState {
 
 fn join(state: &mut ControlState, room: &str, participant: &str, bridge: &str) {
     state
-        .apply(Command::Join(JoinRequestRecord {
-            room: RoomId::new(room).unwrap(),
-            participant: ParticipantId::new(participant).unwrap(),
-            display_name: participant.into(),
-            user_id: None,
-            role: Role::Guest,
-            moderator_if_first: false,
-            guest_needs_moderator: false,
-            password_generation: None,
-            bridge: bid(bridge),
-            at_ms: 0,
-            client: ClientPlace::default(),
-        }))
+        .apply(Command::Join(JoinRequestRecord::guest(
+            RoomId::new(room).unwrap(),
+            ParticipantId::new(participant).unwrap(),
+            bid(bridge),
+            0,
+        )))
         .unwrap();
 }
 

@@ -1,5 +1,4 @@
 use super::*;
-use crate::placement::ClientPlace;
 use crate::state::{Command, JoinRequestRecord, Role};
 use bridgemesh_proto::bridge_session::{BridgeRegistration, LoadReport};
 use bridgemesh_proto::{ParticipantId, RegionId};
@@ -55,19 +54,12 @@ fn register(bridge: &str, cascade_addr: Option<SocketAddr>) -> Command {
 }
 
 fn join(room: &str, participant: &str, bridge: &str) -> Command {
-    Command::Join(JoinRequestRecord {
-        room: rid(room),
-        participant: ParticipantId::new(participant).unwrap(),
-        display_name: participant.into(),
-        user_id: None,
-        role: Role::Guest,
-        moderator_if_first: false,
-        guest_needs_moderator: false,
-        password_generation: None,
-        bridge: bid(bridge),
-        at_ms: 0,
-        client: ClientPlace::default(),
-    })
+    Command::Join(JoinRequestRecord::guest(
+        rid(room),
+        ParticipantId::new(participant).unwrap(),
+        bid(bridge),
+        0,
+    ))
 }
 
 fn leave(room: &str, participant: &str) -> Command {

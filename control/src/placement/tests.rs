@@ -1,5 +1,5 @@
 use super::*;
-use crate::state::{Command, JoinRequestRecord, Role};
+use crate::state::{Command, JoinRequestRecord};
 use bridgemesh_proto::ParticipantId;
 use bridgemesh_proto::bridge_session::{BridgeRegistration, LoadReport};
 
@@ -79,17 +79,8 @@ fn place(state: &mut ControlState, room: &str, participant: &str, client: Client
     let bridge = choose_bridge(state, &room, &client, None)?;
     state
         .apply(Command::Join(JoinRequestRecord {
-            room,
-            participant: ParticipantId::new(participant).unwrap(),
-            display_name: participant.into(),
-            user_id: None,
-            role: Role::Guest,
-            moderator_if_first: false,
-            guest_needs_moderator: false,
-            password_generation: None,
-            bridge: bridge.clone(),
-            at_ms: 0,
             client,
+            ..JoinRequestRecord::guest(room, ParticipantId::new(participant).unwrap(), bridge.clone(), 0)
         }))
         .unwrap();
     Some(bridge)

@@ -37,17 +37,13 @@ fn pid(name: &str) -> ParticipantId {
 
 fn request(room_name: &str, participant: &str, bridge: &str, at_ms: u64) -> JoinRequestRecord {
     JoinRequestRecord {
-        room: room(room_name),
-        participant: pid(participant),
         display_name: participant.to_uppercase(),
-        user_id: None,
-        role: Role::Guest,
-        moderator_if_first: false,
-        guest_needs_moderator: false,
-        password_generation: None,
-        bridge: BridgeId::new(bridge).unwrap(),
-        at_ms,
-        client: ClientPlace::default(),
+        ..JoinRequestRecord::guest(
+            room(room_name),
+            pid(participant),
+            BridgeId::new(bridge).unwrap(),
+            at_ms,
+        )
     }
 }
 

@@ -56,11 +56,6 @@ impl CascadeModel {
     pub fn peers(&self, bridge: usize, room: &RoomId) -> &[usize] {
         self.views[bridge].get(room).map_or(&[], Vec::as_slice)
     }
-
-    /// Whether `a` and `b` both know they share `room`: each opens it on their link.
-    pub fn linked(&self, room: &RoomId, a: usize, b: usize) -> bool {
-        self.peers(a, room).contains(&b) && self.peers(b, room).contains(&a)
-    }
 }
 
 /// The participants of one room on one bridge, at a sample.
@@ -202,7 +197,7 @@ mod tests {
         assert_eq!((s.congested_links, s.pairs_missing), (1, 2));
         // A died bridge forgets; `[]` closes the room.
         model.forget(1);
-        assert!(!model.linked(&room(), 0, 1));
+        assert!(model.peers(1, &room()).is_empty());
         model.hear(0, MembershipUpdate::Room(room(), vec![]));
         assert!(model.views[0].is_empty());
     }

@@ -20,8 +20,7 @@ use super::scenario::{CutDirection, FaultKind, Scenario};
 use bridgemesh_control::cascade_membership::MembershipPush;
 use bridgemesh_control::failure_detector::{FailureDetector, FailureDetectorConfig};
 use bridgemesh_control::placement::{ClientPlace, PlacementPolicy, choose_bridge};
-use bridgemesh_control::state::{ApplyError, Command, ControlState, JoinRequestRecord, Moved, Outcome};
-use bridgemesh_proto::api::Role;
+use bridgemesh_control::state::{Command, ControlState, JoinRequestRecord, Moved, Outcome};
 use bridgemesh_proto::bridge_session::{
     BridgeRegistration, BridgeStatus, ControlToBridge, GeoPoint, LoadReport,
 };
@@ -868,17 +867,9 @@ impl World {
             return;
         };
         let command = Command::Join(JoinRequestRecord {
-            room: p.room.clone(),
-            participant: p.id.clone(),
-            display_name: String::new(),
-            user_id: None,
-            role: Role::Guest,
             moderator_if_first: true,
-            guest_needs_moderator: false,
-            password_generation: None,
-            bridge,
-            at_ms: self.now_ms,
             client: p.place.clone(),
+            ..JoinRequestRecord::guest(p.room.clone(), p.id.clone(), bridge, self.now_ms)
         });
         self.propose(command, Then::Join { participant, attempt });
     }
@@ -996,9 +987,7 @@ impl World {
                     let b = self.bridge_index[&bridge];
                     self.send_to_bridge(participant, b);
                 }
-                Err(
-                    ApplyError::BridgeFull(_) | ApplyError::BridgeRoomFull(..) | ApplyError::BridgeDown(_),
-                ) if attempt < JOIN_ATTEMPTS => {
+                Err(err) if err.is_placement_race() && attempt < JOIN_ATTEMPTS => {
                     self.schedule(
                         self.now_ms,
                         Event::JoinAtControl {

@@ -258,28 +258,14 @@ admin_token_file = "{admin}"
     }
 
     pub fn spawn_bridge(&self, spec: &BridgeSpec) -> Process {
-        let mut args: Vec<String> = vec![
-            "bridge".into(),
-            "--control".into(),
-            spec.control_url.clone().unwrap_or_else(|| self.control_url()),
-            "--id".into(),
-            spec.id.clone(),
-            "--region".into(),
-            spec.region.clone(),
-            "--bridge-key-file".into(),
-            self.bridge_key_file.display().to_string(),
-            "--listen".into(),
-            "127.0.0.1:0".into(),
-            "--advertise-ip".into(),
-            "127.0.0.1".into(),
-            "--media-port".into(),
-            "0".into(),
-            "--capacity".into(),
-            spec.capacity.to_string(),
-            "--max-per-room".into(),
-            spec.max_per_room.to_string(),
-            "--no-turn".into(),
-        ];
+        let mut args = bridgemesh::load::local_cluster::loopback_bridge_args(
+            &[spec.control_url.clone().unwrap_or_else(|| self.control_url())],
+            &spec.id,
+            &spec.region,
+            &self.bridge_key_file,
+            spec.capacity,
+            spec.max_per_room,
+        );
         if let Some((lat, lon)) = spec.location {
             args.push("--location".into());
             args.push(format!("{lat},{lon}"));
