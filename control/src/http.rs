@@ -3,6 +3,7 @@
 
 use crate::auth::AdminAuth;
 use crate::bridge_hub::LossReport;
+use crate::metrics::{self, ControlMetrics, JoinKind};
 use crate::node::{ApiError, ControlNode, JoinAnswer};
 use crate::raft::cluster::{ClusterHealth, MembershipChange, RaftRole};
 use crate::raft::{NodeId, server as raft_server};
@@ -23,9 +24,9 @@ use bridgemesh_proto::api::{
 use bridgemesh_proto::bridge_session::{BRIDGE_MESSAGE_MAX_BYTES, BRIDGE_SESSION_PATH, BridgeRegistration};
 use bridgemesh_proto::{BridgeId, ParticipantId, RoomId};
 use serde::{Deserialize, Serialize};
-use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -46,12 +47,14 @@ pub struct ApiConfig {
 struct Api {
     node: Arc<ControlNode>,
     config: ApiConfig,
+    metrics: Arc<ControlMetrics>,
 }
 
 pub fn router(node: Arc<ControlNode>, config: ApiConfig) -> Router {
     let api = Api {
         node: node.clone(),
         config,
+        metrics: Arc::new(ControlMetrics::new(node.clone())),
     };
     Router::new()
         .route("/api/v1/rooms/{room}/join", post(join))
@@ -182,6 +185,7 @@ async fn join(
     if let Err(err) = join_budget(&api, peer) {
         return err.into_response();
     }
+    let started = Instant::now();
     let answer = async {
         let room = room_id(room)?;
         let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
@@ -191,8 +195,10 @@ async fn join(
         api.node
             .join(room, &request.display_name, request.password, caller, client)
             .await
-    };
-    join_answer(answer.await)
+    }
+    .await;
+    api.metrics.observe(JoinKind::Join, &answer, started.elapsed());
+    join_answer(answer)
 }
 
 /// The room and the caller's session, when the path's participant is the session's own.
@@ -223,12 +229,16 @@ async fn reconnect(
     if let Err(err) = join_budget(&api, peer) {
         return err.into_response();
     }
+    let started = Instant::now();
     let answer = async {
         let (room, session) = own_session(&api, room, participant, &headers)?;
         let request: ReconnectRequest = read_json(body).await?;
         api.node.reconnect(&room, &session, request.lost_bridge).await
-    };
-    join_answer(answer.await)
+    }
+    .await;
+    api.metrics
+        .observe(JoinKind::Reconnect, &answer, started.elapsed());
+    join_answer(answer)
 }
 
 /// A bridge's session (`docs/regions.md`): authenticated by the credential derived from the
@@ -613,90 +623,11 @@ async fn health(State(api): State<Api>) -> Response {
 }
 
 async fn metrics(State(api): State<Api>) -> Response {
-    let mut text = api.node.read(render_metrics);
-    render_cluster_metrics(&mut text, &api.node.cluster().health());
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
-}
-
-/// Prometheus text for the state, rendered under the state lock instead of copying the state out.
-fn render_metrics(state: &ControlState) -> String {
-    let mut text = String::new();
-    let _ = writeln!(
-        text,
-        "# HELP bridgemesh_control_rooms Rooms with participants.\n# TYPE bridgemesh_control_rooms gauge"
-    );
-    let _ = writeln!(text, "bridgemesh_control_rooms {}", state.rooms.len());
-    let _ = writeln!(
-        text,
-        "# HELP bridgemesh_control_participants Participants placed.\n# TYPE bridgemesh_control_participants gauge"
-    );
-    let _ = writeln!(
-        text,
-        "bridgemesh_control_participants {}",
-        state.participant_count()
-    );
-    let _ = writeln!(
-        text,
-        "# HELP bridgemesh_control_bridge_participants Participants assigned per bridge.\n# TYPE bridgemesh_control_bridge_participants gauge"
-    );
-    for (bridge, load) in &state.bridge_load {
-        let _ = writeln!(
-            text,
-            "bridgemesh_control_bridge_participants{{bridge=\"{bridge}\"}} {load}"
-        );
-    }
-    let _ = writeln!(
-        text,
-        "# HELP bridgemesh_control_bridge_status 1 for each bridge's current status (up, unreachable, draining, down).\n# TYPE bridgemesh_control_bridge_status gauge"
-    );
-    for bridge in state.bridges.values() {
-        let status = serde_json::to_value(bridge.status).ok();
-        let status = status.as_ref().and_then(|v| v.as_str()).unwrap_or("unknown");
-        let _ = writeln!(
-            text,
-            "bridgemesh_control_bridge_status{{bridge=\"{}\",region=\"{}\",status=\"{status}\"}} 1",
-            bridge.id, bridge.region
-        );
-    }
-    let _ = writeln!(
-        text,
-        "# HELP bridgemesh_control_bridge_stress Reported stress plus the burst correction, as placement sees it.\n# TYPE bridgemesh_control_bridge_stress gauge"
-    );
-    for bridge in state.bridges.values() {
-        let stress = crate::placement::effective_stress(bridge, &state.placement);
-        let _ = writeln!(
-            text,
-            "bridgemesh_control_bridge_stress{{bridge=\"{}\"}} {stress}",
-            bridge.id
-        );
-    }
-    text
-}
-
-fn render_cluster_metrics(text: &mut String, health: &ClusterHealth) {
-    let _ = writeln!(
-        text,
-        "# HELP bridgemesh_control_raft_leader 1 on the node that leads.\n# TYPE bridgemesh_control_raft_leader gauge"
-    );
-    let _ = writeln!(
-        text,
-        "bridgemesh_control_raft_leader {}",
-        u8::from(health.role == RaftRole::Leader)
-    );
-    let _ = writeln!(text, "# TYPE bridgemesh_control_raft_term gauge");
-    let _ = writeln!(text, "bridgemesh_control_raft_term {}", health.term);
-    let _ = writeln!(text, "# TYPE bridgemesh_control_raft_applied_index gauge");
-    let _ = writeln!(
-        text,
-        "bridgemesh_control_raft_applied_index {}",
-        health.last_applied_index.unwrap_or(0)
-    );
-    let _ = writeln!(text, "# TYPE bridgemesh_control_raft_lagging gauge");
-    let _ = writeln!(
-        text,
-        "bridgemesh_control_raft_lagging {}",
-        u8::from(health.lagging)
-    );
+    (
+        [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
+        api.metrics.render(),
+    )
+        .into_response()
 }
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {

@@ -41,6 +41,7 @@ pub mod failure_detector;
 pub mod geo;
 pub mod http;
 pub mod locator;
+pub mod metrics;
 pub mod node;
 pub mod password;
 pub mod placement;

@@ -162,6 +162,18 @@ pub enum BridgeStatus {
     Down,
 }
 
+impl BridgeStatus {
+    /// The name on the wire (and in metrics labels).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Up => "up",
+            Self::Unreachable => "unreachable",
+            Self::Draining => "draining",
+            Self::Down => "down",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 #[non_exhaustive]
