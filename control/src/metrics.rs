@@ -132,9 +132,9 @@ impl std::fmt::Debug for StateCollector {
     }
 }
 
-/// One gauge without labels.
-fn gauge(encoder: &mut DescriptorEncoder, name: &str, help: &str, value: impl Into<f64>) -> std::fmt::Result {
-    let metric = ConstGauge::new(value.into());
+/// One gauge without labels; counts are written as integers.
+fn gauge(encoder: &mut DescriptorEncoder, name: &str, help: &str, value: u64) -> std::fmt::Result {
+    let metric = ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX));
     metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)
 }
 
@@ -146,25 +146,25 @@ impl Collector for StateCollector {
             &mut encoder,
             "bridgemesh_control_raft_leader",
             "1 on the node that leads the control cluster.",
-            u8::from(health.role == RaftRole::Leader),
+            u64::from(health.role == RaftRole::Leader),
         )?;
         gauge(
             &mut encoder,
             "bridgemesh_control_raft_term",
             "The Raft term this node is in.",
-            health.term as f64,
+            health.term,
         )?;
         gauge(
             &mut encoder,
             "bridgemesh_control_raft_applied_index",
             "The last Raft log index this node applied.",
-            health.last_applied_index.unwrap_or(0) as f64,
+            health.last_applied_index.unwrap_or(0),
         )?;
         gauge(
             &mut encoder,
             "bridgemesh_control_raft_lagging",
             "1 when this node knows no leader or is far behind it (its /health answers 503).",
-            u8::from(health.lagging),
+            u64::from(health.lagging),
         )
     }
 }
@@ -174,13 +174,13 @@ fn encode_state(state: &ControlState, encoder: &mut DescriptorEncoder) -> std::f
         encoder,
         "bridgemesh_control_rooms",
         "Rooms with participants.",
-        state.rooms.len() as f64,
+        state.rooms.len() as u64,
     )?;
     gauge(
         encoder,
         "bridgemesh_control_participants",
         "Participants placed.",
-        state.participant_count() as f64,
+        state.participant_count() as u64,
     )?;
 
     let mut family = encoder.encode_descriptor(
@@ -191,7 +191,7 @@ fn encode_state(state: &ControlState, encoder: &mut DescriptorEncoder) -> std::f
     )?;
     for (bridge, load) in &state.bridge_load {
         let labels = [("bridge", bridge.as_str())];
-        ConstGauge::new(f64::from(*load)).encode(family.encode_family(&labels)?)?;
+        ConstGauge::new(i64::from(*load)).encode(family.encode_family(&labels)?)?;
     }
 
     let mut family = encoder.encode_descriptor(
@@ -206,7 +206,7 @@ fn encode_state(state: &ControlState, encoder: &mut DescriptorEncoder) -> std::f
             ("region", bridge.region.as_str()),
             ("status", bridge.status.as_str()),
         ];
-        ConstGauge::new(1.0).encode(family.encode_family(&labels)?)?;
+        ConstGauge::new(1i64).encode(family.encode_family(&labels)?)?;
     }
 
     let mut family = encoder.encode_descriptor(

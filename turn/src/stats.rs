@@ -1,7 +1,12 @@
 //! Counters the server keeps and their Prometheus rendering. Atomics, because the relay path
 //! updates them per packet from several tasks.
 
-use std::fmt::Write as _;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric as _};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 #[derive(Debug, Default)]
@@ -81,94 +86,176 @@ impl TurnStats {
         self.client_to_peer_bytes_total + self.peer_to_client_bytes_total
     }
 
-    /// Prometheus text exposition, metric names prefixed `bridgemesh_turn_`.
+    /// Prometheus text exposition (0.0.4, by `prometheus-client`), metric names prefixed
+    /// `bridgemesh_turn_`.
     pub fn render_prometheus(&self) -> String {
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(*self));
         let mut out = String::new();
-        let mut metric = |name: &str, kind: &str, help: &str, samples: &[(&str, u64)]| {
-            let _ = writeln!(out, "# HELP bridgemesh_turn_{name} {help}");
-            let _ = writeln!(out, "# TYPE bridgemesh_turn_{name} {kind}");
-            for (labels, value) in samples {
-                let _ = writeln!(out, "bridgemesh_turn_{name}{labels} {value}");
-            }
-        };
-        metric(
-            "requests_total",
-            "counter",
+        prometheus_client::encoding::prometheus_text::encode(&mut out, &registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}
+
+/// One series of a family, with its labels.
+type Sample<'a> = (&'a [(&'a str, &'a str)], u64);
+
+fn family(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    kind: MetricType,
+    help: &str,
+    samples: &[Sample],
+) -> std::fmt::Result {
+    let mut family = encoder.encode_descriptor(name, help, None, kind)?;
+    for (labels, value) in samples {
+        let series = family.encode_family(labels)?;
+        match kind {
+            MetricType::Counter => ConstCounter::new(*value).encode(series)?,
+            _ => ConstGauge::new(i64::try_from(*value).unwrap_or(i64::MAX)).encode(series)?,
+        }
+    }
+    Ok(())
+}
+
+impl Collector for TurnStats {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+        use MetricType::{Counter, Gauge};
+        let e = &mut encoder;
+        // Counters are named without `_total`: the encoder appends it.
+        family(
+            e,
+            "bridgemesh_turn_requests",
+            Counter,
             "STUN requests received.",
-            &[("", self.requests_total)],
-        );
-        metric(
-            "allocations",
-            "gauge",
+            &[(&[], self.requests_total)],
+        )?;
+        family(
+            e,
+            "bridgemesh_turn_allocations",
+            Gauge,
             "Allocations currently open.",
-            &[("", self.allocations_active)],
-        );
-        metric(
-            "allocations_total",
-            "counter",
+            &[(&[], self.allocations_active)],
+        )?;
+        family(
+            e,
+            "bridgemesh_turn_allocations",
+            Counter,
             "Allocations created.",
-            &[("", self.allocations_total)],
-        );
-        metric(
-            "allocation_quota_refusals_total",
-            "counter",
+            &[(&[], self.allocations_total)],
+        )?;
+        family(
+            e,
+            "bridgemesh_turn_allocation_quota_refusals",
+            Counter,
             "Allocations refused by the per-user or server quota.",
-            &[("", self.allocation_quota_refusals_total)],
-        );
-        metric(
-            "relayed_packets_total",
-            "counter",
+            &[(&[], self.allocation_quota_refusals_total)],
+        )?;
+        let client_to_peer: &[(&str, &str)] = &[("direction", "client_to_peer")];
+        let peer_to_client: &[(&str, &str)] = &[("direction", "peer_to_client")];
+        family(
+            e,
+            "bridgemesh_turn_relayed_packets",
+            Counter,
             "Packets relayed.",
             &[
-                (
-                    "{direction=\"client_to_peer\"}",
-                    self.client_to_peer_packets_total,
-                ),
-                (
-                    "{direction=\"peer_to_client\"}",
-                    self.peer_to_client_packets_total,
-                ),
+                (client_to_peer, self.client_to_peer_packets_total),
+                (peer_to_client, self.peer_to_client_packets_total),
             ],
-        );
-        metric(
-            "relayed_bytes_total",
-            "counter",
+        )?;
+        family(
+            e,
+            "bridgemesh_turn_relayed_bytes",
+            Counter,
             "Payload bytes relayed.",
             &[
-                ("{direction=\"client_to_peer\"}", self.client_to_peer_bytes_total),
-                ("{direction=\"peer_to_client\"}", self.peer_to_client_bytes_total),
+                (client_to_peer, self.client_to_peer_bytes_total),
+                (peer_to_client, self.peer_to_client_bytes_total),
             ],
-        );
-        metric(
-            "denied_peers_total",
-            "counter",
+        )?;
+        family(
+            e,
+            "bridgemesh_turn_denied_peers",
+            Counter,
             "Permissions refused and packets dropped by the peer-address policy.",
-            &[("", self.denied_peers_total)],
-        );
-        metric(
-            "auth_failures_total",
-            "counter",
+            &[(&[], self.denied_peers_total)],
+        )?;
+        family(
+            e,
+            "bridgemesh_turn_auth_failures",
+            Counter,
             "Requests with bad, expired or malformed credentials.",
-            &[("", self.auth_failures_total)],
-        );
-        metric(
-            "unauthenticated_dropped_total",
-            "counter",
+            &[(&[], self.auth_failures_total)],
+        )?;
+        family(
+            e,
+            "bridgemesh_turn_unauthenticated_dropped",
+            Counter,
             "Unauthenticated requests dropped by the per-source rate limit.",
-            &[("", self.unauthenticated_dropped_total)],
-        );
-        metric(
-            "bandwidth_dropped_total",
-            "counter",
+            &[(&[], self.unauthenticated_dropped_total)],
+        )?;
+        family(
+            e,
+            "bridgemesh_turn_bandwidth_dropped",
+            Counter,
             "Packets dropped by the per-allocation bandwidth cap.",
-            &[("", self.bandwidth_dropped_total)],
-        );
-        metric(
-            "stream_connections",
-            "gauge",
+            &[(&[], self.bandwidth_dropped_total)],
+        )?;
+        family(
+            e,
+            "bridgemesh_turn_stream_connections",
+            Gauge,
             "TCP and TLS client connections open.",
-            &[("", self.stream_connections_active)],
-        );
-        out
+            &[(&[], self.stream_connections_active)],
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_keeps_every_series_name_and_label() {
+        let stats = TurnStats {
+            requests_total: 11,
+            allocations_active: 2,
+            allocations_total: 5,
+            allocation_quota_refusals_total: 1,
+            client_to_peer_packets_total: 3,
+            client_to_peer_bytes_total: 300,
+            peer_to_client_packets_total: 4,
+            peer_to_client_bytes_total: 400,
+            denied_peers_total: 6,
+            auth_failures_total: 7,
+            unauthenticated_dropped_total: 8,
+            bandwidth_dropped_total: 9,
+            stream_connections_active: 10,
+            ..TurnStats::default()
+        };
+        let text = stats.render_prometheus();
+        for series in [
+            "bridgemesh_turn_requests_total 11",
+            "bridgemesh_turn_allocations 2",
+            "bridgemesh_turn_allocations_total 5",
+            "bridgemesh_turn_allocation_quota_refusals_total 1",
+            "bridgemesh_turn_relayed_packets_total{direction=\"client_to_peer\"} 3",
+            "bridgemesh_turn_relayed_packets_total{direction=\"peer_to_client\"} 4",
+            "bridgemesh_turn_relayed_bytes_total{direction=\"client_to_peer\"} 300",
+            "bridgemesh_turn_relayed_bytes_total{direction=\"peer_to_client\"} 400",
+            "bridgemesh_turn_denied_peers_total 6",
+            "bridgemesh_turn_auth_failures_total 7",
+            "bridgemesh_turn_unauthenticated_dropped_total 8",
+            "bridgemesh_turn_bandwidth_dropped_total 9",
+            "bridgemesh_turn_stream_connections 10",
+            "# TYPE bridgemesh_turn_allocations gauge",
+            "# TYPE bridgemesh_turn_allocations_total counter",
+        ] {
+            assert!(
+                text.lines().any(|line| line == series),
+                "no line {series:?} in\n{text}"
+            );
+        }
     }
 }
