@@ -267,7 +267,7 @@ pub async fn run_renewal(
                             took_ms = took.elapsed.as_millis() as u64,
                             "certificate renewed"
                         );
-                        renewal.succeeded(certificate.validity);
+                        renewal.succeeded(certificate.validity, SystemTime::now());
                         slot.replace(certificate.clone());
                         let _ = issued.send(Some(certificate));
                     }

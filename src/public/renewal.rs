@@ -10,7 +10,9 @@ pub struct RenewalPolicy {
     /// Encrypt's advice), so a window longer than the lifetime still leaves the certificate in
     /// use for two thirds of it instead of renewing in a loop.
     pub renew_before: Duration,
-    /// Wait after the first failed order; doubled after each further failure.
+    /// Wait after the first failed order; doubled after each further failure. Also the least
+    /// time between two orders, so a certificate that is due the moment it is issued (a CA
+    /// issuing short lifetimes, a clock off) cannot make a loop of orders.
     pub retry_min: Duration,
     pub retry_max: Duration,
 }
@@ -58,6 +60,7 @@ pub struct Renewal {
     current: Option<Validity>,
     failures: u32,
     retry_at: Option<SystemTime>,
+    last_success: Option<SystemTime>,
 }
 
 impl Renewal {
@@ -67,6 +70,7 @@ impl Renewal {
             current,
             failures: 0,
             retry_at: None,
+            last_success: None,
         }
     }
 
@@ -77,6 +81,10 @@ impl Renewal {
             (None, Some(validity)) => validity.renew_at(&self.policy),
             (None, None) => return Decision::Order,
         };
+        let due = match self.last_success {
+            Some(at) => due.max(at + self.policy.retry_min),
+            None => due,
+        };
         if due <= now {
             Decision::Order
         } else {
@@ -84,9 +92,10 @@ impl Renewal {
         }
     }
 
-    /// A new certificate is in use.
-    pub fn succeeded(&mut self, validity: Validity) {
+    /// A new certificate is in use since `now`.
+    pub fn succeeded(&mut self, validity: Validity, now: SystemTime) {
         self.current = Some(validity);
+        self.last_success = Some(now);
         self.failures = 0;
         self.retry_at = None;
     }
@@ -175,7 +184,7 @@ mod tests {
         assert_eq!(renewal.decide(now), Decision::WaitUntil(at(160)));
         assert_eq!(renewal.decide(at(160)), Decision::Order);
         let fresh = validity(at(200), 90 * DAY);
-        renewal.succeeded(fresh);
+        renewal.succeeded(fresh, at(200));
         assert_eq!(renewal.failures(), 0);
         assert_eq!(
             renewal.decide(at(200)),
@@ -183,6 +192,18 @@ mod tests {
         );
         // The backoff restarts from the minimum.
         assert_eq!(renewal.failed(at(300)), at(310));
+    }
+
+    #[test]
+    fn a_certificate_due_when_issued_is_not_ordered_again_at_once() {
+        let mut renewal = Renewal::new(RenewalPolicy::default(), None);
+        let now = at(1_000);
+        // Issued backdated by a day, valid one more second: due at once by its dates.
+        renewal.succeeded(validity(now - DAY, DAY + Duration::from_secs(1)), now);
+        assert_eq!(
+            renewal.decide(now),
+            Decision::WaitUntil(now + RenewalPolicy::default().retry_min)
+        );
     }
 
     #[test]

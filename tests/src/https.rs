@@ -25,6 +25,11 @@ pub struct TestPki {
 
 impl TestPki {
     pub fn new(domain: &str) -> Self {
+        Self::with_names(&[domain.to_owned()])
+    }
+
+    /// A leaf for several names; a name that parses as an IP address becomes an IP SAN.
+    pub fn with_names(names: &[String]) -> Self {
         let ca_key = rcgen::KeyPair::generate().expect("key");
         let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
         ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
@@ -33,7 +38,7 @@ impl TestPki {
             .push(rcgen::DnType::CommonName, "bridgemesh test CA");
         let ca = ca_params.self_signed(&ca_key).expect("CA");
         let leaf_key = rcgen::KeyPair::generate().expect("key");
-        let leaf_params = rcgen::CertificateParams::new(vec![domain.to_owned()]).expect("params");
+        let leaf_params = rcgen::CertificateParams::new(names.to_vec()).expect("params");
         let issuer = rcgen::Issuer::new(ca_params, ca_key);
         let leaf = leaf_params.signed_by(&leaf_key, &issuer).expect("leaf");
         Self {
@@ -123,6 +128,39 @@ where
                 // rustls reports a peer that closed without close_notify; the response is whole.
                 Err(err) if err.kind() == std::io::ErrorKind::UnexpectedEof => break,
                 Err(err) => panic!("reading the response: {err}"),
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "no complete response within {IO_TIMEOUT:?}");
+    parse_response(&raw)
+}
+
+/// One HTTP/1.1 request on a connection kept open for more: the response is read by its
+/// `Content-Length`.
+pub async fn request_keep_alive<S>(stream: &mut S, host: &str, path: &str) -> Response
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let head = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n");
+    stream.write_all(head.as_bytes()).await.expect("request written");
+    let mut raw = Vec::new();
+    let read = tokio::time::timeout(IO_TIMEOUT, async {
+        let mut chunk = [0u8; 8192];
+        loop {
+            let n = stream.read(&mut chunk).await.expect("reading the response");
+            assert!(n > 0, "the server closed the connection");
+            raw.extend_from_slice(&chunk[..n]);
+            assert!(raw.len() < RESPONSE_MAX_BYTES, "response too large");
+            if let Some(split) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
+                let length: usize = head
+                    .lines()
+                    .find_map(|line| line.strip_prefix("content-length:"))
+                    .map_or(0, |v| v.trim().parse().expect("a length"));
+                if raw.len() >= split + 4 + length {
+                    return;
+                }
             }
         }
     })

@@ -3,4 +3,5 @@
 pub mod chromium;
 pub mod harness;
 pub mod https;
+pub mod pebble;
 pub mod turn;
