@@ -4,4 +4,5 @@ pub mod chromium;
 pub mod harness;
 pub mod https;
 pub mod pebble;
+pub mod netns;
 pub mod turn;
