@@ -230,6 +230,24 @@ pub async fn https(
     request(&mut tls, domain, method, path, json).await
 }
 
+/// A request over HTTPS on a TCP connection made elsewhere (inside a network namespace).
+pub async fn https_over(
+    tcp: std::net::TcpStream,
+    domain: &str,
+    ca_pem: &str,
+    method: &str,
+    path: &str,
+) -> Response {
+    tcp.set_nonblocking(true).expect("non-blocking");
+    let tcp = TcpStream::from_std(tcp).expect("a tokio stream");
+    let name = ServerName::try_from(domain.to_owned()).expect("domain");
+    let mut tls = tokio::time::timeout(IO_TIMEOUT, connector(ca_pem).connect(name, tcp))
+        .await
+        .expect("TLS in time")
+        .unwrap_or_else(|err| panic!("TLS to {domain}: {err}"));
+    request(&mut tls, domain, method, path, None).await
+}
+
 /// `GET` over plain HTTP.
 pub async fn http_get(addr: SocketAddr, host: &str, path: &str) -> Response {
     let mut tcp = TcpStream::connect(addr).await.expect("connect");

@@ -3,6 +3,6 @@
 pub mod chromium;
 pub mod harness;
 pub mod https;
-pub mod pebble;
 pub mod netns;
+pub mod pebble;
 pub mod turn;

@@ -7,7 +7,8 @@
 //! ([`Pebble::directory_ca_pem`]); the certificates it issues chain to a root it makes at each
 //! start ([`Pebble::issuing_roots_pem`]).
 
-use crate::https::{TestPki, https};
+use crate::https::{TestPki, https, https_over};
+use crate::netns::Netns;
 use std::net::{IpAddr, SocketAddr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -42,16 +43,36 @@ impl Pebble {
     /// Starts pebble on `listen_ip`, resolving every name to `target_ip` and validating http-01
     /// on `target_ip:http_port`. Issued certificates are valid `validity_s` seconds.
     pub async fn start(listen_ip: IpAddr, target_ip: IpAddr, http_port: u16, validity_s: u64) -> Self {
+        Self::start_in(None, listen_ip, target_ip, http_port, validity_s).await
+    }
+
+    /// [`Pebble::start`] inside `netns` (ports are then picked on this machine's loopback,
+    /// where they are free too: a fresh namespace has nothing listening).
+    pub async fn start_in(
+        netns: Option<&Netns>,
+        listen_ip: IpAddr,
+        target_ip: IpAddr,
+        http_port: u16,
+        validity_s: u64,
+    ) -> Self {
+        let command = |program: &str| match netns {
+            Some(netns) => netns.command(program),
+            None => Command::new(program),
+        };
+        let probe_ip = match netns {
+            Some(_) => IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+            None => listen_ip,
+        };
         let dir = tempfile::tempdir().expect("pebble dir");
         let pki = TestPki::with_names(&["localhost".to_owned(), listen_ip.to_string()]);
         std::fs::write(dir.path().join("cert.pem"), &pki.leaf_pem).unwrap();
         std::fs::write(dir.path().join("key.pem"), &pki.leaf_key_pem).unwrap();
         let directory_ca_file = dir.path().join("directory-ca.pem");
         std::fs::write(&directory_ca_file, &pki.ca_pem).unwrap();
-        let acme = SocketAddr::new(listen_ip, free_tcp_port(listen_ip));
-        let management = SocketAddr::new(listen_ip, free_tcp_port(listen_ip));
-        let dns = SocketAddr::new(listen_ip, free_udp_port(listen_ip));
-        let challtest_management = SocketAddr::new(listen_ip, free_tcp_port(listen_ip));
+        let acme = SocketAddr::new(listen_ip, free_tcp_port(probe_ip));
+        let management = SocketAddr::new(listen_ip, free_tcp_port(probe_ip));
+        let dns = SocketAddr::new(listen_ip, free_udp_port(probe_ip));
+        let challtest_management = SocketAddr::new(listen_ip, free_tcp_port(probe_ip));
         let config = serde_json::json!({
             "pebble": {
                 "listenAddress": acme.to_string(),
@@ -60,7 +81,7 @@ impl Pebble {
                 "privateKey": dir.path().join("key.pem"),
                 "httpPort": http_port,
                 // TLS-ALPN-01 is not offered by bridgemesh; an unused port keeps it harmless.
-                "tlsPort": free_tcp_port(listen_ip),
+                "tlsPort": free_tcp_port(probe_ip),
                 "ocspResponderURL": "",
                 "externalAccountBindingRequired": false,
                 "certificateValidityPeriod": validity_s,
@@ -71,7 +92,7 @@ impl Pebble {
             IpAddr::V4(ip) => (ip.to_string(), String::new()),
             IpAddr::V6(ip) => (String::new(), ip.to_string()),
         };
-        let challtestsrv = Command::new("pebble-challtestsrv")
+        let challtestsrv = command("pebble-challtestsrv")
             .args(["-defaultIPv4", &v4, "-defaultIPv6", &v6])
             .args([
                 "-dns01",
@@ -84,7 +105,7 @@ impl Pebble {
             .stderr(log_file(dir.path(), "challtestsrv.err"))
             .spawn()
             .expect("pebble-challtestsrv (Debian's pebble package) runs");
-        let pebble = Command::new("pebble")
+        let pebble = command("pebble")
             .arg("-config")
             .arg(dir.path().join("pebble.json"))
             .args(["-dnsserver", &dns.to_string()])
@@ -106,9 +127,14 @@ impl Pebble {
         };
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
-            if tokio::net::TcpStream::connect(acme).await.is_ok()
-                && tokio::net::TcpStream::connect(management).await.is_ok()
-            {
+            let up = match netns {
+                Some(netns) => netns.connect_tcp(acme).is_ok() && netns.connect_tcp(management).is_ok(),
+                None => {
+                    tokio::net::TcpStream::connect(acme).await.is_ok()
+                        && tokio::net::TcpStream::connect(management).await.is_ok()
+                }
+            };
+            if up {
                 break;
             }
             assert!(
@@ -123,16 +149,31 @@ impl Pebble {
 
     /// The roots the issued certificates chain to (they change at every pebble start).
     pub async fn issuing_roots_pem(&self) -> String {
+        self.issuing_roots_pem_in(None).await
+    }
+
+    /// [`Pebble::issuing_roots_pem`] for a pebble started in `netns`.
+    pub async fn issuing_roots_pem_in(&self, netns: Option<&Netns>) -> String {
         let host = self.management.ip().to_string();
-        let root = https(
-            self.management,
-            &host,
-            &self.directory_ca_pem,
-            "GET",
-            "/roots/0",
-            None,
-        )
-        .await;
+        let root = match netns {
+            None => {
+                https(
+                    self.management,
+                    &host,
+                    &self.directory_ca_pem,
+                    "GET",
+                    "/roots/0",
+                    None,
+                )
+                .await
+            }
+            Some(netns) => {
+                let tcp = netns
+                    .connect_tcp(self.management)
+                    .expect("pebble's management port");
+                https_over(tcp, &host, &self.directory_ca_pem, "GET", "/roots/0").await
+            }
+        };
         assert_eq!(root.status, 200, "pebble's root");
         String::from_utf8(root.body).expect("PEM")
     }
