@@ -25,6 +25,8 @@ pub struct PublicConfig {
     /// A certificate chain and key from files instead of ACME (both or neither).
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    /// How often the certificate files are checked for a renewal done by another tool.
+    pub tls_files_check_s: u64,
     /// The ACME directory URL; Let's Encrypt's by default.
     pub acme_directory: String,
     /// A PEM CA certificate to trust for the ACME directory's HTTPS (a private ACME server).
@@ -48,6 +50,7 @@ impl Default for PublicConfig {
             state_dir: PathBuf::from(DEFAULT_STATE_DIR),
             tls_cert: None,
             tls_key: None,
+            tls_files_check_s: 60,
             acme_directory: LETS_ENCRYPT_DIRECTORY.to_owned(),
             acme_ca_file: None,
             acme_email: None,
@@ -72,6 +75,8 @@ pub enum PublicConfigError {
     PublicIp(IpAddr),
     #[error("acme_renew_before_s must be positive")]
     RenewBefore,
+    #[error("tls_files_check_s must be positive")]
+    FilesCheck,
 }
 
 impl PublicConfig {
@@ -95,6 +100,9 @@ impl PublicConfig {
         }
         if self.acme_renew_before_s == 0 {
             return Err(PublicConfigError::RenewBefore);
+        }
+        if self.tls_files_check_s == 0 {
+            return Err(PublicConfigError::FilesCheck);
         }
         Ok(())
     }

@@ -5,7 +5,8 @@
 //! # Layout
 //! - `config.rs`: [`PublicConfig`], the operator's settings, with `Default` and `validate()`.
 //! - `state_dir.rs`: secrets, the ACME account and certificate, the Raft data, kept across restarts.
-//! - `certificate.rs`: PEM loading and the slot rustls reads at each handshake (hot swap).
+//! - `certificate.rs`: PEM loading and the slot rustls reads at each handshake (hot swap);
+//!   `cert_files.rs`: certificate files reloaded when they change.
 //! - `renewal.rs`: when to order a certificate (sans-IO); `acme.rs`: ordering it (instant-acme).
 //! - `listener.rs`: TLS termination and the STUN/HTTP split of TCP 443.
 //! - `redirect.rs`: TCP 80.
@@ -16,6 +17,7 @@
 //! This listener is for browsers; links between nodes are not its business.
 
 pub mod acme;
+pub mod cert_files;
 pub mod certificate;
 pub mod config;
 pub mod listener;
@@ -26,6 +28,7 @@ pub mod state_dir;
 pub use config::{PublicConfig, PublicConfigError};
 
 use crate::public::acme::{AcmeClient, run_renewal, stored_certificate};
+use crate::public::cert_files::{CertificateFiles, watch_files};
 use crate::public::certificate::{CertificateSlot, LoadedCertificate, server_config};
 use crate::public::listener::{PublicListener, PublicListenerConfig};
 use crate::public::redirect::Http01Challenges;
@@ -107,12 +110,17 @@ impl BoundFront {
         )];
         let mut first_order = None;
         let mut acme_client = None;
+        let mut watched_files = None;
         let certificate = match (&config.tls_cert, &config.tls_key) {
             (Some(cert), Some(key)) => {
-                let chain = std::fs::read(cert).with_context(|| format!("cannot read {}", cert.display()))?;
-                let key_pem = std::fs::read(key).with_context(|| format!("cannot read {}", key.display()))?;
-                LoadedCertificate::from_pem(&chain, &key_pem, Some(&config.domain))
-                    .with_context(|| format!("{} / {}", cert.display(), key.display()))?
+                let files = CertificateFiles {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                    domain: config.domain.clone(),
+                };
+                let certificate = files.load()?;
+                watched_files = Some(files);
+                certificate
             }
             _ => {
                 let mut client = AcmeClient::new(
@@ -165,6 +173,15 @@ impl BoundFront {
                 issued_tx,
                 stopped.clone(),
             )));
+        } else if let Some(files) = watched_files {
+            let every = Duration::from_secs(config.tls_files_check_s);
+            tasks.push(tokio::spawn(watch_files(
+                files,
+                every,
+                slot,
+                issued_tx,
+                stopped.clone(),
+            )));
         }
         Ok(PublicFront {
             https_addr: self.https_addr,
@@ -180,8 +197,13 @@ impl BoundFront {
 impl PublicFront {
     pub async fn stop(self) {
         let _ = self.stop.send(true);
-        for task in self.tasks {
-            let _ = tokio::time::timeout(Duration::from_secs(3), task).await;
+        for mut task in self.tasks {
+            if tokio::time::timeout(Duration::from_secs(3), &mut task)
+                .await
+                .is_err()
+            {
+                task.abort();
+            }
         }
     }
 }

@@ -21,6 +21,7 @@ pub struct TestPki {
     pub ca_pem: String,
     pub leaf_pem: String,
     pub leaf_key_pem: String,
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
 }
 
 impl TestPki {
@@ -37,16 +38,27 @@ impl TestPki {
             .distinguished_name
             .push(rcgen::DnType::CommonName, "bridgemesh test CA");
         let ca = ca_params.self_signed(&ca_key).expect("CA");
-        let leaf_key = rcgen::KeyPair::generate().expect("key");
-        let leaf_params = rcgen::CertificateParams::new(names.to_vec()).expect("params");
         let issuer = rcgen::Issuer::new(ca_params, ca_key);
-        let leaf = leaf_params.signed_by(&leaf_key, &issuer).expect("leaf");
+        let (leaf_pem, leaf_key_pem) = issue(&issuer, names);
         Self {
             ca_pem: ca.pem(),
-            leaf_pem: leaf.pem(),
-            leaf_key_pem: leaf_key.serialize_pem(),
+            leaf_pem,
+            leaf_key_pem,
+            issuer,
         }
     }
+
+    /// Another leaf (certificate and key PEM) for `names` from the same CA.
+    pub fn reissue(&self, names: &[String]) -> (String, String) {
+        issue(&self.issuer, names)
+    }
+}
+
+fn issue(issuer: &rcgen::Issuer<'static, rcgen::KeyPair>, names: &[String]) -> (String, String) {
+    let leaf_key = rcgen::KeyPair::generate().expect("key");
+    let leaf_params = rcgen::CertificateParams::new(names.to_vec()).expect("params");
+    let leaf = leaf_params.signed_by(&leaf_key, issuer).expect("leaf");
+    (leaf.pem(), leaf_key.serialize_pem())
 }
 
 /// A TLS client trusting only the CA certificates in `ca_pem`.

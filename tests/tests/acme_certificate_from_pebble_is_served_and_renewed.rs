@@ -78,6 +78,7 @@ async fn acme_certificate_from_pebble_is_served_and_renewed() {
         still_open.status, 200,
         "a connection from before the renewal still works"
     );
+    drop(open_before);
 
     // A restart finds the stored certificate and serves it without ordering.
     running.stop().await;

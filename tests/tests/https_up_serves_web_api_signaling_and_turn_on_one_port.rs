@@ -6,7 +6,7 @@
 use bridgemesh::public::PublicConfig;
 use bridgemesh::up::{self, UpConfig};
 use bridgemesh_tests::harness::init_tracing;
-use bridgemesh_tests::https::{TestPki, http_get, https, tls_connect};
+use bridgemesh_tests::https::{TestPki, http_get, https, presented_leaf, request_keep_alive, tls_connect};
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 use std::time::Duration;
@@ -24,6 +24,7 @@ fn public_config(state_dir: &Path, pki_dir: &Path) -> PublicConfig {
         state_dir: state_dir.to_owned(),
         tls_cert: Some(pki_dir.join("cert.pem")),
         tls_key: Some(pki_dir.join("key.pem")),
+        tls_files_check_s: 1,
         ..PublicConfig::default()
     }
 }
@@ -139,6 +140,35 @@ async fn https_up_serves_web_api_signaling_and_turn_on_one_port() {
     // A client that does not trust the test CA is refused.
     let stranger = TestPki::new(DOMAIN);
     assert!(tls_connect(https_addr, DOMAIN, &stranger.ca_pem).await.is_err());
+
+    // Certificate files replaced by another tool (certbot): the new one is served to new
+    // connections, the connection opened before keeps working.
+    let mut open_before = tls_connect(https_addr, DOMAIN, &pki.ca_pem).await.expect("TLS");
+    let before = request_keep_alive(&mut open_before, DOMAIN, "/health").await;
+    assert_eq!(before.status, 200);
+    let first_leaf = presented_leaf(https_addr, DOMAIN, &pki.ca_pem).await;
+    let (leaf, key) = pki.reissue(&[DOMAIN.to_owned()]);
+    std::fs::write(pki_dir.path().join("key.pem"), key).unwrap();
+    std::fs::write(pki_dir.path().join("cert.pem"), leaf).unwrap();
+    let mut certificates = front.certificates.clone();
+    let first_serial = certificates
+        .borrow_and_update()
+        .as_ref()
+        .unwrap()
+        .serial_hex
+        .clone();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        certificates.wait_for(|c| c.as_ref().is_some_and(|c| c.serial_hex != first_serial)),
+    )
+    .await
+    .expect("the changed files are loaded")
+    .expect("the front is running");
+    assert_ne!(presented_leaf(https_addr, DOMAIN, &pki.ca_pem).await, first_leaf);
+    let after = request_keep_alive(&mut open_before, DOMAIN, "/health").await;
+    assert_eq!(after.status, 200, "a connection from before the swap still works");
+    // Closed by the client: the HTTP server's graceful stop waits for open connections.
+    drop(open_before);
 
     // A restart on the same state directory keeps the admin token (and the cluster secret).
     let token = running.admin_token.clone();
