@@ -152,3 +152,68 @@ pub fn print_public(running: &bridgemesh::up::Running, config: &PublicConfig) {
     );
     println!("press Ctrl-C to stop");
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        public: PublicArgs,
+    }
+
+    fn parse(args: &[&str]) -> anyhow::Result<Option<PublicConfig>> {
+        let mut all = vec!["up"];
+        all.extend_from_slice(args);
+        Cli::try_parse_from(all)?.public.config()
+    }
+
+    #[test]
+    fn without_a_domain_up_stays_on_loopback() {
+        assert_eq!(parse(&[]).unwrap(), None);
+        let err = parse(&["--tls-cert", "c.pem"]).unwrap_err();
+        assert!(err.to_string().contains("--domain"), "{err}");
+    }
+
+    #[test]
+    fn flags_win_over_the_file_and_the_file_over_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("up.toml");
+        std::fs::write(
+            &file,
+            "domain = \"file.example.org\"\nacme_email = \"ops@example.org\"\nhttps_port = 8443\n",
+        )
+        .unwrap();
+        let file = file.to_str().unwrap();
+        let from_file = parse(&["--config", file]).unwrap().unwrap();
+        assert_eq!(from_file.domain, "file.example.org");
+        assert_eq!(from_file.https_port, 8443);
+        assert_eq!(from_file.http_port, 80);
+        let overridden = parse(&[
+            "--config",
+            file,
+            "--domain",
+            "flag.example.org",
+            "--https-port",
+            "9443",
+        ])
+        .unwrap()
+        .unwrap();
+        assert_eq!(overridden.domain, "flag.example.org");
+        assert_eq!(overridden.https_port, 9443);
+        assert_eq!(overridden.acme_email.as_deref(), Some("ops@example.org"));
+    }
+
+    #[test]
+    fn bad_settings_are_refused_at_start() {
+        assert!(parse(&["--domain", "not a name"]).is_err());
+        assert!(parse(&["--domain", "meet.example.org", "--tls-cert", "c.pem"]).is_err());
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("up.toml");
+        std::fs::write(&file, "domian = \"typo.example.org\"\n").unwrap();
+        let err = parse(&["--config", file.to_str().unwrap()]).unwrap_err();
+        assert!(format!("{err:#}").contains("domian"), "{err:#}");
+    }
+}
