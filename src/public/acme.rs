@@ -217,12 +217,23 @@ impl AcmeClient {
                 .context("the ACME server issued an unusable certificate")?;
         write_private(&self.state.key_path(), key_pem.as_bytes())?;
         write_private(&self.state.cert_path(), chain_pem.as_bytes())?;
+        write_private(
+            &self.state.cert_directory_path(),
+            self.config.directory_url.as_bytes(),
+        )?;
         Ok(loaded)
     }
 }
 
-/// The certificate stored by an earlier run, if it is still for `domain` and not expired.
-pub fn stored_certificate(state: &StateDir, domain: &str) -> Option<LoadedCertificate> {
+/// The certificate stored by an earlier run, if it is for `domain`, from `directory_url` (a
+/// certificate from a staging directory is not kept once production is configured) and not
+/// expired.
+pub fn stored_certificate(state: &StateDir, domain: &str, directory_url: &str) -> Option<LoadedCertificate> {
+    let issued_by = state.read(&state.cert_directory_path()).ok()??;
+    if issued_by != directory_url.as_bytes() {
+        tracing::info!("the stored certificate is from another ACME directory; ordering another");
+        return None;
+    }
     let chain = state.read(&state.cert_path()).ok()??;
     let key = state.read(&state.key_path()).ok()??;
     match LoadedCertificate::from_pem(&chain, &key, Some(domain)) {

@@ -129,7 +129,7 @@ impl BoundFront {
                     state.clone(),
                     challenges.clone(),
                 );
-                let certificate = match stored_certificate(state, &config.domain) {
+                let certificate = match stored_certificate(state, &config.domain, &config.acme_directory) {
                     Some(stored) => stored,
                     None => {
                         tracing::info!(directory = %config.acme_directory, "ordering a certificate by ACME");

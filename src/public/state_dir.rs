@@ -7,6 +7,7 @@
 //! <state-dir>/acme/account.json   the ACME account (its key included)
 //! <state-dir>/acme/cert.pem       the certificate chain in use, leaf first
 //! <state-dir>/acme/key.pem        its private key
+//! <state-dir>/acme/cert-directory the ACME directory URL that issued it
 //! ```
 //!
 //! Secrets are created on first use with mode 0600 and written to a temporary file first, then
@@ -56,6 +57,11 @@ impl StateDir {
 
     pub fn key_path(&self) -> PathBuf {
         self.root.join("acme/key.pem")
+    }
+
+    /// The ACME directory that issued `cert.pem`.
+    pub fn cert_directory_path(&self) -> PathBuf {
+        self.root.join("acme/cert-directory")
     }
 
     /// The cluster secret, made on first start.

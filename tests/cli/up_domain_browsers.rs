@@ -143,6 +143,33 @@ impl Deployment {
     }
 }
 
+/// The web client's join timeline (`window.bridgemesh.metrics`), in ms after the join click,
+/// as `tests/benches/first_frame.rs` reads it: one line for the report.
+async fn join_timeline(participant: &Participant) -> (f64, String) {
+    let metrics = participant
+        .page
+        .eval("window.bridgemesh.metrics")
+        .await
+        .expect("the client's metrics");
+    let clicked = metrics["joinClickedAt"].as_f64().expect("joinClickedAt is set");
+    let mut line = String::new();
+    for field in [
+        "joinResponseAt",
+        "signalingOpenAt",
+        "iceConnectedAt",
+        "connectedAt",
+        "firstRemoteFrameAt",
+    ] {
+        if let Some(at) = metrics[field].as_f64() {
+            line.push_str(&format!(" {field}={:.0}", at - clicked));
+        }
+    }
+    let first_frame = metrics["firstRemoteFrameAt"]
+        .as_f64()
+        .map_or(f64::NAN, |at| at - clicked);
+    (first_frame, line)
+}
+
 async fn open(browser: &Browser, room: &str, name: &str) -> Participant {
     let url = format!("https://{DOMAIN}/{room}?autojoin=1&name={name}");
     let page = browser
@@ -188,6 +215,8 @@ async fn two_browsers_meet_over_https_with_an_acme_certificate() {
     let carol = open(&carol_browser, "standup", "Carol").await;
     alice.wait_for_media_from(&carol, MEDIA_TIMEOUT).await;
     carol.wait_for_media_from(&alice, MEDIA_TIMEOUT).await;
+    let (first_frame, timeline) = join_timeline(&carol).await;
+    println!("direct client (UDP): join click -> first remote frame {first_frame:.0} ms;{timeline}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -213,18 +242,16 @@ async fn a_corporate_client_joins_through_turn_over_tls_on_443() {
     let alice_browser = deployment.browser(alice_host).await;
     let corp_browser = deployment.browser(corp_host).await;
     let alice = open(&alice_browser, "allhands", "Alice").await;
-    let joined_at = Instant::now();
     let bob = open(&corp_browser, "allhands", "Bob").await;
     let first_frame = "s.state === 'connected' && s.peers.length === 1 \
          && s.inbound.some((r) => r.kind === 'video' && r.from === s.peers[0].id && r.frames > 0)";
     bob.wait_until("a first video frame", first_frame, MEDIA_TIMEOUT, &[&alice])
         .await;
-    let join_to_first_frame = joined_at.elapsed();
     bob.wait_for_media_from(&alice, MEDIA_TIMEOUT).await;
     alice.wait_for_media_from(&bob, MEDIA_TIMEOUT).await;
+    let (first_frame, timeline) = join_timeline(&bob).await;
     println!(
-        "corporate client (TCP 443 only): page open + join -> first video frame in {} ms",
-        join_to_first_frame.as_millis()
+        "corporate client (TCP 443 only, TURN over TLS): join click -> first remote frame {first_frame:.0} ms;{timeline}"
     );
     let pair: Value = bob.page.eval(SELECTED_PAIR_JS).await.expect("the candidate pair");
     assert_eq!(pair["localType"], "relay", "{pair}");
