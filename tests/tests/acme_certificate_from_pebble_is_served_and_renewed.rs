@@ -7,7 +7,7 @@
 use bridgemesh::public::PublicConfig;
 use bridgemesh::up::{self, UpConfig};
 use bridgemesh_tests::harness::init_tracing;
-use bridgemesh_tests::https::{https, presented_leaf, request_keep_alive, tls_connect};
+use bridgemesh_tests::https::{https, presented_leaf, request_keep_alive, restart_up, tls_connect};
 use bridgemesh_tests::pebble::{Pebble, free_tcp_port};
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
@@ -82,9 +82,7 @@ async fn acme_certificate_from_pebble_is_served_and_renewed() {
 
     // A restart finds the stored certificate and serves it without ordering.
     running.stop().await;
-    let again = up::start(config(&pebble, http_port, state_dir.path()))
-        .await
-        .expect("restart");
+    let again = restart_up(config(&pebble, http_port, state_dir.path())).await;
     let front = again.public.as_ref().unwrap();
     assert!(front.first_order.is_none(), "the stored certificate was used");
     let serial_now = front.certificates.borrow().as_ref().unwrap().serial_hex.clone();

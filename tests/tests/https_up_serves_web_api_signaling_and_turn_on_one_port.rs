@@ -6,7 +6,9 @@
 use bridgemesh::public::PublicConfig;
 use bridgemesh::up::{self, UpConfig};
 use bridgemesh_tests::harness::init_tracing;
-use bridgemesh_tests::https::{TestPki, http_get, https, presented_leaf, request_keep_alive, tls_connect};
+use bridgemesh_tests::https::{
+    TestPki, http_get, https, presented_leaf, request_keep_alive, restart_up, tls_connect,
+};
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 use std::time::Duration;
@@ -173,7 +175,11 @@ async fn https_up_serves_web_api_signaling_and_turn_on_one_port() {
     // A restart on the same state directory keeps the admin token (and the cluster secret).
     let token = running.admin_token.clone();
     running.stop().await;
-    let again = start(state_dir.path(), pki_dir.path()).await;
+    let again = restart_up(UpConfig {
+        public: Some(public_config(state_dir.path(), pki_dir.path())),
+        ..UpConfig::ephemeral()
+    })
+    .await;
     assert_eq!(again.admin_token, token);
     again.stop().await;
 }
