@@ -231,6 +231,52 @@ impl axum::serve::Listener for PublicListener {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::public::certificate::{CertificateSlot, LoadedCertificate, server_config};
+    use axum::serve::Listener as _;
+
+    fn tls_config() -> Arc<rustls::ServerConfig> {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["meet.example.org".to_owned()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let loaded =
+            LoadedCertificate::from_pem(cert.pem().as_bytes(), key.serialize_pem().as_bytes(), None).unwrap();
+        server_config(CertificateSlot::new(Some(loaded))).unwrap()
+    }
+
+    #[tokio::test]
+    async fn connections_past_the_cap_are_closed_at_once() {
+        let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = tcp.local_addr().unwrap();
+        let mut listener = PublicListener::new(
+            tcp,
+            tls_config(),
+            None,
+            PublicListenerConfig { connections_max: 2 },
+        )
+        .unwrap();
+        let accepting = tokio::spawn(async move {
+            // Never completes: no client finishes a handshake.
+            listener.accept().await;
+        });
+        let held: Vec<TcpStream> = vec![
+            TcpStream::connect(addr).await.unwrap(),
+            TcpStream::connect(addr).await.unwrap(),
+        ];
+        let mut third = TcpStream::connect(addr).await.unwrap();
+        let mut byte = [0u8; 1];
+        let read = tokio::time::timeout(Duration::from_secs(5), third.read(&mut byte))
+            .await
+            .expect("the third connection is closed at once, not after the handshake timeout");
+        assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+        // The two within the cap are still open.
+        for mut stream in held {
+            let pending = tokio::time::timeout(Duration::from_millis(200), stream.read(&mut byte)).await;
+            assert!(pending.is_err(), "a connection within the cap was closed");
+        }
+        accepting.abort();
+    }
 
     #[test]
     fn stun_is_told_from_http() {
