@@ -16,12 +16,19 @@ use std::time::Duration;
 const DOMAIN: &str = "meet.bridgemesh.test";
 const VALIDITY_S: u64 = 24;
 
+/// An address of 127.0.0.0/8 of this test's own, so the ports picked for pebble and port 80
+/// cannot be taken meanwhile by tests binding 127.0.0.1.
+fn own_loopback() -> IpAddr {
+    let pid = std::process::id();
+    IpAddr::V4(Ipv4Addr::new(127, 77, (pid >> 8) as u8, (pid as u8).max(1)))
+}
+
 fn config(pebble: &Pebble, http_port: u16, state_dir: &Path) -> UpConfig {
     UpConfig {
         public: Some(PublicConfig {
             domain: DOMAIN.to_owned(),
-            bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
-            public_ip: Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+            bind_ip: own_loopback(),
+            public_ip: Some(own_loopback()),
             https_port: 0,
             http_port,
             state_dir: state_dir.to_owned(),
@@ -36,7 +43,7 @@ fn config(pebble: &Pebble, http_port: u16, state_dir: &Path) -> UpConfig {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acme_certificate_from_pebble_is_served_and_renewed() {
     init_tracing();
-    let loopback = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    let loopback = own_loopback();
     let http_port = free_tcp_port(loopback);
     let pebble = Pebble::start(loopback, loopback, http_port, VALIDITY_S).await;
     let state_dir = tempfile::tempdir().unwrap();
