@@ -133,6 +133,22 @@ async fn deploy() -> Deployment {
 
 impl Deployment {
     async fn browser(&self, host: usize) -> Browser {
+        // A host just added still has IPv6 addresses in duplicate address detection (its
+        // link-local one); when they settle Chromium sees a network change and fails the page
+        // loading then with ERR_NETWORK_CHANGED. Launch once nothing is tentative.
+        let netns = &self.lab.host(host).netns;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let tentative = netns.ip(&["-6", "addr", "show", "tentative"]).expect("ip addr");
+            if tentative.trim().is_empty() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "IPv6 addresses still tentative: {tentative}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         Browser::launch_with(LaunchOptions {
             netns: Some(&self.lab.host(host).netns),
             trusted_ca_pems: vec![self.roots_file.clone()],
