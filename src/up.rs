@@ -455,12 +455,7 @@ impl Running {
                 .into_iter()
                 .flatten()
                 .collect();
-                lines.push(format!(
-                    "{} and UDP {}-{}: TURN of bridge {id} and its relays",
-                    ports.join(", "),
-                    TurnConfig::default().relay_port_min,
-                    TurnConfig::default().relay_port_max
-                ));
+                lines.push(format!("{}: TURN of bridge {id}", ports.join(", ")));
             }
         }
         lines
