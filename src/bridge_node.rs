@@ -89,6 +89,10 @@ pub struct BridgeNodeConfig {
     /// TCP/TLS connections one source address may hold on the TURN server (default: the TURN
     /// server's own; `bridgemesh up` raises it, as every local browser comes from 127.0.0.1).
     pub turn_connections_per_source_max: Option<usize>,
+    /// TURN URLs served by another listener for this bridge's TURN server, named in join
+    /// responses after its own (`up --domain`: `turns:DOMAIN:443?transport=tcp`).
+    #[serde(skip)]
+    pub turn_extra_urls: Vec<String>,
     /// UDP port of cascade links (QUIC) to other bridges, on the listen IP.
     pub cascade_port: u16,
     /// The bridge's cluster certificate, key and CA (`bridgemesh ca issue --out-dir`). Without
@@ -126,6 +130,7 @@ impl Default for BridgeNodeConfig {
             turn: true,
             turn_port: 3478,
             turn_connections_per_source_max: None,
+            turn_extra_urls: Vec::new(),
             cascade_port: 7710,
             cascade_cert_dir: None,
             cascade_advertise: None,
@@ -158,6 +163,7 @@ impl fmt::Debug for BridgeNodeConfig {
             turn,
             turn_port,
             turn_connections_per_source_max,
+            turn_extra_urls,
             cascade_port,
             cascade_cert_dir,
             cascade_advertise,
@@ -184,6 +190,7 @@ impl fmt::Debug for BridgeNodeConfig {
             .field("turn", turn)
             .field("turn_port", turn_port)
             .field("turn_connections_per_source_max", turn_connections_per_source_max)
+            .field("turn_extra_urls", turn_extra_urls)
             .field("cascade_port", cascade_port)
             .field("cascade_cert_dir", cascade_cert_dir)
             .field("cascade_advertise", cascade_advertise)
@@ -598,7 +605,11 @@ pub async fn start(config: BridgeNodeConfig) -> anyhow::Result<RunningBridge> {
         .unwrap_or_else(|| format!("ws://{public_host}:{}/bridge/v1/signal", http_addr.port()));
     let turn_urls = turn
         .as_ref()
-        .map(|server| server.urls(&public_host))
+        .map(|server| {
+            let mut urls = server.urls(&public_host);
+            urls.extend(config.turn_extra_urls.iter().cloned());
+            urls
+        })
         .unwrap_or_default();
     let mut registration = bridgemesh_bridge::control_agent::registration(
         &bridge,

@@ -3,6 +3,7 @@
 mod ca_cli;
 mod geoip_cli;
 mod sim_cli;
+mod up_cli;
 
 use anyhow::Context as _;
 use bridgemesh::load::{FaultPlan, LoadConfig, LocalClusterConfig};
@@ -53,6 +54,8 @@ enum Commands {
         /// spans bridges, which cascade its media to each other.
         #[arg(long, default_value_t = 100)]
         max_per_room: u32,
+        #[command(flatten)]
+        public: up_cli::PublicArgs,
     },
     /// One node of a replicated control cluster (see docs/operator-guide.md for the file).
     Control(ControlArgs),
@@ -583,7 +586,9 @@ async fn main() -> anyhow::Result<()> {
             bridges,
             cascade_port,
             max_per_room,
+            public,
         } => {
+            let public = public.config()?;
             let running = bridgemesh::up::start(bridgemesh::up::UpConfig {
                 http_port,
                 bridge_http_port,
@@ -594,8 +599,16 @@ async fn main() -> anyhow::Result<()> {
                 bridges,
                 cascade_port,
                 max_per_room,
+                public: public.clone(),
             })
             .await?;
+            if let Some(public) = &public {
+                up_cli::print_public(&running, public);
+                tokio::signal::ctrl_c().await?;
+                println!("stopping: telling participants goodbye");
+                running.stop().await;
+                return Ok(());
+            }
             println!(
                 "bridgemesh is up: open {}/ in a browser (two tabs on one room see each other)",
                 running.control_url

@@ -3,13 +3,18 @@
 //! configuration. The bridges are the same as `bridgemesh bridge` runs: each registers with
 //! control over its WebSocket session and heartbeats, so failure detection, drains and moves work
 //! here as in a deployment (`--bridges 2` to try them).
+//!
+//! With a [`PublicConfig`] (`--domain`) the same process faces the internet instead: HTTPS/WSS and
+//! TURN over TLS on 443 with a certificate from ACME or files, port 80 for ACME and redirects,
+//! media and TURN on the public interfaces, secrets and Raft data in the state directory (see
+//! [`crate::public`]). Control and the bridges' own HTTP servers stay internal.
 
 use anyhow::Context as _;
 use bridgemesh_bridge::Bridge;
 use bridgemesh_bridge::cascade::ClusterCa;
 use bridgemesh_bridge::control_session::SessionStatus;
 use bridgemesh_control::ControlNode;
-use bridgemesh_control::auth::{AdminAuth, AuthConfig};
+use bridgemesh_control::auth::{AdminAuth, AuthConfig, Secret};
 use bridgemesh_control::http::ApiConfig;
 use bridgemesh_control::node::{RoomPolicy, ticket_key};
 use bridgemesh_control::raft::cluster::ClusterConfig;
@@ -27,6 +32,8 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 
 use crate::bridge_node::{self, BridgeNodeConfig, RunningBridge};
+use crate::public::state_dir::StateDir;
+use crate::public::{BoundFront, PublicConfig, PublicFront};
 
 /// Most bridges `up` starts.
 pub const UP_BRIDGES_MAX: usize = 16;
@@ -56,6 +63,8 @@ pub struct UpConfig {
     /// Participants of one room a bridge takes; past it the room spans another bridge (when
     /// there is one), cascading between them.
     pub max_per_room: u32,
+    /// Face the internet under this domain (`--domain`); `None`: loopback only, zero config.
+    pub public: Option<PublicConfig>,
 }
 
 impl Default for UpConfig {
@@ -70,6 +79,7 @@ impl Default for UpConfig {
             bridges: 1,
             cascade_port: 7710,
             max_per_room: 100,
+            public: None,
         }
     }
 }
@@ -87,6 +97,7 @@ impl UpConfig {
             bridges: 1,
             cascade_port: 0,
             max_per_room: 100,
+            public: None,
         }
     }
 }
@@ -107,6 +118,8 @@ pub struct Running {
     pub turn: Option<Arc<TurnServer>>,
     /// What control hands out for the first bridge: TURN URLs, secret and credential lifetime.
     pub turn_directory: Option<TurnDirectory>,
+    /// HTTPS, TURN over TLS and port 80, with `--domain`.
+    pub public: Option<PublicFront>,
     _temporary_data: Option<tempfile::TempDir>,
 }
 
@@ -119,14 +132,115 @@ fn nth_port(first: u16, index: usize) -> u16 {
     }
 }
 
+/// The public side of a start with `--domain`, prepared before anything else starts: settings
+/// checked, state directory open, public listeners bound.
+struct PublicStart {
+    config: PublicConfig,
+    state: StateDir,
+    public_ip: IpAddr,
+    front: BoundFront,
+}
+
+impl PublicStart {
+    async fn prepare(config: &PublicConfig) -> anyhow::Result<Self> {
+        config.validate()?;
+        let state = StateDir::open(&config.state_dir)?;
+        let public_ip = public_ip(config).await?;
+        let front = BoundFront::bind(config).await?;
+        Ok(Self {
+            config: config.clone(),
+            state,
+            public_ip,
+            front,
+        })
+    }
+
+    /// `wss://domain[:port]/bridges/<id>/bridge/v1/signal`: the bridge's signaling under the
+    /// web client's origin, so one certificate and one open port serve both.
+    fn signaling_url(&self, bridge: &BridgeId) -> String {
+        let origin = self.front.origin(&self.config);
+        let origin = origin.strip_prefix("https://").expect("https origin");
+        format!("wss://{origin}{}{SIGNALING_PATH}", bridge_prefix(bridge))
+    }
+}
+
+/// Where a bridge's signaling routes are mounted on the public listener.
+fn bridge_prefix(bridge: &BridgeId) -> String {
+    format!("/bridges/{bridge}")
+}
+
+const SIGNALING_PATH: &str = "/bridge/v1/signal";
+
+/// The address participants reach media and TURN at: `--public-ip`, else what the domain
+/// resolves to. A mismatch or an address this host does not have is only warned about: DNS may
+/// not have caught up yet, and a 1:1 NAT address is not on the host by design.
+async fn public_ip(config: &PublicConfig) -> anyhow::Result<IpAddr> {
+    let resolved: Vec<IpAddr> = match tokio::net::lookup_host((config.domain.as_str(), 443)).await {
+        Ok(addrs) => addrs.map(|addr| addr.ip()).collect(),
+        Err(err) => {
+            tracing::warn!(domain = %config.domain, %err, "the domain does not resolve from this host");
+            Vec::new()
+        }
+    };
+    let ip = match config.public_ip {
+        Some(ip) => {
+            if !resolved.is_empty() && !resolved.contains(&ip) {
+                tracing::warn!(
+                    domain = %config.domain, public_ip = %ip, ?resolved,
+                    "the domain does not resolve to the public IP: browsers will not reach this host"
+                );
+            }
+            ip
+        }
+        None => resolved
+            .iter()
+            .find(|ip| ip.is_ipv4())
+            .or(resolved.first())
+            .copied()
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "{} does not resolve to an address here; set its DNS record or pass --public-ip",
+                    config.domain
+                )
+            })?,
+    };
+    if std::net::UdpSocket::bind((ip, 0)).is_err() {
+        tracing::warn!(
+            public_ip = %ip,
+            "the public IP is not an address of this host (a NAT in front?): media is advertised there but bound to {}",
+            config.bind_ip
+        );
+    }
+    Ok(ip)
+}
+
 pub async fn start(config: UpConfig) -> anyhow::Result<Running> {
     if !(1..=UP_BRIDGES_MAX).contains(&config.bridges) {
         anyhow::bail!("--bridges must be between 1 and {UP_BRIDGES_MAX}");
     }
-    let mut secret = vec![0u8; 32];
-    rand::rng().fill_bytes(&mut secret);
-    let admin = AdminAuth::generate(&mut rand::rng());
+    let public = match &config.public {
+        Some(public) => Some(PublicStart::prepare(public).await?),
+        None => None,
+    };
+    let (secret, admin) = match &public {
+        // Kept in the state directory: tokens, tickets in flight and the admin credential
+        // survive a restart.
+        Some(public) => (
+            public.state.cluster_secret()?,
+            AdminAuth::new(Secret::new(public.state.admin_token()?))
+                .context("the stored admin token is unusable")?,
+        ),
+        None => {
+            let mut secret = vec![0u8; 32];
+            rand::rng().fill_bytes(&mut secret);
+            (secret, AdminAuth::generate(&mut rand::rng()))
+        }
+    };
     let admin_token = admin.secret().expose().to_owned();
+    let api = ApiConfig {
+        admin: Some(Arc::new(admin)),
+    };
+    // With --domain too: control's own listener is internal; the public one serves its routes.
     let loopback = IpAddr::V4(Ipv4Addr::LOCALHOST);
     let control_listener = TcpListener::bind((loopback, config.http_port))
         .await
@@ -138,9 +252,10 @@ pub async fn start(config: UpConfig) -> anyhow::Result<Running> {
         })?;
     let control_addr = control_listener.local_addr()?;
 
-    let (data_dir, temporary_data) = match &config.data_dir {
-        Some(dir) => (dir.clone(), None),
-        None => {
+    let (data_dir, temporary_data) = match (&public, &config.data_dir) {
+        (Some(public), _) => (public.state.raft_dir(), None),
+        (None, Some(dir)) => (dir.clone(), None),
+        (None, None) => {
             let dir = tempfile::Builder::new()
                 .prefix("bridgemesh-up-")
                 .tempdir()
@@ -162,9 +277,7 @@ pub async fn start(config: UpConfig) -> anyhow::Result<Running> {
                 ..ClusterConfig::default()
             },
             cluster_secret: secret.clone(),
-            api: ApiConfig {
-                admin: Some(Arc::new(admin)),
-            },
+            api: api.clone(),
             // No keys: open guest access, the room's first participant moderates it.
             auth: AuthConfig::default(),
             policy: RoomPolicy::default(),
@@ -187,10 +300,10 @@ pub async fn start(config: UpConfig) -> anyhow::Result<Running> {
         let cascade_identity = cluster_ca
             .issue_bridge_cert(&id)
             .context("cannot issue a bridge certificate")?;
-        let bridge_config = BridgeNodeConfig {
+        let mut bridge_config = BridgeNodeConfig {
             control: vec![format!("http://{control_addr}")],
             region: Some(RegionId::new("local").expect("valid literal")),
-            id: Some(id),
+            id: Some(id.clone()),
             bridge_key: bridge_key.clone(),
             listen: SocketAddr::new(loopback, nth_port(config.bridge_http_port, index)),
             advertise_ip: Some(loopback),
@@ -206,6 +319,23 @@ pub async fn start(config: UpConfig) -> anyhow::Result<Running> {
             capacity: BridgeNodeConfig::default().capacity.max(config.max_per_room),
             ..BridgeNodeConfig::default()
         };
+        if let Some(public) = &public {
+            bridge_config.listen =
+                SocketAddr::new(public.config.bind_ip, nth_port(config.bridge_http_port, index));
+            bridge_config.advertise_ip = Some(public.public_ip);
+            bridge_config.public_host = Some(public.config.domain.clone());
+            bridge_config.signaling_url = Some(public.signaling_url(&id));
+            bridge_config.turn_connections_per_source_max = None;
+            // TURN over TLS on the HTTPS port reaches the first bridge's TURN server, which
+            // relays to that bridge only.
+            if index == 0 && public.config.turn_tls {
+                bridge_config.turn_extra_urls = vec![format!(
+                    "turns:{}:{}?transport=tcp",
+                    public.config.domain,
+                    public.front.https_addr.port()
+                )];
+            }
+        }
         let running = match bridge_node::start(bridge_config).await {
             Ok(running) => running,
             Err(err) => {
@@ -241,29 +371,96 @@ pub async fn start(config: UpConfig) -> anyhow::Result<Running> {
     }
 
     let first = &bridges[0];
+    let host = match &public {
+        Some(public) => public.config.domain.clone(),
+        None => "127.0.0.1".to_owned(),
+    };
     let turn_directory = first.turn.as_ref().map(|server| TurnDirectory {
         secret: turn_rest_secret(&bridge_key),
         credential_ttl_s: TurnConfig::default().credential_ttl_s,
         endpoints: vec![TurnEndpoint {
             bridge: Some(first.bridge.id().to_string()),
-            urls: server.urls("127.0.0.1"),
+            urls: server.urls(&host),
         }],
     });
+    let (control_url, public_front) = match public {
+        None => (format!("http://{control_addr}"), None),
+        Some(public) => {
+            let origin = public.front.origin(&public.config);
+            let mut router = bridgemesh_control::http::router(control.clone(), api);
+            for running in &bridges {
+                router = router.nest(
+                    &bridge_prefix(running.bridge.id()),
+                    bridgemesh_bridge::signaling::router(running.bridge.clone()),
+                );
+            }
+            let turn = first.turn.clone().filter(|_| public.config.turn_tls);
+            match public
+                .front
+                .serve(&public.config, &public.state, router, turn)
+                .await
+            {
+                Ok(front) => (origin, Some(front)),
+                Err(err) => {
+                    for started in bridges {
+                        let _ = RunningBridge::stop_now(started).await;
+                    }
+                    control_service.stop().await;
+                    return Err(err);
+                }
+            }
+        }
+    };
+    let first = &bridges[0];
     Ok(Running {
-        control_url: format!("http://{control_addr}"),
+        control_url,
         bridge_url: format!("http://{}", first.http_addr),
         control,
         bridge: first.bridge.clone(),
         turn: first.turn.clone(),
+        turn_directory,
+        public: public_front,
         bridges,
         admin_token,
         control_service,
-        turn_directory,
         _temporary_data: temporary_data,
     })
 }
 
 impl Running {
+    /// What must be open inbound for participants on other networks, one line each.
+    pub fn firewall(&self) -> Vec<String> {
+        let mut lines = Vec::new();
+        if let Some(front) = &self.public {
+            lines.push(format!(
+                "TCP {}: HTTPS, WSS signaling and TURN over TLS",
+                front.https_addr.port()
+            ));
+            lines.push(format!(
+                "TCP {}: ACME validation and the redirect to https",
+                front.http_addr.port()
+            ));
+        }
+        for bridge in &self.bridges {
+            let id = bridge.bridge.id();
+            lines.push(format!(
+                "UDP {}: media of bridge {id}",
+                bridge.bridge.media_addr().port()
+            ));
+            if let Some(turn) = &bridge.turn {
+                let ports: Vec<String> = [
+                    turn.udp_addr().map(|a| format!("UDP {}", a.port())),
+                    turn.tcp_addr().map(|a| format!("TCP {}", a.port())),
+                ]
+                .into_iter()
+                .flatten()
+                .collect();
+                lines.push(format!("{}: TURN of bridge {id}", ports.join(", ")));
+            }
+        }
+        lines
+    }
+
     /// The page to open for `room`.
     pub fn room_url(&self, room: &RoomId) -> String {
         format!("{}/{room}", self.control_url)
@@ -271,6 +468,9 @@ impl Running {
 
     /// Says goodbye to every participant, then stops the bridges and the control node.
     pub async fn stop(self) {
+        if let Some(front) = self.public {
+            front.stop().await;
+        }
         for bridge in self.bridges {
             if let Err(err) = bridge.stop_now().await {
                 tracing::warn!(%err, "a bridge stopped with an error");

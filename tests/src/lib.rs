@@ -2,5 +2,7 @@
 
 pub mod chromium;
 pub mod harness;
+pub mod https;
 pub mod netns;
+pub mod pebble;
 pub mod turn;

@@ -337,6 +337,41 @@ impl TurnServer {
         urls
     }
 
+    /// Serves a TURN-over-TLS connection whose TLS another listener terminated (the public HTTPS
+    /// listener on 443 hands over the connections whose first bytes are STUN). `client` is the
+    /// peer's address and `listener` the local address it connected to. The connection counts
+    /// against the same connection caps as this server's own listeners; past them it is dropped.
+    pub fn serve_tls_stream<S>(&self, stream: S, client: SocketAddr, listener: SocketAddr)
+    where
+        S: AsyncRead + AsyncWrite + Send + 'static,
+    {
+        let shared = &self.shared;
+        let Ok(permit) = shared.stream_permits.clone().try_acquire_owned() else {
+            add(&shared.counters.stream_connections_refused_total, 1);
+            return;
+        };
+        let Some(source_slot) = SourceSlot::take(shared, client.ip()) else {
+            add(&shared.counters.stream_connections_refused_total, 1);
+            return;
+        };
+        let five_tuple = FiveTuple {
+            client,
+            listener,
+            transport: Transport::Tls,
+        };
+        let task_shared = shared.clone();
+        let accepted_at = tokio::time::Instant::now();
+        let task = async move {
+            let (_permit, _source_slot) = (permit, source_slot);
+            serve_stream(task_shared, stream, five_tuple, accepted_at).await;
+        };
+        let mut connections = shared.connections.lock().expect("connections lock");
+        if let Some(connections) = connections.as_mut() {
+            while connections.try_join_next().is_some() {}
+            connections.spawn(task);
+        }
+    }
+
     pub fn stats(&self) -> TurnStats {
         let mut stats = self.shared.counters.snapshot();
         {
