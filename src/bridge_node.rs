@@ -701,9 +701,21 @@ fn start_cascade(
     })))
 }
 
-/// The embedded TURN server: it listens beside the bridge and relays from the advertised IP. Its
-/// secret derives from the bridge key, so control issues credentials it accepts; its deny policy
-/// lets it relay to one private address only, the bridge's own media address.
+/// Where relay sockets bind: the listen IP, or any address of the advertised family when the
+/// bridge listens on all of them. Relays are advertised at the advertised IP either way, so a
+/// bridge behind a 1:1 NAT binds its local address and hands out the external one.
+fn relay_bind_ip(bind_ip: IpAddr, advertise_ip: IpAddr) -> IpAddr {
+    match (bind_ip.is_unspecified(), advertise_ip) {
+        (false, _) => bind_ip,
+        (true, IpAddr::V4(_)) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        (true, IpAddr::V6(_)) => IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
+    }
+}
+
+/// The embedded TURN server: it listens beside the bridge and relays from the listen IP,
+/// advertising the advertised IP. Its secret derives from the bridge key, so control issues
+/// credentials it accepts; its deny policy lets it relay to one private address only, the
+/// bridge's own media address.
 async fn start_turn(
     bridge: &Bridge,
     config: &BridgeNodeConfig,
@@ -713,7 +725,8 @@ async fn start_turn(
     let turn_config = TurnConfig {
         udp_listen: Some(SocketAddr::new(bind_ip, config.turn_port)),
         tcp_listen: Some(SocketAddr::new(bind_ip, config.turn_port)),
-        relay_ip: advertise_ip,
+        relay_ip: relay_bind_ip(bind_ip, advertise_ip),
+        external_ip: (relay_bind_ip(bind_ip, advertise_ip) != advertise_ip).then_some(advertise_ip),
         secret: turn_rest_secret(&config.bridge_key),
         allow_peer_addrs: vec![bridge.media_addr()],
         stream_connections_per_source_max: config

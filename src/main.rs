@@ -467,9 +467,14 @@ struct TurnArgs {
     /// PEM private key for --tls-listen.
     #[arg(long)]
     tls_key: Option<PathBuf>,
-    /// The address relays bind to and advertise; peers and clients must reach it.
+    /// The address relay sockets bind to, one of this host's (0.0.0.0 or :: for any, with
+    /// --external-ip). Without --external-ip it is also the address clients are told.
     #[arg(long)]
     relay_ip: IpAddr,
+    /// The public address of a 1:1 NAT in front of this host (a cloud elastic IP), which
+    /// forwards to --relay-ip port for port: relays are advertised at it (coturn's --external-ip).
+    #[arg(long)]
+    external_ip: Option<IpAddr>,
     /// Relay ports, `min-max`.
     #[arg(long, default_value = "49152-65535")]
     relay_ports: String,
@@ -536,6 +541,7 @@ impl TurnArgs {
             tls_cert_path: self.tls_cert,
             tls_key_path: self.tls_key,
             relay_ip: self.relay_ip,
+            external_ip: self.external_ip,
             relay_port_min: min,
             relay_port_max: max,
             realm: self.realm,

@@ -62,6 +62,12 @@ pub enum StartError {
     },
     #[error("cannot load the TLS certificate or key: {0}")]
     Tls(String),
+    /// Checked at start, so a relay address the host does not have is not found out by every
+    /// Allocate failing with 508.
+    #[error(
+        "cannot bind relay sockets to {ip}: {source}. Relay sockets bind an address of this host; behind a 1:1 NAT bind the local address (relay_ip, --relay-ip; 0.0.0.0 or :: for any) and advertise the public one with external_ip (--external-ip)"
+    )]
+    RelayBind { ip: IpAddr, source: io::Error },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -229,6 +235,10 @@ impl TurnServer {
             )?),
             None => None,
         };
+        bind_udp(SocketAddr::new(config.relay_ip, 0)).map_err(|source| StartError::RelayBind {
+            ip: config.relay_ip,
+            source,
+        })?;
         let mut nonce_key = [0u8; 32];
         rand::rng().fill_bytes(&mut nonce_key);
         let shared = Arc::new(Shared {
@@ -242,7 +252,8 @@ impl TurnServer {
                     .into_iter()
                     .flatten()
                     .map(|addr| addr.ip())
-                    .chain([config.relay_ip]),
+                    .chain([config.relay_ip])
+                    .chain(config.external_ip),
             ),
             counters: Counters::default(),
             tables: Mutex::new(Tables {
@@ -1044,7 +1055,7 @@ fn allocate(
     }
     if let Some(family) = message.get(attr::REQUESTED_ADDRESS_FAMILY) {
         let wanted_v4 = family.first() == Some(&0x01);
-        if wanted_v4 != config.relay_ip.is_ipv4() {
+        if wanted_v4 != config.relay_advertised_ip().is_ipv4() {
             return Err(Answer::Code(440));
         }
     }
@@ -1069,7 +1080,10 @@ fn allocate(
         tracing::warn!("no free relay port in the configured range");
         return Err(Answer::Code(508));
     };
-    let relay_addr = relay.local_addr().expect("bound socket has an address");
+    // The bound port under the advertised address: behind a 1:1 NAT the socket holds a local
+    // address and the NAT forwards the external one to it, port for port.
+    let bound = relay.local_addr().expect("bound socket has an address");
+    let relay_addr = SocketAddr::new(config.relay_advertised_ip(), bound.port());
     let allocation = Arc::new(Allocation {
         five_tuple,
         username: auth.username.to_owned(),
