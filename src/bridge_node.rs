@@ -215,6 +215,14 @@ pub enum BridgeNodeConfigError {
     NoAdvertiseIp,
     #[error("the advertised IP must be one participants reach, not 0.0.0.0 / ::")]
     UnspecifiedAdvertiseIp,
+    #[error("the advertised IP {0} is not a unicast address participants can send to")]
+    AdvertiseIpNotUnicast(IpAddr),
+    #[error(
+        "the advertised IP {advertise} and the listen IP {listen} are of different families: media and TURN bind the listen IP and receive only its family (a 1:1 NAT keeps the family; listen on 0.0.0.0 for an IPv4 address, [::] for an IPv6 one)"
+    )]
+    AdvertiseFamily { listen: IpAddr, advertise: IpAddr },
+    #[error("the cascade address {0} must be one other bridges reach, not 0.0.0.0 / :: or port 0")]
+    CascadeAdvertise(SocketAddr),
     #[error("the public host {0:?} is not a host name or IP")]
     PublicHost(String),
     #[error("the location must be a latitude within ±90 and a longitude within ±180")]
@@ -267,6 +275,20 @@ impl BridgeNodeConfig {
         let advertise_ip = self.advertise_ip()?;
         if advertise_ip.is_unspecified() {
             return Err(BridgeNodeConfigError::UnspecifiedAdvertiseIp);
+        }
+        if !bridgemesh_bridge::config::is_unicast(advertise_ip) {
+            return Err(BridgeNodeConfigError::AdvertiseIpNotUnicast(advertise_ip));
+        }
+        if advertise_ip.is_ipv4() != self.listen.is_ipv4() {
+            return Err(BridgeNodeConfigError::AdvertiseFamily {
+                listen: self.listen.ip(),
+                advertise: advertise_ip,
+            });
+        }
+        if let Some(addr) = self.cascade_advertise
+            && (addr.ip().is_unspecified() || addr.port() == 0)
+        {
+            return Err(BridgeNodeConfigError::CascadeAdvertise(addr));
         }
         if let Some(host) = &self.public_host {
             let name_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-');
@@ -552,6 +574,7 @@ pub async fn start(config: BridgeNodeConfig) -> anyhow::Result<RunningBridge> {
     let advertise_ip = config.advertise_ip()?;
     let public_host = config.public_host()?;
     let bind_ip = config.listen.ip();
+    check_local(bind_ip)?;
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {} for signaling", config.listen))?;
@@ -659,6 +682,18 @@ pub async fn start(config: BridgeNodeConfig) -> anyhow::Result<RunningBridge> {
         stop_http,
         http_task,
     })
+}
+
+/// Refuses a listen IP this host does not have, before anything binds it, with what to do
+/// instead: the usual mistake is the public address of a 1:1 NAT given as the listen address.
+fn check_local(ip: IpAddr) -> anyhow::Result<()> {
+    match std::net::UdpSocket::bind(SocketAddr::new(ip, 0)) {
+        Ok(_) => Ok(()),
+        Err(err) if err.kind() == std::io::ErrorKind::AddrNotAvailable => anyhow::bail!(
+            "cannot listen on {ip}: it is not an address of this host ({err}); behind a 1:1 NAT listen on the host's own address (or 0.0.0.0) and give the public one as --advertise-ip"
+        ),
+        Err(err) => Err(anyhow::Error::new(err).context(format!("cannot bind {ip}"))),
+    }
 }
 
 /// Binds the cascade endpoint and starts linking to other bridges, when the bridge has a cluster
@@ -952,6 +987,34 @@ mod tests {
             ),
             (
                 BridgeNodeConfig {
+                    advertise_ip: Some("239.1.2.3".parse().unwrap()),
+                    ..valid()
+                },
+                "not a unicast address",
+            ),
+            (
+                BridgeNodeConfig {
+                    advertise_ip: Some("2001:db8::7".parse().unwrap()),
+                    ..valid()
+                },
+                "different families",
+            ),
+            (
+                BridgeNodeConfig {
+                    listen: "[::]:8081".parse().unwrap(),
+                    ..valid()
+                },
+                "different families",
+            ),
+            (
+                BridgeNodeConfig {
+                    cascade_advertise: Some("0.0.0.0:7710".parse().unwrap()),
+                    ..valid()
+                },
+                "cascade address",
+            ),
+            (
+                BridgeNodeConfig {
                     max_per_room: 2000,
                     ..valid()
                 },
@@ -989,6 +1052,32 @@ mod tests {
         for bad in ["50.1", "91,0", "a,b", "0,181"] {
             assert!(parse_location(bad).is_err(), "{bad}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_listen_address_the_host_does_not_have_is_refused_with_the_way_out() {
+        // 198.18.0.77 stands for a NAT's public address; nothing is sent to it.
+        let err = match start(BridgeNodeConfig {
+            listen: "198.18.0.77:0".parse().unwrap(),
+            media_port: 0,
+            turn_port: 0,
+            ..valid()
+        })
+        .await
+        {
+            Ok(_) => panic!("a bridge must not start on an address the host does not have"),
+            Err(err) => format!("{err:#}"),
+        };
+        assert!(
+            err.contains("not an address of this host") && err.contains("--advertise-ip"),
+            "{err}"
+        );
+        let v6 = BridgeNodeConfig {
+            listen: "[::]:8081".parse().unwrap(),
+            advertise_ip: Some("2001:db8::7".parse().unwrap()),
+            ..valid()
+        };
+        assert!(v6.validate().is_ok(), "an IPv6 bridge");
     }
 
     #[test]

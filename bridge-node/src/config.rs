@@ -29,6 +29,12 @@ pub enum ConfigError {
         "the advertised media address must not be unspecified (0.0.0.0 / ::); set it to an address participants reach"
     )]
     UnspecifiedAdvertisedIp,
+    #[error("the advertised media address {0} is not a unicast address participants can send to")]
+    AdvertisedIpNotUnicast(IpAddr),
+    #[error(
+        "the advertised media address {advertised} and the bound one {bind} are of different families: the media socket only receives its own family (a 1:1 NAT keeps the family)"
+    )]
+    FamilyMismatch { bind: IpAddr, advertised: IpAddr },
     #[error("the ticket key must be at least 32 bytes")]
     WeakClusterSecret,
     #[error("shard_count must be between 1 and 64")]
@@ -54,8 +60,18 @@ impl BridgeConfig {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.media_advertised_ip.is_unspecified() {
+        let advertised = self.media_advertised_ip;
+        if advertised.is_unspecified() {
             return Err(ConfigError::UnspecifiedAdvertisedIp);
+        }
+        if !is_unicast(advertised) {
+            return Err(ConfigError::AdvertisedIpNotUnicast(advertised));
+        }
+        if advertised.is_ipv4() != self.media_bind.is_ipv4() {
+            return Err(ConfigError::FamilyMismatch {
+                bind: self.media_bind.ip(),
+                advertised,
+            });
         }
         if self.ticket_key.len() < 32 {
             return Err(ConfigError::WeakClusterSecret);
@@ -67,5 +83,80 @@ impl BridgeConfig {
             return Err(ConfigError::ZeroCapacity);
         }
         Ok(())
+    }
+}
+
+/// Whether `ip` names one host: not multicast, not the IPv4 broadcast address.
+pub fn is_unicast(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => !v4.is_multicast() && !v4.is_broadcast(),
+        IpAddr::V6(v6) => !v6.is_multicast(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn valid() -> BridgeConfig {
+        BridgeConfig::loopback(BridgeId::new("b1").unwrap(), vec![7; 32], 0)
+    }
+
+    #[test]
+    fn advertised_addresses_it_cannot_serve_are_named() {
+        assert_eq!(valid().validate(), Ok(()));
+        let behind_nat = BridgeConfig {
+            media_bind: "0.0.0.0:10000".parse().unwrap(),
+            media_advertised_ip: "198.18.0.77".parse().unwrap(),
+            ..valid()
+        };
+        assert_eq!(
+            behind_nat.validate(),
+            Ok(()),
+            "bind one address, advertise another"
+        );
+        let cases = [
+            ("0.0.0.0", "127.0.0.1:0", ConfigError::UnspecifiedAdvertisedIp),
+            ("::", "[::1]:0", ConfigError::UnspecifiedAdvertisedIp),
+            (
+                "224.0.0.1",
+                "127.0.0.1:0",
+                ConfigError::AdvertisedIpNotUnicast("224.0.0.1".parse().unwrap()),
+            ),
+            (
+                "255.255.255.255",
+                "127.0.0.1:0",
+                ConfigError::AdvertisedIpNotUnicast("255.255.255.255".parse().unwrap()),
+            ),
+            (
+                "ff02::1",
+                "[::]:0",
+                ConfigError::AdvertisedIpNotUnicast("ff02::1".parse().unwrap()),
+            ),
+            (
+                "2001:db8::7",
+                "0.0.0.0:0",
+                ConfigError::FamilyMismatch {
+                    bind: "0.0.0.0".parse().unwrap(),
+                    advertised: "2001:db8::7".parse().unwrap(),
+                },
+            ),
+            (
+                "203.0.113.7",
+                "[::1]:0",
+                ConfigError::FamilyMismatch {
+                    bind: "::1".parse().unwrap(),
+                    advertised: "203.0.113.7".parse().unwrap(),
+                },
+            ),
+        ];
+        for (advertised, bind, expected) in cases {
+            let config = BridgeConfig {
+                media_bind: bind.parse().unwrap(),
+                media_advertised_ip: advertised.parse().unwrap(),
+                ..valid()
+            };
+            assert_eq!(config.validate(), Err(expected), "{advertised} bound at {bind}");
+        }
     }
 }
