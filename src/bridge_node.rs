@@ -560,6 +560,8 @@ pub struct RunningBridge {
     /// The signaling URL registered with control.
     pub signaling_url: String,
     pub turn: Option<Arc<TurnServer>>,
+    /// Keeps the TURN server's peer policy on the cluster's bridges.
+    turn_peers: Option<JoinHandle<()>>,
     agent: ControlAgent,
     drain_timeout: Duration,
     stop_http: watch::Sender<bool>,
@@ -644,6 +646,14 @@ pub async fn start(config: BridgeNodeConfig) -> anyhow::Result<RunningBridge> {
         }
     };
 
+    let turn_peers = turn.as_ref().map(|server| {
+        crate::turn_peers::spawn(
+            server,
+            config.control.clone(),
+            &turn_rest_secret(&config.bridge_key),
+        )
+    });
+
     let mut router = bridgemesh_bridge::signaling::router(bridge.clone());
     if let Some(turn) = turn.clone() {
         router = router.route(
@@ -677,6 +687,7 @@ pub async fn start(config: BridgeNodeConfig) -> anyhow::Result<RunningBridge> {
         http_addr,
         signaling_url,
         turn,
+        turn_peers,
         agent,
         drain_timeout: Duration::from_secs(config.drain_timeout_s),
         stop_http,
@@ -749,8 +760,8 @@ fn relay_bind_ip(bind_ip: IpAddr, advertise_ip: IpAddr) -> IpAddr {
 
 /// The embedded TURN server: it listens beside the bridge and relays from the listen IP,
 /// advertising the advertised IP. Its secret derives from the bridge key, so control issues
-/// credentials it accepts; its deny policy lets it relay to one private address only, the
-/// bridge's own media address.
+/// credentials it accepts; its peer policy lets it relay to the bridge's own media address and,
+/// once control answers ([`crate::turn_peers`]), to every bridge of the cluster, nothing else.
 async fn start_turn(
     bridge: &Bridge,
     config: &BridgeNodeConfig,
@@ -805,6 +816,9 @@ impl RunningBridge {
     /// Stops without draining: participants get `bye{bridge_shutdown}` and rejoin elsewhere.
     pub async fn stop_now(self) -> Result<(), AgentError> {
         self.bridge.shutdown().await;
+        if let Some(task) = &self.turn_peers {
+            task.abort();
+        }
         if let Some(turn) = &self.turn {
             turn.shutdown().await;
         }

@@ -5,4 +5,5 @@ pub mod admin;
 pub mod bridge_node;
 pub mod control_node;
 pub mod load;
+pub mod turn_peers;
 pub mod up;

@@ -499,6 +499,15 @@ struct TurnArgs {
     /// Peers allowed despite the deny policy: `ip:port` (exactly that) or a network `10.0.0.0/8`. Repeatable.
     #[arg(long = "allow-peer")]
     allow_peers: Vec<String>,
+    /// Relay to any public address too (a general-purpose TURN server). Off: only the
+    /// cluster's bridges (from --control) and --allow-peer entries.
+    #[arg(long)]
+    allow_public_peers: bool,
+    /// A control node's base URL, `http://host:port` (repeatable): the relays may reach the
+    /// media address of every bridge it lists, as bridges come and go. Needs the same secret
+    /// control's `[turn]` section holds.
+    #[arg(long = "control")]
+    control: Vec<String>,
     /// Serve Prometheus metrics at http://ADDR/metrics.
     #[arg(long)]
     metrics_listen: Option<SocketAddr>,
@@ -552,6 +561,7 @@ impl TurnArgs {
             allocation_bandwidth_bytes_per_s: self.allocation_bandwidth_kbps * 1000 / 8,
             allow_peer_addrs,
             allow_peer_nets,
+            allow_public_peers: self.allow_public_peers,
             ..TurnConfig::default()
         };
         config.validate()?;
@@ -700,7 +710,13 @@ async fn main() -> anyhow::Result<()> {
         }
         Commands::Turn(args) => {
             let metrics_listen = args.metrics_listen;
-            let server = std::sync::Arc::new(TurnServer::start(args.config()?).await?);
+            let control = args.control.clone();
+            let config = args.config()?;
+            let secret = config.secret.clone();
+            let server = std::sync::Arc::new(TurnServer::start(config).await?);
+            if !control.is_empty() {
+                bridgemesh::turn_peers::spawn(&server, control, &secret);
+            }
             let addrs = [server.udp_addr(), server.tcp_addr(), server.tls_addr()];
             // Scripts (and the benchmark) read the bound addresses from this line.
             println!(

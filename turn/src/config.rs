@@ -48,6 +48,10 @@ pub struct TurnConfig {
     pub allow_peer_addrs: Vec<SocketAddr>,
     /// Networks allowed despite the deny policy (labs). Empty in production.
     pub allow_peer_nets: Vec<IpNet>,
+    /// Relay to every globally routable address too, as a general-purpose TURN server does. Off:
+    /// only the cluster's bridges (the configured ones and those control reports) and
+    /// `allow_peer_nets` are reachable.
+    pub allow_public_peers: bool,
     /// Budget per source IP for requests without valid credentials.
     pub unauthenticated_limit: RateLimit,
     /// TCP and TLS connections open at once.
@@ -86,6 +90,7 @@ impl Default for TurnConfig {
             allocation_lifetime_max_s: 3600,
             allow_peer_addrs: Vec::new(),
             allow_peer_nets: Vec::new(),
+            allow_public_peers: false,
             unauthenticated_limit: RateLimit::default(),
             stream_connections_max: 10_000,
             stream_connections_per_source_max: 16,
@@ -233,6 +238,7 @@ impl std::fmt::Debug for TurnConfig {
             allocation_lifetime_max_s,
             allow_peer_addrs,
             allow_peer_nets,
+            allow_public_peers,
             unauthenticated_limit,
             stream_connections_max,
             stream_connections_per_source_max,
@@ -268,6 +274,7 @@ impl std::fmt::Debug for TurnConfig {
             .field("allocation_lifetime_max_s", allocation_lifetime_max_s)
             .field("allow_peer_addrs", allow_peer_addrs)
             .field("allow_peer_nets", allow_peer_nets)
+            .field("allow_public_peers", allow_public_peers)
             .field("unauthenticated_limit", unauthenticated_limit)
             .field("stream_connections_max", stream_connections_max)
             .field(
