@@ -35,7 +35,7 @@ use bridgemesh_proto::{BridgeId, RegionId};
 use bridgemesh_turn::{TurnConfig, TurnServer};
 use serde::Deserialize;
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -73,6 +73,9 @@ pub struct BridgeNodeConfig {
     /// The IP in ICE candidates and TURN relay addresses. Default: `public_host` when it is an
     /// IP, else the listen IP when it is not 0.0.0.0 / ::.
     pub advertise_ip: Option<IpAddr>,
+    /// The bridge's IPv6 address, offered as a second ICE host candidate on the same media
+    /// port, when `advertise_ip` is IPv4 and the bridge listens on `[::]` (both families).
+    pub advertise_ipv6: Option<Ipv6Addr>,
     /// The signaling URL as participants reach it, when it is not `ws://public_host:port/...`
     /// (e.g. `wss://` behind a TLS proxy).
     pub signaling_url: Option<String>,
@@ -118,6 +121,7 @@ impl Default for BridgeNodeConfig {
             listen: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 8081)),
             public_host: None,
             advertise_ip: None,
+            advertise_ipv6: None,
             signaling_url: None,
             media_port: 10000,
             capacity: 1000,
@@ -150,6 +154,7 @@ impl fmt::Debug for BridgeNodeConfig {
             listen,
             public_host,
             advertise_ip,
+            advertise_ipv6,
             signaling_url,
             media_port,
             capacity,
@@ -176,6 +181,7 @@ impl fmt::Debug for BridgeNodeConfig {
             .field("listen", listen)
             .field("public_host", public_host)
             .field("advertise_ip", advertise_ip)
+            .field("advertise_ipv6", advertise_ipv6)
             .field("signaling_url", signaling_url)
             .field("media_port", media_port)
             .field("capacity", capacity)
@@ -221,6 +227,10 @@ pub enum BridgeNodeConfigError {
         "the advertised IP {advertise} and the listen IP {listen} are of different families: media and TURN bind the listen IP and receive only its family (a 1:1 NAT keeps the family; listen on 0.0.0.0 for an IPv4 address, [::] for an IPv6 one)"
     )]
     AdvertiseFamily { listen: IpAddr, advertise: IpAddr },
+    #[error(
+        "--advertise-ipv6 {0} is a second address for an IPv4 bridge listening on [::] (one dual-stack port for both families); it must be a unicast IPv6 address, not a mapped IPv4 one"
+    )]
+    AdvertiseIpv6(Ipv6Addr),
     #[error("the cascade address {0} must be one other bridges reach, not 0.0.0.0 / :: or port 0")]
     CascadeAdvertise(SocketAddr),
     #[error("the public host {0:?} is not a host name or IP")]
@@ -279,11 +289,21 @@ impl BridgeNodeConfig {
         if !bridgemesh_bridge::config::is_unicast(advertise_ip) {
             return Err(BridgeNodeConfigError::AdvertiseIpNotUnicast(advertise_ip));
         }
-        if advertise_ip.is_ipv4() != self.listen.is_ipv4() {
+        let dual_stack = self.listen.ip() == IpAddr::V6(Ipv6Addr::UNSPECIFIED);
+        if advertise_ip.is_ipv4() != self.listen.is_ipv4() && !dual_stack {
             return Err(BridgeNodeConfigError::AdvertiseFamily {
                 listen: self.listen.ip(),
                 advertise: advertise_ip,
             });
+        }
+        if let Some(v6) = self.advertise_ipv6
+            && (!dual_stack
+                || !advertise_ip.is_ipv4()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || v6.to_ipv4_mapped().is_some())
+        {
+            return Err(BridgeNodeConfigError::AdvertiseIpv6(v6));
         }
         if let Some(addr) = self.cascade_advertise
             && (addr.ip().is_unspecified() || addr.port() == 0)
@@ -472,9 +492,14 @@ pub struct BridgeArgs {
     /// Host name or IP participants reach this bridge at (signaling and TURN URLs).
     #[arg(long)]
     pub public_host: Option<String>,
-    /// IP put in ICE candidates (default: --public-host if it is an IP).
+    /// IP put in ICE candidates (default: --public-host if it is an IP). Behind a 1:1 NAT: the
+    /// public address, with --listen on the host's own (or 0.0.0.0).
     #[arg(long)]
     pub advertise_ip: Option<IpAddr>,
+    /// This bridge's IPv6 address, a second ICE candidate on the same media port, for an IPv4
+    /// --advertise-ip with --listen [::]:PORT (participants on either family).
+    #[arg(long)]
+    pub advertise_ipv6: Option<Ipv6Addr>,
     /// Signaling URL as participants reach it, e.g. `wss://eu-1.example.org/bridge/v1/signal`
     /// behind a TLS proxy (default: ws://PUBLIC_HOST:PORT/bridge/v1/signal).
     #[arg(long)]
@@ -535,6 +560,7 @@ impl BridgeArgs {
         config.listen = self.listen.unwrap_or(config.listen);
         config.public_host = self.public_host.or(config.public_host);
         config.advertise_ip = self.advertise_ip.or(config.advertise_ip);
+        config.advertise_ipv6 = self.advertise_ipv6.or(config.advertise_ipv6);
         config.signaling_url = self.signaling_url.or(config.signaling_url);
         config.media_port = self.media_port.unwrap_or(config.media_port);
         config.capacity = self.capacity.unwrap_or(config.capacity);
@@ -586,6 +612,7 @@ pub async fn start(config: BridgeNodeConfig) -> anyhow::Result<RunningBridge> {
         region: config.region.clone().expect("validated"),
         media_bind: SocketAddr::new(bind_ip, config.media_port),
         media_advertised_ip: advertise_ip,
+        media_advertised_ipv6: config.advertise_ipv6,
         ticket_key: config.bridge_key.clone(),
         shard_count: config.shards.unwrap_or_else(|| {
             std::thread::available_parallelism()
@@ -752,7 +779,10 @@ fn start_cascade(
 /// bridge behind a 1:1 NAT binds its local address and hands out the external one.
 fn relay_bind_ip(bind_ip: IpAddr, advertise_ip: IpAddr) -> IpAddr {
     match (bind_ip.is_unspecified(), advertise_ip) {
-        (false, _) => bind_ip,
+        (false, _) if bind_ip.is_ipv4() == advertise_ip.is_ipv4() => bind_ip,
+        (false, _) => {
+            unreachable!("validate refuses an advertised IP of another family than a specific listen IP")
+        }
         (true, IpAddr::V4(_)) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
         (true, IpAddr::V6(_)) => IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
     }
@@ -768,13 +798,16 @@ async fn start_turn(
     bind_ip: IpAddr,
     advertise_ip: IpAddr,
 ) -> anyhow::Result<Arc<TurnServer>> {
+    // TURN serves the advertised family: on a dual-stack bridge ([::]) its listeners and relays
+    // take IPv4, as IPv6 participants rarely need TURN.
+    let turn_ip = relay_bind_ip(bind_ip, advertise_ip);
     let turn_config = TurnConfig {
-        udp_listen: Some(SocketAddr::new(bind_ip, config.turn_port)),
-        tcp_listen: Some(SocketAddr::new(bind_ip, config.turn_port)),
-        relay_ip: relay_bind_ip(bind_ip, advertise_ip),
-        external_ip: (relay_bind_ip(bind_ip, advertise_ip) != advertise_ip).then_some(advertise_ip),
+        udp_listen: Some(SocketAddr::new(turn_ip, config.turn_port)),
+        tcp_listen: Some(SocketAddr::new(turn_ip, config.turn_port)),
+        relay_ip: turn_ip,
+        external_ip: (turn_ip != advertise_ip).then_some(advertise_ip),
         secret: turn_rest_secret(&config.bridge_key),
-        allow_peer_addrs: vec![bridge.media_addr()],
+        allow_peer_addrs: bridge.media_addrs(),
         stream_connections_per_source_max: config
             .turn_connections_per_source_max
             .unwrap_or(TurnConfig::default().stream_connections_per_source_max),
@@ -1015,10 +1048,25 @@ mod tests {
             ),
             (
                 BridgeNodeConfig {
-                    listen: "[::]:8081".parse().unwrap(),
+                    listen: "[::1]:8081".parse().unwrap(),
                     ..valid()
                 },
                 "different families",
+            ),
+            (
+                BridgeNodeConfig {
+                    advertise_ipv6: Some("2001:db8::7".parse().unwrap()),
+                    ..valid()
+                },
+                "--advertise-ipv6",
+            ),
+            (
+                BridgeNodeConfig {
+                    listen: "[::]:8081".parse().unwrap(),
+                    advertise_ipv6: Some("::ffff:203.0.113.8".parse().unwrap()),
+                    ..valid()
+                },
+                "--advertise-ipv6",
             ),
             (
                 BridgeNodeConfig {
@@ -1092,6 +1140,12 @@ mod tests {
             ..valid()
         };
         assert!(v6.validate().is_ok(), "an IPv6 bridge");
+        let dual_stack = BridgeNodeConfig {
+            listen: "[::]:8081".parse().unwrap(),
+            advertise_ipv6: Some("2001:db8::7".parse().unwrap()),
+            ..valid()
+        };
+        assert!(dual_stack.validate().is_ok(), "both families on one port");
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Bridge configuration: a plain struct the binary fills from flags, files or defaults.
 
 use bridgemesh_proto::{BridgeId, RegionId};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 #[derive(Debug, Clone)]
 pub struct BridgeConfig {
@@ -12,6 +12,10 @@ pub struct BridgeConfig {
     /// The address put in the ICE candidate. It differs from `media_bind` behind a 1:1 NAT or when
     /// binding `0.0.0.0`; it must be what participants can reach.
     pub media_advertised_ip: IpAddr,
+    /// A second host candidate, the bridge's IPv6 address, for a bridge with an IPv4
+    /// `media_advertised_ip` bound to `[::]` (one dual-stack socket): participants on either
+    /// family reach the one media port.
+    pub media_advertised_ipv6: Option<Ipv6Addr>,
     /// The key control signs participant tickets with (derived from the cluster secret; a bridge
     /// never holds the cluster secret itself).
     pub ticket_key: Vec<u8>,
@@ -35,6 +39,10 @@ pub enum ConfigError {
         "the advertised media address {advertised} and the bound one {bind} are of different families: the media socket only receives its own family (a 1:1 NAT keeps the family)"
     )]
     FamilyMismatch { bind: IpAddr, advertised: IpAddr },
+    #[error(
+        "a second, IPv6 media address ({0}) needs an IPv4 advertised address and the media socket bound to [::] (both families on one port)"
+    )]
+    Ipv6WithoutDualStack(Ipv6Addr),
     #[error("the ticket key must be at least 32 bytes")]
     WeakClusterSecret,
     #[error("shard_count must be between 1 and 64")]
@@ -52,11 +60,17 @@ impl BridgeConfig {
             region: RegionId::new("local").expect("valid region literal"),
             media_bind: SocketAddr::new(ip, media_port),
             media_advertised_ip: ip,
+            media_advertised_ipv6: None,
             ticket_key,
             shard_count: std::thread::available_parallelism().map_or(1, |n| n.get()).min(8),
             max_participants: 1000,
             max_participants_per_room: 100,
         }
+    }
+
+    /// Whether the media socket takes both families: bound to `[::]`, it is made dual-stack.
+    pub fn binds_dual_stack(&self) -> bool {
+        self.media_bind.ip() == IpAddr::V6(Ipv6Addr::UNSPECIFIED)
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -67,11 +81,20 @@ impl BridgeConfig {
         if !is_unicast(advertised) {
             return Err(ConfigError::AdvertisedIpNotUnicast(advertised));
         }
-        if advertised.is_ipv4() != self.media_bind.is_ipv4() {
+        if advertised.is_ipv4() != self.media_bind.is_ipv4() && !self.binds_dual_stack() {
             return Err(ConfigError::FamilyMismatch {
                 bind: self.media_bind.ip(),
                 advertised,
             });
+        }
+        if let Some(v6) = self.media_advertised_ipv6 {
+            let v6_ip = IpAddr::V6(v6);
+            if v6.is_unspecified() || !is_unicast(v6_ip) || v6.to_ipv4_mapped().is_some() {
+                return Err(ConfigError::AdvertisedIpNotUnicast(v6_ip));
+            }
+            if !advertised.is_ipv4() || !self.binds_dual_stack() {
+                return Err(ConfigError::Ipv6WithoutDualStack(v6));
+            }
         }
         if self.ticket_key.len() < 32 {
             return Err(ConfigError::WeakClusterSecret);
@@ -115,6 +138,36 @@ mod tests {
             Ok(()),
             "bind one address, advertise another"
         );
+        let dual_stack = BridgeConfig {
+            media_bind: "[::]:10000".parse().unwrap(),
+            media_advertised_ip: "198.18.0.77".parse().unwrap(),
+            media_advertised_ipv6: Some("2001:db8::7".parse().unwrap()),
+            ..valid()
+        };
+        assert_eq!(dual_stack.validate(), Ok(()), "both families on [::]");
+        for (bind, v6, advertised) in [
+            ("0.0.0.0:10000", "2001:db8::7", "198.18.0.77"),
+            ("[::]:10000", "2001:db8::7", "2001:db8::8"),
+        ] {
+            let config = BridgeConfig {
+                media_bind: bind.parse().unwrap(),
+                media_advertised_ip: advertised.parse().unwrap(),
+                media_advertised_ipv6: Some(v6.parse().unwrap()),
+                ..valid()
+            };
+            assert_eq!(
+                config.validate(),
+                Err(ConfigError::Ipv6WithoutDualStack(v6.parse().unwrap())),
+                "{bind} {advertised}"
+            );
+        }
+        for mapped in ["::ffff:10.0.0.1", "ff02::1", "::"] {
+            let config = BridgeConfig {
+                media_advertised_ipv6: Some(mapped.parse().unwrap()),
+                ..dual_stack.clone()
+            };
+            assert!(config.validate().is_err(), "{mapped}");
+        }
         let cases = [
             ("0.0.0.0", "127.0.0.1:0", ConfigError::UnspecifiedAdvertisedIp),
             ("::", "[::1]:0", ConfigError::UnspecifiedAdvertisedIp),

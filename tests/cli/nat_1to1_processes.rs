@@ -9,7 +9,8 @@
 //!   corp    198.18.4.2 ──┘   corp: no UDP to the bridge's media port (TURN only)
 //! ```
 //!
-//! The bridge listens on 0.0.0.0 and advertises the NAT address, which no namespace owns. Alice's
+//! The bridge listens on [::] and advertises the NAT address, which no namespace owns, and its
+//! own IPv6 address. Alice's
 //! participants join through control and exchange media directly with the bridge through the
 //! NAT; corp's can only reach the media port through the bridge's TURN server, whose relay
 //! sockets bind the bridge's local address while clients are told the NAT address, and whose
@@ -30,6 +31,7 @@ use std::time::{Duration, Instant};
 const BIN: &str = env!("CARGO_BIN_EXE_bridgemesh");
 const NAT_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 200, 2);
 const CONTROL_PORT: u16 = 7700;
+const CONTROL_NAME: &str = "control.lab.example";
 const BRIDGE_HTTP_PORT: u16 = 8081;
 const MEDIA_PORT: u16 = 10000;
 const TURN_PORT: u16 = 3478;
@@ -97,9 +99,14 @@ fn spawn_in(host: &Host, name: &str, dir: &Path, args: &[&str]) -> ChildProcess 
         .unwrap_or_else(|err| panic!("cannot start {name}: {err}"))
 }
 
-/// `bridgemesh load` with two participants in one room, from `host`; panics unless it passed.
-/// Returns the RTP packets the participants received, every one verified.
-async fn load_passes(host: &Host, room_prefix: &str, dir: &Path, control: &str) -> u64 {
+/// `bridgemesh load` with two participants in one room, from `host`, sending from its IPv4
+/// address or from its two addresses in turn; panics unless it passed. Returns the RTP packets
+/// the participants received, every one verified.
+async fn load_passes(host: &Host, room_prefix: &str, dir: &Path, control: &str, both_families: bool) -> u64 {
+    let mut bind_ips = vec![host.ipv4.to_string()];
+    if both_families {
+        bind_ips.push(host.ipv6.to_string());
+    }
     let json = dir.join(format!("{room_prefix}.json"));
     let child = tokio::process::Command::from(host.command(BIN))
         .args(["load", "--control", control, "--rooms", "1", "--per-room", "2"])
@@ -111,7 +118,9 @@ async fn load_passes(host: &Host, room_prefix: &str, dir: &Path, control: &str) 
             "--room-prefix",
             room_prefix,
         ])
-        .args(["--bind-ip", &host.ipv4.to_string(), "--json"])
+        .arg("--bind-ip")
+        .args(&bind_ips)
+        .arg("--json")
         .arg(&json)
         .env("RUST_LOG", "warn")
         .kill_on_drop(true)
@@ -169,7 +178,7 @@ async fn media_and_turn_relays_reach_a_bridge_behind_1to1_nat() {
     std::fs::write(
         &control_toml,
         format!(
-            "node_id = 1\nlisten = \"{control_addr}\"\ndata_dir = \"{}\"\ncluster_secret_file = \"{}\"\nadmin_token_file = \"{}\"\n\n[peers]\n1 = \"{control_addr}\"\n",
+            "node_id = 1\nlisten = \"[::]:{CONTROL_PORT}\"\nadvertise = \"{control_addr}\"\ndata_dir = \"{}\"\ncluster_secret_file = \"{}\"\nadmin_token_file = \"{}\"\n\n[peers]\n1 = \"{control_addr}\"\n",
             dir.path().join("control").display(),
             secret.display(),
             admin.display()
@@ -190,7 +199,12 @@ async fn media_and_turn_relays_reach_a_bridge_behind_1to1_nat() {
     assert!(key.status.success(), "{}", String::from_utf8_lossy(&key.stderr));
     let key_file = dir.path().join("bridge-key");
     std::fs::write(&key_file, &key.stdout).unwrap();
-    let control_url = format!("http://{control_addr}");
+    // A name with both of control's addresses: participants sending from an IPv6 address reach
+    // it over IPv6, the others over IPv4.
+    lab.resolve(CONTROL_NAME, IpAddr::V4(control_ip)).unwrap();
+    lab.resolve(CONTROL_NAME, IpAddr::V6(lab.host(control_host).ipv6))
+        .unwrap();
+    let control_url = format!("http://{CONTROL_NAME}:{CONTROL_PORT}");
     let bridge = spawn_in(
         lab.host(bridge_host),
         "bridge",
@@ -206,9 +220,11 @@ async fn media_and_turn_relays_reach_a_bridge_behind_1to1_nat() {
             "--bridge-key-file",
             &key_file.display().to_string(),
             "--listen",
-            &format!("0.0.0.0:{BRIDGE_HTTP_PORT}"),
+            &format!("[::]:{BRIDGE_HTTP_PORT}"),
             "--advertise-ip",
             &NAT_IP.to_string(),
+            "--advertise-ipv6",
+            &lab.host(bridge_host).ipv6.to_string(),
             "--media-port",
             &MEDIA_PORT.to_string(),
             "--turn-port",
@@ -265,7 +281,7 @@ async fn media_and_turn_relays_reach_a_bridge_behind_1to1_nat() {
     };
 
     // Directly: the ICE candidate names the NAT address, the bridge's socket holds its own.
-    let direct_received = load_passes(alice, "direct", dir.path(), &control_url).await;
+    let direct_received = load_passes(alice, "direct", dir.path(), &control_url, false).await;
     let after_direct = turn_metrics();
     let direct_relayed = relayed(&after_direct, "client_to_peer");
     assert!(
@@ -276,7 +292,7 @@ async fn media_and_turn_relays_reach_a_bridge_behind_1to1_nat() {
     // Through the bridge's TURN server only: relays bind the bridge's address, are advertised at
     // the NAT address, and reach the media port by hairpinning through the router. Every packet
     // the participants received was sent through it and came back through it.
-    let relayed_received = load_passes(lab.host(corp_host), "relayed", dir.path(), &control_url).await;
+    let relayed_received = load_passes(lab.host(corp_host), "relayed", dir.path(), &control_url, false).await;
     let after_relay = turn_metrics();
     for direction in ["client_to_peer", "peer_to_client"] {
         let packets = relayed(&after_relay, direction) - relayed(&after_direct, direction);
@@ -289,6 +305,20 @@ async fn media_and_turn_relays_reach_a_bridge_behind_1to1_nat() {
             logs()
         );
     }
+
+    // Both families on the one media port: the bridge listens on [::] and offers its IPv6
+    // address as a second candidate. One participant sends from alice's IPv4 address (through
+    // the NAT), the other from her IPv6 address, whose socket cannot reach an IPv4 candidate or
+    // the IPv4 TURN server: its media can only have used the bridge's IPv6 candidate.
+    let dual_received = load_passes(alice, "dual", dir.path(), &control_url, true).await;
+    let after_dual = turn_metrics();
+    let dual_relayed = relayed(&after_dual, "client_to_peer") - relayed(&after_relay, "client_to_peer");
+    println!("dual stack: {dual_received} received, {dual_relayed} relayed");
+    assert!(
+        dual_relayed * 10 < dual_received,
+        "IPv4 and IPv6 participants reach the media port directly: {dual_relayed} relayed, {dual_received} received"
+    );
+
     let denied = after_relay.lines().find_map(|l| {
         l.strip_prefix("bridgemesh_turn_denied_peers_total ")?
             .trim()
