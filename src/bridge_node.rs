@@ -9,7 +9,8 @@
 //! bridge_key_file = "/etc/bridgemesh/bridge-key"   # `bridgemesh bridge-key` prints it
 //! listen = "0.0.0.0:8081"                # signaling, /health, /metrics; media and TURN bind its IP
 //! public_host = "eu-west-1.example.org"  # in the signaling and TURN URLs
-//! advertise_ip = "203.0.113.7"           # in ICE candidates; TURN relays bind it
+//! advertise_ip = "203.0.113.7"           # in ICE candidates and TURN relay addresses (1:1 NAT: the public IP)
+//! # advertise_ipv6 = "2001:db8::7"       # a second ICE candidate, with listen = "[::]:8081"
 //! media_port = 10000
 //! capacity = 1000
 //! max_per_room = 100
