@@ -639,6 +639,30 @@ impl ShardWorker {
     }
 }
 
+/// The media socket: dual-stack when bound to `[::]` (IPv4 peers as `::ffff:a.b.c.d`), so one
+/// port serves both families whatever the system's `bindv6only` default.
+fn bind_media(config: &BridgeConfig) -> std::io::Result<std::net::UdpSocket> {
+    if !config.binds_dual_stack() {
+        return std::net::UdpSocket::bind(config.media_bind);
+    }
+    let socket = socket2::Socket::new(socket2::Domain::IPV6, socket2::Type::DGRAM, None)?;
+    socket.set_only_v6(false)?;
+    socket.bind(&config.media_bind.into())?;
+    Ok(socket.into())
+}
+
+/// A peer address as the rest of the bridge knows it: IPv4 peers of a dual-stack socket in
+/// their IPv4 form, so routes, ICE and TURN allowlists see one address per peer.
+fn canonical(from: SocketAddr) -> SocketAddr {
+    match from {
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(v4.into(), v6.port()),
+            None => from,
+        },
+        SocketAddr::V4(_) => from,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -779,29 +803,5 @@ mod tests {
             "{to_cy:?}"
         );
         bridge.shutdown().await;
-    }
-}
-
-/// The media socket: dual-stack when bound to `[::]` (IPv4 peers as `::ffff:a.b.c.d`), so one
-/// port serves both families whatever the system's `bindv6only` default.
-fn bind_media(config: &BridgeConfig) -> std::io::Result<std::net::UdpSocket> {
-    if !config.binds_dual_stack() {
-        return std::net::UdpSocket::bind(config.media_bind);
-    }
-    let socket = socket2::Socket::new(socket2::Domain::IPV6, socket2::Type::DGRAM, None)?;
-    socket.set_only_v6(false)?;
-    socket.bind(&config.media_bind.into())?;
-    Ok(socket.into())
-}
-
-/// A peer address as the rest of the bridge knows it: IPv4 peers of a dual-stack socket in
-/// their IPv4 form, so routes, ICE and TURN allowlists see one address per peer.
-fn canonical(from: SocketAddr) -> SocketAddr {
-    match from {
-        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
-            Some(v4) => SocketAddr::new(v4.into(), v6.port()),
-            None => from,
-        },
-        SocketAddr::V4(_) => from,
     }
 }
