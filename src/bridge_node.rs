@@ -9,7 +9,8 @@
 //! bridge_key_file = "/etc/bridgemesh/bridge-key"   # `bridgemesh bridge-key` prints it
 //! listen = "0.0.0.0:8081"                # signaling, /health, /metrics; media and TURN bind its IP
 //! public_host = "eu-west-1.example.org"  # in the signaling and TURN URLs
-//! advertise_ip = "203.0.113.7"           # in ICE candidates; TURN relays bind it
+//! advertise_ip = "203.0.113.7"           # in ICE candidates and TURN relay addresses (1:1 NAT: the public IP)
+//! # advertise_ipv6 = "2001:db8::7"       # a second ICE candidate, with listen = "[::]:8081"
 //! media_port = 10000
 //! capacity = 1000
 //! max_per_room = 100
@@ -35,7 +36,7 @@ use bridgemesh_proto::{BridgeId, RegionId};
 use bridgemesh_turn::{TurnConfig, TurnServer};
 use serde::Deserialize;
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -73,6 +74,9 @@ pub struct BridgeNodeConfig {
     /// The IP in ICE candidates and TURN relay addresses. Default: `public_host` when it is an
     /// IP, else the listen IP when it is not 0.0.0.0 / ::.
     pub advertise_ip: Option<IpAddr>,
+    /// The bridge's IPv6 address, offered as a second ICE host candidate on the same media
+    /// port, when `advertise_ip` is IPv4 and the bridge listens on `[::]` (both families).
+    pub advertise_ipv6: Option<Ipv6Addr>,
     /// The signaling URL as participants reach it, when it is not `ws://public_host:port/...`
     /// (e.g. `wss://` behind a TLS proxy).
     pub signaling_url: Option<String>,
@@ -122,6 +126,7 @@ impl Default for BridgeNodeConfig {
             listen: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 8081)),
             public_host: None,
             advertise_ip: None,
+            advertise_ipv6: None,
             signaling_url: None,
             media_port: 10000,
             capacity: 1000,
@@ -155,6 +160,7 @@ impl fmt::Debug for BridgeNodeConfig {
             listen,
             public_host,
             advertise_ip,
+            advertise_ipv6,
             signaling_url,
             media_port,
             capacity,
@@ -182,6 +188,7 @@ impl fmt::Debug for BridgeNodeConfig {
             .field("listen", listen)
             .field("public_host", public_host)
             .field("advertise_ip", advertise_ip)
+            .field("advertise_ipv6", advertise_ipv6)
             .field("signaling_url", signaling_url)
             .field("media_port", media_port)
             .field("capacity", capacity)
@@ -222,6 +229,18 @@ pub enum BridgeNodeConfigError {
     NoAdvertiseIp,
     #[error("the advertised IP must be one participants reach, not 0.0.0.0 / ::")]
     UnspecifiedAdvertiseIp,
+    #[error("the advertised IP {0} is not a unicast address participants can send to")]
+    AdvertiseIpNotUnicast(IpAddr),
+    #[error(
+        "the advertised IP {advertise} and the listen IP {listen} are of different families: media and TURN bind the listen IP and receive only its family (a 1:1 NAT keeps the family; listen on 0.0.0.0 for an IPv4 address, [::] for an IPv6 one)"
+    )]
+    AdvertiseFamily { listen: IpAddr, advertise: IpAddr },
+    #[error(
+        "--advertise-ipv6 {0} is a second address for an IPv4 bridge listening on [::] (one dual-stack port for both families); it must be a unicast IPv6 address, not a mapped IPv4 one"
+    )]
+    AdvertiseIpv6(Ipv6Addr),
+    #[error("the cascade address {0} must be one other bridges reach, not 0.0.0.0 / :: or port 0")]
+    CascadeAdvertise(SocketAddr),
     #[error("the public host {0:?} is not a host name or IP")]
     PublicHost(String),
     #[error("the location must be a latitude within ±90 and a longitude within ±180")]
@@ -274,6 +293,30 @@ impl BridgeNodeConfig {
         let advertise_ip = self.advertise_ip()?;
         if advertise_ip.is_unspecified() {
             return Err(BridgeNodeConfigError::UnspecifiedAdvertiseIp);
+        }
+        if !bridgemesh_bridge::config::is_unicast(advertise_ip) {
+            return Err(BridgeNodeConfigError::AdvertiseIpNotUnicast(advertise_ip));
+        }
+        let dual_stack = self.listen.ip() == IpAddr::V6(Ipv6Addr::UNSPECIFIED);
+        if advertise_ip.is_ipv4() != self.listen.is_ipv4() && !dual_stack {
+            return Err(BridgeNodeConfigError::AdvertiseFamily {
+                listen: self.listen.ip(),
+                advertise: advertise_ip,
+            });
+        }
+        if let Some(v6) = self.advertise_ipv6
+            && (!dual_stack
+                || !advertise_ip.is_ipv4()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || v6.to_ipv4_mapped().is_some())
+        {
+            return Err(BridgeNodeConfigError::AdvertiseIpv6(v6));
+        }
+        if let Some(addr) = self.cascade_advertise
+            && (addr.ip().is_unspecified() || addr.port() == 0)
+        {
+            return Err(BridgeNodeConfigError::CascadeAdvertise(addr));
         }
         if let Some(host) = &self.public_host {
             let name_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-');
@@ -457,9 +500,14 @@ pub struct BridgeArgs {
     /// Host name or IP participants reach this bridge at (signaling and TURN URLs).
     #[arg(long)]
     pub public_host: Option<String>,
-    /// IP put in ICE candidates (default: --public-host if it is an IP).
+    /// IP put in ICE candidates (default: --public-host if it is an IP). Behind a 1:1 NAT: the
+    /// public address, with --listen on the host's own (or 0.0.0.0).
     #[arg(long)]
     pub advertise_ip: Option<IpAddr>,
+    /// This bridge's IPv6 address, a second ICE candidate on the same media port, for an IPv4
+    /// --advertise-ip with --listen [::]:PORT (participants on either family).
+    #[arg(long)]
+    pub advertise_ipv6: Option<Ipv6Addr>,
     /// Signaling URL as participants reach it, e.g. `wss://eu-1.example.org/bridge/v1/signal`
     /// behind a TLS proxy (default: ws://PUBLIC_HOST:PORT/bridge/v1/signal).
     #[arg(long)]
@@ -520,6 +568,7 @@ impl BridgeArgs {
         config.listen = self.listen.unwrap_or(config.listen);
         config.public_host = self.public_host.or(config.public_host);
         config.advertise_ip = self.advertise_ip.or(config.advertise_ip);
+        config.advertise_ipv6 = self.advertise_ipv6.or(config.advertise_ipv6);
         config.signaling_url = self.signaling_url.or(config.signaling_url);
         config.media_port = self.media_port.unwrap_or(config.media_port);
         config.capacity = self.capacity.unwrap_or(config.capacity);
@@ -545,6 +594,8 @@ pub struct RunningBridge {
     /// The signaling URL registered with control.
     pub signaling_url: String,
     pub turn: Option<Arc<TurnServer>>,
+    /// Keeps the TURN server's peer policy on the cluster's bridges.
+    turn_peers: Option<JoinHandle<()>>,
     agent: ControlAgent,
     drain_timeout: Duration,
     stop_http: watch::Sender<bool>,
@@ -559,6 +610,7 @@ pub async fn start(config: BridgeNodeConfig) -> anyhow::Result<RunningBridge> {
     let advertise_ip = config.advertise_ip()?;
     let public_host = config.public_host()?;
     let bind_ip = config.listen.ip();
+    check_local(bind_ip)?;
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {} for signaling", config.listen))?;
@@ -568,6 +620,7 @@ pub async fn start(config: BridgeNodeConfig) -> anyhow::Result<RunningBridge> {
         region: config.region.clone().expect("validated"),
         media_bind: SocketAddr::new(bind_ip, config.media_port),
         media_advertised_ip: advertise_ip,
+        media_advertised_ipv6: config.advertise_ipv6,
         ticket_key: config.bridge_key.clone(),
         shard_count: config.shards.unwrap_or_else(|| {
             std::thread::available_parallelism()
@@ -632,6 +685,14 @@ pub async fn start(config: BridgeNodeConfig) -> anyhow::Result<RunningBridge> {
         }
     };
 
+    let turn_peers = turn.as_ref().map(|server| {
+        crate::turn_peers::spawn(
+            server,
+            config.control.clone(),
+            &turn_rest_secret(&config.bridge_key),
+        )
+    });
+
     let mut router = bridgemesh_bridge::signaling::router(bridge.clone());
     if let Some(turn) = turn.clone() {
         router = router.route(
@@ -665,11 +726,24 @@ pub async fn start(config: BridgeNodeConfig) -> anyhow::Result<RunningBridge> {
         http_addr,
         signaling_url,
         turn,
+        turn_peers,
         agent,
         drain_timeout: Duration::from_secs(config.drain_timeout_s),
         stop_http,
         http_task,
     })
+}
+
+/// Refuses a listen IP this host does not have, before anything binds it, with what to do
+/// instead: the usual mistake is the public address of a 1:1 NAT given as the listen address.
+fn check_local(ip: IpAddr) -> anyhow::Result<()> {
+    match std::net::UdpSocket::bind(SocketAddr::new(ip, 0)) {
+        Ok(_) => Ok(()),
+        Err(err) if err.kind() == std::io::ErrorKind::AddrNotAvailable => anyhow::bail!(
+            "cannot listen on {ip}: it is not an address of this host ({err}); behind a 1:1 NAT listen on the host's own address (or 0.0.0.0) and give the public one as --advertise-ip"
+        ),
+        Err(err) => Err(anyhow::Error::new(err).context(format!("cannot bind {ip}"))),
+    }
 }
 
 /// Binds the cascade endpoint and starts linking to other bridges, when the bridge has a cluster
@@ -712,21 +786,40 @@ fn start_cascade(
     })))
 }
 
-/// The embedded TURN server: it listens beside the bridge and relays from the advertised IP. Its
-/// secret derives from the bridge key, so control issues credentials it accepts; its deny policy
-/// lets it relay to one private address only, the bridge's own media address.
+/// Where relay sockets bind: the listen IP, or any address of the advertised family when the
+/// bridge listens on all of them. Relays are advertised at the advertised IP either way, so a
+/// bridge behind a 1:1 NAT binds its local address and hands out the external one.
+fn relay_bind_ip(bind_ip: IpAddr, advertise_ip: IpAddr) -> IpAddr {
+    match (bind_ip.is_unspecified(), advertise_ip) {
+        (false, _) if bind_ip.is_ipv4() == advertise_ip.is_ipv4() => bind_ip,
+        (false, _) => {
+            unreachable!("validate refuses an advertised IP of another family than a specific listen IP")
+        }
+        (true, IpAddr::V4(_)) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        (true, IpAddr::V6(_)) => IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
+    }
+}
+
+/// The embedded TURN server: it listens beside the bridge and relays from the listen IP,
+/// advertising the advertised IP. Its secret derives from the bridge key, so control issues
+/// credentials it accepts; its peer policy lets it relay to the bridge's own media address and,
+/// once control answers ([`crate::turn_peers`]), to every bridge of the cluster, nothing else.
 async fn start_turn(
     bridge: &Bridge,
     config: &BridgeNodeConfig,
     bind_ip: IpAddr,
     advertise_ip: IpAddr,
 ) -> anyhow::Result<Arc<TurnServer>> {
+    // TURN serves the advertised family: on a dual-stack bridge ([::]) its listeners and relays
+    // take IPv4, as IPv6 participants rarely need TURN.
+    let turn_ip = relay_bind_ip(bind_ip, advertise_ip);
     let turn_config = TurnConfig {
-        udp_listen: Some(SocketAddr::new(bind_ip, config.turn_port)),
-        tcp_listen: Some(SocketAddr::new(bind_ip, config.turn_port)),
-        relay_ip: advertise_ip,
+        udp_listen: Some(SocketAddr::new(turn_ip, config.turn_port)),
+        tcp_listen: Some(SocketAddr::new(turn_ip, config.turn_port)),
+        relay_ip: turn_ip,
+        external_ip: (turn_ip != advertise_ip).then_some(advertise_ip),
         secret: turn_rest_secret(&config.bridge_key),
-        allow_peer_addrs: vec![bridge.media_addr()],
+        allow_peer_addrs: bridge.media_addrs(),
         stream_connections_per_source_max: config
             .turn_connections_per_source_max
             .unwrap_or(TurnConfig::default().stream_connections_per_source_max),
@@ -768,6 +861,9 @@ impl RunningBridge {
     /// Stops without draining: participants get `bye{bridge_shutdown}` and rejoin elsewhere.
     pub async fn stop_now(self) -> Result<(), AgentError> {
         self.bridge.shutdown().await;
+        if let Some(task) = &self.turn_peers {
+            task.abort();
+        }
         if let Some(turn) = &self.turn {
             turn.shutdown().await;
         }
@@ -950,6 +1046,49 @@ mod tests {
             ),
             (
                 BridgeNodeConfig {
+                    advertise_ip: Some("239.1.2.3".parse().unwrap()),
+                    ..valid()
+                },
+                "not a unicast address",
+            ),
+            (
+                BridgeNodeConfig {
+                    advertise_ip: Some("2001:db8::7".parse().unwrap()),
+                    ..valid()
+                },
+                "different families",
+            ),
+            (
+                BridgeNodeConfig {
+                    listen: "[::1]:8081".parse().unwrap(),
+                    ..valid()
+                },
+                "different families",
+            ),
+            (
+                BridgeNodeConfig {
+                    advertise_ipv6: Some("2001:db8::7".parse().unwrap()),
+                    ..valid()
+                },
+                "--advertise-ipv6",
+            ),
+            (
+                BridgeNodeConfig {
+                    listen: "[::]:8081".parse().unwrap(),
+                    advertise_ipv6: Some("::ffff:203.0.113.8".parse().unwrap()),
+                    ..valid()
+                },
+                "--advertise-ipv6",
+            ),
+            (
+                BridgeNodeConfig {
+                    cascade_advertise: Some("0.0.0.0:7710".parse().unwrap()),
+                    ..valid()
+                },
+                "cascade address",
+            ),
+            (
+                BridgeNodeConfig {
                     max_per_room: 2000,
                     ..valid()
                 },
@@ -987,6 +1126,38 @@ mod tests {
         for bad in ["50.1", "91,0", "a,b", "0,181"] {
             assert!(parse_location(bad).is_err(), "{bad}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_listen_address_the_host_does_not_have_is_refused_with_the_way_out() {
+        // 198.18.0.77 stands for a NAT's public address; nothing is sent to it.
+        let err = match start(BridgeNodeConfig {
+            listen: "198.18.0.77:0".parse().unwrap(),
+            media_port: 0,
+            turn_port: 0,
+            ..valid()
+        })
+        .await
+        {
+            Ok(_) => panic!("a bridge must not start on an address the host does not have"),
+            Err(err) => format!("{err:#}"),
+        };
+        assert!(
+            err.contains("not an address of this host") && err.contains("--advertise-ip"),
+            "{err}"
+        );
+        let v6 = BridgeNodeConfig {
+            listen: "[::]:8081".parse().unwrap(),
+            advertise_ip: Some("2001:db8::7".parse().unwrap()),
+            ..valid()
+        };
+        assert!(v6.validate().is_ok(), "an IPv6 bridge");
+        let dual_stack = BridgeNodeConfig {
+            listen: "[::]:8081".parse().unwrap(),
+            advertise_ipv6: Some("2001:db8::7".parse().unwrap()),
+            ..valid()
+        };
+        assert!(dual_stack.validate().is_ok(), "both families on one port");
     }
 
     #[test]

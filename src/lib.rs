@@ -6,4 +6,5 @@ pub mod bridge_node;
 pub mod control_node;
 pub mod load;
 pub mod public;
+pub mod turn_peers;
 pub mod up;

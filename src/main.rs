@@ -470,9 +470,14 @@ struct TurnArgs {
     /// PEM private key for --tls-listen.
     #[arg(long)]
     tls_key: Option<PathBuf>,
-    /// The address relays bind to and advertise; peers and clients must reach it.
+    /// The address relay sockets bind to, one of this host's (0.0.0.0 or :: for any, with
+    /// --external-ip). Without --external-ip it is also the address clients are told.
     #[arg(long)]
     relay_ip: IpAddr,
+    /// The public address of a 1:1 NAT in front of this host (a cloud elastic IP), which
+    /// forwards to --relay-ip port for port: relays are advertised at it (coturn's --external-ip).
+    #[arg(long)]
+    external_ip: Option<IpAddr>,
     /// Relay ports, `min-max`.
     #[arg(long, default_value = "49152-65535")]
     relay_ports: String,
@@ -497,6 +502,15 @@ struct TurnArgs {
     /// Peers allowed despite the deny policy: `ip:port` (exactly that) or a network `10.0.0.0/8`. Repeatable.
     #[arg(long = "allow-peer")]
     allow_peers: Vec<String>,
+    /// Relay to any public address too (a general-purpose TURN server). Off: only the
+    /// cluster's bridges (from --control) and --allow-peer entries.
+    #[arg(long)]
+    allow_public_peers: bool,
+    /// A control node's base URL, `http://host:port` (repeatable): the relays may reach the
+    /// media address of every bridge it lists, as bridges come and go. Needs the same secret
+    /// control's `[turn]` section holds.
+    #[arg(long = "control")]
+    control: Vec<String>,
     /// Serve Prometheus metrics at http://ADDR/metrics.
     #[arg(long)]
     metrics_listen: Option<SocketAddr>,
@@ -539,6 +553,7 @@ impl TurnArgs {
             tls_cert_path: self.tls_cert,
             tls_key_path: self.tls_key,
             relay_ip: self.relay_ip,
+            external_ip: self.external_ip,
             relay_port_min: min,
             relay_port_max: max,
             realm: self.realm,
@@ -549,6 +564,7 @@ impl TurnArgs {
             allocation_bandwidth_bytes_per_s: self.allocation_bandwidth_kbps * 1000 / 8,
             allow_peer_addrs,
             allow_peer_nets,
+            allow_public_peers: self.allow_public_peers,
             ..TurnConfig::default()
         };
         config.validate()?;
@@ -707,7 +723,13 @@ async fn main() -> anyhow::Result<()> {
         }
         Commands::Turn(args) => {
             let metrics_listen = args.metrics_listen;
-            let server = std::sync::Arc::new(TurnServer::start(args.config()?).await?);
+            let control = args.control.clone();
+            let config = args.config()?;
+            let secret = config.secret.clone();
+            let server = std::sync::Arc::new(TurnServer::start(config).await?);
+            if !control.is_empty() {
+                bridgemesh::turn_peers::spawn(&server, control, &secret);
+            }
             let addrs = [server.udp_addr(), server.tcp_addr(), server.tls_addr()];
             // Scripts (and the benchmark) read the bound addresses from this line.
             println!(

@@ -1,7 +1,7 @@
 //! Bridge configuration: a plain struct the binary fills from flags, files or defaults.
 
 use bridgemesh_proto::{BridgeId, RegionId};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 #[derive(Debug, Clone)]
 pub struct BridgeConfig {
@@ -12,6 +12,10 @@ pub struct BridgeConfig {
     /// The address put in the ICE candidate. It differs from `media_bind` behind a 1:1 NAT or when
     /// binding `0.0.0.0`; it must be what participants can reach.
     pub media_advertised_ip: IpAddr,
+    /// A second host candidate, the bridge's IPv6 address, for a bridge with an IPv4
+    /// `media_advertised_ip` bound to `[::]` (one dual-stack socket): participants on either
+    /// family reach the one media port.
+    pub media_advertised_ipv6: Option<Ipv6Addr>,
     /// The key control signs participant tickets with (derived from the cluster secret; a bridge
     /// never holds the cluster secret itself).
     pub ticket_key: Vec<u8>,
@@ -29,6 +33,16 @@ pub enum ConfigError {
         "the advertised media address must not be unspecified (0.0.0.0 / ::); set it to an address participants reach"
     )]
     UnspecifiedAdvertisedIp,
+    #[error("the advertised media address {0} is not a unicast address participants can send to")]
+    AdvertisedIpNotUnicast(IpAddr),
+    #[error(
+        "the advertised media address {advertised} and the bound one {bind} are of different families: the media socket only receives its own family (a 1:1 NAT keeps the family)"
+    )]
+    FamilyMismatch { bind: IpAddr, advertised: IpAddr },
+    #[error(
+        "a second, IPv6 media address ({0}) needs an IPv4 advertised address and the media socket bound to [::] (both families on one port)"
+    )]
+    Ipv6WithoutDualStack(Ipv6Addr),
     #[error("the ticket key must be at least 32 bytes")]
     WeakClusterSecret,
     #[error("shard_count must be between 1 and 64")]
@@ -46,6 +60,7 @@ impl BridgeConfig {
             region: RegionId::new("local").expect("valid region literal"),
             media_bind: SocketAddr::new(ip, media_port),
             media_advertised_ip: ip,
+            media_advertised_ipv6: None,
             ticket_key,
             shard_count: std::thread::available_parallelism().map_or(1, |n| n.get()).min(8),
             max_participants: 1000,
@@ -53,9 +68,33 @@ impl BridgeConfig {
         }
     }
 
+    /// Whether the media socket takes both families: bound to `[::]`, it is made dual-stack.
+    pub fn binds_dual_stack(&self) -> bool {
+        self.media_bind.ip() == IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.media_advertised_ip.is_unspecified() {
+        let advertised = self.media_advertised_ip;
+        if advertised.is_unspecified() {
             return Err(ConfigError::UnspecifiedAdvertisedIp);
+        }
+        if !is_unicast(advertised) {
+            return Err(ConfigError::AdvertisedIpNotUnicast(advertised));
+        }
+        if advertised.is_ipv4() != self.media_bind.is_ipv4() && !self.binds_dual_stack() {
+            return Err(ConfigError::FamilyMismatch {
+                bind: self.media_bind.ip(),
+                advertised,
+            });
+        }
+        if let Some(v6) = self.media_advertised_ipv6 {
+            let v6_ip = IpAddr::V6(v6);
+            if v6.is_unspecified() || !is_unicast(v6_ip) || v6.to_ipv4_mapped().is_some() {
+                return Err(ConfigError::AdvertisedIpNotUnicast(v6_ip));
+            }
+            if !advertised.is_ipv4() || !self.binds_dual_stack() {
+                return Err(ConfigError::Ipv6WithoutDualStack(v6));
+            }
         }
         if self.ticket_key.len() < 32 {
             return Err(ConfigError::WeakClusterSecret);
@@ -67,5 +106,110 @@ impl BridgeConfig {
             return Err(ConfigError::ZeroCapacity);
         }
         Ok(())
+    }
+}
+
+/// Whether `ip` names one host: not multicast, not the IPv4 broadcast address.
+pub fn is_unicast(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => !v4.is_multicast() && !v4.is_broadcast(),
+        IpAddr::V6(v6) => !v6.is_multicast(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn valid() -> BridgeConfig {
+        BridgeConfig::loopback(BridgeId::new("b1").unwrap(), vec![7; 32], 0)
+    }
+
+    #[test]
+    fn advertised_addresses_it_cannot_serve_are_named() {
+        assert_eq!(valid().validate(), Ok(()));
+        let behind_nat = BridgeConfig {
+            media_bind: "0.0.0.0:10000".parse().unwrap(),
+            media_advertised_ip: "198.18.0.77".parse().unwrap(),
+            ..valid()
+        };
+        assert_eq!(
+            behind_nat.validate(),
+            Ok(()),
+            "bind one address, advertise another"
+        );
+        let dual_stack = BridgeConfig {
+            media_bind: "[::]:10000".parse().unwrap(),
+            media_advertised_ip: "198.18.0.77".parse().unwrap(),
+            media_advertised_ipv6: Some("2001:db8::7".parse().unwrap()),
+            ..valid()
+        };
+        assert_eq!(dual_stack.validate(), Ok(()), "both families on [::]");
+        for (bind, v6, advertised) in [
+            ("0.0.0.0:10000", "2001:db8::7", "198.18.0.77"),
+            ("[::]:10000", "2001:db8::7", "2001:db8::8"),
+        ] {
+            let config = BridgeConfig {
+                media_bind: bind.parse().unwrap(),
+                media_advertised_ip: advertised.parse().unwrap(),
+                media_advertised_ipv6: Some(v6.parse().unwrap()),
+                ..valid()
+            };
+            assert_eq!(
+                config.validate(),
+                Err(ConfigError::Ipv6WithoutDualStack(v6.parse().unwrap())),
+                "{bind} {advertised}"
+            );
+        }
+        for mapped in ["::ffff:10.0.0.1", "ff02::1", "::"] {
+            let config = BridgeConfig {
+                media_advertised_ipv6: Some(mapped.parse().unwrap()),
+                ..dual_stack.clone()
+            };
+            assert!(config.validate().is_err(), "{mapped}");
+        }
+        let cases = [
+            ("0.0.0.0", "127.0.0.1:0", ConfigError::UnspecifiedAdvertisedIp),
+            ("::", "[::1]:0", ConfigError::UnspecifiedAdvertisedIp),
+            (
+                "224.0.0.1",
+                "127.0.0.1:0",
+                ConfigError::AdvertisedIpNotUnicast("224.0.0.1".parse().unwrap()),
+            ),
+            (
+                "255.255.255.255",
+                "127.0.0.1:0",
+                ConfigError::AdvertisedIpNotUnicast("255.255.255.255".parse().unwrap()),
+            ),
+            (
+                "ff02::1",
+                "[::]:0",
+                ConfigError::AdvertisedIpNotUnicast("ff02::1".parse().unwrap()),
+            ),
+            (
+                "2001:db8::7",
+                "0.0.0.0:0",
+                ConfigError::FamilyMismatch {
+                    bind: "0.0.0.0".parse().unwrap(),
+                    advertised: "2001:db8::7".parse().unwrap(),
+                },
+            ),
+            (
+                "203.0.113.7",
+                "[::1]:0",
+                ConfigError::FamilyMismatch {
+                    bind: "::1".parse().unwrap(),
+                    advertised: "203.0.113.7".parse().unwrap(),
+                },
+            ),
+        ];
+        for (advertised, bind, expected) in cases {
+            let config = BridgeConfig {
+                media_bind: bind.parse().unwrap(),
+                media_advertised_ip: advertised.parse().unwrap(),
+                ..valid()
+            };
+            assert_eq!(config.validate(), Err(expected), "{advertised} bound at {bind}");
+        }
     }
 }

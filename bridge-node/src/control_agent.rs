@@ -148,7 +148,7 @@ pub fn registration(
         region: config.region.clone(),
         location,
         signaling_url,
-        media_addresses: vec![bridge.media_addr().to_string()],
+        media_addresses: bridge.media_addrs().iter().map(ToString::to_string).collect(),
         turn_urls,
         capacity: u32::try_from(config.max_participants).unwrap_or(u32::MAX),
         max_participants_per_room: u32::try_from(config.max_participants_per_room).unwrap_or(u32::MAX),

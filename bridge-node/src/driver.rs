@@ -112,6 +112,7 @@ impl ShardInboxes {
 pub struct Bridge {
     config: BridgeConfig,
     media_addr: SocketAddr,
+    media_addr_v6: Option<SocketAddr>,
     routes: Arc<RouteTable>,
     inboxes: Vec<mpsc::Sender<DriverInput>>,
     links: Arc<LinkTable>,
@@ -136,7 +137,7 @@ impl Bridge {
     /// Binds the media port and starts one thread per shard.
     pub fn start(config: BridgeConfig) -> Result<Arc<Bridge>, StartError> {
         config.validate()?;
-        let socket = std::net::UdpSocket::bind(config.media_bind).map_err(|source| StartError::Bind {
+        let socket = bind_media(&config).map_err(|source| StartError::Bind {
             addr: config.media_bind,
             source,
         })?;
@@ -148,6 +149,10 @@ impl Bridge {
             .set_nonblocking(true)
             .map_err(|source| StartError::Bind { addr: bound, source })?;
         let media_addr = SocketAddr::new(config.media_advertised_ip, bound.port());
+        let media_addr_v6 = config
+            .media_advertised_ipv6
+            .map(|ip| SocketAddr::new(ip.into(), bound.port()));
+        let dual_stack = config.binds_dual_stack();
         let routes = Arc::new(RouteTable::default());
         let (events_tx, events_rx) = mpsc::channel(BRIDGE_EVENTS_CAPACITY);
         let counters = Arc::new(DriverCounters::default());
@@ -173,7 +178,9 @@ impl Bridge {
                     media_addr,
                     routes.clone(),
                     config.max_participants_per_room,
-                ),
+                )
+                .with_ipv6_media_addr(media_addr_v6),
+                dual_stack,
                 routes: routes.clone(),
                 peers: inboxes.clone(),
                 links: links.clone(),
@@ -195,6 +202,7 @@ impl Bridge {
             verifier: TicketVerifier::new(config.bridge_id.clone(), &config.ticket_key),
             config,
             media_addr,
+            media_addr_v6,
             routes,
             inboxes,
             links,
@@ -219,6 +227,13 @@ impl Bridge {
     /// The address in every participant's ICE candidate.
     pub fn media_addr(&self) -> SocketAddr {
         self.media_addr
+    }
+
+    /// Every host candidate: [`Bridge::media_addr`], and the IPv6 one of a dual-stack bridge.
+    pub fn media_addrs(&self) -> Vec<SocketAddr> {
+        std::iter::once(self.media_addr)
+            .chain(self.media_addr_v6)
+            .collect()
     }
 
     pub fn verifier(&self) -> &TicketVerifier {
@@ -446,6 +461,8 @@ pub fn shard_of(room: &RoomId, shard_count: usize) -> usize {
 
 struct ShardWorker {
     shard: Shard,
+    /// The socket is IPv6 taking IPv4 too: IPv4 peers arrive as `::ffff:a.b.c.d`.
+    dual_stack: bool,
     routes: Arc<RouteTable>,
     peers: Vec<mpsc::Sender<DriverInput>>,
     links: Arc<LinkTable>,
@@ -502,7 +519,7 @@ impl ShardWorker {
                     let now = Instant::now();
                     for _ in 0..DATAGRAMS_PER_WAKE_MAX {
                         match socket.try_recv_from(&mut buf) {
-                            Ok((len, from)) => self.on_datagram(now, from, &buf[..len]),
+                            Ok((len, from)) => self.on_datagram(now, canonical(from), &buf[..len]),
                             Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => break,
                             // ICMP errors surface here on some systems; they concern one peer only.
                             Err(_) => continue,
@@ -573,11 +590,21 @@ impl ShardWorker {
         }
     }
 
+    /// `to` as the socket takes it: an IPv4 peer of a dual-stack socket in its mapped form.
+    fn on_socket(&self, to: SocketAddr) -> SocketAddr {
+        match to {
+            SocketAddr::V4(v4) if self.dual_stack => {
+                SocketAddr::new(v4.ip().to_ipv6_mapped().into(), v4.port())
+            }
+            _ => to,
+        }
+    }
+
     fn flush(&mut self, socket: &UdpSocket) {
         while let Some(output) = self.shard.poll_output() {
             match output {
                 ShardOutput::Transmit { to, data } => {
-                    if socket.try_send_to(&data, to).is_err() {
+                    if socket.try_send_to(&data, self.on_socket(to)).is_err() {
                         self.counters.send_failed.fetch_add(1, Ordering::Relaxed);
                     }
                 }
@@ -609,6 +636,30 @@ impl ShardWorker {
         if self.events.try_send(event).is_err() {
             tracing::warn!("bridge event queue full or closed; control will learn of this change late");
         }
+    }
+}
+
+/// The media socket: dual-stack when bound to `[::]` (IPv4 peers as `::ffff:a.b.c.d`), so one
+/// port serves both families whatever the system's `bindv6only` default.
+fn bind_media(config: &BridgeConfig) -> std::io::Result<std::net::UdpSocket> {
+    if !config.binds_dual_stack() {
+        return std::net::UdpSocket::bind(config.media_bind);
+    }
+    let socket = socket2::Socket::new(socket2::Domain::IPV6, socket2::Type::DGRAM, None)?;
+    socket.set_only_v6(false)?;
+    socket.bind(&config.media_bind.into())?;
+    Ok(socket.into())
+}
+
+/// A peer address as the rest of the bridge knows it: IPv4 peers of a dual-stack socket in
+/// their IPv4 form, so routes, ICE and TURN allowlists see one address per peer.
+fn canonical(from: SocketAddr) -> SocketAddr {
+    match from {
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(v4.into(), v6.port()),
+            None => from,
+        },
+        SocketAddr::V4(_) => from,
     }
 }
 

@@ -1,5 +1,5 @@
 //! Building one participant's peer connection on the sans-IO `rtc` core, as an ICE-lite offerer
-//! whose only candidate is the bridge's shared media port.
+//! whose only candidates are the bridge's shared media port (one per address family).
 
 use crate::keyframe_requests::{self, KeyframeRequestForwarder};
 use rand::Rng;
@@ -71,10 +71,12 @@ fn bridge_interceptors(media_engine: &mut MediaEngine) -> Result<Registry, rtc::
     Ok(configure_rtcp_reports(registry).with(keyframe_requests::SLOT, KeyframeRequestForwarder::default()))
 }
 
+/// `media_addrs`: the bridge's host candidates, one per family it is reachable on (the same
+/// port); the participant's ICE agent pairs its own candidates with those of their family.
 pub fn build_peer_connection(
     now: Instant,
     credentials: &IceCredentials,
-    media_addr: SocketAddr,
+    media_addrs: &[SocketAddr],
 ) -> Result<RTCPeerConnection, rtc::shared::error::Error> {
     let mut media_engine = MediaEngine::default();
     media_engine.register_default_codecs()?;
@@ -89,17 +91,19 @@ pub fn build_peer_connection(
         .with_media_engine(media_engine)
         .with_interceptor_registry(registry)
         .build(now)?;
-    let candidate = CandidateHostConfig {
-        base_config: CandidateConfig {
-            network: "udp".to_owned(),
-            address: media_addr.ip().to_string(),
-            port: media_addr.port(),
-            component: 1,
+    for media_addr in media_addrs {
+        let candidate = CandidateHostConfig {
+            base_config: CandidateConfig {
+                network: "udp".to_owned(),
+                address: media_addr.ip().to_string(),
+                port: media_addr.port(),
+                component: 1,
+                ..Default::default()
+            },
             ..Default::default()
-        },
-        ..Default::default()
+        }
+        .new_candidate_host()?;
+        pc.add_local_candidate(RTCIceCandidate::from(&candidate).to_json()?)?;
     }
-    .new_candidate_host()?;
-    pc.add_local_candidate(RTCIceCandidate::from(&candidate).to_json()?)?;
     Ok(pc)
 }

@@ -199,6 +199,8 @@ impl Room {
 pub struct Shard {
     index: usize,
     media_addr: SocketAddr,
+    /// The IPv6 host candidate of a dual-stack bridge whose `media_addr` is IPv4.
+    media_addr_v6: Option<SocketAddr>,
     routes: Arc<RouteTable>,
     max_participants_per_room: usize,
     rooms: HashMap<RoomId, Room>,
@@ -226,6 +228,7 @@ impl Shard {
         Self {
             index,
             media_addr,
+            media_addr_v6: None,
             routes,
             max_participants_per_room,
             rooms: HashMap::new(),
@@ -420,6 +423,7 @@ impl Shard {
         let Some(room_id) = self.room_of.get(&key).cloned() else {
             return;
         };
+        let local_addr = self.local_addr_for(from);
         let Some(room) = self.rooms.get_mut(&*room_id) else {
             return;
         };
@@ -427,7 +431,7 @@ impl Shard {
             return;
         };
         let transport = TransportContext {
-            local_addr: self.media_addr,
+            local_addr,
             peer_addr: from,
             ecn: None,
             transport_protocol: TransportProtocol::UDP,
@@ -557,6 +561,20 @@ impl Shard {
         self.pump(now, &room_id);
     }
 
+    /// Also offers `media_addr_v6` as a host candidate (a dual-stack bridge).
+    pub fn with_ipv6_media_addr(mut self, media_addr_v6: Option<SocketAddr>) -> Self {
+        self.media_addr_v6 = media_addr_v6;
+        self
+    }
+
+    /// The host candidate a datagram from `peer` arrived at: the ICE agent matches it exactly.
+    fn local_addr_for(&self, peer: SocketAddr) -> SocketAddr {
+        match (peer, self.media_addr_v6) {
+            (SocketAddr::V6(_), Some(v6)) => v6,
+            _ => self.media_addr,
+        }
+    }
+
     fn new_participant(
         &self,
         now: Instant,
@@ -565,7 +583,10 @@ impl Shard {
         display_name: String,
         credentials: &IceCredentials,
     ) -> Result<Participant, rtc::shared::error::Error> {
-        let mut pc = build_peer_connection(now, credentials, self.media_addr)?;
+        let mut pc = match self.media_addr_v6 {
+            Some(v6) => build_peer_connection(now, credentials, &[self.media_addr, v6])?,
+            None => build_peer_connection(now, credentials, &[self.media_addr])?,
+        };
         let mut slots = Vec::new();
         for (source, kind) in [
             (MediaSource::Microphone, RtpCodecKind::Audio),

@@ -74,6 +74,7 @@ pub fn router(node: Arc<ControlNode>, config: ApiConfig) -> Router {
             post(reconnect),
         )
         .route(BRIDGE_SESSION_PATH, get(bridge_session))
+        .route(bridgemesh_proto::bridge_session::TURN_PEERS_PATH, get(turn_peers))
         .route("/api/v1/rooms/{room}/mute-all", post(mute_all))
         .route("/api/v1/rooms/{room}/end", post(end_meeting))
         .route("/api/v1/admin/cluster", get(admin_cluster))
@@ -490,6 +491,22 @@ pub struct AdminBridge {
     pub effective_stress: f64,
     /// Rooms with participants on it.
     pub rooms: usize,
+}
+
+/// The cluster's bridge media addresses, for TURN servers' peer policy.
+async fn turn_peers(State(api): State<Api>, headers: HeaderMap) -> Response {
+    let result = match bearer(&headers) {
+        Some(presented) if api.node.is_turn_server(presented) => {
+            Ok(bridgemesh_proto::bridge_session::TurnPeers {
+                media_addresses: api.node.bridge_media_addresses(),
+            })
+        }
+        _ => Err(ApiError::new(
+            ErrorCode::Unauthorized,
+            "a TURN server's credential is needed (derived from its REST secret)",
+        )),
+    };
+    respond(result)
 }
 
 async fn admin_bridges(State(api): State<Api>, headers: HeaderMap) -> Response {

@@ -226,6 +226,43 @@ impl ControlNode {
         }
     }
 
+    /// Whether `presented` is the [`TURN_PEERS_PATH`] credential of a TURN server of this
+    /// cluster: a bridge's embedded one or a configured standalone one.
+    ///
+    /// [`TURN_PEERS_PATH`]: bridgemesh_proto::bridge_session::TURN_PEERS_PATH
+    pub fn is_turn_server(&self, presented: &str) -> bool {
+        use bridgemesh_proto::bridge_session::turn_peers_credential;
+        use subtle::ConstantTimeEq as _;
+        let standalone = self
+            .turn
+            .lock()
+            .expect("turn lock")
+            .as_ref()
+            .map(|d| turn_peers_credential(&d.secret));
+        [Some(turn_peers_credential(&self.bridge_turn_secret)), standalone]
+            .into_iter()
+            .flatten()
+            .any(|expected| bool::from(presented.as_bytes().ct_eq(expected.as_bytes())))
+    }
+
+    /// The media addresses of every bridge that is not down, from this node's state (a
+    /// follower's may lag by a moment; TURN servers ask again soon).
+    pub fn bridge_media_addresses(&self) -> Vec<std::net::SocketAddr> {
+        use bridgemesh_proto::bridge_session::{BridgeStatus, TURN_PEERS_MAX};
+        let mut addresses: Vec<std::net::SocketAddr> = self.cluster.read(|state| {
+            state
+                .bridges
+                .values()
+                .filter(|record| record.status != BridgeStatus::Down)
+                .flat_map(|record| record.media_addresses.iter().filter_map(|a| a.parse().ok()))
+                .collect()
+        });
+        addresses.sort_unstable();
+        addresses.dedup();
+        addresses.truncate(TURN_PEERS_MAX);
+        addresses
+    }
+
     /// The TURN servers (and their REST secret) every join response names from now on.
     pub fn set_turn(&self, directory: Option<TurnDirectory>) {
         *self.turn.lock().expect("turn lock") = directory;

@@ -33,6 +33,28 @@ pub fn turn_rest_secret(bridge_key: &[u8]) -> Vec<u8> {
     derive(bridge_key, b"bridgemesh turn rest v1")
 }
 
+/// Where TURN servers (embedded in bridges, or `bridgemesh turn --control`) read the media
+/// addresses of the cluster's bridges, the only peers they relay to by default: `GET` with
+/// `Authorization: Bearer <`[`turn_peers_credential`]`>`, answered with [`TurnPeers`].
+pub const TURN_PEERS_PATH: &str = "/api/v1/turn/peers";
+/// Addresses one [`TurnPeers`] answer lists at most.
+pub const TURN_PEERS_MAX: usize = 10_000;
+
+/// The bearer credential of [`TURN_PEERS_PATH`], derived from a TURN server's REST secret, which
+/// control holds too (it issues the servers' credentials): no secret of its own to distribute.
+pub fn turn_peers_credential(turn_secret: &[u8]) -> String {
+    hex::encode(derive(turn_secret, b"bridgemesh turn peers v1"))
+}
+
+/// The cluster's bridges as TURN servers may relay to them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TurnPeers {
+    /// Every media address of every bridge that is not down, as participants reach it (the
+    /// external address of a bridge behind a NAT).
+    pub media_addresses: Vec<std::net::SocketAddr>,
+}
+
 fn derive(key: &[u8], label: &[u8]) -> Vec<u8> {
     let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
     mac.update(label);

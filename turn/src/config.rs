@@ -20,8 +20,13 @@ pub struct TurnConfig {
     /// PEM certificate chain and private key for `tls_listen`.
     pub tls_cert_path: Option<PathBuf>,
     pub tls_key_path: Option<PathBuf>,
-    /// Address relay sockets bind to and that XOR-RELAYED-ADDRESS names; peers must reach it.
+    /// Address relay sockets bind to: one of this host's, or the unspecified address of the
+    /// external IP's family (any local address) when `external_ip` is set.
     pub relay_ip: IpAddr,
+    /// The address XOR-RELAYED-ADDRESS names when it is not `relay_ip`: the public side of a
+    /// 1:1 NAT (a cloud elastic IP), as coturn's `--external-ip`. Clients and peers must reach
+    /// it; the NAT forwards it to `relay_ip`, keeping the port.
+    pub external_ip: Option<IpAddr>,
     pub relay_port_min: u16,
     pub relay_port_max: u16,
     pub realm: String,
@@ -43,6 +48,10 @@ pub struct TurnConfig {
     pub allow_peer_addrs: Vec<SocketAddr>,
     /// Networks allowed despite the deny policy (labs). Empty in production.
     pub allow_peer_nets: Vec<IpNet>,
+    /// Relay to every globally routable address too, as a general-purpose TURN server does. Off:
+    /// only the cluster's bridges (the configured ones and those control reports) and
+    /// `allow_peer_nets` are reachable.
+    pub allow_public_peers: bool,
     /// Budget per source IP for requests without valid credentials.
     pub unauthenticated_limit: RateLimit,
     /// TCP and TLS connections open at once.
@@ -65,6 +74,7 @@ impl Default for TurnConfig {
             tls_cert_path: None,
             tls_key_path: None,
             relay_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            external_ip: None,
             relay_port_min: 49152,
             relay_port_max: 65535,
             realm: "bridgemesh".to_owned(),
@@ -80,6 +90,7 @@ impl Default for TurnConfig {
             allocation_lifetime_max_s: 3600,
             allow_peer_addrs: Vec::new(),
             allow_peer_nets: Vec::new(),
+            allow_public_peers: false,
             unauthenticated_limit: RateLimit::default(),
             stream_connections_max: 10_000,
             stream_connections_per_source_max: 16,
@@ -96,8 +107,16 @@ pub enum ConfigError {
     NoListener,
     #[error("tls_listen needs tls_cert_path and tls_key_path")]
     TlsWithoutCertificate,
-    #[error("relay_ip must be a concrete address peers can reach, not 0.0.0.0 / ::")]
+    #[error(
+        "relay_ip must be a concrete address peers can reach, not 0.0.0.0 / :: (binding any address needs an external_ip to advertise)"
+    )]
     UnspecifiedRelayIp,
+    #[error("external_ip must be a concrete address peers can reach, not 0.0.0.0 / ::")]
+    UnspecifiedExternalIp,
+    #[error(
+        "external_ip {external} and relay_ip {relay} are of different families; a 1:1 NAT keeps the family"
+    )]
+    RelayFamilyMismatch { relay: IpAddr, external: IpAddr },
     #[error("relay port range {0}-{1} is empty or starts below 1024")]
     RelayPortRange(u16, u16),
     #[error("the shared secret must be at least 16 bytes")]
@@ -111,6 +130,11 @@ pub enum ConfigError {
 }
 
 impl TurnConfig {
+    /// The address clients and peers see relays at: `external_ip`, else `relay_ip`.
+    pub fn relay_advertised_ip(&self) -> IpAddr {
+        self.external_ip.unwrap_or(self.relay_ip)
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
         if !self.enabled {
             return Ok(());
@@ -121,8 +145,19 @@ impl TurnConfig {
         if self.tls_listen.is_some() && (self.tls_cert_path.is_none() || self.tls_key_path.is_none()) {
             return Err(ConfigError::TlsWithoutCertificate);
         }
-        if self.relay_ip.is_unspecified() {
-            return Err(ConfigError::UnspecifiedRelayIp);
+        match self.external_ip {
+            None if self.relay_ip.is_unspecified() => return Err(ConfigError::UnspecifiedRelayIp),
+            None => {}
+            Some(external) if external.is_unspecified() => {
+                return Err(ConfigError::UnspecifiedExternalIp);
+            }
+            Some(external) if external.is_ipv4() != self.relay_ip.is_ipv4() => {
+                return Err(ConfigError::RelayFamilyMismatch {
+                    relay: self.relay_ip,
+                    external,
+                });
+            }
+            Some(_) => {}
         }
         if self.relay_port_min < 1024 || self.relay_port_min > self.relay_port_max {
             return Err(ConfigError::RelayPortRange(
@@ -188,6 +223,7 @@ impl std::fmt::Debug for TurnConfig {
             tls_cert_path,
             tls_key_path,
             relay_ip,
+            external_ip,
             relay_port_min,
             relay_port_max,
             realm,
@@ -202,6 +238,7 @@ impl std::fmt::Debug for TurnConfig {
             allocation_lifetime_max_s,
             allow_peer_addrs,
             allow_peer_nets,
+            allow_public_peers,
             unauthenticated_limit,
             stream_connections_max,
             stream_connections_per_source_max,
@@ -216,6 +253,7 @@ impl std::fmt::Debug for TurnConfig {
             .field("tls_cert_path", tls_cert_path)
             .field("tls_key_path", tls_key_path)
             .field("relay_ip", relay_ip)
+            .field("external_ip", external_ip)
             .field("relay_port_min", relay_port_min)
             .field("relay_port_max", relay_port_max)
             .field("realm", realm)
@@ -236,6 +274,7 @@ impl std::fmt::Debug for TurnConfig {
             .field("allocation_lifetime_max_s", allocation_lifetime_max_s)
             .field("allow_peer_addrs", allow_peer_addrs)
             .field("allow_peer_nets", allow_peer_nets)
+            .field("allow_public_peers", allow_public_peers)
             .field("unauthenticated_limit", unauthenticated_limit)
             .field("stream_connections_max", stream_connections_max)
             .field(
@@ -279,6 +318,14 @@ mod tests {
             Err(ConfigError::UnspecifiedRelayIp)
         );
         assert_eq!(valid().validate(), Ok(()));
+        let behind_nat = TurnConfig {
+            relay_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            external_ip: Some("203.0.113.7".parse().unwrap()),
+            ..valid()
+        };
+        assert_eq!(behind_nat.validate(), Ok(()), "any local address, one public one");
+        assert_eq!(behind_nat.relay_advertised_ip().to_string(), "203.0.113.7");
+        assert_eq!(valid().relay_advertised_ip(), IpAddr::V4(Ipv4Addr::LOCALHOST));
         let disabled = TurnConfig {
             enabled: false,
             ..TurnConfig::default()
@@ -335,6 +382,30 @@ mod tests {
                     ..valid()
                 },
                 ConfigError::NoListener,
+            ),
+            (
+                TurnConfig {
+                    external_ip: Some("::".parse().unwrap()),
+                    ..valid()
+                },
+                ConfigError::UnspecifiedExternalIp,
+            ),
+            (
+                TurnConfig {
+                    external_ip: Some("2001:db8::7".parse().unwrap()),
+                    ..valid()
+                },
+                ConfigError::RelayFamilyMismatch {
+                    relay: IpAddr::V4(Ipv4Addr::LOCALHOST),
+                    external: "2001:db8::7".parse().unwrap(),
+                },
+            ),
+            (
+                TurnConfig {
+                    relay_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                    ..valid()
+                },
+                ConfigError::UnspecifiedRelayIp,
             ),
             (
                 TurnConfig {

@@ -6,7 +6,8 @@
 //!   ChannelData and stream framing.
 //! - [`credentials`]: coturn's REST credentials (`<expiry>:<user>`, `base64(HMAC-SHA1)`);
 //!   [`directory`]: what an issuer needs to put TURN servers into join responses.
-//! - [`peer_policy`]: which peers may be relayed to (deny non-public by default, exact exceptions).
+//! - [`peer_policy`]: which peers may be relayed to (the cluster's bridges by default, which
+//!   `TurnServer::set_bridges` keeps current; exact and network exceptions).
 //! - [`allocation`]: one allocation's permissions, channels, lifetime and bandwidth, with `now`
 //!   as an input. [`nonce`]: stateless nonces. [`rate_limit`]: per-source budgets.
 //! - `server`: the driver: sockets and tasks around the above. [`TurnServer::start`] returns a

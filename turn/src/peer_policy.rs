@@ -1,16 +1,23 @@
 //! Which peers a client may relay to. A TURN server is a proxy that sits inside the operator's
 //! network; without a filter, anyone holding credentials (every participant) could reach the
-//! cloud metadata service, the admin ports of loopback daemons, or the private network. By default
-//! every address that is not globally routable is denied ([`deny_reason`], a pure function), except:
-//! - the cluster's own bridge media addresses, exact ip:port (reaching them is the point of TURN
-//!   here, and on `bridgemesh up` they are on loopback);
-//! - networks an operator allows explicitly (labs, private deployments).
+//! cloud metadata service, the admin ports of loopback daemons, the private network, or use the
+//! server as a general relay to the internet. TURN is here to reach the cluster's bridges, so by
+//! default a peer is allowed only when it is:
+//! - one of the cluster's bridge media addresses, exact ip:port: the static ones of the
+//!   configuration and the live set control hands the server ([`PeerPolicy::with_bridges`]),
+//!   which follows bridges as they come and go and holds the addresses participants use, the
+//!   external ones of bridges behind a NAT;
+//! - inside a network an operator allows explicitly (labs, private deployments).
 //!
-//! The server's own addresses (relay IP, listener IPs) are denied even when public or inside an
-//! allowed network: relaying to itself would nest allocations (one user's quota and bandwidth
-//! spent twice, traffic laundered through a second allocation) or reach other UDP services on the
-//! node. Only an exact ip:port exception opens one of them (`bridgemesh up`'s bridge is on the
-//! relay's loopback IP).
+//! An operator may widen it to every globally routable address (`allow_public`, the behaviour of
+//! a general-purpose TURN server); non-public ones ([`deny_reason`], a pure function) stay denied
+//! then, except by the two exceptions above.
+//!
+//! The server's own addresses (relay IP, external IP, listener IPs) are denied even when public
+//! or inside an allowed network: relaying to itself would nest allocations (one user's quota and
+//! bandwidth spent twice, traffic laundered through a second allocation) or reach other UDP
+//! services on the node. Only an exact bridge ip:port opens one of them (the embedded server's
+//! own bridge on the same IP).
 //!
 //! Permissions (CREATE-PERMISSION, CHANNEL-BIND) name only an IP, so [`PeerPolicy::permits_ip`]
 //! admits an IP that has at least one allowed port; every relayed packet is then checked with its
@@ -45,6 +52,9 @@ pub enum DenyReason {
     EmbeddedIpv4,
     /// The server's own relay or listener IP (nested allocations, the node's other services).
     OwnAddress,
+    /// A public address that is not one of the cluster's bridges, while relaying to any public
+    /// address is off (the default).
+    NotABridge,
 }
 
 impl DenyReason {
@@ -62,6 +72,7 @@ impl DenyReason {
             Self::Ipv4Mapped => "ipv4_mapped",
             Self::EmbeddedIpv4 => "embedded_ipv4",
             Self::OwnAddress => "own_address",
+            Self::NotABridge => "not_a_bridge",
         }
     }
 }
@@ -184,21 +195,47 @@ fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
     }
 }
 
-/// The default deny list, the server's own addresses, and the two kinds of exception.
+/// Live bridge media addresses one policy holds at most: far above any cluster, so a
+/// misbehaving control cannot grow a TURN server's memory without bound.
+pub const BRIDGES_MAX: usize = 10_000;
+
+/// The default-deny policy, the server's own addresses, and the exceptions.
 #[derive(Debug, Clone, Default)]
 pub struct PeerPolicy {
     allow_addrs: HashSet<SocketAddr>,
+    bridges: HashSet<SocketAddr>,
     allow_nets: Vec<IpNet>,
+    allow_public: bool,
     own_ips: HashSet<IpAddr>,
 }
 
 impl PeerPolicy {
+    /// Exact `allow_addrs` (the bridges known from the configuration) and `allow_nets`; nothing
+    /// else until [`PeerPolicy::with_bridges`] or [`PeerPolicy::with_public`].
     pub fn new(allow_addrs: impl IntoIterator<Item = SocketAddr>, allow_nets: Vec<IpNet>) -> Self {
         Self {
             allow_addrs: allow_addrs.into_iter().collect(),
             allow_nets,
-            own_ips: HashSet::new(),
+            ..Self::default()
         }
+    }
+
+    /// Also every globally routable address (a general-purpose relay).
+    pub fn with_public(mut self, allow_public: bool) -> Self {
+        self.allow_public = allow_public;
+        self
+    }
+
+    /// The cluster's live bridge media addresses, replacing the previous set; at most
+    /// [`BRIDGES_MAX`] are kept.
+    pub fn with_bridges(mut self, bridges: impl IntoIterator<Item = SocketAddr>) -> Self {
+        self.set_bridges(bridges);
+        self
+    }
+
+    /// [`PeerPolicy::with_bridges`] in place.
+    pub fn set_bridges(&mut self, bridges: impl IntoIterator<Item = SocketAddr>) {
+        self.bridges = bridges.into_iter().take(BRIDGES_MAX).collect();
     }
 
     /// Denies the server's own IPs (relay, listeners) unless an exact ip:port allows one.
@@ -217,35 +254,40 @@ impl PeerPolicy {
         self.own_ips.contains(&ip) || v4.is_some_and(|v4| self.own_ips.contains(&v4))
     }
 
+    fn is_bridge(&self, addr: SocketAddr) -> bool {
+        self.allow_addrs.contains(&addr) || self.bridges.contains(&addr)
+    }
+
+    fn has_bridge_on(&self, ip: IpAddr) -> bool {
+        self.allow_addrs.iter().chain(&self.bridges).any(|a| a.ip() == ip)
+    }
+
+    /// What is left when no exact exception matched: public addresses if allowed, allowed
+    /// networks, else the reason.
+    fn otherwise(&self, ip: IpAddr) -> Result<(), DenyReason> {
+        match deny_reason(ip) {
+            None if self.allow_public => Ok(()),
+            _ if self.allow_nets.iter().any(|net| net.contains(ip)) => Ok(()),
+            None => Err(DenyReason::NotABridge),
+            Some(reason) => Err(reason),
+        }
+    }
+
     /// Whether a permission for `ip` may be installed.
     pub fn permits_ip(&self, ip: IpAddr) -> Result<(), DenyReason> {
-        if self.is_own(ip) {
-            return match self.allow_addrs.iter().any(|a| a.ip() == ip) {
-                true => Ok(()),
-                false => Err(DenyReason::OwnAddress),
-            };
-        }
-        match deny_reason(ip) {
-            None => Ok(()),
-            Some(_) if self.allow_nets.iter().any(|net| net.contains(ip)) => Ok(()),
-            Some(_) if self.allow_addrs.iter().any(|a| a.ip() == ip) => Ok(()),
-            Some(reason) => Err(reason),
+        match (self.is_own(ip), self.has_bridge_on(ip)) {
+            (_, true) => Ok(()),
+            (true, false) => Err(DenyReason::OwnAddress),
+            (false, false) => self.otherwise(ip),
         }
     }
 
     /// Whether a packet may be relayed to or from `addr`.
     pub fn permits_addr(&self, addr: SocketAddr) -> Result<(), DenyReason> {
-        if self.is_own(addr.ip()) {
-            return match self.allow_addrs.contains(&addr) {
-                true => Ok(()),
-                false => Err(DenyReason::OwnAddress),
-            };
-        }
-        match deny_reason(addr.ip()) {
-            None => Ok(()),
-            Some(_) if self.allow_addrs.contains(&addr) => Ok(()),
-            Some(_) if self.allow_nets.iter().any(|net| net.contains(addr.ip())) => Ok(()),
-            Some(reason) => Err(reason),
+        match (self.is_own(addr.ip()), self.is_bridge(addr)) {
+            (_, true) => Ok(()),
+            (true, false) => Err(DenyReason::OwnAddress),
+            (false, false) => self.otherwise(addr.ip()),
         }
     }
 }
@@ -375,12 +417,9 @@ mod tests {
         let relay: IpAddr = "8.8.4.4".parse().unwrap();
         let listener: IpAddr = "8.8.8.8".parse().unwrap();
         let bridge: SocketAddr = "127.0.0.1:10000".parse().unwrap();
-        let policy = PeerPolicy::new([bridge], vec!["0.0.0.0/0".parse().unwrap()]).with_own_ips([
-            relay,
-            listener,
-            bridge.ip(),
-            "0.0.0.0".parse().unwrap(),
-        ]);
+        let policy = PeerPolicy::new([bridge], vec!["0.0.0.0/0".parse().unwrap()])
+            .with_public(true)
+            .with_own_ips([relay, listener, bridge.ip(), "0.0.0.0".parse().unwrap()]);
         for ip in [relay, listener] {
             assert_eq!(policy.permits_ip(ip), Err(DenyReason::OwnAddress), "{ip}");
             assert_eq!(
@@ -403,6 +442,53 @@ mod tests {
             policy.permits_addr("127.0.0.2:1".parse().unwrap()),
             Ok(()),
             "the net allows it"
+        );
+    }
+
+    #[test]
+    fn by_default_only_the_clusters_bridges_are_reachable_and_they_follow_the_cluster() {
+        let own_bridge: SocketAddr = "203.0.113.7:10000".parse().unwrap();
+        let other: SocketAddr = "198.51.100.9:10000".parse().unwrap();
+        let public: SocketAddr = "8.8.8.8:53".parse().unwrap();
+        let policy = PeerPolicy::new([own_bridge], Vec::new()).with_own_ips([own_bridge.ip()]);
+        assert_eq!(
+            policy.permits_addr(own_bridge),
+            Ok(()),
+            "its own bridge, external address"
+        );
+        assert_eq!(policy.permits_ip(public.ip()), Err(DenyReason::NotABridge));
+        assert_eq!(policy.permits_addr(public), Err(DenyReason::NotABridge));
+        assert_eq!(policy.permits_addr(other), Err(DenyReason::Reserved));
+        // Another bridge registers: reachable, on its media port only.
+        let policy = policy.with_bridges([other]);
+        assert_eq!(policy.permits_ip(other.ip()), Ok(()));
+        assert_eq!(policy.permits_addr(other), Ok(()));
+        assert_eq!(
+            policy.permits_addr(SocketAddr::new(other.ip(), 22)),
+            Err(DenyReason::Reserved),
+            "another port of a bridge's address"
+        );
+        assert_eq!(
+            policy.permits_addr("203.0.113.7:3478".parse().unwrap()),
+            Err(DenyReason::OwnAddress),
+            "the server's own other ports"
+        );
+        // It leaves: the live set is replaced, the configured bridge stays.
+        let policy = policy.with_bridges([]);
+        assert_eq!(policy.permits_addr(other), Err(DenyReason::Reserved));
+        assert_eq!(policy.permits_addr(own_bridge), Ok(()));
+        // Widened by the operator: public addresses, still not private ones.
+        let policy = policy.with_public(true);
+        assert_eq!(policy.permits_addr(public), Ok(()));
+        assert_eq!(
+            policy.permits_ip("10.0.0.1".parse().unwrap()),
+            Err(DenyReason::Private)
+        );
+        // Bounded, whatever control sends.
+        let many = (0..BRIDGES_MAX as u32 + 10).map(|i| SocketAddr::from((i.to_be_bytes(), 1)));
+        assert_eq!(
+            PeerPolicy::default().with_bridges(many).bridges.len(),
+            BRIDGES_MAX
         );
     }
 

@@ -22,7 +22,7 @@ use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, BufReader, BufWriter};
 use tokio::net::{TcpListener, UdpSocket};
@@ -62,6 +62,12 @@ pub enum StartError {
     },
     #[error("cannot load the TLS certificate or key: {0}")]
     Tls(String),
+    /// Checked at start, so a relay address the host does not have is not found out by every
+    /// Allocate failing with 508.
+    #[error(
+        "cannot bind relay sockets to {ip}: {source}. Relay sockets bind an address of this host; behind a 1:1 NAT bind the local address (relay_ip, --relay-ip; 0.0.0.0 or :: for any) and advertise the public one with external_ip (--external-ip)"
+    )]
+    RelayBind { ip: IpAddr, source: io::Error },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -178,7 +184,8 @@ impl Tables {
 struct Shared {
     config: TurnConfig,
     nonces: NonceKey,
-    policy: PeerPolicy,
+    /// Written only when control reports the cluster's bridges; read for every relayed packet.
+    policy: RwLock<PeerPolicy>,
     counters: Counters,
     tables: Mutex<Tables>,
     stream_permits: Arc<Semaphore>,
@@ -229,20 +236,28 @@ impl TurnServer {
             )?),
             None => None,
         };
+        bind_udp(SocketAddr::new(config.relay_ip, 0)).map_err(|source| StartError::RelayBind {
+            ip: config.relay_ip,
+            source,
+        })?;
         let mut nonce_key = [0u8; 32];
         rand::rng().fill_bytes(&mut nonce_key);
         let shared = Arc::new(Shared {
             nonces: NonceKey::new(nonce_key, config.nonce_lifetime_s),
-            policy: PeerPolicy::new(
-                config.allow_peer_addrs.iter().copied(),
-                config.allow_peer_nets.clone(),
-            )
-            .with_own_ips(
-                [config.udp_listen, config.tcp_listen, config.tls_listen]
-                    .into_iter()
-                    .flatten()
-                    .map(|addr| addr.ip())
-                    .chain([config.relay_ip]),
+            policy: RwLock::new(
+                PeerPolicy::new(
+                    config.allow_peer_addrs.iter().copied(),
+                    config.allow_peer_nets.clone(),
+                )
+                .with_public(config.allow_public_peers)
+                .with_own_ips(
+                    [config.udp_listen, config.tcp_listen, config.tls_listen]
+                        .into_iter()
+                        .flatten()
+                        .map(|addr| addr.ip())
+                        .chain([config.relay_ip])
+                        .chain(config.external_ip),
+                ),
             ),
             counters: Counters::default(),
             tables: Mutex::new(Tables {
@@ -308,6 +323,17 @@ impl TurnServer {
             "TURN server listening"
         );
         Ok(server)
+    }
+
+    /// The cluster's bridge media addresses as control reports them now (participants' view:
+    /// external addresses behind a NAT), replacing the previous report; the configured
+    /// `allow_peer_addrs` stay. Relays toward a bridge that left stop at its next packet.
+    pub fn set_bridges(&self, bridges: impl IntoIterator<Item = SocketAddr>) {
+        self.shared
+            .policy
+            .write()
+            .expect("policy lock")
+            .set_bridges(bridges);
     }
 
     pub fn udp_addr(&self) -> Option<SocketAddr> {
@@ -738,7 +764,7 @@ async fn relay_loop(shared: Arc<Shared>, allocation: Arc<Allocation>) {
                 continue;
             }
             // A permission names an IP; the port must be allowed too (bridge media port only, on up).
-            if shared.policy.permits_addr(peer).is_err() {
+            if shared.policy().permits_addr(peer).is_err() {
                 add(&shared.counters.denied_peers_total, 1);
                 continue;
             }
@@ -778,6 +804,10 @@ async fn relay_loop(shared: Arc<Shared>, allocation: Arc<Allocation>) {
 }
 
 impl Shared {
+    fn policy(&self) -> std::sync::RwLockReadGuard<'_, PeerPolicy> {
+        self.policy.read().expect("policy lock")
+    }
+
     fn allocation(&self, five_tuple: &FiveTuple) -> Option<Arc<Allocation>> {
         self.tables
             .lock()
@@ -817,7 +847,7 @@ impl Shared {
                 return;
             }
             // Before the budget: a packet the policy drops must not spend it.
-            if self.policy.permits_addr(peer).is_err() {
+            if self.policy().permits_addr(peer).is_err() {
                 add(&self.counters.denied_peers_total, 1);
                 return;
             }
@@ -1079,7 +1109,7 @@ fn allocate(
     }
     if let Some(family) = message.get(attr::REQUESTED_ADDRESS_FAMILY) {
         let wanted_v4 = family.first() == Some(&0x01);
-        if wanted_v4 != config.relay_ip.is_ipv4() {
+        if wanted_v4 != config.relay_advertised_ip().is_ipv4() {
             return Err(Answer::Code(440));
         }
     }
@@ -1104,7 +1134,10 @@ fn allocate(
         tracing::warn!("no free relay port in the configured range");
         return Err(Answer::Code(508));
     };
-    let relay_addr = relay.local_addr().expect("bound socket has an address");
+    // The bound port under the advertised address: behind a 1:1 NAT the socket holds a local
+    // address and the NAT forwards the external one to it, port for port.
+    let bound = relay.local_addr().expect("bound socket has an address");
+    let relay_addr = SocketAddr::new(config.relay_advertised_ip(), bound.port());
     let allocation = Arc::new(Allocation {
         five_tuple,
         username: auth.username.to_owned(),
@@ -1183,7 +1216,7 @@ fn peer_address(message: &Message<'_>, value: &[u8]) -> Result<SocketAddr, Answe
 }
 
 fn check_peer(shared: &Shared, peer: SocketAddr) -> Result<(), Answer> {
-    shared.policy.permits_ip(peer.ip()).map_err(|reason| {
+    shared.policy().permits_ip(peer.ip()).map_err(|reason| {
         add(&shared.counters.denied_peers_total, 1);
         tracing::debug!(reason = reason.as_str(), "TURN peer address refused");
         Answer::Code(403)

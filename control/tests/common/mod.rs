@@ -108,7 +108,22 @@ impl TestCluster {
             },
             regions: Default::default(),
         };
-        let service = ControlService::start(config, listener).await.unwrap();
+        // A node stopped a moment ago may still be closing its store on another task (the file
+        // lock goes with the last handle): retry a bounded while, as `bind_retrying` does for
+        // the port. A process restart does not meet this; only nodes restarted in one process do.
+        let mut listener = listener;
+        let mut attempts = 0;
+        let service = loop {
+            match ControlService::start(config.clone(), listener).await {
+                Ok(service) => break service,
+                Err(err) if attempts < 100 && err.to_string().contains("Database already open") => {
+                    attempts += 1;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    listener = bind_retrying(addr).await;
+                }
+                Err(err) => panic!("node {id} does not start: {err:?}"),
+            }
+        };
         self.nodes.insert(id, service);
     }
 
