@@ -16,7 +16,6 @@
 //! sockets bind the bridge's local address while clients are told the NAT address, and whose
 //! relayed packets reach the bridge's media port by hairpinning through the router's NAT.
 
-
 use bridgemesh::load::local_cluster::ChildProcess;
 use bridgemesh_tests::netns::{Host, Lab};
 use std::io::{Read as _, Write as _};
