@@ -1,5 +1,6 @@
-//! The control HTTP API (`/api/v1/...`), the admin API, Raft's peer routes, `/health`,
-//! `/metrics`, and the web client.
+//! The control HTTP API (`/api/v1/...`), the admin API, `/health`, `/metrics` and the web client
+//! ([`router`], the public listener); Raft's peer routes and the bridges' sessions
+//! ([`cluster_router`], the cluster listener: mutual TLS, cluster members only).
 
 use crate::auth::AdminAuth;
 use crate::bridge_hub::LossReport;
@@ -16,6 +17,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, patch, post};
+use bridgemesh_pki::{ClusterName, ClusterPeer};
 use bridgemesh_proto::api::{
     ErrorBody, ErrorCode, HealthStatus, JoinRequest, REQUEST_BODY_MAX_BYTES, ReconnectRequest,
     RoomSettingsUpdate,
@@ -36,10 +38,42 @@ impl IntoResponse for ApiError {
 }
 
 /// What the HTTP layer needs besides the node: credentials it checks at the door.
-#[derive(Clone)]
+#[derive(Clone, Default)]
 pub struct ApiConfig {
     /// The admin API's own credential; `None` turns the admin API off.
     pub admin: Option<Arc<AdminAuth>>,
+    /// A bearer token `/metrics` demands; `None` serves it to anyone who reaches the listener.
+    pub metrics_token: Option<Arc<MetricsToken>>,
+}
+
+/// The token `/metrics` can demand (`Authorization: Bearer <token>`), compared in constant time.
+pub struct MetricsToken(String);
+
+impl MetricsToken {
+    /// Shortest token accepted: it is a password a scraper sends on every request.
+    pub const MIN_BYTES: usize = 16;
+
+    pub fn new(token: impl Into<String>) -> Result<Self, String> {
+        let token = token.into();
+        if token.len() < Self::MIN_BYTES {
+            return Err(format!(
+                "the metrics token has {} bytes; use at least {} (e.g. `openssl rand -hex 16`)",
+                token.len(),
+                Self::MIN_BYTES
+            ));
+        }
+        if !token.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err("the metrics token must be printable ASCII without spaces".into());
+        }
+        Ok(Self(token))
+    }
+
+    /// Whether `headers` carry the token.
+    pub fn admits(&self, headers: &HeaderMap) -> bool {
+        use subtle::ConstantTimeEq as _;
+        let presented = bearer(headers).unwrap_or("");
+        presented.len() == self.0.len() && bool::from(presented.as_bytes().ct_eq(self.0.as_bytes()))
+    }
 }
 
 #[derive(Clone)]
@@ -70,7 +104,6 @@ pub fn router(node: Arc<ControlNode>, config: ApiConfig) -> Router {
             "/api/v1/rooms/{room}/participants/{participant}/reconnect",
             post(reconnect),
         )
-        .route(BRIDGE_SESSION_PATH, get(bridge_session))
         .route("/api/v1/rooms/{room}/mute-all", post(mute_all))
         .route("/api/v1/rooms/{room}/end", post(end_meeting))
         .route("/api/v1/admin/cluster", get(admin_cluster))
@@ -91,15 +124,26 @@ pub fn router(node: Arc<ControlNode>, config: ApiConfig) -> Router {
         .route("/style.css", get(style_css))
         .route("/{room}", get(room_page))
         .fallback(not_found)
+        .with_state(api)
+}
+
+/// The cluster listener's routes: Raft RPCs and forwarded requests from control nodes, and the
+/// bridges' sessions. Serve it on a [`bridgemesh_pki::ClusterListener`], which admits only
+/// connections with a certificate from the cluster CA and says whose it is.
+pub fn cluster_router(node: Arc<ControlNode>) -> Router {
+    let api = Api {
+        node: node.clone(),
+        config: ApiConfig::default(),
+    };
+    Router::new()
+        .route(BRIDGE_SESSION_PATH, get(bridge_session))
+        .fallback(not_found)
         .with_state(api.clone())
         .merge(raft_server::router(node.cluster().clone()))
         .merge(
             Router::new()
                 .route("/raft/v1/bridge-loss", post(bridge_loss))
-                .route_layer(middleware::from_fn_with_state(
-                    node.cluster().clone(),
-                    raft_server::require_member,
-                ))
+                .route_layer(middleware::from_fn(raft_server::require_member))
                 .with_state(api),
         )
 }
@@ -231,22 +275,29 @@ async fn reconnect(
     join_answer(answer.await)
 }
 
-/// A bridge's session (`docs/regions.md`): authenticated by the credential derived from the
-/// bridge key, then served by the bridge hub.
-async fn bridge_session(State(api): State<Api>, headers: HeaderMap, upgrade: WebSocketUpgrade) -> Response {
-    let authorized = bearer(&headers).is_some_and(|token| api.node.hub().credential_matches(token));
-    if !authorized {
+/// A bridge's session (`docs/regions.md`): only over a connection whose certificate names a bridge, and only for the
+/// bridge it names (the hub refuses a registration under another id).
+async fn bridge_session(
+    State(api): State<Api>,
+    peer: Option<axum::Extension<ConnectInfo<ClusterPeer>>>,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let Some(axum::Extension(ConnectInfo(ClusterPeer {
+        name: ClusterName::Bridge(bridge),
+        ..
+    }))) = peer
+    else {
         return ApiError::new(
-            ErrorCode::Unauthorized,
-            "a bridge session needs the credential derived from the bridge key",
+            ErrorCode::Forbidden,
+            "a bridge session needs a bridge certificate from the cluster CA (`bridgemesh ca issue`)",
         )
         .into_response();
-    }
+    };
     let hub = api.node.hub().clone();
     upgrade
         .max_message_size(BRIDGE_MESSAGE_MAX_BYTES)
         .max_frame_size(BRIDGE_MESSAGE_MAX_BYTES)
-        .on_upgrade(move |socket| hub.serve(socket))
+        .on_upgrade(move |socket| hub.serve(socket, bridge))
 }
 
 /// A loss report another control node forwarded to this one (the leader).
@@ -612,7 +663,16 @@ async fn health(State(api): State<Api>) -> Response {
     (code, axum::Json(body)).into_response()
 }
 
-async fn metrics(State(api): State<Api>) -> Response {
+async fn metrics(State(api): State<Api>, headers: HeaderMap) -> Response {
+    if let Some(token) = &api.config.metrics_token
+        && !token.admits(&headers)
+    {
+        return ApiError::new(
+            ErrorCode::Unauthorized,
+            "/metrics needs the metrics token: Authorization: Bearer <token>",
+        )
+        .into_response();
+    }
     let mut text = api.node.read(render_metrics);
     render_cluster_metrics(&mut text, &api.node.cluster().health());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
