@@ -5,6 +5,7 @@
 //! flattened sessions, so each command just carries a `sessionId`.
 
 use std::collections::{HashMap, VecDeque};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,6 +22,8 @@ use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+use crate::netns::Netns;
+
 const DEFAULT_CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMIUM_ENV: &str = "BRIDGEMESH_CHROMIUM";
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(20);
@@ -33,6 +36,18 @@ const CONSOLE_RING: usize = 200;
 const STDERR_RING: usize = 200;
 const MAX_LINE_BYTES: usize = 4096;
 const OUTGOING_QUEUE: usize = 64;
+
+/// How [`Browser::launch_with`] starts Chromium.
+#[derive(Default)]
+pub struct LaunchOptions<'a> {
+    /// Run inside this network namespace (DevTools is reached through it).
+    pub netns: Option<&'a Netns>,
+    /// PEM files of CAs the browser trusts as roots, through an NSS database in its profile, as
+    /// a user's browser trusts a CA its administrator installed.
+    pub trusted_ca_pems: Vec<PathBuf>,
+    /// More command-line flags (`--host-resolver-rules=...`).
+    pub args: Vec<String>,
+}
 
 /// A headless Chromium process plus the DevTools connection to it.
 ///
@@ -51,6 +66,11 @@ impl Browser {
     /// Starts Chromium (`$BRIDGEMESH_CHROMIUM`, else `/usr/bin/chromium`) with a fresh profile
     /// and connects to its DevTools endpoint.
     pub async fn launch() -> anyhow::Result<Browser> {
+        Self::launch_with(LaunchOptions::default()).await
+    }
+
+    /// [`Browser::launch`] inside a network namespace, trusting extra CAs, with extra flags.
+    pub async fn launch_with(options: LaunchOptions<'_>) -> anyhow::Result<Browser> {
         let binary = std::env::var_os(CHROMIUM_ENV)
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from(DEFAULT_CHROMIUM));
@@ -63,7 +83,20 @@ impl Browser {
         }
 
         let user_data_dir = unique_temp_dir()?;
-        let mut cmd = Command::new(&binary);
+        if !options.trusted_ca_pems.is_empty()
+            && let Err(e) = trust_cas(&user_data_dir, &options.trusted_ca_pems)
+        {
+            let _ = std::fs::remove_dir_all(&user_data_dir);
+            return Err(e);
+        }
+        let mut cmd = match options.netns {
+            Some(netns) => netns.tokio_command(&binary),
+            None => Command::new(&binary),
+        };
+        if !options.trusted_ca_pems.is_empty() {
+            // Chromium on Linux reads its certificate store from $HOME/.pki/nssdb.
+            cmd.env("HOME", &user_data_dir);
+        }
         cmd.args([
             "--headless",
             "--no-sandbox",
@@ -82,6 +115,7 @@ impl Browser {
             "--remote-debugging-port=0",
         ])
         .arg(format!("--user-data-dir={}", user_data_dir.display()))
+        .args(&options.args)
         .arg("about:blank")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -114,9 +148,8 @@ impl Browser {
                 return Err(e);
             }
         };
-        let ws = match tokio::time::timeout(CONNECT_TIMEOUT, tokio_tungstenite::connect_async(&ws_url)).await
-        {
-            Ok(Ok((ws, _response))) => ws,
+        let ws = match tokio::time::timeout(CONNECT_TIMEOUT, connect_devtools(&ws_url, options.netns)).await {
+            Ok(Ok(ws)) => ws,
             Ok(Err(e)) => {
                 abort_all(&tasks);
                 return Err(e).with_context(|| format!("connecting to DevTools at {ws_url}"));
@@ -652,6 +685,59 @@ async fn wait_for_devtools_url(
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+async fn connect_devtools(
+    ws_url: &str,
+    netns: Option<&Netns>,
+) -> anyhow::Result<WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>> {
+    let Some(netns) = netns else {
+        let (ws, _response) = tokio_tungstenite::connect_async(ws_url).await?;
+        return Ok(ws);
+    };
+    let url: reqwest::Url = ws_url.parse().context("parsing the DevTools URL")?;
+    let port = url.port().context("the DevTools URL has a port")?;
+    let tcp = netns.connect_tcp(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))?;
+    tcp.set_nonblocking(true)?;
+    let tcp = tokio::net::TcpStream::from_std(tcp)?;
+    let (ws, _response) = tokio_tungstenite::client_async(ws_url, MaybeTlsStream::Plain(tcp)).await?;
+    Ok(ws)
+}
+
+/// An NSS database at `<profile>/.pki/nssdb` trusting each CA (Debian's libnss3-tools).
+fn trust_cas(profile: &Path, pems: &[PathBuf]) -> anyhow::Result<()> {
+    let db_dir = profile.join(".pki/nssdb");
+    std::fs::create_dir_all(&db_dir).context("creating the profile's NSS database directory")?;
+    let db = format!("sql:{}", db_dir.display());
+    let certutil = |args: &[&str]| -> anyhow::Result<()> {
+        let out = std::process::Command::new("certutil")
+            .args(args)
+            .output()
+            .context("running certutil (Debian's libnss3-tools package)")?;
+        if !out.status.success() {
+            bail!(
+                "certutil {args:?} failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(())
+    };
+    certutil(&["-d", &db, "-N", "--empty-password"])?;
+    for (index, pem) in pems.iter().enumerate() {
+        let pem = pem.to_str().context("a CA path is UTF-8")?;
+        certutil(&[
+            "-d",
+            &db,
+            "-A",
+            "-t",
+            "C,,",
+            "-n",
+            &format!("test-ca-{index}"),
+            "-i",
+            pem,
+        ])?;
+    }
+    Ok(())
 }
 
 /// `None` until the file is complete: chromium may be caught mid-write.

@@ -2,4 +2,5 @@
 
 pub mod chromium;
 pub mod harness;
+pub mod netns;
 pub mod turn;
