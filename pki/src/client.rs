@@ -20,6 +20,8 @@ use tokio_rustls::TlsConnector;
 const IDLE_CONNECTIONS_PER_PEER_MAX: usize = 8;
 /// Peers with idle connections remembered (a cluster has a handful of control nodes).
 const PEERS_MAX: usize = 64;
+/// How long a pooled connection may take to be ready again before a new one is opened instead.
+const POOLED_READY_WAIT: Duration = Duration::from_millis(500);
 /// Largest answer read from a peer.
 pub const RESPONSE_MAX_BYTES: usize = 16 * 1024 * 1024;
 
@@ -74,7 +76,7 @@ impl ClusterClient {
     }
 
     async fn post_inner(&self, addr: &str, path: &str, body: Vec<u8>) -> Result<Answer, ClientError> {
-        let mut sender = match self.take_idle(addr) {
+        let mut sender = match self.take_idle(addr).await {
             Some(sender) => sender,
             None => self.connect(addr).await?,
         };
@@ -124,30 +126,37 @@ impl ClusterClient {
         Ok(sender)
     }
 
-    fn take_idle(&self, addr: &str) -> Option<SendRequest<Full<Bytes>>> {
-        let mut idle = self.idle.lock().expect("pool lock");
-        let senders = idle.get_mut(addr)?;
-        while let Some(sender) = senders.pop() {
-            if sender.is_ready() {
+    /// An open connection to `addr` ready for a request, if the pool has one.
+    async fn take_idle(&self, addr: &str) -> Option<SendRequest<Full<Bytes>>> {
+        loop {
+            let mut sender = {
+                let mut idle = self.idle.lock().expect("pool lock");
+                idle.get_mut(addr)?.pop()?
+            };
+            // A connection put back a moment ago may not have noticed yet that its last response
+            // is done; waiting for it is cheaper than a new handshake. A closed one says so.
+            if sender.is_closed() {
+                continue;
+            }
+            if let Ok(Ok(())) = tokio::time::timeout(POOLED_READY_WAIT, sender.ready()).await {
                 return Some(sender);
             }
         }
-        None
     }
 
     fn put_idle(&self, addr: &str, sender: SendRequest<Full<Bytes>>) {
-        if !sender.is_ready() {
+        if sender.is_closed() {
             return;
         }
         let mut idle = self.idle.lock().expect("pool lock");
         if !idle.contains_key(addr) && idle.len() >= PEERS_MAX {
-            idle.retain(|_, senders| senders.iter().any(SendRequest::is_ready));
+            idle.retain(|_, senders| senders.iter().any(|s| !s.is_closed()));
             if idle.len() >= PEERS_MAX {
                 return;
             }
         }
         let senders = idle.entry(addr.to_owned()).or_default();
-        senders.retain(SendRequest::is_ready);
+        senders.retain(|s| !s.is_closed());
         if senders.len() < IDLE_CONNECTIONS_PER_PEER_MAX {
             senders.push(sender);
         }
