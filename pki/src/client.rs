@@ -16,8 +16,10 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-/// Idle connections kept per peer; more are opened under load and closed after use.
-const IDLE_CONNECTIONS_PER_PEER_MAX: usize = 8;
+/// Idle connections kept per peer; more are opened under load and closed after use. Forwarded
+/// joins keep as many requests in flight toward the leader as there are clients waiting, and a
+/// connection closed after use costs a handshake (two ECDSA signatures) when the next burst comes.
+const IDLE_CONNECTIONS_PER_PEER_MAX: usize = 64;
 /// Peers with idle connections remembered (a cluster has a handful of control nodes).
 const PEERS_MAX: usize = 64;
 /// How long a pooled connection may take to be ready again before a new one is opened instead.
