@@ -45,11 +45,14 @@ pub struct Answer {
     pub body: Bytes,
 }
 
+/// Open connections not in use, by peer address.
+type IdleConnections = HashMap<String, Vec<SendRequest<Full<Bytes>>>>;
+
 /// The client side of the cluster listener. Cheap to clone; clones share the pool.
 #[derive(Clone)]
 pub struct ClusterClient {
     connector: TlsConnector,
-    idle: Arc<Mutex<HashMap<String, Vec<SendRequest<Full<Bytes>>>>>>,
+    idle: Arc<Mutex<IdleConnections>>,
 }
 
 impl ClusterClient {
