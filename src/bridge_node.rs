@@ -2,11 +2,12 @@
 //! cluster over the network. Configured by a TOML file with command-line overrides:
 //!
 //! ```toml
-//! control = ["http://10.0.0.1:7700", "http://10.0.0.2:7700"]  # any nodes; the leader is found
+//! control = ["https://10.0.0.1:7701", "https://10.0.0.2:7701"]  # cluster listeners; the leader is found
 //! region = "eu-west"
 //! id = "eu-west-1"                       # default: <region>-<hostname>
 //! location = { latitude = 50.11, longitude = 8.68 }
-//! bridge_key_file = "/etc/bridgemesh/bridge-key"   # `bridgemesh bridge-key` prints it
+//! bridge_key_file = "/etc/bridgemesh/bridge-key"   # `bridgemesh bridge-key --bridge-id` prints it
+//! metrics_token_file = "/etc/bridgemesh/metrics-token"  # /metrics* then need `Authorization: Bearer`
 //! listen = "0.0.0.0:8081"                # signaling, /health, /metrics; media and TURN bind its IP
 //! public_host = "eu-west-1.example.org"  # in the signaling and TURN URLs
 //! advertise_ip = "203.0.113.7"           # in ICE candidates and TURN relay addresses (1:1 NAT: the public IP)
@@ -17,7 +18,7 @@
 //! turn = true
 //! turn_port = 3478
 //! cascade_port = 7710                    # UDP, QUIC links to other bridges
-//! cascade_cert_dir = "/etc/bridgemesh/cascade"  # `bridgemesh ca issue` writes it
+//! cascade_cert_dir = "/etc/bridgemesh/cascade"  # `bridgemesh ca issue` writes it; required
 //! # cascade_advertise = "203.0.113.7:7710"     # when peers reach the port elsewhere
 //! drain_timeout_s = 30
 //! ```
@@ -26,11 +27,14 @@
 //! drains the bridge on SIGTERM or SIGINT before it stops.
 
 use anyhow::Context as _;
+use axum::response::IntoResponse as _;
 use bridgemesh_bridge::cascade::{BridgeIdentity, CascadeConfig, CascadeEndpoint, CascadeManagerConfig};
 use bridgemesh_bridge::control_agent::{AgentError, BRIDGE_KEY_MIN_BYTES, ControlAgent, ControlAgentConfig};
 use bridgemesh_bridge::control_session::{SessionStatus, SessionUrl};
 use bridgemesh_bridge::load::{CPU_CEILING_DEFAULT, LoadCeilings, PACKETS_PER_S_CEILING_DEFAULT};
 use bridgemesh_bridge::{Bridge, BridgeConfig};
+use bridgemesh_control::http::MetricsToken;
+use bridgemesh_pki::ClusterIdentity;
 use bridgemesh_proto::bridge_session::{GeoPoint, turn_rest_secret};
 use bridgemesh_proto::{BridgeId, RegionId};
 use bridgemesh_turn::{TurnConfig, TurnServer};
@@ -55,7 +59,8 @@ const DRAIN_POLL: Duration = Duration::from_millis(100);
 #[derive(Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BridgeNodeConfig {
-    /// Control nodes' base URLs (`http://host:port`); any of them, the leader is found.
+    /// Control nodes' cluster listeners (`https://host:port`, mutual TLS); any of them, the
+    /// leader is found.
     pub control: Vec<String>,
     pub region: Option<RegionId>,
     /// Default: `<region>-<hostname>`, made a valid id.
@@ -63,7 +68,9 @@ pub struct BridgeNodeConfig {
     pub location: Option<GeoPoint>,
     /// File holding the bridge key in hex; read into `bridge_key` by [`BridgeNodeConfig::load_bridge_key`].
     pub bridge_key_file: Option<PathBuf>,
-    /// Control's ticket key (see `bridgemesh bridge-key`). Never read from the TOML file itself.
+    /// This bridge's own key, derived by control from the cluster secret and the bridge id (see
+    /// `bridgemesh bridge-key --bridge-id`): it checks this bridge's tickets and its TURN
+    /// credentials. Never read from the TOML file itself.
     #[serde(skip)]
     pub bridge_key: Vec<u8>,
     /// Signaling WebSocket, `/health` and `/metrics`. Media and TURN bind the same IP.
@@ -99,8 +106,9 @@ pub struct BridgeNodeConfig {
     pub turn_extra_urls: Vec<String>,
     /// UDP port of cascade links (QUIC) to other bridges, on the listen IP.
     pub cascade_port: u16,
-    /// The bridge's cluster certificate, key and CA (`bridgemesh ca issue --out-dir`). Without
-    /// one the bridge does not cascade: its rooms cannot span other bridges.
+    /// The bridge's cluster certificate, key and CA (`bridgemesh ca issue --out-dir`): it
+    /// authenticates the bridge to control (its session) and to other bridges (cascade links).
+    #[serde(alias = "cert_dir")]
     pub cascade_cert_dir: Option<PathBuf>,
     /// Where other bridges reach the cascade port, when not the advertised IP and
     /// `cascade_port` (a port forward, a NAT).
@@ -110,6 +118,9 @@ pub struct BridgeNodeConfig {
     pub cascade_identity: Option<BridgeIdentity>,
     /// How long a stopping bridge waits for control to move its participants away.
     pub drain_timeout_s: u64,
+    /// A file with the token `/metrics`, `/metrics/turn` and `/metrics/control` demand
+    /// (`Authorization: Bearer <token>`); none serves them to anyone who reaches the listener.
+    pub metrics_token_file: Option<PathBuf>,
     pub cpu_ceiling: f64,
     pub packets_per_s_ceiling: f64,
 }
@@ -141,6 +152,7 @@ impl Default for BridgeNodeConfig {
             cascade_advertise: None,
             cascade_identity: None,
             drain_timeout_s: 30,
+            metrics_token_file: None,
             cpu_ceiling: CPU_CEILING_DEFAULT,
             packets_per_s_ceiling: PACKETS_PER_S_CEILING_DEFAULT,
         }
@@ -175,6 +187,7 @@ impl fmt::Debug for BridgeNodeConfig {
             cascade_advertise,
             cascade_identity,
             drain_timeout_s,
+            metrics_token_file,
             cpu_ceiling,
             packets_per_s_ceiling,
         } = self;
@@ -206,6 +219,7 @@ impl fmt::Debug for BridgeNodeConfig {
                 &cascade_identity.as_ref().map(|i| i.bridge_id().to_string()),
             )
             .field("drain_timeout_s", drain_timeout_s)
+            .field("metrics_token_file", metrics_token_file)
             .field("cpu_ceiling", cpu_ceiling)
             .field("packets_per_s_ceiling", packets_per_s_ceiling)
             .finish()
@@ -223,6 +237,10 @@ pub enum BridgeNodeConfigError {
     NoRegion,
     #[error("the bridge key is missing or shorter than {BRIDGE_KEY_MIN_BYTES} bytes: --bridge-key-file")]
     BridgeKey,
+    #[error(
+        "the bridge's cluster certificate is missing: --cascade-cert-dir (`bridgemesh ca issue --bridge-id ID --out-dir DIR` writes it)"
+    )]
+    NoCertificate,
     #[error(
         "no address to advertise: set --advertise-ip (or a --public-host that is an IP, or listen on a specific IP)"
     )]
@@ -335,11 +353,13 @@ impl BridgeNodeConfig {
         if self.shards.is_some_and(|n| !(1..=64).contains(&n)) {
             return Err(BridgeNodeConfigError::Shards);
         }
-        let cascades = self.cascade_identity.is_some() || self.cascade_cert_dir.is_some();
+        if self.cascade_identity.is_none() && self.cascade_cert_dir.is_none() {
+            return Err(BridgeNodeConfigError::NoCertificate);
+        }
         let clash = |a: u16, b: u16| a != 0 && a == b;
         if (self.turn && clash(self.turn_port, self.media_port))
-            || (cascades && clash(self.cascade_port, self.media_port))
-            || (cascades && self.turn && clash(self.cascade_port, self.turn_port))
+            || clash(self.cascade_port, self.media_port)
+            || (self.turn && clash(self.cascade_port, self.turn_port))
         {
             return Err(BridgeNodeConfigError::PortClash);
         }
@@ -451,9 +471,9 @@ pub fn parse_location(text: &str) -> Result<GeoPoint, String> {
     Ok(point)
 }
 
-/// The bridge key, in hex, for the cluster secret in `path`: what `bridgemesh bridge-key` prints.
-/// The secret is read exactly as `bridgemesh control` reads it.
-pub fn bridge_key_hex(cluster_secret_file: &Path) -> anyhow::Result<String> {
+/// Bridge `bridge_id`'s key, in hex, for the cluster secret in `path`: what `bridgemesh
+/// bridge-key` prints. The secret is read exactly as `bridgemesh control` reads it.
+pub fn bridge_key_hex(cluster_secret_file: &Path, bridge_id: &BridgeId) -> anyhow::Result<String> {
     let text = std::fs::read_to_string(cluster_secret_file).with_context(|| {
         format!(
             "cannot read the cluster secret from {}",
@@ -468,8 +488,9 @@ pub fn bridge_key_hex(cluster_secret_file: &Path) -> anyhow::Result<String> {
             secret.len()
         );
     }
-    Ok(hex::encode(bridgemesh_control::node::ticket_key(
+    Ok(hex::encode(bridgemesh_control::node::bridge_key(
         secret.as_bytes(),
+        bridge_id,
     )))
 }
 
@@ -479,7 +500,8 @@ pub struct BridgeArgs {
     /// TOML configuration; flags below override it.
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// A control node's base URL, `http://host:port`; repeat for several (any of them will do).
+    /// A control node's cluster listener, `https://host:port`; repeat for several (any of them
+    /// will do).
     #[arg(long = "control")]
     pub control: Vec<String>,
     /// This bridge's region, e.g. `eu-west`.
@@ -491,7 +513,7 @@ pub struct BridgeArgs {
     /// Where the bridge is, `LATITUDE,LONGITUDE` in degrees.
     #[arg(long, value_parser = parse_location, allow_hyphen_values = true)]
     pub location: Option<GeoPoint>,
-    /// File with the bridge key in hex (`bridgemesh bridge-key` prints it).
+    /// File with this bridge's key in hex (`bridgemesh bridge-key --bridge-id` prints it).
     #[arg(long)]
     pub bridge_key_file: Option<PathBuf>,
     /// Signaling, /health and /metrics (default 0.0.0.0:8081); media and TURN bind its IP.
@@ -533,10 +555,13 @@ pub struct BridgeArgs {
     /// UDP port of QUIC cascade links to other bridges (default 7710).
     #[arg(long)]
     pub cascade_port: Option<u16>,
-    /// Directory with this bridge's cluster certificate (`bridgemesh ca issue --out-dir`);
-    /// without it the bridge does not cascade.
-    #[arg(long)]
+    /// Directory with this bridge's cluster certificate (`bridgemesh ca issue --out-dir`):
+    /// required; it authenticates the bridge to control and to other bridges.
+    #[arg(long, alias = "cert-dir")]
     pub cascade_cert_dir: Option<PathBuf>,
+    /// File with the token /metrics demands (`Authorization: Bearer <token>`).
+    #[arg(long)]
+    pub metrics_token_file: Option<PathBuf>,
     /// `IP:PORT` other bridges reach the cascade port at, when not the advertised IP and the
     /// cascade port (a port forward, a NAT).
     #[arg(long)]
@@ -580,6 +605,7 @@ impl BridgeArgs {
         config.cascade_cert_dir = self.cascade_cert_dir.or(config.cascade_cert_dir);
         config.cascade_advertise = self.cascade_advertise.or(config.cascade_advertise);
         config.drain_timeout_s = self.drain_timeout_s.unwrap_or(config.drain_timeout_s);
+        config.metrics_token_file = self.metrics_token_file.or(config.metrics_token_file);
         config.load_bridge_key()?;
         config.validate()?;
         Ok(config)
@@ -607,6 +633,14 @@ pub struct RunningBridge {
 pub async fn start(config: BridgeNodeConfig) -> anyhow::Result<RunningBridge> {
     config.validate()?;
     let bridge_id = config.bridge_id()?;
+    let identity = cluster_identity(&config, &bridge_id)?;
+    let metrics_token = match &config.metrics_token_file {
+        Some(path) => Some(Arc::new(
+            MetricsToken::new(read_token(path)?)
+                .map_err(|err| anyhow::anyhow!("{}: {err}", path.display()))?,
+        )),
+        None => None,
+    };
     let advertise_ip = config.advertise_ip()?;
     let public_host = config.public_host()?;
     let bind_ip = config.listen.ip();
@@ -642,7 +676,7 @@ pub async fn start(config: BridgeNodeConfig) -> anyhow::Result<RunningBridge> {
     } else {
         None
     };
-    let cascade_addr = match start_cascade(&bridge, &config, &bridge_id, bind_ip, advertise_ip) {
+    let cascade_addr = match start_cascade(&bridge, &config, &identity, bind_ip, advertise_ip) {
         Ok(addr) => addr,
         Err(err) => {
             if let Some(turn) = &turn {
@@ -671,8 +705,24 @@ pub async fn start(config: BridgeNodeConfig) -> anyhow::Result<RunningBridge> {
         config.location,
     );
     registration.cascade_addr = cascade_addr;
-    let mut agent_config =
-        ControlAgentConfig::new(config.control.clone(), config.bridge_key.clone(), registration);
+    // The embedded TURN server asks control for the cluster's bridges under this certificate.
+    let turn_peers_client = match bridgemesh_pki::ClusterClient::new(&ClusterIdentity::from(&identity)) {
+        Ok(client) => client,
+        Err(err) => {
+            if let Some(turn) = &turn {
+                turn.shutdown().await;
+            }
+            bridge.shutdown().await;
+            return Err(
+                anyhow::Error::new(err).context("cannot make a client for control's cluster listener")
+            );
+        }
+    };
+    let mut agent_config = ControlAgentConfig::new(
+        config.control.clone(),
+        ClusterIdentity::from(&identity),
+        registration,
+    );
     agent_config.ceilings = config.ceilings();
     let agent = match ControlAgent::start(bridge.clone(), agent_config) {
         Ok(agent) => agent,
@@ -689,7 +739,7 @@ pub async fn start(config: BridgeNodeConfig) -> anyhow::Result<RunningBridge> {
         crate::turn_peers::spawn(
             server,
             config.control.clone(),
-            &turn_rest_secret(&config.bridge_key),
+            crate::turn_peers::Asker::Bridge(turn_peers_client.clone()),
         )
     });
 
@@ -718,6 +768,23 @@ pub async fn start(config: BridgeNodeConfig) -> anyhow::Result<RunningBridge> {
             async move { text }
         }),
     );
+    if let Some(token) = metrics_token {
+        router = router.layer(axum::middleware::from_fn(
+            move |request: axum::extract::Request, next: axum::middleware::Next| {
+                let token = token.clone();
+                async move {
+                    if request.uri().path().starts_with("/metrics") && !token.admits(request.headers()) {
+                        return (
+                            axum::http::StatusCode::UNAUTHORIZED,
+                            "/metrics needs the metrics token: Authorization: Bearer <token>\n",
+                        )
+                            .into_response();
+                    }
+                    next.run(request).await
+                }
+            },
+        ));
+    }
     let (stop_http, stopped) = watch::channel(false);
     let http_task = bridgemesh_control::service::serve_http(listener, router, stopped);
     tracing::info!(bridge = %bridge_id, turn = turn.is_some(), "bridge node started");
@@ -746,35 +813,41 @@ fn check_local(ip: IpAddr) -> anyhow::Result<()> {
     }
 }
 
-/// Binds the cascade endpoint and starts linking to other bridges, when the bridge has a cluster
-/// certificate; returns the address other bridges reach it at.
-fn start_cascade(
-    bridge: &Bridge,
-    config: &BridgeNodeConfig,
-    bridge_id: &BridgeId,
-    bind_ip: IpAddr,
-    advertise_ip: IpAddr,
-) -> anyhow::Result<Option<SocketAddr>> {
+/// The bridge's certificate from the cluster CA, which must name this bridge.
+fn cluster_identity(config: &BridgeNodeConfig, bridge_id: &BridgeId) -> anyhow::Result<BridgeIdentity> {
     let identity = match (&config.cascade_identity, &config.cascade_cert_dir) {
         (Some(identity), _) => identity.clone(),
         (None, Some(dir)) => BridgeIdentity::load(dir)
-            .with_context(|| format!("cannot load the cascade certificate from {}", dir.display()))?,
-        (None, None) => {
-            tracing::warn!(
-                "no cascade certificate (--cascade-cert-dir): rooms on this bridge cannot span other bridges"
-            );
-            return Ok(None);
-        }
+            .with_context(|| format!("cannot load the bridge certificate from {}", dir.display()))?,
+        (None, None) => return Err(BridgeNodeConfigError::NoCertificate.into()),
     };
     if identity.bridge_id() != bridge_id {
         anyhow::bail!(
-            "the cascade certificate names bridge {}, but this bridge is {bridge_id}; issue one with `bridgemesh ca issue --bridge-id {bridge_id}`",
+            "the cluster certificate names bridge {}, but this bridge is {bridge_id}; issue one with `bridgemesh ca issue --bridge-id {bridge_id}`",
             identity.bridge_id()
         );
     }
+    Ok(identity)
+}
+
+/// A token file's first line.
+fn read_token(path: &Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(text.trim_end_matches(['\n', '\r']).to_owned())
+}
+
+/// Binds the cascade endpoint and starts linking to other bridges; returns the address other
+/// bridges reach it at.
+fn start_cascade(
+    bridge: &Bridge,
+    config: &BridgeNodeConfig,
+    identity: &BridgeIdentity,
+    bind_ip: IpAddr,
+    advertise_ip: IpAddr,
+) -> anyhow::Result<Option<SocketAddr>> {
     let endpoint = CascadeEndpoint::bind(
         SocketAddr::new(bind_ip, config.cascade_port),
-        &identity,
+        identity,
         &CascadeConfig::default(),
     )
     .with_context(|| format!("cannot start cascade links on UDP port {}", config.cascade_port))?;
@@ -801,9 +874,10 @@ fn relay_bind_ip(bind_ip: IpAddr, advertise_ip: IpAddr) -> IpAddr {
 }
 
 /// The embedded TURN server: it listens beside the bridge and relays from the listen IP,
-/// advertising the advertised IP. Its secret derives from the bridge key, so control issues
-/// credentials it accepts; its peer policy lets it relay to the bridge's own media address and,
-/// once control answers ([`crate::turn_peers`]), to every bridge of the cluster, nothing else.
+/// advertising the advertised IP. Its secret derives from this bridge's own key, so control
+/// issues credentials it accepts and a credential for another bridge's TURN server is worthless
+/// here; its peer policy lets it relay to the bridge's own media address and, once control
+/// answers ([`crate::turn_peers`]), to every bridge of the cluster, nothing else.
 async fn start_turn(
     bridge: &Bridge,
     config: &BridgeNodeConfig,
@@ -911,12 +985,23 @@ mod tests {
     use super::*;
     use bridgemesh_proto::bridge_session::{BridgeStatus, BridgeToControl, ControlToBridge};
 
+    /// The cluster CA of this test process.
+    fn ca() -> &'static bridgemesh_pki::ClusterCa {
+        static CA: std::sync::OnceLock<bridgemesh_pki::ClusterCa> = std::sync::OnceLock::new();
+        CA.get_or_init(|| bridgemesh_pki::ClusterCa::generate().unwrap())
+    }
+
+    fn identity(id: &str) -> Option<BridgeIdentity> {
+        Some(ca().issue_bridge_cert(&BridgeId::new(id).unwrap()).unwrap())
+    }
+
     fn valid() -> BridgeNodeConfig {
         BridgeNodeConfig {
-            control: vec!["http://10.0.0.1:7700".into()],
+            control: vec!["https://10.0.0.1:7701".into()],
             region: Some(RegionId::new("eu-west").unwrap()),
             bridge_key: vec![7; 32],
             public_host: Some("203.0.113.7".into()),
+            cascade_identity: identity("eu-west-1"),
             ..BridgeNodeConfig::default()
         }
     }
@@ -931,7 +1016,8 @@ mod tests {
             &file,
             format!(
                 r#"
-                control = ["http://10.0.0.1:7700", "http://10.0.0.2:7700"]
+                control = ["https://10.0.0.1:7701", "https://10.0.0.2:7701"]
+                cert_dir = "/etc/bridgemesh/eu-west-1"
                 region = "eu-west"
                 location = {{ latitude = 50.11, longitude = 8.68 }}
                 bridge_key_file = "{}"
@@ -947,7 +1033,7 @@ mod tests {
         .unwrap();
         let config = BridgeArgs {
             config: Some(file),
-            control: vec!["http://10.0.0.3:7700".into()],
+            control: vec!["https://10.0.0.3:7701".into()],
             id: Some(BridgeId::new("eu-west-1").unwrap()),
             media_port: Some(10001),
             no_turn: true,
@@ -957,8 +1043,13 @@ mod tests {
         .unwrap();
         assert_eq!(
             config.control,
-            ["http://10.0.0.3:7700"],
+            ["https://10.0.0.3:7701"],
             "flags replace the file's list"
+        );
+        assert_eq!(
+            config.cascade_cert_dir.as_deref(),
+            Some(Path::new("/etc/bridgemesh/eu-west-1")),
+            "cert_dir is the certificate directory's other name"
         );
         assert_eq!(config.bridge_id().unwrap().as_str(), "eu-west-1");
         assert_eq!(config.bridge_key, vec![0xab; 32]);
@@ -996,10 +1087,18 @@ mod tests {
             ),
             (
                 BridgeNodeConfig {
-                    control: vec!["https://c1".into()],
+                    control: vec!["http://c1:7701".into()],
                     ..valid()
                 },
-                "not supported",
+                "mutual TLS",
+            ),
+            (
+                BridgeNodeConfig {
+                    cascade_identity: None,
+                    cascade_cert_dir: None,
+                    ..valid()
+                },
+                "cluster certificate is missing",
             ),
             (
                 BridgeNodeConfig {
@@ -1213,15 +1312,27 @@ mod tests {
             }),
         );
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, router).await });
+        let url = format!("https://{}", listener.local_addr().unwrap());
+        let control = ca().issue_control_cert(1).unwrap();
+        let listener = bridgemesh_pki::ClusterListener::new(
+            listener,
+            bridgemesh_pki::tls::server_config(&control).unwrap(),
+            control.name().clone(),
+        )
+        .unwrap();
+        let service = router.into_make_service_with_connect_info::<bridgemesh_pki::ClusterPeer>();
+        tokio::spawn(async move { axum::serve(listener, service).await });
         (url, seen)
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_bridge_node_serves_registers_what_it_runs_and_drains_when_stopped() {
         let (control, mut seen) = fake_control().await;
+        let dir = tempfile::tempdir().unwrap();
+        let metrics_token = dir.path().join("metrics-token");
+        std::fs::write(&metrics_token, "a-scraper-token-0123\n").unwrap();
         let running = start(BridgeNodeConfig {
+            metrics_token_file: Some(metrics_token),
             control: vec![control],
             region: Some(RegionId::new("eu-west").unwrap()),
             id: Some(BridgeId::new("eu-west-1").unwrap()),
@@ -1229,6 +1340,8 @@ mod tests {
             listen: "127.0.0.1:0".parse().unwrap(),
             media_port: 0,
             turn_port: 0,
+            cascade_port: 0,
+            cascade_identity: identity("eu-west-1"),
             shards: Some(1),
             ..BridgeNodeConfig::default()
         })
@@ -1272,7 +1385,14 @@ mod tests {
         let base = format!("http://{}", running.http_addr);
         let health = reqwest::get(format!("{base}/health")).await.unwrap();
         assert!(health.status().is_success());
-        let metrics = reqwest::get(format!("{base}/metrics/control"))
+        for path in ["/metrics", "/metrics/control"] {
+            let refused = reqwest::get(format!("{base}{path}")).await.unwrap();
+            assert_eq!(refused.status(), 401, "{path} without the metrics token");
+        }
+        let metrics = reqwest::Client::new()
+            .get(format!("{base}/metrics/control"))
+            .bearer_auth("a-scraper-token-0123")
+            .send()
             .await
             .unwrap()
             .text()
@@ -1301,15 +1421,23 @@ mod tests {
     }
 
     #[test]
-    fn the_bridge_key_is_the_key_control_signs_tickets_with() {
+    fn the_bridge_key_is_the_key_control_signs_that_bridges_tickets_with() {
         let dir = tempfile::tempdir().unwrap();
         let secret = dir.path().join("secret");
         std::fs::write(&secret, "0123456789abcdef0123456789abcdef\r\n").unwrap();
+        let certs = dir.path().join("control-1");
+        bridgemesh_pki::ClusterCa::generate()
+            .unwrap()
+            .issue_control_cert(1)
+            .unwrap()
+            .save_control(&certs)
+            .unwrap();
         // Control reads the same file this way (control_node::plan).
         let plan = crate::control_node::plan(
             crate::control_node::ControlFile {
                 node_id: Some(1),
                 listen: Some("127.0.0.1:1".parse().unwrap()),
+                cert_dir: Some(certs),
                 data_dir: Some(dir.path().into()),
                 cluster_secret_file: Some(secret.clone()),
                 ..Default::default()
@@ -1317,9 +1445,18 @@ mod tests {
             crate::control_node::ControlOverrides::default(),
         )
         .unwrap();
-        let expected = hex::encode(bridgemesh_control::node::ticket_key(&plan.service.cluster_secret));
-        assert_eq!(bridge_key_hex(&secret).unwrap(), expected);
+        let (b1, b2) = (BridgeId::new("b1").unwrap(), BridgeId::new("b2").unwrap());
+        let expected = hex::encode(bridgemesh_control::node::bridge_key(
+            &plan.service.cluster_secret,
+            &b1,
+        ));
+        assert_eq!(bridge_key_hex(&secret, &b1).unwrap(), expected);
+        assert_ne!(
+            bridge_key_hex(&secret, &b2).unwrap(),
+            expected,
+            "each bridge has a key of its own"
+        );
         std::fs::write(&secret, "short\n").unwrap();
-        assert!(bridge_key_hex(&secret).is_err());
+        assert!(bridge_key_hex(&secret, &b1).is_err());
     }
 }

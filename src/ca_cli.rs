@@ -1,7 +1,8 @@
-//! `bridgemesh ca`: the cluster CA that authenticates bridges to each other on cascade links.
+//! `bridgemesh ca`: the cluster CA. Every link between nodes is mutual TLS under it: bridge to
+//! bridge (cascade), control to control (Raft), bridge to control (the bridge's session).
 
 use anyhow::Context as _;
-use bridgemesh_bridge::cascade::pki::{self, ClusterCa};
+use bridgemesh_pki::ca::{self as pki, ClusterCa};
 use bridgemesh_proto::BridgeId;
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
@@ -21,7 +22,8 @@ enum CaCommand {
         dir: PathBuf,
     },
     /// Issue a bridge certificate: writes bridge.pem, bridge-key.pem (owner-only) and ca.pem into
-    /// --out-dir, the files a bridge needs.
+    /// --out-dir, the files a bridge needs (`--cascade-cert-dir`). The certificate is the bridge's
+    /// credential toward control: control accepts its registration only under this id.
     Issue {
         /// The CA's directory (from `bridgemesh ca init`).
         #[arg(long)]
@@ -29,6 +31,18 @@ enum CaCommand {
         /// The bridge's id, as it registers with control.
         #[arg(long)]
         bridge_id: String,
+        #[arg(long)]
+        out_dir: PathBuf,
+    },
+    /// Issue a control node certificate: writes control.pem, control-key.pem (owner-only) and
+    /// ca.pem into --out-dir, the files a control node needs (`--cert-dir`).
+    IssueControl {
+        /// The CA's directory (from `bridgemesh ca init`).
+        #[arg(long)]
+        dir: PathBuf,
+        /// The node's Raft id (`--id` of `bridgemesh control`).
+        #[arg(long)]
+        node_id: u64,
         #[arg(long)]
         out_dir: PathBuf,
     },
@@ -59,6 +73,24 @@ pub fn run(args: CaArgs) -> anyhow::Result<()> {
                 out_dir.join(pki::BRIDGE_KEY_FILE).display(),
                 out_dir.join(pki::CA_CERT_FILE).display(),
                 bridge_id.as_str()
+            );
+        }
+        CaCommand::IssueControl {
+            dir,
+            node_id,
+            out_dir,
+        } => {
+            if node_id == 0 {
+                anyhow::bail!("--node-id must be a positive integer");
+            }
+            let ca =
+                ClusterCa::load(&dir).with_context(|| format!("loading the CA from {}", dir.display()))?;
+            ca.issue_control_cert(node_id)?.save_control(&out_dir)?;
+            println!(
+                "wrote {}, {} and {} for control node {node_id}",
+                out_dir.join(pki::CONTROL_CERT_FILE).display(),
+                out_dir.join(pki::CONTROL_KEY_FILE).display(),
+                out_dir.join(pki::CA_CERT_FILE).display(),
             );
         }
     }
@@ -106,6 +138,34 @@ mod tests {
         let identity = BridgeIdentity::load(&out_dir).unwrap();
         assert_eq!(identity.bridge_id().as_str(), "eu-1");
         assert_eq!(identity.ca_cert(), loaded_ca.cert_der());
+
+        let control_dir = tmp.path().join("control-3");
+        ca(&[
+            "issue-control",
+            "--dir",
+            ca_dir_str,
+            "--node-id",
+            "3",
+            "--out-dir",
+            control_dir.to_str().unwrap(),
+        ])
+        .unwrap();
+        let control = bridgemesh_pki::ClusterIdentity::load_control(&control_dir).unwrap();
+        assert_eq!(control.name(), &bridgemesh_pki::ClusterName::Control(3));
+        // A bridge's directory is not a control node's.
+        assert!(bridgemesh_pki::ClusterIdentity::load_control(&out_dir).is_err());
+        assert!(
+            ca(&[
+                "issue-control",
+                "--dir",
+                ca_dir_str,
+                "--node-id",
+                "0",
+                "--out-dir",
+                control_dir.to_str().unwrap()
+            ])
+            .is_err()
+        );
 
         assert!(
             ca(&[

@@ -3,16 +3,19 @@
 //!
 //! ```toml
 //! node_id = 1
-//! listen = "0.0.0.0:7700"            # API, web client and Raft peers
-//! advertise = "10.0.0.1:7700"        # how the other control nodes reach this one
+//! listen = "0.0.0.0:7700"            # public: API, web client, /health, /metrics
+//! cluster_listen = "0.0.0.0:7701"    # mutual TLS: Raft peers and bridge sessions (default: port 7701)
+//! advertise = "10.0.0.1:7701"        # how the other control nodes and bridges reach cluster_listen
+//! cert_dir = "/etc/bridgemesh/control-1"  # `bridgemesh ca issue-control --node-id 1` writes it
 //! data_dir = "/var/lib/bridgemesh/control"
 //! cluster_secret_file = "/etc/bridgemesh/cluster-secret"
 //! admin_token_file = "/etc/bridgemesh/admin-token"
+//! metrics_token_file = "/etc/bridgemesh/metrics-token"  # optional: /metrics then needs it
 //!
-//! [peers]                            # the voters a new cluster starts with; omit to join later
-//! 1 = "10.0.0.1:7700"
-//! 2 = "10.0.0.2:7700"
-//! 3 = "10.0.0.3:7700"
+//! [peers]                            # the voters a new cluster starts with (cluster addresses)
+//! 1 = "10.0.0.1:7701"
+//! 2 = "10.0.0.2:7701"
+//! 3 = "10.0.0.3:7701"
 //!
 //! [raft]                             # across regions: heartbeat a few round trips, election several more
 //! heartbeat_interval_ms = 100
@@ -43,7 +46,7 @@ use bridgemesh_control::auth::{AdminAuth, AuthConfig, Secret};
 use bridgemesh_control::bridge_hub::HubConfig;
 use bridgemesh_control::client_ip::TrustedProxies;
 use bridgemesh_control::geo::GeoIp;
-use bridgemesh_control::http::ApiConfig;
+use bridgemesh_control::http::{ApiConfig, MetricsToken};
 use bridgemesh_control::locator::Locator;
 use bridgemesh_control::node::{RegionsConfig, RoomPolicy};
 use bridgemesh_control::placement::PlacementPolicy;
@@ -51,6 +54,7 @@ use bridgemesh_control::raft::NodeId;
 use bridgemesh_control::raft::cluster::ClusterConfig;
 use bridgemesh_control::rate_limit::JOIN_LIMIT;
 use bridgemesh_control::service::{ControlService, ControlServiceConfig};
+use bridgemesh_pki::{ClusterIdentity, ClusterName};
 use bridgemesh_proto::RegionId;
 use bridgemesh_turn::{TurnDirectory, TurnEndpoint};
 use serde::Deserialize;
@@ -59,18 +63,23 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-/// Shortest cluster secret accepted: it signs every bridge ticket.
+/// Shortest cluster secret accepted: every bridge's key derives from it.
 const CLUSTER_SECRET_MIN_BYTES: usize = 32;
+/// The cluster listener's port when `cluster_listen` is not given.
+pub const CLUSTER_PORT_DEFAULT: u16 = 7701;
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ControlFile {
     pub node_id: Option<NodeId>,
     pub listen: Option<SocketAddr>,
+    pub cluster_listen: Option<SocketAddr>,
     pub advertise: Option<String>,
+    pub cert_dir: Option<PathBuf>,
     pub data_dir: Option<PathBuf>,
     pub cluster_secret_file: Option<PathBuf>,
     pub admin_token_file: Option<PathBuf>,
+    pub metrics_token_file: Option<PathBuf>,
     #[serde(default)]
     pub peers: BTreeMap<NodeId, String>,
     #[serde(default)]
@@ -205,10 +214,13 @@ pub struct RoomsSection {
 pub struct ControlOverrides {
     pub node_id: Option<NodeId>,
     pub listen: Option<SocketAddr>,
+    pub cluster_listen: Option<SocketAddr>,
     pub advertise: Option<String>,
+    pub cert_dir: Option<PathBuf>,
     pub data_dir: Option<PathBuf>,
     pub cluster_secret_file: Option<PathBuf>,
     pub admin_token_file: Option<PathBuf>,
+    pub metrics_token_file: Option<PathBuf>,
     pub peers: Vec<(NodeId, String)>,
 }
 
@@ -236,6 +248,7 @@ fn read_secret(path: &Path, what: &str) -> anyhow::Result<String> {
 /// Everything `bridgemesh control` needs, checked, ready to start.
 pub struct ControlPlan {
     pub listen: SocketAddr,
+    pub cluster_listen: SocketAddr,
     pub service: ControlServiceConfig,
     pub turn: Option<TurnDirectory>,
 }
@@ -271,15 +284,44 @@ pub fn plan(file: ControlFile, overrides: ControlOverrides) -> anyhow::Result<Co
         .listen
         .or(file.listen)
         .context("the listen address is missing: listen in the file or --listen")?;
+    let cluster_listen = overrides
+        .cluster_listen
+        .or(file.cluster_listen)
+        .unwrap_or_else(|| SocketAddr::new(listen.ip(), CLUSTER_PORT_DEFAULT));
+    if cluster_listen == listen {
+        anyhow::bail!(
+            "listen and cluster_listen are both {listen}: the public API and the cluster listener need ports of their own"
+        );
+    }
     let advertise = overrides
         .advertise
         .or(file.advertise)
-        .unwrap_or_else(|| listen.to_string());
-    if listen.ip().is_unspecified() && advertise == listen.to_string() {
+        .unwrap_or_else(|| cluster_listen.to_string());
+    if cluster_listen.ip().is_unspecified() && advertise == cluster_listen.to_string() {
         anyhow::bail!(
-            "listening on {listen} needs an advertise address the other nodes can reach (--advertise)"
+            "listening on {cluster_listen} needs an advertise address the other nodes and bridges can reach (--advertise)"
         );
     }
+    let cert_dir = overrides
+        .cert_dir
+        .or(file.cert_dir)
+        .context("the node's cluster certificate is missing: cert_dir in the file or --cert-dir (`bridgemesh ca issue-control --node-id ID --out-dir DIR` writes it)")?;
+    let identity = ClusterIdentity::load_control(&cert_dir)
+        .with_context(|| format!("cannot load the control certificate from {}", cert_dir.display()))?;
+    if identity.name() != &ClusterName::Control(node_id) {
+        anyhow::bail!(
+            "the certificate in {} names {}, but this is control node {node_id}; issue one with `bridgemesh ca issue-control --node-id {node_id}`",
+            cert_dir.display(),
+            identity.name()
+        );
+    }
+    let metrics_token = match overrides.metrics_token_file.or(file.metrics_token_file) {
+        Some(path) => Some(Arc::new(
+            MetricsToken::new(read_secret(&path, "metrics token")?)
+                .map_err(|err| anyhow::anyhow!("{}: {err}", path.display()))?,
+        )),
+        None => None,
+    };
     let data_dir = overrides
         .data_dir
         .or(file.data_dir)
@@ -349,11 +391,13 @@ pub fn plan(file: ControlFile, overrides: ControlOverrides) -> anyhow::Result<Co
     let regions = file.regions.into_config()?;
     Ok(ControlPlan {
         listen,
+        cluster_listen,
         turn,
         service: ControlServiceConfig {
             cluster,
             cluster_secret: cluster_secret.into_bytes(),
-            api: ApiConfig { admin },
+            identity,
+            api: ApiConfig { admin, metrics_token },
             auth: file.auth,
             policy,
             join_limit: JOIN_LIMIT,
@@ -372,12 +416,19 @@ pub async fn run(plan: ControlPlan) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(plan.listen)
         .await
         .with_context(|| format!("cannot listen on {}", plan.listen))?;
+    let cluster_listener = tokio::net::TcpListener::bind(plan.cluster_listen)
+        .await
+        .with_context(|| format!("cannot listen on {} for the cluster links", plan.cluster_listen))?;
     let node_id = plan.service.cluster.node_id;
-    let service = ControlService::start(plan.service, listener)
+    let service = ControlService::start(plan.service, listener, cluster_listener)
         .await
         .context("cannot start the control node")?;
     service.node.set_turn(plan.turn);
-    println!("bridgemesh control node {node_id} is up: {}", service.url());
+    println!(
+        "bridgemesh control node {node_id} is up: {} (cluster links on {}, mutual TLS)",
+        service.url(),
+        service.cluster_addr
+    );
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
@@ -392,20 +443,36 @@ pub async fn run(plan: ControlPlan) -> anyhow::Result<()> {
 mod tests {
     use super::*;
 
+    /// A control certificate for node `id` in `dir`, as `bridgemesh ca issue-control` writes it.
+    fn certs(dir: &Path, id: u64) -> PathBuf {
+        let out = dir.join(format!("control-{id}"));
+        bridgemesh_pki::ClusterCa::generate()
+            .unwrap()
+            .issue_control_cert(id)
+            .unwrap()
+            .save_control(&out)
+            .unwrap();
+        out
+    }
+
     #[test]
     fn a_file_and_overrides_make_a_plan() {
         let dir = tempfile::tempdir().unwrap();
         let secret = dir.path().join("secret");
         std::fs::write(&secret, "0123456789abcdef0123456789abcdef\n").unwrap();
+        let metrics_token = dir.path().join("metrics-token");
+        std::fs::write(&metrics_token, "0123456789abcdef-token\n").unwrap();
         let file: ControlFile = toml::from_str(&format!(
             r#"
             node_id = 2
             listen = "127.0.0.1:7702"
+            cert_dir = "{}"
+            metrics_token_file = "{}"
             data_dir = "{}"
             cluster_secret_file = "{}"
             [peers]
-            1 = "127.0.0.1:7701"
-            2 = "127.0.0.1:7702"
+            1 = "127.0.0.1:7801"
+            2 = "127.0.0.1:7701"
             [raft]
             election_timeout_min_ms = 900
             election_timeout_max_ms = 1800
@@ -413,6 +480,8 @@ mod tests {
             secret_file = "{}"
             servers = [{{ bridge = "eu-1", urls = ["turns:turn.example.org:443?transport=tcp"] }}]
             "#,
+            certs(dir.path(), 2).display(),
+            metrics_token.display(),
             dir.path().join("data").display(),
             secret.display(),
             secret.display()
@@ -421,14 +490,24 @@ mod tests {
         let plan = plan(
             file,
             ControlOverrides {
-                peers: vec![parse_peer("3=127.0.0.1:7703").unwrap()],
+                peers: vec![parse_peer("3=127.0.0.1:7901").unwrap()],
                 ..Default::default()
             },
         )
         .unwrap();
         let cluster = &plan.service.cluster;
         assert_eq!(cluster.node_id, 2);
-        assert_eq!(cluster.advertise_addr, "127.0.0.1:7702");
+        assert_eq!(plan.listen.to_string(), "127.0.0.1:7702");
+        assert_eq!(
+            plan.cluster_listen.to_string(),
+            "127.0.0.1:7701",
+            "the cluster listener defaults to port 7701 on the listen IP"
+        );
+        assert_eq!(
+            cluster.advertise_addr, "127.0.0.1:7701",
+            "peers and bridges reach the cluster listener"
+        );
+        assert!(plan.service.api.metrics_token.is_some());
         assert_eq!(cluster.initial_members.len(), 3);
         assert_eq!(cluster.election_timeout_min_ms, 900);
         assert_eq!(
@@ -453,19 +532,49 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let secret = dir.path().join("secret");
         std::fs::write(&secret, "short").unwrap();
+        let file = ControlFile {
+            node_id: Some(1),
+            listen: Some("127.0.0.1:1".parse().unwrap()),
+            cert_dir: Some(certs(dir.path(), 1)),
+            data_dir: Some(dir.path().into()),
+            cluster_secret_file: Some(secret),
+            ..Default::default()
+        };
+        let err = plan(file.clone(), ControlOverrides::default()).err().unwrap();
+        assert!(err.to_string().contains("at least 32"), "{err}");
         let err = plan(
             ControlFile {
-                node_id: Some(1),
-                listen: Some("127.0.0.1:1".parse().unwrap()),
-                data_dir: Some(dir.path().into()),
-                cluster_secret_file: Some(secret),
-                ..Default::default()
+                cert_dir: None,
+                ..file.clone()
             },
             ControlOverrides::default(),
         )
         .err()
         .unwrap();
-        assert!(err.to_string().contains("at least 32"), "{err}");
+        assert!(
+            err.to_string().contains("cluster certificate is missing"),
+            "{err}"
+        );
+        let err = plan(
+            ControlFile {
+                cert_dir: Some(certs(dir.path(), 2)),
+                ..file.clone()
+            },
+            ControlOverrides::default(),
+        )
+        .err()
+        .unwrap();
+        assert!(format!("{err:#}").contains("names control node 2"), "{err:#}");
+        let err = plan(
+            ControlFile {
+                cluster_listen: Some("127.0.0.1:1".parse().unwrap()),
+                ..file
+            },
+            ControlOverrides::default(),
+        )
+        .err()
+        .unwrap();
+        assert!(err.to_string().contains("ports of their own"), "{err}");
         let err = plan(ControlFile::default(), ControlOverrides::default())
             .err()
             .unwrap();

@@ -79,11 +79,15 @@ enum Commands {
     /// cost the bridges. Exits with 2 when the run failed (a failed join, loss past the limit,
     /// a missing stream, a corrupt packet, a participant left disconnected).
     Load(Box<LoadArgs>),
-    /// Print the bridge key (hex) that bridges need, derived from the cluster secret.
+    /// Print a bridge's own key (hex), derived from the cluster secret and the bridge's id: it
+    /// checks that bridge's tickets and TURN credentials, and no other bridge's.
     BridgeKey {
         /// The control cluster's secret file.
         #[arg(long)]
         cluster_secret_file: PathBuf,
+        /// The bridge's id, as it registers (and as its certificate names it).
+        #[arg(long, value_parser = |s: &str| bridgemesh_proto::BridgeId::new(s).map_err(|e| e.to_string()))]
+        bridge_id: bridgemesh_proto::BridgeId,
     },
 }
 
@@ -95,12 +99,23 @@ struct ControlArgs {
     /// This node's id: a positive integer, unique and never reused in the cluster.
     #[arg(long)]
     id: Option<u64>,
-    /// Where to serve the API, the web client and the Raft peers.
+    /// Where to serve the API, the web client, /health and /metrics.
     #[arg(long)]
     listen: Option<SocketAddr>,
-    /// `host:port` the other control nodes reach this one at (default: --listen).
+    /// Where to serve Raft peers and bridge sessions, mutual TLS only (default: --listen's IP,
+    /// port 7701).
+    #[arg(long)]
+    cluster_listen: Option<SocketAddr>,
+    /// `host:port` the other control nodes and the bridges reach --cluster-listen at.
     #[arg(long)]
     advertise: Option<String>,
+    /// Directory with this node's certificate from the cluster CA (`bridgemesh ca
+    /// issue-control --node-id ID --out-dir DIR`).
+    #[arg(long)]
+    cert_dir: Option<std::path::PathBuf>,
+    /// File with a token /metrics then demands (`Authorization: Bearer <token>`).
+    #[arg(long)]
+    metrics_token_file: Option<std::path::PathBuf>,
     /// Raft log, vote and snapshots.
     #[arg(long)]
     data_dir: Option<std::path::PathBuf>,
@@ -664,9 +679,12 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         Commands::Bridge(args) => bridgemesh::bridge_node::run(args.config()?).await?,
-        Commands::BridgeKey { cluster_secret_file } => println!(
+        Commands::BridgeKey {
+            cluster_secret_file,
+            bridge_id,
+        } => println!(
             "{}",
-            bridgemesh::bridge_node::bridge_key_hex(&cluster_secret_file)?
+            bridgemesh::bridge_node::bridge_key_hex(&cluster_secret_file, &bridge_id)?
         ),
         Commands::Control(args) => {
             let file = match &args.config {
@@ -678,10 +696,13 @@ async fn main() -> anyhow::Result<()> {
                 bridgemesh::control_node::ControlOverrides {
                     node_id: args.id,
                     listen: args.listen,
+                    cluster_listen: args.cluster_listen,
                     advertise: args.advertise,
+                    cert_dir: args.cert_dir,
                     data_dir: args.data_dir,
                     cluster_secret_file: args.cluster_secret_file,
                     admin_token_file: args.admin_token_file,
+                    metrics_token_file: args.metrics_token_file,
                     peers: args.peers,
                 },
             )?;
@@ -728,7 +749,11 @@ async fn main() -> anyhow::Result<()> {
             let secret = config.secret.clone();
             let server = std::sync::Arc::new(TurnServer::start(config).await?);
             if !control.is_empty() {
-                bridgemesh::turn_peers::spawn(&server, control, &secret);
+                bridgemesh::turn_peers::spawn(
+                    &server,
+                    control,
+                    bridgemesh::turn_peers::Asker::standalone(&secret),
+                );
             }
             let addrs = [server.udp_addr(), server.tcp_addr(), server.tls_addr()];
             // Scripts (and the benchmark) read the bound addresses from this line.

@@ -7,6 +7,7 @@
 //! A failed ask keeps the last answer: control being unreachable for a while must not cut the
 //! relays of calls in progress (a call does not depend on control).
 
+use bridgemesh_pki::ClusterClient;
 use bridgemesh_proto::bridge_session::{TURN_PEERS_MAX, TURN_PEERS_PATH, TurnPeers, turn_peers_credential};
 use bridgemesh_turn::TurnServer;
 use std::sync::{Arc, Weak};
@@ -20,16 +21,32 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest answer read: [`TURN_PEERS_MAX`] addresses of the longest kind fit.
 const ANSWER_BYTES_MAX: usize = TURN_PEERS_MAX * 64;
 
-/// Asks each of `control_urls` (base URLs, `http://host:port`) in turn until one answers, every
-/// [`REFRESH_INTERVAL`], while `turn` exists. `turn_secret` is the server's REST secret, which
-/// the credential derives from.
-pub fn spawn(turn: &Arc<TurnServer>, control_urls: Vec<String>, turn_secret: &[u8]) -> JoinHandle<()> {
-    let turn = Arc::downgrade(turn);
-    let credential = turn_peers_credential(turn_secret);
-    tokio::spawn(refresh_loop(turn, control_urls, credential))
+/// How a TURN server proves to control that it may read the bridges' addresses.
+pub enum Asker {
+    /// A standalone server (`bridgemesh turn --control URL`): the public API, with the
+    /// credential derived from its REST secret.
+    Standalone { credential: String },
+    /// The server a bridge embeds: control's cluster listener, under the bridge's certificate
+    /// (its REST secret is its own bridge's, which control does not accept for this).
+    Bridge(ClusterClient),
 }
 
-async fn refresh_loop(turn: Weak<TurnServer>, control_urls: Vec<String>, credential: String) {
+impl Asker {
+    pub fn standalone(turn_secret: &[u8]) -> Self {
+        Self::Standalone {
+            credential: turn_peers_credential(turn_secret),
+        }
+    }
+}
+
+/// Asks each of `control_urls` (base URLs) in turn until one answers, every
+/// [`REFRESH_INTERVAL`], while `turn` exists.
+pub fn spawn(turn: &Arc<TurnServer>, control_urls: Vec<String>, asker: Asker) -> JoinHandle<()> {
+    let turn = Arc::downgrade(turn);
+    tokio::spawn(refresh_loop(turn, control_urls, asker))
+}
+
+async fn refresh_loop(turn: Weak<TurnServer>, control_urls: Vec<String>, asker: Asker) {
     let client = match reqwest::Client::builder()
         .timeout(REQUEST_TIMEOUT)
         .no_proxy()
@@ -45,7 +62,11 @@ async fn refresh_loop(turn: Weak<TurnServer>, control_urls: Vec<String>, credent
     loop {
         for offset in 0..control_urls.len() {
             let index = (first + offset) % control_urls.len();
-            match ask(&client, &control_urls[index], &credential).await {
+            let answer = match &asker {
+                Asker::Standalone { credential } => ask(&client, &control_urls[index], credential).await,
+                Asker::Bridge(cluster) => ask_cluster(cluster, &control_urls[index]).await,
+            };
+            match answer {
                 Ok(peers) => {
                     let Some(turn) = turn.upgrade() else { return };
                     turn.set_bridges(peers.media_addresses);
@@ -60,6 +81,16 @@ async fn refresh_loop(turn: Weak<TurnServer>, control_urls: Vec<String>, credent
         }
         tokio::time::sleep(REFRESH_INTERVAL).await;
     }
+}
+
+async fn ask_cluster(cluster: &ClusterClient, base: &str) -> anyhow::Result<TurnPeers> {
+    let answer = cluster.get(base, TURN_PEERS_PATH, REQUEST_TIMEOUT).await?;
+    anyhow::ensure!(answer.status == 200, "{base}{TURN_PEERS_PATH}: {}", answer.status);
+    anyhow::ensure!(
+        answer.body.len() <= ANSWER_BYTES_MAX,
+        "{base}{TURN_PEERS_PATH}: answer over {ANSWER_BYTES_MAX} bytes"
+    );
+    Ok(serde_json::from_slice(&answer.body)?)
 }
 
 async fn ask(client: &reqwest::Client, base: &str, credential: &str) -> anyhow::Result<TurnPeers> {

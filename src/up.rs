@@ -16,7 +16,7 @@ use bridgemesh_bridge::control_session::SessionStatus;
 use bridgemesh_control::ControlNode;
 use bridgemesh_control::auth::{AdminAuth, AuthConfig, Secret};
 use bridgemesh_control::http::ApiConfig;
-use bridgemesh_control::node::{RoomPolicy, ticket_key};
+use bridgemesh_control::node::{RoomPolicy, bridge_key};
 use bridgemesh_control::raft::cluster::ClusterConfig;
 use bridgemesh_control::rate_limit::JOIN_LIMIT;
 use bridgemesh_control::service::{ControlService, ControlServiceConfig};
@@ -239,6 +239,9 @@ pub async fn start(config: UpConfig) -> anyhow::Result<Running> {
     let admin_token = admin.secret().expose().to_owned();
     let api = ApiConfig {
         admin: Some(Arc::new(admin)),
+        // No token: on loopback whoever can reach it can read the process anyway; with --domain
+        // /metrics is public like /health (counts and bridge ids, no addresses or secrets).
+        metrics_token: None,
     };
     // With --domain too: control's own listener is internal; the public one serves its routes.
     let loopback = IpAddr::V4(Ipv4Addr::LOCALHOST);
@@ -251,6 +254,17 @@ pub async fn start(config: UpConfig) -> anyhow::Result<Running> {
             )
         })?;
     let control_addr = control_listener.local_addr()?;
+    // Raft and the bridges' sessions: mutual TLS on a port of its own, chosen by the system.
+    let cluster_listener = TcpListener::bind((loopback, 0))
+        .await
+        .context("cannot listen on 127.0.0.1 for the cluster links")?;
+    let cluster_addr = cluster_listener.local_addr()?;
+    // A cluster CA for this run only: control's cluster listener, the bridges' sessions with it
+    // and their cascade links all authenticate with it.
+    let cluster_ca = ClusterCa::generate().context("cannot create the cluster CA")?;
+    let control_identity = cluster_ca
+        .issue_control_cert(1)
+        .context("cannot issue the control node's certificate")?;
 
     let (data_dir, temporary_data) = match (&public, &config.data_dir) {
         (Some(public), _) => (public.state.raft_dir(), None),
@@ -268,15 +282,16 @@ pub async fn start(config: UpConfig) -> anyhow::Result<Running> {
         ControlServiceConfig {
             cluster: ClusterConfig {
                 node_id: 1,
-                advertise_addr: control_addr.to_string(),
+                advertise_addr: cluster_addr.to_string(),
                 data_dir,
-                initial_members: BTreeMap::from([(1, control_addr.to_string())]),
+                initial_members: BTreeMap::from([(1, cluster_addr.to_string())]),
                 heartbeat_interval_ms: 50,
                 election_timeout_min_ms: 150,
                 election_timeout_max_ms: 300,
                 ..ClusterConfig::default()
             },
             cluster_secret: secret.clone(),
+            identity: control_identity,
             api: api.clone(),
             // No keys: open guest access, the room's first participant moderates it.
             auth: AuthConfig::default(),
@@ -286,14 +301,12 @@ pub async fn start(config: UpConfig) -> anyhow::Result<Running> {
             regions: Default::default(),
         },
         control_listener,
+        cluster_listener,
     )
     .await
     .context("cannot start the control node")?;
     let control = control_service.node.clone();
-    let bridge_key = ticket_key(&secret);
 
-    // A cluster CA for this run only: the bridges' cascade links authenticate with it.
-    let cluster_ca = ClusterCa::generate().context("cannot create the cluster CA")?;
     let mut bridges = Vec::with_capacity(config.bridges);
     for index in 0..config.bridges {
         let id = BridgeId::new(format!("local-{}", index + 1)).expect("valid id");
@@ -301,10 +314,10 @@ pub async fn start(config: UpConfig) -> anyhow::Result<Running> {
             .issue_bridge_cert(&id)
             .context("cannot issue a bridge certificate")?;
         let mut bridge_config = BridgeNodeConfig {
-            control: vec![format!("http://{control_addr}")],
+            control: vec![format!("https://{cluster_addr}")],
             region: Some(RegionId::new("local").expect("valid literal")),
+            bridge_key: bridge_key(&secret, &id),
             id: Some(id.clone()),
-            bridge_key: bridge_key.clone(),
             listen: SocketAddr::new(loopback, nth_port(config.bridge_http_port, index)),
             advertise_ip: Some(loopback),
             media_port: nth_port(config.media_port, index),
@@ -376,7 +389,7 @@ pub async fn start(config: UpConfig) -> anyhow::Result<Running> {
         None => "127.0.0.1".to_owned(),
     };
     let turn_directory = first.turn.as_ref().map(|server| TurnDirectory {
-        secret: turn_rest_secret(&bridge_key),
+        secret: turn_rest_secret(&bridge_key(&secret, first.bridge.id())),
         credential_ttl_s: TurnConfig::default().credential_ttl_s,
         endpoints: vec![TurnEndpoint {
             bridge: Some(first.bridge.id().to_string()),

@@ -15,8 +15,9 @@ use crate::control_session::{
 use crate::driver::Bridge;
 use crate::load::{LoadCeilings, LoadCeilingsError, LoadMeter, LoadSample, ProcessCpu, available_cores};
 use crate::shard::BridgeEvent;
+use bridgemesh_pki::{ClusterIdentity, ClusterName};
 use bridgemesh_proto::bridge_session::{
-    BRIDGE_MESSAGE_MAX_BYTES, BridgeRegistration, ControlToBridge, GeoPoint, bridge_session_credential,
+    BRIDGE_MESSAGE_MAX_BYTES, BridgeRegistration, ControlToBridge, GeoPoint,
 };
 use futures_util::{SinkExt, StreamExt};
 use std::collections::HashMap;
@@ -25,8 +26,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
+use tokio_rustls::TlsConnector;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::{HeaderValue, header};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Bytes, Message};
 
@@ -52,10 +53,13 @@ const CLOSING_LINKS_MAX: usize = 16;
 
 #[derive(Clone)]
 pub struct ControlAgentConfig {
-    /// Control nodes, any of them (`http://host:port`): see [`SessionUrl::parse`].
+    /// Control nodes' cluster listeners, any of them (`https://host:port`): see
+    /// [`SessionUrl::parse`].
     pub control_urls: Vec<String>,
-    /// Control's ticket key, from which the session credential and the TURN secret derive.
-    pub bridge_key: Vec<u8>,
+    /// The bridge's certificate from the cluster CA: it authenticates the session (control
+    /// accepts a registration only for the bridge it names) and control's certificate is checked
+    /// under its CA.
+    pub identity: ClusterIdentity,
     pub registration: BridgeRegistration,
     pub ceilings: LoadCeilings,
     pub load_sample_interval_ms: u64,
@@ -68,7 +72,7 @@ impl fmt::Debug for ControlAgentConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let Self {
             control_urls,
-            bridge_key: _,
+            identity,
             registration,
             ceilings,
             load_sample_interval_ms,
@@ -78,7 +82,7 @@ impl fmt::Debug for ControlAgentConfig {
         } = self;
         f.debug_struct("ControlAgentConfig")
             .field("control_urls", control_urls)
-            .field("bridge_key", &"<redacted>")
+            .field("identity", identity)
             .field("registration", registration)
             .field("ceilings", ceilings)
             .field("load_sample_interval_ms", load_sample_interval_ms)
@@ -91,10 +95,14 @@ impl fmt::Debug for ControlAgentConfig {
 
 impl ControlAgentConfig {
     /// Default timing and load ceilings (CPU, packets, and the registration's capacity).
-    pub fn new(control_urls: Vec<String>, bridge_key: Vec<u8>, registration: BridgeRegistration) -> Self {
+    pub fn new(
+        control_urls: Vec<String>,
+        identity: ClusterIdentity,
+        registration: BridgeRegistration,
+    ) -> Self {
         Self {
             control_urls,
-            bridge_key,
+            identity,
             ceilings: LoadCeilings::with_capacity(registration.capacity.max(1)),
             registration,
             load_sample_interval_ms: LOAD_SAMPLE_INTERVAL_MS_DEFAULT,
@@ -116,8 +124,11 @@ impl ControlAgentConfig {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        if self.bridge_key.len() < BRIDGE_KEY_MIN_BYTES {
-            return Err(AgentError::WeakBridgeKey);
+        if self.identity.name() != &ClusterName::Bridge(self.registration.id.clone()) {
+            return Err(AgentError::CertificateOfAnother {
+                names: self.identity.name().to_string(),
+                bridge: self.registration.id.to_string(),
+            });
         }
         self.ceilings.validate()?;
         if self.load_sample_interval_ms == 0 {
@@ -163,8 +174,12 @@ pub enum AgentError {
     ControlUrl { url: String, source: SessionUrlError },
     #[error(transparent)]
     Session(#[from] SessionConfigError),
-    #[error("the bridge key must be at least {BRIDGE_KEY_MIN_BYTES} bytes")]
-    WeakBridgeKey,
+    #[error(
+        "the cluster certificate names {names}, but this is bridge {bridge}; issue one with `bridgemesh ca issue --bridge-id {bridge}`"
+    )]
+    CertificateOfAnother { names: String, bridge: String },
+    #[error("the cluster certificate cannot be used: {0}")]
+    Certificate(String),
     #[error("load ceilings: {0}")]
     Ceilings(#[from] LoadCeilingsError),
     #[error("the load sample interval must be positive")]
@@ -211,10 +226,10 @@ impl ControlAgent {
         let (link_events, link_events_rx) = mpsc::channel(LINK_EVENTS_CAPACITY);
         let driver = AgentLoop {
             session,
-            credential: Arc::from(format!(
-                "Bearer {}",
-                bridge_session_credential(&config.bridge_key)
-            )),
+            tls: TlsConnector::from(
+                bridgemesh_pki::tls::control_client_config(&config.identity)
+                    .map_err(|err| AgentError::Certificate(err.to_string()))?,
+            ),
             meter: LoadMeter::new(config.ceilings, available_cores()),
             cpu: ProcessCpu::default(),
             bridge,
@@ -284,8 +299,8 @@ struct Link {
 struct AgentLoop {
     session: ControlSession,
     bridge: Arc<Bridge>,
-    /// `Bearer <credential>`, shared with every connection task.
-    credential: Arc<str>,
+    /// Mutual TLS toward control, shared with every connection task.
+    tls: TlsConnector,
     meter: LoadMeter,
     cpu: ProcessCpu,
     links: HashMap<ConnectionId, Link>,
@@ -391,7 +406,7 @@ impl AgentLoop {
                     let task = tokio::spawn(link(
                         connection,
                         url,
-                        self.credential.clone(),
+                        self.tls.clone(),
                         self.link_events.clone(),
                         outgoing_rx,
                     ));
@@ -465,11 +480,11 @@ impl AgentLoop {
 async fn link(
     connection: ConnectionId,
     url: SessionUrl,
-    credential: Arc<str>,
+    tls: TlsConnector,
     events: mpsc::Sender<LinkEvent>,
     mut outgoing: mpsc::Receiver<Outgoing>,
 ) {
-    let mut request = match url.as_str().into_client_request() {
+    let request = match url.as_str().into_client_request() {
         Ok(request) => request,
         Err(err) => {
             tracing::warn!(%err, "a control URL the WebSocket client cannot use");
@@ -477,20 +492,33 @@ async fn link(
             return;
         }
     };
-    let Ok(authorization) = HeaderValue::from_str(&credential) else {
-        unreachable!("the credential is hex");
-    };
-    request.headers_mut().insert(header::AUTHORIZATION, authorization);
     let config = WebSocketConfig::default()
         .max_message_size(Some(BRIDGE_MESSAGE_MAX_BYTES))
         .max_frame_size(Some(BRIDGE_MESSAGE_MAX_BYTES));
     // The session's registration deadline bounds the connect; it drops the sender to give up.
-    let connect = tokio_tungstenite::connect_async_with_config(request, Some(config), true);
+    let connect = async {
+        let tcp = tokio::net::TcpStream::connect(url.host_port())
+            .await
+            .map_err(|err| err.to_string())?;
+        let _ = tcp.set_nodelay(true);
+        let stream = tls
+            .connect(bridgemesh_pki::tls::any_control_server_name(), tcp)
+            .await
+            .map_err(|err| format!("TLS: {err}"))?;
+        tokio_tungstenite::client_async_with_config(request, stream, Some(config))
+            .await
+            .map_err(|err| err.to_string())
+    };
     let mut socket = tokio::select! {
         result = connect => match result {
             Ok((socket, _)) => socket,
             Err(err) => {
-                tracing::debug!(%err, "cannot open a session with this control node");
+                // A certificate either side refuses is a configuration to fix, not a node down.
+                if err.starts_with("TLS") {
+                    tracing::warn!(%err, "control's cluster listener and this bridge do not accept each other's certificates");
+                } else {
+                    tracing::debug!(%err, "cannot open a session with this control node");
+                }
                 let _ = events.send(LinkEvent::Disconnected(connection)).await;
                 return;
             }

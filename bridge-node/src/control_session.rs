@@ -60,7 +60,8 @@ const PENDING_CHANGES_MAX: usize = REGISTER_PARTICIPANTS_MAX;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConnectionId(pub u64);
 
-/// A control node's bridge-session endpoint, `ws://host:port[/prefix]/api/v1/bridges/session`.
+/// A control node's bridge-session endpoint on its cluster listener (mutual TLS),
+/// `wss://host:port[/prefix]/api/v1/bridges/session`.
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct SessionUrl(String);
 
@@ -69,12 +70,12 @@ pub struct SessionUrl(String);
 pub enum SessionUrlError {
     #[error("a control URL is at most {SESSION_URL_MAX_BYTES} bytes")]
     TooLong,
-    #[error("a control URL is http://host:port (or ws://), not {0}://")]
+    #[error("a control URL is https://host:port (or wss://), not {0}://")]
     Scheme(String),
     #[error(
-        "https:// and wss:// control URLs are not supported yet: control serves plain HTTP; reach it over a private network or a tunnel"
+        "control's cluster listener speaks only mutual TLS: give its address as https://host:port (the cluster port, 7701 by default)"
     )]
-    TlsUnsupported,
+    PlainText,
     #[error("a control URL needs a host")]
     NoHost,
     #[error("a control URL may not hold credentials, a query, a fragment or spaces")]
@@ -82,7 +83,7 @@ pub enum SessionUrlError {
 }
 
 impl SessionUrl {
-    /// A control node's base URL (`http://host:port`, `ws://host:port`, `host:port`, optionally
+    /// A control node's cluster address (`https://host:port`, `wss://host:port`, `host:port`, optionally
     /// under a path prefix) or its full session URL, as the session URL.
     pub fn parse(text: &str) -> Result<Self, SessionUrlError> {
         let text = text.trim();
@@ -91,8 +92,8 @@ impl SessionUrl {
         }
         let rest = match text.split_once("://") {
             Some((scheme, rest)) => match scheme.to_ascii_lowercase().as_str() {
-                "http" | "ws" => rest,
-                "https" | "wss" => return Err(SessionUrlError::TlsUnsupported),
+                "https" | "wss" => rest,
+                "http" | "ws" => return Err(SessionUrlError::PlainText),
                 other => return Err(SessionUrlError::Scheme(other.to_owned())),
             },
             None => text,
@@ -111,15 +112,30 @@ impl SessionUrl {
         }
         let prefix = path.trim_end_matches('/');
         let url = if prefix.ends_with(BRIDGE_SESSION_PATH) {
-            format!("ws://{authority}{prefix}")
+            format!("wss://{authority}{prefix}")
         } else {
-            format!("ws://{authority}{prefix}{BRIDGE_SESSION_PATH}")
+            format!("wss://{authority}{prefix}{BRIDGE_SESSION_PATH}")
         };
         Ok(Self(url))
     }
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// The `host:port` to open the TCP connection to (port 443 when the URL has none).
+    pub fn host_port(&self) -> String {
+        let rest = self.0.strip_prefix("wss://").unwrap_or(&self.0);
+        let authority = rest.split('/').next().unwrap_or(rest);
+        let has_port = match authority.rfind(']') {
+            Some(bracket) => authority[bracket..].contains(':'),
+            None => authority.contains(':'),
+        };
+        if has_port {
+            authority.to_owned()
+        } else {
+            format!("{authority}:443")
+        }
     }
 }
 
@@ -837,7 +853,7 @@ mod tests {
     const MS: Duration = Duration::from_millis(1);
 
     fn url(name: &str) -> SessionUrl {
-        SessionUrl::parse(&format!("http://{name}:7700")).unwrap()
+        SessionUrl::parse(&format!("https://{name}:7700")).unwrap()
     }
 
     fn registration() -> BridgeRegistration {
@@ -845,7 +861,7 @@ mod tests {
             id: BridgeId::new("eu-1").unwrap(),
             region: RegionId::new("eu").unwrap(),
             location: None,
-            signaling_url: "ws://eu-1.example.org:8081/bridge/v1/signal".into(),
+            signaling_url: "wss://eu-1.example.org:8081/bridge/v1/signal".into(),
             media_addresses: vec!["192.0.2.1:10000".into()],
             turn_urls: vec![],
             capacity: 1000,
@@ -953,7 +969,7 @@ mod tests {
         let outputs = drain(&mut session);
         let (connection, to) = connect_request(&outputs);
         assert_eq!(to, url("a"));
-        assert_eq!(to.as_str(), "ws://a:7700/api/v1/bridges/session");
+        assert_eq!(to.as_str(), "wss://a:7700/api/v1/bridges/session");
         // A join before the socket opens is in the first register.
         session.handle_input(t0, SessionInput::Event(joined("r", "ada")));
         let load = LoadReport {
@@ -1030,7 +1046,7 @@ mod tests {
             SessionInput::Message(
                 first,
                 ControlToBridge::NotLeader {
-                    leader_url: Some("http://b:7700".into()),
+                    leader_url: Some("https://b:7700".into()),
                 },
             ),
         );
@@ -1160,7 +1176,7 @@ mod tests {
                 SessionInput::Message(
                     connection,
                     ControlToBridge::NotLeader {
-                        leader_url: Some(format!("ws://{other}:7700/api/v1/bridges/session")),
+                        leader_url: Some(format!("wss://{other}:7700/api/v1/bridges/session")),
                     },
                 ),
             );
@@ -1519,55 +1535,54 @@ mod tests {
     fn control_urls_become_session_urls() {
         for (given, expected) in [
             (
-                "http://10.0.0.1:7700",
-                "ws://10.0.0.1:7700/api/v1/bridges/session",
+                "https://10.0.0.1:7700",
+                "wss://10.0.0.1:7700/api/v1/bridges/session",
             ),
             (
-                "http://10.0.0.1:7700/",
-                "ws://10.0.0.1:7700/api/v1/bridges/session",
+                "https://10.0.0.1:7700/",
+                "wss://10.0.0.1:7700/api/v1/bridges/session",
             ),
             (
-                "ws://c1:7700/api/v1/bridges/session",
-                "ws://c1:7700/api/v1/bridges/session",
+                "wss://c1:7700/api/v1/bridges/session",
+                "wss://c1:7700/api/v1/bridges/session",
             ),
             (
                 "c1.example.org:7700",
-                "ws://c1.example.org:7700/api/v1/bridges/session",
+                "wss://c1.example.org:7700/api/v1/bridges/session",
             ),
             (
-                "HTTP://[2001:db8::1]:7700",
-                "ws://[2001:db8::1]:7700/api/v1/bridges/session",
+                "HTTPS://[2001:db8::1]:7700",
+                "wss://[2001:db8::1]:7700/api/v1/bridges/session",
             ),
             (
-                "http://proxy/control/",
-                "ws://proxy/control/api/v1/bridges/session",
+                "https://proxy/control/",
+                "wss://proxy/control/api/v1/bridges/session",
             ),
         ] {
             assert_eq!(SessionUrl::parse(given).unwrap().as_str(), expected, "{given}");
         }
-        assert_eq!(
-            SessionUrl::parse("https://c1"),
-            Err(SessionUrlError::TlsUnsupported)
-        );
-        assert_eq!(
-            SessionUrl::parse("wss://c1"),
-            Err(SessionUrlError::TlsUnsupported)
-        );
+        for plain in ["http://c1:7701", "ws://c1:7701"] {
+            assert_eq!(
+                SessionUrl::parse(plain),
+                Err(SessionUrlError::PlainText),
+                "{plain}"
+            );
+        }
         assert!(matches!(
             SessionUrl::parse("ftp://c1"),
             Err(SessionUrlError::Scheme(_))
         ));
-        assert_eq!(SessionUrl::parse("http://"), Err(SessionUrlError::NoHost));
-        assert_eq!(SessionUrl::parse("http:///x"), Err(SessionUrlError::NoHost));
+        assert_eq!(SessionUrl::parse("https://"), Err(SessionUrlError::NoHost));
+        assert_eq!(SessionUrl::parse("https:///x"), Err(SessionUrlError::NoHost));
         for bad in [
-            "http://user:pw@c1",
-            "http://c1/?x=1",
-            "http://c1/#x",
-            "http://c 1",
+            "https://user:pw@c1",
+            "https://c1/?x=1",
+            "https://c1/#x",
+            "https://c 1",
         ] {
             assert_eq!(SessionUrl::parse(bad), Err(SessionUrlError::Malformed), "{bad}");
         }
-        let long = format!("http://{}", "c".repeat(SESSION_URL_MAX_BYTES));
+        let long = format!("https://{}", "c".repeat(SESSION_URL_MAX_BYTES));
         assert_eq!(SessionUrl::parse(&long), Err(SessionUrlError::TooLong));
     }
 

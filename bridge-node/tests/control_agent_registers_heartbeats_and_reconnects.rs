@@ -1,20 +1,20 @@
 //! A real bridge's control agent against a stand-in for control's side of the session: a small
-//! axum WebSocket server speaking the wire protocol of `proto::bridge_session`. It checks what
-//! crosses the socket: the credential, `register` first, heartbeats at control's interval,
+//! axum WebSocket server on a mutual-TLS cluster listener, speaking the wire protocol of
+//! `proto::bridge_session`. It checks what crosses the socket: the bridge's certificate, `register` first, heartbeats at control's interval,
 //! reconnection after control drops the socket, `not_leader` redirects, `refused`, and a `move`
 //! reaching a participant connected to the bridge.
 
 use axum::Router;
-use axum::extract::State;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::http::{HeaderMap, header};
+use axum::extract::{ConnectInfo, State};
 use axum::response::Response;
 use axum::routing::get;
 use bridgemesh_bridge::control_agent::{self, AgentError, ControlAgent, ControlAgentConfig};
 use bridgemesh_bridge::{Bridge, BridgeConfig, SessionStatus};
+use bridgemesh_pki::{ClusterCa, ClusterIdentity, ClusterListener, ClusterName, ClusterPeer};
 use bridgemesh_proto::bridge_session::{
     BRIDGE_MESSAGE_MAX_BYTES, BRIDGE_SESSION_PATH, BridgeStatus, BridgeToControl, ControlToBridge,
-    HostedParticipant, bridge_session_credential,
+    HostedParticipant,
 };
 use bridgemesh_proto::signaling::{ByeReason, ClientMessage, ServerMessage};
 use bridgemesh_proto::ticket::TicketClaims;
@@ -27,6 +27,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 
 const KEY: &[u8] = b"0123456789abcdef0123456789abcdef";
+
+/// The cluster CA of this test process: the stand-ins' control certificates and the bridge's.
+fn ca() -> &'static ClusterCa {
+    static CA: std::sync::OnceLock<ClusterCa> = std::sync::OnceLock::new();
+    CA.get_or_init(|| ClusterCa::generate().unwrap())
+}
 /// Only a guard against a hang: every wait ends as soon as what it waits for happens.
 const WAIT_MAX: Duration = Duration::from_secs(20);
 const HEARTBEAT_INTERVAL_MS: u64 = 100;
@@ -45,7 +51,8 @@ enum Answer {
 enum Seen {
     Connected {
         connection: u32,
-        authorization: Option<String>,
+        /// Who the bridge's certificate names.
+        peer: ClusterName,
     },
     Message {
         connection: u32,
@@ -89,9 +96,22 @@ impl FakeControl {
             .with_state(shared.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, router).await });
+        let identity = ca().issue_control_cert(1).unwrap();
+        let listener = ClusterListener::new(
+            listener,
+            bridgemesh_pki::tls::server_config(&identity).unwrap(),
+            identity.name().clone(),
+        )
+        .unwrap();
+        tokio::spawn(async move {
+            axum::serve(
+                listener,
+                router.into_make_service_with_connect_info::<ClusterPeer>(),
+            )
+            .await
+        });
         FakeControl {
-            url: format!("http://{addr}"),
+            url: format!("https://{addr}"),
             shared,
             seen,
         }
@@ -134,13 +154,13 @@ impl FakeControl {
     }
 }
 
-async fn upgrade(State(shared): State<Arc<Shared>>, headers: HeaderMap, ws: WebSocketUpgrade) -> Response {
-    let authorization = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+async fn upgrade(
+    State(shared): State<Arc<Shared>>,
+    ConnectInfo(peer): ConnectInfo<ClusterPeer>,
+    ws: WebSocketUpgrade,
+) -> Response {
     ws.max_message_size(BRIDGE_MESSAGE_MAX_BYTES)
-        .on_upgrade(move |socket| serve(shared, socket, authorization))
+        .on_upgrade(move |socket| serve(shared, socket, peer.name))
 }
 
 async fn send(socket: &mut WebSocket, message: &ControlToBridge) {
@@ -148,14 +168,11 @@ async fn send(socket: &mut WebSocket, message: &ControlToBridge) {
     let _ = socket.send(Message::Text(text.into())).await;
 }
 
-async fn serve(shared: Arc<Shared>, mut socket: WebSocket, authorization: Option<String>) {
+async fn serve(shared: Arc<Shared>, mut socket: WebSocket, peer: ClusterName) {
     let connection = shared.connections.fetch_add(1, Ordering::SeqCst) + 1;
     let (commands_tx, mut commands) = mpsc::unbounded_channel();
     *shared.current.lock().unwrap() = Some(commands_tx);
-    let _ = shared.seen.send(Seen::Connected {
-        connection,
-        authorization,
-    });
+    let _ = shared.seen.send(Seen::Connected { connection, peer });
     loop {
         tokio::select! {
             frame = socket.recv() => {
@@ -210,7 +227,8 @@ fn start_bridge() -> Arc<Bridge> {
 fn agent_config(bridge: &Bridge, control_urls: Vec<String>) -> ControlAgentConfig {
     let registration =
         control_agent::registration(bridge, "ws://127.0.0.1:1/bridge/v1/signal".into(), vec![], None);
-    ControlAgentConfig::new(control_urls, KEY.to_vec(), registration)
+    let identity = ca().issue_bridge_cert(bridge.id()).unwrap();
+    ControlAgentConfig::new(control_urls, ClusterIdentity::from(&identity), registration)
 }
 
 async fn wait_status(agent: &ControlAgent, accept: impl Fn(&SessionStatus) -> bool) -> SessionStatus {
@@ -299,11 +317,11 @@ async fn a_bridge_registers_heartbeats_and_registers_again_with_its_participants
     let agent =
         ControlAgent::start(bridge.clone(), agent_config(&bridge, vec![control.url.clone()])).unwrap();
 
-    // The credential, then `register` before anything else.
+    // The bridge's certificate, then `register` before anything else.
     let seen = control.until(|s| matches!(s, Seen::Message { .. })).await;
-    let expected_authorization = format!("Bearer {}", bridge_session_credential(KEY));
+    let expected_peer = ClusterName::Bridge(BridgeId::new("b1").unwrap());
     assert!(
-        matches!(&seen[..], [Seen::Connected { connection: 1, authorization: Some(a) }, Seen::Message { connection: 1, .. }] if *a == expected_authorization),
+        matches!(&seen[..], [Seen::Connected { connection: 1, peer }, Seen::Message { connection: 1, .. }] if *peer == expected_peer),
         "{seen:?}"
     );
     let Some(Seen::Message {

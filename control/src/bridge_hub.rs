@@ -32,7 +32,7 @@ use crate::state::{ApplyError, Command, ControlState, Moved, Outcome, Participan
 use axum::extract::ws::{Message, WebSocket};
 use bridgemesh_proto::bridge_session::{
     BRIDGE_SESSION_PATH, BridgeToControl, ControlToBridge, HostedParticipant, LoadReport,
-    REGISTER_PARTICIPANTS_MAX, bridge_session_credential,
+    REGISTER_PARTICIPANTS_MAX,
 };
 use bridgemesh_proto::{BridgeId, ParticipantId, RoomId};
 use futures_util::{SinkExt, StreamExt};
@@ -256,7 +256,6 @@ struct HubState {
 pub struct BridgeHub {
     cluster: Arc<ClusterNode>,
     config: HubConfig,
-    credential: String,
     state: Mutex<HubState>,
     wake: Notify,
     next_serial: AtomicU64,
@@ -269,13 +268,12 @@ fn lock(hub: &BridgeHub) -> std::sync::MutexGuard<'_, HubState> {
 }
 
 impl BridgeHub {
-    /// `bridge_key` is the key bridges hold (control's ticket key); sessions present the
-    /// credential derived from it.
-    pub fn new(cluster: Arc<ClusterNode>, bridge_key: &[u8], config: HubConfig) -> Arc<Self> {
+    /// Sessions are authenticated by the cluster listener (each bridge's certificate); the hub
+    /// holds them to the bridge their certificate names.
+    pub fn new(cluster: Arc<ClusterNode>, config: HubConfig) -> Arc<Self> {
         let detector = FailureDetector::new(config.detector.clone());
         Arc::new(Self {
             cluster,
-            credential: bridge_session_credential(bridge_key),
             state: Mutex::new(HubState {
                 detector,
                 ..HubState::default()
@@ -284,13 +282,6 @@ impl BridgeHub {
             wake: Notify::new(),
             next_serial: AtomicU64::new(1),
         })
-    }
-
-    /// Constant-time check of a session's bearer credential.
-    pub fn credential_matches(&self, presented: &str) -> bool {
-        use subtle::ConstantTimeEq;
-        presented.len() == self.credential.len()
-            && bool::from(presented.as_bytes().ct_eq(self.credential.as_bytes()))
     }
 
     /// The hub's task: leadership, the detector's verdicts, applied outcomes. Ends on `stop`.
@@ -497,8 +488,9 @@ impl BridgeHub {
         }
     }
 
-    /// Serves one bridge's session until it ends.
-    pub async fn serve(self: Arc<Self>, socket: WebSocket) {
+    /// Serves one bridge's session until it ends. `authenticated` is the bridge the connection's
+    /// certificate names: the session may register that bridge and no other.
+    pub async fn serve(self: Arc<Self>, socket: WebSocket, authenticated: BridgeId) {
         let (mut sink, mut stream) = socket.split();
         let first = tokio::time::timeout(REGISTER_TIMEOUT, next_message(&mut stream)).await;
         let Ok(Some(Ok(BridgeToControl::Register {
@@ -537,6 +529,18 @@ impl BridgeHub {
             return;
         }
         let bridge = registration.id.clone();
+        if bridge != authenticated {
+            tracing::warn!(%authenticated, claimed = %bridge, "a bridge tried to register under another bridge's id");
+            let _ = send(
+                &mut sink,
+                &refused(
+                    "bridge_id_mismatch",
+                    &format!("this connection's certificate is bridge {authenticated}'s, not {bridge}'s"),
+                ),
+            )
+            .await;
+            return;
+        }
         if let Some(message) = self.claimed_by_another(&bridge, &instance) {
             let _ = send(&mut sink, &refused("bridge_id_in_use", &message)).await;
             return;
@@ -884,7 +888,10 @@ fn queue(work: &mpsc::Sender<BridgeWork>, item: BridgeWork) {
 
 /// The session URL of the control node whose API listens at `addr` (`host:port`).
 pub fn session_url(addr: &str) -> String {
-    format!("ws://{addr}{BRIDGE_SESSION_PATH}")
+    format!(
+        "wss://{}{BRIDGE_SESSION_PATH}",
+        bridgemesh_pki::client::authority(addr)
+    )
 }
 
 fn refused(code: &str, message: &str) -> ControlToBridge {

@@ -1,5 +1,6 @@
-//! The control HTTP API (`/api/v1/...`), the admin API, Raft's peer routes, `/health`,
-//! `/metrics`, and the web client.
+//! The control HTTP API (`/api/v1/...`), the admin API, `/health`, `/metrics` and the web client
+//! ([`router`], the public listener); Raft's peer routes and the bridges' sessions
+//! ([`cluster_router`], the cluster listener: mutual TLS, cluster members only).
 
 use crate::auth::AdminAuth;
 use crate::bridge_hub::LossReport;
@@ -17,6 +18,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, patch, post};
+use bridgemesh_pki::{ClusterName, ClusterPeer};
 use bridgemesh_proto::api::{
     ErrorBody, ErrorCode, HealthStatus, JoinRequest, REQUEST_BODY_MAX_BYTES, ReconnectRequest,
     RoomSettingsUpdate,
@@ -37,10 +39,42 @@ impl IntoResponse for ApiError {
 }
 
 /// What the HTTP layer needs besides the node: credentials it checks at the door.
-#[derive(Clone)]
+#[derive(Clone, Default)]
 pub struct ApiConfig {
     /// The admin API's own credential; `None` turns the admin API off.
     pub admin: Option<Arc<AdminAuth>>,
+    /// A bearer token `/metrics` demands; `None` serves it to anyone who reaches the listener.
+    pub metrics_token: Option<Arc<MetricsToken>>,
+}
+
+/// The token `/metrics` can demand (`Authorization: Bearer <token>`), compared in constant time.
+pub struct MetricsToken(String);
+
+impl MetricsToken {
+    /// Shortest token accepted: it is a password a scraper sends on every request.
+    pub const MIN_BYTES: usize = 16;
+
+    pub fn new(token: impl Into<String>) -> Result<Self, String> {
+        let token = token.into();
+        if token.len() < Self::MIN_BYTES {
+            return Err(format!(
+                "the metrics token has {} bytes; use at least {} (e.g. `openssl rand -hex 16`)",
+                token.len(),
+                Self::MIN_BYTES
+            ));
+        }
+        if !token.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err("the metrics token must be printable ASCII without spaces".into());
+        }
+        Ok(Self(token))
+    }
+
+    /// Whether `headers` carry the token.
+    pub fn admits(&self, headers: &HeaderMap) -> bool {
+        use subtle::ConstantTimeEq as _;
+        let presented = bearer(headers).unwrap_or("");
+        presented.len() == self.0.len() && bool::from(presented.as_bytes().ct_eq(self.0.as_bytes()))
+    }
 }
 
 #[derive(Clone)]
@@ -50,12 +84,18 @@ struct Api {
     metrics: Arc<ControlMetrics>,
 }
 
+impl Api {
+    fn new(node: Arc<ControlNode>, config: ApiConfig) -> Self {
+        Self {
+            metrics: Arc::new(ControlMetrics::new(node.clone())),
+            node,
+            config,
+        }
+    }
+}
+
 pub fn router(node: Arc<ControlNode>, config: ApiConfig) -> Router {
-    let api = Api {
-        node: node.clone(),
-        config,
-        metrics: Arc::new(ControlMetrics::new(node.clone())),
-    };
+    let api = Api::new(node.clone(), config);
     Router::new()
         .route("/api/v1/rooms/{room}/join", post(join))
         .route("/api/v1/rooms/{room}", get(room_view))
@@ -73,7 +113,6 @@ pub fn router(node: Arc<ControlNode>, config: ApiConfig) -> Router {
             "/api/v1/rooms/{room}/participants/{participant}/reconnect",
             post(reconnect),
         )
-        .route(BRIDGE_SESSION_PATH, get(bridge_session))
         .route(bridgemesh_proto::bridge_session::TURN_PEERS_PATH, get(turn_peers))
         .route("/api/v1/rooms/{room}/mute-all", post(mute_all))
         .route("/api/v1/rooms/{room}/end", post(end_meeting))
@@ -95,15 +134,27 @@ pub fn router(node: Arc<ControlNode>, config: ApiConfig) -> Router {
         .route("/style.css", get(style_css))
         .route("/{room}", get(room_page))
         .fallback(not_found)
+        .with_state(api)
+}
+
+/// The cluster listener's routes: Raft RPCs and forwarded requests from control nodes, and the
+/// bridges' sessions. Serve it on a [`bridgemesh_pki::ClusterListener`], which admits only
+/// connections with a certificate from the cluster CA and says whose it is.
+pub fn cluster_router(node: Arc<ControlNode>) -> Router {
+    let api = Api::new(node.clone(), ApiConfig::default());
+    Router::new()
+        .route(BRIDGE_SESSION_PATH, get(bridge_session))
+        .route(
+            bridgemesh_proto::bridge_session::TURN_PEERS_PATH,
+            get(bridge_turn_peers),
+        )
+        .fallback(not_found)
         .with_state(api.clone())
         .merge(raft_server::router(node.cluster().clone()))
         .merge(
             Router::new()
                 .route("/raft/v1/bridge-loss", post(bridge_loss))
-                .route_layer(middleware::from_fn_with_state(
-                    node.cluster().clone(),
-                    raft_server::require_member,
-                ))
+                .route_layer(middleware::from_fn(raft_server::require_member))
                 .with_state(api),
         )
 }
@@ -242,22 +293,29 @@ async fn reconnect(
     join_answer(answer)
 }
 
-/// A bridge's session (`docs/regions.md`): authenticated by the credential derived from the
-/// bridge key, then served by the bridge hub.
-async fn bridge_session(State(api): State<Api>, headers: HeaderMap, upgrade: WebSocketUpgrade) -> Response {
-    let authorized = bearer(&headers).is_some_and(|token| api.node.hub().credential_matches(token));
-    if !authorized {
+/// A bridge's session (`docs/regions.md`): only over a connection whose certificate names a bridge, and only for the
+/// bridge it names (the hub refuses a registration under another id).
+async fn bridge_session(
+    State(api): State<Api>,
+    peer: Option<axum::Extension<ConnectInfo<ClusterPeer>>>,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let Some(axum::Extension(ConnectInfo(ClusterPeer {
+        name: ClusterName::Bridge(bridge),
+        ..
+    }))) = peer
+    else {
         return ApiError::new(
-            ErrorCode::Unauthorized,
-            "a bridge session needs the credential derived from the bridge key",
+            ErrorCode::Forbidden,
+            "a bridge session needs a bridge certificate from the cluster CA (`bridgemesh ca issue`)",
         )
         .into_response();
-    }
+    };
     let hub = api.node.hub().clone();
     upgrade
         .max_message_size(BRIDGE_MESSAGE_MAX_BYTES)
         .max_frame_size(BRIDGE_MESSAGE_MAX_BYTES)
-        .on_upgrade(move |socket| hub.serve(socket))
+        .on_upgrade(move |socket| hub.serve(socket, bridge))
 }
 
 /// A loss report another control node forwarded to this one (the leader).
@@ -494,6 +552,8 @@ pub struct AdminBridge {
 }
 
 /// The cluster's bridge media addresses, for TURN servers' peer policy.
+/// The bridges' media addresses for a standalone TURN server (`bridgemesh turn --control`),
+/// authenticated by the credential derived from its REST secret.
 async fn turn_peers(State(api): State<Api>, headers: HeaderMap) -> Response {
     let result = match bearer(&headers) {
         Some(presented) if api.node.is_turn_server(presented) => {
@@ -504,6 +564,28 @@ async fn turn_peers(State(api): State<Api>, headers: HeaderMap) -> Response {
         _ => Err(ApiError::new(
             ErrorCode::Unauthorized,
             "a TURN server's credential is needed (derived from its REST secret)",
+        )),
+    };
+    respond(result)
+}
+
+/// The same for the TURN server a bridge embeds, asked on the cluster listener under the
+/// bridge's certificate: a bridge's TURN secret is its own, so its certificate is what says it
+/// belongs to the cluster.
+async fn bridge_turn_peers(
+    State(api): State<Api>,
+    peer: Option<axum::Extension<ConnectInfo<ClusterPeer>>>,
+) -> Response {
+    let result = match peer {
+        Some(axum::Extension(ConnectInfo(ClusterPeer {
+            name: ClusterName::Bridge(_),
+            ..
+        }))) => Ok(bridgemesh_proto::bridge_session::TurnPeers {
+            media_addresses: api.node.bridge_media_addresses(),
+        }),
+        _ => Err(ApiError::new(
+            ErrorCode::Forbidden,
+            "the bridges' addresses are for bridges' TURN servers (a bridge certificate from the cluster CA)",
         )),
     };
     respond(result)
@@ -639,7 +721,16 @@ async fn health(State(api): State<Api>) -> Response {
     (code, axum::Json(body)).into_response()
 }
 
-async fn metrics(State(api): State<Api>) -> Response {
+async fn metrics(State(api): State<Api>, headers: HeaderMap) -> Response {
+    if let Some(token) = &api.config.metrics_token
+        && !token.admits(&headers)
+    {
+        return ApiError::new(
+            ErrorCode::Unauthorized,
+            "/metrics needs the metrics token: Authorization: Bearer <token>",
+        )
+        .into_response();
+    }
     (
         [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
         api.metrics.render(),
@@ -676,4 +767,25 @@ async fn room_page(Path(room): Path<String>) -> Response {
 
 async fn not_found() -> Response {
     ApiError::new(ErrorCode::NotFound, "no such endpoint").into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_metrics_token_admits_its_bearer_only() {
+        assert!(MetricsToken::new("short").is_err());
+        assert!(MetricsToken::new("sixteen bytes but spaces").is_err());
+        let token = MetricsToken::new("0123456789abcdef-scraper").unwrap();
+        let with = |value: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::AUTHORIZATION, HeaderValue::from_str(value).unwrap());
+            headers
+        };
+        assert!(token.admits(&with("Bearer 0123456789abcdef-scraper")));
+        assert!(!token.admits(&with("Bearer 0123456789abcdef-scrapeR")));
+        assert!(!token.admits(&with("Bearer 0123456789abcdef")));
+        assert!(!token.admits(&HeaderMap::new()));
+    }
 }

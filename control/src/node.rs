@@ -140,7 +140,8 @@ pub struct ControlNode {
     cluster: Arc<ClusterNode>,
     policy: RoomPolicy,
     tokens: TokenVerifier,
-    ticket_key: EncodingKey,
+    /// The key every bridge's own key derives from ([`bridge_key`]).
+    bridge_master_key: Vec<u8>,
     sessions: SessionKeys,
     join_limiter: Mutex<RateLimiter>,
     /// argon2 costs tens of milliseconds and ~19 MiB per check: at most this many run at once,
@@ -150,8 +151,6 @@ pub struct ControlNode {
     /// Standalone TURN servers handed out in join responses after the bridge's own, with their
     /// shared secret; none until set.
     turn: Mutex<Option<TurnDirectory>>,
-    /// The secret of the bridges' embedded TURN servers.
-    bridge_turn_secret: Vec<u8>,
     hub: Arc<BridgeHub>,
     locator: Locator,
 }
@@ -164,12 +163,25 @@ pub struct RegionsConfig {
     pub hub: HubConfig,
 }
 
-/// The key bridge tickets are signed with, derived from the cluster secret. Bridges get this key,
-/// never the secret: a bridge can check tickets but cannot derive the credential control nodes
-/// use among themselves, nor sign session tokens.
-pub fn ticket_key(cluster_secret: &[u8]) -> Vec<u8> {
+/// Bridge `bridge`'s own key, derived from the cluster secret and the bridge's id: its tickets
+/// are signed with it, and its embedded TURN server's REST secret derives from it. Each bridge
+/// gets its own key, never the secret: a bridge can check its own tickets but cannot sign one
+/// another bridge accepts, mint TURN credentials for another bridge's TURN server, or sign
+/// session tokens. (`bridgemesh bridge-key --bridge-id` prints it.)
+pub fn bridge_key(cluster_secret: &[u8], bridge: &BridgeId) -> Vec<u8> {
+    keyed_by_bridge(&bridge_master_key(cluster_secret), bridge)
+}
+
+/// The step of [`bridge_key`] that needs the cluster secret; the node keeps only this.
+fn bridge_master_key(cluster_secret: &[u8]) -> Vec<u8> {
     let mut mac = Hmac::<Sha256>::new_from_slice(cluster_secret).expect("HMAC takes any key length");
-    mac.update(b"bridgemesh bridge ticket v1");
+    mac.update(b"bridgemesh bridge key v2");
+    mac.finalize().into_bytes().to_vec()
+}
+
+fn keyed_by_bridge(master: &[u8], bridge: &BridgeId) -> Vec<u8> {
+    let mut mac = Hmac::<Sha256>::new_from_slice(master).expect("HMAC takes any key length");
+    mac.update(bridge.as_str().as_bytes());
     mac.finalize().into_bytes().to_vec()
 }
 
@@ -210,15 +222,13 @@ impl ControlNode {
         join_limit: RateLimit,
         regions: RegionsConfig,
     ) -> Self {
-        let bridge_key = ticket_key(cluster_secret);
         Self {
-            hub: BridgeHub::new(cluster.clone(), &bridge_key, regions.hub),
+            hub: BridgeHub::new(cluster.clone(), regions.hub),
             locator: regions.locator,
-            bridge_turn_secret: turn_rest_secret(&bridge_key),
             cluster,
             policy,
             tokens,
-            ticket_key: EncodingKey::from_secret(&bridge_key),
+            bridge_master_key: bridge_master_key(cluster_secret),
             sessions: SessionKeys::derive(cluster_secret),
             join_limiter: Mutex::new(RateLimiter::new(join_limit)),
             password_checks: tokio::sync::Semaphore::new(PASSWORD_CHECKS_AT_ONCE),
@@ -226,8 +236,9 @@ impl ControlNode {
         }
     }
 
-    /// Whether `presented` is the [`TURN_PEERS_PATH`] credential of a TURN server of this
-    /// cluster: a bridge's embedded one or a configured standalone one.
+    /// Whether `presented` is the [`TURN_PEERS_PATH`] credential of the configured standalone TURN
+    /// servers. (A bridge's embedded TURN server asks on the cluster listener instead, under the
+    /// bridge's certificate: its secret is its own bridge's.)
     ///
     /// [`TURN_PEERS_PATH`]: bridgemesh_proto::bridge_session::TURN_PEERS_PATH
     pub fn is_turn_server(&self, presented: &str) -> bool {
@@ -239,10 +250,7 @@ impl ControlNode {
             .expect("turn lock")
             .as_ref()
             .map(|d| turn_peers_credential(&d.secret));
-        [Some(turn_peers_credential(&self.bridge_turn_secret)), standalone]
-            .into_iter()
-            .flatten()
-            .any(|expected| bool::from(presented.as_bytes().ct_eq(expected.as_bytes())))
+        standalone.is_some_and(|expected| bool::from(presented.as_bytes().ct_eq(expected.as_bytes())))
     }
 
     /// The media addresses of every bridge that is not down, from this node's state (a
@@ -278,7 +286,7 @@ impl ControlNode {
         now_unix_s: u64,
     ) -> Vec<IceServer> {
         let own = TurnDirectory {
-            secret: self.bridge_turn_secret.clone(),
+            secret: turn_rest_secret(&keyed_by_bridge(&self.bridge_master_key, bridge)),
             credential_ttl_s: bridgemesh_turn::TurnConfig::default().credential_ttl_s,
             endpoints: vec![TurnEndpoint {
                 bridge: Some(bridge.to_string()),
@@ -588,7 +596,8 @@ impl ControlNode {
             display_name: display_name.to_owned(),
             moderator: role == Role::Moderator,
         };
-        let ticket = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.ticket_key)
+        let key = EncodingKey::from_secret(&keyed_by_bridge(&self.bridge_master_key, &record.id));
+        let ticket = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &key)
             .map_err(|err| ApiError::new(ErrorCode::Internal, format!("cannot sign ticket: {err}")))?;
         let ice_servers = self.ice_servers(&record.id, &record.turn_urls, participant, iat);
         Ok(JoinResponse {

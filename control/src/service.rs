@@ -2,12 +2,12 @@
 //! what `bridgemesh control` and `bridgemesh up` start, and what tests start several of.
 
 use crate::auth::{AuthConfig, TokenVerifier};
-use crate::http::{ApiConfig, router};
+use crate::http::{ApiConfig, cluster_router, router};
 use crate::node::{ControlNode, RegionsConfig, RoomPolicy};
 use crate::raft::cluster::{ClusterConfig, ClusterNode, StartError};
-use crate::raft::network::ClusterCredential;
 use crate::rate_limit::RateLimit;
-use axum::serve::ListenerExt as _;
+use axum::serve::{Listener as _, ListenerExt as _};
+use bridgemesh_pki::{ClusterIdentity, ClusterListener, ClusterPeer};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,8 +21,12 @@ const TICK_INTERVAL: Duration = Duration::from_secs(2);
 #[derive(Clone)]
 pub struct ControlServiceConfig {
     pub cluster: ClusterConfig,
-    /// Shared by every control node and bridge: signs tickets, derives the peer credential.
+    /// Shared by every control node (never by bridges): each bridge's key derives from it, and
+    /// the participants' session tokens.
     pub cluster_secret: Vec<u8>,
+    /// This node's certificate from the cluster CA (`bridgemesh ca issue-control`): the cluster
+    /// listener serves it, Raft requests to peers present it.
+    pub identity: ClusterIdentity,
     pub api: ApiConfig,
     /// Which tokens are accepted and whether guests may join.
     pub auth: AuthConfig,
@@ -34,18 +38,29 @@ pub struct ControlServiceConfig {
 
 pub struct ControlService {
     pub node: Arc<ControlNode>,
+    /// The public listener: API, web client, `/health`, `/metrics`.
     pub local_addr: SocketAddr,
+    /// The cluster listener (mutual TLS): Raft peers and bridge sessions.
+    pub cluster_addr: SocketAddr,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
 
 impl ControlService {
-    /// Starts the node serving on `listener` (already bound, so its port can be advertised).
-    pub async fn start(config: ControlServiceConfig, listener: TcpListener) -> Result<Self, StartError> {
+    /// Starts the node serving its public API on `listener` and its cluster routes on
+    /// `cluster_listener` (both already bound, so their ports can be advertised).
+    pub async fn start(
+        config: ControlServiceConfig,
+        listener: TcpListener,
+        cluster_listener: TcpListener,
+    ) -> Result<Self, StartError> {
         let local_addr = listener.local_addr()?;
         let tokens = TokenVerifier::new(&config.auth).map_err(|err| StartError::Auth(err.to_string()))?;
-        let credential = ClusterCredential::derive(&config.cluster_secret);
-        let cluster = Arc::new(ClusterNode::start(config.cluster.clone(), credential).await?);
+        let tls = bridgemesh_pki::tls::server_config(&config.identity)
+            .map_err(|err| StartError::Certificate(err.to_string()))?;
+        let cluster_listener = ClusterListener::new(cluster_listener, tls, config.identity.name().clone())?;
+        let cluster_addr = cluster_listener.local_addr()?.addr;
+        let cluster = Arc::new(ClusterNode::start(config.cluster.clone(), &config.identity).await?);
         let node = Arc::new(ControlNode::new(
             cluster,
             &config.cluster_secret,
@@ -61,6 +76,7 @@ impl ControlService {
                 router(node.clone(), config.api.clone()),
                 stopped.clone(),
             ),
+            serve_cluster(cluster_listener, cluster_router(node.clone()), stopped.clone()),
             node.hub().run(stopped.clone()),
         ];
         {
@@ -80,6 +96,7 @@ impl ControlService {
         Ok(Self {
             node,
             local_addr,
+            cluster_addr,
             stop,
             tasks,
         })
@@ -133,6 +150,27 @@ pub fn serve_http(
             .await
         {
             tracing::error!(%err, "HTTP server stopped");
+        }
+    })
+}
+
+/// Serves the cluster routes on the mutual-TLS listener until `stopped` changes; handlers learn
+/// who the peer is from `ConnectInfo<ClusterPeer>`.
+fn serve_cluster(
+    listener: ClusterListener,
+    router: axum::Router,
+    mut stopped: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = stopped.changed().await;
+        };
+        let service = router.into_make_service_with_connect_info::<ClusterPeer>();
+        if let Err(err) = axum::serve(listener, service)
+            .with_graceful_shutdown(shutdown)
+            .await
+        {
+            tracing::error!(%err, "cluster listener stopped");
         }
     })
 }

@@ -5,23 +5,19 @@
 
 mod common;
 
-use bridgemesh_control::node::ticket_key;
 use bridgemesh_control::state::{Command, JoinRequestRecord};
+use bridgemesh_pki::{ClusterCa, ClusterIdentity};
 use bridgemesh_proto::bridge_session::{
-    BRIDGE_SESSION_PATH, BridgeRegistration, BridgeToControl, CascadePeer, ControlToBridge,
-    HostedParticipant, LoadReport, bridge_session_credential,
+    BridgeRegistration, BridgeToControl, CascadePeer, ControlToBridge, HostedParticipant, LoadReport,
 };
 use bridgemesh_proto::{BridgeId, ParticipantId, RegionId, RoomId};
-use common::{SECRET, TestCluster};
+use common::{BridgeSocket, TestCluster, open_bridge_session};
 use futures_util::stream::SplitStream;
 use futures_util::{SinkExt, StreamExt};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 /// Only a guard against a hang: every wait ends as soon as what it waits for arrives.
 const WAIT_MAX: Duration = Duration::from_secs(20);
@@ -44,20 +40,15 @@ fn peer(bridge: &str) -> CascadePeer {
 /// A bridge's side of the session: registers, heartbeats in the background, and reads what
 /// control sends.
 struct StandInBridge {
-    incoming: SplitStream<WebSocketStream<MaybeTlsStream<TcpStream>>>,
+    incoming: SplitStream<BridgeSocket>,
     heartbeats: tokio::task::JoinHandle<()>,
 }
 
 impl StandInBridge {
-    async fn connect(control: SocketAddr, id: &str, hosted: Vec<HostedParticipant>) -> Self {
-        let mut request = format!("ws://{control}{BRIDGE_SESSION_PATH}")
-            .into_client_request()
-            .unwrap();
-        let credential = bridge_session_credential(&ticket_key(SECRET));
-        request
-            .headers_mut()
-            .insert("authorization", format!("Bearer {credential}").parse().unwrap());
-        let (socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    /// Connects to the cluster listener at `control` with a certificate of `ca` for bridge `id`.
+    async fn connect(control: SocketAddr, ca: &ClusterCa, id: &str, hosted: Vec<HostedParticipant>) -> Self {
+        let identity = ClusterIdentity::from(&ca.issue_bridge_cert(&BridgeId::new(id).unwrap()).unwrap());
+        let socket = open_bridge_session(control, &identity).await.unwrap();
         let (mut outgoing, incoming) = socket.split();
         let register = BridgeToControl::Register {
             bridge: BridgeRegistration {
@@ -162,12 +153,12 @@ fn join(participant: &str, bridge: &str) -> Command {
 async fn bridges_sharing_a_room_are_told_of_each_other_on_joins_registrations_and_leaves() {
     let cluster = TestCluster::start(&[1]).await;
     let leader = cluster.wait_for_leader().await;
-    let control = cluster.addrs[&leader];
+    let control = cluster.cluster_addrs[&leader];
     let raft = cluster.nodes[&leader].node.cluster().clone();
 
-    let mut b1 = StandInBridge::connect(control, "b1", Vec::new()).await;
+    let mut b1 = StandInBridge::connect(control, &cluster.ca, "b1", Vec::new()).await;
     b1.expect_registered().await;
-    let mut b2 = StandInBridge::connect(control, "b2", Vec::new()).await;
+    let mut b2 = StandInBridge::connect(control, &cluster.ca, "b2", Vec::new()).await;
     b2.expect_registered().await;
 
     // The room on one bridge concerns nobody; on a second one, both.
@@ -183,7 +174,7 @@ async fn bridges_sharing_a_room_are_told_of_each_other_on_joins_registrations_an
         room: RoomId::new("r").unwrap(),
         participant: ParticipantId::new("p2").unwrap(),
     };
-    let mut b2 = StandInBridge::connect(control, "b2", vec![hosting_p2]).await;
+    let mut b2 = StandInBridge::connect(control, &cluster.ca, "b2", vec![hosting_p2]).await;
     b2.expect_registered().await;
     assert_eq!(b2.next().await, room_bridges(&[peer("b1")]));
     // And then the word that the list is complete.

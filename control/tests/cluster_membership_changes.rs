@@ -20,7 +20,7 @@ async fn wait_for_more_joins(stream: &JoinStream, more: usize) {
 }
 
 async fn add(cluster: &TestCluster, via: u64, id: u64) {
-    let addr = cluster.addrs[&id].to_string();
+    let addr = cluster.cluster_addrs[&id].to_string();
     let response = cluster
         .admin(
             via,

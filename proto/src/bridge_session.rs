@@ -21,14 +21,9 @@ pub const BRIDGE_MESSAGE_MAX_BYTES: usize = 4 * 1024 * 1024;
 /// Participants one `register` may list.
 pub const REGISTER_PARTICIPANTS_MAX: usize = 20_000;
 
-/// The bearer credential a bridge opens its session with, derived from the bridge key (the
-/// ticket key control derives from the cluster secret). Control derives the same and compares.
-pub fn bridge_session_credential(bridge_key: &[u8]) -> String {
-    hex::encode(derive(bridge_key, b"bridgemesh bridge session v1"))
-}
-
-/// The shared secret of the bridges' embedded TURN servers (coturn's REST credentials), derived
-/// from the bridge key, so control can issue credentials every bridge's TURN server accepts.
+/// The secret of a bridge's embedded TURN server (coturn's REST credentials), derived from that
+/// bridge's own key, so control can issue credentials the bridge's TURN server accepts, and a
+/// credential for one bridge's TURN server is worthless on another's.
 pub fn turn_rest_secret(bridge_key: &[u8]) -> Vec<u8> {
     derive(bridge_key, b"bridgemesh turn rest v1")
 }

@@ -140,14 +140,16 @@ async fn start_cluster(dir: &std::path::Path) -> Vec<ControlService> {
     let mut listeners = Vec::new();
     for id in 1..=3u64 {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        listeners.push((id, listener));
+        let cluster_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        listeners.push((id, listener, cluster_listener));
     }
     let members: BTreeMap<u64, String> = listeners
         .iter()
-        .map(|(id, l)| (*id, l.local_addr().unwrap().to_string()))
+        .map(|(id, _, l)| (*id, l.local_addr().unwrap().to_string()))
         .collect();
+    let ca = bridgemesh_pki::ClusterCa::generate().unwrap();
     let mut services = Vec::new();
-    for (id, listener) in listeners {
+    for (id, listener, cluster_listener) in listeners {
         let config = ControlServiceConfig {
             cluster: ClusterConfig {
                 node_id: id,
@@ -157,10 +159,12 @@ async fn start_cluster(dir: &std::path::Path) -> Vec<ControlService> {
                 ..ClusterConfig::default()
             },
             cluster_secret: b"differential test cluster secret!".to_vec(),
+            identity: ca.issue_control_cert(id).unwrap(),
             api: ApiConfig {
                 admin: Some(Arc::new(
                     AdminAuth::new(Secret::new("an admin token of at least 32 bytes")).unwrap(),
                 )),
+                metrics_token: None,
             },
             auth: AuthConfig::default(),
             policy: RoomPolicy::default(),
@@ -171,7 +175,11 @@ async fn start_cluster(dir: &std::path::Path) -> Vec<ControlService> {
             },
             regions: Default::default(),
         };
-        services.push(ControlService::start(config, listener).await.unwrap());
+        services.push(
+            ControlService::start(config, listener, cluster_listener)
+                .await
+                .unwrap(),
+        );
     }
     services
 }

@@ -243,12 +243,18 @@ pub fn free_port() -> std::io::Result<u16> {
 struct ControlProcess {
     id: u64,
     port: u16,
+    /// The cluster listener (mutual TLS): Raft peers and bridge sessions.
+    cluster_port: u16,
     process: ChildProcess,
 }
 
 impl ControlProcess {
     fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn cluster_url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.cluster_port)
     }
 }
 
@@ -328,29 +334,35 @@ impl LocalCluster {
             .to_owned();
         write_private(&secret, &format!("{}\n", random_hex(32)))?;
         write_private(&admin, &format!("{admin_token}\n"))?;
-        let bridge_key = crate::bridge_node::bridge_key_hex(&secret)
-            .map_err(|e| LocalClusterError::Config(format!("bridge key: {e:#}")))?;
-        let bridge_key_file = path.join("bridge-key");
-        write_private(&bridge_key_file, &format!("{bridge_key}\n"))?;
         let ca = ClusterCa::generate().map_err(|e| LocalClusterError::Ca(e.to_string()))?;
         ca.save(&path.join("ca"))
             .map_err(|e| LocalClusterError::Ca(e.to_string()))?;
 
-        let ports = (0..config.control_nodes)
-            .map(|_| free_port())
-            .collect::<Result<Vec<u16>, _>>()
-            .map_err(io("cannot find a free port"))?;
-        let peers: String = ports
+        let free_ports = || {
+            (0..config.control_nodes)
+                .map(|_| free_port())
+                .collect::<Result<Vec<u16>, _>>()
+                .map_err(io("cannot find a free port"))
+        };
+        let ports = free_ports()?;
+        let cluster_ports = free_ports()?;
+        let peers: String = cluster_ports
             .iter()
             .enumerate()
             .map(|(i, port)| format!("{} = \"127.0.0.1:{port}\"\n", i + 1))
             .collect();
         let mut controls = Vec::with_capacity(ports.len());
-        for (i, &port) in ports.iter().enumerate() {
+        for (i, (&port, &cluster_port)) in ports.iter().zip(&cluster_ports).enumerate() {
             let id = i as u64 + 1;
+            let certs = path.join("certs").join(format!("control-{id}"));
+            ca.issue_control_cert(id)
+                .and_then(|identity| identity.save_control(&certs))
+                .map_err(|e| LocalClusterError::Ca(e.to_string()))?;
             let toml = format!(
-                "node_id = {id}\nlisten = \"127.0.0.1:{port}\"\ndata_dir = {data:?}\n\
+                "node_id = {id}\nlisten = \"127.0.0.1:{port}\"\n\
+                 cluster_listen = \"127.0.0.1:{cluster_port}\"\ncert_dir = {certs:?}\ndata_dir = {data:?}\n\
                  cluster_secret_file = {secret:?}\nadmin_token_file = {admin:?}\n\n[peers]\n{peers}",
+                certs = certs.display().to_string(),
                 data = path.join(format!("control-{id}")).display().to_string(),
                 secret = secret.display().to_string(),
                 admin = admin.display().to_string(),
@@ -369,7 +381,12 @@ impl LocalCluster {
                 ],
             )
             .map_err(io(format!("cannot start {}", binary.display())))?;
-            controls.push(ControlProcess { id, port, process });
+            controls.push(ControlProcess {
+                id,
+                port,
+                cluster_port,
+                process,
+            });
         }
         let front = ControlFront::start(ports.clone())
             .await
@@ -394,16 +411,21 @@ impl LocalCluster {
             tokio::time::sleep(POLL_INTERVAL).await;
         }
 
-        let control_urls = cluster.control_urls();
+        let cluster_urls: Vec<String> = cluster.controls.iter().map(ControlProcess::cluster_url).collect();
         for i in 1..=config.bridges {
             let id =
                 BridgeId::new(format!("bridge-{i}")).map_err(|e| LocalClusterError::Config(e.to_string()))?;
+            // Each bridge's own key: it checks that bridge's tickets and no other's.
+            let bridge_key = crate::bridge_node::bridge_key_hex(&secret, &id)
+                .map_err(|e| LocalClusterError::Config(format!("bridge key: {e:#}")))?;
+            let bridge_key_file = path.join(format!("bridge-key-{id}"));
+            write_private(&bridge_key_file, &format!("{bridge_key}\n"))?;
             let certs = path.join("certs").join(id.as_str());
             ca.issue_bridge_cert(&id)
                 .and_then(|identity| identity.save(&certs))
                 .map_err(|e| LocalClusterError::Ca(e.to_string()))?;
             let mut args = loopback_bridge_args(
-                &control_urls,
+                &cluster_urls,
                 id.as_str(),
                 "local",
                 &bridge_key_file,

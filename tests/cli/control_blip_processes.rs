@@ -21,7 +21,7 @@ const NO_INTERRUPTION_GAP_MS: u64 = 1_500;
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_blip_between_control_and_a_bridge_moves_nobody() {
     let mut deployment = Deployment::start("").await;
-    let proxy = PausableProxy::start(deployment.control_port).await;
+    let proxy = PausableProxy::start(deployment.cluster_port).await;
     deployment
         .add_bridge(BridgeSpec::new("b1", "eu").via(proxy.url()))
         .await;

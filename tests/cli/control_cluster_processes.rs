@@ -61,12 +61,37 @@ impl Drop for Node {
     }
 }
 
-fn write_config(dir: &Path, id: u64, ports: &[u16]) -> PathBuf {
+/// Runs `bridgemesh ca <args>`, as an operator sets up the cluster's certificates.
+fn ca(args: &[&str]) {
+    let output = Command::new(BIN).arg("ca").args(args).output().unwrap();
+    assert!(
+        output.status.success(),
+        "bridgemesh ca {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// `ports` are the public API's, `cluster_ports` the cluster listeners' (Raft over mutual TLS).
+fn write_config(dir: &Path, id: u64, ports: &[u16], cluster_ports: &[u16]) -> PathBuf {
+    let ca_dir = dir.join("ca");
+    if !ca_dir.exists() {
+        ca(&["init", "--dir", &ca_dir.display().to_string()]);
+    }
+    let certs = dir.join(format!("certs-{id}"));
+    ca(&[
+        "issue-control",
+        "--dir",
+        &ca_dir.display().to_string(),
+        "--node-id",
+        &id.to_string(),
+        "--out-dir",
+        &certs.display().to_string(),
+    ]);
     let secret = dir.join("cluster-secret");
     let admin = dir.join("admin-token");
     std::fs::write(&secret, "0123456789abcdef0123456789abcdef0123456789abcdef\n").unwrap();
     std::fs::write(&admin, format!("{ADMIN_TOKEN}\n")).unwrap();
-    let peers: String = ports
+    let peers: String = cluster_ports
         .iter()
         .enumerate()
         .map(|(i, port)| format!("{} = \"127.0.0.1:{port}\"\n", i + 1))
@@ -75,6 +100,8 @@ fn write_config(dir: &Path, id: u64, ports: &[u16]) -> PathBuf {
         r#"
 node_id = {id}
 listen = "127.0.0.1:{port}"
+cluster_listen = "127.0.0.1:{cluster_port}"
+cert_dir = "{certs}"
 data_dir = "{data}"
 cluster_secret_file = "{secret}"
 admin_token_file = "{admin}"
@@ -88,6 +115,8 @@ hs256_secret = "{APP_SECRET}"
 guest_policy = "none"
 "#,
         port = ports[id as usize - 1],
+        cluster_port = cluster_ports[id as usize - 1],
+        certs = certs.display(),
         data = dir.join(format!("node-{id}")).display(),
         secret = secret.display(),
         admin = admin.display(),
@@ -160,11 +189,12 @@ fn join(http: &reqwest::blocking::Client, url: &str, bearer: Option<&str>) -> (u
 fn three_control_processes_form_a_cluster_survive_a_killed_leader_and_catch_up() {
     let dir = tempfile::tempdir().unwrap();
     let ports = [free_port(), free_port(), free_port()];
+    let cluster_ports = [free_port(), free_port(), free_port()];
     let mut nodes: Vec<Node> = (1..=3)
         .map(|id| Node {
             id,
             port: ports[id as usize - 1],
-            config: write_config(dir.path(), id, &ports),
+            config: write_config(dir.path(), id, &ports, &cluster_ports),
             child: None,
         })
         .collect();

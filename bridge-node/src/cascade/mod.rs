@@ -1,6 +1,6 @@
 //! Bridge-to-bridge cascade: one mutually authenticated QUIC connection per bridge pair.
 //!
-//! - [`pki`]: the cluster CA and the bridge certificates it issues.
+//! - [`pki`]: the cluster CA and the bridge certificates it issues (the `bridgemesh-pki` crate).
 //! - [`endpoint`]: the QUIC endpoint, server and client at once, that cascade links run on.
 //! - [`link`]: one link: its control stream, its datagrams, the rooms it shares.
 //! - [`manager`]: which peers to link to (control says, room by room), dialing, reconnecting.
@@ -10,7 +10,7 @@
 pub mod endpoint;
 pub mod link;
 pub mod manager;
-pub mod pki;
+pub use bridgemesh_pki::ca as pki;
 
 pub use link::{LinkStats, LinkTable};
 pub use manager::{CascadeHandle, CascadeManagerConfig};

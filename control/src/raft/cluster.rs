@@ -1,10 +1,11 @@
 //! One control node's place in the cluster: starting Raft on its data directory, bootstrapping,
 //! membership changes, proposing commands from any node, reads, and health.
 
-use super::network::{ClusterCredential, PeerNetwork, PeerRequestError, peer_base_url, post_to_peer};
+use super::network::{PeerNetwork, PeerRequestError, peer_base_url, post_to_peer};
 use super::store::{self, Applied};
 use super::{CommandResult, NodeId, Raft, TypeConfig};
 use crate::state::{Command, ControlState, Proposal, ProposalId};
+use bridgemesh_pki::{ClusterIdentity, ClusterName};
 use openraft::async_runtime::WatchReceiver as _;
 use openraft::errors::{ClientWriteError, RaftError};
 use openraft::raft::ReadPolicy;
@@ -124,6 +125,8 @@ pub enum StartError {
     Raft(String),
     #[error("invalid token configuration: {0}")]
     Auth(String),
+    #[error("the node's cluster certificate: {0}")]
+    Certificate(String),
 }
 
 /// Why a command could not be committed. Distinguishes "try again / elsewhere" from "this node
@@ -191,8 +194,19 @@ pub struct ClusterNode {
 }
 
 impl ClusterNode {
-    pub async fn start(config: ClusterConfig, credential: ClusterCredential) -> Result<Self, StartError> {
+    /// Starts the node; it reaches its peers presenting `identity`, its control certificate.
+    pub async fn start(config: ClusterConfig, identity: &ClusterIdentity) -> Result<Self, StartError> {
         config.validate()?;
+        match identity.name() {
+            ClusterName::Control(id) if *id == config.node_id => {}
+            other => {
+                return Err(StartError::Certificate(format!(
+                    "it names {other}, but this is control node {}; issue one with `bridgemesh ca issue-control --node-id {}`",
+                    config.node_id, config.node_id
+                )));
+            }
+        }
+        let network = PeerNetwork::new(identity).map_err(|err| StartError::Certificate(err.to_string()))?;
         let raft_config = Arc::new(config.raft_config()?);
         let data_dir = config.data_dir.clone();
         let (log, state_machine, database) = tokio::task::spawn_blocking(move || store::open(&data_dir))
@@ -200,7 +214,6 @@ impl ClusterNode {
             .map_err(|err| StartError::Raft(err.to_string()))??;
         let applied = state_machine.applied();
         let outcomes = state_machine.outcomes();
-        let network = PeerNetwork::new(credential);
         let raft = Raft::new(config.node_id, raft_config, network.clone(), log, state_machine)
             .await
             .map_err(|err| StartError::Raft(err.to_string()))?;

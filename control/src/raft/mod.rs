@@ -1,9 +1,9 @@
-//! The replicated control plane: openraft over a redb store, RPCs over authenticated HTTP.
+//! The replicated control plane: openraft over a redb store, RPCs over HTTP on mutual TLS.
 //!
 //! # Layout
 //! - [`store`]: the durable log (redb), the state machine wrapper around
 //!   [`ControlState`](crate::state::ControlState), snapshots.
-//! - [`network`]: the Raft RPC client (one per peer) and the cluster-member credential.
+//! - [`network`]: the Raft RPC client (one per peer), over mutual TLS.
 //! - [`server`]: the axum routes peers call (`/raft/v1/...`), including forwarded writes.
 //! - [`cluster`]: starting a node, bootstrap, membership changes, proposing a command from any
 //!   node (forwarded to the leader), health.

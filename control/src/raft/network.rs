@@ -1,16 +1,12 @@
-//! Raft RPCs to peers over HTTP, authenticated as cluster members.
+//! Raft RPCs to peers over mutual TLS, on their cluster listeners.
 //!
-//! Every control node shares the cluster secret. Peers do not send the secret itself: they send a
-//! key derived from it for this one purpose ([`ClusterCredential`]), so a captured Raft request
-//! cannot be used to sign bridge tickets. Bridges hold only the ticket key (also derived, see
-//! `node::ticket_key`), from which this credential cannot be computed.
-//!
-//! The credential is a static bearer value over plain HTTP: someone who can read the traffic
-//! between control nodes can replay it. Keep `/raft/v1/` on a private network until control
-//! traffic moves to mutual TLS.
+//! Both ends present a control node certificate from the cluster CA (see `bridgemesh_pki`): a
+//! peer is a cluster member because its certificate says so, and nobody without such a
+//! certificate can read or write Raft traffic. The server side checks the client's certificate
+//! names a control node (`server::require_member`).
 
 use super::{NodeId, TypeConfig};
-use hmac::{Hmac, Mac};
+use bridgemesh_pki::{ClusterClient, ClusterIdentity, PkiError};
 use openraft::alias::{SnapshotOf, VoteOf};
 use openraft::errors::{NetworkError, RPCError, RaftError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::{RPCOption, RaftNetworkFactory, v2::RaftNetworkV2};
@@ -21,69 +17,22 @@ use openraft::raft::{
 use openraft::{NodeInfo, OptionalSend};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use sha2::Sha256;
 use std::future::Future;
 use std::io::Cursor;
 use std::time::Duration;
 
-/// Header carrying [`ClusterCredential`] on every request between control nodes.
-pub const CLUSTER_AUTH_HEADER: &str = "x-bridgemesh-cluster";
-
-/// Proof of cluster membership for control-to-control requests: HMAC-SHA256 of a fixed label
-/// under the cluster secret.
-#[derive(Clone)]
-pub struct ClusterCredential {
-    token: String,
-}
-
-impl ClusterCredential {
-    pub fn derive(cluster_secret: &[u8]) -> Self {
-        let mut mac = Hmac::<Sha256>::new_from_slice(cluster_secret).expect("HMAC takes any key length");
-        mac.update(b"bridgemesh control raft v1");
-        Self {
-            token: hex::encode(mac.finalize().into_bytes()),
-        }
-    }
-
-    pub fn token(&self) -> &str {
-        &self.token
-    }
-
-    /// Constant-time comparison, so response timing does not leak the credential.
-    pub fn matches(&self, presented: &str) -> bool {
-        let expected = self.token.as_bytes();
-        let presented = presented.as_bytes();
-        if expected.len() != presented.len() {
-            return false;
-        }
-        expected
-            .iter()
-            .zip(presented)
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
-    }
-}
-
 /// Builds one [`PeerClient`] per peer; they share a connection pool.
 #[derive(Clone)]
 pub struct PeerNetwork {
-    http: reqwest::Client,
-    credential: ClusterCredential,
+    client: ClusterClient,
 }
 
 impl PeerNetwork {
-    pub fn new(credential: ClusterCredential) -> Self {
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .tcp_nodelay(true)
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build()
-            .expect("an HTTP client without TLS always builds");
-        Self { http, credential }
-    }
-
-    pub fn credential(&self) -> &ClusterCredential {
-        &self.credential
+    /// Peers are reached presenting `identity`, this node's control certificate.
+    pub fn new(identity: &ClusterIdentity) -> Result<Self, PkiError> {
+        Ok(Self {
+            client: ClusterClient::new(identity)?,
+        })
     }
 }
 
@@ -99,13 +48,10 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
     }
 }
 
-/// `host:port` or a full URL → the base URL requests go to.
+/// A peer's cluster address (`host:port`, or a URL of old configurations) → the `host:port`
+/// requests go to.
 pub fn peer_base_url(addr: &str) -> String {
-    if addr.starts_with("http://") || addr.starts_with("https://") {
-        addr.trim_end_matches('/').to_owned()
-    } else {
-        format!("http://{addr}")
-    }
+    bridgemesh_pki::client::authority(addr).to_owned()
 }
 
 pub struct PeerClient {
@@ -114,7 +60,7 @@ pub struct PeerClient {
     network: PeerNetwork,
 }
 
-/// Sends one authenticated JSON request to a peer's `/raft/v1/{path}`.
+/// Sends one JSON request to a peer's `/raft/v1/{path}` over mutual TLS.
 pub async fn post_to_peer<Req, Resp>(
     network: &PeerNetwork,
     base_url: &str,
@@ -126,30 +72,25 @@ where
     Req: Serialize + ?Sized,
     Resp: DeserializeOwned,
 {
-    let url = format!("{base_url}/raft/v1/{path}");
-    let response = network
-        .http
-        .post(&url)
-        .header(CLUSTER_AUTH_HEADER, network.credential.token())
-        .json(request)
-        .timeout(timeout)
-        .send()
+    let body = serde_json::to_vec(request).map_err(|err| PeerRequestError::Network(err.to_string()))?;
+    let answer = network
+        .client
+        .post_json(base_url, &format!("/raft/v1/{path}"), body, timeout)
         .await
-        .map_err(|err| {
-            if err.is_connect() {
+        .map_err(|err| match err {
+            bridgemesh_pki::client::ClientError::Unreachable { .. } => {
                 PeerRequestError::Unreachable(err.to_string())
-            } else {
-                PeerRequestError::Network(err.to_string())
             }
+            _ => PeerRequestError::Network(err.to_string()),
         })?;
-    let status = response.status();
-    if !status.is_success() {
-        return Err(PeerRequestError::Network(format!("HTTP {status} from {url}")));
+    if !(200..300).contains(&answer.status) {
+        return Err(PeerRequestError::Network(format!(
+            "HTTP {} from {base_url}/raft/v1/{path}",
+            answer.status
+        )));
     }
-    response
-        .json()
-        .await
-        .map_err(|err| PeerRequestError::Network(format!("bad answer from {url}: {err}")))
+    serde_json::from_slice(&answer.body)
+        .map_err(|err| PeerRequestError::Network(format!("bad answer from {base_url}: {err}")))
 }
 
 #[derive(Debug, thiserror::Error)]

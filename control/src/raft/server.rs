@@ -1,17 +1,18 @@
-//! The routes peers call: Raft RPCs, and writes or reads forwarded to the leader. Only requests
-//! carrying the cluster credential get past the first check.
+//! The routes peers call on the cluster listener: Raft RPCs, and writes or reads forwarded to
+//! the leader. Only connections whose client certificate names a control node get past the
+//! first check.
 
 use super::cluster::{ClusterNode, MembershipChange, ProposeError};
-use super::network::CLUSTER_AUTH_HEADER;
 use super::{CommandResult, TypeConfig};
 use crate::state::Proposal;
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use bridgemesh_pki::{ClusterName, ClusterPeer};
 use openraft::Snapshot;
 use openraft::alias::{SnapshotMetaOf, VoteOf};
 use openraft::raft::{AppendEntriesRequest, TransferLeaderRequest, VoteRequest};
@@ -33,21 +34,21 @@ pub fn router(node: Arc<ClusterNode>) -> Router {
         .route("/raft/v1/propose", post(propose))
         .route("/raft/v1/membership", post(membership))
         .route("/raft/v1/read-index", post(read_index))
-        .route_layer(middleware::from_fn_with_state(node.clone(), require_member))
+        .route_layer(middleware::from_fn(require_member))
         .with_state(node)
 }
 
-/// Lets through only requests that carry the cluster credential.
-pub async fn require_member(State(node): State<Arc<ClusterNode>>, request: Request, next: Next) -> Response {
-    let presented = request
-        .headers()
-        .get(CLUSTER_AUTH_HEADER)
-        .and_then(|value| value.to_str().ok());
-    match presented {
-        Some(token) if node.network().credential().matches(token) => next.run(request).await,
+/// Lets through only requests from a control node: the connection's client certificate (verified
+/// under the cluster CA by the listener) names one. A bridge's certificate is refused here.
+pub async fn require_member(request: Request, next: Next) -> Response {
+    match request.extensions().get::<ConnectInfo<ClusterPeer>>() {
+        Some(ConnectInfo(ClusterPeer {
+            name: ClusterName::Control(_),
+            ..
+        })) => next.run(request).await,
         _ => crate::node::ApiError::new(
-            bridgemesh_proto::api::ErrorCode::Unauthorized,
-            "control-to-control requests need the cluster credential",
+            bridgemesh_proto::api::ErrorCode::Forbidden,
+            "control-to-control requests need a control node's certificate from the cluster CA",
         )
         .into_response(),
     }

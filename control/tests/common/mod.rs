@@ -1,5 +1,6 @@
-//! A control cluster of real nodes in this process, each on its own 127.0.0.1 port and data
-//! directory, talking Raft over real HTTP.
+//! A control cluster of real nodes in this process, each on its own 127.0.0.1 ports (the public
+//! API, and the cluster listener) and data directory, talking Raft over HTTP on mutual TLS with
+//! certificates of the cluster's own CA.
 
 #![allow(dead_code)]
 
@@ -11,6 +12,7 @@ use bridgemesh_control::raft::cluster::{ClusterConfig, ClusterHealth, RaftRole};
 use bridgemesh_control::rate_limit::RateLimit;
 use bridgemesh_control::service::{ControlService, ControlServiceConfig};
 use bridgemesh_control::state::ControlState;
+use bridgemesh_pki::ClusterCa;
 use bridgemesh_proto::api::JoinResponse;
 use bridgemesh_proto::bridge_session::BridgeRegistration;
 use bridgemesh_proto::{BridgeId, ParticipantId, RegionId};
@@ -29,7 +31,12 @@ pub struct TestCluster {
     /// Timing and snapshot spacing every node gets.
     pub template: ClusterConfig,
     pub dir: tempfile::TempDir,
+    /// The public API of each node.
     pub addrs: BTreeMap<NodeId, SocketAddr>,
+    /// The cluster listener of each node: Raft peers and bridge sessions, mutual TLS.
+    pub cluster_addrs: BTreeMap<NodeId, SocketAddr>,
+    /// The cluster CA every node's certificate comes from.
+    pub ca: ClusterCa,
     pub nodes: BTreeMap<NodeId, ControlService>,
     pub http: reqwest::Client,
 }
@@ -61,22 +68,30 @@ impl TestCluster {
             template,
             dir: tempfile::tempdir().unwrap(),
             addrs: BTreeMap::new(),
+            cluster_addrs: BTreeMap::new(),
+            ca: ClusterCa::generate().unwrap(),
             nodes: BTreeMap::new(),
             http: reqwest::Client::builder().no_proxy().build().unwrap(),
         };
         let mut listeners = Vec::new();
         for id in ids {
             let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let cluster_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
             cluster.addrs.insert(*id, listener.local_addr().unwrap());
-            listeners.push((*id, listener));
+            cluster
+                .cluster_addrs
+                .insert(*id, cluster_listener.local_addr().unwrap());
+            listeners.push((*id, listener, cluster_listener));
         }
         let members: BTreeMap<NodeId, String> = cluster
-            .addrs
+            .cluster_addrs
             .iter()
             .map(|(id, addr)| (*id, addr.to_string()))
             .collect();
-        for (id, listener) in listeners {
-            cluster.launch(id, listener, members.clone()).await;
+        for (id, listener, cluster_listener) in listeners {
+            cluster
+                .launch(id, listener, cluster_listener, members.clone())
+                .await;
         }
         cluster
     }
@@ -85,19 +100,27 @@ impl TestCluster {
         self.dir.path().join(format!("node-{id}"))
     }
 
-    async fn launch(&mut self, id: NodeId, listener: TcpListener, initial_members: BTreeMap<NodeId, String>) {
-        let addr = listener.local_addr().unwrap();
+    async fn launch(
+        &mut self,
+        id: NodeId,
+        listener: TcpListener,
+        cluster_listener: TcpListener,
+        initial_members: BTreeMap<NodeId, String>,
+    ) {
+        let cluster_addr = cluster_listener.local_addr().unwrap();
         let config = ControlServiceConfig {
             cluster: ClusterConfig {
                 node_id: id,
-                advertise_addr: addr.to_string(),
+                advertise_addr: cluster_addr.to_string(),
                 data_dir: self.data_dir(id),
                 initial_members,
                 ..self.template.clone()
             },
             cluster_secret: SECRET.to_vec(),
+            identity: self.ca.issue_control_cert(id).unwrap(),
             api: ApiConfig {
                 admin: Some(Arc::new(AdminAuth::new(Secret::new(ADMIN_TOKEN)).unwrap())),
+                metrics_token: None,
             },
             auth: self.auth.clone(),
             policy: RoomPolicy::default(),
@@ -110,16 +133,18 @@ impl TestCluster {
         };
         // A node stopped a moment ago may still be closing its store on another task (the file
         // lock goes with the last handle): retry a bounded while, as `bind_retrying` does for
-        // the port. A process restart does not meet this; only nodes restarted in one process do.
-        let mut listener = listener;
+        // the ports. A process restart does not meet this; only nodes restarted in one process do.
+        let addr = listener.local_addr().unwrap();
+        let (mut listener, mut cluster_listener) = (listener, cluster_listener);
         let mut attempts = 0;
         let service = loop {
-            match ControlService::start(config.clone(), listener).await {
+            match ControlService::start(config.clone(), listener, cluster_listener).await {
                 Ok(service) => break service,
                 Err(err) if attempts < 100 && err.to_string().contains("Database already open") => {
                     attempts += 1;
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     listener = bind_retrying(addr).await;
+                    cluster_listener = bind_retrying(cluster_addr).await;
                 }
                 Err(err) => panic!("node {id} does not start: {err:?}"),
             }
@@ -130,18 +155,20 @@ impl TestCluster {
     /// Starts a node that is not yet a member (to be added through the admin API), or restarts a
     /// stopped one from its data directory, on its old port.
     pub async fn start_node(&mut self, id: NodeId) {
-        let addr = match self.addrs.get(&id) {
+        let addr = |addrs: &mut BTreeMap<NodeId, SocketAddr>| match addrs.get(&id) {
             Some(addr) => *addr,
             None => {
-                let probe = TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
                 let addr = probe.local_addr().unwrap();
                 drop(probe);
-                self.addrs.insert(id, addr);
+                addrs.insert(id, addr);
                 addr
             }
         };
-        let listener = bind_retrying(addr).await;
-        self.launch(id, listener, BTreeMap::new()).await;
+        let (api_addr, cluster_addr) = (addr(&mut self.addrs), addr(&mut self.cluster_addrs));
+        let listener = bind_retrying(api_addr).await;
+        let cluster_listener = bind_retrying(cluster_addr).await;
+        self.launch(id, listener, cluster_listener, BTreeMap::new()).await;
     }
 
     pub async fn kill(&mut self, id: NodeId) {
@@ -251,6 +278,30 @@ impl TestCluster {
         }
         request.send().await.unwrap()
     }
+}
+
+/// A bridge's session socket: the WebSocket upgrade on the cluster listener at `cluster_addr`,
+/// over mutual TLS as `identity`.
+pub type BridgeSocket = tokio_tungstenite::WebSocketStream<
+    bridgemesh_pki::tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+>;
+
+pub async fn open_bridge_session(
+    cluster_addr: SocketAddr,
+    identity: &bridgemesh_pki::ClusterIdentity,
+) -> Result<BridgeSocket, String> {
+    let config = bridgemesh_pki::tls::control_client_config(identity).map_err(|e| e.to_string())?;
+    let tls = bridgemesh_pki::client::connect(&cluster_addr.to_string(), config)
+        .await
+        .map_err(|e| format!("TLS: {e}"))?;
+    let url = format!(
+        "wss://{cluster_addr}{}",
+        bridgemesh_proto::bridge_session::BRIDGE_SESSION_PATH
+    );
+    tokio_tungstenite::client_async(url, tls)
+        .await
+        .map(|(socket, _)| socket)
+        .map_err(|e| format!("WebSocket: {e}"))
 }
 
 async fn bind_retrying(addr: SocketAddr) -> TcpListener {

@@ -27,8 +27,6 @@ pub struct BridgeSpec {
     pub max_per_room: u32,
     /// Where the bridge reaches control, when not directly (e.g. through a [`PausableProxy`]).
     pub control_url: Option<String>,
-    /// Links to other bridges with a certificate of the deployment's cluster CA.
-    pub cascade: bool,
     /// The cascade UDP port; any free one when `None`.
     pub cascade_port: Option<u16>,
     /// The address registered for the cascade port, when other bridges reach it elsewhere
@@ -48,7 +46,6 @@ impl BridgeSpec {
             capacity: 100,
             max_per_room: 100,
             control_url: None,
-            cascade: true,
             cascade_port: None,
             cascade_advertise: None,
             foreign_ca: false,
@@ -97,10 +94,12 @@ fn spawn(name: &str, dir: &Path, args: &[String]) -> Process {
 pub struct Deployment {
     pub dir: tempfile::TempDir,
     pub control_port: u16,
+    /// Control's cluster listener (mutual TLS): Raft and the bridges' sessions.
+    pub cluster_port: u16,
     pub control: Process,
     pub bridges: Vec<(BridgeSpec, Process)>,
-    bridge_key_file: PathBuf,
-    /// The cluster CA (`bridgemesh ca init`), which issues each bridge's certificate.
+    secret_file: PathBuf,
+    /// The cluster CA (`bridgemesh ca init`), which issues each node's certificate.
     ca_dir: PathBuf,
     http: reqwest::Client,
 }
@@ -170,21 +169,39 @@ impl Deployment {
         std::fs::write(&secret, format!("{CLUSTER_SECRET}\n")).unwrap();
         std::fs::write(&admin, format!("{ADMIN_TOKEN}\n")).unwrap();
         let control_port = free_port();
+        let cluster_port = free_port();
+        // What an operator does once per cluster: create the CA, then a certificate per node.
+        let ca_dir = dir.path().join("ca");
+        run_ok(&["ca", "init", "--dir", &ca_dir.display().to_string()]);
+        let control_certs = dir.path().join("control-1");
+        run_ok(&[
+            "ca",
+            "issue-control",
+            "--dir",
+            &ca_dir.display().to_string(),
+            "--node-id",
+            "1",
+            "--out-dir",
+            &control_certs.display().to_string(),
+        ]);
         let config = format!(
             r#"
 node_id = 1
 listen = "127.0.0.1:{control_port}"
+cluster_listen = "127.0.0.1:{cluster_port}"
+cert_dir = "{certs}"
 data_dir = "{data}"
 cluster_secret_file = "{secret}"
 admin_token_file = "{admin}"
 
 [peers]
-1 = "127.0.0.1:{control_port}"
+1 = "127.0.0.1:{cluster_port}"
 
 [regions]
 {regions}
 "#,
             data = dir.path().join("control").display(),
+            certs = control_certs.display(),
             secret = secret.display(),
             admin = admin.display(),
         );
@@ -199,28 +216,13 @@ admin_token_file = "{admin}"
                 config_path.display().to_string(),
             ],
         );
-        // What an operator does: print the bridge key from the cluster secret.
-        let output = Command::new(BIN)
-            .args(["bridge-key", "--cluster-secret-file"])
-            .arg(&secret)
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        let bridge_key_file = dir.path().join("bridge-key");
-        std::fs::write(&bridge_key_file, &output.stdout).unwrap();
-        // What an operator does once per cluster: create the CA for bridge-to-bridge links.
-        let ca_dir = dir.path().join("ca");
-        run_ok(&["ca", "init", "--dir", &ca_dir.display().to_string()]);
         let deployment = Self {
             dir,
             control_port,
+            cluster_port,
             control,
             bridges: Vec::new(),
-            bridge_key_file,
+            secret_file: secret,
             ca_dir,
             http: reqwest::Client::builder().no_proxy().build().unwrap(),
         };
@@ -250,6 +252,28 @@ admin_token_file = "{admin}"
         format!("http://127.0.0.1:{}", self.control_port)
     }
 
+    /// Where bridges reach control: its cluster listener.
+    pub fn cluster_url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.cluster_port)
+    }
+
+    /// What an operator does per bridge: print its key from the cluster secret.
+    fn bridge_key_file(&self, id: &str) -> PathBuf {
+        let output = Command::new(BIN)
+            .args(["bridge-key", "--bridge-id", id, "--cluster-secret-file"])
+            .arg(&self.secret_file)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let file = self.dir.path().join(format!("bridge-key-{id}"));
+        std::fs::write(&file, &output.stdout).unwrap();
+        file
+    }
+
     /// Starts a bridge process and waits until control lists it `up`.
     pub async fn add_bridge(&mut self, spec: BridgeSpec) {
         let process = self.spawn_bridge(&spec);
@@ -259,10 +283,10 @@ admin_token_file = "{admin}"
 
     pub fn spawn_bridge(&self, spec: &BridgeSpec) -> Process {
         let mut args = bridgemesh::load::local_cluster::loopback_bridge_args(
-            &[spec.control_url.clone().unwrap_or_else(|| self.control_url())],
+            &[spec.control_url.clone().unwrap_or_else(|| self.cluster_url())],
             &spec.id,
             &spec.region,
-            &self.bridge_key_file,
+            &self.bridge_key_file(&spec.id),
             spec.capacity,
             spec.max_per_room,
         );
@@ -270,7 +294,7 @@ admin_token_file = "{admin}"
             args.push("--location".into());
             args.push(format!("{lat},{lon}"));
         }
-        if spec.cascade {
+        {
             // What an operator does per bridge: issue its certificate (reissuing is harmless).
             let certs = self.dir.path().join("certs").join(&spec.id);
             let ca_dir = if spec.foreign_ca {
@@ -435,8 +459,9 @@ impl PausableProxy {
         Self { port, paused, task }
     }
 
+    /// The proxy as a bridge's control URL (the bytes it relays are control's mutual TLS).
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("https://127.0.0.1:{}", self.port)
     }
 
     pub fn pause(&self, paused: bool) {

@@ -1,9 +1,11 @@
-//! The cluster CA and the bridge certificates it issues.
+//! The cluster CA and the certificates it issues to bridges and control nodes.
 //!
-//! Bridges authenticate each other on cascade links with mutual TLS: both ends present a
-//! certificate issued by the cluster CA, and a bridge's id is the certificate's only DNS name,
-//! `<bridge id>.bridge.bridgemesh`. The CA is ours alone (no public CA can issue such names), so a
-//! certificate that chains to it and names a bridge proves the peer is that bridge.
+//! Every link between nodes is mutual TLS under the cluster CA: bridge to bridge (cascade),
+//! control to control (Raft), bridge to control (the bridge session). A certificate names its
+//! holder with exactly one DNS name: `<bridge id>.bridge.bridgemesh` for a bridge,
+//! `<node id>.control.bridgemesh` for a control node. The CA is ours alone (no public CA can issue
+//! such names), so a certificate that chains to it and names a bridge proves the peer is that
+//! bridge.
 //!
 //! The CA's subject and key usages are fixed, so the issuer can be rebuilt from the CA key alone:
 //! this avoids an X.509 parser for the CA certificate. Loading checks that the certificate and the
@@ -25,11 +27,15 @@ use std::time::Duration;
 
 /// The DNS suffix of every bridge name: `<bridge id>.bridge.bridgemesh`.
 pub const BRIDGE_NAME_SUFFIX: &str = ".bridge.bridgemesh";
+/// The DNS suffix of every control node name: `<node id>.control.bridgemesh`.
+pub const CONTROL_NAME_SUFFIX: &str = ".control.bridgemesh";
 /// File names inside a CA directory and a bridge identity directory.
 pub const CA_CERT_FILE: &str = "ca.pem";
 pub const CA_KEY_FILE: &str = "ca-key.pem";
 pub const BRIDGE_CERT_FILE: &str = "bridge.pem";
 pub const BRIDGE_KEY_FILE: &str = "bridge-key.pem";
+pub const CONTROL_CERT_FILE: &str = "control.pem";
+pub const CONTROL_KEY_FILE: &str = "control-key.pem";
 
 const CA_COMMON_NAME: &str = "bridgemesh cluster CA";
 /// Long enough that nobody has to think about CA rotation for a deployment's life; short enough
@@ -68,6 +74,75 @@ pub enum PkiError {
     KeyMismatch(rustls::Error),
     #[error("the certificate is not valid under the cluster CA: {0}")]
     NotIssuedByCa(rustls::Error),
+    #[error(
+        "the certificate names no cluster member (no DNS name ending in {BRIDGE_NAME_SUFFIX} or {CONTROL_NAME_SUFFIX})"
+    )]
+    NoClusterName,
+    #[error("the certificate names more than one cluster member")]
+    SeveralClusterNames,
+    #[error("the certificate's control node name is not a node id (a positive integer)")]
+    BadControlNodeId,
+    #[error("the certificate names {found}, not a {expected}")]
+    WrongRole { expected: &'static str, found: String },
+}
+
+/// Who a cluster certificate names.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ClusterName {
+    Bridge(BridgeId),
+    /// A control node, by its Raft node id.
+    Control(u64),
+}
+
+impl std::fmt::Display for ClusterName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Bridge(id) => write!(f, "bridge {id}"),
+            Self::Control(id) => write!(f, "control node {id}"),
+        }
+    }
+}
+
+impl ClusterName {
+    /// The DNS name the certificate carries (and a client asks for).
+    pub fn server_name(&self) -> Result<ServerName<'static>, PkiError> {
+        match self {
+            Self::Bridge(id) => bridge_server_name(id),
+            Self::Control(id) => Ok(control_server_name(*id)),
+        }
+    }
+}
+
+/// The DNS name a control node's certificate carries.
+pub fn control_server_name(node_id: u64) -> ServerName<'static> {
+    ServerName::try_from(format!("{node_id}{CONTROL_NAME_SUFFIX}")).expect("digits and dots form a DNS name")
+}
+
+/// Who a certificate names, bridge or control node. The certificate must already have been
+/// verified: this only reads it.
+pub fn cluster_name_of(cert: &CertificateDer<'_>) -> Result<ClusterName, PkiError> {
+    let parsed = webpki::EndEntityCert::try_from(cert).map_err(|e| PkiError::Pem {
+        what: "certificate",
+        reason: format!("not a parsable X.509 certificate: {e:?}"),
+    })?;
+    let mut names = parsed.valid_dns_names().filter_map(|name| {
+        if let Some(id) = name.strip_suffix(BRIDGE_NAME_SUFFIX) {
+            Some(BridgeId::new(id).map(ClusterName::Bridge).map_err(PkiError::from))
+        } else {
+            name.strip_suffix(CONTROL_NAME_SUFFIX).map(|id| {
+                // Digits only: `u64::from_str` would also take a leading `+`.
+                match id.parse::<u64>() {
+                    Ok(n) if id.bytes().all(|b| b.is_ascii_digit()) => Ok(ClusterName::Control(n)),
+                    _ => Err(PkiError::BadControlNodeId),
+                }
+            })
+        }
+    });
+    let name = names.next().ok_or(PkiError::NoClusterName)??;
+    if names.next().is_some() {
+        return Err(PkiError::SeveralClusterNames);
+    }
+    Ok(name)
 }
 
 /// The cluster's certificate authority: signs one certificate per bridge.
@@ -102,7 +177,7 @@ impl std::fmt::Debug for BridgeIdentity {
 }
 
 /// The crypto provider of every TLS configuration here: ring, never aws-lc.
-pub(crate) fn crypto_provider() -> Arc<CryptoProvider> {
+pub fn crypto_provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
@@ -313,19 +388,44 @@ impl ClusterCa {
         write_file(&dir.join(CA_CERT_FILE), &self.cert_pem, false)
     }
 
-    /// A certificate for `bridge_id`, valid for both ends of a cascade connection (server and
-    /// client authentication), with a fresh ECDSA P-256 key.
+    /// A certificate for `bridge_id`, valid for both ends of a connection (server and client
+    /// authentication), with a fresh ECDSA P-256 key.
     pub fn issue_bridge_cert(&self, bridge_id: &BridgeId) -> Result<BridgeIdentity, PkiError> {
-        let name = match bridge_server_name(bridge_id)? {
+        let (chain, key) = self.issue(&ClusterName::Bridge(bridge_id.clone()))?;
+        BridgeIdentity::new(chain, key, self.cert.clone())
+    }
+
+    /// A certificate for control node `node_id`: it serves the cluster listener (Raft peers and
+    /// bridge sessions) and is the node's client certificate toward other control nodes.
+    pub fn issue_control_cert(&self, node_id: u64) -> Result<ClusterIdentity, PkiError> {
+        let name = ClusterName::Control(node_id);
+        let (chain, key) = self.issue(&name)?;
+        ClusterIdentity::new(chain, key, self.cert.clone())
+    }
+
+    fn issue(
+        &self,
+        holder: &ClusterName,
+    ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), PkiError> {
+        let name = match holder.server_name()? {
             ServerName::DnsName(name) => name.as_ref().to_owned(),
-            _ => unreachable!("bridge_server_name returns DNS names only"),
+            _ => unreachable!("cluster names are DNS names only"),
         };
         let mut params = CertificateParams::default();
         let mut subject = DistinguishedName::new();
-        subject.push(DnType::CommonName, bridge_id.as_str());
+        subject.push(
+            DnType::CommonName,
+            match holder {
+                ClusterName::Bridge(id) => id.as_str().to_owned(),
+                ClusterName::Control(id) => format!("control node {id}"),
+            },
+        );
         params.distinguished_name = subject;
-        let not_dns = |_| PkiError::BridgeIdNotDnsName {
-            bridge_id: bridge_id.as_str().to_owned(),
+        let not_dns = |_| match holder {
+            ClusterName::Bridge(id) => PkiError::BridgeIdNotDnsName {
+                bridge_id: id.as_str().to_owned(),
+            },
+            ClusterName::Control(_) => PkiError::BadControlNodeId,
         };
         params.subject_alt_names = vec![SanType::DnsName(
             rcgen::string::Ia5String::try_from(name).map_err(not_dns)?,
@@ -344,7 +444,153 @@ impl ClusterCa {
         let issuer = Issuer::new(ca_params(), &self.key);
         let cert = params.signed_by(&key, &issuer)?;
         let key_der = PrivateKeyDer::Pkcs8(key.serialize_der().into());
-        BridgeIdentity::new(vec![cert.der().clone()], key_der, self.cert.clone())
+        Ok((vec![cert.der().clone()], key_der))
+    }
+}
+
+/// A cluster member's certificate chain, its private key, and the CA certificate it trusts peers
+/// under: what a node presents on every link to another node, bridge or control.
+#[derive(Clone)]
+pub struct ClusterIdentity {
+    name: ClusterName,
+    cert_chain: Vec<CertificateDer<'static>>,
+    key: Arc<PrivateKeyDer<'static>>,
+    ca_cert: CertificateDer<'static>,
+}
+
+impl std::fmt::Debug for ClusterIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the key.
+        f.debug_struct("ClusterIdentity")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Checks that `key` is the chain's, that the chain is valid under `ca_cert` for server and client
+/// use under the name it carries, and returns that name.
+fn check_chain(
+    cert_chain: &[CertificateDer<'static>],
+    key: &PrivateKeyDer<'static>,
+    ca_cert: &CertificateDer<'static>,
+) -> Result<ClusterName, PkiError> {
+    let provider = crypto_provider();
+    rustls::sign::CertifiedKey::from_der(cert_chain.to_vec(), key.clone_key(), &provider)
+        .map_err(PkiError::KeyMismatch)?;
+    let (end_entity, intermediates) = cert_chain.split_first().ok_or(PkiError::Pem {
+        what: "certificate",
+        reason: "empty chain".into(),
+    })?;
+    let name = cluster_name_of(end_entity)?;
+    let roots = root_store(ca_cert)?;
+    let now = UnixTime::now();
+    WebPkiServerVerifier::builder_with_provider(roots.clone(), provider.clone())
+        .build()
+        .map_err(|e| PkiError::NotIssuedByCa(rustls::Error::General(e.to_string())))?
+        .verify_server_cert(end_entity, intermediates, &name.server_name()?, &[], now)
+        .map_err(PkiError::NotIssuedByCa)?;
+    WebPkiClientVerifier::builder_with_provider(roots, provider)
+        .build()
+        .map_err(|e| PkiError::NotIssuedByCa(rustls::Error::General(e.to_string())))?
+        .verify_client_cert(end_entity, intermediates, now)
+        .map_err(PkiError::NotIssuedByCa)?;
+    Ok(name)
+}
+
+impl ClusterIdentity {
+    /// An identity from its parts, checked as [`BridgeIdentity::new`] checks a bridge's.
+    pub fn new(
+        cert_chain: Vec<CertificateDer<'static>>,
+        key: PrivateKeyDer<'static>,
+        ca_cert: CertificateDer<'static>,
+    ) -> Result<Self, PkiError> {
+        let name = check_chain(&cert_chain, &key, &ca_cert)?;
+        Ok(Self {
+            name,
+            cert_chain,
+            key: Arc::new(key),
+            ca_cert,
+        })
+    }
+
+    pub fn from_pem(cert_chain_pem: &str, key_pem: &str, ca_cert_pem: &str) -> Result<Self, PkiError> {
+        let cert_chain = parse_pem_certs("certificate", cert_chain_pem)?;
+        let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|e| PkiError::Pem {
+            what: "private key",
+            reason: e.to_string(),
+        })?;
+        let ca_cert = parse_pem_cert("CA certificate", ca_cert_pem)?;
+        Self::new(cert_chain, key, ca_cert)
+    }
+
+    /// A control node's identity from `dir` ([`CONTROL_CERT_FILE`], [`CONTROL_KEY_FILE`],
+    /// [`CA_CERT_FILE`]), as `bridgemesh ca issue-control` writes it.
+    pub fn load_control(dir: &Path) -> Result<Self, PkiError> {
+        let identity = Self::from_pem(
+            &read_pem_file(&dir.join(CONTROL_CERT_FILE))?,
+            &read_pem_file(&dir.join(CONTROL_KEY_FILE))?,
+            &read_pem_file(&dir.join(CA_CERT_FILE))?,
+        )?;
+        match identity.name {
+            ClusterName::Control(_) => Ok(identity),
+            ref other => Err(PkiError::WrongRole {
+                expected: "control node",
+                found: other.to_string(),
+            }),
+        }
+    }
+
+    /// Writes a control node's files into `dir` (see [`ClusterIdentity::load_control`]).
+    pub fn save_control(&self, dir: &Path) -> Result<(), PkiError> {
+        create_dir(dir)?;
+        write_file(
+            &dir.join(CONTROL_KEY_FILE),
+            &to_pem("PRIVATE KEY", self.key.secret_der()),
+            true,
+        )?;
+        write_file(
+            &dir.join(CONTROL_CERT_FILE),
+            &self
+                .cert_chain
+                .iter()
+                .map(|c| to_pem("CERTIFICATE", c))
+                .collect::<String>(),
+            false,
+        )?;
+        write_file(
+            &dir.join(CA_CERT_FILE),
+            &to_pem("CERTIFICATE", &self.ca_cert),
+            false,
+        )
+    }
+
+    /// Who this identity is.
+    pub fn name(&self) -> &ClusterName {
+        &self.name
+    }
+
+    pub fn cert_chain(&self) -> &[CertificateDer<'static>] {
+        &self.cert_chain
+    }
+
+    /// The private key. Secret.
+    pub fn key(&self) -> &PrivateKeyDer<'static> {
+        &self.key
+    }
+
+    pub fn ca_cert(&self) -> &CertificateDer<'static> {
+        &self.ca_cert
+    }
+}
+
+impl From<&BridgeIdentity> for ClusterIdentity {
+    fn from(bridge: &BridgeIdentity) -> Self {
+        Self {
+            name: ClusterName::Bridge(bridge.bridge_id.clone()),
+            cert_chain: bridge.cert_chain.clone(),
+            key: bridge.key.clone(),
+            ca_cert: bridge.ca_cert.clone(),
+        }
     }
 }
 
@@ -356,32 +602,16 @@ impl BridgeIdentity {
         key: PrivateKeyDer<'static>,
         ca_cert: CertificateDer<'static>,
     ) -> Result<Self, PkiError> {
-        let provider = crypto_provider();
-        rustls::sign::CertifiedKey::from_der(cert_chain.clone(), key.clone_key(), &provider)
-            .map_err(PkiError::KeyMismatch)?;
-        let (end_entity, intermediates) = cert_chain.split_first().ok_or(PkiError::Pem {
-            what: "bridge certificate",
-            reason: "empty chain".into(),
-        })?;
-        let bridge_id = bridge_id_of(end_entity)?;
-        let roots = root_store(&ca_cert)?;
-        let now = UnixTime::now();
-        WebPkiServerVerifier::builder_with_provider(roots.clone(), provider.clone())
-            .build()
-            .map_err(|e| PkiError::NotIssuedByCa(rustls::Error::General(e.to_string())))?
-            .verify_server_cert(
-                end_entity,
-                intermediates,
-                &bridge_server_name(&bridge_id)?,
-                &[],
-                now,
-            )
-            .map_err(PkiError::NotIssuedByCa)?;
-        WebPkiClientVerifier::builder_with_provider(roots, provider)
-            .build()
-            .map_err(|e| PkiError::NotIssuedByCa(rustls::Error::General(e.to_string())))?
-            .verify_client_cert(end_entity, intermediates, now)
-            .map_err(PkiError::NotIssuedByCa)?;
+        let bridge_id = match cert_chain.first().map(bridge_id_of).transpose()? {
+            Some(id) => id,
+            None => {
+                return Err(PkiError::Pem {
+                    what: "bridge certificate",
+                    reason: "empty chain".into(),
+                });
+            }
+        };
+        check_chain(&cert_chain, &key, &ca_cert)?;
         Ok(Self {
             bridge_id,
             cert_chain,
@@ -457,8 +687,8 @@ impl BridgeIdentity {
     }
 }
 
-/// The trust store of a cascade endpoint: the cluster CA alone.
-pub(crate) fn root_store(ca_cert: &CertificateDer<'static>) -> Result<Arc<RootCertStore>, PkiError> {
+/// The trust store of every cluster link: the cluster CA alone.
+pub fn root_store(ca_cert: &CertificateDer<'static>) -> Result<Arc<RootCertStore>, PkiError> {
     let mut roots = RootCertStore::empty();
     roots.add(ca_cert.clone()).map_err(PkiError::NotIssuedByCa)?;
     Ok(Arc::new(roots))
