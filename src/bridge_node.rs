@@ -1232,6 +1232,8 @@ mod tests {
         // 198.18.0.77 stands for a NAT's public address; nothing is sent to it.
         let err = match start(BridgeNodeConfig {
             listen: "198.18.0.77:0".parse().unwrap(),
+            // The id its certificate names, so that the address is what start refuses.
+            id: Some(BridgeId::new("eu-west-1").unwrap()),
             media_port: 0,
             turn_port: 0,
             ..valid()

@@ -27,6 +27,8 @@ use std::time::{Duration, Instant};
 const BIN: &str = env!("CARGO_BIN_EXE_bridgemesh");
 const NAT_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 200, 2);
 const CONTROL_PORT: u16 = 7700;
+/// Control's cluster listener: mutual TLS under the cluster CA, for the bridge's session.
+const CLUSTER_PORT: u16 = 7701;
 const CONTROL_NAME: &str = "control.lab.example";
 const BRIDGE_HTTP_PORT: u16 = 8081;
 const MEDIA_PORT: u16 = 10000;
@@ -170,11 +172,47 @@ async fn media_and_turn_relays_reach_a_bridge_behind_1to1_nat() {
     std::fs::write(&admin, format!("{ADMIN_TOKEN}\n")).unwrap();
     let control_ip = lab.host(control_host).ipv4;
     let control_addr = SocketAddr::new(IpAddr::V4(control_ip), CONTROL_PORT);
+    let cluster_addr = SocketAddr::new(IpAddr::V4(control_ip), CLUSTER_PORT);
+    // The cluster CA, control's certificate and the bridge's, as an operator makes them.
+    let ca = dir.path().join("ca");
+    let control_certs = dir.path().join("control-certs");
+    let bridge_certs = dir.path().join("bridge-certs");
+    for args in [
+        vec!["ca", "init", "--dir", ca.to_str().unwrap()],
+        vec![
+            "ca",
+            "issue-control",
+            "--dir",
+            ca.to_str().unwrap(),
+            "--node-id",
+            "1",
+            "--out-dir",
+            control_certs.to_str().unwrap(),
+        ],
+        vec![
+            "ca",
+            "issue",
+            "--dir",
+            ca.to_str().unwrap(),
+            "--bridge-id",
+            "nat-1",
+            "--out-dir",
+            bridge_certs.to_str().unwrap(),
+        ],
+    ] {
+        let out = Command::new(BIN).args(&args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     let control_toml = dir.path().join("control.toml");
     std::fs::write(
         &control_toml,
         format!(
-            "node_id = 1\nlisten = \"[::]:{CONTROL_PORT}\"\nadvertise = \"{control_addr}\"\ndata_dir = \"{}\"\ncluster_secret_file = \"{}\"\nadmin_token_file = \"{}\"\n\n[peers]\n1 = \"{control_addr}\"\n",
+            "node_id = 1\nlisten = \"[::]:{CONTROL_PORT}\"\ncluster_listen = \"[::]:{CLUSTER_PORT}\"\nadvertise = \"{cluster_addr}\"\ncert_dir = \"{}\"\ndata_dir = \"{}\"\ncluster_secret_file = \"{}\"\nadmin_token_file = \"{}\"\n\n[peers]\n1 = \"{cluster_addr}\"\n",
+            control_certs.display(),
             dir.path().join("control").display(),
             secret.display(),
             admin.display()
@@ -188,7 +226,7 @@ async fn media_and_turn_relays_reach_a_bridge_behind_1to1_nat() {
         &["control", "--config", &control_toml.display().to_string()],
     );
     let key = Command::new(BIN)
-        .args(["bridge-key", "--cluster-secret-file"])
+        .args(["bridge-key", "--bridge-id", "nat-1", "--cluster-secret-file"])
         .arg(&secret)
         .output()
         .unwrap();
@@ -208,7 +246,9 @@ async fn media_and_turn_relays_reach_a_bridge_behind_1to1_nat() {
         &[
             "bridge",
             "--control",
-            &control_url,
+            &format!("https://{CONTROL_NAME}:{CLUSTER_PORT}"),
+            "--cascade-cert-dir",
+            &bridge_certs.display().to_string(),
             "--id",
             "nat-1",
             "--region",

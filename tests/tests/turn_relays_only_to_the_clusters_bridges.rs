@@ -1,13 +1,14 @@
 //! TURN is a way to reach the cluster's bridges, not a general relay: by default a bridge's
 //! embedded TURN server relays to the media address of every bridge control lists, as bridges
-//! come and go, and to nothing else; control serves that list only to the cluster's TURN servers.
+//! come and go, and to nothing else; control serves that list only to the cluster's TURN servers
+//! (a bridge's under its cluster certificate, on the cluster listener).
 //!
 //! `bridgemesh up --bridges 2` on 127.0.0.1: bridge 1's TURN server relays toward bridge 2's
 //! media port while control lists bridge 2, and stops once bridge 2 is forgotten. Every packet
 //! stays on 127.0.0.0/8 (a public address is only named in a refused CREATE-PERMISSION).
 
 use bridgemesh::up::UpConfig;
-use bridgemesh_proto::bridge_session::{TURN_PEERS_PATH, TurnPeers, turn_peers_credential};
+use bridgemesh_proto::bridge_session::{TURN_PEERS_PATH, turn_peers_credential};
 use bridgemesh_tests::turn::RawTurnClient;
 use bridgemesh_turn::TurnServer;
 use bridgemesh_turn::credentials::rest_credential;
@@ -64,20 +65,16 @@ async fn relays_follow_the_clusters_bridges_and_reach_nothing_else() {
         .await
         .unwrap();
     assert_eq!(refused.status(), 401);
-    let peers: TurnPeers = http
+    // A bridge's own TURN secret is not a standalone server's: the public API refuses its
+    // credential (a bridge's TURN server asks on the cluster listener, under its certificate).
+    let refused = http
         .get(&url)
         .bearer_auth(turn_peers_credential(&secret))
         .send()
         .await
-        .unwrap()
-        .json()
-        .await
         .unwrap();
+    assert_eq!(refused.status(), 401);
     let first = running.bridge.media_addr();
-    assert!(
-        peers.media_addresses.contains(&first) && peers.media_addresses.contains(&second),
-        "{peers:?}"
-    );
 
     let expires = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() + 3600;
     let mut client =
