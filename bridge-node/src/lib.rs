@@ -4,6 +4,8 @@
 //! - [`cascade`]: bridge-to-bridge QUIC links, the cluster CA and bridge certificates.
 //! - [`config`]: [`BridgeConfig`], validated before anything binds.
 //! - [`demux`]: routing a datagram to its participant (STUN USERNAME first, then the 4-tuple).
+//! - [`fastpath`]: the bridge's own RTP path after DTLS: SRTP on keys exported from the
+//!   handshake, per-leg rewriting in place, one retransmission ring per published stream.
 //! - [`peer`]: one participant's `rtc` peer connection (ICE-lite, the shared port as candidate).
 //! - [`participant`]: receiving slots, sending legs and negotiation state of one participant.
 //! - `legs`: a subscriber's sending legs, kept in line with what the room publishes.
@@ -44,6 +46,7 @@ pub mod control_agent;
 pub mod control_session;
 pub mod demux;
 pub mod driver;
+pub mod fastpath;
 pub mod keyframe_requests;
 mod legs;
 pub mod load;
