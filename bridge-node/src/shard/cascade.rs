@@ -20,7 +20,7 @@ use bridgemesh_proto::cascade::{LinkCodec, LinkExtension, LinkMessage, MEDIA_HEA
 use bridgemesh_proto::signaling::{MediaSource, ParticipantInfo, ServerMessage};
 use bytes::{Bytes, BytesMut};
 use rtc::rtp_transceiver::rtp_sender::RTCRtpCodec;
-use rtc::shared::marshal::{Marshal, MarshalSize, Unmarshal};
+use rtc::shared::marshal::{Marshal, MarshalSize};
 use std::collections::VecDeque;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -305,6 +305,7 @@ impl Shard {
                 .remote_streams
                 .remove(&(remote.link, stream.id));
         }
+        room.histories.retain(|(publisher, _), _| *publisher != key);
         super::announce_departure(&mut self.outputs, &mut room.participants, key, &remote.info.id);
         self.pump(now, room_id);
     }
@@ -348,6 +349,8 @@ impl Shard {
         if let Some(previous) = &previous {
             self.cascade_index.remote_streams.remove(&(link, previous.id));
         }
+        // Packets kept so far may belong to the stream this announcement replaces.
+        room.histories.remove(&(key, source));
         let room_name = room.name.clone();
         self.cascade_index
             .remote_streams
@@ -382,6 +385,7 @@ impl Shard {
         if let Some(remote) = room.cascade.remote.get_mut(&key) {
             remote.streams.remove(&source);
         }
+        room.histories.remove(&(key, source));
         for local in room.participants.values_mut() {
             if local.legs.contains_key(&(key, source)) {
                 local.renegotiate = true;
@@ -422,17 +426,18 @@ impl Shard {
             self.stats.cascade_rtp_unknown_stream += 1;
             return;
         };
-        let packet = match rtc::rtp::Packet::unmarshal(&mut &packet[..]) {
-            Ok(packet) => packet,
-            Err(err) => {
-                tracing::trace!(%err, "malformed RTP from a link");
-                return;
-            }
-        };
         let Some(room) = self.rooms.get_mut(&*room_id) else {
             return;
         };
-        super::deliver(now, room, key, source, &packet, &mut self.stats);
+        super::deliver(
+            room,
+            key,
+            source,
+            super::Incoming::Raw(packet),
+            &mut self.tx,
+            &mut self.outputs,
+            &mut self.stats,
+        );
         self.pump(now, &room_id);
     }
 
