@@ -17,6 +17,10 @@
 //! it out.
 
 mod cascade;
+#[cfg(test)]
+mod fastpath_tests;
+#[doc(hidden)]
+pub mod rig;
 
 pub use cascade::{CascadeInput, LinkIndex, REMOTE_PARTICIPANTS_PER_ROOM_MAX, shard_of_stream};
 
@@ -1215,6 +1219,7 @@ impl Shard {
         let (Some(ring), Some(writer)) = (histories.get(leg_key), leg.writer.as_mut()) else {
             return;
         };
+        self.tx.recycle();
         let lost = nack.nacks.iter().flat_map(|pair| {
             std::iter::once(pair.packet_id).chain(
                 (0..16u16)
@@ -1380,6 +1385,7 @@ fn deliver(
     outputs: &mut VecDeque<ShardOutput>,
     stats: &mut ShardStats,
 ) {
+    tx.recycle();
     let Room {
         participants,
         histories,

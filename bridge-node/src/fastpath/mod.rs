@@ -81,7 +81,7 @@ pub fn export_srtp_keys(state: &State) -> Result<SessionKeys, KeyExportError> {
     split_keying_material(profile, material.as_ref(), state.is_client())
 }
 
-fn split_keying_material(
+pub(crate) fn split_keying_material(
     profile: SrtpProfile,
     material: &[u8],
     is_client: bool,

@@ -32,8 +32,8 @@ impl RetransmitRing {
     }
 
     /// Keeps a copy of the packet (plain RTP, the publisher's header) written by `write`, which
-    /// fills the slot and returns its length; returns the kept bytes. A slot's buffer grows to the
-    /// largest packet it held and is reused after that.
+    /// fills the slot and returns its length; returns the kept bytes. A slot's buffer is allocated
+    /// at [`PACKET_MAX_BYTES`] when first used and reused after that.
     pub fn store(
         &mut self,
         seq: u16,
@@ -47,6 +47,10 @@ impl RetransmitRing {
         let slot = &mut self.slots[index];
         slot.seq = None;
         slot.bytes.clear();
+        if slot.bytes.capacity() < len {
+            // Once at the largest size, so that packets of varying size never grow it again.
+            slot.bytes.reserve_exact(PACKET_MAX_BYTES);
+        }
         slot.bytes.resize(len, 0);
         let written = write(&mut slot.bytes)?;
         slot.bytes.truncate(written);
