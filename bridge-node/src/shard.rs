@@ -26,6 +26,7 @@ pub use cascade::{CascadeInput, LinkIndex, REMOTE_PARTICIPANTS_PER_ROOM_MAX, sha
 
 use crate::demux::{ParticipantKey, RouteTable};
 use crate::fastpath::retransmit::{AUDIO_PACKETS, RetransmitRing, VIDEO_PACKETS};
+use crate::fastpath::srtp::SrtpProfile;
 use crate::fastpath::tx::TxArena;
 use crate::legs::{resolve_legs, sync_legs};
 use crate::participant::{InboundTrack, KEYFRAME_REQUEST_INTERVAL, Participant, RecvSlot};
@@ -201,6 +202,10 @@ pub struct ShardStats {
     pub rtp_forward_failed: u64,
     /// Participants whose SRTP keys could not be exported after DTLS (they are disconnected).
     pub srtp_key_export_failed: u64,
+    /// Peer connections whose DTLS negotiated AEAD_AES_128_GCM.
+    pub srtp_sessions_gcm: u64,
+    /// Peer connections whose DTLS negotiated AES_CM_128_HMAC_SHA1_80.
+    pub srtp_sessions_cm: u64,
 }
 
 pub struct Room {
@@ -1046,6 +1051,10 @@ impl Shard {
                         match export_media_keys(participant) {
                             Ok(keys) => {
                                 tracing::debug!(participant = %participant.id, profile = ?keys.local.profile(), "fast path keys exported");
+                                match keys.local.profile() {
+                                    SrtpProfile::AeadAes128Gcm => self.stats.srtp_sessions_gcm += 1,
+                                    SrtpProfile::Aes128CmHmacSha1_80 => self.stats.srtp_sessions_cm += 1,
+                                }
                                 participant.media_keys = Some(keys);
                             }
                             Err(err) => {
