@@ -25,7 +25,9 @@ pub mod rig;
 pub use cascade::{CascadeInput, LinkIndex, REMOTE_PARTICIPANTS_PER_ROOM_MAX, shard_of_stream};
 
 use crate::demux::{ParticipantKey, RouteTable};
-use crate::fastpath::retransmit::{AUDIO_PACKETS, RetransmitRing, VIDEO_PACKETS};
+use crate::fastpath::retransmit::{
+    AUDIO_PACKETS, AUDIO_SLOT_BYTES, RetransmitRing, VIDEO_PACKETS, VIDEO_SLOT_BYTES,
+};
 use crate::fastpath::srtp::SrtpProfile;
 use crate::fastpath::tx::TxArena;
 use crate::legs::{resolve_legs, sync_legs};
@@ -1401,11 +1403,11 @@ fn deliver(
         ..
     } = room;
     let ring = histories.entry((publisher, source)).or_insert_with(|| {
-        RetransmitRing::new(if source.is_audio() {
-            AUDIO_PACKETS
+        if source.is_audio() {
+            RetransmitRing::new(AUDIO_PACKETS, AUDIO_SLOT_BYTES)
         } else {
-            VIDEO_PACKETS
-        })
+            RetransmitRing::new(VIDEO_PACKETS, VIDEO_SLOT_BYTES)
+        }
     });
     let stored = match incoming {
         Incoming::Parsed(packet) => ring.store(

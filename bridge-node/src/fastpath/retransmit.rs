@@ -8,6 +8,11 @@ pub const VIDEO_PACKETS: usize = 256;
 pub const AUDIO_PACKETS: usize = 64;
 /// Largest packet kept; larger ones (none on a 1500-byte MTU path) are not kept.
 pub const PACKET_MAX_BYTES: usize = 1500;
+/// A video slot's buffer: any packet on a 1500-byte path, so it is allocated once.
+pub const VIDEO_SLOT_BYTES: usize = PACKET_MAX_BYTES;
+/// An audio slot's buffer: Opus packets in WebRTC are well under this; a larger one grows its
+/// slot once.
+pub const AUDIO_SLOT_BYTES: usize = 512;
 
 struct Slot {
     seq: Option<u16>,
@@ -16,12 +21,15 @@ struct Slot {
 
 pub struct RetransmitRing {
     slots: Vec<Slot>,
+    slot_bytes: usize,
 }
 
 impl RetransmitRing {
-    pub fn new(packets: usize) -> Self {
+    /// A ring of `packets` slots whose buffers are allocated at `slot_bytes` when first used.
+    pub fn new(packets: usize, slot_bytes: usize) -> Self {
         assert!(packets > 0, "a ring holds at least one packet");
         Self {
+            slot_bytes,
             slots: (0..packets)
                 .map(|_| Slot {
                     seq: None,
@@ -33,7 +41,7 @@ impl RetransmitRing {
 
     /// Keeps a copy of the packet (plain RTP, the publisher's header) written by `write`, which
     /// fills the slot and returns its length; returns the kept bytes. A slot's buffer is allocated
-    /// at [`PACKET_MAX_BYTES`] when first used and reused after that.
+    /// when first used and reused after that.
     pub fn store(
         &mut self,
         seq: u16,
@@ -48,8 +56,8 @@ impl RetransmitRing {
         slot.seq = None;
         slot.bytes.clear();
         if slot.bytes.capacity() < len {
-            // Once at the largest size, so that packets of varying size never grow it again.
-            slot.bytes.reserve_exact(PACKET_MAX_BYTES);
+            // Once at the slot's size, so that packets of varying size do not grow it again.
+            slot.bytes.reserve_exact(self.slot_bytes.max(len));
         }
         slot.bytes.resize(len, 0);
         let written = write(&mut slot.bytes)?;
@@ -83,7 +91,7 @@ mod tests {
 
     #[test]
     fn keeps_the_last_packets_and_forgets_overwritten_ones() {
-        let mut ring = RetransmitRing::new(4);
+        let mut ring = RetransmitRing::new(4, 16);
         for seq in 65_534..=65_535u16 {
             fill(&mut ring, seq);
         }
