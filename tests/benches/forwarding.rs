@@ -124,8 +124,11 @@ fn start_up() -> Up {
         if let Some(rest) = line.split("open ").nth(1) {
             control_url = rest.split('/').take(3).collect::<Vec<_>>().join("/").into();
         }
-        if let Some(rest) = line.strip_prefix("bridge signaling and metrics: ") {
-            bridge_url = Some(rest.trim_end_matches("/metrics").to_owned());
+        // "bridge <id>: signaling and metrics at <url>/metrics" (the first bridge's line).
+        if let Some(rest) = line.split("signaling and metrics at ").nth(1)
+            && bridge_url.is_none()
+        {
+            bridge_url = Some(rest.trim().trim_end_matches("/metrics").to_owned());
         }
     }
     std::thread::spawn(move || for _ in lines {});
