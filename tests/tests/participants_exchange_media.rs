@@ -53,6 +53,13 @@ async fn three_participants_receive_each_others_audio_and_video_intact() {
     }
     let bridge = running.bridge.stats();
     assert!(bridge.shards.rtp_forwarded > 0);
+    // The publishers' sender reports reach the legs, translated (each publisher sends one a
+    // second per stream; the media waits above take longer than that).
+    assert!(
+        bridge.shards.sender_reports_translated > 0,
+        "no sender report was translated: {:?}",
+        bridge.shards
+    );
     for participant in [a, b, c] {
         participant.leave().await.unwrap();
     }
