@@ -290,6 +290,7 @@ impl Bridge {
             total.rtp_retransmitted += s.rtp_retransmitted;
             total.rtp_nack_missed += s.rtp_nack_missed;
             total.sender_reports_translated += s.sender_reports_translated;
+            total.sender_reports_generated += s.sender_reports_generated;
             total.rtp_forward_failed += s.rtp_forward_failed;
             total.srtp_key_export_failed += s.srtp_key_export_failed;
             total.srtp_sessions_gcm += s.srtp_sessions_gcm;

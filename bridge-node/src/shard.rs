@@ -19,6 +19,9 @@
 mod cascade;
 #[cfg(test)]
 mod fastpath_tests;
+#[cfg(test)]
+mod remote_report_tests;
+mod remote_reports;
 #[doc(hidden)]
 pub mod rig;
 
@@ -200,6 +203,8 @@ pub struct ShardStats {
     pub rtp_nack_missed: u64,
     /// Sender reports of publishers written onto subscriber legs.
     pub sender_reports_translated: u64,
+    /// Sender reports the bridge wrote onto legs of remote publishers, from its own clock.
+    pub sender_reports_generated: u64,
     /// Publisher packets the fast path could not forward (malformed, or no room for the tag).
     pub rtp_forward_failed: u64,
     /// Participants whose SRTP keys could not be exported after DTLS (they are disconnected).
@@ -248,6 +253,10 @@ pub struct Shard {
     scratch_messages: Vec<RTCMessage>,
     scratch_events: Vec<RTCPeerConnectionEvent>,
     scratch_keys: Vec<ParticipantKey>,
+    scratch_reports: Vec<remote_reports::DueReport>,
+    /// The wall clock against the shard's `now`, read once when the first report of a remote
+    /// stream is due: its NTP times.
+    wall_clock: Option<rtc::shared::time::SystemInstant>,
     /// Output buffers of the fast path.
     tx: TxArena,
 }
@@ -273,6 +282,8 @@ impl Shard {
             scratch_messages: Vec::new(),
             scratch_events: Vec::new(),
             scratch_keys: Vec::new(),
+            scratch_reports: Vec::new(),
+            wall_clock: None,
             tx: TxArena::default(),
         }
     }
@@ -400,7 +411,7 @@ impl Shard {
 
     /// The earliest instant at which [`Shard::handle_timeout`] has work to do.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let mut earliest: Option<Instant> = None;
+        let mut earliest: Option<Instant> = self.next_remote_report();
         for room in self.rooms.values() {
             for participant in room.participants.values() {
                 let mut consider = |at: Instant| earliest = Some(earliest.map_or(at, |e| e.min(at)));
@@ -420,6 +431,8 @@ impl Shard {
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
+        // Written first: the pumps below send them.
+        self.send_remote_sender_reports(now);
         let room_ids: Vec<RoomId> = self.rooms.keys().cloned().collect();
         for room_id in room_ids {
             let Some(room) = self.rooms.get_mut(&room_id) else {

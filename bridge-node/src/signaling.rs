@@ -188,6 +188,12 @@ async fn metrics(State(bridge): State<Arc<Bridge>>) -> Response {
         s.sender_reports_translated,
     );
     metric(
+        "bridgemesh_bridge_sender_reports_generated_total",
+        "counter",
+        "Sender reports the bridge wrote from its own clock onto legs of remote publishers.",
+        s.sender_reports_generated,
+    );
+    metric(
         "bridgemesh_bridge_rtp_forward_failed_total",
         "counter",
         "Publisher packets the fast path could not forward (malformed).",

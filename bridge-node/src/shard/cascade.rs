@@ -82,6 +82,8 @@ pub struct RemoteStream {
     pub extensions: Vec<(String, u8)>,
     /// Subscribers last reported to the publisher's bridge.
     pub demand_sent: u32,
+    /// Its RTP clock against the bridge's, for the sender reports of its legs.
+    pub clock: super::remote_reports::RemoteStreamClock,
 }
 
 /// What the shard keeps of the streams crossing links.
@@ -344,6 +346,7 @@ impl Shard {
                 codec: codec.clone(),
                 extensions: extensions.clone(),
                 demand_sent: 0,
+                clock: Default::default(),
             },
         );
         if let Some(previous) = &previous {
@@ -429,6 +432,14 @@ impl Shard {
         let Some(room) = self.rooms.get_mut(&*room_id) else {
             return;
         };
+        if let Some(stream) = room
+            .cascade
+            .remote
+            .get_mut(&key)
+            .and_then(|p| p.streams.get_mut(&source))
+        {
+            stream.clock.on_packet(now, packet);
+        }
         super::deliver(
             room,
             key,
