@@ -302,6 +302,14 @@ impl Bridge {
             total.cascade_rtp_in += s.cascade_rtp_in;
             total.cascade_rtp_unknown_stream += s.cascade_rtp_unknown_stream;
             total.cascade_rtp_out += s.cascade_rtp_out;
+            total.rtp_retransmitted += s.rtp_retransmitted;
+            total.rtp_nack_missed += s.rtp_nack_missed;
+            total.sender_reports_translated += s.sender_reports_translated;
+            total.sender_reports_generated += s.sender_reports_generated;
+            total.rtp_forward_failed += s.rtp_forward_failed;
+            total.srtp_key_export_failed += s.srtp_key_export_failed;
+            total.srtp_sessions_gcm += s.srtp_sessions_gcm;
+            total.srtp_sessions_cm += s.srtp_sessions_cm;
         }
         BridgeStats {
             shards: total,

@@ -1,14 +1,18 @@
-//! An interceptor that hands inbound keyframe requests (PLI, FIR) to the application.
-//! The bridge relays them to publishers; the synthetic participants answer them with keyframes.
+//! An interceptor that hands the inbound RTCP the bridge acts on to the application: keyframe
+//! requests (PLI, FIR), relayed to publishers (the synthetic participants answer them with
+//! keyframes); NACKs, answered from the fast path's retransmission rings; sender reports,
+//! translated onto each subscriber leg.
 //!
 //! Inbound RTCP stops at the end of the `rtc` interceptor chain unless an interceptor marks it
 //! [`Attribute::DeliverToApplication`]; without this, `TrackLocal::poll` on a sender never sees
 //! the peer's PLIs. Placed last ([`SLOT`]) so every other interceptor has seen the whole
-//! compound packet first; everything but PLI/FIR is dropped from what it forwards.
+//! compound packet first; everything else is dropped from what it forwards.
 
 use rtc::interceptor::{Attribute, Interceptor, Packet, Slot, StreamInfo, TaggedPacket};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::sender_report::SenderReport;
+use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::sansio::Protocol;
 use rtc::shared::error::Error;
 use std::collections::VecDeque;
@@ -21,6 +25,12 @@ pub const SLOT: Slot = Slot::Custom(14_000);
 pub fn is_keyframe_request(packet: &dyn rtc::rtcp::Packet) -> bool {
     let any = packet.as_any();
     any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>()
+}
+
+/// Whether the application handles an RTCP packet: keyframe requests, NACKs, sender reports.
+pub fn is_for_application(packet: &dyn rtc::rtcp::Packet) -> bool {
+    let any = packet.as_any();
+    is_keyframe_request(packet) || any.is::<TransportLayerNack>() || any.is::<SenderReport>()
 }
 
 #[derive(Default)]
@@ -40,7 +50,7 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequestForwarder {
         if let Packet::Rtcp(packets) = &msg.message.packet {
             let requests: Vec<Box<dyn rtc::rtcp::Packet>> = packets
                 .iter()
-                .filter(|p| is_keyframe_request(p.as_ref()))
+                .filter(|p| is_for_application(p.as_ref()))
                 .cloned()
                 .collect();
             if requests.is_empty() {

@@ -2,6 +2,7 @@
 //! each leg's payload type and header-extension mapping from the subscriber's answer.
 
 use crate::demux::ParticipantKey;
+use crate::fastpath::leg::LegWriter;
 use crate::participant::{LEG_LOCAL_EXTENSIONS, Participant, SendLeg};
 use crate::shard::Room;
 use bridgemesh_proto::ParticipantId;
@@ -80,6 +81,7 @@ pub(crate) fn sync_legs(
                 ssrc,
                 payload_type: None,
                 extension_map: Vec::new(),
+                writer: None,
             },
         );
     }
@@ -142,7 +144,8 @@ pub(crate) fn resolve_legs(room: &mut Room, key: ParticipantKey) -> Vec<(Partici
                 Some((*from, to.id as u8))
             })
             .collect();
-        if leg.payload_type.is_some() {
+        if let Some(payload_type) = leg.payload_type {
+            leg.writer = Some(LegWriter::new(leg.ssrc, payload_type, leg.extension_map.clone()));
             ready.push(*leg_key);
         } else {
             tracing::debug!(codec = %codec.mime_type, "subscriber did not accept the publisher's codec");

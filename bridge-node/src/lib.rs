@@ -4,6 +4,8 @@
 //! - [`cascade`]: bridge-to-bridge QUIC links, the cluster CA and bridge certificates.
 //! - [`config`]: [`BridgeConfig`], validated before anything binds.
 //! - [`demux`]: routing a datagram to its participant (STUN USERNAME first, then the 4-tuple).
+//! - [`fastpath`]: the bridge's own RTP path after DTLS: SRTP on keys exported from the
+//!   handshake, per-leg rewriting in place, one retransmission ring per published stream.
 //! - [`peer`]: one participant's `rtc` peer connection (ICE-lite, the shared port as candidate).
 //! - [`participant`]: receiving slots, sending legs and negotiation state of one participant.
 //! - `legs`: a subscriber's sending legs, kept in line with what the room publishes.
@@ -12,7 +14,8 @@
 //! - [`signaling`]: the WebSocket endpoint, authenticated by control's tickets.
 //! - [`ticket`]: ticket verification with a single-use cache.
 //! - [`removed_participants`]: the bounded memory of kicked participants whose tickets are refused.
-//! - [`keyframe_requests`]: lets inbound PLI/FIR past `rtc`'s interceptor chain to the application.
+//! - [`keyframe_requests`]: lets inbound PLI/FIR, NACK and sender reports past `rtc`'s
+//!   interceptor chain to the application.
 //! - [`control_session`]: the session with control (register, heartbeat, reconnect, control's
 //!   instructions), a sans-IO state machine.
 //! - [`control_agent`]: [`ControlAgent`], the driver running that session over a WebSocket.
@@ -27,6 +30,10 @@
 //!                  timeout  → shard.handle_timeout(now)
 //!                  drain shard.poll_output(): Transmit → socket, ToClient → that client's socket task
 //! ```
+//! A publisher's RTP comes out of its `rtc` connection decrypted; the shard keeps it in the stream's
+//! retransmission ring and writes it to each subscriber leg through [`fastpath`] (rewrite and SRTP
+//! in place, into one output arena), not through the subscriber's `rtc` connection. Packets from
+//! cascade links enter the same `deliver`.
 //! Rooms are spread over shards by a hash of the room id, so a room's forwarding never crosses threads.
 //! Control's instructions ([`Bridge::kick`], [`Bridge::move_participant`], [`Bridge::request_mute_all`],
 //! [`Bridge::end_room`]) go the same way, to the inbox of the shard that owns the room.
@@ -44,6 +51,7 @@ pub mod control_agent;
 pub mod control_session;
 pub mod demux;
 pub mod driver;
+pub mod fastpath;
 pub mod keyframe_requests;
 mod legs;
 pub mod load;

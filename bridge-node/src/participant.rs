@@ -2,12 +2,15 @@
 //! and the legs on which it receives everybody else.
 
 use crate::demux::ParticipantKey;
+use crate::fastpath::SessionKeys;
+use crate::fastpath::leg::LegWriter;
 use bridgemesh_proto::ParticipantId;
 use bridgemesh_proto::signaling::{MediaSource, ParticipantInfo};
 use rtc::peer_connection::RTCPeerConnection;
 use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpHeaderExtensionParameters};
 use rtc::rtp_transceiver::{RTCRtpReceiverId, RTCRtpSenderId, RTCRtpTransceiverId};
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 /// Keyframe requests toward one publisher's track are sent at most this often; requests in
@@ -59,6 +62,9 @@ pub struct SendLeg {
     pub payload_type: Option<u8>,
     /// (publisher's extension id, this leg's id) for every extension both legs negotiated.
     pub extension_map: Vec<(u8, u8)>,
+    /// Rewrites and protects the publisher's packets for this leg; set once the answer names the
+    /// payload type. The only writer of RTP on this leg's SSRC.
+    pub writer: Option<LegWriter>,
 }
 
 pub struct Participant {
@@ -80,6 +86,11 @@ pub struct Participant {
     pub next_timeout: Option<Instant>,
     pub joined_at: Instant,
     pub track_counter: u64,
+    /// SRTP keys exported once DTLS completed: the bridge protects every leg's RTP itself.
+    pub media_keys: Option<SessionKeys>,
+    /// Where the peer connection sends DTLS and RTCP, i.e. the selected candidate pair's remote
+    /// address: where the fast path sends media.
+    pub media_addr: Option<SocketAddr>,
 }
 
 impl Participant {

@@ -5,10 +5,10 @@ use crate::keyframe_requests::{self, KeyframeRequestForwarder};
 use rand::Rng;
 use rand::distr::Alphanumeric;
 use rtc::interceptor::Registry;
-use rtc::interceptor::{NackGeneratorBuilder, NackResponderBuilder, Slot};
+use rtc::interceptor::{NackGeneratorBuilder, ReceiverReportBuilder, Slot};
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::configuration::interceptor_registry::{
-    configure_rtcp_reports, configure_simulcast_extension_headers, configure_twcc_receiver_only,
+    configure_simulcast_extension_headers, configure_twcc_receiver_only,
 };
 use rtc::peer_connection::configuration::media_engine::MediaEngine;
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
@@ -43,13 +43,13 @@ impl IceCredentials {
     }
 }
 
-/// Packets kept per outgoing stream to answer NACKs: about two seconds of 720p video, the window
-/// in which a retransmission still arrives in time to be played. `rtc`'s default of 1024 per
-/// stream made the send caches most of a participant's memory.
-pub const NACK_CACHE_PACKETS: u16 = 512;
-
-/// `rtc`'s default interceptors (NACK both ways, RTCP reports, transport-wide congestion feedback
-/// toward publishers) with a smaller NACK cache, plus the keyframe-request forwarder.
+/// `rtc`'s receive-side interceptors toward publishers (NACK generation, receiver reports,
+/// transport-wide congestion feedback), plus the forwarder of the RTCP the bridge acts on.
+///
+/// No send-side interceptors: the fast path writes every leg's RTP itself, so `rtc` never sees
+/// it. NACKs from subscribers are answered from the fast path's retransmission rings
+/// (`rtc`'s responder would keep a cache per leg and find it empty), and sender reports are the
+/// publishers' own, translated per leg (`rtc`'s generator would count no packets).
 fn bridge_interceptors(media_engine: &mut MediaEngine) -> Result<Registry, rtc::shared::error::Error> {
     for parameter in ["", "pli"] {
         media_engine.register_feedback(
@@ -61,14 +61,11 @@ fn bridge_interceptors(media_engine: &mut MediaEngine) -> Result<Registry, rtc::
         );
     }
     let registry = Registry::new()
-        .with(
-            Slot::NackResponder,
-            NackResponderBuilder::new().with_size(NACK_CACHE_PACKETS).build(),
-        )
-        .with(Slot::NackGenerator, NackGeneratorBuilder::new().build());
+        .with(Slot::NackGenerator, NackGeneratorBuilder::new().build())
+        .with(Slot::ReceiverReport, ReceiverReportBuilder::new().build());
     configure_simulcast_extension_headers(media_engine)?;
     let registry = configure_twcc_receiver_only(registry, media_engine)?;
-    Ok(configure_rtcp_reports(registry).with(keyframe_requests::SLOT, KeyframeRequestForwarder::default()))
+    Ok(registry.with(keyframe_requests::SLOT, KeyframeRequestForwarder::default()))
 }
 
 /// `media_addrs`: the bridge's host candidates, one per family it is reachable on (the same
@@ -84,6 +81,7 @@ pub fn build_peer_connection(
     let setting_engine = SettingEngineBuilder::new()
         .with_lite(true)
         .with_ice_credentials(credentials.ufrag.clone(), credentials.pwd.clone())
+        .with_srtp_protection_profiles(crate::fastpath::SRTP_PROFILES.to_vec())
         .build();
     let mut pc = RTCPeerConnectionBuilder::new()
         .with_configuration(RTCConfigurationBuilder::new().build())

@@ -7,18 +7,32 @@
 //! Each participant has one `rtc` peer connection. The bridge is always the SDP offerer: a
 //! participant's connection starts with recvonly slots for its microphone and camera, and one
 //! sendonly leg per (other participant, source). Forwarding takes an RTP packet read from the
-//! publisher's connection, rewrites SSRC, payload type and header-extension ids for each
-//! subscriber's leg, and writes it into the subscriber's connection, which encrypts it.
+//! publisher's connection (or a cascade link), keeps it once in the stream's retransmission ring,
+//! and for each subscriber's leg copies it into an output buffer, rewrites SSRC, payload type and
+//! header-extension ids in place and protects it with the leg's own SRTP stream
+//! ([`crate::fastpath`]); `rtc` never sees the outgoing RTP.
 //!
 //! Moderation (kick, move elsewhere, ask everyone to mute, end the meeting) is decided and
 //! committed by control; it reaches the shard as [`ShardInput::Moderation`] and the shard carries
 //! it out.
 
 mod cascade;
+#[cfg(test)]
+mod fastpath_tests;
+#[cfg(test)]
+mod remote_report_tests;
+mod remote_reports;
+#[doc(hidden)]
+pub mod rig;
 
 pub use cascade::{CascadeInput, LinkIndex, REMOTE_PARTICIPANTS_PER_ROOM_MAX, shard_of_stream};
 
 use crate::demux::{ParticipantKey, RouteTable};
+use crate::fastpath::retransmit::{
+    AUDIO_PACKETS, AUDIO_SLOT_BYTES, RetransmitRing, VIDEO_PACKETS, VIDEO_SLOT_BYTES,
+};
+use crate::fastpath::srtp::SrtpProfile;
+use crate::fastpath::tx::TxArena;
 use crate::legs::{resolve_legs, sync_legs};
 use crate::participant::{InboundTrack, KEYFRAME_REQUEST_INTERVAL, Participant, RecvSlot};
 use crate::peer::{IceCredentials, build_peer_connection};
@@ -37,6 +51,8 @@ use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::state::{RTCIceConnectionState, RTCPeerConnectionState};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::sender_report::SenderReport;
+use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RtpCodecKind};
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use rtc::sansio::Protocol;
@@ -45,6 +61,10 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// Retransmissions sent for one NACK packet at most: a NACK is small and a retransmission is not,
+/// so an unbounded answer would let a subscriber amplify its upstream several hundred times.
+pub const RETRANSMISSIONS_PER_NACK_MAX: usize = 64;
 
 /// What a kicked participant trying to connect again is told.
 pub const REMOVED_MESSAGE: &str = "you were removed from this meeting";
@@ -177,6 +197,22 @@ pub struct ShardStats {
     pub cascade_rtp_unknown_stream: u64,
     /// RTP packets of local publishers handed to links (one per link).
     pub cascade_rtp_out: u64,
+    /// Packets resent from a retransmission ring in answer to a subscriber's NACK.
+    pub rtp_retransmitted: u64,
+    /// NACKed packets no longer (or never) in the ring.
+    pub rtp_nack_missed: u64,
+    /// Sender reports of publishers written onto subscriber legs.
+    pub sender_reports_translated: u64,
+    /// Sender reports the bridge wrote onto legs of remote publishers, from its own clock.
+    pub sender_reports_generated: u64,
+    /// Publisher packets the fast path could not forward (malformed, or no room for the tag).
+    pub rtp_forward_failed: u64,
+    /// Participants whose SRTP keys could not be exported after DTLS (they are disconnected).
+    pub srtp_key_export_failed: u64,
+    /// Peer connections whose DTLS negotiated AEAD_AES_128_GCM.
+    pub srtp_sessions_gcm: u64,
+    /// Peer connections whose DTLS negotiated AES_CM_128_HMAC_SHA1_80.
+    pub srtp_sessions_cm: u64,
 }
 
 pub struct Room {
@@ -184,6 +220,8 @@ pub struct Room {
     pub(crate) name: Arc<RoomId>,
     pub(crate) participants: BTreeMap<ParticipantKey, Participant>,
     pub(crate) cascade: RoomCascade,
+    /// One retransmission ring per published stream (local or remote), shared by its subscribers.
+    pub(crate) histories: HashMap<(ParticipantKey, MediaSource), RetransmitRing>,
 }
 
 impl Room {
@@ -192,6 +230,7 @@ impl Room {
             name: Arc::new(name.clone()),
             participants: BTreeMap::new(),
             cascade: RoomCascade::default(),
+            histories: HashMap::new(),
         }
     }
 }
@@ -216,6 +255,12 @@ pub struct Shard {
     scratch_messages: Vec<RTCMessage>,
     scratch_events: Vec<RTCPeerConnectionEvent>,
     scratch_keys: Vec<ParticipantKey>,
+    scratch_reports: Vec<remote_reports::DueReport>,
+    /// The wall clock against the shard's `now`, read once when the first report of a remote
+    /// stream is due: its NTP times.
+    wall_clock: Option<rtc::shared::time::SystemInstant>,
+    /// Output buffers of the fast path.
+    tx: TxArena,
 }
 
 impl Shard {
@@ -240,6 +285,9 @@ impl Shard {
             scratch_messages: Vec::new(),
             scratch_events: Vec::new(),
             scratch_keys: Vec::new(),
+            scratch_reports: Vec::new(),
+            wall_clock: None,
+            tx: TxArena::default(),
         }
     }
 
@@ -366,7 +414,7 @@ impl Shard {
 
     /// The earliest instant at which [`Shard::handle_timeout`] has work to do.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let mut earliest: Option<Instant> = None;
+        let mut earliest: Option<Instant> = self.next_remote_report();
         for room in self.rooms.values() {
             for participant in room.participants.values() {
                 let mut consider = |at: Instant| earliest = Some(earliest.map_or(at, |e| e.min(at)));
@@ -386,6 +434,8 @@ impl Shard {
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
+        // Written first: the pumps below send them.
+        self.send_remote_sender_reports(now);
         let room_ids: Vec<RoomId> = self.rooms.keys().cloned().collect();
         for room_id in room_ids {
             let Some(room) = self.rooms.get_mut(&room_id) else {
@@ -618,6 +668,8 @@ impl Shard {
             next_timeout: None,
             joined_at: now,
             track_counter: 0,
+            media_keys: None,
+            media_addr: None,
         })
     }
 
@@ -802,6 +854,7 @@ impl Shard {
         let Some(room) = self.rooms.get_mut(&*room_id) else {
             return;
         };
+        room.histories.retain(|(publisher, _), _| *publisher != key);
         let _ = participant.pc.close();
         while let Some(datagram) = participant.pc.poll_write() {
             self.outputs.push_back(ShardOutput::Transmit {
@@ -926,7 +979,7 @@ impl Shard {
         }
         for message in messages.drain(..) {
             match message {
-                RTCMessage::RtpPacket(track_id, packet) => self.forward(now, room_id, key, &track_id, packet),
+                RTCMessage::RtpPacket(track_id, packet) => self.forward(room_id, key, &track_id, packet),
                 RTCMessage::RtcpPacket(track_id, packets) => {
                     self.handle_rtcp(now, room_id, key, &track_id, &packets)
                 }
@@ -952,6 +1005,11 @@ impl Shard {
             return;
         };
         while let Some(datagram) = participant.pc.poll_write() {
+            // DTLS and SRTCP (first byte 20..=191, RFC 7983) go to the selected pair; STUN
+            // answers go wherever a check came from, which may be a path ICE does not select.
+            if datagram.message.first().is_some_and(|b| (20..=191).contains(b)) {
+                participant.media_addr = Some(datagram.transport.peer_addr);
+            }
             self.outputs.push_back(ShardOutput::Transmit {
                 to: datagram.transport.peer_addr,
                 data: datagram.message,
@@ -995,6 +1053,9 @@ impl Shard {
                     return;
                 }
                 let previous = participant.slots[slot_index].track.take();
+                let source = participant.slots[slot_index].source;
+                // The new stream numbers its packets afresh.
+                room.histories.remove(&(key, source));
                 participant.slots[slot_index].track = Some(InboundTrack {
                     track_id: init.track_id,
                     receiver_id: init.receiver_id,
@@ -1022,6 +1083,24 @@ impl Shard {
                         return;
                     };
                     participant.connected = true;
+                    if participant.media_keys.is_none() {
+                        match export_media_keys(participant) {
+                            Ok(keys) => {
+                                tracing::debug!(participant = %participant.id, profile = ?keys.local.profile(), "fast path keys exported");
+                                match keys.local.profile() {
+                                    SrtpProfile::AeadAes128Gcm => self.stats.srtp_sessions_gcm += 1,
+                                    SrtpProfile::Aes128CmHmacSha1_80 => self.stats.srtp_sessions_cm += 1,
+                                }
+                                participant.media_keys = Some(keys);
+                            }
+                            Err(err) => {
+                                tracing::warn!(participant = %participant.id, %err, "no SRTP keys after DTLS");
+                                self.stats.srtp_key_export_failed += 1;
+                                self.remove_participant(now, key, Some(ByeReason::ProtocolError));
+                                return;
+                            }
+                        }
+                    }
                     let video_legs: Vec<_> = participant
                         .legs
                         .iter()
@@ -1046,7 +1125,6 @@ impl Shard {
 
     fn forward(
         &mut self,
-        now: Instant,
         room_id: &RoomId,
         publisher: ParticipantKey,
         track_id: &str,
@@ -1101,7 +1179,15 @@ impl Shard {
         let Some(room) = self.rooms.get_mut(room_id) else {
             return;
         };
-        deliver(now, room, publisher, source, &packet, &mut self.stats);
+        deliver(
+            room,
+            publisher,
+            source,
+            Incoming::Parsed(&packet),
+            &mut self.tx,
+            &mut self.outputs,
+            &mut self.stats,
+        );
         // Most tracks cross no link: check before touching the packet again.
         if let Some(track) = room
             .participants
@@ -1122,6 +1208,14 @@ impl Shard {
         packets: &[Box<dyn rtc::rtcp::Packet>],
     ) {
         tracing::trace!(%track_id, count = packets.len(), "rtcp from participant");
+        for packet in packets {
+            let any = packet.as_any();
+            if let Some(nack) = any.downcast_ref::<TransportLayerNack>() {
+                self.answer_nack(room_id, key, nack);
+            } else if let Some(report) = any.downcast_ref::<SenderReport>() {
+                self.translate_sender_report(now, room_id, key, report);
+            }
+        }
         let wants_keyframe = packets.iter().any(|p| {
             p.as_any().downcast_ref::<PictureLossIndication>().is_some()
                 || p.as_any().downcast_ref::<FullIntraRequest>().is_some()
@@ -1137,6 +1231,102 @@ impl Shard {
         };
         if let Some((publisher, source)) = participant.leg_for_track(track_id) {
             self.request_keyframe(now, room_id, publisher, source);
+        }
+    }
+
+    /// Resends the packets a subscriber's NACK names from the publisher stream's ring, rewritten
+    /// and protected for that subscriber's leg (RFC 4585 §6.2.1; on the leg's own SSRC, as no RTX
+    /// stream is offered).
+    fn answer_nack(&mut self, room_id: &RoomId, key: ParticipantKey, nack: &TransportLayerNack) {
+        let Some(room) = self.rooms.get_mut(room_id) else {
+            return;
+        };
+        let Room {
+            participants,
+            histories,
+            ..
+        } = room;
+        let Some(subscriber) = participants.get_mut(&key) else {
+            return;
+        };
+        let Participant {
+            legs,
+            media_keys,
+            media_addr,
+            ..
+        } = subscriber;
+        let (Some(keys), Some(to)) = (media_keys.as_ref(), *media_addr) else {
+            return;
+        };
+        let Some((leg_key, leg)) = legs.iter_mut().find(|(_, leg)| leg.ssrc == nack.media_ssrc) else {
+            return;
+        };
+        let (Some(ring), Some(writer)) = (histories.get(leg_key), leg.writer.as_mut()) else {
+            return;
+        };
+        self.tx.recycle();
+        let lost = nack.nacks.iter().flat_map(|pair| {
+            std::iter::once(pair.packet_id).chain(
+                (0..16u16)
+                    .filter(move |bit| pair.lost_packets & (1 << bit) != 0)
+                    .map(move |bit| pair.packet_id.wrapping_add(bit + 1)),
+            )
+        });
+        for seq in lost.take(RETRANSMISSIONS_PER_NACK_MAX) {
+            let Some(packet) = ring.get(seq) else {
+                self.stats.rtp_nack_missed += 1;
+                continue;
+            };
+            match writer.write(&keys.local, packet, &mut self.tx) {
+                Ok(data) => {
+                    self.stats.rtp_retransmitted += 1;
+                    self.outputs.push_back(ShardOutput::Transmit { to, data });
+                }
+                Err(err) => tracing::trace!(%err, "retransmission not sent"),
+            }
+        }
+    }
+
+    /// Writes a publisher's sender report onto every local leg of that stream: the publisher's
+    /// NTP/RTP time pair (timestamps cross the bridge unchanged, so the pair holds on the leg and
+    /// the subscriber can synchronise audio and video), with the leg's SSRC and its own counts.
+    fn translate_sender_report(
+        &mut self,
+        now: Instant,
+        room_id: &RoomId,
+        publisher: ParticipantKey,
+        report: &SenderReport,
+    ) {
+        let Some(room) = self.rooms.get_mut(room_id) else {
+            return;
+        };
+        let Some(source) = room.participants.get(&publisher).and_then(|p| {
+            p.slots
+                .iter()
+                .find(|slot| slot.track.as_ref().is_some_and(|t| t.ssrc == report.ssrc))
+                .map(|slot| slot.source)
+        }) else {
+            return;
+        };
+        for subscriber in room.participants.values_mut() {
+            if subscriber.key == publisher || !subscriber.connected {
+                continue;
+            }
+            let Some(leg) = subscriber.legs.get(&(publisher, source)) else {
+                continue;
+            };
+            let Some(writer) = leg.writer.as_ref() else {
+                continue;
+            };
+            let translated = translate_report(report, writer);
+            let sender_id = leg.sender_id;
+            if let Some(mut sender) = subscriber.pc.rtp_sender(sender_id) {
+                match sender.write_rtcp(now, vec![Box::new(translated)]) {
+                    Ok(()) => self.stats.sender_reports_translated += 1,
+                    Err(err) => tracing::debug!(%err, "sender report not written"),
+                }
+                subscriber.dirty = true;
+            }
         }
     }
 
@@ -1222,47 +1412,120 @@ fn recvonly() -> RTCRtpTransceiverInit {
     }
 }
 
-/// Writes a publisher's packet (local or remote) into every local subscriber's leg for it,
-/// rewritten to the leg's SSRC, payload type and header-extension ids.
+/// A publisher's packet as it enters the forwarding code: parsed by `rtc` (a local publisher),
+/// or as it crossed a cascade link. Both take the same path from here on.
+pub(crate) enum Incoming<'a> {
+    Parsed(&'a rtc::rtp::Packet),
+    Raw(&'a [u8]),
+}
+
+/// Keeps a publisher's packet (local or remote) in its stream's retransmission ring, then sends
+/// it on every local subscriber's leg for it, rewritten and protected by the leg's writer.
 fn deliver(
-    now: Instant,
     room: &mut Room,
     publisher: ParticipantKey,
     source: MediaSource,
-    packet: &rtc::rtp::Packet,
+    incoming: Incoming<'_>,
+    tx: &mut TxArena,
+    outputs: &mut VecDeque<ShardOutput>,
     stats: &mut ShardStats,
 ) {
-    for subscriber in room.participants.values_mut() {
-        if subscriber.key == publisher || !subscriber.connected {
+    tx.recycle();
+    let Room {
+        participants,
+        histories,
+        ..
+    } = room;
+    let ring = histories.entry((publisher, source)).or_insert_with(|| {
+        if source.is_audio() {
+            RetransmitRing::new(AUDIO_PACKETS, AUDIO_SLOT_BYTES)
+        } else {
+            RetransmitRing::new(VIDEO_PACKETS, VIDEO_SLOT_BYTES)
+        }
+    });
+    let stored = match incoming {
+        Incoming::Parsed(packet) => ring.store(
+            packet.header.sequence_number,
+            rtc::shared::marshal::MarshalSize::marshal_size(packet),
+            |buf| rtc::shared::marshal::Marshal::marshal_to(packet, buf).ok(),
+        ),
+        Incoming::Raw(bytes) => match crate::fastpath::srtp::rtp_header_len(bytes) {
+            Ok(_) => ring.store(u16::from_be_bytes([bytes[2], bytes[3]]), bytes.len(), |buf| {
+                buf.copy_from_slice(bytes);
+                Some(bytes.len())
+            }),
+            Err(_) => None,
+        },
+    };
+    let Some(packet) = stored else {
+        stats.rtp_forward_failed += 1;
+        return;
+    };
+    for subscriber in participants.values_mut() {
+        let Participant {
+            key,
+            connected,
+            media_keys,
+            media_addr,
+            legs,
+            ..
+        } = subscriber;
+        if *key == publisher || !*connected {
             continue;
         }
-        let Some(leg) = subscriber.legs.get(&(publisher, source)) else {
+        let Some(leg) = legs.get_mut(&(publisher, source)) else {
             stats.rtp_dropped_no_leg += 1;
             continue;
         };
-        let Some(payload_type) = leg.payload_type else {
+        let (Some(writer), Some(keys), Some(to)) = (leg.writer.as_mut(), media_keys.as_ref(), *media_addr)
+        else {
             continue;
         };
-        let mut out = packet.clone();
-        out.header.ssrc = leg.ssrc;
-        out.header.payload_type = payload_type;
-        out.header.extensions.retain_mut(|ext| {
-            match leg.extension_map.iter().find(|(from, _)| *from == ext.id) {
-                Some((_, to)) => {
-                    ext.id = *to;
-                    true
-                }
-                None => false,
+        match writer.write(&keys.local, packet, tx) {
+            Ok(data) => {
+                stats.rtp_forwarded += 1;
+                outputs.push_back(ShardOutput::Transmit { to, data });
             }
-        });
-        out.header.extension = !out.header.extensions.is_empty();
-        if let Some(mut sender) = subscriber.pc.rtp_sender(leg.sender_id) {
-            match sender.write_rtp(now, out) {
-                Ok(()) => stats.rtp_forwarded += 1,
-                Err(err) => tracing::trace!(%err, "forwarded packet refused"),
+            Err(err) => {
+                stats.rtp_forward_failed += 1;
+                tracing::trace!(%err, "packet not forwarded");
             }
         }
-        subscriber.dirty = true;
+    }
+}
+
+/// The SRTP keys of a participant whose DTLS handshake completed, from any of its transceivers
+/// (under BUNDLE they share one transport).
+fn export_media_keys(
+    participant: &mut Participant,
+) -> Result<crate::fastpath::SessionKeys, crate::fastpath::KeyExportError> {
+    let receivers: Vec<_> = participant
+        .slots
+        .iter()
+        .filter_map(|slot| participant.pc.rtp_transceiver(slot.transceiver)?.receiver())
+        .collect();
+    for receiver in receivers {
+        let Some(receiver) = participant.pc.rtp_receiver(receiver) else {
+            continue;
+        };
+        if let Some(state) = receiver.transport().and_then(|t| t.connection_state()) {
+            return crate::fastpath::export_srtp_keys(state);
+        }
+    }
+    Err(crate::fastpath::KeyExportError::Export(
+        "no DTLS connection on any transceiver".to_owned(),
+    ))
+}
+
+/// A publisher's sender report as one leg states it.
+fn translate_report(report: &SenderReport, leg: &crate::fastpath::leg::LegWriter) -> SenderReport {
+    SenderReport {
+        ssrc: leg.ssrc(),
+        ntp_time: report.ntp_time,
+        rtp_time: report.rtp_time,
+        packet_count: leg.packets_sent,
+        octet_count: leg.octets_sent,
+        ..Default::default()
     }
 }
 

@@ -169,6 +169,54 @@ async fn metrics(State(bridge): State<Arc<Bridge>>) -> Response {
         "RTP packets of local publishers handed to cascade links (once per link).",
         s.cascade_rtp_out,
     );
+    metric(
+        "bridgemesh_bridge_rtp_retransmitted_total",
+        "counter",
+        "Packets resent from a retransmission ring in answer to a subscriber's NACK.",
+        s.rtp_retransmitted,
+    );
+    metric(
+        "bridgemesh_bridge_rtp_nack_missed_total",
+        "counter",
+        "NACKed packets no longer in the retransmission ring.",
+        s.rtp_nack_missed,
+    );
+    metric(
+        "bridgemesh_bridge_sender_reports_translated_total",
+        "counter",
+        "Publisher sender reports written onto subscriber legs.",
+        s.sender_reports_translated,
+    );
+    metric(
+        "bridgemesh_bridge_sender_reports_generated_total",
+        "counter",
+        "Sender reports the bridge wrote from its own clock onto legs of remote publishers.",
+        s.sender_reports_generated,
+    );
+    metric(
+        "bridgemesh_bridge_rtp_forward_failed_total",
+        "counter",
+        "Publisher packets the fast path could not forward (malformed).",
+        s.rtp_forward_failed,
+    );
+    metric(
+        "bridgemesh_bridge_srtp_key_export_failed_total",
+        "counter",
+        "Peer connections disconnected because no SRTP keys came out of DTLS.",
+        s.srtp_key_export_failed,
+    );
+    metric(
+        "bridgemesh_bridge_srtp_sessions_gcm_total",
+        "counter",
+        "Peer connections whose DTLS negotiated AEAD_AES_128_GCM.",
+        s.srtp_sessions_gcm,
+    );
+    metric(
+        "bridgemesh_bridge_srtp_sessions_cm_total",
+        "counter",
+        "Peer connections whose DTLS negotiated AES_CM_128_HMAC_SHA1_80.",
+        s.srtp_sessions_cm,
+    );
     render_link_metrics(&mut text, id, &bridge.cascade_links());
     render_process_metrics(&mut text, id);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()

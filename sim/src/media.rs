@@ -735,9 +735,14 @@ impl MediaSession {
         )?;
         let registry = register_default_interceptors(Registry::new(), &mut media_engine)?
             .with(keyframe_requests::SLOT, KeyframeRequestForwarder::default());
-        let setting_engine = SettingEngineBuilder::new()
-            .with_multicast_dns_mode(MulticastDnsMode::Disabled)
-            .build();
+        let mut setting_engine =
+            SettingEngineBuilder::new().with_multicast_dns_mode(MulticastDnsMode::Disabled);
+        if options.srtp_cm_only {
+            setting_engine = setting_engine.with_srtp_protection_profiles(vec![
+                rtc::dtls::extension::extension_use_srtp::SrtpProtectionProfile::Srtp_Aes128_Cm_Hmac_Sha1_80,
+            ]);
+        }
+        let setting_engine = setting_engine.build();
         let config = RTCConfigurationBuilder::new()
             .with_ice_servers(
                 ice_servers

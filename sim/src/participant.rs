@@ -92,6 +92,9 @@ pub struct ParticipantOptions {
     /// `None`: the system's choice for HTTP, `127.0.0.1` for media. The signaling WebSocket
     /// always uses the system's choice.
     pub bind_ip: Option<IpAddr>,
+    /// Offer only AES_CM_128_HMAC_SHA1_80 in DTLS, as WebRTC stacks without AEAD do; by default
+    /// `rtc`'s list, which the bridge answers with AEAD_AES_128_GCM.
+    pub srtp_cm_only: bool,
 }
 
 impl Default for ParticipantOptions {
@@ -110,6 +113,7 @@ impl Default for ParticipantOptions {
             reconnect_backoff_max: Duration::from_secs(2),
             reconnect_budget: Duration::from_secs(30),
             bind_ip: None,
+            srtp_cm_only: false,
         }
     }
 }

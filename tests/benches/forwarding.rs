@@ -7,7 +7,7 @@
 //! ```sh
 //! cargo build --release && cargo bench -p bridgemesh-tests --bench forwarding
 //! ```
-//! Env: ROOMS (default 2), PER_ROOM (5), VIDEO_KBPS (500), BENCH_SECONDS (20).
+//! Env: ROOMS (default 2), PER_ROOM (5), VIDEO_KBPS (500), BENCH_SECONDS (20), BRIDGEMESH_BINARY.
 
 use bridgemesh_proto::RoomId;
 use bridgemesh_proto::signaling::MediaSource;
@@ -24,7 +24,12 @@ fn env_or(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
+/// `target/release/bridgemesh`, or the binary `BRIDGEMESH_BINARY` names (to measure another
+/// build, e.g. the bridge before a change, under the same load in the same run).
 fn bridgemesh_binary() -> PathBuf {
+    if let Some(binary) = std::env::var_os("BRIDGEMESH_BINARY") {
+        return PathBuf::from(binary);
+    }
     let exe = std::env::current_exe().expect("bench executable path");
     let release = exe
         .parent()
@@ -119,8 +124,11 @@ fn start_up() -> Up {
         if let Some(rest) = line.split("open ").nth(1) {
             control_url = rest.split('/').take(3).collect::<Vec<_>>().join("/").into();
         }
-        if let Some(rest) = line.strip_prefix("bridge signaling and metrics: ") {
-            bridge_url = Some(rest.trim_end_matches("/metrics").to_owned());
+        // "bridge <id>: signaling and metrics at <url>/metrics" (the first bridge's line).
+        if let Some(rest) = line.split("signaling and metrics at ").nth(1)
+            && bridge_url.is_none()
+        {
+            bridge_url = Some(rest.trim().trim_end_matches("/metrics").to_owned());
         }
     }
     std::thread::spawn(move || for _ in lines {});

@@ -111,8 +111,10 @@ pub mod web {
     const section = sections.get(mid);
     // A stale stream on a reused m-line must not count for its new publisher.
     const from = section && (!section.ssrcs.length || section.ssrcs.includes(r.ssrc)) ? section.pid : null;
+    // Sender reports received for the stream (its remote-outbound-rtp stats, RFC 3550 SRs).
+    const reports = (r.remoteId && stats.get(r.remoteId) || {}).reportsSent || 0;
     out.inbound.push({ kind: r.kind, mid, ssrc: r.ssrc, from, packets: r.packetsReceived || 0,
-      frames: r.framesDecoded || 0 });
+      frames: r.framesDecoded || 0, reports });
   });
   return out;
 }"#
@@ -133,7 +135,7 @@ window.__bmSummaryLine = () => window.__bmSummary().then((s) => s.error ? JSON.s
   `state=${s.state} pc=${s.pc} me=${s.me} bridge=${s.bridgeId} reconnects=${s.reconnects}`,
   `peers=[${s.peers.map((p) => `${p.name}@${p.id}:${(p.sources || []).join('+')}`).join(' ')}]`,
   `tiles=[${s.tiles.join(',')}] audios=${s.audios}`,
-  `in=[${s.inbound.map((r) => `${r.kind[0]}/${r.mid}/${r.from}/p${r.packets}/f${r.frames}`).join(' ')}]`,
+  `in=[${s.inbound.map((r) => `${r.kind[0]}/${r.mid}/${r.from}/p${r.packets}/f${r.frames}/sr${r.reports}`).join(' ')}]`,
 ].join(' '));
 true"#
     );

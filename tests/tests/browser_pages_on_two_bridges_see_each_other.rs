@@ -34,6 +34,22 @@ async fn two_browser_pages_on_two_bridges_receive_each_others_audio_and_video() 
     assert_ne!(ada_bridge, bob_bridge, "the room spans the two bridges");
     assert_eq!(ada.summary().await["me"], ada_id.as_str());
     assert_eq!(bob.summary().await["me"], bob_id.as_str());
+    // Each page hears sender reports on both streams of the other, a remote publisher for its
+    // bridge: the bridge writes them from its own clock, so the page can lip-sync the two.
+    for page in [&ada, &bob] {
+        page.wait_until(
+            "sender reports on the other's audio and video",
+            "['audio', 'video'].every((kind) => s.inbound.some((r) => r.kind === kind \
+             && r.from === s.peers[0].id && r.reports > 0))",
+            MEDIA_TIMEOUT,
+            &[],
+        )
+        .await;
+    }
+    for bridge in &running.bridges {
+        let shards = bridge.bridge.stats().shards;
+        assert!(shards.sender_reports_generated > 0, "{shards:?}");
+    }
     // The media crossed the link between the bridges, both ways.
     for bridge in &running.bridges {
         let links = bridge.bridge.cascade_links();

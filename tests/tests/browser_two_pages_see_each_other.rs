@@ -29,6 +29,13 @@ async fn two_browser_pages_in_one_room_receive_each_others_audio_and_video() {
         bob_id.as_str(),
         "Ada sees Bob's own id"
     );
+    // Chromium lists AES_CM_128_HMAC_SHA1_80 first; the bridge, as DTLS server, picks GCM.
+    let stats = running.bridge.stats().shards;
+    assert_eq!(
+        (stats.srtp_sessions_gcm, stats.srtp_sessions_cm),
+        (2, 0),
+        "both pages' media is protected with AEAD_AES_128_GCM"
+    );
     for participant in [&ada, &bob] {
         assert_eq!(
             participant.summary().await["reconnects"],

@@ -2,7 +2,7 @@
 //! through the real bridge over UDP on 127.0.0.1.
 
 use bridgemesh_proto::signaling::{ByeReason, MediaSource};
-use bridgemesh_sim::{SessionLoss, SyntheticParticipant};
+use bridgemesh_sim::{ParticipantOptions, SessionLoss, SyntheticParticipant};
 use bridgemesh_tests::harness::{MEDIA_TIMEOUT, join, room, up, wait_for_camera};
 use std::time::Duration;
 
@@ -53,6 +53,13 @@ async fn three_participants_receive_each_others_audio_and_video_intact() {
     }
     let bridge = running.bridge.stats();
     assert!(bridge.shards.rtp_forwarded > 0);
+    // The publishers' sender reports reach the legs, translated (each publisher sends one a
+    // second per stream; the media waits above take longer than that).
+    assert!(
+        bridge.shards.sender_reports_translated > 0,
+        "no sender report was translated: {:?}",
+        bridge.shards
+    );
     for participant in [a, b, c] {
         participant.leave().await.unwrap();
     }
@@ -149,4 +156,36 @@ async fn stopping_the_bridge_tells_every_participant_goodbye() {
             .await
             .unwrap();
     }
+}
+
+/// A peer that offers only AES_CM_128_HMAC_SHA1_80 gets it, next to one that gets the bridge's
+/// preferred AEAD_AES_128_GCM, and the two receive each other's media intact: the fast path
+/// protects each leg with its subscriber's own profile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cm_only_peer_and_a_gcm_peer_exchange_media_intact() {
+    let running = up().await;
+    let room = room("cm-and-gcm");
+    let gcm = join(&running, &room, "Gus").await;
+    let cm = SyntheticParticipant::join(
+        &running.control_url,
+        &room,
+        ParticipantOptions {
+            srtp_cm_only: true,
+            ..ParticipantOptions::new("Cam")
+        },
+    )
+    .await
+    .expect("a CM-only peer joins");
+    wait_for_media_from(&gcm, &[&cm]).await;
+    wait_for_media_from(&cm, &[&gcm]).await;
+    for participant in [&gcm, &cm] {
+        let stats = participant.stats();
+        assert_eq!(stats.total_corrupt(), 0, "{}", stats.summary());
+    }
+    let stats = running.bridge.stats().shards;
+    assert_eq!((stats.srtp_sessions_gcm, stats.srtp_sessions_cm), (1, 1));
+    for participant in [gcm, cm] {
+        participant.leave().await.unwrap();
+    }
+    running.stop().await;
 }

@@ -20,7 +20,7 @@ use bridgemesh_proto::cascade::{LinkCodec, LinkExtension, LinkMessage, MEDIA_HEA
 use bridgemesh_proto::signaling::{MediaSource, ParticipantInfo, ServerMessage};
 use bytes::{Bytes, BytesMut};
 use rtc::rtp_transceiver::rtp_sender::RTCRtpCodec;
-use rtc::shared::marshal::{Marshal, MarshalSize, Unmarshal};
+use rtc::shared::marshal::{Marshal, MarshalSize};
 use std::collections::VecDeque;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -82,6 +82,8 @@ pub struct RemoteStream {
     pub extensions: Vec<(String, u8)>,
     /// Subscribers last reported to the publisher's bridge.
     pub demand_sent: u32,
+    /// Its RTP clock against the bridge's, for the sender reports of its legs.
+    pub clock: super::remote_reports::RemoteStreamClock,
 }
 
 /// What the shard keeps of the streams crossing links.
@@ -305,6 +307,7 @@ impl Shard {
                 .remote_streams
                 .remove(&(remote.link, stream.id));
         }
+        room.histories.retain(|(publisher, _), _| *publisher != key);
         super::announce_departure(&mut self.outputs, &mut room.participants, key, &remote.info.id);
         self.pump(now, room_id);
     }
@@ -343,11 +346,14 @@ impl Shard {
                 codec: codec.clone(),
                 extensions: extensions.clone(),
                 demand_sent: 0,
+                clock: Default::default(),
             },
         );
         if let Some(previous) = &previous {
             self.cascade_index.remote_streams.remove(&(link, previous.id));
         }
+        // Packets kept so far may belong to the stream this announcement replaces.
+        room.histories.remove(&(key, source));
         let room_name = room.name.clone();
         self.cascade_index
             .remote_streams
@@ -382,6 +388,7 @@ impl Shard {
         if let Some(remote) = room.cascade.remote.get_mut(&key) {
             remote.streams.remove(&source);
         }
+        room.histories.remove(&(key, source));
         for local in room.participants.values_mut() {
             if local.legs.contains_key(&(key, source)) {
                 local.renegotiate = true;
@@ -422,17 +429,26 @@ impl Shard {
             self.stats.cascade_rtp_unknown_stream += 1;
             return;
         };
-        let packet = match rtc::rtp::Packet::unmarshal(&mut &packet[..]) {
-            Ok(packet) => packet,
-            Err(err) => {
-                tracing::trace!(%err, "malformed RTP from a link");
-                return;
-            }
-        };
         let Some(room) = self.rooms.get_mut(&*room_id) else {
             return;
         };
-        super::deliver(now, room, key, source, &packet, &mut self.stats);
+        if let Some(stream) = room
+            .cascade
+            .remote
+            .get_mut(&key)
+            .and_then(|p| p.streams.get_mut(&source))
+        {
+            stream.clock.on_packet(now, packet);
+        }
+        super::deliver(
+            room,
+            key,
+            source,
+            super::Incoming::Raw(packet),
+            &mut self.tx,
+            &mut self.outputs,
+            &mut self.stats,
+        );
         self.pump(now, &room_id);
     }
 
