@@ -635,7 +635,7 @@ async fn main() -> anyhow::Result<()> {
             .await?;
             if let Some(public) = &public {
                 up_cli::print_public(&running, public);
-                tokio::signal::ctrl_c().await?;
+                stop_requested().await?;
                 println!("stopping: telling participants goodbye");
                 running.stop().await;
                 return Ok(());
@@ -665,7 +665,7 @@ async fn main() -> anyhow::Result<()> {
                 }
             }
             println!("press Ctrl-C to stop");
-            tokio::signal::ctrl_c().await?;
+            stop_requested().await?;
             println!("stopping: telling participants goodbye");
             running.stop().await;
         }
@@ -777,11 +777,21 @@ async fn main() -> anyhow::Result<()> {
                 );
                 tokio::spawn(async move { axum::serve(listener, router).await });
             }
-            tokio::signal::ctrl_c().await?;
+            stop_requested().await?;
             server.shutdown().await;
         }
     }
     Ok(())
+}
+
+/// Ctrl-C, or SIGTERM: what `docker stop` and `systemctl stop` send (the process is the
+/// container's PID 1, which the kernel gives no default action for SIGTERM).
+async fn stop_requested() -> std::io::Result<()> {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        interrupted = tokio::signal::ctrl_c() => interrupted,
+        _ = terminate.recv() => Ok(()),
+    }
 }
 
 fn token(args: TokenArgs) -> anyhow::Result<String> {

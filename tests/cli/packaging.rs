@@ -125,8 +125,26 @@ fn entrypoint_runs_up_when_given_only_options() {
     assert_eq!(health.status().as_u16(), 200);
     let body: serde_json::Value = health.json().unwrap();
     assert_eq!(body["role"], "control", "{body}");
-    let _ = child.kill();
-    let _ = child.wait();
+
+    // `docker stop` sends SIGTERM to the entry point's process, which is bridgemesh itself
+    // (exec): it stops cleanly instead of waiting to be killed.
+    let stopped = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(stopped.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("up did not stop on SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "up stopped on SIGTERM with {status}");
 }
 
 #[test]
