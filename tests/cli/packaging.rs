@@ -109,16 +109,18 @@ fn entrypoint_runs_up_when_given_only_options() {
         .unwrap();
     let url = format!("http://127.0.0.1:{port}/health");
     let deadline = Instant::now() + Duration::from_secs(30);
+    // 503 until the one-node cluster has elected itself; 200 once up is ready.
     let health = loop {
         match reqwest::blocking::get(&url) {
-            Ok(response) => break response,
-            Err(_) if Instant::now() < deadline => {
+            Ok(response) if response.status().is_success() => break response,
+            Ok(_) | Err(_) if Instant::now() < deadline => {
                 assert!(
                     child.try_wait().unwrap().is_none(),
                     "the entry point exited early"
                 );
                 std::thread::sleep(Duration::from_millis(100));
             }
+            Ok(response) => panic!("{url}: still {} after 30 s", response.status()),
             Err(err) => panic!("{url}: {err}"),
         }
     };
@@ -162,4 +164,31 @@ fn entrypoint_refuses_a_state_directory_it_cannot_use() {
     assert_eq!(out.status.code(), Some(64), "{stderr}");
     assert!(stderr.contains("state directory"), "{stderr}");
     assert!(stderr.contains("mount a volume"), "{stderr}");
+}
+
+#[test]
+fn the_three_region_example_is_read_by_the_real_parsers() {
+    let dir = packaging().join("three-regions");
+    let mut controls = 0;
+    let mut bridges = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_str().unwrap().to_owned();
+        if name.starts_with("control-") {
+            let file =
+                bridgemesh::control_node::read_file(&path).unwrap_or_else(|err| panic!("{name}: {err:#}"));
+            assert!(file.node_id.is_some() && file.cert_dir.is_some(), "{name}");
+            controls += 1;
+        } else if name.starts_with("bridge-") {
+            let text = std::fs::read_to_string(&path).unwrap();
+            let mut config: bridgemesh::bridge_node::BridgeNodeConfig =
+                toml::from_str(&text).unwrap_or_else(|err| panic!("{name}: {err}"));
+            // The key comes from `bridge_key_file` at start; any key of the right size here.
+            config.bridge_key = vec![7; 32];
+            config.validate().unwrap_or_else(|err| panic!("{name}: {err}"));
+            assert_eq!(config.control.len(), 3, "{name} knows every control node");
+            bridges += 1;
+        }
+    }
+    assert_eq!((controls, bridges), (3, 3));
 }
