@@ -27,7 +27,6 @@
 //! drains the bridge on SIGTERM or SIGINT before it stops.
 
 use anyhow::Context as _;
-use axum::response::IntoResponse as _;
 use bridgemesh_bridge::cascade::{BridgeIdentity, CascadeConfig, CascadeEndpoint, CascadeManagerConfig};
 use bridgemesh_bridge::control_agent::{AgentError, BRIDGE_KEY_MIN_BYTES, ControlAgent, ControlAgentConfig};
 use bridgemesh_bridge::control_session::{SessionStatus, SessionUrl};
@@ -769,21 +768,7 @@ pub async fn start(config: BridgeNodeConfig) -> anyhow::Result<RunningBridge> {
         }),
     );
     if let Some(token) = metrics_token {
-        router = router.layer(axum::middleware::from_fn(
-            move |request: axum::extract::Request, next: axum::middleware::Next| {
-                let token = token.clone();
-                async move {
-                    if request.uri().path().starts_with("/metrics") && !token.admits(request.headers()) {
-                        return (
-                            axum::http::StatusCode::UNAUTHORIZED,
-                            "/metrics needs the metrics token: Authorization: Bearer <token>\n",
-                        )
-                            .into_response();
-                    }
-                    next.run(request).await
-                }
-            },
-        ));
+        router = bridgemesh_control::http::require_metrics_token(router, token);
     }
     let (stop_http, stopped) = watch::channel(false);
     let http_task = bridgemesh_control::service::serve_http(listener, router, stopped);

@@ -15,7 +15,7 @@ use bridgemesh_bridge::cascade::ClusterCa;
 use bridgemesh_bridge::control_session::SessionStatus;
 use bridgemesh_control::ControlNode;
 use bridgemesh_control::auth::{AdminAuth, AuthConfig, Secret};
-use bridgemesh_control::http::ApiConfig;
+use bridgemesh_control::http::{ApiConfig, MetricsToken};
 use bridgemesh_control::node::{RoomPolicy, bridge_key};
 use bridgemesh_control::raft::cluster::ClusterConfig;
 use bridgemesh_control::rate_limit::JOIN_LIMIT;
@@ -237,10 +237,21 @@ pub async fn start(config: UpConfig) -> anyhow::Result<Running> {
         }
     };
     let admin_token = admin.secret().expose().to_owned();
+    let public_metrics_token = match &public {
+        Some(public) => Some(
+            public
+                .state
+                .metrics_token()
+                .and_then(|token| MetricsToken::new(token).map_err(anyhow::Error::msg))
+                .map(Arc::new)
+                .context("the stored metrics token is unusable")?,
+        ),
+        None => None,
+    };
     let api = ApiConfig {
         admin: Some(Arc::new(admin)),
-        // No token: on loopback whoever can reach it can read the process anyway; with --domain
-        // /metrics is public like /health (counts and bridge ids, no addresses or secrets).
+        // Control's own listener is on loopback, where whoever can reach it can read the process
+        // anyway; with --domain the public front demands the state directory's metrics token.
         metrics_token: None,
     };
     // With --domain too: control's own listener is internal; the public one serves its routes.
@@ -406,6 +417,10 @@ pub async fn start(config: UpConfig) -> anyhow::Result<Running> {
                     &bridge_prefix(running.bridge.id()),
                     bridgemesh_bridge::signaling::router(running.bridge.clone()),
                 );
+            }
+            // On the internet /metrics (control's and the bridges') needs a token.
+            if let Some(token) = public_metrics_token.clone() {
+                router = bridgemesh_control::http::require_metrics_token(router, token);
             }
             let turn = first.turn.clone().filter(|_| public.config.turn_tls);
             match public

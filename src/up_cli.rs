@@ -147,6 +147,11 @@ pub fn print_public(running: &bridgemesh::up::Running, config: &PublicConfig) {
         config.state_dir.join("admin-token").display()
     );
     println!(
+        "metrics: {}/metrics (and /bridges/<id>/metrics) with the bearer token in {}",
+        running.control_url,
+        config.state_dir.join("metrics-token").display()
+    );
+    println!(
         "state (certificate, secrets, Raft data): {}",
         config.state_dir.display()
     );

@@ -77,6 +77,33 @@ impl MetricsToken {
     }
 }
 
+/// Makes every `/metrics` route of `router` (a path with a `metrics` segment: `/metrics`,
+/// `/metrics/turn`, `/bridges/<id>/metrics`) answer 401 without `token`. For routers that
+/// gather other nodes' routes (a bridge's, `up --domain`'s public front), so no metrics route
+/// is left open by being added elsewhere.
+pub fn require_metrics_token(router: Router, token: Arc<MetricsToken>) -> Router {
+    router.layer(middleware::from_fn(
+        move |request: axum::extract::Request, next: middleware::Next| {
+            let token = token.clone();
+            async move {
+                let metrics = request
+                    .uri()
+                    .path()
+                    .split('/')
+                    .any(|segment| segment == "metrics");
+                if metrics && !token.admits(request.headers()) {
+                    return ApiError::new(
+                        ErrorCode::Unauthorized,
+                        "/metrics needs the metrics token: Authorization: Bearer <token>",
+                    )
+                    .into_response();
+                }
+                next.run(request).await
+            }
+        },
+    ))
+}
+
 #[derive(Clone)]
 struct Api {
     node: Arc<ControlNode>,

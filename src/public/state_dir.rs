@@ -3,6 +3,7 @@
 //! ```text
 //! <state-dir>/cluster-secret      64 hex digits; signs tickets, derives the TURN secret
 //! <state-dir>/admin-token         the admin API's bearer credential
+//! <state-dir>/metrics-token       what /metrics on the public port demands (a scraper's bearer)
 //! <state-dir>/raft/               the control node's Raft log and snapshots
 //! <state-dir>/acme/account.json   the ACME account (its key included)
 //! <state-dir>/acme/cert.pem       the certificate chain in use, leaf first
@@ -88,6 +89,20 @@ impl StateDir {
             hex::encode(bytes)
         })?;
         Ok(token.trim().to_owned())
+    }
+
+    /// The token `/metrics` on the public port demands, made on first start.
+    pub fn metrics_token(&self) -> anyhow::Result<String> {
+        let token = self.secret_text(&self.metrics_token_path(), || {
+            let mut bytes = [0u8; 16];
+            rand::rng().fill_bytes(&mut bytes);
+            hex::encode(bytes)
+        })?;
+        Ok(token.trim().to_owned())
+    }
+
+    pub fn metrics_token_path(&self) -> PathBuf {
+        self.root.join("metrics-token")
     }
 
     fn secret_text(&self, path: &Path, make: impl FnOnce() -> String) -> anyhow::Result<String> {

@@ -113,8 +113,26 @@ pub async fn request<S>(stream: &mut S, host: &str, method: &str, path: &str, js
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
+    request_with_bearer(stream, host, method, path, json, None).await
+}
+
+/// [`request`] with `Authorization: Bearer <bearer>` when given.
+pub async fn request_with_bearer<S>(
+    stream: &mut S,
+    host: &str,
+    method: &str,
+    path: &str,
+    json: Option<&str>,
+    bearer: Option<&str>,
+) -> Response
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let body = json.unwrap_or("");
     let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
+    if let Some(bearer) = bearer {
+        head.push_str(&format!("Authorization: Bearer {bearer}\r\n"));
+    }
     if json.is_some() {
         head.push_str(&format!(
             "Content-Type: application/json\r\nContent-Length: {}\r\n",
@@ -240,6 +258,20 @@ pub async fn https(
         .await
         .unwrap_or_else(|err| panic!("TLS to {domain} at {addr}: {err}"));
     request(&mut tls, domain, method, path, json).await
+}
+
+/// `GET path` over a fresh HTTPS connection with a bearer token.
+pub async fn https_get_with_bearer(
+    addr: SocketAddr,
+    domain: &str,
+    ca_pem: &str,
+    path: &str,
+    bearer: &str,
+) -> Response {
+    let mut tls = tls_connect(addr, domain, ca_pem)
+        .await
+        .unwrap_or_else(|err| panic!("TLS to {domain} at {addr}: {err}"));
+    request_with_bearer(&mut tls, domain, "GET", path, None, Some(bearer)).await
 }
 
 /// A request over HTTPS on a TCP connection made elsewhere (inside a network namespace).

@@ -7,7 +7,8 @@ use bridgemesh::public::PublicConfig;
 use bridgemesh::up::{self, UpConfig};
 use bridgemesh_tests::harness::init_tracing;
 use bridgemesh_tests::https::{
-    TestPki, http_get, https, presented_leaf, request_keep_alive, restart_up, tls_connect,
+    TestPki, http_get, https, https_get_with_bearer, presented_leaf, request_keep_alive, restart_up,
+    tls_connect,
 };
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
@@ -61,6 +62,24 @@ async fn https_up_serves_web_api_signaling_and_turn_on_one_port() {
     let https_addr = front.https_addr;
     let origin = format!("https://{DOMAIN}:{}", https_addr.port());
     assert_eq!(running.control_url, origin);
+
+    // /metrics on the internet needs the token kept in the state directory, control's and the
+    // bridges' alike; /health does not.
+    let token = std::fs::read_to_string(state_dir.path().join("metrics-token")).unwrap();
+    for path in [
+        "/metrics",
+        "/bridges/local-1/metrics",
+        "/bridges/local-1/metrics/turn",
+    ] {
+        let open = https(https_addr, DOMAIN, &pki.ca_pem, "GET", path, None).await;
+        assert_eq!(open.status, 401, "{path} without the token");
+    }
+    for path in ["/metrics", "/bridges/local-1/metrics"] {
+        let scraped = https_get_with_bearer(https_addr, DOMAIN, &pki.ca_pem, path, token.trim()).await;
+        assert_eq!(scraped.status, 200, "{path} with the token");
+    }
+    let health = https(https_addr, DOMAIN, &pki.ca_pem, "GET", "/health", None).await;
+    assert_eq!(health.status, 200);
 
     // The web client and the API over HTTPS.
     let page = https(https_addr, DOMAIN, &pki.ca_pem, "GET", "/standup", None).await;
