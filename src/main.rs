@@ -620,6 +620,9 @@ async fn main() -> anyhow::Result<()> {
             public,
         } => {
             let public = public.config()?;
+            // Listening from here on: a SIGTERM during start-up stops `up` once it has started,
+            // instead of killing it half-way.
+            let mut stop = StopSignal::listen()?;
             let running = bridgemesh::up::start(bridgemesh::up::UpConfig {
                 http_port,
                 bridge_http_port,
@@ -635,7 +638,7 @@ async fn main() -> anyhow::Result<()> {
             .await?;
             if let Some(public) = &public {
                 up_cli::print_public(&running, public);
-                stop_requested().await?;
+                stop.requested().await?;
                 println!("stopping: telling participants goodbye");
                 running.stop().await;
                 return Ok(());
@@ -665,7 +668,7 @@ async fn main() -> anyhow::Result<()> {
                 }
             }
             println!("press Ctrl-C to stop");
-            stop_requested().await?;
+            stop.requested().await?;
             println!("stopping: telling participants goodbye");
             running.stop().await;
         }
@@ -743,6 +746,7 @@ async fn main() -> anyhow::Result<()> {
             println!("{}", bridgemesh::admin::run(&args.url, &token, call).await?);
         }
         Commands::Turn(args) => {
+            let mut stop = StopSignal::listen()?;
             let metrics_listen = args.metrics_listen;
             let control = args.control.clone();
             let config = args.config()?;
@@ -777,20 +781,35 @@ async fn main() -> anyhow::Result<()> {
                 );
                 tokio::spawn(async move { axum::serve(listener, router).await });
             }
-            stop_requested().await?;
+            stop.requested().await?;
             server.shutdown().await;
         }
     }
     Ok(())
 }
 
-/// Ctrl-C, or SIGTERM: what `docker stop` and `systemctl stop` send (the process is the
-/// container's PID 1, which the kernel gives no default action for SIGTERM).
-async fn stop_requested() -> std::io::Result<()> {
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        interrupted = tokio::signal::ctrl_c() => interrupted,
-        _ = terminate.recv() => Ok(()),
+/// Ctrl-C, or SIGTERM: what `docker stop` and `systemctl stop` send (in a container the process
+/// is PID 1, which the kernel gives no default action for SIGTERM). Both are caught from
+/// [`StopSignal::listen`] on, so one that arrives while the command starts is not lost.
+struct StopSignal {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl StopSignal {
+    fn listen() -> std::io::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
+        })
+    }
+
+    async fn requested(&mut self) -> std::io::Result<()> {
+        tokio::select! {
+            _ = self.interrupt.recv() => Ok(()),
+            _ = self.terminate.recv() => Ok(()),
+        }
     }
 }
 
