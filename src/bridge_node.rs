@@ -758,11 +758,11 @@ pub async fn start(config: BridgeNodeConfig) -> anyhow::Result<RunningBridge> {
         "/metrics/control",
         axum::routing::get(move || {
             let registered = matches!(*status.borrow(), SessionStatus::Registered { .. });
-            let text = format!(
-                "# HELP bridgemesh_bridge_control_registered Whether control holds this bridge's registration.\n\
-                 # TYPE bridgemesh_bridge_control_registered gauge\n\
-                 bridgemesh_bridge_control_registered{{bridge=\"{id}\"}} {}\n",
-                u8::from(registered)
+            let text = bridgemesh_bridge::metrics::render_gauge(
+                &id,
+                "bridgemesh_bridge_control_registered",
+                "Whether control holds this bridge's registration.",
+                u64::from(registered),
             );
             async move { text }
         }),

@@ -12,6 +12,7 @@
 //! - [`shard`]: the forwarding engine, a sans-IO state machine over the rooms one thread owns.
 //! - [`driver`]: threads, the UDP socket and timers around the shards.
 //! - [`signaling`]: the WebSocket endpoint, authenticated by control's tickets.
+//! - [`metrics`]: `/metrics`, the shards', links' and process's figures (prometheus-client).
 //! - [`ticket`]: ticket verification with a single-use cache.
 //! - [`removed_participants`]: the bounded memory of kicked participants whose tickets are refused.
 //! - [`keyframe_requests`]: lets inbound PLI/FIR, NACK and sender reports past `rtc`'s
@@ -55,6 +56,7 @@ pub mod fastpath;
 pub mod keyframe_requests;
 mod legs;
 pub mod load;
+pub mod metrics;
 pub mod participant;
 pub mod peer;
 pub mod removed_participants;
