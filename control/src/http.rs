@@ -121,7 +121,18 @@ impl Api {
     }
 }
 
+/// The public API, the web client, `/health` and `/metrics` (behind the metrics token when the
+/// configuration has one).
 pub fn router(node: Arc<ControlNode>, config: ApiConfig) -> Router {
+    let metrics_token = config.metrics_token.clone();
+    let router = public_routes(node, config);
+    match metrics_token {
+        Some(token) => require_metrics_token(router, token),
+        None => router,
+    }
+}
+
+fn public_routes(node: Arc<ControlNode>, config: ApiConfig) -> Router {
     let api = Api::new(node.clone(), config);
     Router::new()
         .route("/api/v1/rooms/{room}/join", post(join))
@@ -748,16 +759,8 @@ async fn health(State(api): State<Api>) -> Response {
     (code, axum::Json(body)).into_response()
 }
 
-async fn metrics(State(api): State<Api>, headers: HeaderMap) -> Response {
-    if let Some(token) = &api.config.metrics_token
-        && !token.admits(&headers)
-    {
-        return ApiError::new(
-            ErrorCode::Unauthorized,
-            "/metrics needs the metrics token: Authorization: Bearer <token>",
-        )
-        .into_response();
-    }
+/// Behind [`require_metrics_token`] when the node has a metrics token (see [`router`]).
+async fn metrics(State(api): State<Api>) -> Response {
     (
         [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
         api.metrics.render(),
