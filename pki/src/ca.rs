@@ -16,14 +16,15 @@ use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
     KeyPair, KeyUsagePurpose, SanType,
 };
-use rustls::client::danger::ServerCertVerifier as _;
+use rustls::RootCertStore;
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::pem::PemObject as _;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::{RootCertStore, client::WebPkiServerVerifier, server::WebPkiClientVerifier};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
+
+pub use crate::identity::{BridgeIdentity, ClusterIdentity};
+use crate::pem_files::{create_dir, parse_pem_cert, read_pem_file, write_file};
 
 /// The DNS suffix of every bridge name: `<bridge id>.bridge.bridgemesh`.
 pub const BRIDGE_NAME_SUFFIX: &str = ".bridge.bridgemesh";
@@ -47,8 +48,6 @@ const BRIDGE_CERT_VALIDITY: Duration = Duration::from_secs(365 * 24 * 3600);
 /// Certificates start being valid a little in the past so that a peer whose clock is behind does
 /// not refuse a certificate issued a moment ago.
 const CLOCK_SKEW_ALLOWANCE: Duration = Duration::from_secs(3600);
-/// PEM files we read are small; a larger file is not one of ours.
-const MAX_PEM_FILE_BYTES: u64 = 64 * 1024;
 
 /// Why a CA or bridge identity could not be made, loaded or saved.
 #[derive(Debug, thiserror::Error)]
@@ -158,24 +157,6 @@ impl std::fmt::Debug for ClusterCa {
     }
 }
 
-/// A bridge's certificate chain, its private key, and the CA certificate it trusts peers under.
-#[derive(Clone)]
-pub struct BridgeIdentity {
-    bridge_id: BridgeId,
-    cert_chain: Vec<CertificateDer<'static>>,
-    key: Arc<PrivateKeyDer<'static>>,
-    ca_cert: CertificateDer<'static>,
-}
-
-impl std::fmt::Debug for BridgeIdentity {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Never the key.
-        f.debug_struct("BridgeIdentity")
-            .field("bridge_id", &self.bridge_id)
-            .finish_non_exhaustive()
-    }
-}
-
 /// The crypto provider of every TLS configuration here: ring, never aws-lc.
 pub fn crypto_provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
@@ -232,93 +213,6 @@ fn ca_params() -> CertificateParams {
     params.not_before = now_plus(CLOCK_SKEW_ALLOWANCE, false);
     params.not_after = now_plus(CA_VALIDITY, true);
     params
-}
-
-fn parse_pem_cert(what: &'static str, pem: &str) -> Result<CertificateDer<'static>, PkiError> {
-    CertificateDer::from_pem_slice(pem.as_bytes()).map_err(|e| PkiError::Pem {
-        what,
-        reason: e.to_string(),
-    })
-}
-
-fn parse_pem_certs(what: &'static str, pem: &str) -> Result<Vec<CertificateDer<'static>>, PkiError> {
-    let certs = CertificateDer::pem_slice_iter(pem.as_bytes())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| PkiError::Pem {
-            what,
-            reason: e.to_string(),
-        })?;
-    if certs.is_empty() {
-        return Err(PkiError::Pem {
-            what,
-            reason: "no CERTIFICATE block".into(),
-        });
-    }
-    Ok(certs)
-}
-
-fn to_pem(label: &str, der: &[u8]) -> String {
-    use base64::Engine as _;
-    let body = base64::engine::general_purpose::STANDARD.encode(der);
-    let mut out = format!("-----BEGIN {label}-----\n");
-    for line in body.as_bytes().chunks(64) {
-        out.push_str(std::str::from_utf8(line).expect("base64 is ASCII"));
-        out.push('\n');
-    }
-    out.push_str(&format!("-----END {label}-----\n"));
-    out
-}
-
-fn read_pem_file(path: &Path) -> Result<String, PkiError> {
-    let io = |source| PkiError::Io {
-        path: path.to_owned(),
-        source,
-    };
-    let len = std::fs::metadata(path).map_err(io)?.len();
-    if len > MAX_PEM_FILE_BYTES {
-        return Err(PkiError::Pem {
-            what: "file",
-            reason: format!("{} is {len} bytes, too large", path.display()),
-        });
-    }
-    std::fs::read_to_string(path).map_err(io)
-}
-
-/// Writes `contents` to `path`; `secret` files are readable by their owner only.
-fn write_file(path: &Path, contents: &str, secret: bool) -> Result<(), PkiError> {
-    use std::io::Write as _;
-    let io = |source| PkiError::Io {
-        path: path.to_owned(),
-        source,
-    };
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    if secret {
-        use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
-        options.mode(0o600);
-        let file = options.open(path).map_err(io)?;
-        // `mode` applies only to a file this call creates; an existing one keeps its permissions.
-        file.set_permissions(std::fs::Permissions::from_mode(0o600))
-            .map_err(io)?;
-        return (&file)
-            .write_all(contents.as_bytes())
-            .and_then(|()| file.sync_all())
-            .map_err(io);
-    }
-    let _ = secret;
-    let file = options.open(path).map_err(io)?;
-    (&file)
-        .write_all(contents.as_bytes())
-        .and_then(|()| file.sync_all())
-        .map_err(io)
-}
-
-fn create_dir(dir: &Path) -> Result<(), PkiError> {
-    std::fs::create_dir_all(dir).map_err(|source| PkiError::Io {
-        path: dir.to_owned(),
-        source,
-    })
 }
 
 impl ClusterCa {
@@ -448,245 +342,6 @@ impl ClusterCa {
     }
 }
 
-/// A cluster member's certificate chain, its private key, and the CA certificate it trusts peers
-/// under: what a node presents on every link to another node, bridge or control.
-#[derive(Clone)]
-pub struct ClusterIdentity {
-    name: ClusterName,
-    cert_chain: Vec<CertificateDer<'static>>,
-    key: Arc<PrivateKeyDer<'static>>,
-    ca_cert: CertificateDer<'static>,
-}
-
-impl std::fmt::Debug for ClusterIdentity {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Never the key.
-        f.debug_struct("ClusterIdentity")
-            .field("name", &self.name)
-            .finish_non_exhaustive()
-    }
-}
-
-/// Checks that `key` is the chain's, that the chain is valid under `ca_cert` for server and client
-/// use under the name it carries, and returns that name.
-fn check_chain(
-    cert_chain: &[CertificateDer<'static>],
-    key: &PrivateKeyDer<'static>,
-    ca_cert: &CertificateDer<'static>,
-) -> Result<ClusterName, PkiError> {
-    let provider = crypto_provider();
-    rustls::sign::CertifiedKey::from_der(cert_chain.to_vec(), key.clone_key(), &provider)
-        .map_err(PkiError::KeyMismatch)?;
-    let (end_entity, intermediates) = cert_chain.split_first().ok_or(PkiError::Pem {
-        what: "certificate",
-        reason: "empty chain".into(),
-    })?;
-    let name = cluster_name_of(end_entity)?;
-    let roots = root_store(ca_cert)?;
-    let now = UnixTime::now();
-    WebPkiServerVerifier::builder_with_provider(roots.clone(), provider.clone())
-        .build()
-        .map_err(|e| PkiError::NotIssuedByCa(rustls::Error::General(e.to_string())))?
-        .verify_server_cert(end_entity, intermediates, &name.server_name()?, &[], now)
-        .map_err(PkiError::NotIssuedByCa)?;
-    WebPkiClientVerifier::builder_with_provider(roots, provider)
-        .build()
-        .map_err(|e| PkiError::NotIssuedByCa(rustls::Error::General(e.to_string())))?
-        .verify_client_cert(end_entity, intermediates, now)
-        .map_err(PkiError::NotIssuedByCa)?;
-    Ok(name)
-}
-
-impl ClusterIdentity {
-    /// An identity from its parts, checked as [`BridgeIdentity::new`] checks a bridge's.
-    pub fn new(
-        cert_chain: Vec<CertificateDer<'static>>,
-        key: PrivateKeyDer<'static>,
-        ca_cert: CertificateDer<'static>,
-    ) -> Result<Self, PkiError> {
-        let name = check_chain(&cert_chain, &key, &ca_cert)?;
-        Ok(Self {
-            name,
-            cert_chain,
-            key: Arc::new(key),
-            ca_cert,
-        })
-    }
-
-    pub fn from_pem(cert_chain_pem: &str, key_pem: &str, ca_cert_pem: &str) -> Result<Self, PkiError> {
-        let cert_chain = parse_pem_certs("certificate", cert_chain_pem)?;
-        let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|e| PkiError::Pem {
-            what: "private key",
-            reason: e.to_string(),
-        })?;
-        let ca_cert = parse_pem_cert("CA certificate", ca_cert_pem)?;
-        Self::new(cert_chain, key, ca_cert)
-    }
-
-    /// A control node's identity from `dir` ([`CONTROL_CERT_FILE`], [`CONTROL_KEY_FILE`],
-    /// [`CA_CERT_FILE`]), as `bridgemesh ca issue-control` writes it.
-    pub fn load_control(dir: &Path) -> Result<Self, PkiError> {
-        let identity = Self::from_pem(
-            &read_pem_file(&dir.join(CONTROL_CERT_FILE))?,
-            &read_pem_file(&dir.join(CONTROL_KEY_FILE))?,
-            &read_pem_file(&dir.join(CA_CERT_FILE))?,
-        )?;
-        match identity.name {
-            ClusterName::Control(_) => Ok(identity),
-            ref other => Err(PkiError::WrongRole {
-                expected: "control node",
-                found: other.to_string(),
-            }),
-        }
-    }
-
-    /// Writes a control node's files into `dir` (see [`ClusterIdentity::load_control`]).
-    pub fn save_control(&self, dir: &Path) -> Result<(), PkiError> {
-        create_dir(dir)?;
-        write_file(
-            &dir.join(CONTROL_KEY_FILE),
-            &to_pem("PRIVATE KEY", self.key.secret_der()),
-            true,
-        )?;
-        write_file(
-            &dir.join(CONTROL_CERT_FILE),
-            &self
-                .cert_chain
-                .iter()
-                .map(|c| to_pem("CERTIFICATE", c))
-                .collect::<String>(),
-            false,
-        )?;
-        write_file(
-            &dir.join(CA_CERT_FILE),
-            &to_pem("CERTIFICATE", &self.ca_cert),
-            false,
-        )
-    }
-
-    /// Who this identity is.
-    pub fn name(&self) -> &ClusterName {
-        &self.name
-    }
-
-    pub fn cert_chain(&self) -> &[CertificateDer<'static>] {
-        &self.cert_chain
-    }
-
-    /// The private key. Secret.
-    pub fn key(&self) -> &PrivateKeyDer<'static> {
-        &self.key
-    }
-
-    pub fn ca_cert(&self) -> &CertificateDer<'static> {
-        &self.ca_cert
-    }
-}
-
-impl From<&BridgeIdentity> for ClusterIdentity {
-    fn from(bridge: &BridgeIdentity) -> Self {
-        Self {
-            name: ClusterName::Bridge(bridge.bridge_id.clone()),
-            cert_chain: bridge.cert_chain.clone(),
-            key: bridge.key.clone(),
-            ca_cert: bridge.ca_cert.clone(),
-        }
-    }
-}
-
-impl BridgeIdentity {
-    /// An identity from its parts. Checks that the key is the certificate's, that the chain is
-    /// valid under `ca_cert` for both server and client use, and reads the bridge id from it.
-    pub fn new(
-        cert_chain: Vec<CertificateDer<'static>>,
-        key: PrivateKeyDer<'static>,
-        ca_cert: CertificateDer<'static>,
-    ) -> Result<Self, PkiError> {
-        let bridge_id = match cert_chain.first().map(bridge_id_of).transpose()? {
-            Some(id) => id,
-            None => {
-                return Err(PkiError::Pem {
-                    what: "bridge certificate",
-                    reason: "empty chain".into(),
-                });
-            }
-        };
-        check_chain(&cert_chain, &key, &ca_cert)?;
-        Ok(Self {
-            bridge_id,
-            cert_chain,
-            key: Arc::new(key),
-            ca_cert,
-        })
-    }
-
-    /// An identity from PEM: the certificate chain (bridge certificate first), its PKCS#8 key,
-    /// and the cluster CA certificate.
-    pub fn from_pem(cert_chain_pem: &str, key_pem: &str, ca_cert_pem: &str) -> Result<Self, PkiError> {
-        let cert_chain = parse_pem_certs("bridge certificate", cert_chain_pem)?;
-        let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|e| PkiError::Pem {
-            what: "bridge key",
-            reason: e.to_string(),
-        })?;
-        let ca_cert = parse_pem_cert("CA certificate", ca_cert_pem)?;
-        Self::new(cert_chain, key, ca_cert)
-    }
-
-    /// The bridge this identity belongs to, as its certificate names it.
-    pub fn bridge_id(&self) -> &BridgeId {
-        &self.bridge_id
-    }
-
-    /// The certificate chain, bridge certificate first.
-    pub fn cert_chain(&self) -> &[CertificateDer<'static>] {
-        &self.cert_chain
-    }
-
-    /// The private key. Secret.
-    pub fn key(&self) -> &PrivateKeyDer<'static> {
-        &self.key
-    }
-
-    /// The CA certificate peers must chain to.
-    pub fn ca_cert(&self) -> &CertificateDer<'static> {
-        &self.ca_cert
-    }
-
-    pub fn cert_chain_pem(&self) -> String {
-        self.cert_chain
-            .iter()
-            .map(|cert| to_pem("CERTIFICATE", cert))
-            .collect()
-    }
-
-    /// The private key, PKCS#8 PEM. Secret.
-    pub fn key_pem(&self) -> String {
-        to_pem("PRIVATE KEY", self.key.secret_der())
-    }
-
-    pub fn ca_cert_pem(&self) -> String {
-        to_pem("CERTIFICATE", &self.ca_cert)
-    }
-
-    /// Reads [`BRIDGE_CERT_FILE`], [`BRIDGE_KEY_FILE`] and [`CA_CERT_FILE`] from `dir`.
-    pub fn load(dir: &Path) -> Result<Self, PkiError> {
-        Self::from_pem(
-            &read_pem_file(&dir.join(BRIDGE_CERT_FILE))?,
-            &read_pem_file(&dir.join(BRIDGE_KEY_FILE))?,
-            &read_pem_file(&dir.join(CA_CERT_FILE))?,
-        )
-    }
-
-    /// Writes [`BRIDGE_CERT_FILE`], [`BRIDGE_KEY_FILE`] (mode 0600) and [`CA_CERT_FILE`] into
-    /// `dir`, creating it and replacing earlier files (reissuing is normal).
-    pub fn save(&self, dir: &Path) -> Result<(), PkiError> {
-        create_dir(dir)?;
-        write_file(&dir.join(BRIDGE_KEY_FILE), &self.key_pem(), true)?;
-        write_file(&dir.join(BRIDGE_CERT_FILE), &self.cert_chain_pem(), false)?;
-        write_file(&dir.join(CA_CERT_FILE), &self.ca_cert_pem(), false)
-    }
-}
-
 /// The trust store of every cluster link: the cluster CA alone.
 pub fn root_store(ca_cert: &CertificateDer<'static>) -> Result<Arc<RootCertStore>, PkiError> {
     let mut roots = RootCertStore::empty();
@@ -756,6 +411,22 @@ mod tests {
         let err = BridgeIdentity::from_pem(&identity.cert_chain_pem(), &stranger.key_pem(), ca.cert_pem())
             .unwrap_err();
         assert!(matches!(err, PkiError::KeyMismatch(_)), "{err}");
+    }
+
+    #[test]
+    fn a_control_identity_is_not_a_bridge_identity_and_round_trips_as_itself() {
+        let ca = ClusterCa::generate().unwrap();
+        let control = ca.issue_control_cert(7).unwrap();
+        let err = BridgeIdentity::from_pem(&control.cert_chain_pem(), &control.key_pem(), ca.cert_pem())
+            .unwrap_err();
+        assert!(matches!(err, PkiError::WrongRole { .. }), "{err}");
+
+        let dir = tempfile::tempdir().unwrap();
+        control.save_control(dir.path()).unwrap();
+        let loaded = ClusterIdentity::load_control(dir.path()).unwrap();
+        assert_eq!(loaded.name(), &ClusterName::Control(7));
+        assert_eq!(loaded.key().secret_der(), control.key().secret_der());
+        assert!(BridgeIdentity::load(dir.path()).is_err(), "no bridge files there");
     }
 
     #[test]

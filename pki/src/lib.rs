@@ -2,7 +2,8 @@
 //! control nodes, and the mutual-TLS plumbing every link between nodes uses.
 //!
 //! # Layout
-//! - [`ca`]: the cluster CA, bridge and control certificates, who a certificate names.
+//! - [`ca`]: the cluster CA, the certificates it issues, who a certificate names.
+//! - [`identity`]: what a bridge or control node presents on every link.
 //! - [`tls`]: rustls configurations for control's cluster listener and its clients.
 //! - [`listener`]: an axum listener that serves only authenticated cluster members.
 //! - [`client`]: HTTP/1.1 over mutual TLS between control nodes, pooled.
@@ -12,7 +13,9 @@
 
 pub mod ca;
 pub mod client;
+pub mod identity;
 pub mod listener;
+mod pem_files;
 pub mod tls;
 
 pub use ca::{BridgeIdentity, ClusterCa, ClusterIdentity, ClusterName, PkiError};
