@@ -19,6 +19,7 @@ use super::rng::SimRng;
 use super::scenario::{CutDirection, FaultKind, Scenario};
 use bridgemesh_control::cascade_membership::MembershipPush;
 use bridgemesh_control::failure_detector::{FailureDetector, FailureDetectorConfig};
+use bridgemesh_control::load_throttle::LoadCommitThrottle;
 use bridgemesh_control::placement::{ClientPlace, PlacementPolicy, choose_bridge};
 use bridgemesh_control::state::{Command, ControlState, JoinRequestRecord, Moved, Outcome};
 use bridgemesh_proto::bridge_session::{
@@ -43,9 +44,6 @@ const LOAD_REPORT_MS: u64 = 1_000;
 const SAMPLE_MS: u64 = 10_000;
 /// How often (simulated) the run reports its progress.
 const PROGRESS_EVERY_MS: u64 = 10_000;
-/// Control commits a load report when stress moved this much, or this long after the last one.
-const LOAD_COMMIT_CHANGE: f64 = 0.05;
-const LOAD_COMMIT_MAX_MS: u64 = 5_000;
 /// Messages bridges cut off by a partition keep for their return, at most.
 const DEFERRED_MAX: usize = 1_000_000;
 /// A client whose peer connection stops carrying anything (its path is cut, nothing closes)
@@ -166,8 +164,8 @@ struct SimBridge {
     session_arrival_ms: u64,
     instance: u64,
     hosted: usize,
-    /// The last load control committed, and when: the hub's rule (a change of 0.05 or 5 s).
-    committed_stress: Option<(f64, u64)>,
+    /// Which of its load reports control commits: the hub's own rule.
+    load_commits: LoadCommitThrottle,
     peak: usize,
     verdict_in_flight: bool,
 }
@@ -345,7 +343,7 @@ impl World {
                     session_arrival_ms: 0,
                     instance: 1,
                     hosted: 0,
-                    committed_stress: None,
+                    load_commits: LoadCommitThrottle::default(),
                     peak: 0,
                     verdict_in_flight: false,
                 });
@@ -661,13 +659,9 @@ impl World {
                         continue;
                     }
                     let stress = bridge.hosted as f64 / f64::from(bridge.capacity.max(1));
-                    let due = bridge.committed_stress.is_none_or(|(last, at)| {
-                        (stress - last).abs() >= LOAD_COMMIT_CHANGE || self.now_ms >= at + LOAD_COMMIT_MAX_MS
-                    });
-                    if !due {
+                    if !self.bridges[index].load_commits.take(self.now_ms, stress) {
                         continue;
                     }
-                    self.bridges[index].committed_stress = Some((stress, self.now_ms));
                     let bridge = &self.bridges[index];
                     let command = Command::ReportLoad {
                         bridge: bridge.id.clone(),
@@ -1368,7 +1362,7 @@ impl World {
                 let b = &mut self.bridges[bridge];
                 b.alive = true;
                 b.instance += 1;
-                b.committed_stress = None;
+                b.load_commits = LoadCommitThrottle::default();
                 self.register(bridge);
             }
             FaultKind::KillControlLeader { .. }
