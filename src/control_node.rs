@@ -115,6 +115,7 @@ pub struct RegionsSection {
     pub suspect_after_ms: Option<u64>,
     pub down_after_ms: Option<u64>,
     pub loss_reports_needed: Option<usize>,
+    pub leader_grace_ms: Option<u64>,
 }
 
 impl RegionsSection {
@@ -148,6 +149,9 @@ impl RegionsSection {
                 loss_reports_needed: self
                     .loss_reports_needed
                     .unwrap_or(hub_defaults.detector.loss_reports_needed),
+                leader_grace_ms: self
+                    .leader_grace_ms
+                    .unwrap_or(hub_defaults.detector.leader_grace_ms),
                 ..hub_defaults.detector
             },
             placement: PlacementPolicy {

@@ -41,7 +41,7 @@ use bridge_metrics::{BridgeTarget, Scrape};
 use bridgemesh_control::auth::Secret;
 use bridgemesh_proto::api::DISPLAY_NAME_MAX_CHARS;
 use bridgemesh_proto::signaling::MediaSource;
-use bridgemesh_proto::{BridgeId, RoomId};
+use bridgemesh_proto::{BridgeId, ParticipantId, RoomId};
 use bridgemesh_sim::{ParticipantError, ParticipantOptions, SyntheticParticipant};
 use report::{JoinTally, MediaFold, Member, ReportSettings};
 use std::net::IpAddr;
@@ -699,8 +699,7 @@ impl LoadRun {
             }
             None
         };
-        let front = cluster.control_url();
-        let probes = probe_joins(&self.config, &front, killed_at);
+        let probes = probe_joins(&self.config, cluster, killed_at);
         let watched = &self.joined[..self.joined.len().min(faults::WATCHED_MAX)];
         let packets = || -> Vec<u64> {
             watched
@@ -864,9 +863,10 @@ fn restarted_at(report: &mut FaultReport, bridge_s: Option<f64>, control_s: Opti
 }
 
 /// [`faults::PROBE_JOINS`] receive-only joins into room `{prefix}-probe`, one every
-/// [`faults::PROBE_INTERVAL`] from `from`, each from its own loopback address; they leave again
-/// at once.
-async fn probe_joins(config: &LoadConfig, control_url: &str, from: Instant) -> faults::ProbeJoins {
+/// [`faults::PROBE_INTERVAL`] from `from`, each from its own loopback address. They stay until
+/// the last one is done; then control's count of their room is taken (through `cluster`), and
+/// they leave.
+async fn probe_joins(config: &LoadConfig, cluster: &LocalCluster, from: Instant) -> faults::ProbeJoins {
     let mut report = faults::ProbeJoins::default();
     let room = match RoomId::new(format!("{}-probe", config.room_prefix)) {
         Ok(room) => room,
@@ -875,6 +875,7 @@ async fn probe_joins(config: &LoadConfig, control_url: &str, from: Instant) -> f
             return report;
         }
     };
+    let control_url = cluster.control_url();
     let join_bound = Duration::from_secs(config.join_timeout_s) + JOIN_SLACK;
     let mut tasks = JoinSet::new();
     for k in 0..faults::PROBE_JOINS {
@@ -886,7 +887,7 @@ async fn probe_joins(config: &LoadConfig, control_url: &str, from: Instant) -> f
             bind_ip: Some(IpAddr::from([127, 0, 200, 1 + k as u8])),
             ..ParticipantOptions::new(format!("probe #{k}"))
         };
-        let (room, control_url) = (room.clone(), control_url.to_owned());
+        let (room, control_url) = (room.clone(), control_url.clone());
         tasks.spawn(async move {
             tokio::time::sleep_until(at).await;
             let started = Instant::now();
@@ -902,24 +903,36 @@ async fn probe_joins(config: &LoadConfig, control_url: &str, from: Instant) -> f
             });
             let took = started.elapsed();
             match result {
-                Ok(participant) => {
-                    let _ = tokio::time::timeout(join_bound, participant.leave()).await;
-                    Ok(took)
+                Ok(participant) => Ok((took, participant)),
+                Err(error) => {
+                    let no_capacity = matches!(
+                        &error,
+                        ParticipantError::Http {
+                            code: Some(bridgemesh_proto::api::ErrorCode::NoCapacity),
+                            ..
+                        }
+                    );
+                    Err((
+                        no_capacity,
+                        format!("probe #{k} after {} ms: {error}", took.as_millis()),
+                    ))
                 }
-                Err(error) => Err(format!("probe #{k} after {} ms: {error}", took.as_millis())),
             }
         });
     }
     let mut join_us = histogram::Histogram::default();
+    let mut joined = Vec::new();
     while let Some(done) = tasks.join_next().await {
         report.attempted += 1;
         match done {
-            Ok(Ok(took)) => {
+            Ok(Ok((took, participant))) => {
                 report.ok += 1;
                 join_us.record(took.as_micros() as u64);
+                joined.push(participant);
             }
-            Ok(Err(error)) => {
+            Ok(Err((no_capacity, error))) => {
                 report.failed += 1;
+                report.refused_no_capacity += u64::from(no_capacity);
                 report.failures.push(error);
             }
             Err(error) => {
@@ -927,6 +940,13 @@ async fn probe_joins(config: &LoadConfig, control_url: &str, from: Instant) -> f
                 report.failures.push(format!("a probe task: {error}"));
             }
         }
+    }
+    let ids: std::collections::BTreeSet<&ParticipantId> =
+        joined.iter().map(SyntheticParticipant::participant_id).collect();
+    report.duplicate_ids = (joined.len() - ids.len()) as u64;
+    report.in_control = cluster.room_participants(&room).await;
+    for participant in joined {
+        let _ = tokio::time::timeout(join_bound, participant.leave()).await;
     }
     report.join_ms = join_us.summary(1000.0);
     report

@@ -24,6 +24,7 @@
 
 use crate::cascade_membership::MembershipPush;
 use crate::failure_detector::{FailureDetector, FailureDetectorConfig, Liveliness};
+use crate::load_throttle::LoadCommitThrottle;
 use crate::node::now_unix_ms;
 use crate::placement::PlacementPolicy;
 use crate::raft::cluster::ClusterNode;
@@ -82,11 +83,6 @@ const REGISTER_TIMEOUT: Duration = Duration::from_secs(5);
 const TO_BRIDGE_QUEUE_MAX: usize = 4_096;
 /// Events from one bridge waiting to be committed, in order.
 const FROM_BRIDGE_QUEUE_MAX: usize = 4_096;
-/// Load reports are committed at least this often while a bridge heartbeats...
-const LOAD_COMMIT_MAX_INTERVAL_MS: u64 = 5_000;
-/// ...and sooner when the stress moved by this much, but not more often than this.
-const LOAD_COMMIT_STRESS_STEP: f64 = 0.05;
-const LOAD_COMMIT_MIN_INTERVAL_MS: u64 = 1_000;
 /// How long a loss report waits on the leader for a verdict before answering "undecided".
 const LOSS_VERDICT_WAIT: Duration = Duration::from_secs(3);
 
@@ -238,7 +234,7 @@ struct Session {
     serial: u64,
     instance: String,
     to_bridge: mpsc::Sender<ControlToBridge>,
-    last_load_commit: Option<(u64, f64)>,
+    load_commits: LoadCommitThrottle,
 }
 
 #[derive(Default)]
@@ -589,7 +585,7 @@ impl BridgeHub {
                     serial,
                     instance,
                     to_bridge: to_bridge.clone(),
-                    last_load_commit: None,
+                    load_commits: LoadCommitThrottle::default(),
                 },
             ) {
                 let _ = old.to_bridge.try_send(ControlToBridge::Refused {
@@ -719,19 +715,9 @@ impl BridgeHub {
             let Some(session) = hub.sessions.get_mut(bridge).filter(|s| s.serial == serial) else {
                 return;
             };
-            let due = match session.last_load_commit {
-                None => true,
-                Some((at, stress)) => {
-                    let age = now.saturating_sub(at);
-                    age >= LOAD_COMMIT_MAX_INTERVAL_MS
-                        || (age >= LOAD_COMMIT_MIN_INTERVAL_MS
-                            && (load.stress - stress).abs() >= LOAD_COMMIT_STRESS_STEP)
-                }
-            };
-            if !due {
+            if !session.load_commits.take(now, load.stress) {
                 return;
             }
-            session.last_load_commit = Some((now, load.stress));
         }
         let hub = self.clone();
         let bridge = bridge.clone();

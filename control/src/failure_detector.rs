@@ -19,6 +19,18 @@
 //! So a control↔bridge blip shorter than `down_after_ms` costs new placements on that bridge
 //! only, while a bridge that really died is declared down as soon as two of its participants say
 //! so, typically within milliseconds of the socket closing.
+//!
+//! A new leader has heard from no bridge. The bridges lost their session with the old leader and
+//! find the new one on their own, through their reconnect backoff, which may take a few seconds
+//! after the election. Until a bridge's session opens here, the leader gives it
+//! [`FailureDetectorConfig::leader_grace_ms`] instead of `suspect_after_ms`: a healthy bridge
+//! keeps taking joins across a leader change instead of being marked unreachable for the second
+//! or two before it finds the new leader. The grace is cut short by the same evidence that
+//! condemns any bridge: its participants reporting its loss. So a bridge that died together with
+//! the old leader is declared down as soon as its participants say so, and only one that dies
+//! unseen by anyone in that window (hosting nobody) is offered new joins until the grace ends.
+//! The choice against the alternatives (bridges holding sessions to every control node, or
+//! followers relaying their heartbeats) is argued in docs/regions.md, "Leader changes".
 
 use crate::state::{BridgeStatus, ControlState};
 use bridgemesh_proto::{BridgeId, ParticipantId};
@@ -34,6 +46,11 @@ pub struct FailureDetectorConfig {
     pub loss_reports_needed: usize,
     /// How long a loss report counts.
     pub report_window_ms: u64,
+    /// On a new leader, silence after which a bridge it has not yet heard from is unreachable
+    /// (instead of `suspect_after_ms`): long enough for the bridge's session to find the new
+    /// leader through its reconnect backoff (at most 2 s per attempt, see the bridge's
+    /// `control_session.rs`, and a dead old leader may cost one attempt).
+    pub leader_grace_ms: u64,
 }
 
 impl Default for FailureDetectorConfig {
@@ -43,6 +60,7 @@ impl Default for FailureDetectorConfig {
             down_after_ms: 10_000,
             loss_reports_needed: 2,
             report_window_ms: 10_000,
+            leader_grace_ms: 5_000,
         }
     }
 }
@@ -55,6 +73,9 @@ impl FailureDetectorConfig {
         if self.loss_reports_needed == 0 {
             return Err("loss_reports_needed must be at least 1".into());
         }
+        if self.leader_grace_ms < self.suspect_after_ms || self.leader_grace_ms > self.down_after_ms {
+            return Err("leader_grace_ms must be between suspect_after_ms and down_after_ms".into());
+        }
         Ok(())
     }
 }
@@ -65,6 +86,8 @@ const REPORTS_PER_BRIDGE_MAX: usize = 64;
 #[derive(Debug, Clone, Default)]
 struct Liveness {
     connected: bool,
+    /// A session of this bridge opened since this node became leader: the leader's grace is over.
+    seen: bool,
     /// Last heartbeat, session start, or when this node became leader.
     heard_ms: u64,
     /// When the session closed, while it is closed.
@@ -96,8 +119,8 @@ impl FailureDetector {
         }
     }
 
-    /// This node just became leader: it knows nothing about the bridges yet, so each gets a full
-    /// silence period from now to reconnect.
+    /// This node just became leader: it knows nothing about the bridges yet, so each gets
+    /// [`FailureDetectorConfig::leader_grace_ms`] from now to reconnect.
     pub fn became_leader(&mut self, now_ms: u64) {
         self.bridges.clear();
         self.grace_start = Some(now_ms);
@@ -106,6 +129,7 @@ impl FailureDetector {
     pub fn session_opened(&mut self, bridge: &BridgeId, now_ms: u64) {
         let liveness = self.bridges.entry(bridge.clone()).or_default();
         liveness.connected = true;
+        liveness.seen = true;
         liveness.heard_ms = now_ms;
         liveness.closed_ms = None;
         liveness.reports.clear();
@@ -184,11 +208,19 @@ impl FailureDetector {
                 None => now_ms.saturating_sub(liveness.heard_ms),
             };
             let closed_now = liveness.closed_ms.is_some();
-            let suspected = closed_now || silent_for_ms >= self.config.suspect_after_ms;
             while seats.next_if(|(seated_id, _)| **seated_id < bridge.id).is_some() {}
             let seated = seats
                 .next_if(|(seated_id, _)| **seated_id == bridge.id)
                 .map_or(0, |(_, n)| *n as usize);
+            let reports_needed = self.config.loss_reports_needed.min(seated).max(1);
+            let suspected = closed_now
+                || if liveness.seen {
+                    silent_for_ms >= self.config.suspect_after_ms
+                } else {
+                    // Not heard from since this node leads: its session may still be finding us.
+                    silent_for_ms >= self.config.leader_grace_ms
+                        || (seated > 0 && liveness.reports.len() >= reports_needed)
+                };
             match bridge.status {
                 BridgeStatus::Up if suspected => {
                     verdicts.push((bridge.id.clone(), BridgeStatus::Unreachable));
@@ -198,7 +230,6 @@ impl FailureDetector {
                     verdicts.push((bridge.id.clone(), BridgeStatus::Up));
                 }
                 BridgeStatus::Unreachable | BridgeStatus::Draining if suspected => {
-                    let reports_needed = self.config.loss_reports_needed.min(seated).max(1);
                     let corroborated = seated == 0
                         || liveness.reports.len() >= reports_needed
                         || silent_for_ms >= self.config.down_after_ms;

@@ -10,6 +10,7 @@
 //! - [`bridge_hub`]: the bridges' WebSocket sessions on the leader; drives the detector and tells
 //!   bridges what was decided.
 //! - [`cascade_membership`]: which bridges share each room, and the changes to push to them; pure.
+//! - [`load_throttle`]: which of a bridge's load reports the leader commits; pure.
 //! - [`geo`], [`client_ip`], [`cidr`], [`locator`]: where a client is (a MaxMind DB, through
 //!   trusted proxies' headers), distances, made-up test databases.
 //! - [`auth`]: join tokens (Jitsi's JWT format), the guest policy, the admin credential; pure.
@@ -40,6 +41,7 @@ pub mod client_ip;
 pub mod failure_detector;
 pub mod geo;
 pub mod http;
+pub mod load_throttle;
 pub mod locator;
 pub mod metrics;
 pub mod node;

@@ -1,5 +1,8 @@
-//! The ticket control hands a participant for one bridge. It is an HS256 JWT signed with the cluster
-//! secret that control and bridges share; the bridge accepts each `jti` once and only before `exp`.
+//! The ticket control hands a participant for one bridge. It is an HS256 JWT signed with that
+//! bridge's own key, which control derives from the cluster secret and the bridge's id (bridges
+//! never hold the cluster secret: see `bridge_key` in control's `node.rs`), so a bridge can check
+//! its own tickets and sign none another bridge accepts. The bridge accepts each `jti` once and
+//! only before `exp`.
 
 use crate::ids::{BridgeId, ParticipantId, RoomId};
 use serde::{Deserialize, Serialize};

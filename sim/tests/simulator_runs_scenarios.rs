@@ -136,6 +136,67 @@ fn a_scenario_with_mistakes_is_refused_with_a_reason() {
     }
 }
 
+/// One bridge, joins flowing, the control leader killed three times (as
+/// `tests/cli/leader_kill_costs_no_joins.rs` does to real processes). The bridge's session finds
+/// each new leader on its own (the real `ControlSession`'s backoff and redirects, run by the
+/// simulator), which can take longer than `suspect_after_ms` after the election.
+const ONE_BRIDGE_LEADER_KILLS: &str = r#"
+name = "one bridge, three leader kills"
+duration_s = 120
+liveness_s = 30
+[control]
+region = "eu"
+[[regions]]
+id = "eu"
+latitude = 50.11
+longitude = 8.68
+bridges = 1
+capacity = 2000
+[participants]
+arrivals_per_s = 10.0
+stay_s_mean = 60
+room_size_min = 2
+room_size_max = 4
+[[faults]]
+at_s = 30
+kind = "kill_control_leader"
+election_ms = 1500
+[[faults]]
+at_s = 60
+kind = "kill_control_leader"
+election_ms = 1500
+[[faults]]
+at_s = 90
+kind = "kill_control_leader"
+election_ms = 1500
+"#;
+
+/// The leader's grace keeps a bridge placeable while it finds the new leader; without it (the
+/// rule before: an unheard bridge is suspected after `suspect_after_ms`) joins are refused for
+/// capacity with a healthy bridge standing by.
+#[test]
+fn a_new_leader_refuses_no_join_while_the_bridge_finds_it_and_would_without_its_grace() {
+    const REFUSED: &str = "no bridge can take it";
+    let scenario = Scenario::from_toml(ONE_BRIDGE_LEADER_KILLS).unwrap();
+    let mut refused_without_grace = 0;
+    for seed in 1..=4 {
+        let report = simulator::run(scenario.clone(), seed, |_, _| {});
+        assert_eq!(report.violation_count, 0, "{}", report.summary());
+        assert_eq!(report.joins_failed, 0, "{}", report.summary());
+        assert_eq!(report.elections.len(), 3, "{}", report.summary());
+
+        let mut without_grace = scenario.clone();
+        without_grace.control.leader_grace_ms = without_grace.control.suspect_after_ms;
+        without_grace.validate().unwrap();
+        let report = simulator::run(without_grace, seed, |_, _| {});
+        refused_without_grace += report.join_failures.get(REFUSED).copied().unwrap_or(0);
+    }
+    assert!(
+        refused_without_grace > 0,
+        "the simulator shows the gap a new leader without grace leaves"
+    );
+}
+
 #[test]
 fn a_leader_crash_delays_joins_in_flight_and_declares_no_bridge_down() {
     let report = simulator::run(shipped("leader_crash_during_a_join_storm"), 3, |_, _| {});

@@ -7,7 +7,10 @@
 //! - A leader kill SIGKILLs the control node every node names leader. Then, for a window:
 //!   surviving nodes are asked for a new leader, probe participants join (through the same front
 //!   as the run's participants) and the run's participants' packet counts are sampled, to say
-//!   whether any media stopped while control had no leader.
+//!   whether any media stopped while control had no leader. The probes keep joining for
+//!   [`PROBE_WINDOW`] after the kill, well past the election and the bridges' return to the new
+//!   leader, and stay until the last one is in; then control's count of the probe room says
+//!   whether a join was lost or committed twice.
 //!
 //! The folds here are pure (instants and stats in, report out); [`super::LoadRun::hold_with_faults`]
 //! is the driver.
@@ -21,12 +24,17 @@ use std::time::{Duration, Instant};
 
 /// Most participants named as not recovered.
 const EXAMPLES_MAX: usize = super::report::EXAMPLES_MAX;
-/// Probe joins after a leader kill.
-pub const PROBE_JOINS: usize = 5;
+/// Probe joins after a leader kill: one every [`PROBE_INTERVAL`] from the kill to
+/// [`PROBE_WINDOW`] after it. A new leader is elected within about a second, and the bridges
+/// find it within a few more; a shorter window would end before a new leader that does not yet
+/// trust the bridges could refuse anyone.
+pub const PROBE_JOINS: usize = 25;
 /// Between two probe joins.
 pub const PROBE_INTERVAL: Duration = Duration::from_millis(250);
+/// From the kill to the last probe join's start.
+pub const PROBE_WINDOW: Duration = Duration::from_millis(250 * (PROBE_JOINS as u64 - 1));
 /// How long the media is watched after a leader kill.
-pub const LEADER_WATCH: Duration = Duration::from_secs(5);
+pub const LEADER_WATCH: Duration = Duration::from_secs(6);
 /// Bound on waiting for a new leader.
 pub const NEW_LEADER_TIMEOUT: Duration = Duration::from_secs(15);
 /// How often the media is sampled while watched.
@@ -154,7 +162,7 @@ pub struct LeaderKillReport {
     /// The leader the surviving nodes named afterwards, and when one first did.
     pub new_leader: Option<u64>,
     pub new_leader_ms: Option<u64>,
-    /// Probe joins started at the kill, one every 250 ms.
+    /// Probe joins started at the kill, one every 250 ms for 6 s.
     pub probe_joins: ProbeJoins,
     /// How long the media was watched after the kill.
     pub watched_ms: u64,
@@ -174,6 +182,17 @@ pub struct ProbeJoins {
     pub attempted: u64,
     pub ok: u64,
     pub failed: u64,
+    /// Failures that were control refusing the join for want of a bridge (`no_capacity`).
+    #[serde(default)]
+    pub refused_no_capacity: u64,
+    /// Participants control holds in the probe room once every probe is done, before they
+    /// leave: `ok` when no join was lost and none committed twice; `None` if control could not
+    /// be asked.
+    #[serde(default)]
+    pub in_control: Option<u64>,
+    /// Probe joins that got the same participant id as another one.
+    #[serde(default)]
+    pub duplicate_ids: u64,
     /// Each failure's reason.
     pub failures: Vec<String>,
     /// Joins that succeeded: the `join` call from start to first answer.
@@ -355,12 +374,14 @@ impl std::fmt::Display for FaultReport {
             let p = &l.probe_joins;
             writeln!(
                 f,
-                "            joins during the outage: {} ok, {} failed of {}; took p50 {} max {}",
+                "            joins during the outage: {} ok, {} failed ({} refused for capacity) of {}; took p50 {} max {}; control holds {}",
                 p.ok,
                 p.failed,
+                p.refused_no_capacity,
                 p.attempted,
                 ms(p.join_ms.p50),
-                ms(p.join_ms.max)
+                ms(p.join_ms.max),
+                p.in_control.map_or_else(|| "-".to_owned(), |n| n.to_string())
             )?;
             for failure in &p.failures {
                 writeln!(f, "            join failed: {failure}")?;

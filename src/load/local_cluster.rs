@@ -12,7 +12,7 @@
 use super::{LoadError, bridge_metrics};
 use bridgemesh_bridge::cascade::pki::ClusterCa;
 use bridgemesh_control::auth::Secret;
-use bridgemesh_proto::BridgeId;
+use bridgemesh_proto::{BridgeId, RoomId};
 use rand::RngCore as _;
 use serde::{Deserialize, Serialize};
 use std::net::{IpAddr, SocketAddr, TcpListener};
@@ -555,6 +555,28 @@ impl LocalCluster {
             .await
             .ok()?;
         health["leader_id"].as_u64()
+    }
+
+    /// How many participants control holds in `room` (placed or connected), by a linearizable
+    /// read through the front; `None` if control did not answer.
+    pub async fn room_participants(&self, room: &RoomId) -> Option<u64> {
+        let rooms: serde_json::Value = self
+            .http
+            .get(format!("{}/api/v1/admin/rooms", self.control_url()))
+            .bearer_auth(&self.admin_token)
+            .send()
+            .await
+            .ok()?
+            .error_for_status()
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        rooms
+            .as_array()?
+            .iter()
+            .find(|r| r["room"].as_str() == Some(room.as_str()))
+            .map_or(Some(0), |r| r["participants"].as_u64())
     }
 
     /// The bridges control lists `up` (asking the front).

@@ -197,6 +197,15 @@ impl LoadReport {
                         kill.probe_joins.attempted
                     ));
                 }
+                let probes = &kill.probe_joins;
+                if probes.in_control.is_some_and(|held| held != probes.ok) || probes.duplicate_ids > 0 {
+                    failures.push(format!(
+                        "{} joins during the leader's kill succeeded but control holds {} in their room ({} duplicate ids)",
+                        probes.ok,
+                        probes.in_control.unwrap_or_default(),
+                        probes.duplicate_ids
+                    ));
+                }
             }
             for error in &faults.errors {
                 failures.push(format!("fault not carried out: {error}"));

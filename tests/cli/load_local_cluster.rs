@@ -118,7 +118,7 @@ async fn a_killed_bridge_and_a_killed_leader_are_survived_and_reported() {
         "{shown}"
     );
     let probes = &leader.probe_joins;
-    assert_eq!(probes.attempted, 5, "{shown}");
+    assert_eq!(probes.attempted, 25, "{shown}");
     assert_eq!(probes.ok + probes.failed, probes.attempted, "{shown}");
     assert!(probes.ok > 0, "joins work again with a new leader\n{shown}");
     assert_eq!(leader.participants_watched, 3, "{shown}");

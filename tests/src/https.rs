@@ -312,22 +312,10 @@ pub async fn presented_leaf(addr: SocketAddr, domain: &str, ca_pem: &str) -> Vec
 }
 
 /// `up::start` on the state directory a [`bridgemesh::up::Running`] just stopped with: an
-/// in-process restart. The control node's Raft store stays locked until the last task holding
-/// the node has ended, and a bridge session's WebSocket handler on control ends only once it has
-/// seen its bridge go (after `stop()` returned), so a restart retries for a bounded time while
-/// the store is still locked. An operator's restart is a new process and never meets this.
+/// in-process restart. `stop` returns once the control node's Raft store is closed, so the
+/// restart opens it at once.
 pub async fn restart_up(config: bridgemesh::up::UpConfig) -> bridgemesh::up::Running {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        match bridgemesh::up::start(config.clone()).await {
-            Ok(running) => return running,
-            Err(err)
-                if format!("{err:#}").contains("Database already open")
-                    && std::time::Instant::now() < deadline =>
-            {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            Err(err) => panic!("restart: {err:#}"),
-        }
-    }
+    bridgemesh::up::start(config)
+        .await
+        .unwrap_or_else(|err| panic!("restart: {err:#}"))
 }

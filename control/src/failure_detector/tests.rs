@@ -168,3 +168,77 @@ fn hand_registered_bridges_are_not_watched() {
     state.bridges.get_mut(&id("b1")).unwrap().instance = None;
     assert!(detector.poll(1_000_000, &state).is_empty());
 }
+
+#[test]
+fn a_new_leader_keeps_an_unheard_bridge_up_until_its_grace_ends() {
+    let config = FailureDetectorConfig::default();
+    assert!(config.leader_grace_ms > config.suspect_after_ms);
+    let mut detector = FailureDetector::new(config.clone());
+    let mut state = state_with(4);
+    detector.became_leader(10_000);
+    // Where the old code marked it unreachable: the bridge is still finding the new leader.
+    assert!(
+        detector.poll(10_000 + config.suspect_after_ms, &state).is_empty(),
+        "an unheard bridge is not suspected before the leader's grace ends"
+    );
+    assert!(
+        detector
+            .poll(10_000 + config.leader_grace_ms - 1, &state)
+            .is_empty()
+    );
+    let verdicts = detector.poll(10_000 + config.leader_grace_ms, &state);
+    assert_eq!(verdicts, vec![(id("b1"), BridgeStatus::Unreachable)]);
+    set(&mut state, &verdicts);
+    // Its session reaches the leader: the ordinary rules apply from then on.
+    detector.session_opened(&id("b1"), 16_000);
+    let verdicts = detector.poll(16_001, &state);
+    assert_eq!(verdicts, vec![(id("b1"), BridgeStatus::Up)]);
+    set(&mut state, &verdicts);
+    assert_eq!(
+        detector.poll(16_000 + config.suspect_after_ms, &state),
+        vec![(id("b1"), BridgeStatus::Unreachable)],
+        "once heard, silence counts from suspect_after_ms again"
+    );
+}
+
+#[test]
+fn a_bridge_that_reconnects_within_the_grace_is_never_suspected() {
+    let config = FailureDetectorConfig::default();
+    let mut detector = FailureDetector::new(config.clone());
+    let state = state_with(4);
+    detector.became_leader(0);
+    for now in (0..2_600).step_by(50) {
+        assert!(detector.poll(now, &state).is_empty(), "at {now} ms");
+    }
+    detector.session_opened(&id("b1"), 2_600);
+    detector.heard(&id("b1"), 2_850);
+    assert!(detector.poll(3_000, &state).is_empty());
+}
+
+#[test]
+fn losses_reported_during_the_grace_condemn_a_bridge_that_died_with_the_old_leader() {
+    let mut detector = FailureDetector::new(FailureDetectorConfig::default());
+    let mut state = state_with(4);
+    detector.became_leader(0);
+    detector.report_loss(&id("b1"), &pid("p1"), 100);
+    assert!(
+        detector.poll(101, &state).is_empty(),
+        "one report of four is not enough"
+    );
+    detector.report_loss(&id("b1"), &pid("p2"), 120);
+    let verdicts = detector.poll(121, &state);
+    assert_eq!(verdicts, vec![(id("b1"), BridgeStatus::Unreachable)]);
+    set(&mut state, &verdicts);
+    assert_eq!(detector.poll(122, &state), vec![(id("b1"), BridgeStatus::Down)]);
+}
+
+#[test]
+fn the_leader_grace_is_validated() {
+    let mut config = FailureDetectorConfig::default();
+    config.leader_grace_ms = config.suspect_after_ms - 1;
+    assert!(config.validate().is_err());
+    config.leader_grace_ms = config.down_after_ms + 1;
+    assert!(config.validate().is_err());
+    config.leader_grace_ms = config.suspect_after_ms;
+    assert_eq!(config.validate(), Ok(()));
+}

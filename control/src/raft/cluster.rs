@@ -18,6 +18,9 @@ use std::time::Duration;
 
 /// Tries at committing one command: each try may wait for an election or follow a new leader.
 const PROPOSE_ATTEMPTS_MAX: usize = 4;
+/// Bound on waiting for the store to close after Raft stopped: its tasks drop it as they end,
+/// and the database's drop writes its last state.
+const STORE_CLOSE_WAIT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -188,9 +191,9 @@ pub struct ClusterNode {
     applied: Arc<RwLock<Applied>>,
     outcomes: tokio::sync::broadcast::Sender<Arc<crate::state::Outcome>>,
     network: PeerNetwork,
-    /// Gone once Raft's tasks have all dropped the store: then the data directory can be opened
+    /// Closed once Raft's tasks have all dropped the store: then the data directory can be opened
     /// again (by a restart in the same process).
-    database: std::sync::Weak<redb::Database>,
+    store_closed: store::StoreClosed,
 }
 
 impl ClusterNode {
@@ -209,7 +212,7 @@ impl ClusterNode {
         let network = PeerNetwork::new(identity).map_err(|err| StartError::Certificate(err.to_string()))?;
         let raft_config = Arc::new(config.raft_config()?);
         let data_dir = config.data_dir.clone();
-        let (log, state_machine, database) = tokio::task::spawn_blocking(move || store::open(&data_dir))
+        let (log, state_machine, store_closed) = tokio::task::spawn_blocking(move || store::open(&data_dir))
             .await
             .map_err(|err| StartError::Raft(err.to_string()))??;
         let applied = state_machine.applied();
@@ -224,7 +227,7 @@ impl ClusterNode {
             applied,
             outcomes,
             network,
-            database,
+            store_closed,
         };
         node.bootstrap_if_new().await?;
         Ok(node)
@@ -479,12 +482,8 @@ impl ClusterNode {
     /// directory can be opened again.
     pub async fn shutdown(&self) {
         let _ = self.raft.shutdown().await;
-        for _ in 0..500 {
-            if self.database.strong_count() == 0 {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
+        if !self.store_closed.wait(STORE_CLOSE_WAIT).await {
+            tracing::warn!(node = self.id, "the Raft store is still open after shutdown");
         }
-        tracing::warn!(node = self.id, "the Raft store is still open after shutdown");
     }
 }

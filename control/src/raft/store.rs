@@ -18,7 +18,7 @@ use std::fmt::Debug;
 use std::io::{self, Cursor};
 use std::ops::{Bound, RangeBounds};
 use std::path::Path;
-use std::sync::{Arc, RwLock, Weak, mpsc};
+use std::sync::{Arc, RwLock, mpsc};
 use tokio::sync::broadcast;
 
 const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
@@ -44,18 +44,56 @@ fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> io::Result<T> {
     serde_json::from_slice(bytes).map_err(|err| io::Error::new(io::ErrorKind::InvalidData, err))
 }
 
+/// The node's database, shared by the log store, the state machine and their threads.
+///
+/// `_closed` is declared after `db`, so it is dropped, waking [`StoreClosed`], only once the
+/// database itself has been dropped and its file lock released. (An `Arc`'s strong count reaches
+/// zero before its value is dropped: a restart that watched the count could still find the file
+/// locked.)
+pub struct NodeDatabase {
+    db: Database,
+    _closed: tokio::sync::watch::Sender<()>,
+}
+
+impl std::ops::Deref for NodeDatabase {
+    type Target = Database;
+
+    fn deref(&self) -> &Database {
+        &self.db
+    }
+}
+
+/// Tells when the node's database is closed: every user let go of it and its file is unlocked.
+#[derive(Clone)]
+pub struct StoreClosed(tokio::sync::watch::Receiver<()>);
+
+impl StoreClosed {
+    /// Waits until the database is closed, at most `bound`; whether it is.
+    pub async fn wait(&self, bound: std::time::Duration) -> bool {
+        let mut closed = self.0.clone();
+        // Nothing is ever sent: `changed` fails once the sender is dropped with the database.
+        tokio::time::timeout(bound, async { while closed.changed().await.is_ok() {} })
+            .await
+            .is_ok()
+    }
+}
+
 /// Opens (or creates) the node's database and returns its log store and state machine, and a
 /// handle that tells when every user of the database has let go of it.
-pub fn open(data_dir: &Path) -> io::Result<(LogStore, StateMachineStore, Weak<Database>)> {
+pub fn open(data_dir: &Path) -> io::Result<(LogStore, StateMachineStore, StoreClosed)> {
     std::fs::create_dir_all(data_dir)?;
-    let db = Arc::new(Database::create(data_dir.join(DATABASE_FILE)).map_err(io_err)?);
+    let (closed_tx, closed_rx) = tokio::sync::watch::channel(());
+    let db = Arc::new(NodeDatabase {
+        db: Database::create(data_dir.join(DATABASE_FILE)).map_err(io_err)?,
+        _closed: closed_tx,
+    });
     {
         let txn = db.begin_write().map_err(io_err)?;
         txn.open_table(LOG).map_err(io_err)?;
         txn.open_table(META).map_err(io_err)?;
         txn.commit().map_err(io_err)?;
     }
-    let closed = Arc::downgrade(&db);
+    let closed = StoreClosed(closed_rx);
     let log = LogStore::new(db.clone());
     let state_machine = StateMachineStore::load(db)?;
     Ok((log, state_machine, closed))
@@ -104,12 +142,12 @@ fn put_meta<T: Serialize>(db: &Database, key: &str, value: &T, durability: Durab
 /// The Raft log and vote.
 #[derive(Clone)]
 pub struct LogStore {
-    db: Arc<Database>,
+    db: Arc<NodeDatabase>,
     flusher: mpsc::Sender<IOFlushed<TypeConfig>>,
 }
 
 impl LogStore {
-    fn new(db: Arc<Database>) -> Self {
+    fn new(db: Arc<NodeDatabase>) -> Self {
         let (flusher, pending) = mpsc::channel::<IOFlushed<TypeConfig>>();
         let flush_db = db.clone();
         std::thread::Builder::new()
@@ -284,7 +322,7 @@ pub struct Applied {
 
 #[derive(Clone)]
 pub struct StateMachineStore {
-    db: Arc<Database>,
+    db: Arc<NodeDatabase>,
     applied: Arc<RwLock<Applied>>,
     /// Outcomes that bridges must act on, for this node's bridge hub.
     outcomes: broadcast::Sender<Arc<Outcome>>,
@@ -294,7 +332,7 @@ pub struct StateMachineStore {
 const OUTCOMES_BUFFERED_MAX: usize = 4_096;
 
 impl StateMachineStore {
-    fn load(db: Arc<Database>) -> io::Result<Self> {
+    fn load(db: Arc<NodeDatabase>) -> io::Result<Self> {
         let mut applied = Applied {
             state: ControlState::default(),
             last_applied: None,

@@ -131,24 +131,10 @@ impl TestCluster {
             },
             regions: Default::default(),
         };
-        // A node stopped a moment ago may still be closing its store on another task (the file
-        // lock goes with the last handle): retry a bounded while, as `bind_retrying` does for
-        // the ports. A process restart does not meet this; only nodes restarted in one process do.
-        let addr = listener.local_addr().unwrap();
-        let (mut listener, mut cluster_listener) = (listener, cluster_listener);
-        let mut attempts = 0;
-        let service = loop {
-            match ControlService::start(config.clone(), listener, cluster_listener).await {
-                Ok(service) => break service,
-                Err(err) if attempts < 100 && err.to_string().contains("Database already open") => {
-                    attempts += 1;
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    listener = bind_retrying(addr).await;
-                    cluster_listener = bind_retrying(cluster_addr).await;
-                }
-                Err(err) => panic!("node {id} does not start: {err:?}"),
-            }
-        };
+        // `stop` returns once nothing holds the store: a restart opens it at once.
+        let service = ControlService::start(config, listener, cluster_listener)
+            .await
+            .unwrap_or_else(|err| panic!("node {id} does not start: {err:?}"));
         self.nodes.insert(id, service);
     }
 

@@ -27,6 +27,7 @@ pub mod cascade;
 pub mod consensus;
 pub mod invariants;
 pub mod network;
+pub mod rediscovery;
 pub mod report;
 pub mod rng;
 pub mod scenario;

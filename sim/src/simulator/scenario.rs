@@ -69,6 +69,9 @@ pub struct ControlModel {
     pub suspect_after_ms: u64,
     pub down_after_ms: u64,
     pub loss_reports_needed: usize,
+    /// A new leader's grace for bridges it has not heard from yet (control's
+    /// `[regions] leader_grace_ms`).
+    pub leader_grace_ms: u64,
 }
 
 impl Default for ControlModel {
@@ -82,6 +85,7 @@ impl Default for ControlModel {
             suspect_after_ms: 1_000,
             down_after_ms: 10_000,
             loss_reports_needed: 2,
+            leader_grace_ms: 5_000,
         }
     }
 }
@@ -510,6 +514,9 @@ impl Scenario {
         let c = &self.control;
         if c.heartbeat_interval_ms == 0 || c.suspect_after_ms <= c.heartbeat_interval_ms {
             return invalid("heartbeat_interval_ms positive and below suspect_after_ms".into());
+        }
+        if c.leader_grace_ms < c.suspect_after_ms || c.leader_grace_ms > c.down_after_ms {
+            return invalid("leader_grace_ms between suspect_after_ms and down_after_ms".into());
         }
         if self.faults.len() > FAULTS_MAX {
             return invalid(format!("at most {FAULTS_MAX} faults"));

@@ -19,6 +19,7 @@ use super::rng::SimRng;
 use super::scenario::{CutDirection, FaultKind, Scenario};
 use bridgemesh_control::cascade_membership::MembershipPush;
 use bridgemesh_control::failure_detector::{FailureDetector, FailureDetectorConfig};
+use bridgemesh_control::load_throttle::LoadCommitThrottle;
 use bridgemesh_control::placement::{ClientPlace, PlacementPolicy, choose_bridge};
 use bridgemesh_control::state::{Command, ControlState, JoinRequestRecord, Moved, Outcome};
 use bridgemesh_proto::bridge_session::{
@@ -43,9 +44,6 @@ const LOAD_REPORT_MS: u64 = 1_000;
 const SAMPLE_MS: u64 = 10_000;
 /// How often (simulated) the run reports its progress.
 const PROGRESS_EVERY_MS: u64 = 10_000;
-/// Control commits a load report when stress moved this much, or this long after the last one.
-const LOAD_COMMIT_CHANGE: f64 = 0.05;
-const LOAD_COMMIT_MAX_MS: u64 = 5_000;
 /// Messages bridges cut off by a partition keep for their return, at most.
 const DEFERRED_MAX: usize = 1_000_000;
 /// A client whose peer connection stops carrying anything (its path is cut, nothing closes)
@@ -166,8 +164,8 @@ struct SimBridge {
     session_arrival_ms: u64,
     instance: u64,
     hosted: usize,
-    /// The last load control committed, and when: the hub's rule (a change of 0.05 or 5 s).
-    committed_stress: Option<(f64, u64)>,
+    /// Which of its load reports control commits: the hub's own rule.
+    load_commits: LoadCommitThrottle,
     peak: usize,
     verdict_in_flight: bool,
 }
@@ -235,6 +233,8 @@ pub struct World {
     cluster: ControlCluster,
     /// The node a `kill_control_leader` took down; it is back once a new leader is elected.
     crashed_node: Option<usize>,
+    /// The leader lost, and when: the bridges' sessions broke then and look for the new one.
+    lost_leader: Option<(usize, u64)>,
     /// Proposals made while no leader can be elected (a partition leaves no majority), with
     /// when: the new leader takes them.
     stalled: Vec<(Command, Then, u64)>,
@@ -343,7 +343,7 @@ impl World {
                     session_arrival_ms: 0,
                     instance: 1,
                     hosted: 0,
-                    committed_stress: None,
+                    load_commits: LoadCommitThrottle::default(),
                     peak: 0,
                     verdict_in_flight: false,
                 });
@@ -359,6 +359,7 @@ impl World {
             suspect_after_ms: c.suspect_after_ms,
             down_after_ms: c.down_after_ms,
             loss_reports_needed: c.loss_reports_needed,
+            leader_grace_ms: c.leader_grace_ms,
             ..FailureDetectorConfig::default()
         });
         let end_ms = (scenario.duration_s + scenario.liveness_s) * 1000;
@@ -410,6 +411,7 @@ impl World {
             leader_fault: None,
             cluster,
             crashed_node: None,
+            lost_leader: None,
             stalled: Vec::new(),
             last_commit: None,
             elections: Vec::new(),
@@ -657,13 +659,9 @@ impl World {
                         continue;
                     }
                     let stress = bridge.hosted as f64 / f64::from(bridge.capacity.max(1));
-                    let due = bridge.committed_stress.is_none_or(|(last, at)| {
-                        (stress - last).abs() >= LOAD_COMMIT_CHANGE || self.now_ms >= at + LOAD_COMMIT_MAX_MS
-                    });
-                    if !due {
+                    if !self.bridges[index].load_commits.take(self.now_ms, stress) {
                         continue;
                     }
-                    self.bridges[index].committed_stress = Some((stress, self.now_ms));
                     let bridge = &self.bridges[index];
                     let command = Command::ReportLoad {
                         bridge: bridge.id.clone(),
@@ -709,16 +707,22 @@ impl World {
                     term: self.cluster.term,
                     region: self.region_ids[self.control_region].to_string(),
                 });
-                // It knows nothing of the bridges: each gets a full silence period from now, and
-                // registers again on its session.
+                // It knows nothing of the bridges: each gets the leader's grace from now, and
+                // registers again when its session, looking for the new leader on its own, gets
+                // here (the real session's search, run on the side: see `rediscovery`).
                 self.detector.became_leader(self.now_ms);
                 self.cascade.push = MembershipPush::default();
+                let (old_leader, lost_at_ms) = self
+                    .lost_leader
+                    .take()
+                    .unwrap_or((self.cluster.leader, self.now_ms));
                 for bridge in 0..self.bridges.len() {
                     self.bridges[bridge].verdict_in_flight = false;
                     self.bridges[bridge].session_up = false;
                     if self.bridges[bridge].alive {
                         let lat = self.latency(self.bridges[bridge].region, self.control_region);
-                        self.schedule(self.now_ms + lat, Event::SessionOpened { bridge });
+                        let opens_at = self.session_reaches_new_leader(bridge, old_leader, lost_at_ms, lat);
+                        self.schedule(opens_at, Event::SessionOpened { bridge });
                     }
                 }
                 for (command, then, since_ms) in std::mem::take(&mut self.stalled) {
@@ -1358,7 +1362,7 @@ impl World {
                 let b = &mut self.bridges[bridge];
                 b.alive = true;
                 b.instance += 1;
-                b.committed_stress = None;
+                b.load_commits = LoadCommitThrottle::default();
                 self.register(bridge);
             }
             FaultKind::KillControlLeader { .. }
@@ -1391,9 +1395,42 @@ impl World {
     /// The leader is lost (crashed, or cut from the majority): nothing commits until the others
     /// elect a new one, `election_ms` from now, if a majority of them can.
     fn start_election(&mut self, fault: Option<usize>, election_ms: u64) {
+        self.lost_leader = Some((self.cluster.leader, self.now_ms));
         self.leader_down_until_ms = self.now_ms + election_ms;
         self.leader_fault = fault;
         self.schedule(self.leader_down_until_ms, Event::NewLeader);
+    }
+
+    /// When `bridge`'s session, broken at `lost_at_ms` by the loss of `old_leader`, opens at the
+    /// leader elected now: its real session's search for it (backoff, redirects), with the
+    /// bridge's latency to control as half the round trip. Seeded by the run's seed, the bridge
+    /// and the term, so it replays without drawing from the run's RNG.
+    fn session_reaches_new_leader(
+        &self,
+        bridge: usize,
+        old_leader: usize,
+        lost_at_ms: u64,
+        latency_ms: u64,
+    ) -> u64 {
+        // The session is registered with the old leader from its own time 0; shift so that the
+        // loss comes after that.
+        let offset = 60_000;
+        let change = super::rediscovery::LeaderChange {
+            nodes: self.cluster.regions.len(),
+            old_leader,
+            old_leader_back_at_election: true,
+            new_leader: self.cluster.leader,
+            lost_at_ms: offset,
+            elected_at_ms: offset + (self.now_ms - lost_at_ms),
+            rtt_ms: 2 * latency_ms.max(1),
+        };
+        let seed = bridgemesh_bridge::splitmix::SplitMix64::new(
+            self.seed ^ (self.cluster.term << 32) ^ bridge as u64,
+        )
+        .next_u64();
+        let opens =
+            super::rediscovery::session_opens_at_ms(&change, self.bridges[bridge].registration.clone(), seed);
+        lost_at_ms + (opens - offset)
     }
 
     /// The bridge's session reaches control and registers (its current process instance).
