@@ -91,6 +91,9 @@ pub struct Participant {
     /// Where the peer connection sends DTLS and RTCP, i.e. the selected candidate pair's remote
     /// address: where the fast path sends media.
     pub media_addr: Option<SocketAddr>,
+    /// Whether the connection was up before and where its media went: what decides the
+    /// keyframe requests a (re)connection costs the publishers.
+    pub path: crate::consent::PathWatch,
 }
 
 impl Participant {

@@ -18,6 +18,8 @@
 
 mod cascade;
 #[cfg(test)]
+mod consent_tests;
+#[cfg(test)]
 mod fastpath_tests;
 #[cfg(test)]
 mod remote_report_tests;
@@ -213,6 +215,11 @@ pub struct ShardStats {
     pub srtp_sessions_gcm: u64,
     /// Peer connections whose DTLS negotiated AES_CM_128_HMAC_SHA1_80.
     pub srtp_sessions_cm: u64,
+    /// Times a participant's path went quiet long enough to be called disconnected
+    /// ([`crate::consent::DISCONNECTED_AFTER`]).
+    pub ice_disconnects: u64,
+    /// Packets not sent on legs whose subscriber declined the stream in its answer.
+    pub rtp_not_sent_declined: u64,
 }
 
 pub struct Room {
@@ -670,6 +677,7 @@ impl Shard {
             track_counter: 0,
             media_keys: None,
             media_addr: None,
+            path: Default::default(),
         })
     }
 
@@ -1004,11 +1012,13 @@ impl Shard {
         let Some(participant) = room.participants.get_mut(&key) else {
             return;
         };
+        let mut path_moved = false;
         while let Some(datagram) = participant.pc.poll_write() {
             // DTLS and SRTCP (first byte 20..=191, RFC 7983) go to the selected pair; STUN
             // answers go wherever a check came from, which may be a path ICE does not select.
             if datagram.message.first().is_some_and(|b| (20..=191).contains(b)) {
                 participant.media_addr = Some(datagram.transport.peer_addr);
+                path_moved |= participant.path.on_media_addr(now, datagram.transport.peer_addr);
             }
             self.outputs.push_back(ShardOutput::Transmit {
                 to: datagram.transport.peer_addr,
@@ -1016,6 +1026,18 @@ impl Shard {
             });
         }
         participant.next_timeout = participant.pc.poll_timeout();
+        if path_moved {
+            // Media sent to the old address was lost: the subscriber needs keyframes.
+            let video_legs: Vec<_> = participant
+                .legs
+                .iter()
+                .filter(|(k, leg)| !k.1.is_audio() && leg.payload_type.is_some())
+                .map(|(k, _)| *k)
+                .collect();
+            for (publisher, source) in video_legs {
+                self.request_keyframe(now, room_id, publisher, source);
+            }
+        }
     }
 
     fn handle_event(
@@ -1101,6 +1123,11 @@ impl Shard {
                             }
                         }
                     }
+                    // Only a connection coming up for the first time needs keyframes: a
+                    // returning path lost nothing its subscriber will not ask for (consent.rs).
+                    if !participant.path.on_connected(now) {
+                        return;
+                    }
                     let video_legs: Vec<_> = participant
                         .legs
                         .iter()
@@ -1116,6 +1143,9 @@ impl Shard {
                 }
                 _ => {}
             },
+            RTCPeerConnectionEvent::OnIceConnectionStateChangeEvent(RTCIceConnectionState::Disconnected) => {
+                self.stats.ice_disconnects += 1;
+            }
             RTCPeerConnectionEvent::OnIceConnectionStateChangeEvent(RTCIceConnectionState::Failed) => {
                 self.remove_participant(now, key, Some(ByeReason::ProtocolError));
             }
@@ -1369,7 +1399,7 @@ impl Shard {
         let sdp = participant
             .pc
             .local_description()
-            .map(|d| d.sdp)
+            .map(|d| crate::sdp_munge::candidates_in_every_section(&d.sdp))
             .unwrap_or_default();
         let mut tracks = Vec::with_capacity(participant.legs.len());
         let mut publishers: HashMap<ParticipantKey, ParticipantId> = HashMap::new();
