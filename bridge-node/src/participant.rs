@@ -65,6 +65,10 @@ pub struct SendLeg {
     /// Rewrites and protects the publisher's packets for this leg; set once the answer names the
     /// payload type. The only writer of RTP on this leg's SSRC.
     pub writer: Option<LegWriter>,
+    /// The subscriber's latest answer does not receive this leg (`inactive`, or a rejected
+    /// m-line): nothing is sent on it. Its writer is kept, so the SRTP stream's packet index
+    /// never restarts (a restarted index under the same key would reuse keystream).
+    pub declined: bool,
 }
 
 pub struct Participant {

@@ -20,6 +20,8 @@ mod cascade;
 #[cfg(test)]
 mod consent_tests;
 #[cfg(test)]
+mod declined_tests;
+#[cfg(test)]
 mod fastpath_tests;
 #[cfg(test)]
 mod remote_report_tests;
@@ -729,8 +731,18 @@ impl Shard {
                 participant.awaiting_answer = false;
                 participant.dirty = true;
                 let connected = participant.connected;
-                let newly_ready = resolve_legs(room, key);
-                let publishers: Vec<_> = newly_ready.into_iter().filter(|(_, s)| !s.is_audio()).collect();
+                let mut newly_ready = resolve_legs(room, key);
+                let Some(participant) = room.participants.get_mut(&key) else {
+                    return;
+                };
+                newly_ready.extend(crate::legs::apply_answer_directions(participant));
+                let wanted = |leg: &(ParticipantKey, MediaSource)| {
+                    participant.legs.get(leg).is_some_and(|l| !l.declined)
+                };
+                let publishers: Vec<_> = newly_ready
+                    .into_iter()
+                    .filter(|leg| !leg.1.is_audio() && wanted(leg))
+                    .collect();
                 // Before the keyframe requests, so a remote publisher's bridge starts sending first.
                 self.refresh_demand(&room_id);
                 if connected {
@@ -1031,7 +1043,7 @@ impl Shard {
             let video_legs: Vec<_> = participant
                 .legs
                 .iter()
-                .filter(|(k, leg)| !k.1.is_audio() && leg.payload_type.is_some())
+                .filter(|(k, leg)| !k.1.is_audio() && leg.payload_type.is_some() && !leg.declined)
                 .map(|(k, _)| *k)
                 .collect();
             for (publisher, source) in video_legs {
@@ -1131,7 +1143,7 @@ impl Shard {
                     let video_legs: Vec<_> = participant
                         .legs
                         .iter()
-                        .filter(|(k, leg)| !k.1.is_audio() && leg.payload_type.is_some())
+                        .filter(|(k, leg)| !k.1.is_audio() && leg.payload_type.is_some() && !leg.declined)
                         .map(|(k, _)| *k)
                         .collect();
                     for (publisher, source) in video_legs {
@@ -1288,7 +1300,10 @@ impl Shard {
         let (Some(keys), Some(to)) = (media_keys.as_ref(), *media_addr) else {
             return;
         };
-        let Some((leg_key, leg)) = legs.iter_mut().find(|(_, leg)| leg.ssrc == nack.media_ssrc) else {
+        let Some((leg_key, leg)) = legs
+            .iter_mut()
+            .find(|(_, leg)| leg.ssrc == nack.media_ssrc && !leg.declined)
+        else {
             return;
         };
         let (Some(ring), Some(writer)) = (histories.get(leg_key), leg.writer.as_mut()) else {
@@ -1342,7 +1357,7 @@ impl Shard {
             if subscriber.key == publisher || !subscriber.connected {
                 continue;
             }
-            let Some(leg) = subscriber.legs.get(&(publisher, source)) else {
+            let Some(leg) = subscriber.legs.get(&(publisher, source)).filter(|l| !l.declined) else {
                 continue;
             };
             let Some(writer) = leg.writer.as_ref() else {
@@ -1507,6 +1522,10 @@ fn deliver(
             stats.rtp_dropped_no_leg += 1;
             continue;
         };
+        if leg.declined {
+            stats.rtp_not_sent_declined += 1;
+            continue;
+        }
         let (Some(writer), Some(keys), Some(to)) = (leg.writer.as_mut(), media_keys.as_ref(), *media_addr)
         else {
             continue;

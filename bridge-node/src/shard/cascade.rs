@@ -556,7 +556,7 @@ impl Shard {
                     .filter(|p| {
                         p.legs
                             .get(&(*key, *source))
-                            .is_some_and(|l| l.payload_type.is_some())
+                            .is_some_and(|l| l.payload_type.is_some() && !l.declined)
                     })
                     .count() as u32;
                 if subscribers != stream.demand_sent {

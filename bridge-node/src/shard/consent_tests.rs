@@ -14,7 +14,7 @@ const KEY: ParticipantKey = ParticipantKey(1);
 
 /// A client that sends nothing but its consent checks, one every `check_interval` once
 /// connected: it publishes nothing and the room has nobody else, so no media and no RTCP.
-fn client(now: Instant, check_interval: Duration) -> RTCPeerConnection {
+pub(super) fn client(now: Instant, check_interval: Duration) -> RTCPeerConnection {
     let mut media_engine = MediaEngine::default();
     media_engine.register_default_codecs().unwrap();
     let setting_engine = SettingEngineBuilder::new()
