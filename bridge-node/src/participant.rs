@@ -98,6 +98,8 @@ pub struct Participant {
     /// Whether the connection was up before and where its media went: what decides the
     /// keyframe requests a (re)connection costs the publishers.
     pub path: crate::consent::PathWatch,
+    /// What it publishes and receives (`hello`'s `media`).
+    pub media: bridgemesh_proto::signaling::MediaMode,
 }
 
 impl Participant {

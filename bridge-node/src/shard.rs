@@ -24,6 +24,8 @@ mod declined_tests;
 #[cfg(test)]
 mod fastpath_tests;
 #[cfg(test)]
+mod media_mode_tests;
+#[cfg(test)]
 mod remote_report_tests;
 mod remote_reports;
 #[doc(hidden)]
@@ -45,7 +47,9 @@ use crate::removed_participants::{
 };
 use bridgemesh_proto::api::ErrorCode;
 use bridgemesh_proto::cascade::LinkMessage;
-use bridgemesh_proto::signaling::{ByeReason, ClientMessage, MediaSource, ServerMessage, TrackInfo};
+use bridgemesh_proto::signaling::{
+    ByeReason, ClientMessage, MediaMode, MediaSource, ServerMessage, TrackInfo,
+};
 use bridgemesh_proto::{PROTOCOL_VERSION, ParticipantId, RoomId};
 use bytes::{Bytes, BytesMut};
 use cascade::{CascadeIndex, RoomCascade};
@@ -80,6 +84,8 @@ pub struct ConnectRequest {
     pub room: RoomId,
     pub participant_id: ParticipantId,
     pub display_name: String,
+    /// What the participant publishes and receives, from its `hello`.
+    pub media: MediaMode,
 }
 
 #[derive(Debug)]
@@ -512,6 +518,7 @@ impl Shard {
             room: room_id,
             participant_id,
             display_name,
+            media,
         } = request;
         if self.removed.contains(&participant_id) {
             // Told like a participant kicked while connected, so the client does not rejoin.
@@ -558,15 +565,21 @@ impl Shard {
             return;
         }
         let credentials = IceCredentials::random();
-        let participant =
-            match self.new_participant(now, key, participant_id.clone(), display_name, &credentials) {
-                Ok(participant) => participant,
-                Err(err) => {
-                    tracing::warn!(%err, "could not create a peer connection");
-                    self.refuse(key, ErrorCode::Internal, "the bridge could not set up media");
-                    return;
-                }
-            };
+        let participant = match self.new_participant(
+            now,
+            key,
+            participant_id.clone(),
+            display_name,
+            media,
+            &credentials,
+        ) {
+            Ok(participant) => participant,
+            Err(err) => {
+                tracing::warn!(%err, "could not create a peer connection");
+                self.refuse(key, ErrorCode::Internal, "the bridge could not set up media");
+                return;
+            }
+        };
         self.routes.add_participant(
             credentials.ufrag,
             credentials.pwd,
@@ -640,6 +653,7 @@ impl Shard {
         key: ParticipantKey,
         id: ParticipantId,
         display_name: String,
+        media: MediaMode,
         credentials: &IceCredentials,
     ) -> Result<Participant, rtc::shared::error::Error> {
         let mut pc = match self.media_addr_v6 {
@@ -647,10 +661,15 @@ impl Shard {
             None => build_peer_connection(now, credentials, &[self.media_addr])?,
         };
         let mut slots = Vec::new();
+        // A receive-only participant is offered no slot: no recvonly m-line, no receiver.
+        let publishes = if media.publishes() { 2 } else { 0 };
         for (source, kind) in [
             (MediaSource::Microphone, RtpCodecKind::Audio),
             (MediaSource::Camera, RtpCodecKind::Video),
-        ] {
+        ]
+        .into_iter()
+        .take(publishes)
+        {
             let transceiver = pc.add_transceiver_from_kind(kind, Some(recvonly()))?;
             slots.push(RecvSlot {
                 source,
@@ -680,6 +699,7 @@ impl Shard {
             media_keys: None,
             media_addr: None,
             path: Default::default(),
+            media,
         })
     }
 
@@ -755,6 +775,16 @@ impl Shard {
                 participant.microphone_muted = microphone;
                 participant.camera_muted = camera;
                 roster_changed = true;
+            }
+            ClientMessage::Publish { .. } if !participant.media.publishes() => {
+                self.outputs.push_back(ShardOutput::ToClient {
+                    key,
+                    message: ServerMessage::Error {
+                        code: ErrorCode::Conflict,
+                        message: "a receive_only participant publishes nothing".into(),
+                    },
+                });
+                return;
             }
             ClientMessage::Publish { source } => match participant.slot_mut(source) {
                 Some(slot) => {
@@ -1380,7 +1410,7 @@ impl Shard {
         let Some(room) = self.rooms.get_mut(room_id) else {
             return;
         };
-        let desired: Vec<(ParticipantKey, MediaSource, ParticipantId, RTCRtpCodec)> = room
+        let mut desired: Vec<(ParticipantKey, MediaSource, ParticipantId, RTCRtpCodec)> = room
             .participants
             .values()
             .filter(|p| p.key != key)
@@ -1400,6 +1430,10 @@ impl Shard {
             return;
         };
         participant.renegotiate = false;
+        if !participant.media.receives() {
+            // A send-only participant gets no legs.
+            desired.clear();
+        }
         let result = sync_legs(participant, &desired).and_then(|()| {
             let offer = participant.pc.create_offer(None)?;
             participant.pc.set_local_description(now, offer)?;
@@ -1558,6 +1592,16 @@ fn export_media_keys(
             continue;
         };
         if let Some(state) = receiver.transport().and_then(|t| t.connection_state()) {
+            return crate::fastpath::export_srtp_keys(state);
+        }
+    }
+    // A receive-only participant has no slot: its legs' senders share the same transport.
+    let senders: Vec<_> = participant.legs.values().map(|leg| leg.sender_id).collect();
+    for sender in senders {
+        let Some(sender) = participant.pc.rtp_sender(sender) else {
+            continue;
+        };
+        if let Some(state) = sender.transport().and_then(|t| t.connection_state()) {
             return crate::fastpath::export_srtp_keys(state);
         }
     }

@@ -705,6 +705,7 @@ mod tests {
                 room: room(),
                 participant_id: id(name),
                 display_name: name.into(),
+                media: Default::default(),
             }),
         );
         drain(shard)

@@ -65,6 +65,7 @@ impl Pair {
                 room: RoomId::new("consent").unwrap(),
                 participant_id: ParticipantId::new("ada").unwrap(),
                 display_name: "Ada".to_owned(),
+                media: Default::default(),
             }),
         );
         let mut pair = Pair {

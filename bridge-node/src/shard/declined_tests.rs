@@ -13,7 +13,7 @@ const SUBSCRIBER: ParticipantKey = ParticipantKey(2);
 const SUBSCRIBER_ADDR: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 50_002);
 
-fn room() -> RoomId {
+pub(super) fn room() -> RoomId {
     RoomId::new("r").unwrap()
 }
 
@@ -64,6 +64,36 @@ fn answer_offers(
         answered += 1;
     }
     answered
+}
+
+/// Opens `key`'s camera track as its first packet would (VP8): the room's others are offered a
+/// leg for it once renegotiated.
+pub(super) fn open_camera(shard: &mut Shard, key: ParticipantKey) {
+    let room = shard.rooms.get_mut(&room()).unwrap();
+    let publisher = room.participants.get_mut(&key).unwrap();
+    let transceiver = publisher.slot(MediaSource::Camera).unwrap().transceiver;
+    let receiver_id = publisher
+        .pc
+        .rtp_transceiver(transceiver)
+        .and_then(|t| t.receiver())
+        .unwrap();
+    publisher.slot_mut(MediaSource::Camera).unwrap().track = Some(InboundTrack {
+        track_id: "camera".to_owned(),
+        receiver_id,
+        ssrc: 0xABCD_0001,
+        codec: Some(RTCRtpCodec {
+            mime_type: "video/VP8".to_owned(),
+            clock_rate: 90_000,
+            ..Default::default()
+        }),
+        extensions: Vec::new(),
+        keyframe_requested_at: None,
+        keyframe_request_pending: false,
+        stream_id: None,
+        links: Vec::new(),
+        link_dropped_extensions: Vec::new(),
+    });
+    mark_others_for_renegotiation(room, key);
 }
 
 fn publish(shard: &mut Shard, seq: u16) {
@@ -129,6 +159,7 @@ fn a_declined_leg_gets_nothing_until_an_answer_takes_it_with_a_keyframe() {
                 room: room(),
                 participant_id: ParticipantId::new(name).unwrap(),
                 display_name: name.to_owned(),
+                media: Default::default(),
             }),
         );
     }
@@ -146,30 +177,8 @@ fn a_declined_leg_gets_nothing_until_an_answer_takes_it_with_a_keyframe() {
     // The publisher's camera track opens (as its first packet would make it) and the subscriber
     // is offered a leg for it, which its answer declines.
     {
+        open_camera(&mut shard, PUBLISHER);
         let room = shard.rooms.get_mut(&room()).unwrap();
-        let publisher = room.participants.get_mut(&PUBLISHER).unwrap();
-        let transceiver = publisher.slot(MediaSource::Camera).unwrap().transceiver;
-        let receiver_id = publisher
-            .pc
-            .rtp_transceiver(transceiver)
-            .and_then(|t| t.receiver())
-            .unwrap();
-        publisher.slot_mut(MediaSource::Camera).unwrap().track = Some(InboundTrack {
-            track_id: "camera".to_owned(),
-            receiver_id,
-            ssrc: 0xABCD_0001,
-            codec: Some(RTCRtpCodec {
-                mime_type: "video/VP8".to_owned(),
-                clock_rate: 90_000,
-                ..Default::default()
-            }),
-            extensions: Vec::new(),
-            keyframe_requested_at: None,
-            keyframe_request_pending: false,
-            stream_id: None,
-            links: Vec::new(),
-            link_dropped_extensions: Vec::new(),
-        });
         let subscriber = room.participants.get_mut(&SUBSCRIBER).unwrap();
         subscriber.connected = true;
         subscriber.media_addr = Some(SUBSCRIBER_ADDR);
