@@ -310,6 +310,8 @@ impl Bridge {
             total.srtp_key_export_failed += s.srtp_key_export_failed;
             total.srtp_sessions_gcm += s.srtp_sessions_gcm;
             total.srtp_sessions_cm += s.srtp_sessions_cm;
+            total.ice_disconnects += s.ice_disconnects;
+            total.rtp_not_sent_declined += s.rtp_not_sent_declined;
         }
         BridgeStats {
             shards: total,

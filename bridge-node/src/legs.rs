@@ -82,6 +82,7 @@ pub(crate) fn sync_legs(
                 payload_type: None,
                 extension_map: Vec::new(),
                 writer: None,
+                declined: false,
             },
         );
     }
@@ -157,4 +158,34 @@ pub(crate) fn resolve_legs(room: &mut Room, key: ParticipantKey) -> Vec<(Partici
 /// Codecs match when the subscriber can decode the publisher's stream untouched.
 fn same_codec(a: &RTCRtpCodec, b: &RTCRtpCodec) -> bool {
     a.mime_type.eq_ignore_ascii_case(&b.mime_type) && a.clock_rate == b.clock_rate && a.channels == b.channels
+}
+
+/// After an answer: marks each leg declined or wanted by the direction the answer negotiated for
+/// its m-line (the bridge offers `sendonly`; an answer of `recvonly` receives it, `inactive` or a
+/// rejected m-line does not). Returns the legs that were declined and are wanted again: their
+/// subscriber needs a keyframe to decode from.
+pub(crate) fn apply_answer_directions(participant: &mut Participant) -> Vec<(ParticipantKey, MediaSource)> {
+    let Participant { pc, legs, .. } = participant;
+    let sending: Vec<_> = pc
+        .get_transceivers()
+        .collect::<Vec<_>>()
+        .into_iter()
+        .filter_map(|id| {
+            let transceiver = pc.rtp_transceiver(id)?;
+            let sender = transceiver.sender()?;
+            Some((sender, transceiver.current_direction().has_send()))
+        })
+        .collect();
+    let mut resumed = Vec::new();
+    for (leg_key, leg) in legs.iter_mut() {
+        let wanted = sending
+            .iter()
+            .find(|(sender, _)| *sender == leg.sender_id)
+            .is_some_and(|(_, sends)| *sends);
+        if wanted && leg.declined {
+            resumed.push(*leg_key);
+        }
+        leg.declined = !wanted;
+    }
+    resumed
 }

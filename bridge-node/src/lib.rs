@@ -3,6 +3,7 @@
 //! # Layout
 //! - [`cascade`]: bridge-to-bridge QUIC links, the cluster CA and bridge certificates.
 //! - [`config`]: [`BridgeConfig`], validated before anything binds.
+//! - [`consent`]: consent freshness (RFC 7675) on the ICE-lite side; keyframes on a moved path.
 //! - [`demux`]: routing a datagram to its participant (STUN USERNAME first, then the 4-tuple).
 //! - [`fastpath`]: the bridge's own RTP path after DTLS: SRTP on keys exported from the
 //!   handshake, per-leg rewriting in place, one retransmission ring per published stream.
@@ -15,6 +16,7 @@
 //! - [`metrics`]: `/metrics`, the shards', links' and process's figures (prometheus-client).
 //! - [`ticket`]: ticket verification with a single-use cache.
 //! - [`removed_participants`]: the bounded memory of kicked participants whose tickets are refused.
+//! - [`sdp_munge`]: the bridge's candidates in every m-section of its offers, for non-browser stacks.
 //! - [`keyframe_requests`]: lets inbound PLI/FIR, NACK and sender reports past `rtc`'s
 //!   interceptor chain to the application.
 //! - [`control_session`]: the session with control (register, heartbeat, reconnect, control's
@@ -48,6 +50,7 @@
 
 pub mod cascade;
 pub mod config;
+pub mod consent;
 pub mod control_agent;
 pub mod control_session;
 pub mod demux;
@@ -60,6 +63,7 @@ pub mod metrics;
 pub mod participant;
 pub mod peer;
 pub mod removed_participants;
+pub mod sdp_munge;
 pub mod shard;
 pub mod signaling;
 pub mod splitmix;

@@ -132,7 +132,7 @@ impl Collector for Snapshot {
 type Scalar = (&'static str, MetricType, &'static str, u64);
 
 impl Snapshot {
-    fn scalars(&self) -> [Scalar; 24] {
+    fn scalars(&self) -> [Scalar; 26] {
         let stats = &self.stats;
         [
             (
@@ -278,6 +278,18 @@ impl Snapshot {
                 Counter,
                 "Peer connections whose DTLS negotiated AES_CM_128_HMAC_SHA1_80.",
                 stats.shards.srtp_sessions_cm,
+            ),
+            (
+                "bridgemesh_bridge_ice_disconnects",
+                Counter,
+                "Times a participant's path went 15 s without a consent check or media (RFC 7675).",
+                stats.shards.ice_disconnects,
+            ),
+            (
+                "bridgemesh_bridge_rtp_not_sent_declined",
+                Counter,
+                "Packets not sent on a subscriber leg whose answer declined the stream (inactive).",
+                stats.shards.rtp_not_sent_declined,
             ),
         ]
     }

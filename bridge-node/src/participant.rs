@@ -65,6 +65,10 @@ pub struct SendLeg {
     /// Rewrites and protects the publisher's packets for this leg; set once the answer names the
     /// payload type. The only writer of RTP on this leg's SSRC.
     pub writer: Option<LegWriter>,
+    /// The subscriber's latest answer does not receive this leg (`inactive`, or a rejected
+    /// m-line): nothing is sent on it. Its writer is kept, so the SRTP stream's packet index
+    /// never restarts (a restarted index under the same key would reuse keystream).
+    pub declined: bool,
 }
 
 pub struct Participant {
@@ -91,6 +95,11 @@ pub struct Participant {
     /// Where the peer connection sends DTLS and RTCP, i.e. the selected candidate pair's remote
     /// address: where the fast path sends media.
     pub media_addr: Option<SocketAddr>,
+    /// Whether the connection was up before and where its media went: what decides the
+    /// keyframe requests a (re)connection costs the publishers.
+    pub path: crate::consent::PathWatch,
+    /// What it publishes and receives (`hello`'s `media`).
+    pub media: bridgemesh_proto::signaling::MediaMode,
 }
 
 impl Participant {

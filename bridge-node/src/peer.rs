@@ -78,10 +78,12 @@ pub fn build_peer_connection(
     let mut media_engine = MediaEngine::default();
     media_engine.register_default_codecs()?;
     let registry = bridge_interceptors(&mut media_engine)?;
+    let (disconnected, failed, keepalive) = crate::consent::ice_timeouts();
     let setting_engine = SettingEngineBuilder::new()
         .with_lite(true)
         .with_ice_credentials(credentials.ufrag.clone(), credentials.pwd.clone())
         .with_srtp_protection_profiles(crate::fastpath::SRTP_PROFILES.to_vec())
+        .with_ice_timeouts(disconnected, failed, keepalive)
         .build();
     let mut pc = RTCPeerConnectionBuilder::new()
         .with_configuration(RTCConfigurationBuilder::new().build())

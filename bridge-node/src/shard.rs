@@ -18,7 +18,13 @@
 
 mod cascade;
 #[cfg(test)]
+mod consent_tests;
+#[cfg(test)]
+mod declined_tests;
+#[cfg(test)]
 mod fastpath_tests;
+#[cfg(test)]
+mod media_mode_tests;
 #[cfg(test)]
 mod remote_report_tests;
 mod remote_reports;
@@ -41,7 +47,9 @@ use crate::removed_participants::{
 };
 use bridgemesh_proto::api::ErrorCode;
 use bridgemesh_proto::cascade::LinkMessage;
-use bridgemesh_proto::signaling::{ByeReason, ClientMessage, MediaSource, ServerMessage, TrackInfo};
+use bridgemesh_proto::signaling::{
+    ByeReason, ClientMessage, MediaMode, MediaSource, ServerMessage, TrackInfo,
+};
 use bridgemesh_proto::{PROTOCOL_VERSION, ParticipantId, RoomId};
 use bytes::{Bytes, BytesMut};
 use cascade::{CascadeIndex, RoomCascade};
@@ -76,6 +84,8 @@ pub struct ConnectRequest {
     pub room: RoomId,
     pub participant_id: ParticipantId,
     pub display_name: String,
+    /// What the participant publishes and receives, from its `hello`.
+    pub media: MediaMode,
 }
 
 #[derive(Debug)]
@@ -213,6 +223,11 @@ pub struct ShardStats {
     pub srtp_sessions_gcm: u64,
     /// Peer connections whose DTLS negotiated AES_CM_128_HMAC_SHA1_80.
     pub srtp_sessions_cm: u64,
+    /// Times a participant's path went quiet long enough to be called disconnected
+    /// ([`crate::consent::DISCONNECTED_AFTER`]).
+    pub ice_disconnects: u64,
+    /// Packets not sent on legs whose subscriber declined the stream in its answer.
+    pub rtp_not_sent_declined: u64,
 }
 
 pub struct Room {
@@ -503,6 +518,7 @@ impl Shard {
             room: room_id,
             participant_id,
             display_name,
+            media,
         } = request;
         if self.removed.contains(&participant_id) {
             // Told like a participant kicked while connected, so the client does not rejoin.
@@ -549,15 +565,21 @@ impl Shard {
             return;
         }
         let credentials = IceCredentials::random();
-        let participant =
-            match self.new_participant(now, key, participant_id.clone(), display_name, &credentials) {
-                Ok(participant) => participant,
-                Err(err) => {
-                    tracing::warn!(%err, "could not create a peer connection");
-                    self.refuse(key, ErrorCode::Internal, "the bridge could not set up media");
-                    return;
-                }
-            };
+        let participant = match self.new_participant(
+            now,
+            key,
+            participant_id.clone(),
+            display_name,
+            media,
+            &credentials,
+        ) {
+            Ok(participant) => participant,
+            Err(err) => {
+                tracing::warn!(%err, "could not create a peer connection");
+                self.refuse(key, ErrorCode::Internal, "the bridge could not set up media");
+                return;
+            }
+        };
         self.routes.add_participant(
             credentials.ufrag,
             credentials.pwd,
@@ -631,6 +653,7 @@ impl Shard {
         key: ParticipantKey,
         id: ParticipantId,
         display_name: String,
+        media: MediaMode,
         credentials: &IceCredentials,
     ) -> Result<Participant, rtc::shared::error::Error> {
         let mut pc = match self.media_addr_v6 {
@@ -638,10 +661,15 @@ impl Shard {
             None => build_peer_connection(now, credentials, &[self.media_addr])?,
         };
         let mut slots = Vec::new();
+        // A receive-only participant is offered no slot: no recvonly m-line, no receiver.
+        let publishes = if media.publishes() { 2 } else { 0 };
         for (source, kind) in [
             (MediaSource::Microphone, RtpCodecKind::Audio),
             (MediaSource::Camera, RtpCodecKind::Video),
-        ] {
+        ]
+        .into_iter()
+        .take(publishes)
+        {
             let transceiver = pc.add_transceiver_from_kind(kind, Some(recvonly()))?;
             slots.push(RecvSlot {
                 source,
@@ -670,6 +698,8 @@ impl Shard {
             track_counter: 0,
             media_keys: None,
             media_addr: None,
+            path: Default::default(),
+            media,
         })
     }
 
@@ -721,8 +751,18 @@ impl Shard {
                 participant.awaiting_answer = false;
                 participant.dirty = true;
                 let connected = participant.connected;
-                let newly_ready = resolve_legs(room, key);
-                let publishers: Vec<_> = newly_ready.into_iter().filter(|(_, s)| !s.is_audio()).collect();
+                let mut newly_ready = resolve_legs(room, key);
+                let Some(participant) = room.participants.get_mut(&key) else {
+                    return;
+                };
+                newly_ready.extend(crate::legs::apply_answer_directions(participant));
+                let wanted = |leg: &(ParticipantKey, MediaSource)| {
+                    participant.legs.get(leg).is_some_and(|l| !l.declined)
+                };
+                let publishers: Vec<_> = newly_ready
+                    .into_iter()
+                    .filter(|leg| !leg.1.is_audio() && wanted(leg))
+                    .collect();
                 // Before the keyframe requests, so a remote publisher's bridge starts sending first.
                 self.refresh_demand(&room_id);
                 if connected {
@@ -735,6 +775,16 @@ impl Shard {
                 participant.microphone_muted = microphone;
                 participant.camera_muted = camera;
                 roster_changed = true;
+            }
+            ClientMessage::Publish { .. } if !participant.media.publishes() => {
+                self.outputs.push_back(ShardOutput::ToClient {
+                    key,
+                    message: ServerMessage::Error {
+                        code: ErrorCode::Conflict,
+                        message: "a receive_only participant publishes nothing".into(),
+                    },
+                });
+                return;
             }
             ClientMessage::Publish { source } => match participant.slot_mut(source) {
                 Some(slot) => {
@@ -1004,11 +1054,13 @@ impl Shard {
         let Some(participant) = room.participants.get_mut(&key) else {
             return;
         };
+        let mut path_moved = false;
         while let Some(datagram) = participant.pc.poll_write() {
             // DTLS and SRTCP (first byte 20..=191, RFC 7983) go to the selected pair; STUN
             // answers go wherever a check came from, which may be a path ICE does not select.
             if datagram.message.first().is_some_and(|b| (20..=191).contains(b)) {
                 participant.media_addr = Some(datagram.transport.peer_addr);
+                path_moved |= participant.path.on_media_addr(now, datagram.transport.peer_addr);
             }
             self.outputs.push_back(ShardOutput::Transmit {
                 to: datagram.transport.peer_addr,
@@ -1016,6 +1068,18 @@ impl Shard {
             });
         }
         participant.next_timeout = participant.pc.poll_timeout();
+        if path_moved {
+            // Media sent to the old address was lost: the subscriber needs keyframes.
+            let video_legs: Vec<_> = participant
+                .legs
+                .iter()
+                .filter(|(k, leg)| !k.1.is_audio() && leg.payload_type.is_some() && !leg.declined)
+                .map(|(k, _)| *k)
+                .collect();
+            for (publisher, source) in video_legs {
+                self.request_keyframe(now, room_id, publisher, source);
+            }
+        }
     }
 
     fn handle_event(
@@ -1101,10 +1165,15 @@ impl Shard {
                             }
                         }
                     }
+                    // Only a connection coming up for the first time needs keyframes: a
+                    // returning path lost nothing its subscriber will not ask for (consent.rs).
+                    if !participant.path.on_connected(now) {
+                        return;
+                    }
                     let video_legs: Vec<_> = participant
                         .legs
                         .iter()
-                        .filter(|(k, leg)| !k.1.is_audio() && leg.payload_type.is_some())
+                        .filter(|(k, leg)| !k.1.is_audio() && leg.payload_type.is_some() && !leg.declined)
                         .map(|(k, _)| *k)
                         .collect();
                     for (publisher, source) in video_legs {
@@ -1116,6 +1185,9 @@ impl Shard {
                 }
                 _ => {}
             },
+            RTCPeerConnectionEvent::OnIceConnectionStateChangeEvent(RTCIceConnectionState::Disconnected) => {
+                self.stats.ice_disconnects += 1;
+            }
             RTCPeerConnectionEvent::OnIceConnectionStateChangeEvent(RTCIceConnectionState::Failed) => {
                 self.remove_participant(now, key, Some(ByeReason::ProtocolError));
             }
@@ -1258,7 +1330,10 @@ impl Shard {
         let (Some(keys), Some(to)) = (media_keys.as_ref(), *media_addr) else {
             return;
         };
-        let Some((leg_key, leg)) = legs.iter_mut().find(|(_, leg)| leg.ssrc == nack.media_ssrc) else {
+        let Some((leg_key, leg)) = legs
+            .iter_mut()
+            .find(|(_, leg)| leg.ssrc == nack.media_ssrc && !leg.declined)
+        else {
             return;
         };
         let (Some(ring), Some(writer)) = (histories.get(leg_key), leg.writer.as_mut()) else {
@@ -1312,7 +1387,7 @@ impl Shard {
             if subscriber.key == publisher || !subscriber.connected {
                 continue;
             }
-            let Some(leg) = subscriber.legs.get(&(publisher, source)) else {
+            let Some(leg) = subscriber.legs.get(&(publisher, source)).filter(|l| !l.declined) else {
                 continue;
             };
             let Some(writer) = leg.writer.as_ref() else {
@@ -1335,7 +1410,7 @@ impl Shard {
         let Some(room) = self.rooms.get_mut(room_id) else {
             return;
         };
-        let desired: Vec<(ParticipantKey, MediaSource, ParticipantId, RTCRtpCodec)> = room
+        let mut desired: Vec<(ParticipantKey, MediaSource, ParticipantId, RTCRtpCodec)> = room
             .participants
             .values()
             .filter(|p| p.key != key)
@@ -1355,6 +1430,10 @@ impl Shard {
             return;
         };
         participant.renegotiate = false;
+        if !participant.media.receives() {
+            // A send-only participant gets no legs.
+            desired.clear();
+        }
         let result = sync_legs(participant, &desired).and_then(|()| {
             let offer = participant.pc.create_offer(None)?;
             participant.pc.set_local_description(now, offer)?;
@@ -1369,7 +1448,7 @@ impl Shard {
         let sdp = participant
             .pc
             .local_description()
-            .map(|d| d.sdp)
+            .map(|d| crate::sdp_munge::candidates_in_every_section(&d.sdp))
             .unwrap_or_default();
         let mut tracks = Vec::with_capacity(participant.legs.len());
         let mut publishers: HashMap<ParticipantKey, ParticipantId> = HashMap::new();
@@ -1477,6 +1556,10 @@ fn deliver(
             stats.rtp_dropped_no_leg += 1;
             continue;
         };
+        if leg.declined {
+            stats.rtp_not_sent_declined += 1;
+            continue;
+        }
         let (Some(writer), Some(keys), Some(to)) = (leg.writer.as_mut(), media_keys.as_ref(), *media_addr)
         else {
             continue;
@@ -1509,6 +1592,16 @@ fn export_media_keys(
             continue;
         };
         if let Some(state) = receiver.transport().and_then(|t| t.connection_state()) {
+            return crate::fastpath::export_srtp_keys(state);
+        }
+    }
+    // A receive-only participant has no slot: its legs' senders share the same transport.
+    let senders: Vec<_> = participant.legs.values().map(|leg| leg.sender_id).collect();
+    for sender in senders {
+        let Some(sender) = participant.pc.rtp_sender(sender) else {
+            continue;
+        };
+        if let Some(state) = sender.transport().and_then(|t| t.connection_state()) {
             return crate::fastpath::export_srtp_keys(state);
         }
     }

@@ -142,8 +142,8 @@ async fn session(bridge: Arc<Bridge>, mut socket: WebSocket) {
         Ok(_) => return,
         Err(_) => return refuse(socket, ErrorCode::Unauthorized, "no hello within 10 s").await,
     };
-    let ticket = match hello {
-        Ok(ClientMessage::Hello { ticket }) => ticket,
+    let (ticket, media) = match hello {
+        Ok(ClientMessage::Hello { ticket, media }) => (ticket, media),
         Ok(_) => return refuse(socket, ErrorCode::Unauthorized, "the first message must be hello").await,
         Err(err) => return refuse(socket, ErrorCode::MalformedBody, &format!("bad hello: {err}")).await,
     };
@@ -160,6 +160,7 @@ async fn session(bridge: Arc<Bridge>, mut socket: WebSocket) {
         room: room.clone(),
         participant_id: claims.participant_id.clone(),
         display_name: claims.display_name.clone(),
+        media,
     };
     if !bridge.connect(request, client_tx).await {
         return refuse(

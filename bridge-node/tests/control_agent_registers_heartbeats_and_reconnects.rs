@@ -373,6 +373,7 @@ async fn a_bridge_registers_heartbeats_and_registers_again_with_its_participants
         .unwrap();
     let hello = serde_json::to_string(&ClientMessage::Hello {
         ticket: ticket(&room, &ada, "jti-1"),
+        media: Default::default(),
     })
     .unwrap();
     client

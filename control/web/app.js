@@ -1497,7 +1497,10 @@
     s.ws.onopen = () => {
       if (s !== app.session) return;
       markStep('signalingOpenAt');
-      send(s, { type: 'hello', ticket: join.ticket });
+      // `?viewer=1`: a receive-only viewer (a webinar's audience); the bridge offers it no slot.
+      send(s, app.viewer
+        ? { type: 'hello', ticket: join.ticket, media: 'receive_only' }
+        : { type: 'hello', ticket: join.ticket });
     };
     s.ws.onmessage = (ev) => {
       if (s !== app.session) return;
@@ -1541,9 +1544,11 @@
     // Missing media gets a stand-in track that is swapped for null right away, so turning the
     // mic/camera on later, or sharing the screen, is just replaceTrack().
     const standIns = [];
-    s.micSender = addSender(pc, app.micTrack, 'audio', app.localStream, standIns);
-    s.camSender = addSender(pc, app.camTrack, 'video', app.localStream, standIns);
-    s.screenSender = addSender(pc, app.screenTrack, 'video', app.screenStream, standIns);
+    if (!app.viewer) {
+      s.micSender = addSender(pc, app.micTrack, 'audio', app.localStream, standIns);
+      s.camSender = addSender(pc, app.camTrack, 'video', app.localStream, standIns);
+      s.screenSender = addSender(pc, app.screenTrack, 'video', app.screenStream, standIns);
+    }
     for (const { sender, track } of standIns) {
       sender.replaceTrack(null).catch(() => {}).finally(() => track.stop());
     }
@@ -1803,6 +1808,10 @@
 
   async function publishScreen(s) {
     if (!s || !app.screenTrack) return;
+    if (app.viewer) {
+      toast('Viewers (?viewer=1) do not publish.');
+      return;
+    }
     try {
       if (s.screenSender) await s.screenSender.replaceTrack(app.screenTrack);
       else s.screenSender = s.pc.addTrack(app.screenTrack, app.screenStream); // no stand-in possible
@@ -1904,9 +1913,15 @@
     $('display-name').value = params.get('name') || load(STORE_NAME);
     if (params.get('mic') === '0') app.micOn = false;
     if (params.get('camera') === '0') app.camOn = false;
+    // `?viewer=1` joins receive-only: no camera or microphone is asked for, nothing is published.
+    app.viewer = params.get('viewer') === '1';
+    if (app.viewer) {
+      app.micOn = false;
+      app.camOn = false;
+    }
     renderControls();
     renderLocal();
-    await acquireMedia();
+    if (!app.viewer) await acquireMedia();
     if (params.get('autojoin') === '1' && bm.state === 'idle') startJoin();
   }
 

@@ -33,12 +33,44 @@ impl MediaSource {
     }
 }
 
+/// What a participant exchanges with the bridge, chosen at `hello`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MediaMode {
+    /// Publishes and receives (a meeting's participant).
+    #[default]
+    Both,
+    /// Publishes, receives nothing: the bridge offers it no legs (a speaker, a recorder's feed).
+    SendOnly,
+    /// Receives, publishes nothing: the bridge offers it no receiving slots (a webinar's viewer).
+    ReceiveOnly,
+}
+
+impl MediaMode {
+    pub fn is_both(&self) -> bool {
+        *self == MediaMode::Both
+    }
+
+    pub fn publishes(self) -> bool {
+        self != MediaMode::ReceiveOnly
+    }
+
+    pub fn receives(self) -> bool {
+        self != MediaMode::SendOnly
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 #[non_exhaustive]
 pub enum ClientMessage {
-    /// First message on a new socket: the ticket from the join response.
-    Hello { ticket: String },
+    /// First message on a new socket: the ticket from the join response, and what the
+    /// participant sends and receives (absent: both).
+    Hello {
+        ticket: String,
+        #[serde(default, skip_serializing_if = "MediaMode::is_both")]
+        media: MediaMode,
+    },
     /// Answer to the bridge's latest `offer`.
     Answer { sdp: String },
     /// Mute state as the participant's own UI shows it; relayed to everyone.
@@ -137,7 +169,25 @@ mod tests {
     #[test]
     fn client_messages_are_tagged() {
         let m: ClientMessage = serde_json::from_str(r#"{"type":"hello","ticket":"t"}"#).unwrap();
-        assert_eq!(m, ClientMessage::Hello { ticket: "t".into() });
+        assert_eq!(
+            m,
+            ClientMessage::Hello {
+                ticket: "t".into(),
+                media: MediaMode::Both
+            }
+        );
+        let m: ClientMessage =
+            serde_json::from_str(r#"{"type":"hello","ticket":"t","media":"receive_only"}"#).unwrap();
+        assert_eq!(
+            m,
+            ClientMessage::Hello {
+                ticket: "t".into(),
+                media: MediaMode::ReceiveOnly
+            }
+        );
+        assert!(
+            serde_json::from_str::<ClientMessage>(r#"{"type":"hello","ticket":"t","media":"all"}"#).is_err()
+        );
         let m: ClientMessage = serde_json::from_str(r#"{"type":"publish","source":"screen"}"#).unwrap();
         assert_eq!(
             m,

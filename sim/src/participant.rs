@@ -928,6 +928,7 @@ async fn handshake(
         &mut ws,
         &ClientMessage::Hello {
             ticket: join.ticket.clone(),
+            media: Default::default(),
         },
     )
     .await?;

@@ -164,6 +164,7 @@ async fn serve_signaling(stream: TcpStream, record: Arc<Mutex<Record>>) {
     if hello
         != (ClientMessage::Hello {
             ticket: "good".into(),
+            media: Default::default(),
         })
     {
         send(
@@ -323,7 +324,8 @@ async fn joins_answers_offers_tracks_the_roster_and_leaves() {
     assert_eq!(
         messages.first(),
         Some(&ClientMessage::Hello {
-            ticket: "good".into()
+            ticket: "good".into(),
+            media: Default::default(),
         })
     );
     assert_eq!(

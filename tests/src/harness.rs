@@ -452,6 +452,7 @@ impl RawSignal {
         signal
             .send(&ClientMessage::Hello {
                 ticket: join.ticket.clone(),
+                media: Default::default(),
             })
             .await;
         signal

@@ -35,7 +35,12 @@ async fn refused(signal: &mut RawSignal) -> (Vec<ErrorCode>, Vec<ByeReason>) {
 /// Connects, sends `hello` with `ticket`, and asserts the bridge answers `ticket_rejected` and closes.
 async fn assert_ticket_rejected(join: &JoinResponse, ticket: String, what: &str) {
     let mut signal = RawSignal::connect(&join.signaling_url).await;
-    signal.send(&ClientMessage::Hello { ticket }).await;
+    signal
+        .send(&ClientMessage::Hello {
+            ticket,
+            media: Default::default(),
+        })
+        .await;
     let (errors, byes) = refused(&mut signal).await;
     assert_eq!(errors, [ErrorCode::TicketRejected], "{what}");
     assert!(byes.is_empty(), "{what}: no session, so no bye");
@@ -333,6 +338,7 @@ async fn a_second_hello_ends_the_session() {
     signal
         .send(&ClientMessage::Hello {
             ticket: raw.ticket.clone(),
+            media: Default::default(),
         })
         .await;
     let (errors, byes) = refused(&mut signal).await;

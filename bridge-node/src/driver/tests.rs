@@ -18,6 +18,7 @@ async fn join(bridge: &Bridge, room: &RoomId, participant: &str) -> mpsc::Receiv
         room: room.clone(),
         participant_id: id(participant),
         display_name: participant.to_owned(),
+        media: Default::default(),
     };
     assert!(bridge.connect(request, tx).await);
     rx

@@ -556,7 +556,7 @@ impl Shard {
                     .filter(|p| {
                         p.legs
                             .get(&(*key, *source))
-                            .is_some_and(|l| l.payload_type.is_some())
+                            .is_some_and(|l| l.payload_type.is_some() && !l.declined)
                     })
                     .count() as u32;
                 if subscribers != stream.demand_sent {
@@ -705,6 +705,7 @@ mod tests {
                 room: room(),
                 participant_id: id(name),
                 display_name: name.into(),
+                media: Default::default(),
             }),
         );
         drain(shard)

@@ -58,6 +58,7 @@ fn room_with_legs() -> (Shard, Instant) {
                 room: RoomId::new("r").unwrap(),
                 participant_id: ParticipantId::new(name).unwrap(),
                 display_name: name.to_owned(),
+                media: Default::default(),
             }),
         );
     }

@@ -63,6 +63,7 @@ fn ada_and_remote_bob(now: Instant) -> (Shard, ParticipantKey) {
             room: room(),
             participant_id: ParticipantId::new("ada").unwrap(),
             display_name: "ada".into(),
+            media: Default::default(),
         }),
     );
     shard.handle_input(

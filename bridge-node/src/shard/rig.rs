@@ -38,6 +38,7 @@ impl FanoutRig {
                     room: room.clone(),
                     participant_id: ParticipantId::new(&name).expect("valid participant name"),
                     display_name: name,
+                    media: Default::default(),
                 }),
             );
         }

@@ -29,6 +29,7 @@ fn connect(shard: &mut Shard, now: Instant, key: u64, room_name: &str, participa
             room: room(room_name),
             participant_id: id(participant),
             display_name: participant.to_owned(),
+            media: Default::default(),
         }),
     );
 }
