@@ -41,6 +41,10 @@ impl MediaSocket {
         })
     }
 
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.io.local_addr()
+    }
+
     pub fn gro_segments(&self) -> usize {
         self.state.gro_segments()
     }
@@ -227,11 +231,52 @@ impl SendBatch {
     }
 }
 
+/// Attempts at an ephemeral port before giving up: one the kernel picks for a `SO_REUSEPORT`
+/// socket may be shared with another process's (see [`bind_media_sockets`]).
+const EPHEMERAL_BIND_ATTEMPTS: usize = 8;
+
 /// Binds `count` sockets to one port (`bind`'s, or the one the kernel picks for the first when
 /// it is 0), with `SO_REUSEPORT` so the kernel spreads peers over them, and buffers sized as
 /// `config` asks. On `[::]` each is dual-stack (IPv4 peers as `::ffff:a.b.c.d`), whatever the
 /// system's `bindv6only` default.
+///
+/// `SO_REUSEPORT` lets any socket of the same user join the port, silently taking a share of
+/// its traffic: a second bridge started on the same port, or an ephemeral port the kernel
+/// hands out again to another `SO_REUSEPORT` socket. So the sockets on the port are listed
+/// (`/proc/net/udp{,6}`) after binding, and one that is not ours is refused as `AddrInUse` (for
+/// port 0, another port is tried).
 pub fn bind_media_sockets(
+    bind: SocketAddr,
+    dual_stack: bool,
+    count: usize,
+    config: &MediaSocketConfig,
+) -> io::Result<Vec<std::net::UdpSocket>> {
+    let attempts = if bind.port() == 0 {
+        EPHEMERAL_BIND_ATTEMPTS
+    } else {
+        1
+    };
+    let mut last_err = None;
+    for _ in 0..attempts {
+        let sockets = bind_group(bind, dual_stack, count, config)?;
+        let inodes = sockets.iter().map(inode_of).collect::<io::Result<Vec<_>>>()?;
+        let port = sockets[0].local_addr()?.port();
+        match foreign_socket_on_port(port, &inodes) {
+            None => return Ok(sockets),
+            Some(inode) => {
+                last_err = Some(io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    format!(
+                        "UDP port {port} is also bound by another SO_REUSEPORT socket (inode {inode}), e.g. another bridge"
+                    ),
+                ));
+            }
+        }
+    }
+    Err(last_err.expect("at least one attempt"))
+}
+
+fn bind_group(
     bind: SocketAddr,
     dual_stack: bool,
     count: usize,
@@ -302,6 +347,56 @@ pub fn kernel_drops_of(inode: u64) -> Option<u64> {
 fn drops_in_proc_net_udp(path: &Path, inode: u64) -> Option<u64> {
     let table = std::fs::read_to_string(path).ok()?;
     parse_drops(&table, inode)
+}
+
+/// A socket other than `ours` on `port` whose local address overlaps ours (equal, or either a
+/// wildcard), as `/proc/net/udp{,6}` list them.
+fn foreign_socket_on_port(port: u16, ours: &[u64]) -> Option<u64> {
+    let tables: Vec<String> = ["/proc/net/udp", "/proc/net/udp6"]
+        .iter()
+        .filter_map(|path| std::fs::read_to_string(path).ok())
+        .collect();
+    let rows: Vec<ProcUdpRow<'_>> = tables.iter().flat_map(|table| proc_udp_rows(table)).collect();
+    find_foreign(&rows, port, ours)
+}
+
+/// One socket of `/proc/net/udp{,6}`: its local address (hex, as listed), port and inode.
+#[derive(Debug, Clone, Copy)]
+struct ProcUdpRow<'a> {
+    addr: &'a str,
+    port: u16,
+    inode: u64,
+}
+
+fn proc_udp_rows(table: &str) -> impl Iterator<Item = ProcUdpRow<'_>> {
+    table.lines().skip(1).filter_map(|line| {
+        let mut fields = line.split_whitespace();
+        let local = fields.nth(1)?;
+        let inode = fields.nth(7)?.parse().ok()?;
+        let (addr, port) = local.split_once(':')?;
+        Some(ProcUdpRow {
+            addr,
+            port: u16::from_str_radix(port, 16).ok()?,
+            inode,
+        })
+    })
+}
+
+fn find_foreign(rows: &[ProcUdpRow<'_>], port: u16, ours: &[u64]) -> Option<u64> {
+    let is_wildcard = |addr: &str| addr.bytes().all(|b| b == b'0');
+    let our_addrs: Vec<&str> = rows
+        .iter()
+        .filter(|row| ours.contains(&row.inode))
+        .map(|row| row.addr)
+        .collect();
+    rows.iter()
+        .filter(|row| row.port == port && !ours.contains(&row.inode))
+        .find(|row| {
+            our_addrs
+                .iter()
+                .any(|ours| *ours == row.addr || is_wildcard(ours) || is_wildcard(row.addr))
+        })
+        .map(|row| row.inode)
 }
 
 /// The `drops` column of the row whose `inode` column is `inode`.

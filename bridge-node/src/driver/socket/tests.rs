@@ -142,3 +142,41 @@ fn the_drop_column_is_read_from_the_row_of_the_inode() {
     assert_eq!(parse_drops(table, 1), None);
     assert_eq!(parse_drops("header only\n", 4242), None);
 }
+
+#[test]
+fn another_reuseport_socket_on_the_port_is_refused() {
+    let sockets = bind_media_sockets(loopback(), false, 2, &MediaSocketConfig::default()).unwrap();
+    let taken = sockets[0].local_addr().unwrap();
+    // As a second bridge on the same port would: same user, SO_REUSEPORT, so the kernel lets it in.
+    let err = bind_media_sockets(taken, false, 2, &MediaSocketConfig::default()).unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::AddrInUse, "{err}");
+    // Without the check the kernel would have accepted it.
+    let intruder = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).unwrap();
+    intruder.set_reuse_port(true).unwrap();
+    intruder.bind(&taken.into()).unwrap();
+    drop(sockets);
+}
+
+#[test]
+fn sockets_sharing_our_port_and_address_are_found() {
+    let row = |addr, port, inode| ProcUdpRow { addr, port, inode };
+    let rows = [
+        row("0100007F", 5000, 1),
+        row("0100007F", 5000, 2),
+        row("0200007F", 5000, 3),
+        row("0100007F", 5001, 4),
+    ];
+    assert_eq!(
+        find_foreign(&rows, 5000, &[1, 2]),
+        None,
+        "127.0.0.2 and another port do not overlap"
+    );
+    assert_eq!(find_foreign(&rows, 5000, &[1]), Some(2));
+    let with_wildcard = [row("0100007F", 5000, 1), row("00000000", 5000, 9)];
+    assert_eq!(find_foreign(&with_wildcard, 5000, &[1]), Some(9));
+    let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops
+ 1350: 0100007F:E536 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 1345420 2 0000000006598385 0
+";
+    let parsed: Vec<_> = proc_udp_rows(table).map(|r| (r.addr, r.port, r.inode)).collect();
+    assert_eq!(parsed, vec![("0100007F", 0xE536, 1_345_420)]);
+}
