@@ -329,6 +329,10 @@ fn size_buffers(socket: &socket2::Socket, config: &MediaSocketConfig) {
     }
 }
 
+/// The UDP socket tables of this thread's network namespace (a thread that entered another
+/// namespace binds its sockets there; `/proc/net` follows the process's first thread).
+const PROC_NET_UDP: [&str; 2] = ["/proc/thread-self/net/udp", "/proc/thread-self/net/udp6"];
+
 /// The socket's inode, which names it in `/proc/net/udp{,6}`.
 // `st_ino` is a `c_ulong` on 32-bit targets.
 #[allow(clippy::useless_conversion)]
@@ -339,7 +343,7 @@ pub fn inode_of(socket: &std::net::UdpSocket) -> io::Result<u64> {
 /// Datagrams the kernel dropped at the socket with `inode` because its receive buffer was full
 /// (the `drops` column of `/proc/net/udp{,6}`), or `None` where those files do not say.
 pub fn kernel_drops_of(inode: u64) -> Option<u64> {
-    ["/proc/net/udp", "/proc/net/udp6"]
+    PROC_NET_UDP
         .iter()
         .find_map(|path| drops_in_proc_net_udp(Path::new(path), inode))
 }
@@ -352,7 +356,7 @@ fn drops_in_proc_net_udp(path: &Path, inode: u64) -> Option<u64> {
 /// A socket other than `ours` on `port` whose local address overlaps ours (equal, or either a
 /// wildcard), as `/proc/net/udp{,6}` list them.
 fn foreign_socket_on_port(port: u16, ours: &[u64]) -> Option<u64> {
-    let tables: Vec<String> = ["/proc/net/udp", "/proc/net/udp6"]
+    let tables: Vec<String> = PROC_NET_UDP
         .iter()
         .filter_map(|path| std::fs::read_to_string(path).ok())
         .collect();
