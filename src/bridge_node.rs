@@ -93,6 +93,11 @@ pub struct BridgeNodeConfig {
     pub max_per_room: u32,
     /// Packet-processing threads; default: the cores, at most 8.
     pub shards: Option<usize>,
+    /// `SO_RCVBUF` of each shard's media socket (default 4 MiB; raise `net.core.rmem_max` or
+    /// run with CAP_NET_ADMIN for it to take effect).
+    pub media_recv_buffer_bytes: Option<usize>,
+    /// `SO_SNDBUF` of each shard's media socket (default 1 MiB).
+    pub media_send_buffer_bytes: Option<usize>,
     pub turn: bool,
     /// TURN over UDP and TCP.
     pub turn_port: u16,
@@ -142,6 +147,8 @@ impl Default for BridgeNodeConfig {
             capacity: 1000,
             max_per_room: 100,
             shards: None,
+            media_recv_buffer_bytes: None,
+            media_send_buffer_bytes: None,
             turn: true,
             turn_port: 3478,
             turn_connections_per_source_max: None,
@@ -177,6 +184,8 @@ impl fmt::Debug for BridgeNodeConfig {
             capacity,
             max_per_room,
             shards,
+            media_recv_buffer_bytes,
+            media_send_buffer_bytes,
             turn,
             turn_port,
             turn_connections_per_source_max,
@@ -206,6 +215,8 @@ impl fmt::Debug for BridgeNodeConfig {
             .field("capacity", capacity)
             .field("max_per_room", max_per_room)
             .field("shards", shards)
+            .field("media_recv_buffer_bytes", media_recv_buffer_bytes)
+            .field("media_send_buffer_bytes", media_send_buffer_bytes)
             .field("turn", turn)
             .field("turn_port", turn_port)
             .field("turn_connections_per_source_max", turn_connections_per_source_max)
@@ -545,6 +556,12 @@ pub struct BridgeArgs {
     /// Packet-processing threads (default: cores, at most 8).
     #[arg(long)]
     pub shards: Option<usize>,
+    /// SO_RCVBUF of each shard's media socket, bytes (default 4 MiB).
+    #[arg(long)]
+    pub media_recv_buffer_bytes: Option<usize>,
+    /// SO_SNDBUF of each shard's media socket, bytes (default 1 MiB).
+    #[arg(long)]
+    pub media_send_buffer_bytes: Option<usize>,
     /// Port of the embedded TURN server, UDP and TCP (default 3478).
     #[arg(long)]
     pub turn_port: Option<u16>,
@@ -598,6 +615,8 @@ impl BridgeArgs {
         config.capacity = self.capacity.unwrap_or(config.capacity);
         config.max_per_room = self.max_per_room.unwrap_or(config.max_per_room);
         config.shards = self.shards.or(config.shards);
+        config.media_recv_buffer_bytes = self.media_recv_buffer_bytes.or(config.media_recv_buffer_bytes);
+        config.media_send_buffer_bytes = self.media_send_buffer_bytes.or(config.media_send_buffer_bytes);
         config.turn_port = self.turn_port.unwrap_or(config.turn_port);
         config.turn &= !self.no_turn;
         config.cascade_port = self.cascade_port.unwrap_or(config.cascade_port);
@@ -625,6 +644,19 @@ pub struct RunningBridge {
     drain_timeout: Duration,
     stop_http: watch::Sender<bool>,
     http_task: JoinHandle<()>,
+}
+
+/// The media sockets' buffers: the defaults, where the file or flags say nothing.
+fn media_socket_config(config: &BridgeNodeConfig) -> bridgemesh_bridge::MediaSocketConfig {
+    let defaults = bridgemesh_bridge::MediaSocketConfig::default();
+    bridgemesh_bridge::MediaSocketConfig {
+        recv_buffer_bytes: config
+            .media_recv_buffer_bytes
+            .unwrap_or(defaults.recv_buffer_bytes),
+        send_buffer_bytes: config
+            .media_send_buffer_bytes
+            .unwrap_or(defaults.send_buffer_bytes),
+    }
 }
 
 /// Starts the bridge, its HTTP server and TURN server, and its control agent, which registers
@@ -662,6 +694,7 @@ pub async fn start(config: BridgeNodeConfig) -> anyhow::Result<RunningBridge> {
         }),
         max_participants: config.capacity as usize,
         max_participants_per_room: config.max_per_room as usize,
+        media_socket: media_socket_config(&config),
     })
     .context("cannot start the bridge")?;
     let turn = if config.turn {

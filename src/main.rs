@@ -54,6 +54,10 @@ enum Commands {
         /// spans bridges, which cascade its media to each other.
         #[arg(long, default_value_t = 100)]
         max_per_room: u32,
+        /// Shard threads per bridge, each with its own socket on the media port (default: one
+        /// per core, at most 8).
+        #[arg(long)]
+        shards: Option<usize>,
         #[command(flatten)]
         public: up_cli::PublicArgs,
     },
@@ -617,6 +621,7 @@ async fn main() -> anyhow::Result<()> {
             bridges,
             cascade_port,
             max_per_room,
+            shards,
             public,
         } => {
             let public = public.config()?;
@@ -633,6 +638,7 @@ async fn main() -> anyhow::Result<()> {
                 bridges,
                 cascade_port,
                 max_per_room,
+                shards,
                 public: public.clone(),
             })
             .await?;

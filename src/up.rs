@@ -63,6 +63,8 @@ pub struct UpConfig {
     /// Participants of one room a bridge takes; past it the room spans another bridge (when
     /// there is one), cascading between them.
     pub max_per_room: u32,
+    /// Shard threads per bridge (`--shards`); `None`: one per core, at most 8.
+    pub shards: Option<usize>,
     /// Face the internet under this domain (`--domain`); `None`: loopback only, zero config.
     pub public: Option<PublicConfig>,
 }
@@ -79,6 +81,7 @@ impl Default for UpConfig {
             bridges: 1,
             cascade_port: 7710,
             max_per_room: 100,
+            shards: None,
             public: None,
         }
     }
@@ -97,6 +100,7 @@ impl UpConfig {
             bridges: 1,
             cascade_port: 0,
             max_per_room: 100,
+            shards: None,
             public: None,
         }
     }
@@ -340,6 +344,7 @@ pub async fn start(config: UpConfig) -> anyhow::Result<Running> {
             cascade_port: nth_port(config.cascade_port, index),
             cascade_identity: Some(cascade_identity),
             max_per_room: config.max_per_room,
+            shards: config.shards,
             capacity: BridgeNodeConfig::default().capacity.max(config.max_per_room),
             ..BridgeNodeConfig::default()
         };

@@ -3,6 +3,7 @@
 use crate::cascade::{CascadeEndpoint, CascadeHandle, CascadeManagerConfig, LinkStats, LinkTable};
 use crate::config::{BridgeConfig, ConfigError};
 use crate::demux::{ParticipantKey, RouteTable};
+use crate::fastpath::tx::TxArena;
 use crate::shard::{
     BridgeEvent, CascadeInput, ConnectRequest, ModerationAction, Shard, ShardInput, ShardOutput, ShardStats,
 };
@@ -10,13 +11,13 @@ use crate::ticket::{TicketVerifier, now_unix_s};
 use bridgemesh_proto::bridge_session::CascadePeer;
 use bridgemesh_proto::signaling::{ClientMessage, ServerMessage};
 use bridgemesh_proto::{BridgeId, ParticipantId, RoomId};
-use bytes::BytesMut;
+use handoff::{Handed, HandoffReceiver, HandoffSenders};
+use socket::{MediaSocket, RecvBatch, SendBatch, SendOutcome};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
-use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 
@@ -26,9 +27,13 @@ const SHARD_INBOX_CAPACITY: usize = 8192;
 /// Messages queued toward one client's socket; a client that falls this far behind is cut off.
 pub const CLIENT_QUEUE_CAPACITY: usize = 256;
 const BRIDGE_EVENTS_CAPACITY: usize = 65_536;
-/// Datagrams read per wake-up before the shard looks at its inbox and timers again.
-const DATAGRAMS_PER_WAKE_MAX: usize = 64;
-const DATAGRAM_MAX_BYTES: usize = 1500;
+/// Batches read per wake-up before the shard looks at its inbox and timers again.
+const RECV_BATCHES_PER_WAKE_MAX: usize = 4;
+/// Datagrams other shards handed over taken per wake-up; the rest wait for the next turn.
+const HANDED_PER_WAKE_MAX: usize = 256;
+
+pub mod handoff;
+pub mod socket;
 
 /// What the signaling task receives for its client.
 #[derive(Debug)]
@@ -69,6 +74,14 @@ pub struct BridgeStats {
     pub datagrams_unroutable: u64,
     pub datagrams_dropped_inbox_full: u64,
     pub datagrams_send_failed: u64,
+    /// `sendmmsg` (or, for an oversized datagram, `sendto`) calls.
+    pub send_syscalls: u64,
+    /// Datagrams read by a shard whose socket is not its participant's shard's, and handed over.
+    pub datagrams_handed_over: u64,
+    /// Datagrams dropped because the owning shard's handoff channel was full.
+    pub datagrams_handoff_dropped: u64,
+    /// Datagrams the kernel dropped at the media sockets for a full receive buffer.
+    pub datagrams_dropped_by_kernel: u64,
     /// Remote addresses currently routed to a participant.
     pub media_routes: u64,
 }
@@ -122,6 +135,8 @@ pub struct Bridge {
     events: Mutex<Option<mpsc::Receiver<BridgeEvent>>>,
     shard_stats: Vec<Arc<Mutex<ShardStats>>>,
     counters: Arc<DriverCounters>,
+    /// Each shard socket's inode, to read its kernel drop counter.
+    socket_inodes: Vec<u64>,
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
     stopping: AtomicBool,
 }
@@ -131,22 +146,49 @@ struct DriverCounters {
     unroutable: AtomicU64,
     inbox_full: AtomicU64,
     send_failed: AtomicU64,
+    send_syscalls: AtomicU64,
+    handed_over: AtomicU64,
+    handoff_dropped: AtomicU64,
+    /// Datagrams read from each shard's socket.
+    socket_reads: Vec<AtomicU64>,
+}
+
+impl DriverCounters {
+    fn new(shards: usize) -> Self {
+        Self {
+            unroutable: AtomicU64::new(0),
+            inbox_full: AtomicU64::new(0),
+            send_failed: AtomicU64::new(0),
+            send_syscalls: AtomicU64::new(0),
+            handed_over: AtomicU64::new(0),
+            handoff_dropped: AtomicU64::new(0),
+            socket_reads: (0..shards).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
 }
 
 impl Bridge {
-    /// Binds the media port and starts one thread per shard.
+    /// Binds the media port (one `SO_REUSEPORT` socket per shard) and starts one thread per shard.
     pub fn start(config: BridgeConfig) -> Result<Arc<Bridge>, StartError> {
         config.validate()?;
-        let socket = bind_media(&config).map_err(|source| StartError::Bind {
+        let sockets = socket::bind_media_sockets(
+            config.media_bind,
+            config.binds_dual_stack(),
+            config.shard_count,
+            &config.media_socket,
+        )
+        .map_err(|source| StartError::Bind {
             addr: config.media_bind,
             source,
         })?;
-        let bound = socket.local_addr().map_err(|source| StartError::Bind {
+        let bound = sockets[0].local_addr().map_err(|source| StartError::Bind {
             addr: config.media_bind,
             source,
         })?;
-        socket
-            .set_nonblocking(true)
+        let socket_inodes = sockets
+            .iter()
+            .map(socket::inode_of)
+            .collect::<std::io::Result<Vec<_>>>()
             .map_err(|source| StartError::Bind { addr: bound, source })?;
         let media_addr = SocketAddr::new(config.media_advertised_ip, bound.port());
         let media_addr_v6 = config
@@ -155,7 +197,8 @@ impl Bridge {
         let dual_stack = config.binds_dual_stack();
         let routes = Arc::new(RouteTable::default());
         let (events_tx, events_rx) = mpsc::channel(BRIDGE_EVENTS_CAPACITY);
-        let counters = Arc::new(DriverCounters::default());
+        let counters = Arc::new(DriverCounters::new(config.shard_count));
+        let (handoff_senders, handoff_receivers) = handoff::handoff_channels(config.shard_count);
         let mut inboxes = Vec::new();
         let mut receivers = Vec::new();
         for _ in 0..config.shard_count {
@@ -168,10 +211,11 @@ impl Bridge {
             .map(|_| Arc::new(Mutex::new(ShardStats::default())))
             .collect();
         let mut threads = Vec::new();
-        for (index, inbox) in receivers.into_iter().enumerate() {
-            let socket = socket
-                .try_clone()
-                .map_err(|source| StartError::Bind { addr: bound, source })?;
+        let per_shard = receivers
+            .into_iter()
+            .zip(sockets)
+            .zip(handoff_senders.into_iter().zip(handoff_receivers));
+        for (index, ((inbox, socket), (handoff, handed))) in per_shard.enumerate() {
             let worker = ShardWorker {
                 shard: Shard::new(
                     index,
@@ -182,16 +226,18 @@ impl Bridge {
                 .with_ipv6_media_addr(media_addr_v6),
                 dual_stack,
                 routes: routes.clone(),
-                peers: inboxes.clone(),
                 links: links.clone(),
                 events: events_tx.clone(),
                 clients: HashMap::new(),
                 stats: shard_stats[index].clone(),
                 counters: counters.clone(),
+                handoff,
+                rx_arena: TxArena::default(),
+                send: SendBatch::default(),
             };
             let thread = std::thread::Builder::new()
                 .name(format!("bridge-shard-{index}"))
-                .spawn(move || worker.run(socket, inbox))
+                .spawn(move || worker.run(socket, inbox, handed))
                 .map_err(StartError::Thread)?;
             threads.push(thread);
         }
@@ -211,6 +257,7 @@ impl Bridge {
             events: Mutex::new(Some(events_rx)),
             shard_stats,
             counters,
+            socket_inodes,
             threads: Mutex::new(threads),
             stopping: AtomicBool::new(false),
         }))
@@ -318,8 +365,25 @@ impl Bridge {
             datagrams_unroutable: self.counters.unroutable.load(Ordering::Relaxed),
             datagrams_dropped_inbox_full: self.counters.inbox_full.load(Ordering::Relaxed),
             datagrams_send_failed: self.counters.send_failed.load(Ordering::Relaxed),
+            send_syscalls: self.counters.send_syscalls.load(Ordering::Relaxed),
+            datagrams_handed_over: self.counters.handed_over.load(Ordering::Relaxed),
+            datagrams_handoff_dropped: self.counters.handoff_dropped.load(Ordering::Relaxed),
+            datagrams_dropped_by_kernel: self
+                .socket_inodes
+                .iter()
+                .filter_map(|inode| socket::kernel_drops_of(*inode))
+                .sum(),
             media_routes: self.routes.address_route_count() as u64,
         }
+    }
+
+    /// Datagrams read from each shard's socket so far, by shard.
+    pub fn socket_reads(&self) -> Vec<u64> {
+        self.counters
+            .socket_reads
+            .iter()
+            .map(|reads| reads.load(Ordering::Relaxed))
+            .collect()
     }
 
     pub fn is_stopping(&self) -> bool {
@@ -474,16 +538,26 @@ struct ShardWorker {
     /// The socket is IPv6 taking IPv4 too: IPv4 peers arrive as `::ffff:a.b.c.d`.
     dual_stack: bool,
     routes: Arc<RouteTable>,
-    peers: Vec<mpsc::Sender<DriverInput>>,
     links: Arc<LinkTable>,
     events: mpsc::Sender<BridgeEvent>,
     clients: HashMap<ParticipantKey, mpsc::Sender<ClientCommand>>,
     stats: Arc<Mutex<ShardStats>>,
     counters: Arc<DriverCounters>,
+    /// Toward the shards owning participants whose datagrams this shard's socket read.
+    handoff: HandoffSenders,
+    /// Received datagrams as the shard takes them (`BytesMut`), cut from one reused arena.
+    rx_arena: TxArena,
+    /// Transmits waiting for the next `sendmmsg`.
+    send: SendBatch,
 }
 
 impl ShardWorker {
-    fn run(mut self, socket: std::net::UdpSocket, inbox: mpsc::Receiver<DriverInput>) {
+    fn run(
+        mut self,
+        socket: std::net::UdpSocket,
+        inbox: mpsc::Receiver<DriverInput>,
+        handed: HandoffReceiver,
+    ) {
         let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
             Ok(runtime) => runtime,
             Err(err) => {
@@ -492,26 +566,30 @@ impl ShardWorker {
             }
         };
         runtime.block_on(async move {
-            let socket = match UdpSocket::from_std(socket) {
+            let socket = match MediaSocket::new(socket) {
                 Ok(socket) => socket,
                 Err(err) => {
                     tracing::error!(%err, "shard cannot register the media socket");
                     return;
                 }
             };
-            self.event_loop(socket, inbox).await;
+            self.event_loop(socket, inbox, handed).await;
         });
     }
 
-    async fn event_loop(&mut self, socket: UdpSocket, mut inbox: mpsc::Receiver<DriverInput>) {
-        let mut buf = vec![0u8; DATAGRAM_MAX_BYTES];
+    async fn event_loop(
+        &mut self,
+        socket: MediaSocket,
+        mut inbox: mpsc::Receiver<DriverInput>,
+        handed: HandoffReceiver,
+    ) {
+        let mut batch = RecvBatch::new(socket.gro_segments());
         let far_future = Duration::from_secs(3600);
         let mut last_stats = Instant::now();
-        // One reader keeps each participant's datagrams in arrival order: were several shards to
-        // read the shared socket, a packet read by a non-owning shard would be queued behind
-        // later ones the owner read itself, and a reordered DTLS flight costs a retransmission.
-        // The reader hands other shards their datagrams through their inboxes, FIFO.
-        let reads_socket = self.shard.index() == 0;
+        // Every shard reads its own socket of the shared port. The kernel keeps each peer on one
+        // socket, and datagrams for another shard's participant cross one FIFO channel to it, so
+        // each participant's datagrams reach its shard in arrival order (a reordered DTLS flight
+        // would cost a retransmission).
         loop {
             // Wake at least every stats period, so an idle shard's published stats (and the
             // metrics built from them) catch up with its last changes.
@@ -522,19 +600,14 @@ impl ShardWorker {
                 .unwrap_or_else(|| Instant::now() + far_future)
                 .min(stats_due.max(Instant::now() + STATS_PERIOD / 10));
             tokio::select! {
-                readable = socket.readable(), if reads_socket => {
+                readable = socket.readable() => {
                     if readable.is_err() {
                         continue;
                     }
-                    let now = Instant::now();
-                    for _ in 0..DATAGRAMS_PER_WAKE_MAX {
-                        match socket.try_recv_from(&mut buf) {
-                            Ok((len, from)) => self.on_datagram(now, canonical(from), &buf[..len]),
-                            Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => break,
-                            // ICMP errors surface here on some systems; they concern one peer only.
-                            Err(_) => continue,
-                        }
-                    }
+                    self.read_socket(&socket, &mut batch);
+                }
+                () = handed.wait() => {
+                    self.take_handed(&socket, &handed);
                 }
                 input = inbox.recv() => {
                     let now = Instant::now();
@@ -542,6 +615,7 @@ impl ShardWorker {
                         Some(DriverInput::Shutdown) | None => {
                             self.shard.shutdown(now);
                             self.flush(&socket);
+                            self.send_queued(&socket);
                             return;
                         }
                         Some(input) => self.on_input(now, input),
@@ -551,6 +625,7 @@ impl ShardWorker {
                         if matches!(input, DriverInput::Shutdown) {
                             self.shard.shutdown(now);
                             self.flush(&socket);
+                            self.send_queued(&socket);
                             return;
                         }
                         self.on_input(now, input);
@@ -561,6 +636,7 @@ impl ShardWorker {
                 }
             }
             self.flush(&socket);
+            self.send_queued(&socket);
             if last_stats.elapsed() >= STATS_PERIOD {
                 last_stats = Instant::now();
                 *self.stats.lock().expect("stats lock") = self.shard.stats();
@@ -568,24 +644,91 @@ impl ShardWorker {
         }
     }
 
-    fn on_datagram(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
+    /// Reads up to [`RECV_BATCHES_PER_WAKE_MAX`] batches, handles this shard's datagrams at once
+    /// (their transmits join the send batch) and hands the others over.
+    fn read_socket(&mut self, socket: &MediaSocket, batch: &mut RecvBatch) {
+        let mut read = 0u64;
+        for _ in 0..RECV_BATCHES_PER_WAKE_MAX {
+            match socket.try_recv(batch) {
+                Ok(_) => {}
+                Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => break,
+                // ICMP errors surface here on some systems; they concern one peer only.
+                Err(_) => continue,
+            }
+            let now = Instant::now();
+            // The arena's memory is reusable once the shard dropped the previous batch's datagrams.
+            self.rx_arena.recycle();
+            for (from, datagram) in batch.datagrams() {
+                read += 1;
+                self.on_datagram(now, socket, canonical(from), datagram);
+            }
+        }
+        self.counters.socket_reads[self.shard.index()].fetch_add(read, Ordering::Relaxed);
+        self.handoff.wake();
+    }
+
+    /// Takes what other shards read for this shard's participants.
+    fn take_handed(&mut self, socket: &MediaSocket, handed: &HandoffReceiver) {
+        let now = Instant::now();
+        self.rx_arena.recycle();
+        for _ in 0..HANDED_PER_WAKE_MAX {
+            let Some(datagram) = handed.try_take() else {
+                return;
+            };
+            self.deliver(now, socket, datagram.from, datagram.key, datagram.data());
+        }
+        // More are waiting: come back after a look at the socket, inbox and timers.
+        handed.wake_self();
+    }
+
+    fn on_datagram(&mut self, now: Instant, socket: &MediaSocket, from: SocketAddr, datagram: &[u8]) {
         let Some(route) = self.routes.resolve(from, datagram) else {
             self.counters.unroutable.fetch_add(1, Ordering::Relaxed);
             return;
         };
-        let input = ShardInput::Datagram {
-            from,
-            key: route.key,
-            data: BytesMut::from(datagram),
-        };
         if route.shard == self.shard.index() {
-            self.shard.handle_input(now, input);
-        } else if self
-            .peers
-            .get(route.shard)
-            .is_none_or(|peer| peer.try_send(DriverInput::Shard(input)).is_err())
-        {
-            self.counters.inbox_full.fetch_add(1, Ordering::Relaxed);
+            self.deliver(now, socket, from, route.key, datagram);
+            return;
+        }
+        match self.handoff.hand_over(route.shard, from, route.key, datagram) {
+            Handed::Queued => self.counters.handed_over.fetch_add(1, Ordering::Relaxed),
+            Handed::Dropped => self.counters.handoff_dropped.fetch_add(1, Ordering::Relaxed),
+        };
+    }
+
+    /// Hands one of this shard's datagrams to the shard and queues what it answers, so the
+    /// output arena is free again before the next datagram.
+    fn deliver(
+        &mut self,
+        now: Instant,
+        socket: &MediaSocket,
+        from: SocketAddr,
+        key: ParticipantKey,
+        datagram: &[u8],
+    ) {
+        self.rx_arena.start(datagram.len()).copy_from_slice(datagram);
+        let data = self.rx_arena.finish(datagram.len());
+        self.shard
+            .handle_input(now, ShardInput::Datagram { from, key, data });
+        self.flush(socket);
+    }
+
+    /// Sends the transmits queued by [`ShardWorker::flush`].
+    fn send_queued(&mut self, socket: &MediaSocket) {
+        let outcome = self.send.flush(socket);
+        self.count_sends(outcome);
+    }
+
+    fn count_sends(&self, outcome: SendOutcome) {
+        if outcome.failed > 0 {
+            self.counters
+                .send_failed
+                .fetch_add(outcome.failed, Ordering::Relaxed);
+        }
+        if outcome.syscalls > 0 {
+            self.counters
+                .send_syscalls
+                .fetch_add(outcome.syscalls, Ordering::Relaxed);
         }
     }
 
@@ -610,13 +753,14 @@ impl ShardWorker {
         }
     }
 
-    fn flush(&mut self, socket: &UdpSocket) {
+    /// Carries out the shard's outputs; transmits are queued in the send batch (copied, so the
+    /// shard's arena is free again), sent by [`ShardWorker::send_queued`] or when it is full.
+    fn flush(&mut self, socket: &MediaSocket) {
         while let Some(output) = self.shard.poll_output() {
             match output {
                 ShardOutput::Transmit { to, data } => {
-                    if socket.try_send_to(&data, self.on_socket(to)).is_err() {
-                        self.counters.send_failed.fetch_add(1, Ordering::Relaxed);
-                    }
+                    let outcome = self.send.push(socket, self.on_socket(to), &data);
+                    self.count_sends(outcome);
                 }
                 ShardOutput::ToClient { key, message } => {
                     let Some(client) = self.clients.get(&key) else {
@@ -647,18 +791,6 @@ impl ShardWorker {
             tracing::warn!("bridge event queue full or closed; control will learn of this change late");
         }
     }
-}
-
-/// The media socket: dual-stack when bound to `[::]` (IPv4 peers as `::ffff:a.b.c.d`), so one
-/// port serves both families whatever the system's `bindv6only` default.
-fn bind_media(config: &BridgeConfig) -> std::io::Result<std::net::UdpSocket> {
-    if !config.binds_dual_stack() {
-        return std::net::UdpSocket::bind(config.media_bind);
-    }
-    let socket = socket2::Socket::new(socket2::Domain::IPV6, socket2::Type::DGRAM, None)?;
-    socket.set_only_v6(false)?;
-    socket.bind(&config.media_bind.into())?;
-    Ok(socket.into())
 }
 
 /// A peer address as the rest of the bridge knows it: IPv4 peers of a dual-stack socket in

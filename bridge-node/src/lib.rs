@@ -11,7 +11,8 @@
 //! - [`participant`]: receiving slots, sending legs and negotiation state of one participant.
 //! - `legs`: a subscriber's sending legs, kept in line with what the room publishes.
 //! - [`shard`]: the forwarding engine, a sans-IO state machine over the rooms one thread owns.
-//! - [`driver`]: threads, the UDP socket and timers around the shards.
+//! - [`driver`]: threads, the UDP sockets (one `SO_REUSEPORT` socket per shard on the one media
+//!   port, read and written in batches) and timers around the shards.
 //! - [`signaling`]: the WebSocket endpoint, authenticated by control's tickets.
 //! - [`metrics`]: `/metrics`, the shards', links' and process's figures (prometheus-client).
 //! - [`ticket`]: ticket verification with a single-use cache.
@@ -27,11 +28,14 @@
 //!
 //! # Run loop
 //! ```text
-//! shard thread i:  wait(socket readable (shard 0 only) | inbox | next timeout)
-//!                  datagram → RouteTable → mine? shard.handle_input : send to shard j's inbox
+//! shard thread i:  wait(own socket readable | handed over | inbox | next timeout)
+//!                  recvmmsg batch → each datagram → RouteTable → mine? shard.handle_input
+//!                                                              : copy into shard j's handoff slots
+//!                  handed over → shard.handle_input (the kernel keeps each peer on one socket)
 //!                  inbox    → shard.handle_input(now, Connect | Client | Disconnect | Datagram | Moderation)
 //!                  timeout  → shard.handle_timeout(now)
-//!                  drain shard.poll_output(): Transmit → socket, ToClient → that client's socket task
+//!                  drain shard.poll_output(): Transmit → send batch (sendmmsg when full and at the
+//!                  end of the wake-up), ToClient → that client's socket task
 //! ```
 //! A publisher's RTP comes out of its `rtc` connection decrypted; the shard keeps it in the stream's
 //! retransmission ring and writes it to each subscriber leg through [`fastpath`] (rewrite and SRTP
@@ -69,7 +73,7 @@ pub mod signaling;
 pub mod splitmix;
 pub mod ticket;
 
-pub use config::{BridgeConfig, ConfigError};
+pub use config::{BridgeConfig, ConfigError, MediaSocketConfig};
 pub use control_agent::{AgentError, ControlAgent, ControlAgentConfig};
 pub use control_session::SessionStatus;
 pub use driver::{Bridge, BridgeStats, StartError};

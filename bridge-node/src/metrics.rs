@@ -89,7 +89,7 @@ fn family(
 impl Collector for Snapshot {
     fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
         let bridge = [("bridge", self.id.as_str())];
-        for (name, kind, help, value) in self.scalars() {
+        for (name, kind, help, value) in self.scalars().into_iter().chain(self.socket_scalars()) {
             family(&mut encoder, name, kind, help, &bridge, value as f64)?;
         }
         // One family per link figure, one series per link (a family is declared with no link too).
@@ -130,6 +130,39 @@ impl Collector for Snapshot {
 
 /// A figure of the bridge: name (counters without `_total`), kind, help, value.
 type Scalar = (&'static str, MetricType, &'static str, u64);
+
+impl Snapshot {
+    /// The media sockets' batched I/O and the handoff between shards.
+    fn socket_scalars(&self) -> [Scalar; 4] {
+        let stats = &self.stats;
+        [
+            (
+                "bridgemesh_bridge_datagrams_dropped_by_kernel",
+                Counter,
+                "Datagrams the kernel dropped at the media sockets for a full receive buffer (see media_socket.recv_buffer_bytes).",
+                stats.datagrams_dropped_by_kernel,
+            ),
+            (
+                "bridgemesh_bridge_send_syscalls",
+                Counter,
+                "sendmmsg calls (sendto for an oversized datagram) on the media sockets; datagrams_sent over this is the batch size.",
+                stats.send_syscalls,
+            ),
+            (
+                "bridgemesh_bridge_datagrams_handed_over",
+                Counter,
+                "Datagrams one shard's socket read for a participant of another shard, handed over.",
+                stats.datagrams_handed_over,
+            ),
+            (
+                "bridgemesh_bridge_datagrams_handoff_dropped",
+                Counter,
+                "Datagrams dropped because the owning shard's handoff channel was full.",
+                stats.datagrams_handoff_dropped,
+            ),
+        ]
+    }
+}
 
 impl Snapshot {
     fn scalars(&self) -> [Scalar; 26] {
@@ -521,6 +554,8 @@ mod tests {
             "bridgemesh_bridge_participants{bridge=\"b1\"} 0",
             "bridgemesh_bridge_rtp_forwarded_total{bridge=\"b1\"} 0",
             "bridgemesh_bridge_datagrams_dropped_total{bridge=\"b1\"} 0",
+            "bridgemesh_bridge_datagrams_dropped_by_kernel_total{bridge=\"b1\"} 0",
+            "bridgemesh_bridge_datagrams_handed_over_total{bridge=\"b1\"} 0",
             "bridgemesh_cascade_link_up{bridge=\"b1\",peer=\"b2\"} 1",
             "bridgemesh_cascade_link_udp_sent_bytes_total{bridge=\"b1\",peer=\"b2\"} 0",
             "bridgemesh_process_cpu_seconds_total{bridge=\"b1\"} 1.5",
