@@ -1,5 +1,6 @@
 //! Bridge configuration: a plain struct the binary fills from flags, files or defaults.
 
+use crate::signaling_limits::{SignalingLimits, SignalingLimitsError};
 use bridgemesh_proto::{BridgeId, RegionId};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
@@ -24,6 +25,8 @@ pub struct BridgeConfig {
     pub max_participants: usize,
     /// Largest room this bridge hosts; a join past it is refused with `room_full`.
     pub max_participants_per_room: usize,
+    /// Rate limits on each client's signaling messages.
+    pub signaling_limits: SignalingLimits,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -49,6 +52,8 @@ pub enum ConfigError {
     ShardCount,
     #[error("max_participants and max_participants_per_room must be positive")]
     ZeroCapacity,
+    #[error(transparent)]
+    SignalingLimits(#[from] SignalingLimitsError),
 }
 
 impl BridgeConfig {
@@ -65,6 +70,7 @@ impl BridgeConfig {
             shard_count: std::thread::available_parallelism().map_or(1, |n| n.get()).min(8),
             max_participants: 1000,
             max_participants_per_room: 100,
+            signaling_limits: SignalingLimits::default(),
         }
     }
 
@@ -105,6 +111,7 @@ impl BridgeConfig {
         if self.max_participants == 0 || self.max_participants_per_room == 0 {
             return Err(ConfigError::ZeroCapacity);
         }
+        self.signaling_limits.validate()?;
         Ok(())
     }
 }

@@ -1,6 +1,7 @@
 //! Threads, the media socket and timers around the shards.
 
 use crate::cascade::{CascadeEndpoint, CascadeHandle, CascadeManagerConfig, LinkStats, LinkTable};
+use crate::client_outbox::OutboxSender;
 use crate::config::{BridgeConfig, ConfigError};
 use crate::demux::{ParticipantKey, RouteTable};
 use crate::shard::{
@@ -23,7 +24,8 @@ use tokio::sync::mpsc::error::TrySendError;
 /// Inputs queued per shard; datagrams past it are dropped (as the network would) rather than
 /// letting a burst grow memory.
 const SHARD_INBOX_CAPACITY: usize = 8192;
-/// Messages queued toward one client's socket; a client that falls this far behind is cut off.
+/// Messages queued toward one client's socket. Room state is coalesced (see [`crate::client_outbox`]),
+/// so only a client that reads nothing while the room keeps changing fills it, and is cut off.
 pub const CLIENT_QUEUE_CAPACITY: usize = 256;
 const BRIDGE_EVENTS_CAPACITY: usize = 65_536;
 /// Datagrams read per wake-up before the shard looks at its inbox and timers again.
@@ -41,7 +43,7 @@ enum DriverInput {
     Shard(ShardInput),
     Connect {
         request: ConnectRequest,
-        client: mpsc::Sender<ClientCommand>,
+        client: OutboxSender,
     },
     Shutdown,
 }
@@ -71,6 +73,10 @@ pub struct BridgeStats {
     pub datagrams_send_failed: u64,
     /// Remote addresses currently routed to a participant.
     pub media_routes: u64,
+    /// Client signaling messages refused by [`crate::signaling_limits`].
+    pub signaling_refused: u64,
+    /// Clients disconnected for spending their refusal budget.
+    pub signaling_flood_disconnects: u64,
 }
 
 /// The shards' inboxes, as the cascade links hand them what peers send.
@@ -131,6 +137,8 @@ struct DriverCounters {
     unroutable: AtomicU64,
     inbox_full: AtomicU64,
     send_failed: AtomicU64,
+    signaling_refused: AtomicU64,
+    signaling_flood_disconnects: AtomicU64,
 }
 
 impl Bridge {
@@ -317,11 +325,23 @@ impl Bridge {
             datagrams_dropped_inbox_full: self.counters.inbox_full.load(Ordering::Relaxed),
             datagrams_send_failed: self.counters.send_failed.load(Ordering::Relaxed),
             media_routes: self.routes.address_route_count() as u64,
+            signaling_refused: self.counters.signaling_refused.load(Ordering::Relaxed),
+            signaling_flood_disconnects: self.counters.signaling_flood_disconnects.load(Ordering::Relaxed),
         }
     }
 
     pub fn is_stopping(&self) -> bool {
         self.stopping.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn count_signaling_refused(&self) {
+        self.counters.signaling_refused.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn count_signaling_flood_disconnect(&self) {
+        self.counters
+            .signaling_flood_disconnects
+            .fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn new_key(&self) -> ParticipantKey {
@@ -332,7 +352,7 @@ impl Bridge {
         &self.inboxes[shard_of(room, self.inboxes.len())]
     }
 
-    pub(crate) async fn connect(&self, request: ConnectRequest, client: mpsc::Sender<ClientCommand>) -> bool {
+    pub(crate) async fn connect(&self, request: ConnectRequest, client: OutboxSender) -> bool {
         let inbox = self.inbox_for(&request.room);
         inbox.send(DriverInput::Connect { request, client }).await.is_ok()
     }
@@ -475,7 +495,7 @@ struct ShardWorker {
     peers: Vec<mpsc::Sender<DriverInput>>,
     links: Arc<LinkTable>,
     events: mpsc::Sender<BridgeEvent>,
-    clients: HashMap<ParticipantKey, mpsc::Sender<ClientCommand>>,
+    clients: HashMap<ParticipantKey, OutboxSender>,
     stats: Arc<Mutex<ShardStats>>,
     counters: Arc<DriverCounters>,
 }
@@ -621,7 +641,7 @@ impl ShardWorker {
                         continue;
                     };
                     if client.try_send(ClientCommand::Send(message)).is_err() {
-                        // A client this far behind on signaling cannot follow the room; drop it.
+                        // Full even after coalescing: this client reads nothing; drop it.
                         tracing::debug!(?key, "client signaling queue full; disconnecting");
                         self.clients.remove(&key);
                         self.shard

@@ -12,6 +12,9 @@
 //! - [`shard`]: the forwarding engine, a sans-IO state machine over the rooms one thread owns.
 //! - [`driver`]: threads, the UDP socket and timers around the shards.
 //! - [`signaling`]: the WebSocket endpoint, authenticated by control's tickets.
+//! - [`signaling_limits`]: per-client token buckets per message kind, and the refusal budget past
+//!   which a flooding client is disconnected.
+//! - [`client_outbox`]: one client's bounded outgoing queue, coalescing room state for slow readers.
 //! - [`metrics`]: `/metrics`, the shards', links' and process's figures (prometheus-client).
 //! - [`ticket`]: ticket verification with a single-use cache.
 //! - [`removed_participants`]: the bounded memory of kicked participants whose tickets are refused.
@@ -47,6 +50,7 @@
 //! ```
 
 pub mod cascade;
+pub mod client_outbox;
 pub mod config;
 pub mod control_agent;
 pub mod control_session;
@@ -62,6 +66,7 @@ pub mod peer;
 pub mod removed_participants;
 pub mod shard;
 pub mod signaling;
+pub mod signaling_limits;
 pub mod splitmix;
 pub mod ticket;
 

@@ -132,7 +132,7 @@ impl Collector for Snapshot {
 type Scalar = (&'static str, MetricType, &'static str, u64);
 
 impl Snapshot {
-    fn scalars(&self) -> [Scalar; 24] {
+    fn scalars(&self) -> [Scalar; 26] {
         let stats = &self.stats;
         [
             (
@@ -182,6 +182,18 @@ impl Snapshot {
                 Counter,
                 "Datagrams the socket refused to send.",
                 stats.datagrams_send_failed,
+            ),
+            (
+                "bridgemesh_bridge_signaling_refused",
+                Counter,
+                "Client signaling messages refused for exceeding their kind's rate limit.",
+                stats.signaling_refused,
+            ),
+            (
+                "bridgemesh_bridge_signaling_flood_disconnects",
+                Counter,
+                "Clients disconnected for sending refused messages past their budget.",
+                stats.signaling_flood_disconnects,
             ),
             (
                 "bridgemesh_bridge_media_routes",
