@@ -288,6 +288,11 @@ impl Bridge {
         self.links.stats()
     }
 
+    /// Cascade links established since the bridge started; a link that restarts counts again.
+    pub fn cascade_links_established(&self) -> u64 {
+        self.links.established_total()
+    }
+
     /// The stream of joins and leaves for control; can be taken once.
     pub fn take_events(&self) -> Option<mpsc::Receiver<BridgeEvent>> {
         self.events.lock().expect("events lock").take()

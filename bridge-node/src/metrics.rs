@@ -298,7 +298,7 @@ impl Snapshot {
 /// A figure of one cascade link: name (counters without `_total`), kind, help, value.
 type LinkFamily = (&'static str, MetricType, &'static str, fn(&LinkStats) -> f64);
 
-const LINK_FAMILIES: [LinkFamily; 14] = [
+const LINK_FAMILIES: [LinkFamily; 15] = [
     (
         "bridgemesh_cascade_link_up",
         Gauge,
@@ -364,6 +364,12 @@ const LINK_FAMILIES: [LinkFamily; 14] = [
         Counter,
         "Media datagrams received and dropped (malformed, unknown stream, shard full).",
         |l| l.media_dropped_in as f64,
+    ),
+    (
+        "bridgemesh_cascade_link_rooms_overflowed",
+        Counter,
+        "Rooms closed on the link for passing their budget of pending control messages.",
+        |l| l.rooms_overflowed as f64,
     ),
     (
         "bridgemesh_cascade_link_messages",
@@ -507,6 +513,7 @@ mod tests {
             media_dropped_in: 0,
             messages_out: 0,
             messages_in: 0,
+            rooms_overflowed: 0,
             shared_rooms: 1,
             streams_in: 2,
         };
