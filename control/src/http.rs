@@ -760,12 +760,15 @@ async fn health(State(api): State<Api>) -> Response {
 }
 
 /// Behind [`require_metrics_token`] when the node has a metrics token (see [`router`]).
-async fn metrics(State(api): State<Api>) -> Response {
-    (
-        [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
-        api.metrics.render(),
-    )
-        .into_response()
+async fn metrics(
+    State(api): State<Api>,
+    guard: Option<axum::Extension<Arc<crate::http_guard::HttpGuardStats>>>,
+) -> Response {
+    let mut text = api.metrics.render();
+    if let Some(axum::Extension(guard)) = guard {
+        text.push_str(&guard.render_prometheus("bridgemesh_control", ""));
+    }
+    ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response()
 }
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {
