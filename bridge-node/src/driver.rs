@@ -207,7 +207,8 @@ impl Bridge {
         tracing::info!(bridge = %config.bridge_id, media_port = media_addr.port(), shards = config.shard_count, "bridge started");
         tracing::debug!(media = %media_addr, "bridge media address");
         Ok(Arc::new(Bridge {
-            verifier: TicketVerifier::new(config.bridge_id.clone(), &config.ticket_key),
+            verifier: TicketVerifier::new(config.bridge_id.clone(), &config.ticket_key)
+                .refusing_issued_before(now_unix_s()),
             config,
             media_addr,
             media_addr_v6,
