@@ -253,9 +253,16 @@ fn join_answer(answer: Result<JoinAnswer, ApiError>) -> Response {
     }
 }
 
-/// Joins and reconnects are unauthenticated (or nearly): each source address has a budget.
-fn join_budget(api: &Api, peer: SocketAddr) -> Result<(), ApiError> {
-    if api.node.allow_join_from(peer.ip()) {
+/// Joins and reconnects are unauthenticated (or nearly): each client address (resolved through
+/// the trusted proxies; an IPv6 /64 as one) has a budget.
+fn join_budget(api: &Api, peer: SocketAddr, headers: &HeaderMap) -> Result<(), ApiError> {
+    let key = crate::join_key::join_budget_key(
+        peer.ip(),
+        headers,
+        api.node.trusted_proxies(),
+        crate::join_key::JOIN_IPV6_PREFIX_LEN,
+    );
+    if api.node.allow_join_from(key) {
         Ok(())
     } else {
         Err(ApiError::new(
@@ -272,7 +279,7 @@ async fn join(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    if let Err(err) = join_budget(&api, peer) {
+    if let Err(err) = join_budget(&api, peer, &headers) {
         return err.into_response();
     }
     let started = Instant::now();
@@ -316,7 +323,7 @@ async fn reconnect(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    if let Err(err) = join_budget(&api, peer) {
+    if let Err(err) = join_budget(&api, peer, &headers) {
         return err.into_response();
     }
     let started = Instant::now();
