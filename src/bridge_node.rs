@@ -695,6 +695,7 @@ pub async fn start(config: BridgeNodeConfig) -> anyhow::Result<RunningBridge> {
         max_participants: config.capacity as usize,
         max_participants_per_room: config.max_per_room as usize,
         media_socket: media_socket_config(&config),
+        signaling_limits: Default::default(),
     })
     .context("cannot start the bridge")?;
     let turn = if config.turn {

@@ -1,5 +1,6 @@
 //! Bridge configuration: a plain struct the binary fills from flags, files or defaults.
 
+use crate::signaling_limits::{SignalingLimits, SignalingLimitsError};
 use bridgemesh_proto::{BridgeId, RegionId};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
@@ -26,6 +27,8 @@ pub struct BridgeConfig {
     pub max_participants_per_room: usize,
     /// The media sockets' kernel buffers.
     pub media_socket: MediaSocketConfig,
+    /// Rate limits on each client's signaling messages.
+    pub signaling_limits: SignalingLimits,
 }
 
 /// The kernel buffers of each shard's media socket. A receive buffer too small for a burst (a
@@ -89,6 +92,8 @@ pub enum ConfigError {
     ZeroCapacity,
     #[error("media socket buffers must be between 64 KiB and 256 MiB")]
     SocketBuffer,
+    #[error(transparent)]
+    SignalingLimits(#[from] SignalingLimitsError),
 }
 
 impl BridgeConfig {
@@ -106,6 +111,7 @@ impl BridgeConfig {
             max_participants: 1000,
             max_participants_per_room: 100,
             media_socket: MediaSocketConfig::default(),
+            signaling_limits: SignalingLimits::default(),
         }
     }
 
@@ -147,6 +153,7 @@ impl BridgeConfig {
             return Err(ConfigError::ZeroCapacity);
         }
         self.media_socket.validate()?;
+        self.signaling_limits.validate()?;
         Ok(())
     }
 }

@@ -1,6 +1,7 @@
 //! Threads, the media socket and timers around the shards.
 
 use crate::cascade::{CascadeEndpoint, CascadeHandle, CascadeManagerConfig, LinkStats, LinkTable};
+use crate::client_outbox::OutboxSender;
 use crate::config::{BridgeConfig, ConfigError};
 use crate::demux::{ParticipantKey, RouteTable};
 use crate::fastpath::tx::TxArena;
@@ -24,7 +25,8 @@ use tokio::sync::mpsc::error::TrySendError;
 /// Inputs queued per shard; datagrams past it are dropped (as the network would) rather than
 /// letting a burst grow memory.
 const SHARD_INBOX_CAPACITY: usize = 8192;
-/// Messages queued toward one client's socket; a client that falls this far behind is cut off.
+/// Messages queued toward one client's socket. Room state is coalesced (see [`crate::client_outbox`]),
+/// so only a client that reads nothing while the room keeps changing fills it, and is cut off.
 pub const CLIENT_QUEUE_CAPACITY: usize = 256;
 const BRIDGE_EVENTS_CAPACITY: usize = 65_536;
 /// Batches read per wake-up before the shard looks at its inbox and timers again.
@@ -46,7 +48,7 @@ enum DriverInput {
     Shard(ShardInput),
     Connect {
         request: ConnectRequest,
-        client: mpsc::Sender<ClientCommand>,
+        client: OutboxSender,
     },
     Shutdown,
 }
@@ -84,6 +86,10 @@ pub struct BridgeStats {
     pub datagrams_dropped_by_kernel: u64,
     /// Remote addresses currently routed to a participant.
     pub media_routes: u64,
+    /// Client signaling messages refused by [`crate::signaling_limits`].
+    pub signaling_refused: u64,
+    /// Clients disconnected for spending their refusal budget.
+    pub signaling_flood_disconnects: u64,
 }
 
 /// The shards' inboxes, as the cascade links hand them what peers send.
@@ -151,6 +157,8 @@ struct DriverCounters {
     handoff_dropped: AtomicU64,
     /// Datagrams read from each shard's socket.
     socket_reads: Vec<AtomicU64>,
+    signaling_refused: AtomicU64,
+    signaling_flood_disconnects: AtomicU64,
 }
 
 impl DriverCounters {
@@ -163,6 +171,8 @@ impl DriverCounters {
             handed_over: AtomicU64::new(0),
             handoff_dropped: AtomicU64::new(0),
             socket_reads: (0..shards).map(|_| AtomicU64::new(0)).collect(),
+            signaling_refused: AtomicU64::new(0),
+            signaling_flood_disconnects: AtomicU64::new(0),
         }
     }
 }
@@ -245,7 +255,8 @@ impl Bridge {
         tracing::info!(bridge = %config.bridge_id, media_port = media_addr.port(), shards = config.shard_count, "bridge started");
         tracing::debug!(media = %media_addr, "bridge media address");
         Ok(Arc::new(Bridge {
-            verifier: TicketVerifier::new(config.bridge_id.clone(), &config.ticket_key),
+            verifier: TicketVerifier::new(config.bridge_id.clone(), &config.ticket_key)
+                .refusing_issued_before(now_unix_s()),
             config,
             media_addr,
             media_addr_v6,
@@ -327,6 +338,11 @@ impl Bridge {
         self.links.stats()
     }
 
+    /// Cascade links established since the bridge started; a link that restarts counts again.
+    pub fn cascade_links_established(&self) -> u64 {
+        self.links.established_total()
+    }
+
     /// The stream of joins and leaves for control; can be taken once.
     pub fn take_events(&self) -> Option<mpsc::Receiver<BridgeEvent>> {
         self.events.lock().expect("events lock").take()
@@ -374,6 +390,8 @@ impl Bridge {
                 .filter_map(|inode| socket::kernel_drops_of(*inode))
                 .sum(),
             media_routes: self.routes.address_route_count() as u64,
+            signaling_refused: self.counters.signaling_refused.load(Ordering::Relaxed),
+            signaling_flood_disconnects: self.counters.signaling_flood_disconnects.load(Ordering::Relaxed),
         }
     }
 
@@ -390,6 +408,16 @@ impl Bridge {
         self.stopping.load(Ordering::Relaxed)
     }
 
+    pub(crate) fn count_signaling_refused(&self) {
+        self.counters.signaling_refused.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn count_signaling_flood_disconnect(&self) {
+        self.counters
+            .signaling_flood_disconnects
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
     pub(crate) fn new_key(&self) -> ParticipantKey {
         ParticipantKey(self.next_key.fetch_add(1, Ordering::Relaxed))
     }
@@ -398,7 +426,7 @@ impl Bridge {
         &self.inboxes[shard_of(room, self.inboxes.len())]
     }
 
-    pub(crate) async fn connect(&self, request: ConnectRequest, client: mpsc::Sender<ClientCommand>) -> bool {
+    pub(crate) async fn connect(&self, request: ConnectRequest, client: OutboxSender) -> bool {
         let inbox = self.inbox_for(&request.room);
         inbox.send(DriverInput::Connect { request, client }).await.is_ok()
     }
@@ -540,7 +568,7 @@ struct ShardWorker {
     routes: Arc<RouteTable>,
     links: Arc<LinkTable>,
     events: mpsc::Sender<BridgeEvent>,
-    clients: HashMap<ParticipantKey, mpsc::Sender<ClientCommand>>,
+    clients: HashMap<ParticipantKey, OutboxSender>,
     stats: Arc<Mutex<ShardStats>>,
     counters: Arc<DriverCounters>,
     /// Toward the shards owning participants whose datagrams this shard's socket read.
@@ -767,7 +795,7 @@ impl ShardWorker {
                         continue;
                     };
                     if client.try_send(ClientCommand::Send(message)).is_err() {
-                        // A client this far behind on signaling cannot follow the room; drop it.
+                        // Full even after coalescing: this client reads nothing; drop it.
                         tracing::debug!(?key, "client signaling queue full; disconnecting");
                         self.clients.remove(&key);
                         self.shard

@@ -14,6 +14,9 @@
 //! - [`driver`]: threads, the UDP sockets (one `SO_REUSEPORT` socket per shard on the one media
 //!   port, read and written in batches) and timers around the shards.
 //! - [`signaling`]: the WebSocket endpoint, authenticated by control's tickets.
+//! - [`signaling_limits`]: per-client token buckets per message kind, and the refusal budget past
+//!   which a flooding client is disconnected.
+//! - [`client_outbox`]: one client's bounded outgoing queue, coalescing room state for slow readers.
 //! - [`metrics`]: `/metrics`, the shards', links' and process's figures (prometheus-client).
 //! - [`ticket`]: ticket verification with a single-use cache.
 //! - [`removed_participants`]: the bounded memory of kicked participants whose tickets are refused.
@@ -53,6 +56,7 @@
 //! ```
 
 pub mod cascade;
+pub mod client_outbox;
 pub mod config;
 pub mod consent;
 pub mod control_agent;
@@ -70,6 +74,7 @@ pub mod removed_participants;
 pub mod sdp_munge;
 pub mod shard;
 pub mod signaling;
+pub mod signaling_limits;
 pub mod splitmix;
 pub mod ticket;
 

@@ -165,7 +165,7 @@ impl Snapshot {
 }
 
 impl Snapshot {
-    fn scalars(&self) -> [Scalar; 26] {
+    fn scalars(&self) -> [Scalar; 28] {
         let stats = &self.stats;
         [
             (
@@ -215,6 +215,18 @@ impl Snapshot {
                 Counter,
                 "Datagrams the socket refused to send.",
                 stats.datagrams_send_failed,
+            ),
+            (
+                "bridgemesh_bridge_signaling_refused",
+                Counter,
+                "Client signaling messages refused for exceeding their kind's rate limit.",
+                stats.signaling_refused,
+            ),
+            (
+                "bridgemesh_bridge_signaling_flood_disconnects",
+                Counter,
+                "Clients disconnected for sending refused messages past their budget.",
+                stats.signaling_flood_disconnects,
             ),
             (
                 "bridgemesh_bridge_media_routes",
@@ -331,7 +343,7 @@ impl Snapshot {
 /// A figure of one cascade link: name (counters without `_total`), kind, help, value.
 type LinkFamily = (&'static str, MetricType, &'static str, fn(&LinkStats) -> f64);
 
-const LINK_FAMILIES: [LinkFamily; 14] = [
+const LINK_FAMILIES: [LinkFamily; 15] = [
     (
         "bridgemesh_cascade_link_up",
         Gauge,
@@ -397,6 +409,12 @@ const LINK_FAMILIES: [LinkFamily; 14] = [
         Counter,
         "Media datagrams received and dropped (malformed, unknown stream, shard full).",
         |l| l.media_dropped_in as f64,
+    ),
+    (
+        "bridgemesh_cascade_link_rooms_overflowed",
+        Counter,
+        "Rooms closed on the link for passing their budget of pending control messages.",
+        |l| l.rooms_overflowed as f64,
     ),
     (
         "bridgemesh_cascade_link_messages",
@@ -540,6 +558,7 @@ mod tests {
             media_dropped_in: 0,
             messages_out: 0,
             messages_in: 0,
+            rooms_overflowed: 0,
             shared_rooms: 1,
             streams_in: 2,
         };

@@ -772,9 +772,11 @@ impl Shard {
                 }
             }
             ClientMessage::Mute { microphone, camera } => {
+                // Told to the room (and the cascade peers) only when it changes.
+                roster_changed =
+                    (participant.microphone_muted, participant.camera_muted) != (microphone, camera);
                 participant.microphone_muted = microphone;
                 participant.camera_muted = camera;
-                roster_changed = true;
             }
             ClientMessage::Publish { .. } if !participant.media.publishes() => {
                 self.outputs.push_back(ShardOutput::ToClient {
@@ -787,6 +789,7 @@ impl Shard {
                 return;
             }
             ClientMessage::Publish { source } => match participant.slot_mut(source) {
+                Some(slot) if slot.active => {}
                 Some(slot) => {
                     slot.active = true;
                     roster_changed = true;
@@ -818,7 +821,7 @@ impl Shard {
                 }
             },
             ClientMessage::Unpublish { source } => {
-                if let Some(slot) = participant.slot_mut(source) {
+                if let Some(slot) = participant.slot_mut(source).filter(|slot| slot.active) {
                     slot.active = false;
                     roster_changed = true;
                     mark_others_for_renegotiation(room, key);

@@ -6,8 +6,10 @@
 //! refused here too, even with a ticket it never used. From then on the socket carries client
 //! messages to the shard and the shard's messages back, until either side closes.
 
+use crate::client_outbox;
 use crate::driver::{Bridge, CLIENT_QUEUE_CAPACITY, ClientCommand};
 use crate::shard::ConnectRequest;
+use crate::signaling_limits::{ClientLimiter, MessageKind, Verdict};
 use crate::ticket::{TicketError, now_unix_s};
 use axum::Router;
 use axum::extract::State;
@@ -19,8 +21,7 @@ use bridgemesh_proto::api::{ErrorCode, Health, HealthStatus};
 use bridgemesh_proto::signaling::{ByeReason, CLIENT_MESSAGE_MAX_BYTES, ClientMessage, ServerMessage};
 use futures_util::{SinkExt, StreamExt};
 use std::sync::Arc;
-use std::time::Duration;
-use tokio::sync::mpsc;
+use std::time::{Duration, Instant};
 
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Unparseable messages tolerated on one socket before it is closed.
@@ -125,6 +126,22 @@ async fn refuse_removed(mut socket: WebSocket) {
     let _ = socket.close().await;
 }
 
+/// How long a socket closed on a flooding client keeps reading (and discarding) what is still in
+/// flight, so the client reads the error and `bye` instead of a reset.
+const LINGER_MAX: Duration = Duration::from_secs(2);
+
+/// Closes `socket` and discards incoming messages until the client's close, its end of stream, or
+/// [`LINGER_MAX`]. Closing with unread data would reset the connection and lose what was sent.
+async fn linger_close(socket: &mut WebSocket) {
+    let _ = socket.close().await;
+    let deadline = tokio::time::Instant::now() + LINGER_MAX;
+    while let Ok(Some(Ok(message))) = tokio::time::timeout_at(deadline, socket.next()).await {
+        if matches!(message, Message::Close(_)) {
+            break;
+        }
+    }
+}
+
 async fn session(bridge: Arc<Bridge>, mut socket: WebSocket) {
     if bridge.is_stopping() {
         return refuse(
@@ -154,7 +171,7 @@ async fn session(bridge: Arc<Bridge>, mut socket: WebSocket) {
     };
     let key = bridge.new_key();
     let room = claims.room.clone();
-    let (client_tx, mut client_rx) = mpsc::channel(CLIENT_QUEUE_CAPACITY);
+    let (client_tx, mut client_rx) = client_outbox::channel(CLIENT_QUEUE_CAPACITY);
     let request = ConnectRequest {
         key,
         room: room.clone(),
@@ -172,6 +189,7 @@ async fn session(bridge: Arc<Bridge>, mut socket: WebSocket) {
     }
     tracing::debug!(participant = %claims.participant_id, room = %room, "signaling session open");
     let mut malformed = 0;
+    let mut limiter = ClientLimiter::new(&bridge.config().signaling_limits, Instant::now());
     loop {
         tokio::select! {
             incoming = socket.next() => {
@@ -187,7 +205,31 @@ async fn session(bridge: Arc<Bridge>, mut socket: WebSocket) {
                     Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
                 };
                 match parse_client_message(&text) {
-                    Ok(message) => bridge.client_message(&room, key, message).await,
+                    Ok(message) => {
+                        // Checked here, before the shard: a flood costs the room nothing.
+                        let kind = MessageKind::of(&message);
+                        match limiter.check(Instant::now(), kind) {
+                            Verdict::Accept => bridge.client_message(&room, key, message).await,
+                            Verdict::Refuse => {
+                                bridge.count_signaling_refused();
+                                let error = ServerMessage::Error { code: ErrorCode::RateLimited, message: limiter.refusal_message(kind) };
+                                if !send(&mut socket, &error).await { break; }
+                            }
+                            Verdict::Disconnect => {
+                                tracing::debug!(participant = %claims.participant_id, refused = limiter.refused_total(), "signaling flood; disconnecting the client");
+                                bridge.count_signaling_refused();
+                                bridge.count_signaling_flood_disconnect();
+                                let error = ServerMessage::Error {
+                                    code: ErrorCode::RateLimited,
+                                    message: format!("disconnected after {} refused messages", limiter.refused_total()),
+                                };
+                                let _ = send(&mut socket, &error).await;
+                                let _ = send(&mut socket, &ServerMessage::Bye { reason: ByeReason::ProtocolError }).await;
+                                linger_close(&mut socket).await;
+                                break;
+                            }
+                        }
+                    }
                     Err(err) => {
                         malformed += 1;
                         let error = ServerMessage::Error { code: ErrorCode::MalformedBody, message: format!("unreadable message: {err}") };
@@ -202,10 +244,7 @@ async fn session(bridge: Arc<Bridge>, mut socket: WebSocket) {
                     if !send(&mut socket, &message).await { break; }
                 }
                 Some(ClientCommand::Close) | None => {
-                    // Deliver what the shard queued before the close (e.g. `bye`).
-                    while let Ok(ClientCommand::Send(message)) = client_rx.try_recv() {
-                        let _ = send(&mut socket, &message).await;
-                    }
+                    // The outbox hands out what the shard queued (e.g. `bye`) before `Close`.
                     let _ = socket.close().await;
                     break;
                 }

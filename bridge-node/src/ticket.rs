@@ -32,6 +32,8 @@ pub enum TicketError {
     Overloaded,
     #[error("you were removed from this meeting")]
     ParticipantRemoved,
+    #[error("ticket was issued before this bridge started; join again for a new one")]
+    IssuedBeforeStart,
 }
 
 pub struct TicketVerifier {
@@ -42,6 +44,9 @@ pub struct TicketVerifier {
     seen: Mutex<HashMap<String, u64>>,
     /// Participants kicked by a moderator, by unix seconds.
     removed: Mutex<RemovedParticipants<u64>>,
+    /// Tickets issued (`iat`) before this second are refused: the cache of used ones did not
+    /// survive the restart, so one of them could otherwise be replayed until it expires.
+    issued_floor_unix_s: u64,
 }
 
 impl TicketVerifier {
@@ -58,7 +63,21 @@ impl TicketVerifier {
             validation,
             seen: Mutex::default(),
             removed: Mutex::new(RemovedParticipants::new(REMOVED_PARTICIPANTS_MAX)),
+            issued_floor_unix_s: 0,
         }
+    }
+
+    /// Refuses tickets issued before `started_unix_s`, the second the bridge started. The
+    /// single-use cache lives in memory, so without this a ticket used before a restart could be
+    /// used again after it, for the rest of its 30 s. Whole seconds: a ticket issued in the start
+    /// second itself is accepted (control cannot place anyone on the bridge before it registers,
+    /// which takes longer), so the replay window left is under a second plus the clock skew
+    /// between control and the bridge, which NTP keeps well under that. A bridge whose clock runs
+    /// ahead refuses tickets control issued just after its start for the skew; their clients join
+    /// again.
+    pub fn refusing_issued_before(mut self, started_unix_s: u64) -> Self {
+        self.issued_floor_unix_s = started_unix_s;
+        self
     }
 
     /// Refuses every ticket of `participant` from now on, used or not. Remembered for as long as a
@@ -84,6 +103,9 @@ impl TicketVerifier {
         }
         if claims.exp + self.validation.leeway < now_unix_s {
             return Err(TicketError::Expired);
+        }
+        if claims.iat < self.issued_floor_unix_s {
+            return Err(TicketError::IssuedBeforeStart);
         }
         if self
             .removed

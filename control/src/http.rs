@@ -253,9 +253,16 @@ fn join_answer(answer: Result<JoinAnswer, ApiError>) -> Response {
     }
 }
 
-/// Joins and reconnects are unauthenticated (or nearly): each source address has a budget.
-fn join_budget(api: &Api, peer: SocketAddr) -> Result<(), ApiError> {
-    if api.node.allow_join_from(peer.ip()) {
+/// Joins and reconnects are unauthenticated (or nearly): each client address (resolved through
+/// the trusted proxies; an IPv6 /64 as one) has a budget.
+fn join_budget(api: &Api, peer: SocketAddr, headers: &HeaderMap) -> Result<(), ApiError> {
+    let key = crate::join_key::join_budget_key(
+        peer.ip(),
+        headers,
+        api.node.trusted_proxies(),
+        crate::join_key::JOIN_IPV6_PREFIX_LEN,
+    );
+    if api.node.allow_join_from(key) {
         Ok(())
     } else {
         Err(ApiError::new(
@@ -272,7 +279,7 @@ async fn join(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    if let Err(err) = join_budget(&api, peer) {
+    if let Err(err) = join_budget(&api, peer, &headers) {
         return err.into_response();
     }
     let started = Instant::now();
@@ -316,7 +323,7 @@ async fn reconnect(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    if let Err(err) = join_budget(&api, peer) {
+    if let Err(err) = join_budget(&api, peer, &headers) {
         return err.into_response();
     }
     let started = Instant::now();
@@ -760,12 +767,15 @@ async fn health(State(api): State<Api>) -> Response {
 }
 
 /// Behind [`require_metrics_token`] when the node has a metrics token (see [`router`]).
-async fn metrics(State(api): State<Api>) -> Response {
-    (
-        [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
-        api.metrics.render(),
-    )
-        .into_response()
+async fn metrics(
+    State(api): State<Api>,
+    guard: Option<axum::Extension<Arc<crate::http_guard::HttpGuardStats>>>,
+) -> Response {
+    let mut text = api.metrics.render();
+    if let Some(axum::Extension(guard)) = guard {
+        text.push_str(&guard.render_prometheus("bridgemesh_control", ""));
+    }
+    ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response()
 }
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {

@@ -17,6 +17,8 @@
 //! - [`rate_limit`]: per-address token buckets for the unauthenticated join endpoint.
 //! - [`raft`]: openraft with a redb store, the peer transport, cluster operations.
 //! - [`node`]: [`ControlNode`]: join, reconnect, the lobby, moderation, drains, tickets.
+//! - [`join_key`]: whose budget a join spends (the resolved client address, IPv6 by /64).
+//! - [`http_guard`]: the HTTP server every node runs: header and body timeouts, connection caps.
 //! - [`http`]: the axum driver: `/api/v1/...`, the bridge session, `/health`, `/metrics`, the
 //!   web client.
 //! - [`service`]: a running node (Raft, HTTP, the ticker, the bridge hub).
@@ -41,6 +43,8 @@ pub mod client_ip;
 pub mod failure_detector;
 pub mod geo;
 pub mod http;
+pub mod http_guard;
+pub mod join_key;
 pub mod load_throttle;
 pub mod locator;
 pub mod metrics;

@@ -323,6 +323,11 @@ impl ControlNode {
         &self.hub
     }
 
+    /// The proxies whose forwarding headers name the client (see `client_ip.rs`).
+    pub fn trusted_proxies(&self) -> &crate::client_ip::TrustedProxies {
+        &self.locator.trusted_proxies
+    }
+
     /// Joins are unauthenticated, so each source address gets a budget (see `rate_limit.rs`).
     pub fn allow_join_from(&self, source: IpAddr) -> bool {
         self.join_limiter

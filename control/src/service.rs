@@ -3,10 +3,11 @@
 
 use crate::auth::{AuthConfig, TokenVerifier};
 use crate::http::{ApiConfig, cluster_router, router};
+use crate::http_guard::{HttpGuardStats, HttpLimits, serve_guarded};
 use crate::node::{ControlNode, RegionsConfig, RoomPolicy};
 use crate::raft::cluster::{ClusterConfig, ClusterNode, StartError};
 use crate::rate_limit::RateLimit;
-use axum::serve::{Listener as _, ListenerExt as _};
+use axum::serve::Listener as _;
 use bridgemesh_pki::{ClusterIdentity, ClusterListener, ClusterPeer};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -129,29 +130,22 @@ impl ControlService {
 }
 
 /// Serves `router` on `listener` (with each client's address, and without Nagle's delay) until
-/// `stopped` changes, then lets requests in flight finish. Shared by every HTTP server of a node.
+/// `stopped` changes, then lets requests in flight finish. Shared by every HTTP server of a node:
+/// header and body timeouts and connection caps of [`HttpLimits::default`] (see
+/// [`crate::http_guard`]); handlers find the server's [`HttpGuardStats`] in each request's
+/// extensions.
 pub fn serve_http(
     listener: TcpListener,
     router: axum::Router,
-    mut stopped: watch::Receiver<bool>,
+    stopped: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        let shutdown = async move {
-            let _ = stopped.changed().await;
-        };
-        let service = router.into_make_service_with_connect_info::<SocketAddr>();
-        // Raft heartbeats and signaling are small messages that must leave at once; Nagle would
-        // hold one back until the peer's next packet arrives.
-        let listener = listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        if let Err(err) = axum::serve(listener, service)
-            .with_graceful_shutdown(shutdown)
-            .await
-        {
-            tracing::error!(%err, "HTTP server stopped");
-        }
-    })
+    serve_guarded(
+        listener,
+        router,
+        stopped,
+        HttpLimits::default(),
+        Arc::new(HttpGuardStats::default()),
+    )
 }
 
 /// Serves the cluster routes on the mutual-TLS listener until `stopped` changes; handlers learn

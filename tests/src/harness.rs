@@ -463,6 +463,12 @@ impl RawSignal {
         self.send_text(text).await;
     }
 
+    /// Sends `message`; `false` once the bridge has closed the socket.
+    pub async fn try_send(&mut self, message: &ClientMessage) -> bool {
+        let text = serde_json::to_string(message).expect("client messages serialize");
+        self.ws.send(WsMessage::text(text)).await.is_ok()
+    }
+
     pub async fn send_text(&mut self, text: impl Into<String>) {
         self.ws
             .send(WsMessage::text(text.into()))

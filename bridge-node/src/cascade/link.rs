@@ -22,9 +22,11 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
-/// Messages queued toward one peer; a peer this far behind is cut off (its link reconnects and
+/// Messages queued toward one peer, coalesced per (room, participant) and bounded per room (see
+/// [`crate::cascade::link_outbox`]); a peer this far behind is cut off (its link reconnects and
 /// both sides announce everything again).
-pub const LINK_QUEUE_CAPACITY: usize = 4096;
+pub use crate::cascade::link_outbox::{LINK_QUEUE_CAPACITY, LINK_ROOM_BUDGET};
+use crate::cascade::link_outbox::{LinkOutboxReceiver, LinkOutboxSender, Pushed};
 /// Rooms a peer may open on one link, and streams it may announce.
 pub const LINK_ROOMS_MAX: usize = 100_000;
 pub const LINK_STREAMS_MAX: usize = 100_000;
@@ -50,6 +52,8 @@ pub struct LinkCounters {
     pub shared_rooms: AtomicUsize,
     /// Streams the peer announced that are live now.
     pub streams_in: AtomicUsize,
+    /// Rooms closed on the link for passing their budget of pending messages.
+    pub rooms_overflowed: AtomicU64,
 }
 
 /// A link as the metrics show it.
@@ -69,6 +73,7 @@ pub struct LinkStats {
     pub media_dropped_in: u64,
     pub messages_out: u64,
     pub messages_in: u64,
+    pub rooms_overflowed: u64,
     pub shared_rooms: usize,
     pub streams_in: usize,
 }
@@ -76,7 +81,9 @@ pub struct LinkStats {
 struct LinkEntry {
     peer: BridgeId,
     connection: quinn::Connection,
-    writer: mpsc::Sender<LinkMessage>,
+    writer: LinkOutboxSender,
+    /// The link task's instructions: a room that overflowed its budget is closed through it.
+    instructions: mpsc::Sender<LinkInstruction>,
     counters: Arc<LinkCounters>,
 }
 
@@ -84,24 +91,39 @@ struct LinkEntry {
 #[derive(Default)]
 pub struct LinkTable {
     links: RwLock<HashMap<LinkIndex, LinkEntry>>,
+    /// Links established since the bridge started: a link that restarts counts again.
+    established_total: AtomicU64,
 }
 
 impl LinkTable {
-    /// Queues a control message for the peer. A peer whose queue is full is cut off.
+    /// Queues a control message for the peer. A room past its budget is closed on the link; a
+    /// peer whose whole queue is full is cut off.
     pub fn send_message(&self, link: LinkIndex, message: LinkMessage) {
         let links = self.links.read().expect("link table lock");
         let Some(entry) = links.get(&link) else {
             return;
         };
-        match entry.writer.try_send(message) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => {
+        match entry.writer.push(message) {
+            Pushed::Queued | Pushed::Coalesced => {}
+            Pushed::RoomOverflow(room) => {
+                tracing::warn!(peer = %entry.peer, %room, "a room overflowed its cascade link budget; closing it on the link");
+                entry.counters.rooms_overflowed.fetch_add(1, Ordering::Relaxed);
+                if entry
+                    .instructions
+                    .try_send(LinkInstruction::Overflowed(room))
+                    .is_err()
+                {
+                    entry
+                        .connection
+                        .close(CLOSE_SLOW.into(), b"control queue overflow");
+                }
+            }
+            Pushed::Full => {
                 tracing::warn!(peer = %entry.peer, "cascade link queue full; closing the link to start over");
                 entry
                     .connection
                     .close(CLOSE_SLOW.into(), b"control queue overflow");
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => {}
         }
     }
 
@@ -145,6 +167,7 @@ impl LinkTable {
                     media_dropped_in: c.media_dropped_in.load(Ordering::Relaxed),
                     messages_out: c.messages_out.load(Ordering::Relaxed),
                     messages_in: c.messages_in.load(Ordering::Relaxed),
+                    rooms_overflowed: c.rooms_overflowed.load(Ordering::Relaxed),
                     shared_rooms: c.shared_rooms.load(Ordering::Relaxed),
                     streams_in: c.streams_in.load(Ordering::Relaxed),
                 }
@@ -155,7 +178,13 @@ impl LinkTable {
     }
 
     fn insert(&self, index: LinkIndex, entry: LinkEntry) {
+        self.established_total.fetch_add(1, Ordering::Relaxed);
         self.links.write().expect("link table lock").insert(index, entry);
+    }
+
+    /// Links established since the bridge started (each restart of a link counts).
+    pub fn established_total(&self) -> u64 {
+        self.established_total.load(Ordering::Relaxed)
     }
 
     fn remove(&self, index: LinkIndex) {
@@ -168,6 +197,9 @@ impl LinkTable {
 pub(crate) enum LinkInstruction {
     Open(RoomId),
     Close(RoomId),
+    /// The room passed its budget of pending messages: closed on this link (the peer is told,
+    /// the shard forgets the peer's side) until control opens it again or the link restarts.
+    Overflowed(RoomId),
 }
 
 /// What a link tells the manager.
@@ -266,14 +298,12 @@ async fn serve(
     .map_err(|_| LinkError::HelloTimeout(ctx.hello_timeout))?;
     let (send, mut recv) = opened.map_err(|e| LinkError::Stream(e.to_string()))?;
     let counters = Arc::new(LinkCounters::default());
-    let (writer, writer_rx) = mpsc::channel(LINK_QUEUE_CAPACITY);
+    let (writer, writer_rx) = crate::cascade::link_outbox::channel(LINK_QUEUE_CAPACITY, LINK_ROOM_BUDGET);
     tokio::spawn(write_messages(send, writer_rx, counters.clone(), quic.clone()));
-    let _ = writer
-        .send(LinkMessage::Hello {
-            bridge: ctx.me.clone(),
-            version: CASCADE_PROTOCOL_VERSION,
-        })
-        .await;
+    let _ = writer.push(LinkMessage::Hello {
+        bridge: ctx.me.clone(),
+        version: CASCADE_PROTOCOL_VERSION,
+    });
     let hello = tokio::time::timeout(ctx.hello_timeout, read_message(&mut recv))
         .await
         .map_err(|_| LinkError::HelloTimeout(ctx.hello_timeout))??;
@@ -292,6 +322,7 @@ async fn serve(
             peer: peer.clone(),
             connection: quic.clone(),
             writer: writer.clone(),
+            instructions: instructions_tx.clone(),
             counters: counters.clone(),
         },
     );
@@ -338,15 +369,15 @@ async fn serve(
             instruction = instructions.recv() => match instruction {
                 Some(LinkInstruction::Open(room)) => {
                     if rooms.ours.insert(room.clone()) {
-                        let _ = writer.send(LinkMessage::Open { room: room.clone() }).await;
+                        push_or_close(&writer, quic, LinkMessage::Open { room: room.clone() });
                         if rooms.theirs.contains(&room) {
                             rooms.shared_opened(room).await;
                         }
                     }
                 }
-                Some(LinkInstruction::Close(room)) => {
+                Some(LinkInstruction::Close(room) | LinkInstruction::Overflowed(room)) => {
                     if rooms.ours.remove(&room) {
-                        let _ = writer.send(LinkMessage::Close { room: room.clone() }).await;
+                        push_or_close(&writer, quic, LinkMessage::Close { room: room.clone() });
                         if rooms.theirs.contains(&room) {
                             rooms.shared_closed(room).await;
                         }
@@ -369,6 +400,7 @@ async fn serve(
     };
     reader.abort();
     control_reader.abort();
+    writer.close();
     // Everything shared ends with the link.
     let shared: Vec<RoomId> = rooms.ours.intersection(&rooms.theirs).cloned().collect();
     for room in shared {
@@ -548,9 +580,17 @@ async fn read_datagrams(
     }
 }
 
+/// Queues a message of the link task's own (open, close); a full queue ends the link as a slow
+/// peer does.
+fn push_or_close(writer: &LinkOutboxSender, quic: &quinn::Connection, message: LinkMessage) {
+    if writer.push(message) == Pushed::Full {
+        quic.close(CLOSE_SLOW.into(), b"control queue overflow");
+    }
+}
+
 async fn write_messages(
     mut send: quinn::SendStream,
-    mut messages: mpsc::Receiver<LinkMessage>,
+    mut messages: LinkOutboxReceiver,
     counters: Arc<LinkCounters>,
     quic: quinn::Connection,
 ) {

@@ -11,8 +11,8 @@ fn id(name: &str) -> ParticipantId {
     ParticipantId::new(name).unwrap()
 }
 
-async fn join(bridge: &Bridge, room: &RoomId, participant: &str) -> mpsc::Receiver<ClientCommand> {
-    let (tx, rx) = mpsc::channel(CLIENT_QUEUE_CAPACITY);
+async fn join(bridge: &Bridge, room: &RoomId, participant: &str) -> crate::client_outbox::OutboxReceiver {
+    let (tx, rx) = crate::client_outbox::channel(CLIENT_QUEUE_CAPACITY);
     let request = ConnectRequest {
         key: bridge.new_key(),
         room: room.clone(),
@@ -26,7 +26,7 @@ async fn join(bridge: &Bridge, room: &RoomId, participant: &str) -> mpsc::Receiv
 
 /// Commands for one client up to and including the first that `stop` accepts.
 async fn until(
-    rx: &mut mpsc::Receiver<ClientCommand>,
+    rx: &mut crate::client_outbox::OutboxReceiver,
     stop: impl Fn(&ClientCommand) -> bool,
 ) -> Vec<ClientCommand> {
     let mut seen = Vec::new();

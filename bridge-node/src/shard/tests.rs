@@ -268,3 +268,31 @@ fn end_room_says_bye_meeting_ended_to_everyone_and_tears_the_room_down() {
         Some(ServerMessage::Welcome { participants, .. }) if participants.is_empty()
     ));
 }
+
+#[test]
+fn a_mute_is_told_to_the_room_only_when_it_changes_something() {
+    let (mut shard, now) = populated();
+    let mute = |microphone| ShardInput::Client {
+        key: ParticipantKey(1),
+        message: ClientMessage::Mute {
+            microphone,
+            camera: false,
+        },
+    };
+    let updates_to_bob = |outputs: &[ShardOutput]| {
+        messages_to(outputs, 2)
+            .iter()
+            .filter(|m| matches!(m, ServerMessage::ParticipantUpdated { .. }))
+            .count()
+    };
+    // Ada is unmuted: saying so again changes nothing.
+    for _ in 0..100 {
+        shard.handle_input(now, mute(false));
+    }
+    assert_eq!(updates_to_bob(&drain(&mut shard)), 0);
+    shard.handle_input(now, mute(true));
+    for _ in 0..100 {
+        shard.handle_input(now, mute(true));
+    }
+    assert_eq!(updates_to_bob(&drain(&mut shard)), 1);
+}
