@@ -91,6 +91,9 @@ pub struct Participant {
     /// Where the peer connection sends DTLS and RTCP, i.e. the selected candidate pair's remote
     /// address: where the fast path sends media.
     pub media_addr: Option<SocketAddr>,
+    /// The participant's published streams as the fast path opens them, and the receive-side
+    /// RTCP the bridge owes it.
+    pub inbound: crate::fastpath::inbound::InboundMedia,
 }
 
 impl Participant {

@@ -19,6 +19,9 @@
 mod cascade;
 #[cfg(test)]
 mod fastpath_tests;
+mod inbound;
+#[cfg(test)]
+mod inbound_tests;
 #[cfg(test)]
 mod remote_report_tests;
 mod remote_reports;
@@ -26,6 +29,7 @@ mod remote_reports;
 pub mod rig;
 
 pub use cascade::{CascadeInput, LinkIndex, REMOTE_PARTICIPANTS_PER_ROOM_MAX, shard_of_stream};
+pub use inbound::InboundStats;
 
 use crate::demux::{ParticipantKey, RouteTable};
 use crate::fastpath::retransmit::{
@@ -213,6 +217,8 @@ pub struct ShardStats {
     pub srtp_sessions_gcm: u64,
     /// Peer connections whose DTLS negotiated AES_CM_128_HMAC_SHA1_80.
     pub srtp_sessions_cm: u64,
+    /// Publisher media opened by the bridge itself, and the feedback it sends publishers.
+    pub inbound: InboundStats,
 }
 
 pub struct Room {
@@ -256,6 +262,7 @@ pub struct Shard {
     scratch_events: Vec<RTCPeerConnectionEvent>,
     scratch_keys: Vec<ParticipantKey>,
     scratch_reports: Vec<remote_reports::DueReport>,
+    scratch_feedback: Vec<crate::fastpath::inbound::Feedback>,
     /// The wall clock against the shard's `now`, read once when the first report of a remote
     /// stream is due: its NTP times.
     wall_clock: Option<rtc::shared::time::SystemInstant>,
@@ -286,6 +293,7 @@ impl Shard {
             scratch_events: Vec::new(),
             scratch_keys: Vec::new(),
             scratch_reports: Vec::new(),
+            scratch_feedback: Vec::new(),
             wall_clock: None,
             tx: TxArena::default(),
         }
@@ -421,6 +429,9 @@ impl Shard {
                 if let Some(at) = participant.next_timeout {
                     consider(at);
                 }
+                if let Some(at) = participant.inbound.poll_timeout() {
+                    consider(at);
+                }
                 for track in participant.slots.iter().filter_map(|s| s.track.as_ref()) {
                     if track.keyframe_request_pending
                         && let Some(at) = track.keyframe_requested_at
@@ -443,6 +454,7 @@ impl Shard {
             };
             let mut keyframes = Vec::new();
             for participant in room.participants.values_mut() {
+                inbound::send_feedback(now, participant, &mut self.stats, &mut self.scratch_feedback);
                 if participant.next_timeout.is_some_and(|at| at <= now) {
                     if let Err(err) = participant.pc.handle_timeout(now) {
                         tracing::debug!(participant = %participant.id, %err, "peer connection timeout");
@@ -471,6 +483,10 @@ impl Shard {
         self.stats.datagrams_in += 1;
         self.stats.datagram_bytes_in += data.len() as u64;
         let Some(room_id) = self.room_of.get(&key).cloned() else {
+            return;
+        };
+        // A publisher's media of a stream the fast path knows never reaches `rtc`.
+        let Some(data) = self.open_inbound(now, &room_id, key, data) else {
             return;
         };
         let local_addr = self.local_addr_for(from);
@@ -670,6 +686,7 @@ impl Shard {
             track_counter: 0,
             media_keys: None,
             media_addr: None,
+            inbound: crate::fastpath::inbound::InboundMedia::new(rand::random()),
         })
     }
 
@@ -979,7 +996,7 @@ impl Shard {
         }
         for message in messages.drain(..) {
             match message {
-                RTCMessage::RtpPacket(track_id, packet) => self.forward(room_id, key, &track_id, packet),
+                RTCMessage::RtpPacket(track_id, packet) => self.forward(now, room_id, key, &track_id, packet),
                 RTCMessage::RtcpPacket(track_id, packets) => {
                     self.handle_rtcp(now, room_id, key, &track_id, &packets)
                 }
@@ -1056,6 +1073,7 @@ impl Shard {
                 let source = participant.slots[slot_index].source;
                 // The new stream numbers its packets afresh.
                 room.histories.remove(&(key, source));
+                participant.inbound.unbind(source);
                 participant.slots[slot_index].track = Some(InboundTrack {
                     track_id: init.track_id,
                     receiver_id: init.receiver_id,
@@ -1125,6 +1143,7 @@ impl Shard {
 
     fn forward(
         &mut self,
+        now: Instant,
         room_id: &RoomId,
         publisher: ParticipantKey,
         track_id: &str,
@@ -1166,13 +1185,20 @@ impl Shard {
                 .track
                 .as_mut()
                 .expect("checked above");
+            let clock_rate = codec.clock_rate;
             track.codec = Some(codec);
             track.extensions = parameters.header_extensions;
+            let extensions = track.extensions.clone();
+            inbound::bind_inbound(now, participant, slot_index, &packet, clock_rate, &extensions);
             mark_others_for_renegotiation(room, publisher);
             self.sync_stream_announcements(room_id, publisher);
             self.broadcast_update(room_id, publisher);
             return;
         }
+        // A packet of a stream the fast path opens that reached us through `rtc` (a retransmission).
+        participant
+            .inbound
+            .repaired(now, packet.header.ssrc, packet.header.sequence_number);
         if !active {
             return;
         }
@@ -1213,6 +1239,15 @@ impl Shard {
             if let Some(nack) = any.downcast_ref::<TransportLayerNack>() {
                 self.answer_nack(room_id, key, nack);
             } else if let Some(report) = any.downcast_ref::<SenderReport>() {
+                if let Some(publisher) = self
+                    .rooms
+                    .get_mut(room_id)
+                    .and_then(|room| room.participants.get_mut(&key))
+                {
+                    publisher
+                        .inbound
+                        .on_sender_report(now, report.ssrc, report.ntp_time);
+                }
                 self.translate_sender_report(now, room_id, key, report);
             }
         }

@@ -25,9 +25,13 @@
 //! transport-wide congestion feedback toward publishers) keep working; moving that side here is
 //! the next step of the issue, [`srtp::SrtpRecvStream`] is its decryptor.
 
+pub mod inbound;
 pub mod leg;
+pub mod nack_generator;
+pub mod receive_stats;
 pub mod retransmit;
 pub mod srtp;
+pub mod twcc;
 pub mod tx;
 
 use rtc::dtls::extension::extension_use_srtp::SrtpProtectionProfile;
