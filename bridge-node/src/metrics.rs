@@ -108,7 +108,6 @@ impl Collector for Snapshot {
             let labels = [("bridge", self.id.as_str()), ("reason", reason)];
             series(failures.encode_family(&labels)?, Counter, value as f64)?;
         }
-        drop(failures);
         // One family per link figure, one series per link (a family is declared with no link too).
         for (name, kind, help, value) in LINK_FAMILIES {
             let mut family = encoder.encode_descriptor(name, help, None, kind)?;
