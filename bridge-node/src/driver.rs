@@ -371,6 +371,7 @@ impl Bridge {
             total.sender_reports_generated += s.sender_reports_generated;
             total.rtp_forward_failed += s.rtp_forward_failed;
             total.srtp_key_export_failed += s.srtp_key_export_failed;
+            total.inbound += s.inbound;
             total.srtp_sessions_gcm += s.srtp_sessions_gcm;
             total.srtp_sessions_cm += s.srtp_sessions_cm;
             total.ice_disconnects += s.ice_disconnects;

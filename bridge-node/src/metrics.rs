@@ -92,6 +92,22 @@ impl Collector for Snapshot {
         for (name, kind, help, value) in self.scalars().into_iter().chain(self.socket_scalars()) {
             family(&mut encoder, name, kind, help, &bridge, value as f64)?;
         }
+        // Publisher packets of a stream the fast path opens, dropped, by why.
+        let inbound = &self.stats.shards.inbound;
+        let mut failures = encoder.encode_descriptor(
+            "bridgemesh_srtp_unprotect_failures",
+            "Publisher SRTP packets the bridge dropped: bad authentication tag, replayed, malformed.",
+            None,
+            Counter,
+        )?;
+        for (reason, value) in [
+            ("bad_tag", inbound.unprotect_bad_tag),
+            ("replayed", inbound.unprotect_replayed),
+            ("malformed", inbound.unprotect_malformed),
+        ] {
+            let labels = [("bridge", self.id.as_str()), ("reason", reason)];
+            series(failures.encode_family(&labels)?, Counter, value as f64)?;
+        }
         // One family per link figure, one series per link (a family is declared with no link too).
         for (name, kind, help, value) in LINK_FAMILIES {
             let mut family = encoder.encode_descriptor(name, help, None, kind)?;
@@ -165,7 +181,7 @@ impl Snapshot {
 }
 
 impl Snapshot {
-    fn scalars(&self) -> [Scalar; 28] {
+    fn scalars(&self) -> [Scalar; 33] {
         let stats = &self.stats;
         [
             (
@@ -335,6 +351,36 @@ impl Snapshot {
                 Counter,
                 "Packets not sent on a subscriber leg whose answer declined the stream (inactive).",
                 stats.shards.rtp_not_sent_declined,
+            ),
+            (
+                "bridgemesh_bridge_rtp_opened",
+                Counter,
+                "Publisher RTP packets the bridge decrypted itself (the rest went through rtc).",
+                stats.shards.inbound.rtp_opened,
+            ),
+            (
+                "bridgemesh_bridge_receiver_reports_sent",
+                Counter,
+                "Receiver reports the bridge sent to publishers.",
+                stats.shards.inbound.receiver_reports_sent,
+            ),
+            (
+                "bridgemesh_bridge_nacks_sent",
+                Counter,
+                "Sequence numbers the bridge asked publishers to resend (each request counted).",
+                stats.shards.inbound.nacks_sent,
+            ),
+            (
+                "bridgemesh_bridge_transport_cc_feedback_sent",
+                Counter,
+                "Transport-wide congestion control feedback packets sent to publishers.",
+                stats.shards.inbound.transport_cc_feedback_sent,
+            ),
+            (
+                "bridgemesh_bridge_feedback_failed",
+                Counter,
+                "RTCP toward publishers the peer connection refused to write.",
+                stats.shards.inbound.feedback_failed,
             ),
         ]
     }
@@ -579,6 +625,8 @@ mod tests {
             "bridgemesh_cascade_link_udp_sent_bytes_total{bridge=\"b1\",peer=\"b2\"} 0",
             "bridgemesh_process_cpu_seconds_total{bridge=\"b1\"} 1.5",
             "bridgemesh_process_resident_memory_bytes{bridge=\"b1\"} 4096",
+            "bridgemesh_srtp_unprotect_failures_total{bridge=\"b1\",reason=\"bad_tag\"} 0",
+            "bridgemesh_bridge_transport_cc_feedback_sent_total{bridge=\"b1\"} 0",
             "# TYPE bridgemesh_bridge_rtp_forwarded_total counter",
             "# TYPE bridgemesh_bridge_participants gauge",
         ] {

@@ -100,6 +100,9 @@ pub struct Participant {
     pub path: crate::consent::PathWatch,
     /// What it publishes and receives (`hello`'s `media`).
     pub media: bridgemesh_proto::signaling::MediaMode,
+    /// The participant's published streams as the fast path opens them, and the receive-side
+    /// RTCP the bridge owes it.
+    pub inbound: crate::fastpath::inbound::InboundMedia,
 }
 
 impl Participant {

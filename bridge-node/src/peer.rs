@@ -5,16 +5,13 @@ use crate::keyframe_requests::{self, KeyframeRequestForwarder};
 use rand::Rng;
 use rand::distr::Alphanumeric;
 use rtc::interceptor::Registry;
-use rtc::interceptor::{NackGeneratorBuilder, ReceiverReportBuilder, Slot};
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
-use rtc::peer_connection::configuration::interceptor_registry::{
-    configure_simulcast_extension_headers, configure_twcc_receiver_only,
-};
+use rtc::peer_connection::configuration::interceptor_registry::configure_simulcast_extension_headers;
 use rtc::peer_connection::configuration::media_engine::MediaEngine;
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
 use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCIceCandidate};
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
-use rtc::rtp_transceiver::rtp_sender::{RTCPFeedback, RtpCodecKind};
+use rtc::rtp_transceiver::rtp_sender::{RTCPFeedback, RTCRtpHeaderExtensionCapability, RtpCodecKind};
 use std::net::SocketAddr;
 use std::time::Instant;
 
@@ -43,13 +40,16 @@ impl IceCredentials {
     }
 }
 
-/// `rtc`'s receive-side interceptors toward publishers (NACK generation, receiver reports,
-/// transport-wide congestion feedback), plus the forwarder of the RTCP the bridge acts on.
+/// Only the forwarder of the RTCP the bridge acts on: no interceptor of `rtc`'s own.
 ///
-/// No send-side interceptors: the fast path writes every leg's RTP itself, so `rtc` never sees
-/// it. NACKs from subscribers are answered from the fast path's retransmission rings
-/// (`rtc`'s responder would keep a cache per leg and find it empty), and sender reports are the
-/// publishers' own, translated per leg (`rtc`'s generator would count no packets).
+/// No receive-side interceptors: once a publisher's stream is bound, the fast path opens its
+/// packets and `rtc` never sees them, so the bridge generates the receiver reports, NACKs and
+/// transport-wide congestion feedback itself (`crate::fastpath::inbound`; `rtc`'s would report a
+/// stream stopped after its first packets, and two TWCC writers would confuse the publisher's
+/// estimator). The SDP still offers `nack`, `nack pli` and `transport-cc` with its extension.
+/// No send-side interceptors: the fast path writes every leg's RTP itself. NACKs from
+/// subscribers are answered from the fast path's retransmission rings, and sender reports are
+/// the publishers' own, translated per leg.
 fn bridge_interceptors(media_engine: &mut MediaEngine) -> Result<Registry, rtc::shared::error::Error> {
     for parameter in ["", "pli"] {
         media_engine.register_feedback(
@@ -60,12 +60,25 @@ fn bridge_interceptors(media_engine: &mut MediaEngine) -> Result<Registry, rtc::
             RtpCodecKind::Video,
         );
     }
-    let registry = Registry::new()
-        .with(Slot::NackGenerator, NackGeneratorBuilder::new().build())
-        .with(Slot::ReceiverReport, ReceiverReportBuilder::new().build());
+    // What `configure_twcc_receiver_only` negotiates, without its interceptor.
+    for kind in [RtpCodecKind::Video, RtpCodecKind::Audio] {
+        media_engine.register_feedback(
+            RTCPFeedback {
+                typ: "transport-cc".to_owned(),
+                parameter: String::new(),
+            },
+            kind,
+        );
+        media_engine.register_header_extension(
+            RTCRtpHeaderExtensionCapability {
+                uri: crate::fastpath::twcc::TRANSPORT_CC_URI.to_owned(),
+            },
+            kind,
+            None,
+        )?;
+    }
     configure_simulcast_extension_headers(media_engine)?;
-    let registry = configure_twcc_receiver_only(registry, media_engine)?;
-    Ok(registry.with(keyframe_requests::SLOT, KeyframeRequestForwarder::default()))
+    Ok(Registry::new().with(keyframe_requests::SLOT, KeyframeRequestForwarder::default()))
 }
 
 /// `media_addrs`: the bridge's host candidates, one per family it is reachable on (the same

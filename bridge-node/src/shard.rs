@@ -23,6 +23,9 @@ mod consent_tests;
 mod declined_tests;
 #[cfg(test)]
 mod fastpath_tests;
+mod inbound;
+#[cfg(test)]
+mod inbound_tests;
 #[cfg(test)]
 mod media_mode_tests;
 #[cfg(test)]
@@ -32,6 +35,7 @@ mod remote_reports;
 pub mod rig;
 
 pub use cascade::{CascadeInput, LinkIndex, REMOTE_PARTICIPANTS_PER_ROOM_MAX, shard_of_stream};
+pub use inbound::InboundStats;
 
 use crate::demux::{ParticipantKey, RouteTable};
 use crate::fastpath::retransmit::{
@@ -228,6 +232,8 @@ pub struct ShardStats {
     pub ice_disconnects: u64,
     /// Packets not sent on legs whose subscriber declined the stream in its answer.
     pub rtp_not_sent_declined: u64,
+    /// Publisher media opened by the bridge itself, and the feedback it sends publishers.
+    pub inbound: InboundStats,
 }
 
 pub struct Room {
@@ -271,6 +277,7 @@ pub struct Shard {
     scratch_events: Vec<RTCPeerConnectionEvent>,
     scratch_keys: Vec<ParticipantKey>,
     scratch_reports: Vec<remote_reports::DueReport>,
+    scratch_feedback: Vec<crate::fastpath::inbound::Feedback>,
     /// The wall clock against the shard's `now`, read once when the first report of a remote
     /// stream is due: its NTP times.
     wall_clock: Option<rtc::shared::time::SystemInstant>,
@@ -301,6 +308,7 @@ impl Shard {
             scratch_events: Vec::new(),
             scratch_keys: Vec::new(),
             scratch_reports: Vec::new(),
+            scratch_feedback: Vec::new(),
             wall_clock: None,
             tx: TxArena::default(),
         }
@@ -436,6 +444,9 @@ impl Shard {
                 if let Some(at) = participant.next_timeout {
                     consider(at);
                 }
+                if let Some(at) = participant.inbound.poll_timeout() {
+                    consider(at);
+                }
                 for track in participant.slots.iter().filter_map(|s| s.track.as_ref()) {
                     if track.keyframe_request_pending
                         && let Some(at) = track.keyframe_requested_at
@@ -458,6 +469,7 @@ impl Shard {
             };
             let mut keyframes = Vec::new();
             for participant in room.participants.values_mut() {
+                inbound::send_feedback(now, participant, &mut self.stats, &mut self.scratch_feedback);
                 if participant.next_timeout.is_some_and(|at| at <= now) {
                     if let Err(err) = participant.pc.handle_timeout(now) {
                         tracing::debug!(participant = %participant.id, %err, "peer connection timeout");
@@ -486,6 +498,10 @@ impl Shard {
         self.stats.datagrams_in += 1;
         self.stats.datagram_bytes_in += data.len() as u64;
         let Some(room_id) = self.room_of.get(&key).cloned() else {
+            return;
+        };
+        // A publisher's media of a stream the fast path knows never reaches `rtc`.
+        let Some(data) = self.open_inbound(now, &room_id, key, data) else {
             return;
         };
         let local_addr = self.local_addr_for(from);
@@ -700,6 +716,7 @@ impl Shard {
             media_addr: None,
             path: Default::default(),
             media,
+            inbound: crate::fastpath::inbound::InboundMedia::new(rand::random()),
         })
     }
 
@@ -1032,7 +1049,7 @@ impl Shard {
         }
         for message in messages.drain(..) {
             match message {
-                RTCMessage::RtpPacket(track_id, packet) => self.forward(room_id, key, &track_id, packet),
+                RTCMessage::RtpPacket(track_id, packet) => self.forward(now, room_id, key, &track_id, packet),
                 RTCMessage::RtcpPacket(track_id, packets) => {
                     self.handle_rtcp(now, room_id, key, &track_id, &packets)
                 }
@@ -1123,6 +1140,7 @@ impl Shard {
                 let source = participant.slots[slot_index].source;
                 // The new stream numbers its packets afresh.
                 room.histories.remove(&(key, source));
+                participant.inbound.unbind(source);
                 participant.slots[slot_index].track = Some(InboundTrack {
                     track_id: init.track_id,
                     receiver_id: init.receiver_id,
@@ -1200,6 +1218,7 @@ impl Shard {
 
     fn forward(
         &mut self,
+        now: Instant,
         room_id: &RoomId,
         publisher: ParticipantKey,
         track_id: &str,
@@ -1241,13 +1260,20 @@ impl Shard {
                 .track
                 .as_mut()
                 .expect("checked above");
+            let clock_rate = codec.clock_rate;
             track.codec = Some(codec);
             track.extensions = parameters.header_extensions;
+            let extensions = track.extensions.clone();
+            inbound::bind_inbound(now, participant, slot_index, &packet, clock_rate, &extensions);
             mark_others_for_renegotiation(room, publisher);
             self.sync_stream_announcements(room_id, publisher);
             self.broadcast_update(room_id, publisher);
             return;
         }
+        // A packet of a stream the fast path opens that reached us through `rtc` (a retransmission).
+        participant
+            .inbound
+            .repaired(now, packet.header.ssrc, packet.header.sequence_number);
         if !active {
             return;
         }
@@ -1288,6 +1314,15 @@ impl Shard {
             if let Some(nack) = any.downcast_ref::<TransportLayerNack>() {
                 self.answer_nack(room_id, key, nack);
             } else if let Some(report) = any.downcast_ref::<SenderReport>() {
+                if let Some(publisher) = self
+                    .rooms
+                    .get_mut(room_id)
+                    .and_then(|room| room.participants.get_mut(&key))
+                {
+                    publisher
+                        .inbound
+                        .on_sender_report(now, report.ssrc, report.ntp_time);
+                }
                 self.translate_sender_report(now, room_id, key, report);
             }
         }

@@ -20,14 +20,39 @@
 //! After the handshake `rtc` and the bridge hold the same master keys, so the rule "one writer
 //! per SRTP stream" is kept by ownership: the bridge alone protects RTP on every subscriber leg's
 //! SSRC ([`srtp::SrtpSendStream`], one per leg), `rtc` alone protects RTCP (SRTCP has its own
-//! keys, indexes and replay state, independent of SRTP's). Inbound media is still decrypted by
-//! `rtc`, once per packet, so its receive-side interceptors (receiver reports, NACK generation,
-//! transport-wide congestion feedback toward publishers) keep working; moving that side here is
-//! the next step of the issue, [`srtp::SrtpRecvStream`] is its decryptor.
+//! keys, indexes and replay state, independent of SRTP's). Inbound, the bridge alone opens a
+//! published stream's RTP once the stream is bound ([`inbound`]), `rtc` what came before.
+//!
+//! # What of `rtc` is still on the packet path, and why
+//! - **A published packet of a bound stream: nothing.** Once `rtc` has announced a publisher's
+//!   track and the track's first packet named its codec, the shard binds the SSRC to the fast
+//!   path ([`inbound::InboundMedia::bind`]); its later datagrams are opened in place here (one
+//!   [`srtp::SrtpRecvStream`] per participant and SSRC, a 128-packet replay window, the rollover
+//!   counter carried on from the packet `rtc` delivered) and go to the forwarding code with no
+//!   copy, parse or allocation, and without waking any other participant's connection.
+//! - **The first packet of each new SSRC**, and streams the bridge does not bind (RTX repair
+//!   streams): through `rtc` as before, because binding an unknown SSRC to its m-line (MID and
+//!   RID header extensions, RFC 8843/8852) and the codec behind a payload type live there. One
+//!   packet per stream, plus retransmissions.
+//! - **RTCP, both ways**: `rtc` unprotects and parses inbound SRTCP (`keyframe_requests.rs` hands
+//!   PLI/FIR, NACK and SR to the shard) and protects what the bridge writes. One writer per SRTCP
+//!   context is kept by leaving all of it to `rtc`; it is a few packets per second per stream.
+//! - **DTLS and STUN**: `rtc` (ICE-lite, consent, the handshake, the key export above).
+//!
+//! No `rtc` interceptor runs on media any more. The receive-side RTCP toward publishers is the
+//! bridge's own: RFC 3550 receiver reports every second ([`receive_stats`]), NACKs for what is
+//! missing from video streams ([`nack_generator`]), transport-wide congestion feedback every
+//! 100 ms for the publisher's send-side estimator ([`twcc`]); the transport-wide sequence of a
+//! packet `rtc` still opens is read from its clear header, before authentication (it can only
+//! come from the participant's ICE-checked address).
 
+pub mod inbound;
 pub mod leg;
+pub mod nack_generator;
+pub mod receive_stats;
 pub mod retransmit;
 pub mod srtp;
+pub mod twcc;
 pub mod tx;
 
 use rtc::dtls::extension::extension_use_srtp::SrtpProtectionProfile;

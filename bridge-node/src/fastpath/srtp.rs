@@ -262,7 +262,7 @@ fn seq_of(packet: &[u8]) -> u16 {
 
 /// The 48-bit packet index (ROC · 2^16 + SEQ) nearest to `highest` for `seq` (RFC 3711
 /// Appendix A, in extended arithmetic).
-fn nearest_index(highest: u64, seq: u16) -> u64 {
+pub(crate) fn nearest_index(highest: u64, seq: u16) -> u64 {
     let candidate = (highest & !0xFFFF) | u64::from(seq);
     let half = 1u64 << 15;
     if candidate + half < highest {
@@ -327,6 +327,15 @@ impl SrtpRecvStream {
         Self {
             highest: None,
             window: 0,
+        }
+    }
+
+    /// A stream whose packets up to `seq` (rollover counter 0) were opened elsewhere: the next
+    /// ones are indexed from it, and `seq` itself counts as received.
+    pub fn after(seq: u16) -> Self {
+        Self {
+            highest: Some(u64::from(seq)),
+            window: 1,
         }
     }
 

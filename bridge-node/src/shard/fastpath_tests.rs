@@ -7,11 +7,11 @@ use crate::fastpath::split_keying_material;
 use crate::fastpath::srtp::{SrtpKeys, SrtpProfile, SrtpRecvStream};
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::nack_pairs_from_sequence_numbers;
 
-const PUBLISHER: ParticipantKey = ParticipantKey(1);
-const SUBSCRIBERS: [ParticipantKey; 2] = [ParticipantKey(2), ParticipantKey(3)];
-const PROFILE: SrtpProfile = SrtpProfile::AeadAes128Gcm;
+pub(super) const PUBLISHER: ParticipantKey = ParticipantKey(1);
+pub(super) const SUBSCRIBERS: [ParticipantKey; 2] = [ParticipantKey(2), ParticipantKey(3)];
+pub(super) const PROFILE: SrtpProfile = SrtpProfile::AeadAes128Gcm;
 
-fn material(key: ParticipantKey) -> Vec<u8> {
+pub(super) fn material(key: ParticipantKey) -> Vec<u8> {
     (0..PROFILE.keying_material_len())
         .map(|i| (i as u64 * 7 + key.0) as u8)
         .collect()
@@ -24,7 +24,7 @@ fn subscriber_keys(key: ParticipantKey) -> SrtpKeys {
         .remote
 }
 
-fn subscriber_addr(key: ParticipantKey) -> SocketAddr {
+pub(super) fn subscriber_addr(key: ParticipantKey) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 50_000 + key.0 as u16))
 }
 
@@ -38,7 +38,7 @@ fn vp8() -> RTCRtpCodec {
 
 /// A room "r" where participant 1 publishes its camera to participants 2 and 3, whose legs are
 /// negotiated (payload type 96) and whose DTLS is done.
-fn room_with_legs() -> (Shard, Instant) {
+pub(super) fn room_with_legs() -> (Shard, Instant) {
     let now = Instant::now();
     let mut shard = Shard::new(
         0,
@@ -86,7 +86,7 @@ fn room_with_legs() -> (Shard, Instant) {
     (shard, now)
 }
 
-fn publisher_packet(seq: u16) -> Vec<u8> {
+pub(super) fn publisher_packet(seq: u16) -> Vec<u8> {
     let mut packet = vec![0x80, 100];
     packet.extend_from_slice(&seq.to_be_bytes());
     packet.extend_from_slice(&(u32::from(seq) * 3000).to_be_bytes());
@@ -109,7 +109,7 @@ fn publish(shard: &mut Shard, seq: u16) {
 }
 
 /// Datagrams sent to `key`, decrypted as its stack would, as (sequence number, RTP bytes).
-fn received(
+pub(super) fn received(
     outputs: &[ShardOutput],
     key: ParticipantKey,
     stream: &mut SrtpRecvStream,
@@ -135,7 +135,7 @@ fn leg_ssrc(shard: &Shard, key: ParticipantKey) -> u32 {
     shard.rooms[&RoomId::new("r").unwrap()].participants[&key].legs[&(PUBLISHER, MediaSource::Camera)].ssrc
 }
 
-fn drain(shard: &mut Shard) -> Vec<ShardOutput> {
+pub(super) fn drain(shard: &mut Shard) -> Vec<ShardOutput> {
     std::iter::from_fn(|| shard.poll_output()).collect()
 }
 

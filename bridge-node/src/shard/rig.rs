@@ -1,13 +1,17 @@
 //! A shard with one publisher and `n` subscribers whose DTLS is taken as done (keys given, not
-//! negotiated), driving the real forwarding code without sockets or `rtc`'s inbound pipeline:
-//! for the allocation test and the in-process fast-path benchmark. Not a way to run a bridge.
+//! negotiated), driving the real forwarding code without sockets: plain RTP into the forwarding
+//! code ([`FanoutRig::publish`], as from a cascade link) or SRTP datagrams through the shard's
+//! inbound fast path ([`FanoutRig::receive`]). For the allocation test and the in-process
+//! fast-path benchmark. Not a way to run a bridge.
 
 use super::*;
 use crate::fastpath::leg::LegWriter;
 use crate::fastpath::split_keying_material;
-use crate::fastpath::srtp::SrtpProfile;
+use crate::fastpath::srtp::{SrtpKeys, SrtpProfile, SrtpSendStream};
 
 const PUBLISHER: ParticipantKey = ParticipantKey(0);
+/// The SSRC of the publisher's camera in [`FanoutRig::seal`]ed packets.
+pub const PUBLISHER_SSRC: u32 = 0x5555_0001;
 
 pub struct FanoutRig {
     shard: Shard,
@@ -15,6 +19,9 @@ pub struct FanoutRig {
     /// Datagrams sent since the rig was built, and their bytes.
     pub datagrams: u64,
     pub bytes: u64,
+    /// The publisher's side of its SRTP session, to seal what [`FanoutRig::receive`] takes.
+    publisher_keys: SrtpKeys,
+    publisher_stream: SrtpSendStream,
 }
 
 impl FanoutRig {
@@ -74,12 +81,73 @@ impl FanoutRig {
             subscriber.media_keys =
                 Some(split_keying_material(profile, &material, false).expect("key lengths"));
         }
+        // The publisher's camera is announced, its first packet (0) went through `rtc`, and its
+        // DTLS is done: the fast path opens the rest.
+        let publisher = state.participants.get_mut(&PUBLISHER).expect("connected above");
+        let slot = publisher
+            .slots
+            .iter_mut()
+            .find(|s| s.source == MediaSource::Camera)
+            .expect("a camera slot");
+        let receiver_id = publisher
+            .pc
+            .rtp_transceiver(slot.transceiver)
+            .and_then(|t| t.receiver())
+            .expect("a receiver");
+        slot.track = Some(InboundTrack {
+            track_id: "camera".to_owned(),
+            receiver_id,
+            ssrc: PUBLISHER_SSRC,
+            codec: Some(codec),
+            extensions: Vec::new(),
+            keyframe_requested_at: None,
+            keyframe_request_pending: false,
+            stream_id: None,
+            links: Vec::new(),
+            link_dropped_extensions: Vec::new(),
+        });
+        publisher
+            .inbound
+            .bind(now, PUBLISHER_SSRC, MediaSource::Camera, 90_000, (0, 0));
+        publisher.connected = true;
+        publisher.media_keys = Some(split_keying_material(profile, &material, false).expect("key lengths"));
+        let publisher_keys = split_keying_material(profile, &material, true)
+            .expect("key lengths")
+            .local;
         Self {
             shard,
             room,
             datagrams: 0,
             bytes: 0,
+            publisher_keys,
+            publisher_stream: SrtpSendStream::new(PUBLISHER_SSRC),
         }
+    }
+
+    /// Protects a publisher packet (plain RTP, SSRC [`PUBLISHER_SSRC`]) as the publisher's own
+    /// stack would, into a datagram for [`FanoutRig::receive`].
+    pub fn seal(&mut self, packet: &[u8]) -> BytesMut {
+        let mut datagram = BytesMut::zeroed(packet.len() + self.publisher_keys.profile().rtp_tag_len());
+        datagram[..packet.len()].copy_from_slice(packet);
+        self.publisher_stream
+            .protect(&self.publisher_keys, &mut datagram, packet.len())
+            .expect("room for the tag");
+        datagram
+    }
+
+    /// Takes a sealed publisher datagram in at the shard's front door, as the driver hands it
+    /// over: opened in place by the fast path and forwarded to every subscriber; the datagrams
+    /// are dropped as a driver does once it has sent them.
+    pub fn receive(&mut self, datagram: BytesMut) {
+        self.shard.handle_input(
+            Instant::now(),
+            ShardInput::Datagram {
+                from: SocketAddr::from(([127, 0, 0, 1], 50_000)),
+                key: PUBLISHER,
+                data: datagram,
+            },
+        );
+        self.count_outputs();
     }
 
     /// Forwards one publisher packet (plain RTP) to every subscriber, as a packet from a cascade
@@ -97,6 +165,10 @@ impl FanoutRig {
             &mut self.shard.outputs,
             &mut self.shard.stats,
         );
+        self.count_outputs();
+    }
+
+    fn count_outputs(&mut self) {
         while let Some(output) = self.shard.poll_output() {
             if let ShardOutput::Transmit { data, .. } = output {
                 self.datagrams += 1;

@@ -1,0 +1,215 @@
+//! The shard's side of inbound media on the fast path ([`crate::fastpath::inbound`]): a
+//! publisher's SRTP datagram of a bound stream is opened in place and handed to the same
+//! forwarding code as everything else, without passing through `rtc`; the receive-side RTCP the
+//! bridge owes publishers (receiver reports, NACKs, transport-wide feedback) goes out on a timer
+//! through the peer connection, which owns SRTCP.
+
+use super::{Incoming, Shard, ShardStats, cascade, deliver};
+use crate::demux::ParticipantKey;
+use crate::fastpath::inbound::{Feedback, OpenError, Opened, is_rtp};
+use crate::fastpath::twcc::TRANSPORT_CC_URI;
+use crate::participant::Participant;
+use bridgemesh_proto::RoomId;
+use bytes::BytesMut;
+use rtc::rtp_transceiver::rtp_sender::RTCRtpHeaderExtensionParameters;
+use std::ops::AddAssign;
+use std::time::Instant;
+
+/// Counters of the inbound fast path, exported as metrics.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct InboundStats {
+    /// Publisher RTP packets the bridge opened itself (not through `rtc`).
+    pub rtp_opened: u64,
+    /// Datagrams of a bound stream whose tag did not verify.
+    pub unprotect_bad_tag: u64,
+    /// Datagrams of a bound stream already received, or older than the replay window.
+    pub unprotect_replayed: u64,
+    /// Datagrams of a bound stream too short or with a header running past their end.
+    pub unprotect_malformed: u64,
+    pub receiver_reports_sent: u64,
+    /// Sequence numbers asked for again in NACKs to publishers (each request counted).
+    pub nacks_sent: u64,
+    pub transport_cc_feedback_sent: u64,
+    /// RTCP toward publishers that the peer connection refused to write.
+    pub feedback_failed: u64,
+}
+
+impl AddAssign for InboundStats {
+    fn add_assign(&mut self, other: Self) {
+        self.rtp_opened += other.rtp_opened;
+        self.unprotect_bad_tag += other.unprotect_bad_tag;
+        self.unprotect_replayed += other.unprotect_replayed;
+        self.unprotect_malformed += other.unprotect_malformed;
+        self.receiver_reports_sent += other.receiver_reports_sent;
+        self.nacks_sent += other.nacks_sent;
+        self.transport_cc_feedback_sent += other.transport_cc_feedback_sent;
+        self.feedback_failed += other.feedback_failed;
+    }
+}
+
+impl Shard {
+    /// Opens a publisher's datagram on the fast path when it is RTP of a stream bound there, and
+    /// forwards it; gives the datagram back when `rtc` must take it (DTLS, STUN, RTCP, a stream
+    /// not bound yet), `None` when it was handled or dropped.
+    pub(super) fn open_inbound(
+        &mut self,
+        now: Instant,
+        room_id: &RoomId,
+        key: ParticipantKey,
+        mut data: BytesMut,
+    ) -> Option<BytesMut> {
+        if !is_rtp(&data) {
+            return Some(data);
+        }
+        let room = self.rooms.get_mut(room_id)?;
+        let participant = room.participants.get_mut(&key)?;
+        let Participant {
+            inbound, media_keys, ..
+        } = participant;
+        let Some(keys) = media_keys.as_ref() else {
+            return Some(data);
+        };
+        let (source, len) = match inbound.open(now, &keys.remote, &mut data) {
+            Opened::NotOurs => {
+                // `rtc` opens it; its arrival still counts for the publisher's estimator.
+                inbound.record_transport_cc(now, &data);
+                return Some(data);
+            }
+            Opened::Dropped(reason) => {
+                let counters = &mut self.stats.inbound;
+                match reason {
+                    OpenError::BadTag => counters.unprotect_bad_tag += 1,
+                    OpenError::Replayed => counters.unprotect_replayed += 1,
+                    OpenError::Malformed => counters.unprotect_malformed += 1,
+                }
+                return None;
+            }
+            Opened::Media { source, len } => (source, len),
+        };
+        self.stats.rtp_in += 1;
+        self.stats.rtp_in_bytes += len as u64;
+        self.stats.inbound.rtp_opened += 1;
+        let slot = participant.slot(source)?;
+        if !slot.active {
+            return None;
+        }
+        let packet = &data[..len];
+        deliver(
+            room,
+            key,
+            source,
+            Incoming::Raw(packet),
+            &mut self.tx,
+            &mut self.outputs,
+            &mut self.stats,
+        );
+        // Most tracks cross no link: the parse below is for those that do.
+        if let Some(track) = room
+            .participants
+            .get(&key)
+            .and_then(|p| p.slot(source)?.track.as_ref())
+            && !track.links.is_empty()
+        {
+            match rtc::shared::marshal::Unmarshal::unmarshal(&mut &packet[..]) {
+                Ok(parsed) => cascade::send_to_links(track, &parsed, &mut self.outputs, &mut self.stats),
+                Err(err) => tracing::trace!(%err, "packet not parsed for the links"),
+            }
+        }
+        None
+    }
+}
+
+/// Binds a track's stream to the fast path once its first packet (through `rtc`) named the
+/// codec: its later packets are opened by the bridge.
+pub(super) fn bind_inbound(
+    now: Instant,
+    participant: &mut Participant,
+    slot_index: usize,
+    packet: &rtc::rtp::Packet,
+    clock_rate: u32,
+    extensions: &[RTCRtpHeaderExtensionParameters],
+) {
+    let slot = &participant.slots[slot_index];
+    let Some(track) = slot.track.as_ref() else {
+        return;
+    };
+    if packet.header.ssrc != track.ssrc {
+        return;
+    }
+    let last = (packet.header.sequence_number, packet.header.timestamp);
+    if !participant
+        .inbound
+        .bind(now, track.ssrc, slot.source, clock_rate, last)
+    {
+        tracing::debug!(participant = %participant.id, "too many inbound streams: left to rtc");
+        return;
+    }
+    let twcc = extensions
+        .iter()
+        .find(|e| e.uri == TRANSPORT_CC_URI)
+        .and_then(|e| u8::try_from(e.id).ok());
+    if twcc.is_some() {
+        participant.inbound.set_transport_cc(now, twcc);
+    }
+}
+
+/// Writes the receive-side RTCP due at `now` toward one participant through its peer connection
+/// (marked dirty so the shard sends what it queued).
+pub(super) fn send_feedback(
+    now: Instant,
+    participant: &mut Participant,
+    stats: &mut ShardStats,
+    scratch: &mut Vec<Feedback>,
+) {
+    if participant.inbound.poll_timeout().is_none_or(|at| at > now) {
+        return;
+    }
+    scratch.clear();
+    participant.inbound.poll_feedback(now, scratch);
+    // Any receiver of the connection: under BUNDLE they share one transport and SRTCP context.
+    let Some(receiver_id) = participant
+        .slots
+        .iter()
+        .find_map(|slot| slot.track.as_ref().map(|t| t.receiver_id))
+    else {
+        return;
+    };
+    let mut compound: Vec<Box<dyn rtc::rtcp::Packet>> = Vec::new();
+    let mut batches: Vec<Vec<Box<dyn rtc::rtcp::Packet>>> = Vec::new();
+    let counters = &mut stats.inbound;
+    for feedback in scratch.drain(..) {
+        match feedback {
+            Feedback::Report(report) => {
+                counters.receiver_reports_sent += 1;
+                // A compound packet starts with its report (RFC 3550 §6.1).
+                compound.insert(0, Box::new(report));
+            }
+            Feedback::Nack(nack) => {
+                counters.nacks_sent += nack
+                    .nacks
+                    .iter()
+                    .map(|pair| 1 + u64::from(pair.lost_packets.count_ones()))
+                    .sum::<u64>();
+                compound.push(Box::new(nack));
+            }
+            Feedback::TransportCc(twcc) => {
+                // One datagram each: a feedback after a stall can be near the MTU on its own.
+                counters.transport_cc_feedback_sent += 1;
+                batches.push(vec![Box::new(twcc)]);
+            }
+        }
+    }
+    if !compound.is_empty() {
+        batches.push(compound);
+    }
+    let Some(mut receiver) = participant.pc.rtp_receiver(receiver_id) else {
+        return;
+    };
+    for batch in batches {
+        if let Err(err) = receiver.write_rtcp(now, batch) {
+            counters.feedback_failed += 1;
+            tracing::debug!(%err, "feedback to a publisher not written");
+        }
+    }
+    participant.dirty = true;
+}
