@@ -53,6 +53,29 @@ pub struct InboundTrack {
     pub link_dropped_extensions: Vec<u8>,
 }
 
+impl InboundTrack {
+    /// A track as rtc announces it: nothing forwarded, requested or announced on links yet.
+    pub fn new(
+        track_id: String,
+        receiver_id: RTCRtpReceiverId,
+        ssrc: u32,
+        codec: Option<RTCRtpCodec>,
+    ) -> Self {
+        Self {
+            track_id,
+            receiver_id,
+            ssrc,
+            codec,
+            extensions: Vec::new(),
+            keyframe_requested_at: None,
+            keyframe_request_pending: false,
+            stream_id: None,
+            links: Vec::new(),
+            link_dropped_extensions: Vec::new(),
+        }
+    }
+}
+
 /// A leg: media of one remote (publisher, source) sent to this participant.
 pub struct SendLeg {
     pub sender_id: RTCRtpSenderId,

@@ -1141,18 +1141,12 @@ impl Shard {
                 // The new stream numbers its packets afresh.
                 room.histories.remove(&(key, source));
                 participant.inbound.unbind(source);
-                participant.slots[slot_index].track = Some(InboundTrack {
-                    track_id: init.track_id,
-                    receiver_id: init.receiver_id,
-                    ssrc: init.ssrc,
-                    codec: None,
-                    extensions: Vec::new(),
-                    keyframe_requested_at: None,
-                    keyframe_request_pending: false,
-                    stream_id: None,
-                    links: Vec::new(),
-                    link_dropped_extensions: Vec::new(),
-                });
+                participant.slots[slot_index].track = Some(InboundTrack::new(
+                    init.track_id,
+                    init.receiver_id,
+                    init.ssrc,
+                    None,
+                ));
                 // The stream it replaces is retired on the links; this one is announced once its
                 // codec is known.
                 if let Some(id) = previous.and_then(|t| t.stream_id) {

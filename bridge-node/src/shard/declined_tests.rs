@@ -77,22 +77,16 @@ pub(super) fn open_camera(shard: &mut Shard, key: ParticipantKey) {
         .rtp_transceiver(transceiver)
         .and_then(|t| t.receiver())
         .unwrap();
-    publisher.slot_mut(MediaSource::Camera).unwrap().track = Some(InboundTrack {
-        track_id: "camera".to_owned(),
+    publisher.slot_mut(MediaSource::Camera).unwrap().track = Some(InboundTrack::new(
+        "camera".to_owned(),
         receiver_id,
-        ssrc: 0xABCD_0001,
-        codec: Some(RTCRtpCodec {
+        0xABCD_0001,
+        Some(RTCRtpCodec {
             mime_type: "video/VP8".to_owned(),
             clock_rate: 90_000,
             ..Default::default()
         }),
-        extensions: Vec::new(),
-        keyframe_requested_at: None,
-        keyframe_request_pending: false,
-        stream_id: None,
-        links: Vec::new(),
-        link_dropped_extensions: Vec::new(),
-    });
+    ));
     mark_others_for_renegotiation(room, key);
 }
 

@@ -31,22 +31,16 @@ fn room_with_bound_publisher() -> (Shard, Instant) {
         .rtp_transceiver(publisher.slots[slot_index].transceiver)
         .and_then(|t| t.receiver())
         .unwrap();
-    publisher.slots[slot_index].track = Some(InboundTrack {
-        track_id: "camera".to_owned(),
+    publisher.slots[slot_index].track = Some(InboundTrack::new(
+        "camera".to_owned(),
         receiver_id,
-        ssrc: PUBLISHER_SSRC,
-        codec: Some(RTCRtpCodec {
+        PUBLISHER_SSRC,
+        Some(RTCRtpCodec {
             mime_type: "video/VP8".to_owned(),
             clock_rate: 90_000,
             ..Default::default()
         }),
-        extensions: Vec::new(),
-        keyframe_requested_at: None,
-        keyframe_request_pending: false,
-        stream_id: None,
-        links: Vec::new(),
-        link_dropped_extensions: Vec::new(),
-    });
+    ));
     publisher.connected = true;
     publisher.media_keys = Some(split_keying_material(PROFILE, &material(PUBLISHER), false).unwrap());
     assert!(

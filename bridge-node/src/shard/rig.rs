@@ -94,18 +94,12 @@ impl FanoutRig {
             .rtp_transceiver(slot.transceiver)
             .and_then(|t| t.receiver())
             .expect("a receiver");
-        slot.track = Some(InboundTrack {
-            track_id: "camera".to_owned(),
+        slot.track = Some(InboundTrack::new(
+            "camera".to_owned(),
             receiver_id,
-            ssrc: PUBLISHER_SSRC,
-            codec: Some(codec),
-            extensions: Vec::new(),
-            keyframe_requested_at: None,
-            keyframe_request_pending: false,
-            stream_id: None,
-            links: Vec::new(),
-            link_dropped_extensions: Vec::new(),
-        });
+            PUBLISHER_SSRC,
+            Some(codec),
+        ));
         publisher
             .inbound
             .bind(now, PUBLISHER_SSRC, MediaSource::Camera, 90_000, (0, 0));
