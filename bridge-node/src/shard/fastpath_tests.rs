@@ -1,6 +1,7 @@
 //! The shard's fast path with keys given by the test instead of a DTLS handshake: the test plays
 //! the subscribers, decrypting what the shard sends them with the keys their side would hold.
 
+use super::forwarding::translate_report;
 use super::*;
 use crate::fastpath::leg::LegWriter;
 use crate::fastpath::split_keying_material;
