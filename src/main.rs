@@ -7,7 +7,7 @@ mod up_cli;
 
 use anyhow::Context as _;
 use bridgemesh::load::{FaultPlan, LoadConfig, LocalClusterConfig};
-use bridgemesh_turn::{IpNet, TurnConfig, TurnServer};
+use bridgemesh_turn::{Cidr, TurnConfig, TurnServer};
 use clap::{Args, Parser, Subcommand};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -561,7 +561,7 @@ impl TurnArgs {
         for peer in self.allow_peers {
             match peer.parse::<SocketAddr>() {
                 Ok(addr) => allow_peer_addrs.push(addr),
-                Err(_) => allow_peer_nets.push(peer.parse::<IpNet>()?),
+                Err(_) => allow_peer_nets.push(peer.parse::<Cidr>()?),
             }
         }
         let config = TurnConfig {

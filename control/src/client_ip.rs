@@ -12,8 +12,8 @@
 //! and the answer falls back to the last trusted hop (the peer). A client can thereby only make its
 //! own location less precise, never claim another one.
 
-use crate::cidr::{Cidr, CidrError};
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
+use bridgemesh_proto::cidr::{Cidr, CidrError};
 use serde::{Deserialize, Serialize};
 use std::net::{IpAddr, SocketAddr};
 

@@ -11,7 +11,7 @@
 //!   bridges what was decided.
 //! - [`cascade_membership`]: which bridges share each room, and the changes to push to them; pure.
 //! - [`load_throttle`]: which of a bridge's load reports the leader commits; pure.
-//! - [`geo`], [`client_ip`], [`cidr`], [`locator`]: where a client is (a MaxMind DB, through
+//! - [`geo`], [`client_ip`], [`cidr`] (from proto), [`locator`]: where a client is (a MaxMind DB, through
 //!   trusted proxies' headers), distances, made-up test databases.
 //! - [`auth`]: join tokens (Jitsi's JWT format), the guest policy, the admin credential; pure.
 //! - [`rate_limit`]: per-address token buckets for the unauthenticated join endpoint.
@@ -38,7 +38,7 @@
 pub mod auth;
 pub mod bridge_hub;
 pub mod cascade_membership;
-pub mod cidr;
+pub use bridgemesh_proto::cidr;
 pub mod client_ip;
 pub mod failure_detector;
 pub mod geo;

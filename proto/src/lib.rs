@@ -7,6 +7,7 @@
 //! - [`bridge_session`]: messages on the bridge ↔ control WebSocket (registration, heartbeats, moves).
 //! - [`cascade`]: messages and media datagrams on the bridge ↔ bridge QUIC links.
 //! - [`ticket`]: claims of the short-lived ticket control issues for one participant on one bridge.
+//! - [`cidr`]: the IP network type of every configured list of networks.
 //!
 //! Everything here is plain serde data; there is no I/O. A change to any of these shapes is a
 //! versioned change: [`PROTOCOL_VERSION`] is sent in the signaling `welcome` message.
@@ -14,6 +15,7 @@
 pub mod api;
 pub mod bridge_session;
 pub mod cascade;
+pub mod cidr;
 pub mod ids;
 pub mod signaling;
 pub mod ticket;

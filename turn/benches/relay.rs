@@ -17,7 +17,7 @@
 
 use bridgemesh_turn::credentials::{long_term_key, rest_credential};
 use bridgemesh_turn::stun::{Class, Message, Writer, attr, method, write_channel_data};
-use bridgemesh_turn::{IpNet, TurnConfig, TurnServer};
+use bridgemesh_turn::{Cidr, TurnConfig, TurnServer};
 use std::io::{BufRead as _, BufReader};
 use std::net::{SocketAddr, UdpSocket};
 use std::process::{Child, Command, Stdio};
@@ -93,7 +93,7 @@ fn run_our_server() {
             relay_port_max: 44999,
             secret: SECRET.as_bytes().to_vec(),
             realm: REALM.to_owned(),
-            allow_peer_nets: vec!["127.0.0.2/32".parse::<IpNet>().unwrap()],
+            allow_peer_nets: vec!["127.0.0.2/32".parse::<Cidr>().unwrap()],
             // The cap is a safety limit, not what is measured.
             allocation_bandwidth_bytes_per_s: 10_000_000_000,
             ..TurnConfig::default()

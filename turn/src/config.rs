@@ -1,8 +1,8 @@
 //! TURN server configuration: a plain struct; the binary fills it from flags, `bridgemesh up`
 //! from its own defaults.
 
-use crate::peer_policy::IpNet;
 use crate::rate_limit::RateLimit;
+use bridgemesh_proto::cidr::Cidr;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 
@@ -47,7 +47,7 @@ pub struct TurnConfig {
     /// Exact peer addresses allowed despite the deny policy: the cluster's bridge media addresses.
     pub allow_peer_addrs: Vec<SocketAddr>,
     /// Networks allowed despite the deny policy (labs). Empty in production.
-    pub allow_peer_nets: Vec<IpNet>,
+    pub allow_peer_nets: Vec<Cidr>,
     /// Relay to every globally routable address too, as a general-purpose TURN server does. Off:
     /// only the cluster's bridges (the configured ones and those control reports) and
     /// `allow_peer_nets` are reachable.

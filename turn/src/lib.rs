@@ -37,8 +37,9 @@ pub mod stats;
 pub mod stun;
 mod tls;
 
+pub use bridgemesh_proto::cidr::Cidr;
 pub use config::{ConfigError, TurnConfig};
 pub use directory::{IceCredential, TurnDirectory, TurnEndpoint};
-pub use peer_policy::{DenyReason, IpNet, PeerPolicy};
+pub use peer_policy::{DenyReason, PeerPolicy};
 pub use server::{StartError, TurnServer};
 pub use stats::TurnStats;

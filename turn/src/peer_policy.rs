@@ -23,9 +23,9 @@
 //! admits an IP that has at least one allowed port; every relayed packet is then checked with its
 //! port by [`PeerPolicy::permits_addr`], in both directions.
 
+use bridgemesh_proto::cidr::Cidr;
 use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::str::FromStr;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -129,62 +129,6 @@ fn embedded(hi: u16, lo: u16) -> Option<DenyReason> {
     deny_reason_v4(v4).map(|_| DenyReason::EmbeddedIpv4)
 }
 
-/// An IP network, `10.0.0.0/8` or `fd00::/8`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct IpNet {
-    pub ip: IpAddr,
-    pub prefix_len: u8,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("`{0}` is not an IP network like 10.0.0.0/8 or fd00::/8")]
-pub struct IpNetParseError(String);
-
-impl IpNet {
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        match (self.ip, ip) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix_len)).unwrap_or(0);
-                u32::from(net) & mask == u32::from(ip) & mask
-            }
-            (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = u128::MAX
-                    .checked_shl(128 - u32::from(self.prefix_len))
-                    .unwrap_or(0);
-                u128::from(net) & mask == u128::from(ip) & mask
-            }
-            _ => false,
-        }
-    }
-}
-
-impl FromStr for IpNet {
-    type Err = IpNetParseError;
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let error = || IpNetParseError(text.to_owned());
-        let (ip, prefix_len) = match text.split_once('/') {
-            Some((ip, len)) => (ip, Some(len)),
-            None => (text, None),
-        };
-        let ip: IpAddr = ip.parse().map_err(|_| error())?;
-        let max = if ip.is_ipv4() { 32 } else { 128 };
-        let prefix_len = match prefix_len {
-            Some(len) => len.parse::<u8>().map_err(|_| error())?,
-            None => max,
-        };
-        if prefix_len > max {
-            return Err(error());
-        }
-        Ok(Self { ip, prefix_len })
-    }
-}
-
-impl std::fmt::Display for IpNet {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.ip, self.prefix_len)
-    }
-}
-
 /// The IPv4 address a NAT64 (64:ff9b::/96) or 6to4 (2002::/16) address reaches.
 fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
     match ip.segments() {
@@ -204,7 +148,7 @@ pub const BRIDGES_MAX: usize = 10_000;
 pub struct PeerPolicy {
     allow_addrs: HashSet<SocketAddr>,
     bridges: HashSet<SocketAddr>,
-    allow_nets: Vec<IpNet>,
+    allow_nets: Vec<Cidr>,
     allow_public: bool,
     own_ips: HashSet<IpAddr>,
 }
@@ -212,7 +156,7 @@ pub struct PeerPolicy {
 impl PeerPolicy {
     /// Exact `allow_addrs` (the bridges known from the configuration) and `allow_nets`; nothing
     /// else until [`PeerPolicy::with_bridges`] or [`PeerPolicy::with_public`].
-    pub fn new(allow_addrs: impl IntoIterator<Item = SocketAddr>, allow_nets: Vec<IpNet>) -> Self {
+    pub fn new(allow_addrs: impl IntoIterator<Item = SocketAddr>, allow_nets: Vec<Cidr>) -> Self {
         Self {
             allow_addrs: allow_addrs.into_iter().collect(),
             allow_nets,
@@ -494,16 +438,17 @@ mod tests {
 
     #[test]
     fn networks_parse_and_match() {
-        let net: IpNet = "fd00::/8".parse().unwrap();
+        let net: Cidr = "fd00::/8".parse().unwrap();
         assert!(net.contains("fd12::1".parse().unwrap()));
         assert!(!net.contains("fe00::1".parse().unwrap()));
         assert!(!net.contains("10.0.0.1".parse().unwrap()));
-        let all: IpNet = "0.0.0.0/0".parse().unwrap();
+        let all: Cidr = "0.0.0.0/0".parse().unwrap();
         assert!(all.contains("127.0.0.1".parse().unwrap()));
-        let one: IpNet = "127.0.0.5".parse().unwrap();
-        assert_eq!(one.prefix_len, 32);
-        for bad in ["10.0.0.0/33", "x/8", "10.0.0.0/"] {
-            assert!(bad.parse::<IpNet>().is_err(), "{bad}");
+        let one: Cidr = "127.0.0.5".parse().unwrap();
+        assert_eq!(one.prefix_len(), 32);
+        // Host bits past the prefix are refused, as for control's networks: one type, one rule.
+        for bad in ["10.0.0.0/33", "x/8", "10.0.0.0/", "10.1.2.3/8"] {
+            assert!(bad.parse::<Cidr>().is_err(), "{bad}");
         }
     }
 }

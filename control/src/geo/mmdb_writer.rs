@@ -7,7 +7,7 @@
 //! are written; what the tree does with overlapping networks follows MaxMind's own writer: the
 //! network inserted last wins where they overlap.
 
-use crate::cidr::Cidr;
+use bridgemesh_proto::cidr::Cidr;
 use std::net::IpAddr;
 
 /// A value of the MaxMind DB data section.

@@ -6,8 +6,8 @@
 //! `continent.code`, `location.latitude/longitude`), so any MaxMind DB reader can read them.
 
 use super::mmdb_writer::{Description, Value, Writer};
-use crate::cidr::Cidr;
 use bridgemesh_proto::bridge_session::GeoPoint;
+use bridgemesh_proto::cidr::Cidr;
 
 /// `database_type` of [`write_city_db`]'s output.
 pub const TEST_CITY_DATABASE_TYPE: &str = "bridgemesh-Test-City";

@@ -1,21 +1,20 @@
-//! An IP network in CIDR notation (`10.0.0.0/8`, `2001:db8::/32`, or one address).
+//! An IP network in CIDR notation (`10.0.0.0/8`, `2001:db8::/32`, or one address): the one network
+//! type of the workspace, on `ipnet`.
 //!
-//! Used for the trusted proxies of [`crate::client_ip`] and the networks of the test GeoIP database.
-//! Parsing is strict: the operator's list decides whose headers are believed, so a typo must be an
-//! error rather than a network that quietly means something else.
+//! Used for control's trusted proxies, the networks of the test GeoIP database and the TURN
+//! server's allowed peer networks. Parsing is strict: these lists decide whose headers are
+//! believed and where a relay may send, so a typo (host bits past the prefix, `+8`, a port) is an
+//! error naming what was meant rather than a network that quietly means something else.
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::IpAddr;
 use std::str::FromStr;
 
 /// An IP network: an address whose bits past the prefix are zero, and the prefix length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct Cidr {
-    network: IpAddr,
-    prefix_len: u8,
-}
+pub struct Cidr(ipnet::IpNet);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -45,62 +44,42 @@ impl Cidr {
             },
             _ => (ip, prefix_len),
         };
-        let max = max_prefix_len(ip);
-        if prefix_len > max {
-            return Err(CidrError::BadPrefixLength { text: text(), max });
-        }
-        let network = mask(ip, prefix_len);
-        if network != ip {
+        let net = ipnet::IpNet::new(ip, prefix_len).map_err(|_| CidrError::BadPrefixLength {
+            text: text(),
+            max: max_prefix_len(ip),
+        })?;
+        if net.network() != ip {
             return Err(CidrError::HostBitsSet {
                 text: text(),
-                network,
+                network: net.network(),
                 prefix_len,
             });
         }
-        Ok(Self { network, prefix_len })
+        Ok(Self(net))
     }
 
     /// The network of exactly one address.
     pub fn host(ip: IpAddr) -> Self {
-        let ip = ip.to_canonical();
-        Self {
-            network: ip,
-            prefix_len: max_prefix_len(ip),
-        }
+        Self(ipnet::IpNet::from(ip.to_canonical()))
     }
 
     pub fn network(&self) -> IpAddr {
-        self.network
+        self.0.network()
     }
 
     pub fn prefix_len(&self) -> u8 {
-        self.prefix_len
+        self.0.prefix_len()
     }
 
     /// Whether `ip` is in the network. IPv4-mapped IPv6 addresses (`::ffff:10.1.2.3`, what a
     /// dual-stack socket reports for an IPv4 peer) count as the IPv4 address they carry.
     pub fn contains(&self, ip: IpAddr) -> bool {
-        let ip = ip.to_canonical();
-        ip.is_ipv4() == self.network.is_ipv4() && mask(ip, self.prefix_len) == self.network
+        self.0.contains(&ip.to_canonical())
     }
 }
 
 fn max_prefix_len(ip: IpAddr) -> u8 {
     if ip.is_ipv4() { 32 } else { 128 }
-}
-
-/// `ip` with every bit past the first `prefix_len` cleared; `prefix_len` is at most the address length.
-fn mask(ip: IpAddr, prefix_len: u8) -> IpAddr {
-    match ip {
-        IpAddr::V4(v4) => {
-            let keep = u32::MAX.checked_shl(32 - u32::from(prefix_len)).unwrap_or(0);
-            IpAddr::V4((u32::from(v4) & keep).into())
-        }
-        IpAddr::V6(v6) => {
-            let keep = u128::MAX.checked_shl(128 - u32::from(prefix_len)).unwrap_or(0);
-            IpAddr::V6(Ipv6Addr::from(u128::from(v6) & keep))
-        }
-    }
 }
 
 impl FromStr for Cidr {
@@ -146,7 +125,7 @@ impl FromStr for Cidr {
 
 impl fmt::Display for Cidr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.network, self.prefix_len)
+        write!(f, "{}/{}", self.network(), self.prefix_len())
     }
 }
 
