@@ -4,7 +4,8 @@
 //! # Layout
 //! - [`scenario`]: the TOML scenario (regions, bridges, latencies, arrivals, faults), validated.
 //! - [`world`]: the event loop; control is the real `ControlState`, placement, failure
-//!   detector and cascade membership push, bridges and clients are models.
+//!   detector and cascade membership push, bridges and clients are models (split by
+//!   responsibility: dispatch, clients, control, faults, reporting, views).
 //! - [`network`]: latency, jitter, loss and bandwidth between regions; partitions (full or
 //!   one-way) and degraded links.
 //! - [`consensus`]: the control nodes, the leader and its term, who can commit (modeled Raft).
