@@ -29,7 +29,7 @@ pub struct OutboxFull;
 pub struct OutboxStats {
     /// Messages replaced by a newer state or withdrawn before they were sent.
     pub coalesced: u64,
-    /// The client's own error notices dropped to make room.
+    /// The client's own error notices (and reactions still pending) dropped to make room.
     pub errors_dropped: u64,
 }
 
@@ -135,10 +135,11 @@ impl Outbox {
             _ => {}
         }
         if self.queue.len() >= self.capacity {
+            // Reactions are short-lived: one still pending when the queue is full is stale anyway.
             match self
                 .queue
                 .iter()
-                .position(|m| matches!(m, ServerMessage::Error { .. }))
+                .position(|m| matches!(m, ServerMessage::Error { .. } | ServerMessage::Reaction { .. }))
             {
                 Some(index) => {
                     self.queue.remove(index);

@@ -102,6 +102,10 @@ pub struct Participant {
     pub pc: RTCPeerConnection,
     pub microphone_muted: bool,
     pub camera_muted: bool,
+    /// A moderator of the room, as its ticket says: may delete chat messages and lower hands.
+    pub moderator: bool,
+    /// When it raised its hand (Unix ms, this bridge's clock); `None` while the hand is down.
+    pub hand_raised_at_ms: Option<u64>,
     pub slots: Vec<RecvSlot>,
     pub legs: BTreeMap<(ParticipantKey, MediaSource), SendLeg>,
     pub awaiting_answer: bool,
@@ -136,6 +140,7 @@ impl Participant {
             microphone_muted: self.microphone_muted,
             camera_muted: self.camera_muted,
             sources: self.forwardable_sources().collect(),
+            hand_raised_at_ms: self.hand_raised_at_ms,
         }
     }
 

@@ -22,7 +22,8 @@
 //! connection), `client_messages.rs` (signaling, the roster, leaving), `peer_events.rs` (each
 //! connection's datagrams and `rtc` events), `inbound.rs` (publishers' SRTP opened by the bridge
 //! and the feedback it owes them), `forwarding.rs` (packets to legs, RTCP back),
-//! `negotiation.rs` (offers), `cascade.rs` and `remote_reports.rs` (streams of other bridges).
+//! `negotiation.rs` (offers), `cascade.rs` and `remote_reports.rs` (streams of other bridges),
+//! `meeting.rs` (chat, raised hands, reactions).
 
 mod admission;
 mod cascade;
@@ -39,6 +40,9 @@ mod inbound;
 mod inbound_tests;
 #[cfg(test)]
 mod media_mode_tests;
+mod meeting;
+#[cfg(test)]
+mod meeting_tests;
 mod negotiation;
 mod peer_events;
 #[cfg(test)]
@@ -107,6 +111,8 @@ pub struct ConnectRequest {
     pub display_name: String,
     /// What the participant publishes and receives, from its `hello`.
     pub media: MediaMode,
+    /// The ticket's moderator claim.
+    pub moderator: bool,
 }
 
 #[derive(Debug)]
@@ -260,6 +266,8 @@ pub struct Room {
     pub(crate) cascade: RoomCascade,
     /// One retransmission ring per published stream (local or remote), shared by its subscribers.
     pub(crate) histories: HashMap<(ParticipantKey, MediaSource), RetransmitRing>,
+    /// The room's chat history (`meeting.rs`).
+    pub(crate) chat: crate::room_chat::RoomChat,
 }
 
 impl Room {
@@ -269,6 +277,7 @@ impl Room {
             participants: BTreeMap::new(),
             cascade: RoomCascade::default(),
             histories: HashMap::new(),
+            chat: Default::default(),
         }
     }
 }
@@ -300,6 +309,8 @@ pub struct Shard {
     wall_clock: Option<rtc::shared::time::SystemInstant>,
     /// Output buffers of the fast path.
     tx: TxArena,
+    /// Chat messages this shard accepted: the last part of their ids.
+    chat_counter: u64,
 }
 
 impl Shard {
@@ -328,6 +339,7 @@ impl Shard {
             scratch_feedback: Vec::new(),
             wall_clock: None,
             tx: TxArena::default(),
+            chat_counter: 0,
         }
     }
 

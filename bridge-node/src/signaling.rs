@@ -178,6 +178,7 @@ async fn session(bridge: Arc<Bridge>, mut socket: WebSocket) {
         participant_id: claims.participant_id.clone(),
         display_name: claims.display_name.clone(),
         media,
+        moderator: claims.moderator,
     };
     if !bridge.connect(request, client_tx).await {
         return refuse(

@@ -25,6 +25,10 @@ pub struct SignalingLimits {
     /// `publish` and `unpublish` together: each one makes the bridge re-offer to the whole room.
     pub publish: RateLimit,
     pub answer: RateLimit,
+    /// `chat` and `delete_chat`: each one reaches everyone in the room (and its history).
+    pub chat: RateLimit,
+    /// `react`, `raise_hand` and `lower_hand`: each one is shown to everyone in the room.
+    pub reaction: RateLimit,
     /// Anything else a client may send after `hello` (a second `hello`, `leave`).
     pub other: RateLimit,
     /// Refused messages tolerated (this many at once, refilled by one per second) before the
@@ -46,6 +50,14 @@ impl Default for SignalingLimits {
             answer: RateLimit {
                 burst: 20,
                 per_second: 10,
+            },
+            chat: RateLimit {
+                burst: 10,
+                per_second: 2,
+            },
+            reaction: RateLimit {
+                burst: 10,
+                per_second: 3,
             },
             other: RateLimit {
                 burst: 10,
@@ -72,6 +84,8 @@ impl SignalingLimits {
             ("mute", self.mute),
             ("publish", self.publish),
             ("answer", self.answer),
+            ("chat", self.chat),
+            ("reaction", self.reaction),
             ("other", self.other),
             ("refusals", self.refusals),
         ] {
@@ -89,6 +103,8 @@ pub enum MessageKind {
     Mute,
     Publish,
     Answer,
+    Chat,
+    Reaction,
     Other,
 }
 
@@ -98,6 +114,10 @@ impl MessageKind {
             ClientMessage::Mute { .. } => Self::Mute,
             ClientMessage::Publish { .. } | ClientMessage::Unpublish { .. } => Self::Publish,
             ClientMessage::Answer { .. } => Self::Answer,
+            ClientMessage::Chat { .. } | ClientMessage::DeleteChat { .. } => Self::Chat,
+            ClientMessage::React { .. } | ClientMessage::RaiseHand | ClientMessage::LowerHand { .. } => {
+                Self::Reaction
+            }
             _ => Self::Other,
         }
     }
@@ -107,6 +127,8 @@ impl MessageKind {
             Self::Mute => "mute",
             Self::Publish => "publish/unpublish",
             Self::Answer => "answer",
+            Self::Chat => "chat",
+            Self::Reaction => "reaction/hand",
             Self::Other => "signaling",
         }
     }
@@ -169,6 +191,8 @@ pub struct ClientLimiter {
     mute: Bucket,
     publish: Bucket,
     answer: Bucket,
+    chat: Bucket,
+    reaction: Bucket,
     other: Bucket,
     refusals: Bucket,
     refused_total: u64,
@@ -180,6 +204,8 @@ impl ClientLimiter {
             mute: Bucket::new(limits.mute, now),
             publish: Bucket::new(limits.publish, now),
             answer: Bucket::new(limits.answer, now),
+            chat: Bucket::new(limits.chat, now),
+            reaction: Bucket::new(limits.reaction, now),
             other: Bucket::new(limits.other, now),
             refusals: Bucket::new(limits.refusals, now),
             refused_total: 0,
@@ -191,6 +217,8 @@ impl ClientLimiter {
             MessageKind::Mute => &mut self.mute,
             MessageKind::Publish => &mut self.publish,
             MessageKind::Answer => &mut self.answer,
+            MessageKind::Chat => &mut self.chat,
+            MessageKind::Reaction => &mut self.reaction,
             MessageKind::Other => &mut self.other,
         }
     }

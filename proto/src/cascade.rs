@@ -12,6 +12,7 @@
 //! Everything is described in `docs/cascade.md`.
 
 use crate::ids::{BridgeId, ParticipantId, RoomId};
+use crate::meeting::{ChatMessage, ChatMessageId, Reaction};
 use crate::signaling::{MediaSource, ParticipantInfo};
 use serde::{Deserialize, Serialize};
 
@@ -77,6 +78,26 @@ pub enum LinkMessage {
     Demand { id: u32, subscribers: u32 },
     /// A subscriber behind the sender lost the picture: ask the publisher for a keyframe.
     KeyframeRequest { id: u32 },
+    /// A chat message the sender's bridge accepted (or, after `open`, one of its history): room
+    /// messages go to every peer of the room, private ones only to the peer hosting the target.
+    Chat { room: RoomId, message: ChatMessage },
+    /// A moderator deleted a room chat message.
+    ChatDeleted {
+        room: RoomId,
+        id: ChatMessageId,
+        by: ParticipantId,
+    },
+    /// A moderator behind the sender lowered the hand of `participant`, who is behind the receiver.
+    LowerHand {
+        room: RoomId,
+        participant: ParticipantId,
+    },
+    /// A participant of the sender's reacted.
+    Reaction {
+        room: RoomId,
+        participant: ParticipantId,
+        reaction: Reaction,
+    },
 }
 
 /// Prefixes `packet` with its stream id, making a media datagram.

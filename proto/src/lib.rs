@@ -6,6 +6,7 @@
 //! - [`signaling`]: messages on the client ↔ bridge WebSocket.
 //! - [`bridge_session`]: messages on the bridge ↔ control WebSocket (registration, heartbeats, moves).
 //! - [`cascade`]: messages and media datagrams on the bridge ↔ bridge QUIC links.
+//! - [`meeting`]: chat messages, reactions: what a meeting shares besides media.
 //! - [`ticket`]: claims of the short-lived ticket control issues for one participant on one bridge.
 //! - [`cidr`]: the IP network type of every configured list of networks.
 //!
@@ -17,6 +18,7 @@ pub mod bridge_session;
 pub mod cascade;
 pub mod cidr;
 pub mod ids;
+pub mod meeting;
 pub mod signaling;
 pub mod ticket;
 

@@ -3,6 +3,7 @@
 
 use crate::api::ErrorCode;
 use crate::ids::{ParticipantId, RoomId};
+use crate::meeting::{ChatMessage, ChatMessageId, Reaction};
 use serde::{Deserialize, Serialize};
 
 /// Largest client → bridge frame the bridge reads; an answer SDP for a full room fits easily.
@@ -81,6 +82,24 @@ pub enum ClientMessage {
     Unpublish { source: MediaSource },
     /// Clean exit; the bridge tells the room at once instead of waiting for a timeout.
     Leave,
+    /// A chat message to the room, or privately to one participant (`to`). The bridge stamps it
+    /// with an id, the sender's name and the time, and echoes it to the sender as `chat`.
+    Chat {
+        text: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        to: Option<ParticipantId>,
+    },
+    /// A moderator deletes a room chat message for everyone, from history too.
+    DeleteChat { id: ChatMessageId },
+    /// Raise the participant's own hand; it joins the end of the room's queue of raised hands.
+    RaiseHand,
+    /// Lower the participant's own hand, or (a moderator) `participant`'s.
+    LowerHand {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        participant: Option<ParticipantId>,
+    },
+    /// A short-lived reaction shown to everyone; not kept.
+    React { reaction: Reaction },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -91,6 +110,10 @@ pub struct ParticipantInfo {
     pub camera_muted: bool,
     /// Sources this participant currently publishes.
     pub sources: Vec<MediaSource>,
+    /// When the participant raised its hand (its bridge's clock, milliseconds since the Unix
+    /// epoch); absent while the hand is down. Raised hands are shown in this order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hand_raised_at_ms: Option<u64>,
 }
 
 /// Which remote participant and source an m-line of the offer carries.
@@ -159,6 +182,25 @@ pub enum ServerMessage {
     /// itself (and reports it with `mute`); the bridge cannot switch off a remote microphone.
     MuteRequested {
         by: ParticipantId,
+    },
+    /// A chat message: to the room, or a private one the receiver sent or is the target of.
+    Chat {
+        message: ChatMessage,
+    },
+    /// Right after `welcome`: the room's recent chat messages, oldest first (at most
+    /// [`crate::meeting::CHAT_HISTORY_MAX`]). Private messages are not kept.
+    ChatHistory {
+        messages: Vec<ChatMessage>,
+    },
+    /// A moderator deleted a chat message: remove it from view.
+    ChatDeleted {
+        id: ChatMessageId,
+        by: ParticipantId,
+    },
+    /// A participant reacted; show it briefly.
+    Reaction {
+        participant_id: ParticipantId,
+        reaction: Reaction,
     },
 }
 

@@ -28,6 +28,7 @@ fn info(id: &str, muted: bool) -> ParticipantInfo {
         microphone_muted: muted,
         camera_muted: false,
         sources: vec![MediaSource::Microphone, MediaSource::Camera],
+        hand_raised_at_ms: None,
     }
 }
 

@@ -486,7 +486,12 @@ impl LinkRooms<'_> {
                     }
                 }
             }
-            LinkMessage::Participant { ref room, .. } | LinkMessage::ParticipantLeft { ref room, .. } => {
+            LinkMessage::Participant { ref room, .. }
+            | LinkMessage::ParticipantLeft { ref room, .. }
+            | LinkMessage::Chat { ref room, .. }
+            | LinkMessage::ChatDeleted { ref room, .. }
+            | LinkMessage::LowerHand { ref room, .. }
+            | LinkMessage::Reaction { ref room, .. } => {
                 // About a room no longer shared: said before the peer heard this side close it.
                 if self.shared(room) {
                     let room = room.clone();

@@ -45,7 +45,11 @@ fn room_of(message: &LinkMessage) -> Option<&RoomId> {
         | LinkMessage::Close { room }
         | LinkMessage::Participant { room, .. }
         | LinkMessage::ParticipantLeft { room, .. }
-        | LinkMessage::Stream { room, .. } => Some(room),
+        | LinkMessage::Stream { room, .. }
+        | LinkMessage::Chat { room, .. }
+        | LinkMessage::ChatDeleted { room, .. }
+        | LinkMessage::LowerHand { room, .. }
+        | LinkMessage::Reaction { room, .. } => Some(room),
         _ => None,
     }
 }

@@ -9,6 +9,7 @@ fn info(id: &str, microphone_muted: bool) -> ParticipantInfo {
         microphone_muted,
         camera_muted: false,
         sources: Vec::new(),
+        hand_raised_at_ms: None,
     }
 }
 

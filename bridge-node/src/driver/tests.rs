@@ -19,6 +19,7 @@ async fn join(bridge: &Bridge, room: &RoomId, participant: &str) -> crate::clien
         participant_id: id(participant),
         display_name: participant.to_owned(),
         media: Default::default(),
+        moderator: false,
     };
     assert!(bridge.connect(request, tx).await);
     rx

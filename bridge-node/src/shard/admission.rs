@@ -10,6 +10,7 @@ impl Shard {
             participant_id,
             display_name,
             media,
+            moderator,
         } = request;
         if self.removed.contains(&participant_id) {
             // Told like a participant kicked while connected, so the client does not rejoin.
@@ -56,7 +57,7 @@ impl Shard {
             return;
         }
         let credentials = IceCredentials::random();
-        let participant = match self.new_participant(
+        let mut participant = match self.new_participant(
             now,
             key,
             participant_id.clone(),
@@ -71,6 +72,7 @@ impl Shard {
                 return;
             }
         };
+        participant.moderator = moderator;
         self.routes.add_participant(
             credentials.ufrag,
             credentials.pwd,
@@ -116,6 +118,7 @@ impl Shard {
                 participants: others,
             },
         });
+        self.send_chat_history(&room_id, key);
         self.outputs
             .push_back(ShardOutput::Event(BridgeEvent::ParticipantJoined {
                 room: room_id.clone(),
@@ -177,6 +180,8 @@ impl Shard {
             pc,
             microphone_muted: false,
             camera_muted: false,
+            moderator: false,
+            hand_raised_at_ms: None,
             slots,
             legs: BTreeMap::new(),
             awaiting_answer: false,

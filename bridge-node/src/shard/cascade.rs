@@ -178,6 +178,9 @@ impl Shard {
                         self.pump(now, &room);
                     }
                 }
+                message if super::meeting::is_meeting_link_message(&message) => {
+                    self.handle_link_meeting_message(link, message);
+                }
                 other => tracing::debug!(?other, "link message the shard does not handle"),
             },
         }
@@ -208,6 +211,7 @@ impl Shard {
         for message in messages {
             self.outputs.push_back(ShardOutput::ToLink { link, message });
         }
+        self.send_chat_history_to_link(&room_id, link);
         self.pump(now, &room_id);
     }
 

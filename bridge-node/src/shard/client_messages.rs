@@ -120,6 +120,10 @@ impl Shard {
                 self.remove_participant(now, key, Some(ByeReason::Left));
                 return;
             }
+            message if super::meeting::is_meeting_message(&message) => {
+                self.handle_meeting_message(now, &room_id, key, message);
+                return;
+            }
             _ => {
                 self.outputs.push_back(ShardOutput::ToClient {
                     key,

@@ -66,6 +66,7 @@ impl Pair {
                 participant_id: ParticipantId::new("ada").unwrap(),
                 display_name: "Ada".to_owned(),
                 media: Default::default(),
+                moderator: false,
             }),
         );
         let mut pair = Pair {

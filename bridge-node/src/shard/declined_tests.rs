@@ -154,6 +154,7 @@ fn a_declined_leg_gets_nothing_until_an_answer_takes_it_with_a_keyframe() {
                 participant_id: ParticipantId::new(name).unwrap(),
                 display_name: name.to_owned(),
                 media: Default::default(),
+                moderator: false,
             }),
         );
     }

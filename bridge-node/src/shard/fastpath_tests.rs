@@ -60,6 +60,7 @@ pub(super) fn room_with_legs() -> (Shard, Instant) {
                 participant_id: ParticipantId::new(name).unwrap(),
                 display_name: name.to_owned(),
                 media: Default::default(),
+                moderator: false,
             }),
         );
     }

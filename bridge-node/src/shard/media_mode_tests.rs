@@ -13,6 +13,7 @@ fn join(shard: &mut Shard, now: Instant, key: u64, name: &str, media: MediaMode)
             participant_id: ParticipantId::new(name).unwrap(),
             display_name: name.to_owned(),
             media,
+            moderator: false,
         }),
     );
 }

@@ -64,6 +64,7 @@ fn ada_and_remote_bob(now: Instant) -> (Shard, ParticipantKey) {
             participant_id: ParticipantId::new("ada").unwrap(),
             display_name: "ada".into(),
             media: Default::default(),
+            moderator: false,
         }),
     );
     shard.handle_input(
@@ -85,6 +86,7 @@ fn ada_and_remote_bob(now: Instant) -> (Shard, ParticipantKey) {
                     microphone_muted: false,
                     camera_muted: false,
                     sources: vec![MediaSource::Microphone, MediaSource::Camera],
+                    hand_raised_at_ms: None,
                 },
             },
         }),

@@ -46,6 +46,7 @@ impl FanoutRig {
                     participant_id: ParticipantId::new(&name).expect("valid participant name"),
                     display_name: name,
                     media: Default::default(),
+                    moderator: false,
                 }),
             );
         }

@@ -30,6 +30,7 @@ fn connect(shard: &mut Shard, now: Instant, key: u64, room_name: &str, participa
             participant_id: id(participant),
             display_name: participant.to_owned(),
             media: Default::default(),
+            moderator: false,
         }),
     );
 }

@@ -14,6 +14,7 @@ fn participant(room_name: &str, id: &str, microphone_muted: bool) -> LinkMessage
             microphone_muted,
             camera_muted: false,
             sources: Vec::new(),
+            hand_raised_at_ms: None,
         },
     }
 }

@@ -20,6 +20,7 @@ fn info(name: &str) -> ParticipantInfo {
         microphone_muted: false,
         camera_muted: false,
         sources: vec![MediaSource::Microphone, MediaSource::Camera],
+        hand_raised_at_ms: None,
     }
 }
 
@@ -45,6 +46,7 @@ fn connect(shard: &mut Shard, now: Instant, key: u64, name: &str) -> Vec<ShardOu
             participant_id: id(name),
             display_name: name.into(),
             media: Default::default(),
+            moderator: false,
         }),
     );
     drain(shard)
