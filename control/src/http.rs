@@ -170,6 +170,8 @@ fn public_routes(node: Arc<ControlNode>, config: ApiConfig) -> Router {
         .route("/", get(index))
         .route("/app.js", get(app_js))
         .route("/style.css", get(style_css))
+        .route("/meeting.js", get(meeting_js))
+        .route("/meeting.css", get(meeting_css))
         .route("/{room}", get(room_page))
         .fallback(not_found)
         .with_state(api)
@@ -796,6 +798,14 @@ async fn app_js() -> Response {
 
 async fn style_css() -> Response {
     asset("text/css; charset=utf-8", web::STYLE_CSS)
+}
+
+async fn meeting_js() -> Response {
+    asset("text/javascript; charset=utf-8", web::MEETING_JS)
+}
+
+async fn meeting_css() -> Response {
+    asset("text/css; charset=utf-8", web::MEETING_CSS)
 }
 
 async fn room_page(Path(room): Path<String>) -> Response {

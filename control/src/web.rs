@@ -3,3 +3,6 @@
 pub const INDEX_HTML: &str = include_str!("../web/index.html");
 pub const APP_JS: &str = include_str!("../web/app.js");
 pub const STYLE_CSS: &str = include_str!("../web/style.css");
+/// Chat, raised hands and reactions (loaded after `app.js`).
+pub const MEETING_JS: &str = include_str!("../web/meeting.js");
+pub const MEETING_CSS: &str = include_str!("../web/meeting.css");

@@ -66,6 +66,9 @@
     muteRequests: 0, // mute_requested messages received
   };
   window.bridgemesh = bm;
+  // Hooks for meeting.js (chat, hands, reactions): send on the current session; the role.
+  bm.sendSignal = (msg) => send(app.session, msg);
+  bm.isModerator = () => app.role === 'moderator';
 
   const app = {
     room: null,
@@ -1642,6 +1645,7 @@
       case 'mute_requested': onMuteRequested(msg.by); break;
       default: break; // newer bridges may send more; ignore what we don't know
     }
+    if (window.bridgemeshMeeting) window.bridgemeshMeeting.onMessage(msg);
   }
 
   // Milliseconds since the loss a reconnect record is about.
