@@ -156,6 +156,16 @@ enum AdminCommand {
     Cluster(ClusterCommand),
     /// Rooms and their participants per bridge.
     Rooms,
+    /// Who is in a room (id, name, role, bridge, joined at, microphone, camera, screen, hand);
+    /// remove one with `kick ID`.
+    Participants {
+        room: String,
+        #[command(subcommand)]
+        command: Option<ParticipantsCommand>,
+        /// Print the API's JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Bridges: list them (the default) with region, status, load and participants; drain one
     /// before maintenance; end a drain; forget a decommissioned one.
     Bridges {
@@ -164,6 +174,15 @@ enum AdminCommand {
         /// Print the API's JSON instead of a table.
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum ParticipantsCommand {
+    List,
+    /// Removes the participant from the meeting; its bridge disconnects it and refuses it again.
+    Kick {
+        id: String,
     },
 }
 
@@ -734,6 +753,19 @@ async fn main() -> anyhow::Result<()> {
                 AdminCommand::Cluster(ClusterCommand::Add { id, addr }) => AdminCall::AddNode { id, addr },
                 AdminCommand::Cluster(ClusterCommand::Remove { id }) => AdminCall::RemoveNode { id },
                 AdminCommand::Rooms => AdminCall::Rooms,
+                AdminCommand::Participants { room, command, json } => match command {
+                    None | Some(ParticipantsCommand::List) => {
+                        let call = AdminCall::Participants { room };
+                        let answer = bridgemesh::admin::run(&args.url, &token, call).await?;
+                        if json {
+                            println!("{answer}");
+                        } else {
+                            print!("{}", bridgemesh::admin::participants_table(&answer)?);
+                        }
+                        return Ok(());
+                    }
+                    Some(ParticipantsCommand::Kick { id }) => AdminCall::KickParticipant { room, id },
+                },
                 AdminCommand::Bridges { command, json } => match command {
                     None | Some(BridgesCommand::List) => {
                         let answer = bridgemesh::admin::run(&args.url, &token, AdminCall::Bridges).await?;

@@ -32,6 +32,7 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 mod config;
+mod media_reports;
 
 pub use config::*;
 
@@ -213,6 +214,8 @@ pub struct ControlSession {
     /// Rooms control listed as shared since the last `registered`, until its
     /// `room_bridges_complete`; `None` outside that window.
     rooms_listed: Option<BTreeSet<bridgemesh_proto::RoomId>>,
+    /// Hosted participants' media state not yet sent (with the heartbeats).
+    media: media_reports::MediaReports,
 }
 
 impl ControlSession {
@@ -236,6 +239,7 @@ impl ControlSession {
             next_connection: 1,
             jitter,
             rooms_listed: None,
+            media: Default::default(),
         };
         let url = session.next_candidate();
         session.connect(now, url);
@@ -368,6 +372,9 @@ impl ControlSession {
                     }
                     let load = self.load;
                     self.send(connection, BridgeToControl::Heartbeat { load });
+                    if let Some(updates) = self.media.take_batch() {
+                        self.send(connection, BridgeToControl::ParticipantsMedia { updates });
+                    }
                     self.outputs.push_back(SessionOutput::Ping { connection });
                 }
             }
@@ -535,6 +542,7 @@ impl ControlSession {
                 if let Some(grace_ms) = self.drain_grace_ms {
                     self.send(connection, BridgeToControl::Drain { grace_ms });
                 }
+                self.media.all_dirty();
             }
             Phase::Registered {
                 url,
@@ -569,9 +577,14 @@ impl ControlSession {
                 participant,
                 dropped,
             } => (HostedParticipant { room, participant }, false, dropped),
+            BridgeEvent::ParticipantMedia(media) => {
+                self.media.note(media, &self.hosted);
+                return;
+            }
         };
         if !joined {
             self.hosted.remove(&participant);
+            self.media.forget(&participant);
         } else if self.hosted.len() < REGISTER_PARTICIPANTS_MAX {
             self.hosted.insert(participant.clone());
         } else if !self.hosted_overflow_reported {

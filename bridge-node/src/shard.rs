@@ -210,6 +210,9 @@ pub enum BridgeEvent {
         /// Gone without saying `leave`: the client may be reconnecting.
         dropped: bool,
     },
+    /// A local participant's media state, after it joined and whenever it changed (for the admin
+    /// API; the control session coalesces these).
+    ParticipantMedia(bridgemesh_proto::bridge_session::ParticipantMedia),
 }
 
 /// Counters the driver exports as metrics.

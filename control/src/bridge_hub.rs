@@ -247,6 +247,8 @@ struct HubState {
     /// What the bridges were told about who shares their rooms; empty again on gaining
     /// leadership (every bridge registers with a new leader and is told everything then).
     membership: MembershipPush,
+    /// The participants' media state as their bridges report it (admin API).
+    media: crate::participant_media::ParticipantMediaTable,
 }
 
 pub struct BridgeHub {
@@ -424,6 +426,19 @@ impl BridgeHub {
                 hub.wake.notify_one();
             });
         }
+    }
+
+    /// What `participant`'s bridge last reported of its media, and which bridge that was; known
+    /// on the leader only (the bridges' sessions end there).
+    pub fn participant_media(
+        &self,
+        room: &RoomId,
+        participant: &ParticipantId,
+    ) -> Option<(BridgeId, bridgemesh_proto::bridge_session::ParticipantMedia)> {
+        lock(self)
+            .media
+            .get(room, participant)
+            .map(|(bridge, media)| (bridge.clone(), media.clone()))
     }
 
     /// A client lost `report.bridge`. On the leader: counts the report and waits (briefly) for
@@ -656,10 +671,12 @@ impl BridgeHub {
                                 queue(&work, BridgeWork::Joined(HostedParticipant { room, participant }));
                             }
                             BridgeToControl::ParticipantLeft { room, participant, dropped } => {
+                                lock(&self).media.forget(&bridge, &room, &participant);
                                 let entry = HostedParticipant { room, participant };
                                 queue(&work, if dropped { BridgeWork::Dropped(entry) } else { BridgeWork::Left(entry) });
                             }
                             BridgeToControl::Drain { grace_ms } => queue(&work, BridgeWork::Drain(grace_ms)),
+                            BridgeToControl::ParticipantsMedia { updates } => lock(&self).media.note(&bridge, updates),
                             BridgeToControl::Register { .. } => {
                                 tracing::warn!(%bridge, "second register on one session ignored");
                             }
@@ -700,6 +717,7 @@ impl BridgeHub {
         let mut hub = lock(self);
         if hub.sessions.get(bridge).is_some_and(|s| s.serial == serial) {
             hub.sessions.remove(bridge);
+            hub.media.forget_bridge(bridge);
             hub.detector.session_closed(bridge, now_unix_ms());
             tracing::info!(%bridge, "bridge session closed");
         }

@@ -159,6 +159,14 @@ fn public_routes(node: Arc<ControlNode>, config: ApiConfig) -> Router {
         .route("/api/v1/admin/cluster/nodes/{id}", delete(admin_remove_node))
         .route("/api/v1/admin/rooms", get(admin_rooms))
         .route(
+            "/api/v1/admin/rooms/{room}/participants",
+            get(admin_participants::admin_room_participants),
+        )
+        .route(
+            "/api/v1/admin/rooms/{room}/participants/{id}/kick",
+            post(admin_participants::admin_kick_participant),
+        )
+        .route(
             "/api/v1/admin/bridges",
             get(admin_bridges).post(admin_register_bridge),
         )
@@ -194,6 +202,10 @@ pub fn cluster_router(node: Arc<ControlNode>) -> Router {
         .merge(
             Router::new()
                 .route("/raft/v1/bridge-loss", post(bridge_loss))
+                .route(
+                    "/raft/v1/admin-room-participants",
+                    post(admin_participants::forwarded_room_participants),
+                )
                 .route_layer(middleware::from_fn(raft_server::require_member))
                 .with_state(api),
         )
@@ -818,6 +830,9 @@ async fn room_page(Path(room): Path<String>) -> Response {
 async fn not_found() -> Response {
     ApiError::new(ErrorCode::NotFound, "no such endpoint").into_response()
 }
+
+mod admin_participants;
+pub use admin_participants::{AdminParticipant, AdminParticipantMedia, AdminParticipants};
 
 #[cfg(test)]
 mod tests;

@@ -17,6 +17,7 @@
 //! - [`rate_limit`]: per-address token buckets for the unauthenticated join endpoint.
 //! - [`raft`]: openraft with a redb store, the peer transport, cluster operations.
 //! - [`node`]: [`ControlNode`]: join, reconnect, the lobby, moderation, drains, tickets.
+//! - [`participant_media`]: the bridges' reports of their participants' media (the admin API's room view).
 //! - [`join_key`]: whose budget a join spends (the resolved client address, IPv6 by /64).
 //! - [`http_guard`]: the HTTP server every node runs: header and body timeouts, connection caps.
 //! - [`http`]: the axum driver: `/api/v1/...`, the bridge session, `/health`, `/metrics`, the
@@ -49,6 +50,7 @@ pub mod load_throttle;
 pub mod locator;
 pub mod metrics;
 pub mod node;
+pub mod participant_media;
 pub mod password;
 pub mod placement;
 pub mod raft;

@@ -260,6 +260,11 @@ impl ControlState {
                 participant,
                 at_ms,
                 ..
+            }
+            | Command::AdminKick {
+                room,
+                participant,
+                at_ms,
             } => {
                 let record = self.participant(&room, &participant)?;
                 if !record.status.present() {

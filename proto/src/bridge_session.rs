@@ -126,6 +126,25 @@ pub struct HostedParticipant {
     pub participant: ParticipantId,
 }
 
+/// Updates one [`BridgeToControl::ParticipantsMedia`] carries at most.
+pub const MEDIA_UPDATES_PER_MESSAGE_MAX: usize = 2_000;
+
+/// A hosted participant's media and meeting state as its bridge sees it: what control's admin
+/// API shows beside the membership Raft holds. Only the latest state matters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParticipantMedia {
+    pub room: RoomId,
+    pub participant: ParticipantId,
+    /// When its signaling session on this bridge began (Unix ms, the bridge's clock).
+    pub connected_at_ms: u64,
+    pub microphone_muted: bool,
+    pub camera_muted: bool,
+    /// Sources whose media the bridge is forwarding.
+    pub sources: Vec<crate::signaling::MediaSource>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hand_raised_at_ms: Option<u64>,
+}
+
 // One `register` per session against a stream of heartbeats: boxing it would save nothing.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -161,6 +180,12 @@ pub enum BridgeToControl {
     /// moved after `grace_ms`.
     Drain {
         grace_ms: u64,
+    },
+    /// The latest media state of participants whose state changed since the last such message
+    /// (all of them after a registration), at most [`MEDIA_UPDATES_PER_MESSAGE_MAX`], sent with
+    /// the heartbeats.
+    ParticipantsMedia {
+        updates: Vec<ParticipantMedia>,
     },
 }
 

@@ -124,6 +124,8 @@ impl Shard {
                 room: room_id.clone(),
                 participant: participant_id,
             }));
+        // After the join event: the control session keeps media state of hosted participants only.
+        self.report_media(now, &room_id, key);
         self.pump(now, &room_id);
     }
 

@@ -179,7 +179,7 @@ impl Shard {
                     }
                 }
                 message if super::meeting::is_meeting_link_message(&message) => {
-                    self.handle_link_meeting_message(link, message);
+                    self.handle_link_meeting_message(now, link, message);
                 }
                 other => tracing::debug!(?other, "link message the shard does not handle"),
             },

@@ -138,6 +138,7 @@ impl Shard {
         if roster_changed {
             self.sync_stream_announcements(&room_id, key);
             self.broadcast_update(&room_id, key);
+            self.report_media(now, &room_id, key);
         }
         self.pump(now, &room_id);
     }

@@ -100,6 +100,7 @@ impl Shard {
             mark_others_for_renegotiation(room, publisher);
             self.sync_stream_announcements(room_id, publisher);
             self.broadcast_update(room_id, publisher);
+            self.report_media(now, room_id, publisher);
             return;
         }
         // A packet of a stream the fast path opens that reached us through `rtc` (a retransmission).

@@ -23,8 +23,38 @@ const CHAT_FROM_NAME_MAX_BYTES: usize = 256;
 impl Shard {
     /// Milliseconds since the Unix epoch at `now`.
     fn wall_ms(&mut self, now: Instant) -> u64 {
+        self.wall_ms_at(now, now)
+    }
+
+    /// Milliseconds since the Unix epoch at `at` (not after `now`).
+    pub(super) fn wall_ms_at(&mut self, now: Instant, at: Instant) -> u64 {
         let wall_clock = *self.wall_clock.get_or_insert_with(|| SystemInstant::now(now));
-        wall_clock.unix(now).as_millis() as u64
+        let at = wall_clock
+            .unix(now)
+            .saturating_sub(now.saturating_duration_since(at));
+        at.as_millis() as u64
+    }
+
+    /// Reports a local participant's media state to control (the admin API's view).
+    pub(super) fn report_media(&mut self, now: Instant, room_id: &RoomId, key: ParticipantKey) {
+        let Some(participant) = self.rooms.get(room_id).and_then(|r| r.participants.get(&key)) else {
+            return;
+        };
+        let connected_at = participant.joined_at;
+        let info = participant.info();
+        let connected_at_ms = self.wall_ms_at(now, connected_at);
+        self.outputs
+            .push_back(ShardOutput::Event(super::BridgeEvent::ParticipantMedia(
+                bridgemesh_proto::bridge_session::ParticipantMedia {
+                    room: room_id.clone(),
+                    participant: info.id,
+                    connected_at_ms,
+                    microphone_muted: info.microphone_muted,
+                    camera_muted: info.camera_muted,
+                    sources: info.sources,
+                    hand_raised_at_ms: info.hand_raised_at_ms,
+                },
+            )));
     }
 
     fn tell_client(&mut self, key: ParticipantKey, message: ServerMessage) {
@@ -76,9 +106,9 @@ impl Shard {
             ClientMessage::DeleteChat { id } => self.local_delete_chat(room_id, key, id),
             ClientMessage::RaiseHand => {
                 let at = self.wall_ms(now);
-                self.set_hand(room_id, key, Some(at));
+                self.set_hand(now, room_id, key, Some(at));
             }
-            ClientMessage::LowerHand { participant } => self.lower_hand(room_id, key, participant),
+            ClientMessage::LowerHand { participant } => self.lower_hand(now, room_id, key, participant),
             ClientMessage::React { reaction } => self.local_reaction(room_id, key, reaction),
             other => unreachable!("not a meeting message: {other:?}"),
         }
@@ -195,7 +225,7 @@ impl Shard {
     }
 
     /// Raises (`Some(at)`) or lowers a local participant's hand and tells the room when it changed.
-    fn set_hand(&mut self, room_id: &RoomId, key: ParticipantKey, raised_at_ms: Option<u64>) {
+    fn set_hand(&mut self, now: Instant, room_id: &RoomId, key: ParticipantKey, raised_at_ms: Option<u64>) {
         let Some(participant) = self
             .rooms
             .get_mut(room_id)
@@ -209,6 +239,7 @@ impl Shard {
         }
         participant.hand_raised_at_ms = raised_at_ms;
         self.broadcast_update(room_id, key);
+        self.report_media(now, room_id, key);
         // The participant's own view too: its hand is part of what everyone sees.
         if let Some(info) = self
             .rooms
@@ -220,7 +251,13 @@ impl Shard {
         }
     }
 
-    fn lower_hand(&mut self, room_id: &RoomId, key: ParticipantKey, whose: Option<ParticipantId>) {
+    fn lower_hand(
+        &mut self,
+        now: Instant,
+        room_id: &RoomId,
+        key: ParticipantKey,
+        whose: Option<ParticipantId>,
+    ) {
         let Some(room) = self.rooms.get(room_id) else {
             return;
         };
@@ -228,7 +265,7 @@ impl Shard {
             return;
         };
         let Some(target) = whose.filter(|id| *id != asker.id) else {
-            self.set_hand(room_id, key, None);
+            self.set_hand(now, room_id, key, None);
             return;
         };
         if !asker.moderator {
@@ -237,7 +274,7 @@ impl Shard {
             return;
         }
         if let Some(local) = room.participants.values().find(|p| p.id == target).map(|p| p.key) {
-            self.set_hand(room_id, local, None);
+            self.set_hand(now, room_id, local, None);
         } else if let Some(link) = room
             .cascade
             .remote
@@ -295,7 +332,12 @@ impl Shard {
     }
 
     /// `chat`, `chat_deleted`, `lower_hand` and `reaction` from another bridge of the room.
-    pub(super) fn handle_link_meeting_message(&mut self, link: LinkIndex, message: LinkMessage) {
+    pub(super) fn handle_link_meeting_message(
+        &mut self,
+        now: Instant,
+        link: LinkIndex,
+        message: LinkMessage,
+    ) {
         match message {
             LinkMessage::Chat { room, message } => self.remote_chat(&room, link, message),
             LinkMessage::ChatDeleted { room, id, by } => {
@@ -311,7 +353,7 @@ impl Shard {
                     .and_then(|r| r.participants.values().find(|p| p.id == participant))
                     .map(|p| p.key);
                 if let Some(key) = local {
-                    self.set_hand(&room, key, None);
+                    self.set_hand(now, &room, key, None);
                 }
             }
             LinkMessage::Reaction {

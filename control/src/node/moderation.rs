@@ -132,6 +132,17 @@ impl ControlNode {
         Ok(())
     }
 
+    /// The operator removes `target` (admin API): as a moderator's kick, without a moderator.
+    pub async fn admin_kick(&self, room: &RoomId, target: &ParticipantId) -> Result<(), ApiError> {
+        self.propose(Command::AdminKick {
+            room: room.clone(),
+            participant: target.clone(),
+            at_ms: now_unix_ms(),
+        })
+        .await?;
+        Ok(())
+    }
+
     /// Asks every participant but the moderator to mute; committed so that the room's bridges
     /// hear of it from whichever node took the request (the bridges relay it).
     pub async fn mute_all(&self, room: &RoomId, session: &SessionClaims) -> Result<(), ApiError> {

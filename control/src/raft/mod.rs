@@ -61,6 +61,7 @@ impl fmt::Display for Command {
             Command::Admit { .. } => "admit",
             Command::Deny { .. } => "deny",
             Command::Kick { .. } => "kick",
+            Command::AdminKick { .. } => "admin-kick",
             Command::EndRoom { .. } => "end-room",
             Command::UpdateSettings { .. } => "update-settings",
             Command::Tick { .. } => "tick",

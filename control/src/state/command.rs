@@ -112,6 +112,12 @@ pub enum Command {
         participant: ParticipantId,
         at_ms: u64,
     },
+    /// The operator removes a participant through the admin API (no moderator involved).
+    AdminKick {
+        room: RoomId,
+        participant: ParticipantId,
+        at_ms: u64,
+    },
     EndRoom {
         room: RoomId,
         /// The moderator acting; checked again when applied.
