@@ -16,6 +16,7 @@ pub enum AdminCall {
     ForgetBridge { id: String },
     Participants { room: String },
     KickParticipant { room: String, id: String },
+    MuteParticipant { room: String, id: String },
 }
 
 impl AdminCall {
@@ -45,6 +46,11 @@ impl AdminCall {
             Self::KickParticipant { room, id } => (
                 Method::POST,
                 format!("/api/v1/admin/rooms/{room}/participants/{id}/kick"),
+                None,
+            ),
+            Self::MuteParticipant { room, id } => (
+                Method::POST,
+                format!("/api/v1/admin/rooms/{room}/participants/{id}/mute"),
                 None,
             ),
         }

@@ -157,7 +157,7 @@ enum AdminCommand {
     /// Rooms and their participants per bridge.
     Rooms,
     /// Who is in a room (id, name, role, bridge, joined at, microphone, camera, screen, hand);
-    /// remove one with `kick ID`.
+    /// `kick ID` removes one, `mute ID` asks one to mute.
     Participants {
         room: String,
         #[command(subcommand)]
@@ -182,6 +182,10 @@ enum ParticipantsCommand {
     List,
     /// Removes the participant from the meeting; its bridge disconnects it and refuses it again.
     Kick {
+        id: String,
+    },
+    /// Asks the participant to mute its microphone (its client mutes itself).
+    Mute {
         id: String,
     },
 }
@@ -765,6 +769,7 @@ async fn main() -> anyhow::Result<()> {
                         return Ok(());
                     }
                     Some(ParticipantsCommand::Kick { id }) => AdminCall::KickParticipant { room, id },
+                    Some(ParticipantsCommand::Mute { id }) => AdminCall::MuteParticipant { room, id },
                 },
                 AdminCommand::Bridges { command, json } => match command {
                     None | Some(BridgesCommand::List) => {

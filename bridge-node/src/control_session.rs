@@ -479,6 +479,9 @@ impl ControlSession {
                 self.moderate(ModerationAction::RequestMuteAll { room, by });
             }
             ControlToBridge::EndRoom { room } => self.moderate(ModerationAction::EndRoom { room }),
+            ControlToBridge::RequestMute { room, participant } => {
+                self.moderate(ModerationAction::RequestMute { room, participant });
+            }
             ControlToBridge::RoomBridges { room, peers } => {
                 if let Some(listed) = &mut self.rooms_listed
                     && !peers.is_empty()

@@ -497,6 +497,7 @@ impl Bridge {
             ModerationAction::Move { room, participant } => self.move_participant(&room, &participant),
             ModerationAction::RequestMuteAll { room, by } => self.request_mute_all(&room, &by),
             ModerationAction::EndRoom { room } => self.end_room(&room),
+            action @ ModerationAction::RequestMute { .. } => self.moderate(action),
         }
     }
 

@@ -154,6 +154,11 @@ pub enum ModerationAction {
     },
     /// `mute_requested` to everyone in the room but `by`.
     RequestMuteAll { room: RoomId, by: ParticipantId },
+    /// `mute_requested_by_operator` to one participant (the admin API).
+    RequestMute {
+        room: RoomId,
+        participant: ParticipantId,
+    },
     /// `bye{meeting_ended}` to everyone in the room, and the room is gone.
     EndRoom { room: RoomId },
 }
@@ -165,6 +170,7 @@ impl ModerationAction {
             ModerationAction::Kick { room, .. }
             | ModerationAction::Move { room, .. }
             | ModerationAction::RequestMuteAll { room, .. }
+            | ModerationAction::RequestMute { room, .. }
             | ModerationAction::EndRoom { room } => room,
         }
     }
@@ -404,6 +410,14 @@ impl Shard {
                     self.outputs.push_back(ShardOutput::ToClient {
                         key: participant.key,
                         message: ServerMessage::MuteRequested { by: by.clone() },
+                    });
+                }
+            }
+            ModerationAction::RequestMute { room, participant } => {
+                if let Some(key) = self.find(&room, &participant) {
+                    self.outputs.push_back(ShardOutput::ToClient {
+                        key,
+                        message: ServerMessage::MuteRequestedByOperator,
                     });
                 }
             }

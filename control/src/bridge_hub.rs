@@ -428,6 +428,21 @@ impl BridgeHub {
         }
     }
 
+    /// Asks `bridge` to tell `participant` to mute (admin API); `false` when this node holds no
+    /// session with that bridge (it does not lead, or the bridge is away).
+    pub fn request_mute(&self, bridge: &BridgeId, room: &RoomId, participant: &ParticipantId) -> bool {
+        let hub = lock(self);
+        if !hub.sessions.contains_key(bridge) {
+            return false;
+        }
+        let message = ControlToBridge::RequestMute {
+            room: room.clone(),
+            participant: participant.clone(),
+        };
+        tell(&hub.sessions, bridge, message);
+        true
+    }
+
     /// What `participant`'s bridge last reported of its media, and which bridge that was; known
     /// on the leader only (the bridges' sessions end there).
     pub fn participant_media(

@@ -167,6 +167,10 @@ fn public_routes(node: Arc<ControlNode>, config: ApiConfig) -> Router {
             post(admin_participants::admin_kick_participant),
         )
         .route(
+            "/api/v1/admin/rooms/{room}/participants/{id}/mute",
+            post(admin_participants::admin_mute_participant),
+        )
+        .route(
             "/api/v1/admin/bridges",
             get(admin_bridges).post(admin_register_bridge),
         )

@@ -1457,12 +1457,12 @@
     if (window.confirm('End the meeting for everyone? Everyone will be disconnected.')) endForAll();
   }
 
-  function onMuteRequested(by) {
+  function onMuteRequested(by, text) {
     bm.muteRequests++;
     const p = typeof by === 'string' ? bm.participants.get(by) : null;
     const who = (p && p.display_name) || 'A moderator';
     setMicOn(false); // as the mic button does; the bridge hears of it through `mute`
-    toast(`${who} asked everyone to mute`);
+    toast(text || `${who} asked everyone to mute`);
   }
 
   // ---------------------------------------------------------------- signaling session
@@ -1643,6 +1643,7 @@
         break;
       case 'bye': onBye(msg.reason); break;
       case 'mute_requested': onMuteRequested(msg.by); break;
+      case 'mute_requested_by_operator': onMuteRequested(null, 'The meeting\'s operator asked you to mute'); break;
       default: break; // newer bridges may send more; ignore what we don't know
     }
     if (window.bridgemeshMeeting) window.bridgemeshMeeting.onMessage(msg);

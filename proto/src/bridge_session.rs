@@ -253,6 +253,12 @@ pub enum ControlToBridge {
         room: RoomId,
         by: ParticipantId,
     },
+    /// The operator (admin API) asks one participant to mute its microphone; not replicated: a
+    /// request, like `mute_requested`, that only a connected client can act on.
+    RequestMute {
+        room: RoomId,
+        participant: ParticipantId,
+    },
     EndRoom {
         room: RoomId,
     },

@@ -183,6 +183,9 @@ pub enum ServerMessage {
     MuteRequested {
         by: ParticipantId,
     },
+    /// The deployment's operator (admin API) asks this participant to mute its microphone; only a
+    /// request, as `mute_requested` is.
+    MuteRequestedByOperator,
     /// A chat message: to the room, or a private one the receiver sent or is the target of.
     Chat {
         message: ChatMessage,

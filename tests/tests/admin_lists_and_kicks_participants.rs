@@ -1,5 +1,5 @@
 //! The admin API and `bridgemesh admin participants` (the same client code) list who is in a
-//! room, with membership from control and media state from the bridges, and kick one.
+//! room, with membership from control and media state from the bridges, mute one and kick one.
 
 use bridgemesh::admin::{AdminCall, participants_table, run};
 use bridgemesh_proto::signaling::{ByeReason, ClientMessage, MediaSource, ServerMessage};
@@ -25,7 +25,7 @@ fn find<'a>(list: &'a Value, name: &str) -> Option<&'a Value> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn operators_see_who_is_in_a_room_with_media_state_and_kick_one() {
+async fn operators_see_who_is_in_a_room_with_media_state_mute_one_and_kick_one() {
     let running = up().await;
     let room = room("admin-participants");
     let (url, token) = (running.control_url.clone(), running.admin_token.clone());
@@ -87,6 +87,23 @@ async fn operators_see_who_is_in_a_room_with_media_state_and_kick_one() {
     let cy_line = table.lines().find(|l| l.contains(" Cy ")).expect("Cy's line");
     assert!(cy_line.contains("off   off   no     up"), "{table}");
     assert!(ada.stats().intact_from(bob.participant_id(), MediaSource::Camera) > 0);
+
+    // Mute Cy: its client is asked (only Cy), then Cy mutes itself as a client does.
+    run(
+        &url,
+        &token,
+        AdminCall::MuteParticipant {
+            room: room.as_str().into(),
+            id: cy_join.participant_id.as_str().into(),
+        },
+    )
+    .await
+    .expect("the mute");
+    cy.next_matching("the operator's mute request", WAIT, |m| match m {
+        ServerMessage::MuteRequestedByOperator => Some(()),
+        _ => None,
+    })
+    .await;
 
     // Kick Cy: told why, disconnected, and gone from the list.
     run(

@@ -1,10 +1,12 @@
-//! Who is in a room, for operators: `GET /api/v1/admin/rooms/{room}/participants` and
-//! `POST /api/v1/admin/rooms/{room}/participants/{id}/kick`.
+//! Who is in a room, for operators: `GET /api/v1/admin/rooms/{room}/participants`,
+//! `POST /api/v1/admin/rooms/{room}/participants/{id}/kick` and `.../{id}/mute`.
 //!
 //! Membership (name, role, status, bridge, since when) is Raft state, read linearizably on any
 //! node. Media state (mute, published sources, raised hand, when the bridge saw the participant
 //! connect) is what the bridges report to the leader's bridge hub with their heartbeats; a
-//! follower asks the leader for the whole list, so every node answers the same.
+//! follower asks the leader for the whole list, so every node answers the same. A kick is a
+//! replicated command like a moderator's; a mute is a request the leader passes to the
+//! participant's bridge (the bridge cannot switch a microphone off, only ask the client).
 
 use super::{Api, require_admin, respond, room_id};
 use crate::node::ApiError;
@@ -56,10 +58,17 @@ pub struct AdminParticipantMedia {
     pub hand_raised_at_ms: Option<u64>,
 }
 
-/// The body a follower forwards to the leader.
+/// What a follower forwards to the leader: the calls that need the leader's bridge sessions.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ParticipantsQuery {
-    pub room: RoomId,
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum LeaderRequest {
+    List {
+        room: RoomId,
+    },
+    Mute {
+        room: RoomId,
+        participant: ParticipantId,
+    },
 }
 
 /// The list as this node (the leader) knows it.
@@ -111,10 +120,57 @@ async fn list_here(api: &Api, room: &RoomId) -> Result<AdminParticipants, ApiErr
     })
 }
 
-async fn list(api: &Api, room: &RoomId) -> Result<AdminParticipants, ApiError> {
+/// Asks `participant`'s bridge to tell it to mute (this node leads).
+fn mute_here(api: &Api, room: &RoomId, participant: &ParticipantId) -> Result<serde_json::Value, ApiError> {
+    let record = api
+        .node
+        .cluster()
+        .read(|state| {
+            state
+                .rooms
+                .get(room)
+                .and_then(|r| r.participants.get(participant))
+                .cloned()
+        })
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::NotFound,
+                format!("no participant {participant} in room {room}"),
+            )
+        })?;
+    let bridge = record
+        .bridge
+        .filter(|_| record.status.on_bridge())
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::Conflict,
+                format!("{participant} is not on a bridge (status {:?})", record.status),
+            )
+        })?;
+    if !api.node.hub().request_mute(&bridge, room, participant) {
+        return Err(ApiError::new(
+            ErrorCode::NoCapacity,
+            format!("bridge {bridge} has no session with control right now; try again"),
+        ));
+    }
+    Ok(serde_json::json!({ "ok": true }))
+}
+
+async fn answer_here(api: &Api, request: LeaderRequest) -> Result<serde_json::Value, ApiError> {
+    match request {
+        LeaderRequest::List { room } => {
+            let list = list_here(api, &room).await?;
+            serde_json::to_value(list).map_err(|err| ApiError::new(ErrorCode::Internal, err.to_string()))
+        }
+        LeaderRequest::Mute { room, participant } => mute_here(api, &room, &participant),
+    }
+}
+
+/// Answers `request` here if this node leads, else asks the leader.
+async fn on_leader(api: &Api, request: LeaderRequest) -> Result<serde_json::Value, ApiError> {
     let cluster = api.node.cluster();
     if cluster.is_leader() {
-        return list_here(api, room).await;
+        return answer_here(api, request).await;
     }
     let Some((_, addr)) = cluster.leader() else {
         return Err(ApiError::new(
@@ -122,12 +178,11 @@ async fn list(api: &Api, room: &RoomId) -> Result<AdminParticipants, ApiError> {
             "no control leader is known right now; try again",
         ));
     };
-    let query = ParticipantsQuery { room: room.clone() };
-    post_to_peer::<_, Result<AdminParticipants, (ErrorCode, String)>>(
+    post_to_peer::<_, Result<serde_json::Value, (ErrorCode, String)>>(
         cluster.network(),
         &peer_base_url(&addr),
         "admin-room-participants",
-        &query,
+        &request,
         FORWARD_TIMEOUT,
     )
     .await
@@ -143,15 +198,15 @@ pub(super) async fn admin_room_participants(
     let result = async {
         require_admin(&api, &headers)?;
         let room = room_id(room)?;
-        list(&api, &room).await
+        on_leader(&api, LeaderRequest::List { room }).await
     };
     respond(result.await)
 }
 
 /// The leader's end of a follower's forwarded list request (cluster listener, members only).
 pub(super) async fn forwarded_room_participants(State(api): State<Api>, body: Body) -> Response {
-    let answer = match super::read_json::<ParticipantsQuery>(body).await {
-        Ok(query) if api.node.cluster().is_leader() => list_here(&api, &query.room).await,
+    let answer = match super::read_json::<LeaderRequest>(body).await {
+        Ok(request) if api.node.cluster().is_leader() => answer_here(&api, request).await,
         Ok(_) => Err(ApiError::new(ErrorCode::NoCapacity, "this node no longer leads")),
         Err(err) => Err(err),
     };
@@ -170,6 +225,21 @@ pub(super) async fn admin_kick_participant(
             .map_err(|err| ApiError::new(ErrorCode::InvalidField, err.to_string()))?;
         api.node.admin_kick(&room, &participant).await?;
         Ok(super::Done::ok())
+    };
+    respond(result.await)
+}
+
+pub(super) async fn admin_mute_participant(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Path((room, participant)): Path<(String, String)>,
+) -> Response {
+    let result = async {
+        require_admin(&api, &headers)?;
+        let room = room_id(room)?;
+        let participant = ParticipantId::new(participant)
+            .map_err(|err| ApiError::new(ErrorCode::InvalidField, err.to_string()))?;
+        on_leader(&api, LeaderRequest::Mute { room, participant }).await
     };
     respond(result.await)
 }
