@@ -43,13 +43,32 @@
   const leaveButton = document.getElementById('leave-button');
   if (!roomView || !controls) return;
 
+  // Icons in the style of index.html's sprite (message-square and smile after Feather, MIT; hand
+  // after Lucide, ISC): drawn, not emoji, so they show without an emoji font.
+  const sprite = document.querySelector('svg.sprite');
+  if (sprite) {
+    sprite.insertAdjacentHTML('beforeend', [
+      '<symbol id="i-chat" viewBox="0 0 24 24"><path d="M21 15a2 2 0 0 1-2 2H7l-4 4V5a2 2 0 0 1 2-2h14a2 2 0 0 1 2 2z"/></symbol>',
+      '<symbol id="i-hand" viewBox="0 0 24 24"><path d="M18 11V6a2 2 0 0 0-4 0"/><path d="M14 10V4a2 2 0 0 0-4 0v2"/><path d="M10 10.5V6a2 2 0 0 0-4 0v8"/><path d="M18 8a2 2 0 1 1 4 0v6a8 8 0 0 1-8 8h-2c-2.8 0-4.5-.86-6-2.34l-3.6-3.6a2 2 0 0 1 2.83-2.82L7 15"/></symbol>',
+      '<symbol id="i-smile" viewBox="0 0 24 24"><circle cx="12" cy="12" r="10"/><path d="M8 14s1.5 2 4 2 4-2 4-2"/><line x1="9" y1="9" x2="9.01" y2="9"/><line x1="15" y1="9" x2="15.01" y2="9"/></symbol>',
+    ].join(''));
+  }
+  const icon = (name) => {
+    const svg = document.createElementNS('http://www.w3.org/2000/svg', 'svg');
+    svg.setAttribute('class', 'icon');
+    svg.setAttribute('aria-hidden', 'true');
+    const use = document.createElementNS('http://www.w3.org/2000/svg', 'use');
+    use.setAttribute('href', `#i-${name}`);
+    svg.append(use);
+    return svg;
+  };
   const chatBadge = el('span', { id: 'chat-badge', class: 'badge', hidden: true });
   const chatButton = el('button', { id: 'chat-button', class: 'ctl', type: 'button', 'aria-expanded': 'false', 'aria-controls': 'chat-panel' },
-    [el('span', { class: 'icon emoji-icon', 'aria-hidden': 'true', textContent: '💬' }), el('span', { class: 'ctl-label', textContent: 'Chat' }), chatBadge]);
+    [icon('chat'), el('span', { class: 'ctl-label', textContent: 'Chat' }), chatBadge]);
   const handButton = el('button', { id: 'hand-button', class: 'ctl', type: 'button', 'aria-pressed': 'false' },
-    [el('span', { class: 'icon emoji-icon', 'aria-hidden': 'true', textContent: '✋' }), el('span', { class: 'ctl-label', textContent: 'Raise hand' })]);
+    [icon('hand'), el('span', { class: 'ctl-label', textContent: 'Raise hand' })]);
   const reactButton = el('button', { id: 'react-button', class: 'ctl', type: 'button', 'aria-expanded': 'false', 'aria-controls': 'reaction-picker' },
-    [el('span', { class: 'icon emoji-icon', 'aria-hidden': 'true', textContent: '😊' }), el('span', { class: 'ctl-label', textContent: 'React' })]);
+    [icon('smile'), el('span', { class: 'ctl-label', textContent: 'React' })]);
   for (const button of [chatButton, handButton, reactButton]) controls.insertBefore(button, leaveButton);
 
   const picker = el('div', { id: 'reaction-picker', class: 'reaction-picker', hidden: true, role: 'menu' },
@@ -64,7 +83,7 @@
     [el('h2', { class: 'panel-heading', textContent: 'Chat' }), chatList, chatForm]);
   const handsList = el('ol', { id: 'hands-list', class: 'hands-list' });
   const handsPanel = el('div', { id: 'hands-queue', class: 'hands-queue', hidden: true, role: 'region', 'aria-label': 'Raised hands' },
-    [el('span', { class: 'hands-title', textContent: '✋ Raised hands' }), handsList]);
+    [el('span', { class: 'hands-title' }, [icon('hand'), 'Raised hands']), handsList]);
   const reactionLayer = el('div', { id: 'reaction-layer', class: 'reaction-layer', 'aria-live': 'polite' });
   roomView.append(picker, chatPanel, handsPanel, reactionLayer);
 
@@ -194,6 +213,7 @@
     handsPanel.hidden = hands.length === 0;
     const raised = Number.isFinite(meeting.myHandRaisedAt);
     handButton.setAttribute('aria-pressed', String(raised));
+    handButton.classList.toggle('active', raised);
     handButton.querySelector('.ctl-label').textContent = raised ? 'Lower hand' : 'Raise hand';
   }
 
@@ -227,7 +247,7 @@
     if (reactionLayer.childElementCount >= REACTIONS_SHOWN_MAX) reactionLayer.firstElementChild.remove();
     const bubble = el('div', { class: 'reaction-bubble' }, [
       el('span', { class: 'reaction-emoji', textContent: reaction }),
-      el('span', { class: 'reaction-name', textContent: nameOf(from) }),
+      el('span', { class: 'reaction-name', textContent: from === bm.participantId ? 'You' : nameOf(from) }),
     ]);
     bubble.style.left = `${10 + Math.random() * 70}%`;
     reactionLayer.append(bubble);
