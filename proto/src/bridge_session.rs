@@ -346,6 +346,25 @@ mod tests {
     }
 
     #[test]
+    fn the_most_media_updates_with_the_longest_ids_fit_in_a_message() {
+        let long = |n: usize| format!("{n:0>64}");
+        let updates = (0..MEDIA_UPDATES_PER_MESSAGE_MAX)
+            .map(|n| ParticipantMedia {
+                room: RoomId::new(long(n)).unwrap(),
+                participant: ParticipantId::new(long(n)).unwrap(),
+                connected_at_ms: u64::MAX,
+                microphone_muted: true,
+                camera_muted: true,
+                sources: crate::signaling::MediaSource::ALL.to_vec(),
+                hand_raised_at_ms: Some(u64::MAX),
+            })
+            .collect();
+        let message = BridgeToControl::ParticipantsMedia { updates };
+        let bytes = serde_json::to_vec(&message).unwrap().len();
+        assert!(bytes <= BRIDGE_MESSAGE_MAX_BYTES, "{bytes} bytes");
+    }
+
+    #[test]
     fn geo_points_outside_the_globe_are_invalid() {
         assert!(
             GeoPoint {

@@ -22,6 +22,10 @@ fn client_message_like() -> impl Strategy<Value = String> {
         "unpublish",
         "leave",
         "chat",
+        "delete_chat",
+        "raise_hand",
+        "lower_hand",
+        "react",
         "",
         "HELLO",
     ]);
@@ -30,6 +34,7 @@ fn client_message_like() -> impl Strategy<Value = String> {
         any::<bool>().prop_map(Value::from),
         any::<i64>().prop_map(Value::from),
         ".{0,24}".prop_map(Value::from),
+        prop::sample::select(vec!["👍", "🎉", "❤️", "p-1"]).prop_map(Value::from),
     ];
     let keys = prop::sample::select(vec![
         "sdp",
@@ -39,6 +44,11 @@ fn client_message_like() -> impl Strategy<Value = String> {
         "ticket",
         "media",
         "version",
+        "text",
+        "to",
+        "id",
+        "participant",
+        "reaction",
         "type",
         "x",
     ]);
