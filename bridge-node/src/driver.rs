@@ -378,6 +378,7 @@ impl Bridge {
             total.srtp_sessions_cm += s.srtp_sessions_cm;
             total.ice_disconnects += s.ice_disconnects;
             total.rtp_not_sent_declined += s.rtp_not_sent_declined;
+            total.meeting += s.meeting;
         }
         BridgeStats {
             shards: total,

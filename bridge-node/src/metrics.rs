@@ -181,7 +181,7 @@ impl Snapshot {
 }
 
 impl Snapshot {
-    fn scalars(&self) -> [Scalar; 33] {
+    fn scalars(&self) -> [Scalar; 38] {
         let stats = &self.stats;
         [
             (
@@ -351,6 +351,36 @@ impl Snapshot {
                 Counter,
                 "Packets not sent on a subscriber leg whose answer declined the stream (inactive).",
                 stats.shards.rtp_not_sent_declined,
+            ),
+            (
+                "bridgemesh_bridge_chat_messages_accepted",
+                Counter,
+                "Chat messages from this bridge's participants that it accepted (room and private).",
+                stats.shards.meeting.chat_accepted,
+            ),
+            (
+                "bridgemesh_bridge_chat_messages_refused",
+                Counter,
+                "Chat messages and deletes refused (too long, empty, unknown target, not a moderator); rate-limited ones are in signaling_refused.",
+                stats.shards.meeting.chat_refused,
+            ),
+            (
+                "bridgemesh_bridge_chat_messages_from_links",
+                Counter,
+                "Chat messages other bridges of a room sent this one (live or history).",
+                stats.shards.meeting.chat_from_links,
+            ),
+            (
+                "bridgemesh_bridge_reactions",
+                Counter,
+                "Reactions from this bridge's participants.",
+                stats.shards.meeting.reactions,
+            ),
+            (
+                "bridgemesh_bridge_hands_raised",
+                Counter,
+                "Hands raised by this bridge's participants.",
+                stats.shards.meeting.hands_raised,
             ),
             (
                 "bridgemesh_bridge_rtp_opened",

@@ -53,6 +53,7 @@ pub mod rig;
 
 pub use cascade::{CascadeInput, LinkIndex, REMOTE_PARTICIPANTS_PER_ROOM_MAX, shard_of_stream};
 pub use inbound::InboundStats;
+pub use meeting::MeetingStats;
 
 use client_messages::announce_departure;
 use forwarding::{Incoming, deliver};
@@ -266,6 +267,8 @@ pub struct ShardStats {
     pub rtp_not_sent_declined: u64,
     /// Publisher media opened by the bridge itself, and the feedback it sends publishers.
     pub inbound: InboundStats,
+    /// Chat, reactions and hands (`meeting.rs`).
+    pub meeting: MeetingStats,
 }
 
 pub struct Room {

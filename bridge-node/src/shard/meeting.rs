@@ -20,6 +20,31 @@ use std::time::Instant;
 /// Longest sender name a chat message from another bridge may carry (names come from tickets).
 const CHAT_FROM_NAME_MAX_BYTES: usize = 256;
 
+/// What the room features cost, for `/metrics`.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct MeetingStats {
+    /// Chat messages local participants sent that the bridge accepted (room and private).
+    pub chat_accepted: u64,
+    /// Chat messages and deletes refused (too long, empty, unknown target, not a moderator).
+    pub chat_refused: u64,
+    /// Chat messages other bridges of a room sent this one (live or history).
+    pub chat_from_links: u64,
+    /// Reactions local participants sent.
+    pub reactions: u64,
+    /// Hands raised by local participants.
+    pub hands_raised: u64,
+}
+
+impl std::ops::AddAssign for MeetingStats {
+    fn add_assign(&mut self, other: Self) {
+        self.chat_accepted += other.chat_accepted;
+        self.chat_refused += other.chat_refused;
+        self.chat_from_links += other.chat_from_links;
+        self.reactions += other.reactions;
+        self.hands_raised += other.hands_raised;
+    }
+}
+
 impl Shard {
     /// Milliseconds since the Unix epoch at `now`.
     fn wall_ms(&mut self, now: Instant) -> u64 {
@@ -105,6 +130,7 @@ impl Shard {
             ClientMessage::Chat { text, to } => self.local_chat(now, room_id, key, text, to),
             ClientMessage::DeleteChat { id } => self.local_delete_chat(room_id, key, id),
             ClientMessage::RaiseHand => {
+                self.stats.meeting.hands_raised += 1;
                 let at = self.wall_ms(now);
                 self.set_hand(now, room_id, key, Some(at));
             }
@@ -141,8 +167,14 @@ impl Shard {
             moderator: sender.moderator,
         };
         match room.chat.accept(author, text, to, present, sent_at_ms, counter) {
-            Ok(message) => self.deliver_chat(room_id, &message, Origin::Local(key)),
-            Err(err) => self.refuse_request(key, err.code(), err.to_string()),
+            Ok(message) => {
+                self.stats.meeting.chat_accepted += 1;
+                self.deliver_chat(room_id, &message, Origin::Local(key));
+            }
+            Err(err) => {
+                self.stats.meeting.chat_refused += 1;
+                self.refuse_request(key, err.code(), err.to_string());
+            }
         }
     }
 
@@ -195,6 +227,7 @@ impl Shard {
         };
         let by = sender.id.clone();
         if let Err(err) = room.chat.delete(author, &id) {
+            self.stats.meeting.chat_refused += 1;
             self.refuse_request(key, err.code(), err.to_string());
             return;
         }
@@ -305,6 +338,7 @@ impl Shard {
         let Some(participant_id) = room.participants.get(&key).map(|p| p.id.clone()) else {
             return;
         };
+        self.stats.meeting.reactions += 1;
         self.tell_room_reaction(room_id, &participant_id, reaction);
         self.tell_peers(
             room_id,
@@ -389,6 +423,7 @@ impl Shard {
         if !room.cascade.peers.contains(&link) {
             return;
         }
+        self.stats.meeting.chat_from_links += 1;
         if !message.is_private() && !room.chat.record(message.clone()) {
             return;
         }

@@ -129,6 +129,7 @@ fn room_chat_reaches_everyone_with_server_name_and_time_and_late_joiners_get_his
         .expect("a late joiner gets the history");
     let texts: Vec<_> = history.iter().map(|m| m.text.as_str()).collect();
     assert_eq!(texts, ["hello all", "second"]);
+    assert_eq!(shard.stats().meeting.chat_accepted, 2);
     // After welcome, not before it.
     let order: Vec<_> = to(&out, 4)
         .into_iter()
@@ -172,6 +173,7 @@ fn too_long_and_empty_messages_are_refused_to_the_sender_only() {
         .unwrap();
     assert!(text.contains("at most 2000 bytes"), "{text}");
     assert!(chats(&out, 1).is_empty() && chats(&out, 3).is_empty());
+    assert_eq!(shard.stats().meeting.chat_refused, 1);
     assert_eq!(
         error_code(&send(&mut shard, now, 2, chat("  ", None)), 2),
         Some(ErrorCode::InvalidField)
