@@ -52,7 +52,7 @@ use bridgemesh_control::node::{RegionsConfig, RoomPolicy};
 use bridgemesh_control::placement::PlacementPolicy;
 use bridgemesh_control::raft::NodeId;
 use bridgemesh_control::raft::cluster::ClusterConfig;
-use bridgemesh_control::rate_limit::JOIN_LIMIT;
+use bridgemesh_control::rate_limit::JoinLimits;
 use bridgemesh_control::service::{ControlService, ControlServiceConfig};
 use bridgemesh_pki::{ClusterIdentity, ClusterName};
 use bridgemesh_proto::RegionId;
@@ -404,7 +404,7 @@ pub fn plan(file: ControlFile, overrides: ControlOverrides) -> anyhow::Result<Co
             api: ApiConfig { admin, metrics_token },
             auth: file.auth,
             policy,
-            join_limit: JOIN_LIMIT,
+            join_limits: JoinLimits::default(),
             regions,
         },
     })

@@ -727,7 +727,7 @@ impl Shared {
             .lock()
             .expect("tables lock")
             .limiter
-            .allow(source, Instant::now());
+            .allow(&source, Instant::now());
         if !allowed {
             add(&self.counters.unauthenticated_dropped_total, 1);
         }
