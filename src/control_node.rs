@@ -185,7 +185,7 @@ pub struct TurnSection {
 }
 
 fn default_credential_ttl_s() -> u64 {
-    24 * 3600
+    bridgemesh_turn::TurnConfig::default().credential_ttl_s
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -522,7 +522,7 @@ mod tests {
         assert!(plan.service.api.admin.is_none());
         let turn = plan.turn.unwrap();
         assert_eq!(turn.endpoints[0].bridge.as_deref(), Some("eu-1"));
-        assert_eq!(turn.credential_ttl_s, 24 * 3600);
+        assert_eq!(turn.credential_ttl_s, 600);
     }
 
     #[test]

@@ -568,6 +568,7 @@ impl ControlSession {
                 room,
                 participant,
                 dropped,
+                ..
             } => (HostedParticipant { room, participant }, false, dropped),
         };
         if !joined {

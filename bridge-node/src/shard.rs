@@ -203,7 +203,18 @@ pub enum BridgeEvent {
         participant: ParticipantId,
         /// Gone without saying `leave`: the client may be reconnecting.
         dropped: bool,
+        /// Over for good (left, kicked, meeting ended): the participant will not come back under
+        /// this id, so whatever was issued to it may be withdrawn (its TURN credentials).
+        over: bool,
     },
+}
+
+/// Whether a session that ended with `bye` is over for good (see `BridgeEvent::ParticipantLeft`).
+pub(crate) fn session_over(bye: Option<ByeReason>) -> bool {
+    matches!(
+        bye,
+        Some(ByeReason::Left | ByeReason::Kicked | ByeReason::MeetingEnded)
+    )
 }
 
 /// Counters the driver exports as metrics.
@@ -439,6 +450,7 @@ impl Shard {
                     room: room_id.clone(),
                     participant: participant.id,
                     dropped: false,
+                    over: session_over(Some(reason)),
                 }));
         }
         self.drop_room_if_unused(room_id);

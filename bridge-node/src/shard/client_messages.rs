@@ -224,6 +224,7 @@ impl Shard {
                 room: RoomId::clone(&room_id),
                 participant: participant.id,
                 dropped: bye != Some(ByeReason::Left),
+                over: super::session_over(bye),
             }));
         if room.participants.is_empty() {
             self.drop_room_if_unused(&room_id);
