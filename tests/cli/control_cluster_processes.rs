@@ -28,6 +28,7 @@ fn three_control_processes_form_a_cluster_survive_a_killed_leader_and_catch_up()
 
     let http = reqwest::blocking::Client::builder().no_proxy().build().unwrap();
     register_bridge(&http, &nodes[1].url(), 100);
+    wait_bridge_known(&http, &nodes.iter().map(Node::url).collect::<Vec<_>>());
 
     // Tokens are required by this configuration; `bridgemesh token` makes one that works.
     let (status, body) = join(&http, &nodes[2].url(), "standup", None);

@@ -222,3 +222,20 @@ pub fn register_bridge(http: &reqwest::blocking::Client, url: &str, capacity: u3
         .unwrap();
     assert!(registered.status().is_success());
 }
+
+/// Waits until every node in `urls` has applied the registration of `bridge-a` (a join placed
+/// through a node that has not would find no bridge).
+pub fn wait_bridge_known(http: &reqwest::blocking::Client, urls: &[String]) {
+    for url in urls {
+        eventually("every node knows the bridge", || {
+            let bridges: Value = http
+                .get(format!("{url}/api/v1/admin/bridges"))
+                .bearer_auth(ADMIN_TOKEN)
+                .send()
+                .ok()?
+                .json()
+                .ok()?;
+            bridges.to_string().contains("bridge-a").then_some(())
+        });
+    }
+}
