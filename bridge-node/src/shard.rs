@@ -46,6 +46,9 @@ mod remote_report_tests;
 mod remote_reports;
 #[doc(hidden)]
 pub mod rig;
+#[cfg(test)]
+mod speaker_tests;
+mod speakers;
 
 pub use cascade::{CascadeInput, LinkIndex, REMOTE_PARTICIPANTS_PER_ROOM_MAX, shard_of_stream};
 pub use inbound::InboundStats;
@@ -55,6 +58,7 @@ use forwarding::{Incoming, deliver};
 use negotiation::{mark_others_for_renegotiation, recvonly};
 
 use crate::demux::{ParticipantKey, RouteTable};
+use crate::dominant_speaker::DominantSpeaker;
 use crate::fastpath::retransmit::{
     AUDIO_PACKETS, AUDIO_SLOT_BYTES, RetransmitRing, VIDEO_PACKETS, VIDEO_SLOT_BYTES,
 };
@@ -271,6 +275,8 @@ pub struct Room {
     pub(crate) cascade: RoomCascade,
     /// One retransmission ring per published stream (local or remote), shared by its subscribers.
     pub(crate) histories: HashMap<(ParticipantKey, MediaSource), RetransmitRing>,
+    /// From the first audio level heard in the room.
+    pub(crate) speaker: Option<DominantSpeaker<ParticipantKey>>,
 }
 
 impl Room {
@@ -280,6 +286,7 @@ impl Room {
             participants: BTreeMap::new(),
             cascade: RoomCascade::default(),
             histories: HashMap::new(),
+            speaker: None,
         }
     }
 }

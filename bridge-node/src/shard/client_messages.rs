@@ -203,6 +203,7 @@ impl Shard {
             return;
         };
         room.histories.retain(|(publisher, _), _| *publisher != key);
+        super::speakers::forget(room, key);
         let _ = participant.pc.close();
         while let Some(datagram) = participant.pc.poll_write() {
             self.outputs.push_back(ShardOutput::Transmit {
