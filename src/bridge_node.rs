@@ -757,6 +757,13 @@ pub async fn start(config: BridgeNodeConfig) -> anyhow::Result<RunningBridge> {
         registration,
     );
     agent_config.ceilings = config.ceilings();
+    if let Some(turn) = &turn {
+        // Its credentials name the participant: they end with its session on this bridge.
+        let turn = turn.clone();
+        agent_config.on_session_end = Some(Arc::new(move |participant| {
+            turn.end_session(participant.as_str())
+        }));
+    }
     let agent = match ControlAgent::start(bridge.clone(), agent_config) {
         Ok(agent) => agent,
         Err(err) => {

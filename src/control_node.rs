@@ -52,7 +52,7 @@ use bridgemesh_control::node::{RegionsConfig, RoomPolicy};
 use bridgemesh_control::placement::PlacementPolicy;
 use bridgemesh_control::raft::NodeId;
 use bridgemesh_control::raft::cluster::ClusterConfig;
-use bridgemesh_control::rate_limit::JOIN_LIMIT;
+use bridgemesh_control::rate_limit::JoinLimits;
 use bridgemesh_control::service::{ControlService, ControlServiceConfig};
 use bridgemesh_pki::{ClusterIdentity, ClusterName};
 use bridgemesh_proto::RegionId;
@@ -185,7 +185,7 @@ pub struct TurnSection {
 }
 
 fn default_credential_ttl_s() -> u64 {
-    24 * 3600
+    bridgemesh_turn::TurnConfig::default().credential_ttl_s
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -404,7 +404,7 @@ pub fn plan(file: ControlFile, overrides: ControlOverrides) -> anyhow::Result<Co
             api: ApiConfig { admin, metrics_token },
             auth: file.auth,
             policy,
-            join_limit: JOIN_LIMIT,
+            join_limits: JoinLimits::default(),
             regions,
         },
     })
@@ -522,7 +522,7 @@ mod tests {
         assert!(plan.service.api.admin.is_none());
         let turn = plan.turn.unwrap();
         assert_eq!(turn.endpoints[0].bridge.as_deref(), Some("eu-1"));
-        assert_eq!(turn.credential_ttl_s, 24 * 3600);
+        assert_eq!(turn.credential_ttl_s, 600);
     }
 
     #[test]

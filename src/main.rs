@@ -531,11 +531,15 @@ struct TurnArgs {
     /// File whose content (trailing newline removed) is the REST shared secret.
     #[arg(long)]
     secret_file: Option<PathBuf>,
-    /// Lifetime of credentials this node issues (the server itself reads the expiry in each username).
-    #[arg(long, default_value_t = 86_400)]
+    /// Lifetime of credentials for new allocations (an allocation outlives its credential); the
+    /// issuers' (control's `[turn] credential_ttl_s`) must be the same.
+    #[arg(long, default_value_t = TurnConfig::default().credential_ttl_s)]
     credential_ttl_s: u64,
     #[arg(long, default_value_t = 10)]
     allocations_per_user_max: usize,
+    /// Allocations of all users together from one source IP.
+    #[arg(long, default_value_t = TurnConfig::default().allocations_per_source_max)]
+    allocations_per_source_max: usize,
     #[arg(long, default_value_t = 10_000)]
     allocations_max: usize,
     /// Relay bandwidth per allocation, both directions together, in kbit/s.
@@ -601,6 +605,7 @@ impl TurnArgs {
             realm: self.realm,
             secret,
             credential_ttl_s: self.credential_ttl_s,
+            allocations_per_source_max: self.allocations_per_source_max,
             allocations_max: self.allocations_max,
             allocations_per_user_max: self.allocations_per_user_max,
             allocation_bandwidth_bytes_per_s: self.allocation_bandwidth_kbps * 1000 / 8,

@@ -18,7 +18,7 @@ use bridgemesh_control::auth::{AdminAuth, AuthConfig, Secret};
 use bridgemesh_control::http::{ApiConfig, MetricsToken};
 use bridgemesh_control::node::{RoomPolicy, bridge_key};
 use bridgemesh_control::raft::cluster::ClusterConfig;
-use bridgemesh_control::rate_limit::JOIN_LIMIT;
+use bridgemesh_control::rate_limit::JoinLimits;
 use bridgemesh_control::service::{ControlService, ControlServiceConfig};
 use bridgemesh_proto::bridge_session::turn_rest_secret;
 use bridgemesh_proto::{BridgeId, RegionId, RoomId};
@@ -311,7 +311,7 @@ pub async fn start(config: UpConfig) -> anyhow::Result<Running> {
             // No keys: open guest access, the room's first participant moderates it.
             auth: AuthConfig::default(),
             policy: RoomPolicy::default(),
-            join_limit: JOIN_LIMIT,
+            join_limits: JoinLimits::default(),
             // No GeoIP database: every bridge is in region `local` anyway.
             regions: Default::default(),
         },

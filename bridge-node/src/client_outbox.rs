@@ -122,6 +122,18 @@ impl Outbox {
                     return Ok(());
                 }
             }
+            ServerMessage::DominantSpeaker { .. } => {
+                // Only the latest speaker matters.
+                if let Some(pending) = self
+                    .queue
+                    .iter_mut()
+                    .find(|m| matches!(m, ServerMessage::DominantSpeaker { .. }))
+                {
+                    *pending = message;
+                    self.stats.coalesced += 1;
+                    return Ok(());
+                }
+            }
             ServerMessage::MuteRequested { by } => {
                 let pending = self
                     .queue

@@ -16,6 +16,7 @@ use crate::driver::Bridge;
 use crate::load::{LoadCeilings, LoadCeilingsError, LoadMeter, LoadSample, ProcessCpu, available_cores};
 use crate::shard::BridgeEvent;
 use bridgemesh_pki::{ClusterIdentity, ClusterName};
+use bridgemesh_proto::ParticipantId;
 use bridgemesh_proto::bridge_session::{
     BRIDGE_MESSAGE_MAX_BYTES, BridgeRegistration, ControlToBridge, GeoPoint,
 };
@@ -66,7 +67,15 @@ pub struct ControlAgentConfig {
     pub backoff_min_ms: u64,
     pub backoff_max_ms: u64,
     pub register_timeout_ms: u64,
+    /// Told of every participant whose session on this bridge is over for good (left, kicked,
+    /// meeting ended; not a drop or a move, after which it comes back under the same id with
+    /// fresh credentials that may predate the drop's report): the node's embedded TURN server
+    /// ends its allocations and its older credentials.
+    pub on_session_end: Option<SessionEndHook>,
 }
+
+/// See [`ControlAgentConfig::on_session_end`].
+pub type SessionEndHook = Arc<dyn Fn(&ParticipantId) + Send + Sync>;
 
 impl fmt::Debug for ControlAgentConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -79,6 +88,7 @@ impl fmt::Debug for ControlAgentConfig {
             backoff_min_ms,
             backoff_max_ms,
             register_timeout_ms,
+            on_session_end,
         } = self;
         f.debug_struct("ControlAgentConfig")
             .field("control_urls", control_urls)
@@ -89,6 +99,7 @@ impl fmt::Debug for ControlAgentConfig {
             .field("backoff_min_ms", backoff_min_ms)
             .field("backoff_max_ms", backoff_max_ms)
             .field("register_timeout_ms", register_timeout_ms)
+            .field("on_session_end", &on_session_end.as_ref().map(|_| "set"))
             .finish()
     }
 }
@@ -109,6 +120,7 @@ impl ControlAgentConfig {
             backoff_min_ms: crate::control_session::BACKOFF_MIN_MS_DEFAULT,
             backoff_max_ms: crate::control_session::BACKOFF_MAX_MS_DEFAULT,
             register_timeout_ms: crate::control_session::REGISTER_TIMEOUT_MS_DEFAULT,
+            on_session_end: None,
         }
     }
 
@@ -237,6 +249,7 @@ impl ControlAgent {
             closing: Vec::new(),
             link_events,
             status: status_tx,
+            on_session_end: config.on_session_end.clone(),
         };
         let task = tokio::spawn(driver.run(
             events,
@@ -308,9 +321,25 @@ struct AgentLoop {
     closing: Vec<JoinHandle<()>>,
     link_events: mpsc::Sender<LinkEvent>,
     status: watch::Sender<SessionStatus>,
+    on_session_end: Option<SessionEndHook>,
 }
 
 impl AgentLoop {
+    fn on_bridge_event(&mut self, event: BridgeEvent) {
+        if let (
+            BridgeEvent::ParticipantLeft {
+                participant,
+                over: true,
+                ..
+            },
+            Some(hook),
+        ) = (&event, &self.on_session_end)
+        {
+            hook(participant);
+        }
+        self.input(SessionInput::Event(event));
+    }
+
     async fn run(
         mut self,
         mut events: mpsc::Receiver<BridgeEvent>,
@@ -335,7 +364,7 @@ impl AgentLoop {
             };
             tokio::select! {
                 event = events.recv(), if events_open => match event {
-                    Some(event) => self.input(SessionInput::Event(event)),
+                    Some(event) => self.on_bridge_event(event),
                     // The bridge is gone; the session carries on until it is closed.
                     None => events_open = false,
                 },
@@ -347,7 +376,7 @@ impl AgentLoop {
                         // What the bridge reported before the close (the leaves of its shutdown)
                         // goes out first.
                         while let Ok(event) = events.try_recv() {
-                            self.input(SessionInput::Event(event));
+                            self.on_bridge_event(event);
                         }
                         self.input(SessionInput::Close);
                     }

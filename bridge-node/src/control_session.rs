@@ -579,6 +579,7 @@ impl ControlSession {
                 room,
                 participant,
                 dropped,
+                ..
             } => (HostedParticipant { room, participant }, false, dropped),
             BridgeEvent::ParticipantMedia(media) => {
                 self.media.note(media, &self.hosted);

@@ -63,6 +63,7 @@ pub mod consent;
 pub mod control_agent;
 pub mod control_session;
 pub mod demux;
+pub mod dominant_speaker;
 pub mod driver;
 pub mod fastpath;
 pub mod keyframe_requests;

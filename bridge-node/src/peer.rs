@@ -77,6 +77,14 @@ fn bridge_interceptors(media_engine: &mut MediaEngine) -> Result<Registry, rtc::
             None,
         )?;
     }
+    // Audio levels, in the clear, for the dominant speaker (`crate::dominant_speaker`).
+    media_engine.register_header_extension(
+        RTCRtpHeaderExtensionCapability {
+            uri: crate::dominant_speaker::AUDIO_LEVEL_URI.to_owned(),
+        },
+        RtpCodecKind::Audio,
+        None,
+    )?;
     configure_simulcast_extension_headers(media_engine)?;
     Ok(Registry::new().with(keyframe_requests::SLOT, KeyframeRequestForwarder::default()))
 }

@@ -50,6 +50,9 @@ mod remote_report_tests;
 mod remote_reports;
 #[doc(hidden)]
 pub mod rig;
+#[cfg(test)]
+mod speaker_tests;
+mod speakers;
 
 pub use cascade::{CascadeInput, LinkIndex, REMOTE_PARTICIPANTS_PER_ROOM_MAX, shard_of_stream};
 pub use inbound::InboundStats;
@@ -60,6 +63,7 @@ use forwarding::{Incoming, deliver};
 use negotiation::{mark_others_for_renegotiation, recvonly};
 
 use crate::demux::{ParticipantKey, RouteTable};
+use crate::dominant_speaker::DominantSpeaker;
 use crate::fastpath::retransmit::{
     AUDIO_PACKETS, AUDIO_SLOT_BYTES, RetransmitRing, VIDEO_PACKETS, VIDEO_SLOT_BYTES,
 };
@@ -216,10 +220,21 @@ pub enum BridgeEvent {
         participant: ParticipantId,
         /// Gone without saying `leave`: the client may be reconnecting.
         dropped: bool,
+        /// Over for good (left, kicked, meeting ended): the participant will not come back under
+        /// this id, so whatever was issued to it may be withdrawn (its TURN credentials).
+        over: bool,
     },
     /// A local participant's media state, after it joined and whenever it changed (for the admin
     /// API; the control session coalesces these).
     ParticipantMedia(bridgemesh_proto::bridge_session::ParticipantMedia),
+}
+
+/// Whether a session that ended with `bye` is over for good (see `BridgeEvent::ParticipantLeft`).
+pub(crate) fn session_over(bye: Option<ByeReason>) -> bool {
+    matches!(
+        bye,
+        Some(ByeReason::Left | ByeReason::Kicked | ByeReason::MeetingEnded)
+    )
 }
 
 /// Counters the driver exports as metrics.
@@ -280,6 +295,8 @@ pub struct Room {
     pub(crate) histories: HashMap<(ParticipantKey, MediaSource), RetransmitRing>,
     /// The room's chat history (`meeting.rs`).
     pub(crate) chat: crate::room_chat::RoomChat,
+    /// From the first audio level heard in the room.
+    pub(crate) speaker: Option<DominantSpeaker<ParticipantKey>>,
 }
 
 impl Room {
@@ -290,6 +307,7 @@ impl Room {
             cascade: RoomCascade::default(),
             histories: HashMap::new(),
             chat: Default::default(),
+            speaker: None,
         }
     }
 }
@@ -471,6 +489,7 @@ impl Shard {
                     room: room_id.clone(),
                     participant: participant.id,
                     dropped: false,
+                    over: session_over(Some(reason)),
                 }));
         }
         self.drop_room_if_unused(room_id);

@@ -303,6 +303,12 @@ async fn join(
     let started = Instant::now();
     let answer = async {
         let room = room_id(room)?;
+        if !api.node.allow_join_to(&room) {
+            return Err(ApiError::new(
+                ErrorCode::RateLimited,
+                "too many joins into this room right now; try again in a moment",
+            ));
+        }
         let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
         let caller = api.node.caller(&room, authorization)?;
         let request: JoinRequest = read_json(body).await?;

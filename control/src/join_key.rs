@@ -54,12 +54,12 @@ mod tests {
             let headers = forwarded_for(&format!("198.51.100.{client}"));
             for _ in 0..20 {
                 let key = join_budget_key(proxy_addr, &headers, &proxy(), JOIN_IPV6_PREFIX_LEN);
-                assert!(limiter.allow(key, now), "client {client} refused");
+                assert!(limiter.allow(&key, now), "client {client} refused");
             }
         }
         // Keyed on the proxy (as before), the 21st join of the whole deployment was refused.
         let mut by_peer = RateLimiter::new(JOIN_LIMIT);
-        let refused = (0..100).filter(|_| !by_peer.allow(proxy_addr, now)).count();
+        let refused = (0..100).filter(|_| !by_peer.allow(&proxy_addr, now)).count();
         assert_eq!(refused, 80);
     }
 
@@ -84,7 +84,7 @@ mod tests {
             .filter(|host| {
                 let ip: IpAddr = format!("2001:db8:aa:bb::{host:x}").parse().unwrap();
                 limiter.allow(
-                    join_budget_key(ip, &HeaderMap::new(), &none, JOIN_IPV6_PREFIX_LEN),
+                    &join_budget_key(ip, &HeaderMap::new(), &none, JOIN_IPV6_PREFIX_LEN),
                     now,
                 )
             })
@@ -92,7 +92,7 @@ mod tests {
         assert_eq!(admitted, JOIN_LIMIT.burst as usize, "a /64 gets one burst");
         let neighbour: IpAddr = "2001:db8:aa:bc::1".parse().unwrap();
         assert!(limiter.allow(
-            join_budget_key(neighbour, &HeaderMap::new(), &none, JOIN_IPV6_PREFIX_LEN),
+            &join_budget_key(neighbour, &HeaderMap::new(), &none, JOIN_IPV6_PREFIX_LEN),
             now
         ));
         // A /128 setting (per host) and a /48 one.

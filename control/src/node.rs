@@ -14,7 +14,7 @@ use crate::locator::Locator;
 use crate::password;
 use crate::placement::{ClientPlace, choose_bridge};
 use crate::raft::cluster::{ClusterNode, ProposeError};
-use crate::rate_limit::{RateLimit, RateLimiter};
+use crate::rate_limit::{JoinLimits, RateLimiter};
 use crate::session::{SessionClaims, SessionKeys};
 use crate::state::{
     ApplyError, Command, ControlState, JoinRequestRecord, Outcome, ParticipantRecord, ParticipantStatus,
@@ -150,6 +150,7 @@ pub struct ControlNode {
     bridge_master_key: Vec<u8>,
     sessions: SessionKeys,
     join_limiter: Mutex<RateLimiter>,
+    room_join_limiter: Mutex<RateLimiter<RoomId>>,
     /// argon2 costs tens of milliseconds and ~19 MiB per check: at most this many run at once,
     /// the rest are told to retry, so password guessing cannot starve the node's blocking pool
     /// (where Raft's storage also runs).
@@ -225,7 +226,7 @@ impl ControlNode {
         cluster_secret: &[u8],
         tokens: TokenVerifier,
         policy: RoomPolicy,
-        join_limit: RateLimit,
+        join_limits: JoinLimits,
         regions: RegionsConfig,
     ) -> Self {
         Self {
@@ -236,7 +237,8 @@ impl ControlNode {
             tokens,
             bridge_master_key: bridge_master_key(cluster_secret),
             sessions: SessionKeys::derive(cluster_secret),
-            join_limiter: Mutex::new(RateLimiter::new(join_limit)),
+            join_limiter: Mutex::new(RateLimiter::new(join_limits.per_address)),
+            room_join_limiter: Mutex::new(RateLimiter::new(join_limits.per_room)),
             password_checks: tokio::sync::Semaphore::new(PASSWORD_CHECKS_AT_ONCE),
             turn: Mutex::new(None),
         }
@@ -339,7 +341,15 @@ impl ControlNode {
         self.join_limiter
             .lock()
             .expect("limiter lock")
-            .allow(source, Instant::now())
+            .allow(&source, Instant::now())
+    }
+
+    /// Each room, whoever joins it, gets a budget too (see `ROOM_JOIN_LIMIT`).
+    pub fn allow_join_to(&self, room: &RoomId) -> bool {
+        self.room_join_limiter
+            .lock()
+            .expect("limiter lock")
+            .allow(room, Instant::now())
     }
 
     /// Runs `view` on this node's copy of the state.

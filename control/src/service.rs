@@ -6,7 +6,7 @@ use crate::http::{ApiConfig, cluster_router, router};
 use crate::http_guard::{HttpGuardStats, HttpLimits, serve_guarded};
 use crate::node::{ControlNode, RegionsConfig, RoomPolicy};
 use crate::raft::cluster::{ClusterConfig, ClusterNode, StartError};
-use crate::rate_limit::RateLimit;
+use crate::rate_limit::JoinLimits;
 use axum::serve::Listener as _;
 use bridgemesh_pki::{ClusterIdentity, ClusterListener, ClusterPeer};
 use std::net::SocketAddr;
@@ -32,7 +32,7 @@ pub struct ControlServiceConfig {
     /// Which tokens are accepted and whether guests may join.
     pub auth: AuthConfig,
     pub policy: RoomPolicy,
-    pub join_limit: RateLimit,
+    pub join_limits: JoinLimits,
     /// Geolocation, bridge heartbeats and failure detection, placement policy.
     pub regions: RegionsConfig,
 }
@@ -67,7 +67,7 @@ impl ControlService {
             &config.cluster_secret,
             tokens,
             config.policy.clone(),
-            config.join_limit,
+            config.join_limits,
             config.regions.clone(),
         ));
         let (stop, stopped) = watch::channel(false);

@@ -6,6 +6,7 @@ use bridgemesh_control::auth::{
     AuthConfig, GuestPolicy, MintKey, MintRequest, PublicKeyAlgorithm, PublicKeyConfig, Secret, TokenUser,
     mint,
 };
+use bridgemesh_control::rate_limit::JoinLimits;
 use common::TestCluster;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
@@ -436,5 +437,42 @@ async fn password_lobby_and_kick_follow_the_moderator() {
             .state(1)
             .rooms
             .contains_key(&bridgemesh_proto::RoomId::new("board").unwrap())
+    );
+}
+
+/// A flood into one room from many addresses (a botnet, many IPv6 /64s) meets the room's own
+/// budget; other rooms are not affected, and a refused join leaves nothing behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joins_into_one_room_meet_the_rooms_budget_and_other_rooms_do_not() {
+    let per_room = bridgemesh_control::rate_limit::RateLimit {
+        burst: 5.0,
+        per_second: 0.001,
+        sources_max: 16,
+    };
+    let limits = JoinLimits {
+        per_room,
+        ..JoinLimits::UNLIMITED
+    };
+    let cluster =
+        TestCluster::start_with_join_limits(&[1], AuthConfig::default(), common::test_template(), limits)
+            .await;
+    cluster.wait_for_leader().await;
+    cluster.register_bridge(1).await;
+    for n in 0..5 {
+        let (status, body) = join(&cluster, "crowded", None, name()).await;
+        assert_eq!(status, 200, "join {n}: {body}");
+    }
+    let (status, body) = join(&cluster, "crowded", None, name()).await;
+    assert_eq!((status, code(&body)), (429, "rate_limited"), "{body}");
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("room"),
+        "{body}"
+    );
+    let (status, body) = join(&cluster, "quiet", None, name()).await;
+    assert_eq!(status, 200, "another room: {body}");
+    assert_eq!(
+        cluster.state(1).participant_count(),
+        6,
+        "the refused join left no placement"
     );
 }

@@ -16,11 +16,8 @@
   const DISCONNECT_GRACE_MS = 3000;
   const WELCOME_TIMEOUT_MS = 10000;
   const JOIN_TIMEOUT_MS = 15000;
-  // Active speaker: RMS level a voice must exceed, how long a new voice must stay loudest
-  // before the highlight moves, and how long the highlight outlives silence.
-  const SPEAK_THRESHOLD = 0.02;
-  const SPEAK_SWITCH_MS = 300;
-  const SPEAK_HOLD_MS = 1500;
+  // The microphone level bar is refreshed this often. Who speaks is the bridge's decision
+  // (`dominant_speaker`, from the audio levels in every publisher's packets).
   const METER_INTERVAL_MS = 100;
   const MIN_TILE_WIDTH = 160;
   const RETRYABLE_CODES = new Set(['no_capacity', 'rate_limited', 'internal', 'network', 'bad_response']);
@@ -63,6 +60,7 @@
     // full join under a new participant id followed.
     reconnectLog: [],
     activeSpeaker: null, // tile key ('local' or a participant id) or null
+    dominantSpeaker: null, // participant id the bridge last named as speaking (ours too)
     muteRequests: 0, // mute_requested messages received
   };
   window.bridgemesh = bm;
@@ -112,7 +110,6 @@
   const remoteMedia = new Map(); // pid -> { microphone, camera, screen } tracks
   const audioEls = new Map(); // pid -> { el, track }
   const meters = new Map(); // 'local' or pid -> analyser state
-  const speaker = { candidate: null, since: 0 };
 
   const $ = (id) => document.getElementById(id);
 
@@ -484,7 +481,7 @@
     button.title = label;
   }
 
-  // ---------------------------------------------------------------- audio levels / active speaker
+  // ---------------------------------------------------------------- microphone level / speaker
 
   function ensureAudioCtx() {
     if (!app.audioCtx) {
@@ -505,9 +502,9 @@
       const analyser = ctx.createAnalyser();
       analyser.fftSize = 512;
       source.connect(analyser); // never to ctx.destination: playback goes through <audio>
-      meters.set(id, { source, analyser, buf: new Uint8Array(analyser.fftSize), level: 0, lastLoudAt: 0 });
+      meters.set(id, { source, analyser, buf: new Uint8Array(analyser.fftSize), level: 0 });
     } catch {
-      return; // levels only drive a highlight; the call works without them
+      return; // the level only drives the microphone bar; the call works without it
     }
     if (!app.meterTimer) app.meterTimer = setInterval(meterTick, METER_INTERVAL_MS);
   }
@@ -518,7 +515,6 @@
       try { m.source.disconnect(); } catch { /* already gone */ }
       meters.delete(id);
     }
-    if (bm.activeSpeaker === id) setActiveSpeaker(null);
     if (!meters.size && app.meterTimer) {
       clearInterval(app.meterTimer);
       app.meterTimer = null;
@@ -526,34 +522,23 @@
   }
 
   function meterTick() {
-    const now = performance.now();
-    let loudest = null;
-    let loudestLevel = SPEAK_THRESHOLD;
-    for (const [id, m] of meters) {
-      m.analyser.getByteTimeDomainData(m.buf);
-      let sum = 0;
-      for (const v of m.buf) { const x = (v - 128) / 128; sum += x * x; }
-      const rms = Math.sqrt(sum / m.buf.length);
-      m.level = Math.max(rms, m.level * 0.8); // fast attack, slow release
-      if (m.level > SPEAK_THRESHOLD) m.lastLoudAt = now;
-      if (m.level > loudestLevel) { loudest = id; loudestLevel = m.level; }
-    }
     const local = meters.get('local');
+    if (local) {
+      local.analyser.getByteTimeDomainData(local.buf);
+      let sum = 0;
+      for (const v of local.buf) { const x = (v - 128) / 128; sum += x * x; }
+      local.level = Math.max(Math.sqrt(sum / local.buf.length), local.level * 0.8); // fast attack, slow release
+    }
     $('mic-level').style.transform = `scaleX(${Math.min(1, (local && app.micOn ? local.level : 0) * 5)})`;
-    if (inMeeting()) pickSpeaker(loudest, now);
   }
 
-  function pickSpeaker(loudest, now) {
-    if (loudest && loudest !== bm.activeSpeaker) {
-      if (speaker.candidate !== loudest) { speaker.candidate = loudest; speaker.since = now; }
-      // Move the highlight only once the new voice has stayed loudest a moment, so crosstalk
-      // and coughs don't make it flicker between tiles.
-      if (now - speaker.since >= SPEAK_SWITCH_MS) setActiveSpeaker(loudest);
-    } else {
-      speaker.candidate = null;
-    }
-    const current = bm.activeSpeaker && meters.get(bm.activeSpeaker);
-    if (bm.activeSpeaker && (!current || now - current.lastLoudAt > SPEAK_HOLD_MS)) setActiveSpeaker(null);
+  // The bridge names the dominant speaker (ourselves included) when it changes; the tile is
+  // highlighted until it names another. A speaker the page has no tile for yet is highlighted
+  // once the tile appears (see createTile).
+  function onDominantSpeaker(pid) {
+    if (typeof pid !== 'string') return;
+    bm.dominantSpeaker = pid;
+    setActiveSpeaker(pid === bm.participantId ? 'local' : pid);
   }
 
   function setActiveSpeaker(id) {
@@ -611,6 +596,7 @@
       key, pid, local, screen, el, video, avatar, initial, nameEl, micIcon, kickButton, track: null, onMute: null,
     };
     tiles.set(key, tile);
+    if (key === bm.activeSpeaker) el.classList.add('speaking');
     // Screen shares get the wide stage above the camera grid.
     $(screen ? 'stage' : 'grid').append(el);
     layoutGrid();
@@ -623,7 +609,6 @@
     setTileVideo(tile, null);
     tile.el.remove();
     tiles.delete(key);
-    if (bm.activeSpeaker === key) bm.activeSpeaker = null;
     layoutGrid();
   }
 
@@ -758,7 +743,6 @@
       current.el.srcObject = null;
       current.el.remove();
       audioEls.delete(pid);
-      removeMeter(pid);
     }
     if (!track) return;
     const el = document.createElement('audio');
@@ -768,8 +752,6 @@
     $('remote-audio').append(el);
     audioEls.set(pid, { el, track });
     playMedia(el);
-    // Chrome only feeds remote WebRTC audio into WebAudio while a media element plays it too.
-    addMeter(pid, track);
   }
 
   function clearRemote() {
@@ -1644,6 +1626,7 @@
       case 'bye': onBye(msg.reason); break;
       case 'mute_requested': onMuteRequested(msg.by); break;
       case 'mute_requested_by_operator': onMuteRequested(null, 'The meeting\'s operator asked you to mute'); break;
+      case 'dominant_speaker': onDominantSpeaker(msg.participant_id); break;
       default: break; // newer bridges may send more; ignore what we don't know
     }
     if (window.bridgemeshMeeting) window.bridgemeshMeeting.onMessage(msg);

@@ -205,6 +205,11 @@ pub enum ServerMessage {
         participant_id: ParticipantId,
         reaction: Reaction,
     },
+    /// Who is speaking now, from the audio levels the publishers send (sent when it changes, and
+    /// to a newcomer once someone has spoken). The last speaker stays while nobody speaks.
+    DominantSpeaker {
+        participant_id: ParticipantId,
+    },
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use bridgemesh_control::http::ApiConfig;
 use bridgemesh_control::node::{Caller, JoinAnswer, RoomPolicy};
 use bridgemesh_control::placement::{ClientPlace, PlacementPolicy};
 use bridgemesh_control::raft::cluster::ClusterConfig;
-use bridgemesh_control::rate_limit::RateLimit;
+use bridgemesh_control::rate_limit::JoinLimits;
 use bridgemesh_control::service::{ControlService, ControlServiceConfig};
 use bridgemesh_control::state::{Command, ControlState, JoinRequestRecord, Outcome};
 use bridgemesh_proto::bridge_session::{BridgeRegistration, GeoPoint, LoadReport};
@@ -168,11 +168,7 @@ async fn start_cluster(dir: &std::path::Path) -> Vec<ControlService> {
             },
             auth: AuthConfig::default(),
             policy: RoomPolicy::default(),
-            join_limit: RateLimit {
-                burst: 1e9,
-                per_second: 1e9,
-                sources_max: 16,
-            },
+            join_limits: JoinLimits::UNLIMITED,
             regions: Default::default(),
         };
         services.push(

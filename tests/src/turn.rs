@@ -245,6 +245,14 @@ impl RawTurnClient {
         .await
     }
 
+    /// Refreshes the allocation for `lifetime_s` (0 deletes it).
+    pub async fn refresh(&mut self, lifetime_s: u32) -> Answer {
+        self.request(method::REFRESH, &|w| {
+            w.u32_attribute(attr::LIFETIME, lifetime_s);
+        })
+        .await
+    }
+
     pub async fn create_permission(&mut self, peer: SocketAddr) -> Answer {
         self.request(method::CREATE_PERMISSION, &|w| {
             w.xor_address(attr::XOR_PEER_ADDRESS, peer);

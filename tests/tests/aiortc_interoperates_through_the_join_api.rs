@@ -4,7 +4,8 @@
 //!
 //! Three aiortc clients share a room with a synthetic participant for a little over a minute:
 //! - a participant publishing audio and video that declines the others' video (`inactive`);
-//! - a receive-only viewer (`hello` with `media: receive_only`), which publishes nothing;
+//! - a receive-only viewer (`hello` with `media: receive_only`), which publishes nothing and
+//!   joins first, before anything is published;
 //! - a silent one that publishes nothing and declines everything: it sends the bridge nothing
 //!   but aiortc's consent checks (every 4–6 s), the case that made the bridge flap.
 //!
@@ -82,15 +83,23 @@ async fn aiortc_publishes_receives_declines_and_keeps_consent_for_a_minute() {
     );
     let running = up().await;
     let room = room("aiortc-interop");
-    let synthetic = join(&running, &room, "Syn").await;
     let control = running.control_url.clone();
-    let publisher = aiortc_client(&control, room.as_str(), "Aio", &["--decline", "video"]);
+    // The viewer comes first, into a room with nothing to receive: it gets no offer until the
+    // synthetic participant's first stream (an empty one used to end its session).
     let viewer = aiortc_client(
         &control,
         room.as_str(),
         "Viewer",
         &["--publish", "none", "--media", "receive_only"],
     );
+    let viewer_in = tokio::time::timeout(MEDIA_TIMEOUT, async {
+        while running.bridge.stats().shards.participants == 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    viewer_in.await.expect("the viewer reaches the bridge");
+    let synthetic = join(&running, &room, "Syn").await;
+    let publisher = aiortc_client(&control, room.as_str(), "Aio", &["--decline", "video"]);
     let silent = aiortc_client(
         &control,
         room.as_str(),

@@ -1,10 +1,15 @@
 //! `bridgemesh up` hands every participant REST credentials for its bridge's TURN server in the
-//! join response, and they work; with TURN switched off the response names no server.
+//! join response, and they work until the participant's session is over; with TURN switched off
+//! the response names no server.
 
 use bridgemesh::up::UpConfig;
-use bridgemesh_tests::harness::{join_raw, room, up};
+use bridgemesh_proto::signaling::{ClientMessage, ServerMessage};
+use bridgemesh_tests::harness::{RawSignal, eventually, join_raw, room, up};
 use bridgemesh_tests::turn::{RawTurnClient, unix_now_s};
 use bridgemesh_turn::credentials::{parse_username, rest_password};
+use bridgemesh_turn::ended_sessions::CLOCK_SKEW_ALLOWANCE_S;
+use bridgemesh_turn::stun::Class;
+use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn join_responses_carry_working_turn_credentials_for_the_bridges_turn_server() {
@@ -72,5 +77,63 @@ async fn with_turn_switched_off_join_responses_name_no_server() {
     assert!(running.turn.is_none());
     let join = join_raw(&running, &room("no-turn"), "Ada").await;
     assert!(join.ice_servers.is_empty(), "{:?}", join.ice_servers);
+    running.stop().await;
+}
+
+/// A participant that leaves takes its TURN allocations with it, and the credential it was given
+/// stops working: it cannot keep the bridge's relays after its meeting (a kicked guest neither).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leaving_ends_the_participants_allocations_and_credentials() {
+    let running = up().await;
+    let turn = running.turn.clone().expect("TURN runs by default");
+    let directory = running.turn_directory.clone().expect("and control knows it");
+    let join = join_raw(&running, &room("turn-ends"), "Ada").await;
+    let mut signal = RawSignal::hello(&join).await;
+    signal
+        .next_matching("welcome", Duration::from_secs(10), |m| {
+            matches!(m, ServerMessage::Welcome { .. }).then_some(())
+        })
+        .await;
+    let server = &join.ice_servers[0];
+    let credential = (
+        server.username.clone().unwrap(),
+        server.credential.clone().unwrap(),
+    );
+    let mut client = RawTurnClient::udp(turn.udp_addr().unwrap(), credential.clone()).await;
+    assert_eq!(client.allocate().await.code, 0);
+    // A credential issued just before a session ends is let through (control's and the bridge's
+    // clocks may differ a little); this one is older than that when the participant leaves.
+    let (_, expires_unix_s) = parse_username(&credential.0, unix_now_s()).unwrap();
+    let issued_at = expires_unix_s - directory.credential_ttl_s;
+    eventually(
+        "the credential is older than the skew allowance",
+        Duration::from_secs(10),
+        || unix_now_s() > issued_at + CLOCK_SKEW_ALLOWANCE_S,
+    )
+    .await;
+
+    signal.send(&ClientMessage::Leave).await;
+    eventually(
+        "TURN hears that the session is over",
+        Duration::from_secs(10),
+        || turn.stats().sessions_ended_total == 1,
+    )
+    .await;
+    let stats = turn.stats();
+    assert_eq!(
+        (
+            stats.allocations_active,
+            stats.allocations_ended_with_session_total
+        ),
+        (0, 1),
+        "{stats:?}"
+    );
+    let refresh = client.refresh(600).await;
+    assert_eq!((refresh.class, refresh.code), (Class::Error, 401));
+    let again = RawTurnClient::udp(turn.udp_addr().unwrap(), credential)
+        .await
+        .allocate()
+        .await;
+    assert_eq!((again.class, again.code), (Class::Error, 401));
     running.stop().await;
 }

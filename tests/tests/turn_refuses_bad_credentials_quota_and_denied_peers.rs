@@ -1,7 +1,9 @@
 //! What the TURN server refuses, seen on the wire: expired credentials and a wrong HMAC (401),
-//! an allocation past the per-user quota (486), permissions and channels toward loopback
-//! addresses outside the allowlist (403), and packets to an allowed IP's other ports (dropped).
-//! Every address involved is in 127.0.0.0/8.
+//! an allocation past the per-user or per-source quota (486), permissions and channels toward
+//! loopback addresses outside the allowlist (403), packets to an allowed IP's other ports
+//! (dropped), and the credentials of a participant whose session ended (401, its allocations
+//! gone). An allocation outlives its credential's expiry. Every address involved is in
+//! 127.0.0.0/8.
 
 use bridgemesh_tests::harness::eventually;
 use bridgemesh_tests::turn::{RawTurnClient, SECRET, credential, loopback, turn_lab, unix_now_s};
@@ -147,5 +149,113 @@ async fn an_allowed_ip_does_not_open_its_other_ports() {
     assert!(
         other_port.try_recv_from(&mut buf).is_err(),
         "nothing was sent to the other port"
+    );
+}
+
+#[tokio::test]
+async fn allocations_past_the_per_source_quota_are_refused_with_486() {
+    let lab = turn_lab(|config| config.allocations_per_source_max = 2).await;
+    let server = lab.server.udp_addr().unwrap();
+    let mut clients = Vec::new();
+    // Three participants' credentials from one host: the host, not each user, is the limit.
+    for user in ["ada", "bob"] {
+        let mut client = RawTurnClient::udp_from(loopback(3), server, credential(user)).await;
+        assert_eq!(client.allocate().await.code, 0);
+        clients.push(client);
+    }
+    let third = RawTurnClient::udp_from(loopback(3), server, credential("cyd"))
+        .await
+        .allocate()
+        .await;
+    assert_eq!((third.class, third.code), (Class::Error, 486));
+    let elsewhere = RawTurnClient::udp_from(loopback(4), server, credential("cyd"))
+        .await
+        .allocate()
+        .await;
+    assert_eq!(elsewhere.code, 0, "another host is not affected");
+    // An allocation that ends gives its slot back.
+    assert_eq!(clients[0].refresh(0).await.code, 0);
+    let again = RawTurnClient::udp_from(loopback(3), server, credential("dan"))
+        .await
+        .allocate()
+        .await;
+    assert_eq!(again.code, 0, "{:?}", lab.server.stats());
+}
+
+#[tokio::test]
+async fn an_allocation_outlives_its_credential_but_a_new_one_needs_a_fresh_credential() {
+    let lab = turn_lab(|_| {}).await;
+    let server = lab.server.udp_addr().unwrap();
+    let expires = unix_now_s() + 2;
+    let short = rest_credential(SECRET.as_bytes(), "ada", expires);
+    let mut client = RawTurnClient::udp(server, short.clone()).await;
+    assert_eq!(client.allocate().await.code, 0);
+    eventually("the credential expires", Duration::from_secs(5), || {
+        unix_now_s() > expires
+    })
+    .await;
+    let refreshed = client.refresh(600).await;
+    assert_eq!(
+        (refreshed.class, refreshed.code),
+        (Class::Success, 0),
+        "the call goes on"
+    );
+    assert_eq!(client.create_permission(lab.echo).await.code, 0);
+    client.send_to_peer(lab.echo, b"still here").await;
+    let (_, data) = client.recv_data(WAIT).await.expect("relayed after the expiry");
+    assert_eq!(data, b"still here");
+    let fresh_allocation = RawTurnClient::udp(server, short).await.allocate().await;
+    assert_eq!(
+        (fresh_allocation.class, fresh_allocation.code),
+        (Class::Error, 401),
+        "a new allocation needs a valid credential"
+    );
+}
+
+#[tokio::test]
+async fn an_ended_session_loses_its_allocations_and_its_older_credentials() {
+    let ttl = 3600;
+    let lab = turn_lab(|config| config.credential_ttl_s = ttl).await;
+    let server = lab.server.udp_addr().unwrap();
+    // Issued a minute before the session ends (expiry = issue time + TTL).
+    let issued_at_join = rest_credential(SECRET.as_bytes(), "ada", unix_now_s() - 60 + ttl);
+    let mut client = RawTurnClient::udp(server, issued_at_join.clone()).await;
+    assert_eq!(client.allocate().await.code, 0);
+    let mut bob = RawTurnClient::udp(server, credential("bob")).await;
+    assert_eq!(bob.allocate().await.code, 0);
+
+    lab.server.end_session("ada");
+    let stats = lab.server.stats();
+    assert_eq!(
+        (
+            stats.allocations_active,
+            stats.allocations_ended_with_session_total
+        ),
+        (1, 1),
+        "{stats:?}"
+    );
+    let refresh = client.refresh(600).await;
+    assert_eq!(
+        (refresh.class, refresh.code),
+        (Class::Error, 401),
+        "the allocation is gone"
+    );
+    let again = RawTurnClient::udp(server, issued_at_join).await.allocate().await;
+    assert_eq!(
+        (again.class, again.code),
+        (Class::Error, 401),
+        "the old credential is refused"
+    );
+    assert!(lab.server.stats().ended_session_refusals_total >= 2);
+    // The participant reconnecting gets a credential issued now, which is served; so is Bob.
+    let reconnected = RawTurnClient::udp(server, credential("ada"))
+        .await
+        .allocate()
+        .await;
+    assert_eq!(reconnected.code, 0);
+    assert_eq!(
+        bob.refresh(600).await.code,
+        0,
+        "another participant is not affected"
     );
 }

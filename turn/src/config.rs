@@ -32,11 +32,18 @@ pub struct TurnConfig {
     pub realm: String,
     /// Shared with whoever issues credentials (control): `password = base64(HMAC-SHA1(secret, username))`.
     pub secret: Vec<u8>,
-    /// How long issued credentials stay valid; used by issuers, the server only reads the expiry
-    /// written in each username.
+    /// How long issued credentials stay valid for new allocations; used by issuers, and by the
+    /// server to tell when a credential was issued (to refuse those of an ended session). An
+    /// allocation outlives its credential: requests on it are served with the credential that
+    /// made it, expired or not, until the allocation ends or its session does.
     pub credential_ttl_s: u64,
     pub allocations_max: usize,
     pub allocations_per_user_max: usize,
+    /// Allocations of all users together from one source IP: a host cannot take the server's
+    /// relays with many participants' credentials. Generous for a NAT hiding an office.
+    pub allocations_per_source_max: usize,
+    /// Users whose session ended that the server remembers (see `ended_sessions`).
+    pub ended_sessions_max: usize,
     /// Bytes per second an allocation may relay, both directions together; excess is dropped.
     pub allocation_bandwidth_bytes_per_s: u64,
     /// Burst on top of the rate, so a keyframe is not cut.
@@ -79,9 +86,12 @@ impl Default for TurnConfig {
             relay_port_max: 65535,
             realm: "bridgemesh".to_owned(),
             secret: Vec::new(),
-            credential_ttl_s: 24 * 3600,
+            // Enough to join and gather candidates; allocations outlive it.
+            credential_ttl_s: 600,
             allocations_max: 10_000,
             allocations_per_user_max: 10,
+            allocations_per_source_max: 256,
+            ended_sessions_max: 100_000,
             // 5 Mbit/s: well above one participant's simulcast upload or a 1080p download.
             allocation_bandwidth_bytes_per_s: 625_000,
             allocation_bandwidth_burst_bytes: 250_000,
@@ -177,6 +187,8 @@ impl TurnConfig {
         for (value, name) in [
             (self.allocations_max, "allocations_max"),
             (self.allocations_per_user_max, "allocations_per_user_max"),
+            (self.allocations_per_source_max, "allocations_per_source_max"),
+            (self.ended_sessions_max, "ended_sessions_max"),
             (
                 self.permissions_per_allocation_max,
                 "permissions_per_allocation_max",
@@ -231,6 +243,8 @@ impl std::fmt::Debug for TurnConfig {
             credential_ttl_s,
             allocations_max,
             allocations_per_user_max,
+            allocations_per_source_max,
+            ended_sessions_max,
             allocation_bandwidth_bytes_per_s,
             allocation_bandwidth_burst_bytes,
             permissions_per_allocation_max,
@@ -261,6 +275,8 @@ impl std::fmt::Debug for TurnConfig {
             .field("credential_ttl_s", credential_ttl_s)
             .field("allocations_max", allocations_max)
             .field("allocations_per_user_max", allocations_per_user_max)
+            .field("allocations_per_source_max", allocations_per_source_max)
+            .field("ended_sessions_max", ended_sessions_max)
             .field(
                 "allocation_bandwidth_bytes_per_s",
                 allocation_bandwidth_bytes_per_s,

@@ -35,14 +35,20 @@ pub enum UsernameError {
 
 /// The user part and expiry of a REST username, checked against `now_unix_s`.
 pub fn parse_username(username: &str, now_unix_s: u64) -> Result<(&str, u64), UsernameError> {
+    let (user, expires_unix_s) = split_username(username)?;
+    if expires_unix_s < now_unix_s {
+        return Err(UsernameError::Expired);
+    }
+    Ok((user, expires_unix_s))
+}
+
+/// The user part and expiry of a REST username, expired or not.
+pub fn split_username(username: &str) -> Result<(&str, u64), UsernameError> {
     // coturn puts the timestamp first; a username without one cannot be a REST credential.
     let (expiry, user) = username.split_once(':').ok_or(UsernameError::Malformed)?;
     let expires_unix_s: u64 = expiry.parse().map_err(|_| UsernameError::Malformed)?;
     if user.is_empty() {
         return Err(UsernameError::Malformed);
-    }
-    if expires_unix_s < now_unix_s {
-        return Err(UsernameError::Expired);
     }
     Ok((user, expires_unix_s))
 }

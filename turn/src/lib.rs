@@ -9,7 +9,7 @@
 //! - [`peer_policy`]: which peers may be relayed to (the cluster's bridges by default, which
 //!   `TurnServer::set_bridges` keeps current; exact and network exceptions).
 //! - [`allocation`]: one allocation's permissions, channels, lifetime and bandwidth, with `now`
-//!   as an input. [`nonce`]: stateless nonces. [`rate_limit`]: per-source budgets.
+//!   as an input. [`ended_sessions`]: credentials refused because their session ended. [`nonce`]: stateless nonces. [`rate_limit`]: per-source budgets.
 //! - `server`: the driver: sockets and tasks around the above. [`TurnServer::start`] returns a
 //!   handle with [`TurnServer::stats`] and [`TurnServer::shutdown`].
 //!
@@ -29,6 +29,7 @@ pub mod allocation;
 pub mod config;
 pub mod credentials;
 pub mod directory;
+pub mod ended_sessions;
 pub mod nonce;
 pub mod peer_policy;
 pub mod rate_limit;

@@ -1,12 +1,13 @@
 //! Per-source token buckets for unauthenticated TURN requests (and failed authentications),
 //! bounded in memory.
 //!
-//! Control's join endpoint uses this limiter too, with its own numbers. Every source address gets a
-//! bucket of `burst` tokens refilled at `per_second`; the table holds at most `sources_max`
-//! addresses: when full, buckets that have refilled completely are dropped, then new sources are
-//! refused until some do.
+//! Control's join endpoint uses this limiter too, with its own numbers, keyed by address and by
+//! room. Every source (an address unless said otherwise) gets a bucket of `burst` tokens refilled
+//! at `per_second`; the table holds at most `sources_max` sources: when full, buckets that have
+//! refilled completely are dropped, then new sources are refused until some do.
 
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::net::IpAddr;
 use std::time::Instant;
 
@@ -29,9 +30,9 @@ impl Default for RateLimit {
     }
 }
 
-pub struct RateLimiter {
+pub struct RateLimiter<K = IpAddr> {
     limit: RateLimit,
-    buckets: HashMap<IpAddr, Bucket>,
+    buckets: HashMap<K, Bucket>,
 }
 
 struct Bucket {
@@ -39,7 +40,7 @@ struct Bucket {
     updated: Instant,
 }
 
-impl RateLimiter {
+impl<K: Hash + Eq + Clone> RateLimiter<K> {
     pub fn new(limit: RateLimit) -> Self {
         Self {
             limit,
@@ -48,14 +49,14 @@ impl RateLimiter {
     }
 
     /// Takes one token for `source` at `now`; false means the request is to be refused.
-    pub fn allow(&mut self, source: IpAddr, now: Instant) -> bool {
+    pub fn allow(&mut self, source: &K, now: Instant) -> bool {
         let limit = self.limit;
         let refill = |bucket: &mut Bucket| {
             let elapsed = now.saturating_duration_since(bucket.updated).as_secs_f64();
             bucket.tokens = (bucket.tokens + elapsed * limit.per_second).min(limit.burst);
             bucket.updated = now;
         };
-        if !self.buckets.contains_key(&source) && self.buckets.len() >= limit.sources_max {
+        if !self.buckets.contains_key(source) && self.buckets.len() >= limit.sources_max {
             self.buckets.retain(|_, bucket| {
                 refill(bucket);
                 bucket.tokens < limit.burst
@@ -64,7 +65,7 @@ impl RateLimiter {
                 return false;
             }
         }
-        let bucket = self.buckets.entry(source).or_insert(Bucket {
+        let bucket = self.buckets.entry(source.clone()).or_insert(Bucket {
             tokens: limit.burst,
             updated: now,
         });
@@ -99,13 +100,13 @@ mod tests {
             sources_max: 3,
         });
         let t0 = Instant::now();
-        assert!(limiter.allow(ip(1), t0) && limiter.allow(ip(1), t0));
-        assert!(!limiter.allow(ip(1), t0), "burst spent");
-        assert!(limiter.allow(ip(1), t0 + Duration::from_secs(1)));
-        assert!(limiter.allow(ip(2), t0) && limiter.allow(ip(3), t0));
-        assert!(!limiter.allow(ip(4), t0), "table full of active sources");
+        assert!(limiter.allow(&ip(1), t0) && limiter.allow(&ip(1), t0));
+        assert!(!limiter.allow(&ip(1), t0), "burst spent");
+        assert!(limiter.allow(&ip(1), t0 + Duration::from_secs(1)));
+        assert!(limiter.allow(&ip(2), t0) && limiter.allow(&ip(3), t0));
+        assert!(!limiter.allow(&ip(4), t0), "table full of active sources");
         assert_eq!(limiter.tracked_sources(), 3);
-        assert!(limiter.allow(ip(4), t0 + Duration::from_secs(5)));
+        assert!(limiter.allow(&ip(4), t0 + Duration::from_secs(5)));
         assert!(limiter.tracked_sources() <= 3);
     }
 }

@@ -9,7 +9,8 @@
 
 use crate::allocation::{AllocationState, BindError, DEFAULT_LIFETIME_S};
 use crate::config::{ConfigError, TurnConfig};
-use crate::credentials::{long_term_key, parse_username, rest_password};
+use crate::credentials::{long_term_key, rest_password, split_username};
+use crate::ended_sessions::EndedSessions;
 use crate::nonce::{NonceCheck, NonceKey};
 use crate::peer_policy::PeerPolicy;
 use crate::rate_limit::RateLimiter;
@@ -168,7 +169,9 @@ impl Allocation {
 struct Tables {
     allocations: HashMap<FiveTuple, Arc<Allocation>>,
     allocations_of_user: HashMap<String, usize>,
+    allocations_of_source: HashMap<IpAddr, usize>,
     limiter: RateLimiter,
+    ended_sessions: EndedSessions,
 }
 
 impl Tables {
@@ -177,13 +180,27 @@ impl Tables {
             return false;
         };
         allocation.close();
-        if let Some(count) = self.allocations_of_user.get_mut(&allocation.user) {
-            *count -= 1;
-            if *count == 0 {
-                self.allocations_of_user.remove(&allocation.user);
-            }
-        }
+        decrement(&mut self.allocations_of_user, &allocation.user);
+        decrement(
+            &mut self.allocations_of_source,
+            &allocation.five_tuple.client.ip(),
+        );
         true
+    }
+}
+
+/// One less for `key`; the entry goes at zero, so the table holds only keys with allocations.
+fn decrement<K: std::hash::Hash + Eq, Q: std::hash::Hash + Eq + ?Sized>(
+    counts: &mut HashMap<K, usize>,
+    key: &Q,
+) where
+    K: std::borrow::Borrow<Q>,
+{
+    if let Some(count) = counts.get_mut(key) {
+        *count -= 1;
+        if *count == 0 {
+            counts.remove(key);
+        }
     }
 }
 
@@ -269,7 +286,9 @@ impl TurnServer {
             tables: Mutex::new(Tables {
                 allocations: HashMap::new(),
                 allocations_of_user: HashMap::new(),
+                allocations_of_source: HashMap::new(),
                 limiter: RateLimiter::new(config.unauthenticated_limit),
+                ended_sessions: EndedSessions::new(config.credential_ttl_s, config.ended_sessions_max),
             }),
             stream_permits: Arc::new(Semaphore::new(config.stream_connections_max)),
             stream_sources: Mutex::new(HashMap::new()),
@@ -404,12 +423,36 @@ impl TurnServer {
         }
     }
 
+    /// `user`'s session ended (the participant left its bridge): its allocations end now, and
+    /// its credentials issued before now are refused from now on (see `ended_sessions`).
+    pub fn end_session(&self, user: &str) {
+        let mut tables = self.shared.tables.lock().expect("tables lock");
+        if !tables.ended_sessions.end(user, unix_now_s()) {
+            tracing::warn!("the table of ended sessions is full; a credential lives to its expiry");
+        }
+        let ended: Vec<FiveTuple> = tables
+            .allocations
+            .iter()
+            .filter(|(_, allocation)| allocation.user == user)
+            .map(|(five_tuple, _)| *five_tuple)
+            .collect();
+        for five_tuple in &ended {
+            tables.remove(five_tuple);
+        }
+        add(&self.shared.counters.sessions_ended_total, 1);
+        add(
+            &self.shared.counters.allocations_ended_with_session_total,
+            ended.len() as u64,
+        );
+    }
+
     pub fn stats(&self) -> TurnStats {
         let mut stats = self.shared.counters.snapshot();
         {
             let tables = self.shared.tables.lock().expect("tables lock");
             stats.allocations_active = tables.allocations.len() as u64;
             stats.users_active = tables.allocations_of_user.len() as u64;
+            stats.ended_sessions_remembered = tables.ended_sessions.len() as u64;
             stats.rate_limited_sources = tables.limiter.tracked_sources() as u64;
         }
         stats.stream_connections_active = (self.shared.config.stream_connections_max
@@ -625,6 +668,7 @@ async fn sweep_loop(shared: Arc<Shared>) {
         for five_tuple in expired {
             tables.remove(&five_tuple);
         }
+        tables.ended_sessions.prune(unix_now_s());
     }
 }
 
@@ -727,7 +771,7 @@ impl Shared {
             .lock()
             .expect("tables lock")
             .limiter
-            .allow(source, Instant::now());
+            .allow(&source, Instant::now());
         if !allowed {
             add(&self.counters.unauthenticated_dropped_total, 1);
         }

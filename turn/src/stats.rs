@@ -23,6 +23,9 @@ pub(crate) struct Counters {
     pub unauthenticated_dropped_total: AtomicU64,
     pub bandwidth_dropped_total: AtomicU64,
     pub stream_connections_refused_total: AtomicU64,
+    pub sessions_ended_total: AtomicU64,
+    pub allocations_ended_with_session_total: AtomicU64,
+    pub ended_session_refusals_total: AtomicU64,
 }
 
 pub(crate) fn add(counter: &AtomicU64, n: u64) {
@@ -55,6 +58,14 @@ pub struct TurnStats {
     pub rate_limited_sources: u64,
     /// Users holding at least one allocation.
     pub users_active: u64,
+    /// Participants' sessions ended (`TurnServer::end_session`), and the allocations that ended
+    /// with them.
+    pub sessions_ended_total: u64,
+    pub allocations_ended_with_session_total: u64,
+    /// Requests refused because their credential was issued before its session ended.
+    pub ended_session_refusals_total: u64,
+    /// Entries in the table of ended sessions (bounded by `ended_sessions_max`).
+    pub ended_sessions_remembered: u64,
 }
 
 impl Counters {
@@ -72,6 +83,9 @@ impl Counters {
             unauthenticated_dropped_total: self.unauthenticated_dropped_total.load(Relaxed),
             bandwidth_dropped_total: self.bandwidth_dropped_total.load(Relaxed),
             stream_connections_refused_total: self.stream_connections_refused_total.load(Relaxed),
+            sessions_ended_total: self.sessions_ended_total.load(Relaxed),
+            allocations_ended_with_session_total: self.allocations_ended_with_session_total.load(Relaxed),
+            ended_session_refusals_total: self.ended_session_refusals_total.load(Relaxed),
             ..TurnStats::default()
         }
     }
@@ -208,6 +222,27 @@ impl Collector for TurnStats {
             Gauge,
             "TCP and TLS client connections open.",
             &[(&[], self.stream_connections_active)],
+        )?;
+        family(
+            e,
+            "bridgemesh_turn_sessions_ended",
+            Counter,
+            "Participants' sessions ended; their allocations ended and older credentials refused.",
+            &[(&[], self.sessions_ended_total)],
+        )?;
+        family(
+            e,
+            "bridgemesh_turn_allocations_ended_with_session",
+            Counter,
+            "Allocations closed because their participant's session ended.",
+            &[(&[], self.allocations_ended_with_session_total)],
+        )?;
+        family(
+            e,
+            "bridgemesh_turn_ended_session_refusals",
+            Counter,
+            "Requests refused because their credential was issued before its session ended.",
+            &[(&[], self.ended_session_refusals_total)],
         )
     }
 }
@@ -232,6 +267,9 @@ mod tests {
             unauthenticated_dropped_total: 8,
             bandwidth_dropped_total: 9,
             stream_connections_active: 10,
+            sessions_ended_total: 12,
+            allocations_ended_with_session_total: 13,
+            ended_session_refusals_total: 14,
             ..TurnStats::default()
         };
         let text = stats.render_prometheus();
@@ -247,6 +285,9 @@ mod tests {
             "bridgemesh_turn_denied_peers_total 6",
             "bridgemesh_turn_auth_failures_total 7",
             "bridgemesh_turn_unauthenticated_dropped_total 8",
+            "bridgemesh_turn_sessions_ended_total 12",
+            "bridgemesh_turn_allocations_ended_with_session_total 13",
+            "bridgemesh_turn_ended_session_refusals_total 14",
             "bridgemesh_turn_bandwidth_dropped_total 9",
             "bridgemesh_turn_stream_connections 10",
             "# TYPE bridgemesh_turn_allocations gauge",

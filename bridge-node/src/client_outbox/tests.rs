@@ -150,3 +150,19 @@ async fn the_receiver_wakes_for_messages_and_sees_the_sender_dropped() {
     drop(tx);
     assert_eq!(task.await.unwrap(), vec![updated("p-a", true)]);
 }
+
+#[test]
+fn only_the_latest_dominant_speaker_waits_for_a_slow_reader() {
+    let speaker = |id: &str| ServerMessage::DominantSpeaker {
+        participant_id: ParticipantId::new(id).unwrap(),
+    };
+    let mut outbox = Outbox::new(4);
+    outbox.push(updated("p-a", true)).unwrap();
+    for i in 0..1_000 {
+        outbox
+            .push(speaker(if i % 2 == 0 { "p-a" } else { "p-b" }))
+            .unwrap();
+    }
+    assert_eq!(drain(&mut outbox), vec![updated("p-a", true), speaker("p-b")]);
+    assert_eq!(outbox.stats().coalesced, 999);
+}

@@ -48,6 +48,7 @@ fn left(room: &str, participant: &str) -> BridgeEvent {
         room,
         participant,
         dropped: false,
+        over: true,
     }
 }
 

@@ -59,10 +59,12 @@ impl From<SrtpError> for OpenError {
 /// What [`InboundMedia::open`] made of a datagram.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Opened {
-    /// Decrypted in place: the RTP packet is `datagram[..len]`, of the stream `source`.
+    /// Decrypted in place: the RTP packet is `datagram[..len]`, of the stream `source`, with
+    /// the audio level it carries (RFC 6464, -dBov; audio streams with the extension only).
     Media {
         source: MediaSource,
         len: usize,
+        audio_level: Option<u8>,
     },
     /// Not RTP of a bound stream: `rtc` takes it.
     NotOurs,
@@ -90,6 +92,8 @@ pub struct InboundMedia {
     streams: Vec<InboundStream>,
     /// The negotiated transport-cc extension id and the arrivals recorded under it.
     twcc: Option<(u8, TwccRecorder)>,
+    /// The negotiated `ssrc-audio-level` extension id.
+    audio_level: Option<u8>,
     next_report: Option<Instant>,
     next_twcc: Option<Instant>,
     /// The SSRC the bridge's RTCP toward this participant names as its sender.
@@ -102,6 +106,7 @@ impl InboundMedia {
         Self {
             streams: Vec::with_capacity(INBOUND_STREAMS_MAX),
             twcc: None,
+            audio_level: None,
             next_report: None,
             next_twcc: None,
             sender_ssrc,
@@ -164,6 +169,11 @@ impl InboundMedia {
         }
     }
 
+    /// Reads audio levels under extension `id` (the publisher's negotiated `ssrc-audio-level`).
+    pub fn set_audio_level(&mut self, id: Option<u8>) {
+        self.audio_level = id;
+    }
+
     pub fn is_bound(&self, ssrc: u32) -> bool {
         self.streams.iter().any(|s| s.ssrc == ssrc)
     }
@@ -193,8 +203,19 @@ impl InboundMedia {
             nacks.record(now, seq);
         }
         let source = stream.source;
-        self.record_transport_cc(now, &datagram[..len]);
-        Opened::Media { source, len }
+        let packet = &datagram[..len];
+        let audio_level = match self.audio_level {
+            Some(id) if source.is_audio() => find_extension(packet, id)
+                .and_then(|value| value.first())
+                .map(|byte| byte & 0x7F),
+            _ => None,
+        };
+        self.record_transport_cc(now, packet);
+        Opened::Media {
+            source,
+            len,
+            audio_level,
+        }
     }
 
     /// A packet of a bound stream that reached the bridge another way (through `rtc`, e.g. a
@@ -392,7 +413,8 @@ mod tests {
             inbound.open(t, &keys, &mut good),
             Opened::Media {
                 source: MediaSource::Camera,
-                len: sealed.len() - 16
+                len: sealed.len() - 16,
+                audio_level: None,
             }
         );
         assert_eq!(&good[20..30], &[0x55; 10], "decrypted in place");

@@ -119,6 +119,9 @@ impl Shard {
             },
         });
         self.send_chat_history(&room_id, key);
+        if let Some(room) = self.rooms.get(&room_id) {
+            super::speakers::tell_newcomer(room, key, &mut self.outputs);
+        }
         self.outputs
             .push_back(ShardOutput::Event(BridgeEvent::ParticipantJoined {
                 room: room_id.clone(),

@@ -312,6 +312,7 @@ impl Shard {
                 .remove(&(remote.link, stream.id));
         }
         room.histories.retain(|(publisher, _), _| *publisher != key);
+        super::speakers::forget(room, key);
         super::announce_departure(&mut self.outputs, &mut room.participants, key, &remote.info.id);
         self.pump(now, room_id);
     }
@@ -436,6 +437,7 @@ impl Shard {
         let Some(room) = self.rooms.get_mut(&*room_id) else {
             return;
         };
+        let mut audio_level = None;
         if let Some(stream) = room
             .cascade
             .remote
@@ -443,6 +445,13 @@ impl Shard {
             .and_then(|p| p.streams.get_mut(&source))
         {
             stream.clock.on_packet(now, packet);
+            audio_level = source
+                .is_audio()
+                .then(|| audio_level_of(stream, packet))
+                .flatten();
+        }
+        if let Some(level) = audio_level {
+            super::speakers::heard(now, room, key, level, &mut self.outputs);
         }
         super::deliver(
             room,
@@ -659,6 +668,17 @@ fn stream_announcement(
             })
             .collect(),
     })
+}
+
+/// The audio level a remote publisher's packet carries, under the id its stream announced.
+fn audio_level_of(stream: &RemoteStream, packet: &[u8]) -> Option<u8> {
+    let id = stream
+        .extensions
+        .iter()
+        .find(|(uri, _)| uri == crate::dominant_speaker::AUDIO_LEVEL_URI)?
+        .1;
+    let value = crate::fastpath::inbound::find_extension(packet, id)?;
+    value.first().map(|byte| byte & 0x7F)
 }
 
 #[cfg(test)]

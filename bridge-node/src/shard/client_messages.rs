@@ -208,6 +208,7 @@ impl Shard {
             return;
         };
         room.histories.retain(|(publisher, _), _| *publisher != key);
+        super::speakers::forget(room, key);
         let _ = participant.pc.close();
         while let Some(datagram) = participant.pc.poll_write() {
             self.outputs.push_back(ShardOutput::Transmit {
@@ -229,6 +230,7 @@ impl Shard {
                 room: RoomId::clone(&room_id),
                 participant: participant.id,
                 dropped: bye != Some(ByeReason::Left),
+                over: super::session_over(bye),
             }));
         if room.participants.is_empty() {
             self.drop_room_if_unused(&room_id);

@@ -62,10 +62,9 @@ impl Shard {
             return Some(data);
         }
         let room = self.rooms.get_mut(room_id)?;
-        let participant = room.participants.get_mut(&key)?;
         let Participant {
             inbound, media_keys, ..
-        } = participant;
+        } = room.participants.get_mut(&key)?;
         let Some(keys) = media_keys.as_ref() else {
             return Some(data);
         };
@@ -84,12 +83,21 @@ impl Shard {
                 }
                 return None;
             }
-            Opened::Media { source, len } => (source, len),
+            Opened::Media {
+                source,
+                len,
+                audio_level,
+            } => {
+                if let Some(level) = audio_level {
+                    super::speakers::heard(now, room, key, level, &mut self.outputs);
+                }
+                (source, len)
+            }
         };
         self.stats.rtp_in += 1;
         self.stats.rtp_in_bytes += len as u64;
         self.stats.inbound.rtp_opened += 1;
-        let slot = participant.slot(source)?;
+        let slot = room.participants.get(&key)?.slot(source)?;
         if !slot.active {
             return None;
         }
@@ -150,6 +158,13 @@ pub(super) fn bind_inbound(
         .and_then(|e| u8::try_from(e.id).ok());
     if twcc.is_some() {
         participant.inbound.set_transport_cc(now, twcc);
+    }
+    if slot.source.is_audio() {
+        let audio_level = extensions
+            .iter()
+            .find(|e| e.uri == crate::dominant_speaker::AUDIO_LEVEL_URI)
+            .and_then(|e| u8::try_from(e.id).ok());
+        participant.inbound.set_audio_level(audio_level);
     }
 }
 

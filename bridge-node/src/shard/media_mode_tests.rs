@@ -133,3 +133,43 @@ fn viewers_get_legs_and_no_slots_and_a_send_only_participant_gets_no_legs() {
         "both cameras"
     );
 }
+
+/// A viewer who joins before anyone publishes has nothing to receive yet: an offer without a
+/// single m-section would leave its peer connection without a transport (the bridge's `rtc`
+/// closes it on the empty answer), so the viewer is offered nothing until the first stream opens,
+/// and then exactly once.
+#[test]
+fn a_viewer_alone_in_a_room_is_offered_nothing_until_a_stream_opens() {
+    let now = Instant::now();
+    let mut shard = Shard::new(
+        0,
+        "127.0.0.1:40000".parse().unwrap(),
+        Arc::new(RouteTable::default()),
+        8,
+    );
+    join(&mut shard, now, 2, "viewer", MediaMode::ReceiveOnly);
+    shard.pump(now, &room());
+    let outputs: Vec<_> = std::iter::from_fn(|| shard.poll_output()).collect();
+    assert!(offers_to(&outputs, 2).is_empty(), "an empty offer was sent");
+    assert!(!shard.rooms[&room()].participants[&ParticipantKey(2)].awaiting_answer);
+
+    join(&mut shard, now, 1, "speaker", MediaMode::SendOnly);
+    shard
+        .rooms
+        .get_mut(&room())
+        .unwrap()
+        .participants
+        .get_mut(&ParticipantKey(1))
+        .unwrap()
+        .awaiting_answer = false;
+    open_camera(&mut shard, ParticipantKey(1));
+    shard.pump(now, &room());
+    let outputs: Vec<_> = std::iter::from_fn(|| shard.poll_output()).collect();
+    let offers = offers_to(&outputs, 2);
+    assert_eq!(
+        offers.len(),
+        1,
+        "the viewer's first offer comes with the first stream"
+    );
+    assert_eq!(directions(&offers[0]), ["a=sendonly"]);
+}

@@ -33,15 +33,25 @@ impl Shard {
             desired.clear();
         }
         let result = sync_legs(participant, &desired).and_then(|()| {
+            if participant.pc.get_transceivers().next().is_none() {
+                // Nothing to send or receive yet (a viewer before the first stream): an offer
+                // without m-sections gives the peer connection no transport, and the answer to
+                // it closes the connection. The first stream marks this participant again.
+                return Ok(false);
+            }
             let offer = participant.pc.create_offer(None)?;
             participant.pc.set_local_description(now, offer)?;
-            Ok(())
+            Ok(true)
         });
-        if let Err(err) = result {
-            tracing::warn!(participant = %participant.id, %err, "could not create an offer");
-            let message = format!("the bridge could not renegotiate: {err}");
-            self.protocol_error(now, key, ErrorCode::Internal, &message);
-            return;
+        match result {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(err) => {
+                tracing::warn!(participant = %participant.id, %err, "could not create an offer");
+                let message = format!("the bridge could not renegotiate: {err}");
+                self.protocol_error(now, key, ErrorCode::Internal, &message);
+                return;
+            }
         }
         let sdp = participant
             .pc

@@ -64,6 +64,19 @@ fn left_events(outputs: &[ShardOutput]) -> Vec<(RoomId, ParticipantId)> {
         .collect()
 }
 
+/// For each `ParticipantLeft` event: the participant, and whether its session is over for good.
+fn left_for_good(outputs: &[ShardOutput]) -> Vec<(ParticipantId, bool)> {
+    outputs
+        .iter()
+        .filter_map(|o| match o {
+            ShardOutput::Event(BridgeEvent::ParticipantLeft {
+                participant, over, ..
+            }) => Some((participant.clone(), *over)),
+            _ => None,
+        })
+        .collect()
+}
+
 fn welcomed(outputs: &[ShardOutput], key: u64) -> bool {
     messages_to(outputs, key)
         .iter()
@@ -296,4 +309,42 @@ fn a_mute_is_told_to_the_room_only_when_it_changes_something() {
         shard.handle_input(now, mute(true));
     }
     assert_eq!(updates_to_bob(&drain(&mut shard)), 1);
+}
+
+/// Only a session that is over for good (kicked, left, meeting ended) withdraws what was issued
+/// to the participant (its TURN credentials); after a drop or a replacement it comes back under
+/// the same id, with credentials that may predate the drop's report.
+#[test]
+fn a_session_is_over_for_good_when_kicked_or_left_not_when_dropped_or_replaced() {
+    let (mut shard, now) = populated();
+    let kick = ModerationAction::Kick {
+        room: room("r"),
+        participant: id("bob"),
+    };
+    assert_eq!(
+        left_for_good(&moderate(&mut shard, now, kick)),
+        [(id("bob"), true)]
+    );
+    shard.handle_input(
+        now,
+        ShardInput::Client {
+            key: ParticipantKey(1),
+            message: ClientMessage::Leave,
+        },
+    );
+    assert_eq!(left_for_good(&drain(&mut shard)), [(id("ada"), true)]);
+    connect(&mut shard, now, 5, "r", "cy");
+    assert_eq!(left_for_good(&drain(&mut shard)), [(id("cy"), false)], "replaced");
+    shard.handle_input(
+        now,
+        ShardInput::Disconnect {
+            key: ParticipantKey(5),
+        },
+    );
+    assert_eq!(left_for_good(&drain(&mut shard)), [(id("cy"), false)], "dropped");
+    let end = ModerationAction::EndRoom { room: room("other") };
+    assert_eq!(
+        left_for_good(&moderate(&mut shard, now, end)),
+        [(id("dee"), true)]
+    );
 }

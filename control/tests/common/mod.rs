@@ -9,7 +9,7 @@ use bridgemesh_control::http::ApiConfig;
 use bridgemesh_control::node::RoomPolicy;
 use bridgemesh_control::raft::NodeId;
 use bridgemesh_control::raft::cluster::{ClusterConfig, ClusterHealth, RaftRole};
-use bridgemesh_control::rate_limit::RateLimit;
+use bridgemesh_control::rate_limit::JoinLimits;
 use bridgemesh_control::service::{ControlService, ControlServiceConfig};
 use bridgemesh_control::state::ControlState;
 use bridgemesh_pki::ClusterCa;
@@ -39,6 +39,7 @@ pub struct TestCluster {
     pub ca: ClusterCa,
     pub nodes: BTreeMap<NodeId, ControlService>,
     pub http: reqwest::Client,
+    join_limits: JoinLimits,
 }
 
 /// Production timing, with snapshots so frequent, and the log compacted so eagerly, that tests
@@ -63,7 +64,17 @@ impl TestCluster {
     }
 
     pub async fn start_with(ids: &[NodeId], auth: AuthConfig, template: ClusterConfig) -> Self {
+        Self::start_with_join_limits(ids, auth, template, JoinLimits::UNLIMITED).await
+    }
+
+    pub async fn start_with_join_limits(
+        ids: &[NodeId],
+        auth: AuthConfig,
+        template: ClusterConfig,
+        join_limits: JoinLimits,
+    ) -> Self {
         let mut cluster = Self {
+            join_limits,
             auth,
             template,
             dir: tempfile::tempdir().unwrap(),
@@ -124,11 +135,7 @@ impl TestCluster {
             },
             auth: self.auth.clone(),
             policy: RoomPolicy::default(),
-            join_limit: RateLimit {
-                burst: 1e9,
-                per_second: 1e9,
-                sources_max: 16,
-            },
+            join_limits: self.join_limits,
             regions: Default::default(),
         };
         // `stop` returns once nothing holds the store: a restart opens it at once.

@@ -83,7 +83,7 @@ pub(super) fn handle_stun(
         _ => return,
     }
     let now_unix_s = unix_now_s();
-    let auth = match authenticate(shared, five_tuple.client.ip(), message, now_unix_s) {
+    let auth = match authenticate(shared, five_tuple, message, now_unix_s) {
         Ok(auth) => auth,
         Err(Refusal::Drop) => return,
         Err(Refusal::Error(code)) => {
@@ -149,10 +149,11 @@ pub(super) fn handle_stun(
 
 pub(super) fn authenticate<'m>(
     shared: &Shared,
-    source: IpAddr,
+    five_tuple: FiveTuple,
     message: &Message<'m>,
     now_unix_s: u64,
 ) -> Result<Authenticated<'m>, Refusal> {
+    let source = five_tuple.client.ip();
     let refuse = |code: u16, auth_failure: bool| {
         if auth_failure {
             add(&shared.counters.auth_failures_total, 1);
@@ -180,16 +181,37 @@ pub(super) fn authenticate<'m>(
     if realm != shared.config.realm {
         return Err(refuse(401, true));
     }
-    let Ok((user, _expires_unix_s)) = parse_username(username, now_unix_s) else {
-        // Expired or not a REST username; which one is not said, to the client or the log.
-        tracing::debug!("TURN request with an expired or malformed username");
+    let Ok((user, expires_unix_s)) = split_username(username) else {
+        tracing::debug!("TURN request with a malformed username");
         return Err(refuse(401, true));
     };
+    // An allocation outlives the credential that made it: requests on it keep being served
+    // with that credential, so a short TTL never cuts a call. New allocations need a valid one.
+    let on_own_allocation = || {
+        message.method != method::ALLOCATE
+            && shared
+                .allocation(&five_tuple)
+                .is_some_and(|allocation| allocation.username == username)
+    };
+    if expires_unix_s < now_unix_s && !on_own_allocation() {
+        tracing::debug!("TURN request with an expired username");
+        return Err(refuse(401, true));
+    }
     let password = rest_password(&shared.config.secret, username);
     let key = long_term_key(username, realm, &password);
     if !message.integrity_ok(&key) {
         tracing::debug!("TURN request with a wrong MESSAGE-INTEGRITY");
         return Err(refuse(401, true));
+    }
+    let session_ended = shared
+        .tables
+        .lock()
+        .expect("tables lock")
+        .ended_sessions
+        .refuses(user, expires_unix_s);
+    if session_ended {
+        add(&shared.counters.ended_session_refusals_total, 1);
+        return Err(refuse(401, false));
     }
     Ok(Authenticated { username, user, key })
 }
@@ -262,6 +284,15 @@ pub(super) fn allocate(
         add(&shared.counters.allocation_quota_refusals_total, 1);
         return Err(Answer::Code(486));
     }
+    let source_count = tables
+        .allocations_of_source
+        .get(&five_tuple.client.ip())
+        .copied()
+        .unwrap_or(0);
+    if source_count >= config.allocations_per_source_max {
+        add(&shared.counters.allocation_quota_refusals_total, 1);
+        return Err(Answer::Code(486));
+    }
     if tables.allocations.len() >= config.allocations_max {
         add(&shared.counters.allocation_quota_refusals_total, 1);
         return Err(Answer::Code(508));
@@ -302,6 +333,10 @@ pub(super) fn allocate(
     *tables
         .allocations_of_user
         .entry(auth.user.to_owned())
+        .or_insert(0) += 1;
+    *tables
+        .allocations_of_source
+        .entry(five_tuple.client.ip())
         .or_insert(0) += 1;
     add(&shared.counters.allocations_total, 1);
     Ok(Success::Allocated {
