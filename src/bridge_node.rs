@@ -33,6 +33,7 @@ use bridgemesh_bridge::control_session::{SessionStatus, SessionUrl};
 use bridgemesh_bridge::load::{CPU_CEILING_DEFAULT, LoadCeilings, PACKETS_PER_S_CEILING_DEFAULT};
 use bridgemesh_bridge::{Bridge, BridgeConfig};
 use bridgemesh_control::http::MetricsToken;
+use bridgemesh_control::http_guard::{HttpGuardStats, HttpLimits, serve_guarded};
 use bridgemesh_pki::ClusterIdentity;
 use bridgemesh_proto::bridge_session::{GeoPoint, turn_rest_secret};
 use bridgemesh_proto::{BridgeId, RegionId};
@@ -808,11 +809,21 @@ pub async fn start(config: BridgeNodeConfig) -> anyhow::Result<RunningBridge> {
             async move { text }
         }),
     );
+    // The signaling and metrics server's own guard: what its timeouts and caps refused.
+    let http_stats = Arc::new(HttpGuardStats::default());
+    let (stats, labels) = (http_stats.clone(), format!("bridge=\"{bridge_id}\""));
+    router = router.route(
+        "/metrics/http",
+        axum::routing::get(move || {
+            let text = stats.render_prometheus("bridgemesh_bridge", &labels);
+            async move { text }
+        }),
+    );
     if let Some(token) = metrics_token {
         router = bridgemesh_control::http::require_metrics_token(router, token);
     }
     let (stop_http, stopped) = watch::channel(false);
-    let http_task = bridgemesh_control::service::serve_http(listener, router, stopped);
+    let http_task = serve_guarded(listener, router, stopped, HttpLimits::default(), http_stats);
     tracing::info!(bridge = %bridge_id, turn = turn.is_some(), "bridge node started");
     Ok(RunningBridge {
         bridge,

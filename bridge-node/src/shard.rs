@@ -51,6 +51,8 @@ mod remote_reports;
 #[doc(hidden)]
 pub mod rig;
 #[cfg(test)]
+mod session_property_tests;
+#[cfg(test)]
 mod speaker_tests;
 mod speakers;
 

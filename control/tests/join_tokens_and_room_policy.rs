@@ -476,3 +476,71 @@ async fn joins_into_one_room_meet_the_rooms_budget_and_other_rooms_do_not() {
         "the refused join left no placement"
     );
 }
+
+/// Joins from one place, with and without the trusted proxy's word for who the client is.
+async fn joins_through(cluster: &TestCluster, room: &str, forwarded_for: &str, count: usize) -> Vec<u16> {
+    let mut statuses = Vec::new();
+    for _ in 0..count {
+        let response = cluster
+            .http
+            .post(format!("{}/api/v1/rooms/{room}/join", cluster.url(1)))
+            .header("x-forwarded-for", forwarded_for)
+            .json(&name())
+            .send()
+            .await
+            .unwrap();
+        statuses.push(response.status().as_u16());
+    }
+    statuses
+}
+
+/// Behind a TLS proxy every join arrives from the proxy's address. With the proxy trusted, each
+/// client the proxy names has its own budget: ten clients joining five times each all get in,
+/// while one client joining 25 times is held to its burst of 20. Without trusting it, the whole
+/// deployment would share one budget.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joins_through_a_trusted_proxy_are_budgeted_per_client() {
+    let limits = JoinLimits {
+        per_address: bridgemesh_control::rate_limit::JOIN_LIMIT,
+        ..JoinLimits::UNLIMITED
+    };
+    let cluster = TestCluster::start_with_everything(
+        &[1],
+        AuthConfig::default(),
+        common::test_template(),
+        limits,
+        vec!["127.0.0.0/8"],
+    )
+    .await;
+    cluster.wait_for_leader().await;
+    cluster.register_bridge(1).await;
+    for client in 1..=10 {
+        let statuses = joins_through(&cluster, "office", &format!("203.0.113.{client}"), 5).await;
+        assert!(
+            statuses.iter().all(|s| *s == 200),
+            "client {client}: {statuses:?}"
+        );
+    }
+    let one = joins_through(&cluster, "office", "198.51.100.7", 25).await;
+    let admitted = one.iter().filter(|s| **s == 200).count();
+    assert!(
+        (20..=21).contains(&admitted) && one.iter().all(|s| *s == 200 || *s == 429),
+        "one client's burst is 20 (plus what refilled meanwhile): {one:?}"
+    );
+
+    // The same through an untrusted peer: one budget for everyone behind it.
+    let untrusted =
+        TestCluster::start_with_join_limits(&[1], AuthConfig::default(), common::test_template(), limits)
+            .await;
+    untrusted.wait_for_leader().await;
+    untrusted.register_bridge(1).await;
+    let mut admitted = 0;
+    for client in 1..=10 {
+        let statuses = joins_through(&untrusted, "office", &format!("203.0.113.{client}"), 5).await;
+        admitted += statuses.iter().filter(|s| **s == 200).count();
+    }
+    assert!(
+        admitted <= 22,
+        "{admitted} of 50 admitted without a trusted proxy"
+    );
+}

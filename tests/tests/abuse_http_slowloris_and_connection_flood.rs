@@ -73,6 +73,18 @@ async fn unfinished_requests_are_closed_within_the_header_timeout_and_joins_go_o
         "slowloris: {SLOW_CLIENTS} unfinished requests (control and bridge), all closed, the last after {longest:?} \
          (header timeout {timeout:?}); a join during it succeeded"
     );
+    // The bridge counts what it closed, on its own metrics page.
+    let metrics = reqwest::get(format!("{}/metrics/http", running.bridge_url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let header_timeouts = metrics
+        .lines()
+        .find(|l| l.starts_with("bridgemesh_bridge_http_timeouts_total{") && l.contains("phase=\"header\""))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok());
+    assert_eq!(header_timeouts, Some(SLOW_CLIENTS as u64 / 2), "{metrics}");
     running.stop().await;
 }
 

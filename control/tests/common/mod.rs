@@ -40,6 +40,8 @@ pub struct TestCluster {
     pub nodes: BTreeMap<NodeId, ControlService>,
     pub http: reqwest::Client,
     join_limits: JoinLimits,
+    /// Whose forwarding headers name the client (none by default).
+    pub trusted_proxies: Vec<&'static str>,
 }
 
 /// Production timing, with snapshots so frequent, and the log compacted so eagerly, that tests
@@ -73,8 +75,19 @@ impl TestCluster {
         template: ClusterConfig,
         join_limits: JoinLimits,
     ) -> Self {
+        Self::start_with_everything(ids, auth, template, join_limits, Vec::new()).await
+    }
+
+    pub async fn start_with_everything(
+        ids: &[NodeId],
+        auth: AuthConfig,
+        template: ClusterConfig,
+        join_limits: JoinLimits,
+        trusted_proxies: Vec<&'static str>,
+    ) -> Self {
         let mut cluster = Self {
             join_limits,
+            trusted_proxies,
             auth,
             template,
             dir: tempfile::tempdir().unwrap(),
@@ -136,7 +149,16 @@ impl TestCluster {
             auth: self.auth.clone(),
             policy: RoomPolicy::default(),
             join_limits: self.join_limits,
-            regions: Default::default(),
+            regions: bridgemesh_control::node::RegionsConfig {
+                locator: bridgemesh_control::locator::Locator {
+                    trusted_proxies: bridgemesh_control::client_ip::TrustedProxies::parse(
+                        self.trusted_proxies.iter().copied(),
+                    )
+                    .unwrap(),
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
         };
         // `stop` returns once nothing holds the store: a restart opens it at once.
         let service = ControlService::start(config, listener, cluster_listener)

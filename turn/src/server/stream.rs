@@ -57,6 +57,10 @@ pub(super) async fn serve_stream<S>(
     let (reader, writer) = tokio::io::split(stream);
     let (tx, mut frames) = StreamTx::new();
     let queued_bytes = tx.queued_bytes.clone();
+    // Over TLS each frame is a TLS record of its own, as coturn writes them: clients that read
+    // one record as one message (coturn's own `turnutils_uclient` does) would otherwise lose every
+    // frame after the first of a record. Over TCP, queued frames are coalesced into one write.
+    let record_per_frame = five_tuple.transport == Transport::Tls;
     let mut writer_task = AbortOnDrop(tokio::spawn(async move {
         let mut writer = BufWriter::new(writer);
         while let Some(frame) = frames.recv().await {
@@ -66,7 +70,7 @@ pub(super) async fn serve_stream<S>(
                 return;
             }
             // Coalesce what is already queued into one write, then flush.
-            while let Ok(frame) = frames.try_recv() {
+            while !record_per_frame && let Ok(frame) = frames.try_recv() {
                 let written = writer.write_all(&frame).await;
                 queued_bytes.fetch_sub(frame.len(), Relaxed);
                 if written.is_err() {
