@@ -260,7 +260,7 @@ fn join_budget(api: &Api, peer: SocketAddr, headers: &HeaderMap) -> Result<(), A
         peer.ip(),
         headers,
         api.node.trusted_proxies(),
-        crate::join_key::JOIN_IPV6_PREFIX_LEN,
+        api.node.join_ipv6_prefix_len(),
     );
     if api.node.allow_join_from(key) {
         Ok(())

@@ -151,6 +151,7 @@ pub struct ControlNode {
     sessions: SessionKeys,
     join_limiter: Mutex<RateLimiter>,
     room_join_limiter: Mutex<RateLimiter<RoomId>>,
+    join_ipv6_prefix_len: u8,
     /// argon2 costs tens of milliseconds and ~19 MiB per check: at most this many run at once,
     /// the rest are told to retry, so password guessing cannot starve the node's blocking pool
     /// (where Raft's storage also runs).
@@ -239,6 +240,7 @@ impl ControlNode {
             sessions: SessionKeys::derive(cluster_secret),
             join_limiter: Mutex::new(RateLimiter::new(join_limits.per_address)),
             room_join_limiter: Mutex::new(RateLimiter::new(join_limits.per_room)),
+            join_ipv6_prefix_len: join_limits.ipv6_prefix_len,
             password_checks: tokio::sync::Semaphore::new(PASSWORD_CHECKS_AT_ONCE),
             turn: Mutex::new(None),
         }
@@ -342,6 +344,11 @@ impl ControlNode {
             .lock()
             .expect("limiter lock")
             .allow(&source, Instant::now())
+    }
+
+    /// IPv6 prefix length one join budget covers.
+    pub fn join_ipv6_prefix_len(&self) -> u8 {
+        self.join_ipv6_prefix_len
     }
 
     /// Each room, whoever joins it, gets a budget too (see `ROOM_JOIN_LIMIT`).
