@@ -204,6 +204,21 @@ async fn a_host_opens_rooms_for_guests_and_the_account_survives_every_node_resta
     let (status, body) = join(&cluster, 2, "standup", None, None).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["role"], "guest");
+    // An invite minted through one node is used at once through another, and counted once.
+    let (status, invite, _) = send(
+        &cluster,
+        3,
+        Method::POST,
+        "/api/v1/rooms/standup/invites",
+        Some(&host_token),
+        Some(json!({"valid_for_s": 600, "max_uses": 1})),
+    )
+    .await;
+    assert_eq!(status, 200, "{invite}");
+    let (status, body) = join(&cluster, 1, "standup", None, invite["token"].as_str()).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = join(&cluster, 2, "standup", None, invite["token"].as_str()).await;
+    assert_eq!((status, code(&body)), (403, "invite_used_up"), "{body}");
     let (status, me, _) = send(&cluster, 2, Method::GET, "/api/v1/login", Some(&host_token), None).await;
     assert_eq!((status, me["username"].as_str()), (200, Some("ada")), "{me}");
 
@@ -223,6 +238,21 @@ async fn a_host_opens_rooms_for_guests_and_the_account_survives_every_node_resta
         (401, "login_failed"),
         "an unknown name looks the same"
     );
+    let metrics = cluster
+        .http
+        .get(format!("{}/metrics", cluster.url(1)))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "bridgemesh_control_host_logins_total{outcome=\"login_failed\"} 5",
+        "bridgemesh_control_host_logins_total{outcome=\"login_locked\"} 1",
+    ] {
+        assert!(metrics.contains(line), "{line} in:\n{metrics}");
+    }
 
     // Every node stops; the account is in the store, and the password is in no file of it.
     let ids: Vec<u64> = cluster.nodes.keys().copied().collect();

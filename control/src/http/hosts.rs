@@ -38,7 +38,10 @@ async fn login(
         let request: LoginRequest = read_json(body).await?;
         api.node.login(address, &request.username, request.password).await
     };
-    match result.await {
+    let result = result.await;
+    api.metrics
+        .observe_login(result.as_ref().map(drop).map_err(|err| err.error.code));
+    match result {
         Ok(login) => axum::Json(login).into_response(),
         Err(LoginError { error, retry_after_s }) => {
             let mut response = error.into_response();
