@@ -52,7 +52,27 @@ fn user_name(name: &str) -> Result<HostName, ApiError> {
     })
 }
 
+/// Tries of a linearizable read before answering `no_leader`: under load, a leader's quorum
+/// check can miss a heartbeat round, and like a proposal the read is worth another try.
+const NEWEST_READ_ATTEMPTS: u32 = 4;
+const NEWEST_READ_PAUSE: Duration = Duration::from_millis(150);
+
 impl ControlNode {
+    /// `view` of the newest committed state (see [`ClusterNode::read_linearizable`]).
+    async fn read_newest<R>(&self, view: impl Fn(&ControlState) -> R) -> Result<R, ApiError> {
+        let mut attempt = 1;
+        loop {
+            match self.cluster.read_linearizable(&view).await {
+                Ok(value) => return Ok(value),
+                Err(ProposeError::NoLeader(_)) if attempt < NEWEST_READ_ATTEMPTS => {
+                    tokio::time::sleep(NEWEST_READ_PAUSE * attempt).await;
+                    attempt += 1;
+                }
+                Err(err) => return Err(err.into()),
+            }
+        }
+    }
+
     /// Logs a host in from `address` (the join budget's key for the client: an IPv6 /64 as one).
     pub async fn login(
         &self,
@@ -78,15 +98,13 @@ impl ControlNode {
         }
         // The newest committed state: an account added a moment ago through another node logs in.
         let record = self
-            .cluster
-            .read_linearizable(|state| {
+            .read_newest(|state| {
                 state
                     .hosts
                     .get(&name)
                     .map(|h| (h.password_hash.clone(), h.generation))
             })
-            .await
-            .map_err(ApiError::from)?;
+            .await?;
         let exists = record.is_some();
         let (stored, generation) = record.unwrap_or_else(|| (stand_in_hash().to_owned(), 0));
         let matches = if password.0.chars().count() > HOST_PASSWORD_MAX_CHARS {
@@ -130,8 +148,7 @@ impl ControlNode {
         // removed through another node a moment ago ends the session here too. Host joins are
         // few (guests are many), so the leader round trip is cheap.
         let current = self
-            .cluster
-            .read_linearizable(|state| state.hosts.get(&claims.sub).map(|h| h.generation))
+            .read_newest(|state| state.hosts.get(&claims.sub).map(|h| h.generation))
             .await?;
         if current != Some(claims.generation) {
             return Err(login_required(
@@ -267,20 +284,18 @@ impl ControlNode {
 
     /// Every account, as the admin API shows them (never a hash).
     pub async fn users(&self) -> Result<Vec<HostUser>, ApiError> {
-        Ok(self
-            .cluster
-            .read_linearizable(|state| {
-                state
-                    .hosts
-                    .iter()
-                    .map(|(name, record)| HostUser {
-                        username: name.clone(),
-                        created_at_ms: record.created_at_ms,
-                        password_changed_at_ms: record.password_changed_at_ms,
-                    })
-                    .collect()
-            })
-            .await?)
+        self.read_newest(|state| {
+            state
+                .hosts
+                .iter()
+                .map(|(name, record)| HostUser {
+                    username: name.clone(),
+                    created_at_ms: record.created_at_ms,
+                    password_changed_at_ms: record.password_changed_at_ms,
+                })
+                .collect()
+        })
+        .await
     }
 
     async fn user(&self, name: &HostName) -> Result<HostUser, ApiError> {
