@@ -58,6 +58,11 @@ enum Commands {
         /// per core, at most 8).
         #[arg(long)]
         shards: Option<usize>,
+        /// Who may join without a host login: open (anyone; the first one moderates),
+        /// after_moderator (guests wait for a logged-in host) or none (hosts and invitees only).
+        /// Add hosts with `bridgemesh users add`.
+        #[arg(long, value_parser = bridgemesh::users_cli::parse_guest_policy)]
+        guest_policy: Option<bridgemesh_control::auth::GuestPolicy>,
         #[command(flatten)]
         public: up_cli::PublicArgs,
     },
@@ -65,6 +70,8 @@ enum Commands {
     Control(ControlArgs),
     /// The admin API: cluster membership, rooms, bridges.
     Admin(AdminArgs),
+    /// Host accounts: who may open rooms (with a guest policy; docs/hosts.md).
+    Users(bridgemesh::users_cli::UsersArgs),
     /// Mint a join token (Jitsi's JWT format) for a participant; prints it on stdout.
     // Boxed: its many flags would otherwise make every `Commands` value that large.
     Token(Box<TokenArgs>),
@@ -627,25 +634,33 @@ async fn main() -> anyhow::Result<()> {
             cascade_port,
             max_per_room,
             shards,
+            guest_policy,
             public,
         } => {
             let public = public.config()?;
             // Listening from here on: a SIGTERM during start-up stops `up` once it has started,
             // instead of killing it half-way.
             let mut stop = StopSignal::listen()?;
-            let running = bridgemesh::up::start(bridgemesh::up::UpConfig {
-                http_port,
-                bridge_http_port,
-                media_port,
-                data_dir: None,
-                turn: !no_turn,
-                turn_port,
-                bridges,
-                cascade_port,
-                max_per_room,
-                shards,
-                public: public.clone(),
-            })
+            let auth = bridgemesh_control::auth::AuthConfig {
+                guest_policy,
+                ..Default::default()
+            };
+            let running = bridgemesh::up::start_with_auth(
+                bridgemesh::up::UpConfig {
+                    http_port,
+                    bridge_http_port,
+                    media_port,
+                    data_dir: None,
+                    turn: !no_turn,
+                    turn_port,
+                    bridges,
+                    cascade_port,
+                    max_per_room,
+                    shards,
+                    public: public.clone(),
+                },
+                auth,
+            )
             .await?;
             if let Some(public) = &public {
                 up_cli::print_public(&running, public);
@@ -722,6 +737,7 @@ async fn main() -> anyhow::Result<()> {
             )?;
             bridgemesh::control_node::run(plan).await?;
         }
+        Commands::Users(args) => bridgemesh::users_cli::run(args).await?,
         Commands::Admin(args) => {
             use bridgemesh::admin::AdminCall;
             let token = match (args.token, args.token_file) {

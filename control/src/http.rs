@@ -165,6 +165,7 @@ fn public_routes(node: Arc<ControlNode>, config: ApiConfig) -> Router {
         .route("/api/v1/admin/bridges/{id}", delete(admin_forget_bridge))
         .route("/api/v1/admin/bridges/{id}/drain", post(admin_drain_bridge))
         .route("/api/v1/admin/bridges/{id}/undrain", post(admin_undrain_bridge))
+        .merge(hosts::routes())
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .route("/", get(index))
@@ -292,8 +293,11 @@ async fn join(
             ));
         }
         let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-        let caller = api.node.caller(&room, authorization)?;
         let request: JoinRequest = read_json(body).await?;
+        let caller = api
+            .node
+            .caller(&room, authorization, request.invite.as_deref())
+            .await?;
         let client = api.node.locate(peer.ip(), &headers);
         api.node
             .join(room, &request.display_name, request.password, caller, client)
@@ -815,5 +819,6 @@ async fn not_found() -> Response {
     ApiError::new(ErrorCode::NotFound, "no such endpoint").into_response()
 }
 
+mod hosts;
 #[cfg(test)]
 mod tests;

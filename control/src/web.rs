@@ -3,3 +3,5 @@
 pub const INDEX_HTML: &str = include_str!("../web/index.html");
 pub const APP_JS: &str = include_str!("../web/app.js");
 pub const STYLE_CSS: &str = include_str!("../web/style.css");
+/// Host login, invite links and the host-only messages (`docs/hosts.md`).
+pub const HOSTS_JS: &str = include_str!("../web/hosts.js");
