@@ -599,7 +599,7 @@ impl TurnArgs {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    if let Commands::Load(_) = cli.command {
+    if let Commands::Load(_) | Commands::LoadReplay(_) = cli.command {
         // stdout is the report's; the WebRTC stack's warnings about its own retries are noise
         // when dozens of participants connect at once.
         tracing_subscriber::fmt()
