@@ -115,7 +115,7 @@ impl Receiver {
         stream.first = stream.first.min(index);
         stream.highest = stream.highest.max(index);
         stream.received += 1;
-        if (stream.received - 1) % SAMPLE_EVERY != 0 {
+        if !(stream.received - 1).is_multiple_of(SAMPLE_EVERY) {
             return;
         }
         let Some(keys) = &self.keys else {

@@ -59,7 +59,7 @@ impl Source {
         if packets == 0 {
             return 0;
         }
-        let keyframe = self.frames % KEYFRAME_EVERY_FRAMES == 0;
+        let keyframe = self.frames.is_multiple_of(KEYFRAME_EVERY_FRAMES);
         self.frames += 1;
         let payloads = payload::vp8_frame(
             self.tag,
