@@ -2,6 +2,7 @@
 
 mod ca_cli;
 mod geoip_cli;
+mod load_replay_cli;
 mod sim_cli;
 mod up_cli;
 
@@ -90,6 +91,10 @@ enum Commands {
     /// cost the bridges. Exits with 2 when the run failed (a failed join, loss past the limit,
     /// a missing stream, a corrupt packet, a participant left disconnected).
     Load(Box<LoadArgs>),
+    /// The bridge's CPU per forwarded packet at high packet rates: starts `up` (this build or
+    /// --bridge-binary) as its own process and loads it with cheap participants (a real join,
+    /// ICE and DTLS; SRTP sealed and sampled by the bridge's own code). docs/benchmarks.md.
+    LoadReplay(Box<load_replay_cli::LoadReplayArgs>),
     /// Print a bridge's own key (hex), derived from the cluster secret and the bridge's id: it
     /// checks that bridge's tickets and TURN credentials, and no other bridge's.
     BridgeKey {
@@ -606,7 +611,7 @@ impl TurnArgs {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    if let Commands::Load(_) = cli.command {
+    if let Commands::Load(_) | Commands::LoadReplay(_) = cli.command {
         // stdout is the report's; the WebRTC stack's warnings about its own retries are noise
         // when dozens of participants connect at once.
         tracing_subscriber::fmt()
@@ -700,6 +705,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Commands::Token(args) => println!("{}", token(*args)?),
         Commands::Load(args) => load(*args).await?,
+        Commands::LoadReplay(args) => load_replay_cli::run(*args).await?,
         Commands::Geoip(args) => geoip_cli::run(args)?,
         Commands::Ca(args) => ca_cli::run(args)?,
         Commands::Sim(args) => {
