@@ -36,6 +36,13 @@
 //! default_region = "eu-central"
 //! countries = { BR = "us-east" }     # ISO country → region, over coordinates
 //!
+//! [limits]                           # join budgets (docs/abuse.md); these are the defaults
+//! join_burst = 20                    # per client address: at once, then
+//! join_per_second = 5
+//! room_join_burst = 100              # per room, from anyone, per control node
+//! room_join_per_second = 20
+//! join_ipv6_prefix_len = 64          # an IPv6 client's budget covers its whole /64
+//!
 //! [turn]                             # TURN servers join responses name (see docs/turn.md)
 //! secret_file = "/etc/bridgemesh/turn-secret"
 //! servers = [{ bridge = "eu-1", urls = ["turn:turn-eu.example.org:3478?transport=udp"] }]
@@ -52,7 +59,7 @@ use bridgemesh_control::node::{RegionsConfig, RoomPolicy};
 use bridgemesh_control::placement::PlacementPolicy;
 use bridgemesh_control::raft::NodeId;
 use bridgemesh_control::raft::cluster::ClusterConfig;
-use bridgemesh_control::rate_limit::JoinLimits;
+use bridgemesh_control::rate_limit::{JoinLimits, RateLimit};
 use bridgemesh_control::service::{ControlService, ControlServiceConfig};
 use bridgemesh_pki::{ClusterIdentity, ClusterName};
 use bridgemesh_proto::RegionId;
@@ -92,6 +99,45 @@ pub struct ControlFile {
     pub turn: Option<TurnSection>,
     #[serde(default)]
     pub regions: RegionsSection,
+    #[serde(default)]
+    pub limits: LimitsSection,
+}
+
+/// `[limits]`: the join endpoint's budgets (docs/abuse.md); each key left out keeps its default.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSection {
+    /// Joins one client address may make at once, then per second.
+    pub join_burst: Option<f64>,
+    pub join_per_second: Option<f64>,
+    /// Joins into one room (from anyone) at once, then per second, per control node.
+    pub room_join_burst: Option<f64>,
+    pub room_join_per_second: Option<f64>,
+    /// IPv6 prefix length one address budget covers.
+    pub join_ipv6_prefix_len: Option<u8>,
+}
+
+impl LimitsSection {
+    fn into_limits(self) -> anyhow::Result<JoinLimits> {
+        let defaults = JoinLimits::default();
+        let limits = JoinLimits {
+            per_address: RateLimit {
+                burst: self.join_burst.unwrap_or(defaults.per_address.burst),
+                per_second: self.join_per_second.unwrap_or(defaults.per_address.per_second),
+                ..defaults.per_address
+            },
+            per_room: RateLimit {
+                burst: self.room_join_burst.unwrap_or(defaults.per_room.burst),
+                per_second: self.room_join_per_second.unwrap_or(defaults.per_room.per_second),
+                ..defaults.per_room
+            },
+            ipv6_prefix_len: self.join_ipv6_prefix_len.unwrap_or(defaults.ipv6_prefix_len),
+        };
+        limits
+            .validate()
+            .map_err(|err| anyhow::anyhow!("[limits]: {err}"))?;
+        Ok(limits)
+    }
 }
 
 /// `[regions]`: geolocation, placement and bridge failure detection.
@@ -393,6 +439,7 @@ pub fn plan(file: ControlFile, overrides: ControlOverrides) -> anyhow::Result<Co
     };
     let turn = file.turn.map(turn_directory).transpose()?;
     let regions = file.regions.into_config()?;
+    let join_limits = file.limits.into_limits()?;
     Ok(ControlPlan {
         listen,
         cluster_listen,
@@ -404,7 +451,7 @@ pub fn plan(file: ControlFile, overrides: ControlOverrides) -> anyhow::Result<Co
             api: ApiConfig { admin, metrics_token },
             auth: file.auth,
             policy,
-            join_limits: JoinLimits::default(),
+            join_limits,
             regions,
         },
     })
@@ -480,6 +527,9 @@ mod tests {
             [raft]
             election_timeout_min_ms = 900
             election_timeout_max_ms = 1800
+            [limits]
+            join_burst = 40
+            join_ipv6_prefix_len = 56
             [turn]
             secret_file = "{}"
             servers = [{{ bridge = "eu-1", urls = ["turns:turn.example.org:443?transport=tcp"] }}]
@@ -523,6 +573,20 @@ mod tests {
         let turn = plan.turn.unwrap();
         assert_eq!(turn.endpoints[0].bridge.as_deref(), Some("eu-1"));
         assert_eq!(turn.credential_ttl_s, 600);
+        let limits = plan.service.join_limits;
+        assert_eq!(limits.per_address.burst, 40.0);
+        assert_eq!(limits.per_address.per_second, 5.0, "unset keys keep the default");
+        assert_eq!(limits.per_room.burst, 100.0);
+        assert_eq!(limits.ipv6_prefix_len, 56);
+        for (bad, named) in [
+            ("join_ipv6_prefix_len = 8", "between 32 and 128"),
+            ("room_join_per_second = 0", "per room"),
+            ("join_burst = 0.5", "per address"),
+        ] {
+            let section: LimitsSection = toml::from_str(bad).unwrap();
+            let err = section.into_limits().unwrap_err().to_string();
+            assert!(err.contains(named), "{bad}: {err}");
+        }
     }
 
     #[test]

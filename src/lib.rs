@@ -8,3 +8,4 @@ pub mod load;
 pub mod public;
 pub mod turn_peers;
 pub mod up;
+pub mod users_cli;

@@ -13,6 +13,8 @@
 //! - [`histogram`]: constant-memory quantiles.
 //! - [`local_cluster`]: a cluster of child processes on 127.0.0.1 that [`run_local`] starts for
 //!   itself (`--local-cluster`), and its teardown.
+//! - [`replay_bench`]: `bridgemesh load-replay`, the bridge's CPU per forwarded packet at high
+//!   rates under the cheap generator of `bridgemesh_sim::replay`.
 //! - [`faults`]: kills on a timeline during the hold ([`LoadRun::hold_with_faults`]) and the
 //!   recovery as the participants felt it.
 //!
@@ -35,6 +37,7 @@ mod fault_hold;
 pub mod faults;
 pub mod histogram;
 pub mod local_cluster;
+pub mod replay_bench;
 pub mod report;
 
 pub use bridge_metrics::{BridgeFigures, BridgeUsage};

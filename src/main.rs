@@ -2,6 +2,7 @@
 
 mod ca_cli;
 mod geoip_cli;
+mod load_replay_cli;
 mod sim_cli;
 mod up_cli;
 
@@ -58,6 +59,11 @@ enum Commands {
         /// per core, at most 8).
         #[arg(long)]
         shards: Option<usize>,
+        /// Who may join without a host login: open (anyone; the first one moderates),
+        /// after_moderator (guests wait for a logged-in host) or none (hosts and invitees only).
+        /// Add hosts with `bridgemesh users add`.
+        #[arg(long, value_parser = bridgemesh::users_cli::parse_guest_policy)]
+        guest_policy: Option<bridgemesh_control::auth::GuestPolicy>,
         #[command(flatten)]
         public: up_cli::PublicArgs,
     },
@@ -65,6 +71,8 @@ enum Commands {
     Control(ControlArgs),
     /// The admin API: cluster membership, rooms, bridges.
     Admin(AdminArgs),
+    /// Host accounts: who may open rooms (with a guest policy; docs/hosts.md).
+    Users(bridgemesh::users_cli::UsersArgs),
     /// Mint a join token (Jitsi's JWT format) for a participant; prints it on stdout.
     // Boxed: its many flags would otherwise make every `Commands` value that large.
     Token(Box<TokenArgs>),
@@ -83,6 +91,10 @@ enum Commands {
     /// cost the bridges. Exits with 2 when the run failed (a failed join, loss past the limit,
     /// a missing stream, a corrupt packet, a participant left disconnected).
     Load(Box<LoadArgs>),
+    /// The bridge's CPU per forwarded packet at high packet rates: starts `up` (this build or
+    /// --bridge-binary) as its own process and loads it with cheap participants (a real join,
+    /// ICE and DTLS; SRTP sealed and sampled by the bridge's own code). docs/benchmarks.md.
+    LoadReplay(Box<load_replay_cli::LoadReplayArgs>),
     /// Print a bridge's own key (hex), derived from the cluster secret and the bridge's id: it
     /// checks that bridge's tickets and TURN credentials, and no other bridge's.
     BridgeKey {
@@ -622,7 +634,7 @@ impl TurnArgs {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    if let Commands::Load(_) = cli.command {
+    if let Commands::Load(_) | Commands::LoadReplay(_) = cli.command {
         // stdout is the report's; the WebRTC stack's warnings about its own retries are noise
         // when dozens of participants connect at once.
         tracing_subscriber::fmt()
@@ -650,25 +662,33 @@ async fn main() -> anyhow::Result<()> {
             cascade_port,
             max_per_room,
             shards,
+            guest_policy,
             public,
         } => {
             let public = public.config()?;
             // Listening from here on: a SIGTERM during start-up stops `up` once it has started,
             // instead of killing it half-way.
             let mut stop = StopSignal::listen()?;
-            let running = bridgemesh::up::start(bridgemesh::up::UpConfig {
-                http_port,
-                bridge_http_port,
-                media_port,
-                data_dir: None,
-                turn: !no_turn,
-                turn_port,
-                bridges,
-                cascade_port,
-                max_per_room,
-                shards,
-                public: public.clone(),
-            })
+            let auth = bridgemesh_control::auth::AuthConfig {
+                guest_policy,
+                ..Default::default()
+            };
+            let running = bridgemesh::up::start_with_auth(
+                bridgemesh::up::UpConfig {
+                    http_port,
+                    bridge_http_port,
+                    media_port,
+                    data_dir: None,
+                    turn: !no_turn,
+                    turn_port,
+                    bridges,
+                    cascade_port,
+                    max_per_room,
+                    shards,
+                    public: public.clone(),
+                },
+                auth,
+            )
             .await?;
             if let Some(public) = &public {
                 up_cli::print_public(&running, public);
@@ -708,6 +728,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Commands::Token(args) => println!("{}", token(*args)?),
         Commands::Load(args) => load(*args).await?,
+        Commands::LoadReplay(args) => load_replay_cli::run(*args).await?,
         Commands::Geoip(args) => geoip_cli::run(args)?,
         Commands::Ca(args) => ca_cli::run(args)?,
         Commands::Sim(args) => {
@@ -745,6 +766,7 @@ async fn main() -> anyhow::Result<()> {
             )?;
             bridgemesh::control_node::run(plan).await?;
         }
+        Commands::Users(args) => bridgemesh::users_cli::run(args).await?,
         Commands::Admin(args) => {
             use bridgemesh::admin::AdminCall;
             let token = match (args.token, args.token_file) {

@@ -219,6 +219,13 @@ async fn public_ip(config: &PublicConfig) -> anyhow::Result<IpAddr> {
 }
 
 pub async fn start(config: UpConfig) -> anyhow::Result<Running> {
+    start_with_auth(config, AuthConfig::default()).await
+}
+
+/// [`start`] with join tokens or a guest policy (`up --guest-policy`: with host accounts,
+/// `after_moderator` or `none`; docs/hosts.md).
+pub async fn start_with_auth(config: UpConfig, auth: AuthConfig) -> anyhow::Result<Running> {
+    auth.validate().map_err(|err| anyhow::anyhow!("{err}"))?;
     if !(1..=UP_BRIDGES_MAX).contains(&config.bridges) {
         anyhow::bail!("--bridges must be between 1 and {UP_BRIDGES_MAX}");
     }
@@ -308,8 +315,8 @@ pub async fn start(config: UpConfig) -> anyhow::Result<Running> {
             cluster_secret: secret.clone(),
             identity: control_identity,
             api: api.clone(),
-            // No keys: open guest access, the room's first participant moderates it.
-            auth: AuthConfig::default(),
+            // By default no keys: open guest access, the room's first participant moderates it.
+            auth,
             policy: RoomPolicy::default(),
             join_limits: JoinLimits::default(),
             // No GeoIP database: every bridge is in region `local` anyway.

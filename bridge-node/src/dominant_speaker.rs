@@ -323,8 +323,10 @@ mod tests {
 
     #[test]
     fn the_window_forgets_what_is_older_than_half_a_second() {
-        let mut history = History::default();
-        history.energies = [9; WINDOW_BUCKETS];
+        let mut history = History {
+            energies: [9; WINDOW_BUCKETS],
+            last_bucket: 0,
+        };
         history.advance(3);
         assert_eq!(history.energies[..7], [9; 7]);
         assert_eq!(history.energies[7..], [0; 3]);

@@ -177,6 +177,7 @@ fn public_routes(node: Arc<ControlNode>, config: ApiConfig) -> Router {
         .route("/api/v1/admin/bridges/{id}", delete(admin_forget_bridge))
         .route("/api/v1/admin/bridges/{id}/drain", post(admin_drain_bridge))
         .route("/api/v1/admin/bridges/{id}/undrain", post(admin_undrain_bridge))
+        .merge(hosts::routes())
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .route("/", get(index))
@@ -278,7 +279,7 @@ fn join_budget(api: &Api, peer: SocketAddr, headers: &HeaderMap) -> Result<(), A
         peer.ip(),
         headers,
         api.node.trusted_proxies(),
-        crate::join_key::JOIN_IPV6_PREFIX_LEN,
+        api.node.join_ipv6_prefix_len(),
     );
     if api.node.allow_join_from(key) {
         Ok(())
@@ -310,8 +311,11 @@ async fn join(
             ));
         }
         let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-        let caller = api.node.caller(&room, authorization)?;
         let request: JoinRequest = read_json(body).await?;
+        let caller = api
+            .node
+            .caller(&room, authorization, request.invite.as_deref())
+            .await?;
         let client = api.node.locate(peer.ip(), &headers);
         api.node
             .join(room, &request.display_name, request.password, caller, client)
@@ -844,5 +848,6 @@ async fn not_found() -> Response {
 mod admin_participants;
 pub use admin_participants::{AdminParticipant, AdminParticipantMedia, AdminParticipants};
 
+mod hosts;
 #[cfg(test)]
 mod tests;

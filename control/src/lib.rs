@@ -14,6 +14,8 @@
 //! - [`geo`], [`client_ip`], [`cidr`] (from proto), [`locator`]: where a client is (a MaxMind DB, through
 //!   trusted proxies' headers), distances, made-up test databases.
 //! - [`auth`]: join tokens (Jitsi's JWT format), the guest policy, the admin credential; pure.
+//! - [`hosts`]: host accounts without a token server: the login limiter, host sessions and
+//!   invite tokens; pure (the accounts live in the state, `state/hosts.rs`).
 //! - [`rate_limit`]: per-address token buckets for the unauthenticated join endpoint.
 //! - [`raft`]: openraft with a redb store, the peer transport, cluster operations.
 //! - [`node`]: [`ControlNode`]: join, reconnect, the lobby, moderation, drains, tickets.
@@ -43,6 +45,7 @@ pub use bridgemesh_proto::cidr;
 pub mod client_ip;
 pub mod failure_detector;
 pub mod geo;
+pub mod hosts;
 pub mod http;
 pub mod http_guard;
 pub mod join_key;

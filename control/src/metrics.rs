@@ -58,6 +58,7 @@ pub struct ControlMetrics {
     reconnects: Family<RequestOutcome, Counter>,
     join_duration: Histogram,
     reconnect_duration: Histogram,
+    host_logins: Family<RequestOutcome, Counter>,
 }
 
 /// Buckets of the join and reconnect durations: 1 ms doubling to about 4 s.
@@ -92,6 +93,12 @@ impl ControlMetrics {
             "Time from a reconnect request's arrival to its answer.",
             reconnect_duration.clone(),
         );
+        let host_logins = Family::<RequestOutcome, Counter>::default();
+        registry.register(
+            "bridgemesh_control_host_logins",
+            "Host logins answered by this node, by outcome (ok, or the error code: login_failed, login_locked, ...).",
+            host_logins.clone(),
+        );
         registry.register_collector(Box::new(StateCollector { node }));
         Self {
             registry,
@@ -99,7 +106,17 @@ impl ControlMetrics {
             reconnects,
             join_duration,
             reconnect_duration,
+            host_logins,
         }
+    }
+
+    /// Counts a finished host login (docs/hosts.md): `Ok` or the error's code.
+    pub fn observe_login(&self, outcome: Result<(), bridgemesh_proto::api::ErrorCode>) {
+        let outcome = match outcome {
+            Ok(()) => "ok",
+            Err(code) => code.as_str(),
+        };
+        self.host_logins.get_or_create(&RequestOutcome { outcome }).inc();
     }
 
     /// Counts a finished join or reconnect.

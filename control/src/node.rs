@@ -3,10 +3,14 @@
 //! and turns the outcome into an answer. The HTTP layer (`http.rs`) is a thin driver over this.
 //!
 //! Layout: this file holds the types, construction and the bridge registry; `node/join.rs` joining
-//! and the lobby; `node/moderation.rs` moderator actions, settings and bridge events.
+//! and the lobby; `node/moderation.rs` moderator actions, settings and bridge events;
+//! `node/hosts.rs` host logins, accounts and invite links.
 
+mod hosts;
 mod join;
 mod moderation;
+
+pub use hosts::LoginError;
 
 use crate::auth::{Admission, AuthError, GuestPolicy, TokenVerifier};
 use crate::bridge_hub::{BridgeHub, HubConfig, LossReport, LossVerdict};
@@ -88,6 +92,12 @@ impl From<ApplyError> for ApiError {
                 ErrorCode::Conflict
             }
             ApplyError::Invalid(_) => ErrorCode::InvalidField,
+            ApplyError::UserExists(_) | ApplyError::TooManyInvites => ErrorCode::Conflict,
+            ApplyError::UnknownUser(_) => ErrorCode::NotFound,
+            ApplyError::LoginEnded => ErrorCode::LoginRequired,
+            ApplyError::InviteExpired => ErrorCode::InviteExpired,
+            ApplyError::InviteUsedUp => ErrorCode::InviteUsedUp,
+            ApplyError::InviteWrongRoom => ErrorCode::InviteInvalid,
         };
         Self::new(code, err.to_string())
     }
@@ -98,6 +108,8 @@ impl From<ApplyError> for ApiError {
 pub struct Caller {
     pub role: Role,
     pub user_id: Option<String>,
+    /// The invite record the caller came with (its token checked).
+    pub invite: Option<String>,
 }
 
 impl Caller {
@@ -105,6 +117,7 @@ impl Caller {
         Self {
             role: Role::Guest,
             user_id: None,
+            invite: None,
         }
     }
 }
@@ -149,8 +162,13 @@ pub struct ControlNode {
     /// The key every bridge's own key derives from ([`bridge_key`]).
     bridge_master_key: Vec<u8>,
     sessions: SessionKeys,
+    /// Host sessions and invite tokens (`hosts/tokens.rs`).
+    host_keys: crate::hosts::HostKeys,
+    /// Failed host logins per address and account (`hosts/limiter.rs`).
+    login_limiter: Mutex<crate::hosts::LoginLimiter>,
     join_limiter: Mutex<RateLimiter>,
     room_join_limiter: Mutex<RateLimiter<RoomId>>,
+    join_ipv6_prefix_len: u8,
     /// argon2 costs tens of milliseconds and ~19 MiB per check: at most this many run at once,
     /// the rest are told to retry, so password guessing cannot starve the node's blocking pool
     /// (where Raft's storage also runs).
@@ -237,8 +255,11 @@ impl ControlNode {
             tokens,
             bridge_master_key: bridge_master_key(cluster_secret),
             sessions: SessionKeys::derive(cluster_secret),
+            host_keys: crate::hosts::HostKeys::derive(cluster_secret),
+            login_limiter: Mutex::new(crate::hosts::LoginLimiter::new(Default::default())),
             join_limiter: Mutex::new(RateLimiter::new(join_limits.per_address)),
             room_join_limiter: Mutex::new(RateLimiter::new(join_limits.per_room)),
+            join_ipv6_prefix_len: join_limits.ipv6_prefix_len,
             password_checks: tokio::sync::Semaphore::new(PASSWORD_CHECKS_AT_ONCE),
             turn: Mutex::new(None),
         }
@@ -342,6 +363,11 @@ impl ControlNode {
             .lock()
             .expect("limiter lock")
             .allow(&source, Instant::now())
+    }
+
+    /// IPv6 prefix length one join budget covers.
+    pub fn join_ipv6_prefix_len(&self) -> u8 {
+        self.join_ipv6_prefix_len
     }
 
     /// Each room, whoever joins it, gets a budget too (see `ROOM_JOIN_LIMIT`).

@@ -25,6 +25,32 @@ pub struct JoinLimits {
     pub per_address: RateLimit,
     /// Per room, whoever joins it.
     pub per_room: RateLimit,
+    /// IPv6 prefix length one per-address budget covers (a subscriber's block).
+    pub ipv6_prefix_len: u8,
+}
+
+/// A join budget that cannot work, named.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum JoinLimitsError {
+    #[error("{0}: the burst must be at least 1 and the rate above 0 per second")]
+    Budget(&'static str),
+    #[error("join_ipv6_prefix_len must be between 32 and 128, not {0}")]
+    Ipv6PrefixLen(u8),
+}
+
+impl JoinLimits {
+    pub fn validate(&self) -> Result<(), JoinLimitsError> {
+        for (limit, name) in [(self.per_address, "per address"), (self.per_room, "per room")] {
+            if !(limit.burst >= 1.0 && limit.per_second > 0.0 && limit.per_second.is_finite()) {
+                return Err(JoinLimitsError::Budget(name));
+            }
+        }
+        if !(32..=128).contains(&self.ipv6_prefix_len) {
+            return Err(JoinLimitsError::Ipv6PrefixLen(self.ipv6_prefix_len));
+        }
+        Ok(())
+    }
 }
 
 impl Default for JoinLimits {
@@ -32,6 +58,7 @@ impl Default for JoinLimits {
         Self {
             per_address: JOIN_LIMIT,
             per_room: ROOM_JOIN_LIMIT,
+            ipv6_prefix_len: crate::join_key::JOIN_IPV6_PREFIX_LEN,
         }
     }
 }
@@ -49,6 +76,7 @@ impl JoinLimits {
             per_second: 1e9,
             sources_max: 16,
         },
+        ipv6_prefix_len: crate::join_key::JOIN_IPV6_PREFIX_LEN,
     };
 }
 

@@ -17,10 +17,12 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 mod bridges;
 mod command;
+mod hosts;
 mod membership_log;
 mod records;
 
 pub use command::*;
+pub use hosts::*;
 pub use membership_log::*;
 pub use records::*;
 
@@ -70,6 +72,12 @@ pub struct ControlState {
     /// Which rooms' seats changed at which version, so the push visits only those.
     #[serde(skip)]
     pub membership_log: MembershipLog,
+    /// Host accounts (`state/hosts.rs`): who may open rooms without a token.
+    #[serde(default)]
+    pub hosts: BTreeMap<bridgemesh_proto::HostName, HostRecord>,
+    /// Invite links by id, until they expire.
+    #[serde(default)]
+    pub invites: BTreeMap<String, InviteRecord>,
 }
 
 /// How far a command's time may lead the last tick before it is pulled back. Times in commands
@@ -337,6 +345,7 @@ impl ControlState {
                 let bridges = record.seats_per_bridge().into_keys().cloned().collect();
                 Ok(Outcome::MuteRequested { room, by, bridges })
             }
+            Command::Hosts(command) => self.apply_hosts(command),
             Command::Tick {
                 now_ms,
                 room_grace_ms,
@@ -355,6 +364,14 @@ impl ControlState {
         {
             return Err(ApplyError::Kicked);
         }
+        // An invite stands in for a moderator's "yes": no lobby, no wait for the host.
+        let invited = match &request.invite {
+            Some(invite) => {
+                self.check_invite(invite, &request.room, request.at_ms)?;
+                true
+            }
+            None => false,
+        };
         let moderator_present = existing.is_some_and(RoomRecord::has_moderator_present);
         let mut role = request.role;
         if request.moderator_if_first && !moderator_present {
@@ -362,6 +379,7 @@ impl ControlState {
         }
         if role == Role::Guest
             && request.guest_needs_moderator
+            && !invited
             && !existing.is_some_and(|r| r.opened_by_moderator)
         {
             return Err(ApplyError::WaitingForModerator);
@@ -373,7 +391,7 @@ impl ControlState {
         {
             return Err(ApplyError::WrongPassword);
         }
-        let to_lobby = settings.lobby_enabled && role != Role::Moderator;
+        let to_lobby = settings.lobby_enabled && role != Role::Moderator && !invited;
         let full = if to_lobby {
             existing.map_or(0, |r| lobby_of(r).count()) >= LOBBY_WAITING_MAX
         } else {
@@ -416,6 +434,9 @@ impl ControlState {
         );
         self.participant_rooms
             .insert(request.participant, request.room.clone());
+        if let Some(invite) = &request.invite {
+            self.use_invite(invite);
+        }
         if to_lobby {
             return Ok(Outcome::InLobby { role });
         }
@@ -589,6 +610,7 @@ impl ControlState {
         for room in &rooms_ended {
             self.end_room(room);
         }
+        self.drop_expired_invites(now_ms);
         let drained: Vec<BridgeId> = self
             .bridges
             .values()

@@ -802,6 +802,10 @@
     if (app.jwt) headers.Authorization = `Bearer ${app.jwt}`;
     const body = { display_name: app.displayName };
     if (app.password) body.password = app.password;
+    // Host accounts (hosts.js): a host's login, or the invite the link carried.
+    const hosts = window.bridgemeshHosts;
+    if (hosts && !app.jwt && hosts.authorization()) headers.Authorization = hosts.authorization();
+    if (hosts && hosts.invite()) body.invite = hosts.invite();
     return postForPlacement(`/api/v1/rooms/${encodeURIComponent(app.room)}/join`, headers, body);
   }
 
@@ -845,6 +849,8 @@
 
   // What to tell the user about a join they have to do something about.
   function joinErrorText(err) {
+    const hostsText = window.bridgemeshHosts && window.bridgemeshHosts.errorText(err.code);
+    if (hostsText) return hostsText;
     const known = {
       token_expired: 'Your meeting link\u2019s token has expired. Ask the organiser for a new link.',
       token_not_yet_valid: 'Your meeting link\u2019s token is not valid yet. Check this device\u2019s clock, or try again in a moment.',
@@ -962,6 +968,13 @@
     }
     if (err.code === 'guest_not_allowed') {
       waitForHost();
+      return;
+    }
+    // A host login that ended or an invite that no longer counts: try again without it.
+    const recovered = window.bridgemeshHosts && window.bridgemeshHosts.recover(err.code);
+    if (recovered) {
+      toast(recovered, 6000);
+      connect();
       return;
     }
     if (err.code === 'kicked') {

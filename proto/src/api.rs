@@ -15,6 +15,10 @@ pub struct JoinRequest {
     pub display_name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password: Option<String>,
+    /// An invite link's token (`#invite=` of the link, see [`crate::hosts`]): skips the lobby and
+    /// the wait for a host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invite: Option<String>,
 }
 
 /// Answer to a successful join: where to connect and with what.
@@ -222,6 +226,21 @@ pub enum ErrorCode {
     LobbyDenied,
     /// A moderator removed this participant from the meeting.
     Kicked,
+    /// No credential, and this deployment lets only logged-in hosts (or invitees) into rooms.
+    HostsOnly,
+    /// A host login with a wrong user name or password.
+    LoginFailed,
+    /// Too many failed logins for this account from here: wait `Retry-After` seconds.
+    LoginLocked,
+    /// A host session that is expired, forged, or ended (the account was removed or its
+    /// password changed): log in again.
+    LoginRequired,
+    /// An invite link that is damaged or not for this room.
+    InviteInvalid,
+    /// An invite link past its validity (or withdrawn).
+    InviteExpired,
+    /// An invite link whose uses are all taken.
+    InviteUsedUp,
 }
 
 impl ErrorCode {
@@ -234,7 +253,12 @@ impl ErrorCode {
             | Self::WrongPassword
             | Self::PasswordRequired
             | Self::LobbyDenied
-            | Self::Kicked => 403,
+            | Self::Kicked
+            | Self::HostsOnly
+            | Self::InviteExpired
+            | Self::InviteUsedUp => 403,
+            Self::LoginFailed | Self::LoginRequired | Self::InviteInvalid => 401,
+            Self::LoginLocked => 429,
             Self::TokenRequired
             | Self::TokenMalformed
             | Self::TokenBadSignature
@@ -292,6 +316,13 @@ impl ErrorCode {
             Self::PasswordRequired => "password_required",
             Self::LobbyDenied => "lobby_denied",
             Self::Kicked => "kicked",
+            Self::HostsOnly => "hosts_only",
+            Self::LoginFailed => "login_failed",
+            Self::LoginLocked => "login_locked",
+            Self::LoginRequired => "login_required",
+            Self::InviteInvalid => "invite_invalid",
+            Self::InviteExpired => "invite_expired",
+            Self::InviteUsedUp => "invite_used_up",
         }
     }
 }

@@ -94,6 +94,10 @@ string_id!(
     /// A deployment region, e.g. `eu-west`.
     RegionId, "region", 64
 );
+string_id!(
+    /// A host account's user name (`bridgemesh users add <name>`): lower-case, at most 64 characters.
+    HostName, "user name", 64
+);
 
 /// An RTP synchronisation source.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Serialize, Deserialize)]

@@ -8,6 +8,7 @@
 //! - [`cascade`]: messages and media datagrams on the bridge ↔ bridge QUIC links.
 //! - [`meeting`]: chat messages, reactions: what a meeting shares besides media.
 //! - [`ticket`]: claims of the short-lived ticket control issues for one participant on one bridge.
+//! - [`hosts`]: host accounts, their logins and invite links (`/api/v1/login`, `/api/v1/admin/users`).
 //! - [`cidr`]: the IP network type of every configured list of networks.
 //!
 //! Everything here is plain serde data; there is no I/O. A change to any of these shapes is a
@@ -17,12 +18,13 @@ pub mod api;
 pub mod bridge_session;
 pub mod cascade;
 pub mod cidr;
+pub mod hosts;
 pub mod ids;
 pub mod meeting;
 pub mod signaling;
 pub mod ticket;
 
-pub use ids::{BridgeId, IdError, ParticipantId, RegionId, RoomId, Ssrc};
+pub use ids::{BridgeId, HostName, IdError, ParticipantId, RegionId, RoomId, Ssrc};
 
 /// Version of the signaling protocol described in `docs/signaling.md`.
 pub const PROTOCOL_VERSION: u32 = 1;

@@ -56,6 +56,7 @@ impl ControlClient {
         let body = JoinRequest {
             display_name: options.display_name.clone(),
             password: options.password.clone(),
+            invite: None,
         };
         self.answer("POST", &url, self.http.post(&url).json(&body)).await
     }

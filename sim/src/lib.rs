@@ -14,6 +14,8 @@
 //! - [`payload`]: the stamped RTP payloads (pure functions): build, packetize, verify.
 //! - [`stats`]: [`ParticipantStats`] snapshots and the bounded accumulators behind them.
 //! - [`error`]: the crate's one error type, [`ParticipantError`].
+//! - [`replay`]: the cheap load generator's participants (a real join, ICE and DTLS; SRTP sealed
+//!   and sampled by the bridge's own code), for `bridgemesh load-replay`.
 //! - [`simulator`]: the network simulator (`bridgemesh sim run`): the real control-plane code on
 //!   virtual time with modeled bridges, clients and links.
 //!
@@ -40,6 +42,7 @@ pub mod media;
 pub mod participant;
 pub mod payload;
 pub mod reconnect;
+pub mod replay;
 pub mod simulator;
 pub mod stats;
 

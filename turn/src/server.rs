@@ -190,11 +190,10 @@ impl Tables {
 }
 
 /// One less for `key`; the entry goes at zero, so the table holds only keys with allocations.
-fn decrement<K: std::hash::Hash + Eq, Q: std::hash::Hash + Eq + ?Sized>(
-    counts: &mut HashMap<K, usize>,
-    key: &Q,
-) where
-    K: std::borrow::Borrow<Q>,
+fn decrement<K, Q>(counts: &mut HashMap<K, usize>, key: &Q)
+where
+    K: std::hash::Hash + Eq + std::borrow::Borrow<Q>,
+    Q: std::hash::Hash + Eq + ?Sized,
 {
     if let Some(count) = counts.get_mut(key) {
         *count -= 1;

@@ -28,9 +28,11 @@ impl fmt::Debug for Secret {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum GuestPolicy {
-    /// Nobody: every join needs a valid token (Jitsi's `allow_empty_token = false`).
+    /// Nobody: every join needs a valid token (Jitsi's `allow_empty_token = false`), a host login
+    /// or an invite link.
     None,
-    /// Guests join a room only once a moderator (a token with the moderator flag) has opened it;
+    /// Guests join a room only once a moderator (a token with the moderator flag, or a logged-in
+    /// host) has opened it;
     /// until then they are refused with `guest_not_allowed` and may retry (Jitsi's "wait for host").
     AfterModerator,
     /// Anyone may join without a token; a token, when given, must still be valid.
@@ -133,8 +135,6 @@ pub enum AuthConfigError {
         "accepted_issuers or accepted_audiences are set but no key is configured, so tokens would not be checked at all"
     )]
     SettingsWithoutKeys,
-    #[error("guest_policy {policy:?} needs a key to verify tokens with, and none is configured")]
-    PolicyNeedsKeys { policy: GuestPolicy },
     #[error("a key id (kid) is empty")]
     EmptyKid,
     #[error("kid {kid:?} names both an HS256 secret and a public key")]

@@ -230,10 +230,8 @@ impl TokenVerifier {
             if !config.accepted_issuers.is_empty() || !config.accepted_audiences.is_empty() {
                 return Err(AuthConfigError::SettingsWithoutKeys);
             }
-            // Without keys nobody can show a token, so only an open room can ever be joined.
-            if policy != GuestPolicy::Open {
-                return Err(AuthConfigError::PolicyNeedsKeys { policy });
-            }
+            // Without keys, `after_moderator` and `none` are about host accounts: a logged-in
+            // host (docs/hosts.md) is the moderator guests wait for, or the only one let in.
         }
         let default_key = config
             .hs256_secret
@@ -279,7 +277,8 @@ impl TokenVerifier {
     ///
     /// A token that is present is always verified, whatever the guest policy: a forged or expired
     /// token is refused, never quietly downgraded to a guest (Jitsi does the same). With no key
-    /// configured (`bridgemesh up`), tokens are not looked at and everyone is a guest.
+    /// configured (`bridgemesh up`), tokens are not looked at and everyone is a guest, admitted by
+    /// the guest policy (host logins are checked before this, in `node/hosts.rs`).
     pub fn admit(
         &self,
         token: Option<&str>,
@@ -288,7 +287,8 @@ impl TokenVerifier {
         now_unix_s: u64,
     ) -> Result<Admission, AuthError> {
         if !self.tokens_enabled() {
-            return Ok(Admission::Guest);
+            // Tokens are not read; the policy still applies to everyone without a host login.
+            return guest_admission(self.guest_policy, room_opened_by_moderator).map(|()| Admission::Guest);
         }
         match token {
             Some(token) => self.verify(token, room, now_unix_s).map(Admission::Token),

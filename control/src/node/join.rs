@@ -3,12 +3,38 @@
 use super::*;
 
 impl ControlNode {
-    /// Who a join comes from: the token's identity, or a guest where the policy lets guests in.
-    pub fn caller(&self, room: &RoomId, authorization: Option<&str>) -> Result<Caller, ApiError> {
+    /// Who a join comes from: a logged-in host, the token's identity, an invitee, or a guest
+    /// where the policy lets guests in.
+    pub async fn caller(
+        &self,
+        room: &RoomId,
+        authorization: Option<&str>,
+        invite: Option<&str>,
+    ) -> Result<Caller, ApiError> {
         let token = crate::auth::bearer(authorization)?;
+        if let Some(host) = self.host_session(token).await? {
+            return Ok(Self::host_caller(&host));
+        }
+        let invite = invite.map(|invite| self.invite_for(room, invite)).transpose()?;
+        if token.is_none() && invite.is_some() {
+            return Ok(Caller {
+                invite,
+                ..Caller::guest()
+            });
+        }
         // A quick refusal from this node's view; the state machine re-checks at commit.
         let opened = self.read(|state| state.rooms.get(room).is_some_and(|r| r.opened_by_moderator));
-        let admission = self.tokens.admit(token, room, opened, now_unix_ms() / 1000)?;
+        let admission = self
+            .tokens
+            .admit(token, room, opened, now_unix_ms() / 1000)
+            .map_err(|err| match err {
+                // Without join tokens, the only credentials are host logins and invites.
+                AuthError::TokenRequired if !self.tokens.tokens_enabled() => ApiError::new(
+                    ErrorCode::HostsOnly,
+                    "this meeting is for hosts only: log in as a host, or ask a host for an invite link",
+                ),
+                err => err.into(),
+            })?;
         Ok(match admission {
             Admission::Guest => Caller::guest(),
             Admission::Token(identity) => Caller {
@@ -23,6 +49,7 @@ impl ControlNode {
                     let digest = Sha256::digest(token.unwrap_or_default().as_bytes());
                     format!("token-{}", hex::encode(&digest[..16]))
                 })),
+                invite,
             },
         })
     }
@@ -38,10 +65,14 @@ impl ControlNode {
     ) -> Result<JoinAnswer, ApiError> {
         let display_name = validate_display_name(display_name)?;
         let tokens_enabled = self.tokens.tokens_enabled();
-        let guest_needs_moderator =
-            tokens_enabled && self.tokens.guest_policy() == GuestPolicy::AfterModerator;
-        let moderator_if_first =
-            self.policy.first_participant_moderates && !tokens_enabled && caller.role == Role::Guest;
+        let policy = self.tokens.guest_policy();
+        let guest_needs_moderator = policy == GuestPolicy::AfterModerator;
+        // Only where anyone may open a room does opening it make a moderator; with host accounts
+        // (`after_moderator`, `none`) a host does.
+        let moderator_if_first = self.policy.first_participant_moderates
+            && !tokens_enabled
+            && policy == GuestPolicy::Open
+            && caller.role == Role::Guest;
         let password_generation = self.check_password(&room, password, caller.role).await?;
         let participant = new_participant_id();
         // A placement can go stale between reading the state and committing (another join took
@@ -67,6 +98,7 @@ impl ControlNode {
                 bridge,
                 at_ms: now_unix_ms(),
                 client: client.clone(),
+                invite: caller.invite.clone(),
             });
             match self.cluster.propose(command).await? {
                 Ok(Outcome::Placed { bridge, role }) => {

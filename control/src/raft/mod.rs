@@ -64,6 +64,16 @@ impl fmt::Display for Command {
             Command::AdminKick { .. } => "admin-kick",
             Command::EndRoom { .. } => "end-room",
             Command::UpdateSettings { .. } => "update-settings",
+            Command::Hosts(command) => match command {
+                crate::state::HostCommand::AddUser { name, .. } => return write!(f, "add-user {name}"),
+                crate::state::HostCommand::SetPassword { name, .. } => {
+                    return write!(f, "set-password {name}");
+                }
+                crate::state::HostCommand::RemoveUser { name } => return write!(f, "remove-user {name}"),
+                crate::state::HostCommand::CreateInvite { room, .. } => {
+                    return write!(f, "create-invite {room}");
+                }
+            },
             Command::Tick { .. } => "tick",
         };
         f.write_str(name)

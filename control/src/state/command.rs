@@ -138,6 +138,8 @@ pub enum Command {
         /// The moderator acting; checked again when applied.
         by: ParticipantId,
     },
+    /// Host accounts and invite links (`state/hosts.rs`).
+    Hosts(HostCommand),
     /// Time passes: placements never confirmed, abandoned lobby waits and remembered outcomes
     /// expire, and rooms empty for longer than `room_grace_ms` end.
     Tick {
@@ -208,6 +210,8 @@ pub enum Outcome {
         participants: Vec<(ParticipantId, Option<BridgeId>)>,
     },
     SettingsUpdated,
+    /// A host account or invite was added, changed or removed.
+    HostsChanged,
     Ticked {
         expired: usize,
         rooms_ended: Vec<RoomId>,
@@ -269,6 +273,20 @@ pub enum ApplyError {
     BridgeIsDown(BridgeId),
     #[error("invalid: {0}")]
     Invalid(String),
+    #[error("a host account named {0} exists")]
+    UserExists(bridgemesh_proto::HostName),
+    #[error("there is no host account named {0}")]
+    UnknownUser(bridgemesh_proto::HostName),
+    #[error("this host login has ended (the account was removed or its password changed); log in again")]
+    LoginEnded,
+    #[error("this room holds as many invite links as it may; wait for some to expire")]
+    TooManyInvites,
+    #[error("this invite link has expired or was withdrawn")]
+    InviteExpired,
+    #[error("this invite link has been used as many times as it may")]
+    InviteUsedUp,
+    #[error("this invite link is for another room")]
+    InviteWrongRoom,
 }
 
 impl ApplyError {

@@ -215,6 +215,10 @@ pub struct JoinRequestRecord {
     pub at_ms: u64,
     #[serde(default)]
     pub client: ClientPlace,
+    /// The invite (its record's id, the signed token checked by the node) the participant came
+    /// with: skips the lobby and the wait for a moderator, and takes one of its uses.
+    #[serde(default)]
+    pub invite: Option<String>,
 }
 
 impl JoinRequestRecord {
@@ -233,6 +237,7 @@ impl JoinRequestRecord {
             bridge,
             at_ms,
             client: ClientPlace::default(),
+            invite: None,
         }
     }
 }

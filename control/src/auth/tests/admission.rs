@@ -66,6 +66,30 @@ fn without_keys_everyone_is_a_guest_and_tokens_are_not_read() {
             Ok(Admission::Guest)
         );
     }
+    // Host accounts without tokens: the policy still decides about everyone without a login.
+    for (policy, opened, expected) in [
+        (
+            GuestPolicy::AfterModerator,
+            false,
+            Err(ErrorCode::GuestNotAllowed),
+        ),
+        (GuestPolicy::AfterModerator, true, Ok(())),
+        (GuestPolicy::None, true, Err(ErrorCode::TokenRequired)),
+    ] {
+        let verifier = TokenVerifier::new(&AuthConfig {
+            guest_policy: Some(policy),
+            ..AuthConfig::default()
+        })
+        .unwrap();
+        assert_eq!(
+            verifier
+                .admit(None, &room("standup"), opened, NOW)
+                .map(drop)
+                .map_err(|err| err.code()),
+            expected,
+            "{policy:?}"
+        );
+    }
 }
 
 #[test]
