@@ -60,11 +60,22 @@ impl AdminCall {
 /// Sends `call` to the control node at `url`; returns the pretty-printed answer.
 pub async fn run(url: &str, token: &str, call: AdminCall) -> anyhow::Result<String> {
     let (method, path, body) = call.request();
-    let http = reqwest::Client::builder()
-        .no_proxy()
-        // Adding a node waits for it to catch up before promoting it.
-        .timeout(Duration::from_secs(120))
-        .build()?;
+    // Adding a node waits for it to catch up before promoting it.
+    let value = request(url, token, method, &path, body, Duration::from_secs(120)).await?;
+    Ok(serde_json::to_string_pretty(&value)?)
+}
+
+/// One call to the admin API at `url` with the admin `token`: the answer's JSON, or the error
+/// envelope's code and message as the error.
+pub async fn request(
+    url: &str,
+    token: &str,
+    method: Method,
+    path: &str,
+    body: Option<serde_json::Value>,
+    timeout: Duration,
+) -> anyhow::Result<serde_json::Value> {
+    let http = reqwest::Client::builder().no_proxy().timeout(timeout).build()?;
     let mut request = http
         .request(method, format!("{}{path}", url.trim_end_matches('/')))
         .bearer_auth(token);
@@ -85,7 +96,7 @@ pub async fn run(url: &str, token: &str, call: AdminCall) -> anyhow::Result<Stri
         let message = value["error"]["message"].as_str().unwrap_or("");
         anyhow::bail!("{status}: {code}: {message}");
     }
-    Ok(serde_json::to_string_pretty(&value)?)
+    Ok(value)
 }
 
 /// The bridges answer (`GET /api/v1/admin/bridges`) as a table for people.

@@ -92,31 +92,7 @@ async fn call(
     path: &str,
     body: Option<serde_json::Value>,
 ) -> anyhow::Result<serde_json::Value> {
-    let http = reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(30))
-        .build()?;
-    let mut request = http
-        .request(method, format!("{}{path}", url.trim_end_matches('/')))
-        .bearer_auth(token);
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request
-        .send()
-        .await
-        .with_context(|| format!("cannot reach the control node at {url}"))?;
-    let status = response.status();
-    let value: serde_json::Value = response
-        .json()
-        .await
-        .with_context(|| format!("the answer from {url} is not JSON"))?;
-    if !status.is_success() {
-        let code = value["error"]["code"].as_str().unwrap_or("unknown");
-        let message = value["error"]["message"].as_str().unwrap_or("");
-        anyhow::bail!("{status}: {code}: {message}");
-    }
-    Ok(value)
+    crate::admin::request(url, token, method, path, body, Duration::from_secs(30)).await
 }
 
 /// `GET /api/v1/admin/users` as a table for people.
