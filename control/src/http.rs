@@ -184,6 +184,7 @@ fn public_routes(node: Arc<ControlNode>, config: ApiConfig) -> Router {
         .route("/app.js", get(app_js))
         .route("/style.css", get(style_css))
         .route("/meeting.js", get(meeting_js))
+        .route("/tiles.js", get(tiles_js))
         .route("/meeting.css", get(meeting_css))
         .route("/{room}", get(room_page))
         .fallback(not_found)
@@ -577,6 +578,10 @@ async fn app_js() -> Response {
 
 async fn style_css() -> Response {
     asset("text/css; charset=utf-8", web::STYLE_CSS)
+}
+
+async fn tiles_js() -> Response {
+    asset("text/javascript; charset=utf-8", web::TILES_JS)
 }
 
 async fn meeting_js() -> Response {

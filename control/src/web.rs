@@ -2,6 +2,8 @@
 
 pub const INDEX_HTML: &str = include_str!("../web/index.html");
 pub const APP_JS: &str = include_str!("../web/app.js");
+/// The meeting's tiles and their layout (loaded before `app.js`, which builds it).
+pub const TILES_JS: &str = include_str!("../web/tiles.js");
 pub const STYLE_CSS: &str = include_str!("../web/style.css");
 /// Chat, raised hands and reactions (loaded after `app.js`).
 pub const MEETING_JS: &str = include_str!("../web/meeting.js");
