@@ -91,6 +91,7 @@ async fn replayed_srtp_is_forwarded_counted_and_verified_and_wrong_keys_are_refu
         ssrc,
         payload_type,
         tag,
+        first_seq: 0,
     };
     let (counters, stop) = start_pacer(forged);
     eventually("200 forged packets sent", MEDIA_TIMEOUT, || {
@@ -106,6 +107,59 @@ async fn replayed_srtp_is_forwarded_counted_and_verified_and_wrong_keys_are_refu
     assert_eq!(running.bridge.stats().shards.rtp_forwarded, forwarded_before);
 
     for participant in viewers.into_iter().chain([publisher]) {
+        participant.leave().await;
+    }
+}
+
+/// Packets sealed with keys the bridge does not hold, on a publisher's SSRC and from its address,
+/// arriving before the bridge has opened one real packet of that stream (an off-path attacker who
+/// spoofs the address, or a buggy client), must not keep the real stream out: they are refused,
+/// and the real packets that follow, numbered far below them, are opened and forwarded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_packets_before_a_stream_is_opened_do_not_keep_it_out() {
+    let running = up().await;
+    let room = room("replay-forged-first");
+    let url = &running.control_url;
+    let mut publisher = ReplayParticipant::join(url, &room, "publisher", true, JOIN_TIMEOUT)
+        .await
+        .unwrap();
+    let viewer = ReplayParticipant::join(url, &room, "viewer", false, JOIN_TIMEOUT)
+        .await
+        .unwrap();
+    let mut real = publisher.take_publishing().expect("a publisher publishes");
+    // The real stream starts 30,000 numbers below the forged one: a receiver that let the
+    // forged packets set its replay window would refuse the real ones for 75 s at this rate.
+    real.first_seq = 10_000;
+    let forged = Publishing {
+        socket: Arc::clone(&real.socket),
+        bridge: real.bridge,
+        keys: SrtpKeys::new(SrtpProfile::AeadAes128Gcm, &[7; 16], &[9; 12]).unwrap(),
+        ssrc: real.ssrc,
+        payload_type: real.payload_type,
+        tag: real.tag,
+        first_seq: 40_000,
+    };
+    let (forged_counters, stop) = start_pacer(forged);
+    eventually("50 forged packets sent", MEDIA_TIMEOUT, || {
+        forged_counters.sent.load(Ordering::Relaxed) >= 50
+    })
+    .await;
+    let _ = stop.send(true);
+
+    let (_counters, stop) = start_pacer(real);
+    eventually(
+        "the viewer counts and verifies the real stream",
+        MEDIA_TIMEOUT,
+        || {
+            let c = viewer.counters();
+            c.packets >= 4 * SAMPLE_EVERY && c.verified >= 4
+        },
+    )
+    .await;
+    let _ = stop.send(true);
+    let c = viewer.counters();
+    assert_eq!((c.auth_failed, c.corrupt), (0, 0), "{c:?}");
+    for participant in [viewer, publisher] {
         participant.leave().await;
     }
 }

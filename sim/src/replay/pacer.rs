@@ -44,14 +44,7 @@ pub async fn run(
         .map(|p| Stream {
             socket: p.socket,
             bridge: p.bridge,
-            source: Source::new(
-                p.ssrc,
-                p.payload_type,
-                p.tag,
-                p.keys,
-                rand::random(),
-                rand::random(),
-            ),
+            source: Source::new(p.ssrc, p.payload_type, p.tag, p.keys, p.first_seq, rand::random()),
             due_sent: 0,
         })
         .collect();

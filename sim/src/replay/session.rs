@@ -57,6 +57,8 @@ pub struct Publishing {
     pub ssrc: u32,
     pub payload_type: u8,
     pub tag: u64,
+    /// The sequence number of the first packet (random, as a browser's is).
+    pub first_seq: u16,
 }
 
 /// The connected state `join` returns for: keys in hand, the publishing half if any.
@@ -508,6 +510,7 @@ impl Driver {
                     .payload_type
                     .ok_or_else(|| ParticipantError::Protocol("the answer has no VP8 payload type".into()))?,
                 tag: self.tag,
+                first_seq: rand::random(),
             }),
             None => None,
         };

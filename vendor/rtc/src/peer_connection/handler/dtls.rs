@@ -14,7 +14,7 @@ use dtls::state::State;
 use log::{debug, warn};
 use shared::TransportContext;
 use shared::error::{Error, Result};
-use srtp::option::{srtcp_replay_protection, srtp_replay_protection};
+use super::replay_window::{srtcp_replay_protection, srtp_replay_protection};
 use srtp::protection_profile::ProtectionProfile;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -476,13 +476,12 @@ impl<'a> DtlsHandler<'a> {
         };
         if replay_protection.srtp != 0 {
             srtp_config.remote_rtp_options =
-                Some(srtp::option::srtp_replay_protection(replay_protection.srtp));
+                Some(srtp_replay_protection(replay_protection.srtp));
         }
 
         if replay_protection.srtcp != 0 {
-            srtp_config.remote_rtcp_options = Some(srtp::option::srtcp_replay_protection(
-                replay_protection.srtcp,
-            ));
+            srtp_config.remote_rtcp_options =
+                Some(srtcp_replay_protection(replay_protection.srtcp));
         }
 
         let keying_material = state.export_keying_material(

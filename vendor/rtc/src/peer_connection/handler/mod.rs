@@ -4,6 +4,7 @@ pub(crate) mod dtls;
 pub(crate) mod endpoint;
 pub(crate) mod ice;
 pub(crate) mod interceptor;
+pub(crate) mod replay_window;
 pub(crate) mod sctp;
 pub(crate) mod srtp;
 
