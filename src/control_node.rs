@@ -436,6 +436,7 @@ pub fn plan(file: ControlFile, overrides: ControlOverrides) -> anyhow::Result<Co
             .rooms
             .first_participant_moderates
             .unwrap_or(room_defaults.first_participant_moderates),
+        ..room_defaults
     };
     let turn = file.turn.map(turn_directory).transpose()?;
     let regions = file.regions.into_config()?;

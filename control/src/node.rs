@@ -131,6 +131,8 @@ pub struct RoomPolicy {
     pub first_participant_moderates: bool,
     /// An empty room keeps its settings this long before it ends.
     pub room_grace_ms: u64,
+    /// A placement its bridge never confirmed is forgotten this long after it was made.
+    pub unconfirmed_join_ttl_ms: u64,
 }
 
 impl Default for RoomPolicy {
@@ -138,6 +140,7 @@ impl Default for RoomPolicy {
         Self {
             first_participant_moderates: true,
             room_grace_ms: 60_000,
+            unconfirmed_join_ttl_ms: crate::state::UNCONFIRMED_JOIN_TTL_MS,
         }
     }
 }

@@ -349,7 +349,12 @@ impl ControlState {
             Command::Tick {
                 now_ms,
                 room_grace_ms,
-            } => Ok(self.tick(now_ms, room_grace_ms)),
+                unconfirmed_join_ttl_ms,
+            } => Ok(self.tick(
+                now_ms,
+                room_grace_ms,
+                unconfirmed_join_ttl_ms.unwrap_or(UNCONFIRMED_JOIN_TTL_MS),
+            )),
         }
     }
 
@@ -570,7 +575,7 @@ impl ControlState {
         self.rooms.remove(room);
     }
 
-    fn tick(&mut self, now_ms: u64, room_grace_ms: u64) -> Outcome {
+    fn tick(&mut self, now_ms: u64, room_grace_ms: u64, unconfirmed_join_ttl_ms: u64) -> Outcome {
         self.clock_ms = self.clock_ms.max(now_ms);
         let now_ms = self.clock_ms;
         let mut expired = Vec::new();
@@ -579,7 +584,7 @@ impl ControlState {
                 let age_ms = now_ms.saturating_sub(record.since_ms);
                 let due = match record.status {
                     ParticipantStatus::Placed if record.dropped => age_ms >= RECONNECT_GRACE_MS,
-                    ParticipantStatus::Placed => age_ms >= UNCONFIRMED_JOIN_TTL_MS,
+                    ParticipantStatus::Placed => age_ms >= unconfirmed_join_ttl_ms,
                     ParticipantStatus::Lobby => age_ms >= LOBBY_WAIT_MAX_MS,
                     ParticipantStatus::Denied | ParticipantStatus::Kicked => age_ms >= OUTCOME_MEMORY_MS,
                     ParticipantStatus::Connected => false,

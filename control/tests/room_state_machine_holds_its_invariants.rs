@@ -204,6 +204,7 @@ fn command(step: &Step, now_ms: &mut u64) -> Command {
             Command::Tick {
                 now_ms: *now_ms,
                 room_grace_ms: 30_000,
+                unconfirmed_join_ttl_ms: None,
             }
         }
     }

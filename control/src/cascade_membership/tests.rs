@@ -235,6 +235,7 @@ fn an_ended_room_empties_its_bridges_lists_and_is_forgotten() {
         [Command::Tick {
             now_ms: 1_000,
             room_grace_ms: 0,
+            unconfirmed_join_ttl_ms: None,
         }],
     );
     assert!(!state.rooms.contains_key(&rid("r")), "the room ended");
@@ -369,6 +370,7 @@ fn bridges_that_apply_the_pushes_always_know_their_current_peers() {
                 _ => Command::Tick {
                     now_ms: step,
                     room_grace_ms: 0,
+                    unconfirmed_join_ttl_ms: None,
                 },
             };
             // Refusals (a duplicate participant, a draining bridge) are part of the mix.

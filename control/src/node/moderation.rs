@@ -252,6 +252,7 @@ impl ControlNode {
         let command = Command::Tick {
             now_ms: now_unix_ms(),
             room_grace_ms: self.policy.room_grace_ms,
+            unconfirmed_join_ttl_ms: Some(self.policy.unconfirmed_join_ttl_ms),
         };
         if let Err(err) = self.propose(command).await {
             tracing::debug!(%err, "tick not committed");

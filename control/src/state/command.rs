@@ -145,6 +145,10 @@ pub enum Command {
     Tick {
         now_ms: u64,
         room_grace_ms: u64,
+        /// How long a placement waits for its bridge's confirmation; `None` (and every tick
+        /// logged before this field existed) means [`super::UNCONFIRMED_JOIN_TTL_MS`].
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        unconfirmed_join_ttl_ms: Option<u64>,
     },
 }
 

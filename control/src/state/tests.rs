@@ -78,6 +78,7 @@ fn expire_exactly_at(state: &mut ControlState, deadline_ms: u64, count: usize) {
     let tick = |now_ms| Command::Tick {
         now_ms,
         room_grace_ms: 3_600_000,
+        unconfirmed_join_ttl_ms: None,
     };
     assert!(matches!(
         state.apply(tick(deadline_ms - 1)),
@@ -181,6 +182,30 @@ fn unconfirmed_placements_expire_and_connected_ones_stay() {
 }
 
 #[test]
+fn a_tick_may_carry_its_own_placement_lifetime_and_old_ticks_read_as_the_default() {
+    let mut state = with_bridge();
+    state.apply(join("r", "p1", "b1", 1_000)).unwrap();
+    let tick = |now_ms| Command::Tick {
+        now_ms,
+        room_grace_ms: 3_600_000,
+        unconfirmed_join_ttl_ms: Some(5 * UNCONFIRMED_JOIN_TTL_MS),
+    };
+    state.apply(tick(1_000 + UNCONFIRMED_JOIN_TTL_MS)).unwrap();
+    assert_eq!(state.participant_count(), 1, "still within its own lifetime");
+    state.apply(tick(1_000 + 5 * UNCONFIRMED_JOIN_TTL_MS)).unwrap();
+    assert_eq!(state.participant_count(), 0);
+    // A tick in a log written before the field existed.
+    let logged: Command = serde_json::from_str(r#"{"Tick":{"now_ms":1,"room_grace_ms":2}}"#).unwrap();
+    assert!(matches!(
+        logged,
+        Command::Tick {
+            unconfirmed_join_ttl_ms: None,
+            ..
+        }
+    ));
+}
+
+#[test]
 fn an_empty_room_ends_after_its_grace_period_and_keeps_settings_until_then() {
     let mut state = with_bridge();
     state.apply(moderator_join("r", "m", 0)).unwrap();
@@ -196,6 +221,7 @@ fn an_empty_room_ends_after_its_grace_period_and_keeps_settings_until_then() {
     let tick = |now_ms| Command::Tick {
         now_ms,
         room_grace_ms: 30_000,
+        unconfirmed_join_ttl_ms: None,
     };
     state.apply(tick(10_000)).unwrap();
     assert!(
@@ -366,6 +392,7 @@ fn lobby_admit_and_deny() {
         .apply(Command::Tick {
             now_ms: 2 + OUTCOME_MEMORY_MS,
             room_grace_ms: 60_000,
+            unconfirmed_join_ttl_ms: None,
         })
         .unwrap();
     assert!(!state.rooms[&room("r")].participants.contains_key(&pid("g2")));
@@ -453,6 +480,7 @@ fn replaying_commands_gives_the_same_state() {
         Command::Tick {
             now_ms: 100_000,
             room_grace_ms: 10,
+            unconfirmed_join_ttl_ms: None,
         },
     ];
     let mut a = ControlState::default();
@@ -540,6 +568,7 @@ fn every_command_survives_the_trip_through_the_log() {
         Command::Tick {
             now_ms: 5,
             room_grace_ms: 6,
+            unconfirmed_join_ttl_ms: None,
         },
     ];
     for command in commands {
@@ -621,6 +650,7 @@ fn a_node_with_a_wrong_clock_cannot_make_placements_expire_at_once_or_never() {
     let tick = |now_ms| Command::Tick {
         now_ms,
         room_grace_ms: 60_000,
+        unconfirmed_join_ttl_ms: None,
     };
     state.apply(tick(1_000_000)).unwrap();
     // Two minutes behind, and an hour ahead, of the cluster's clock.

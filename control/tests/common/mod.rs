@@ -147,7 +147,12 @@ impl TestCluster {
                 metrics_token: None,
             },
             auth: self.auth.clone(),
-            policy: RoomPolicy::default(),
+            // The tests' bridges never confirm a placement, and a loaded run can last longer than
+            // the default minute after which unconfirmed placements are (rightly) forgotten.
+            policy: RoomPolicy {
+                unconfirmed_join_ttl_ms: 30 * 60_000,
+                ..RoomPolicy::default()
+            },
             join_limits: self.join_limits,
             regions: bridgemesh_control::node::RegionsConfig {
                 locator: bridgemesh_control::locator::Locator {
@@ -434,10 +439,10 @@ pub fn assert_each_exactly_once(state: &ControlState, acknowledged: &[Participan
     let unique: BTreeSet<&ParticipantId> = acknowledged.iter().collect();
     assert_eq!(unique.len(), acknowledged.len(), "an id was acknowledged twice");
     for id in acknowledged {
+        let times = seen.get(id).copied().unwrap_or(0);
         assert_eq!(
-            seen.get(id).copied(),
-            Some(1),
-            "acknowledged join {id} is not in the state exactly once"
+            times, 1,
+            "acknowledged join {id} is in the state {times} times, not once"
         );
     }
 }

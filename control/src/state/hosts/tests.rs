@@ -163,6 +163,7 @@ fn an_invite_skips_the_lobby_until_it_is_used_up_or_expired() {
         .apply(Command::Tick {
             now_ms: 6_000,
             room_grace_ms: 60_000,
+            unconfirmed_join_ttl_ms: None,
         })
         .unwrap();
     assert!(!state.invites.contains_key("short"));

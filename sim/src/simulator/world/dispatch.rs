@@ -82,6 +82,7 @@ impl World {
                     Command::Tick {
                         now_ms: self.now_ms,
                         room_grace_ms: ROOM_GRACE_MS,
+                        unconfirmed_join_ttl_ms: None,
                     },
                     Then::Nothing,
                 );
