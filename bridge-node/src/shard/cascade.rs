@@ -249,14 +249,36 @@ impl Shard {
     }
 
     fn remote_participant(&mut self, now: Instant, room_id: RoomId, link: LinkIndex, info: ParticipantInfo) {
-        let room = self
+        // The link task passes on only rooms both sides opened; the shard holds to the same rule
+        // itself, so a participant never outlives the link that announced it.
+        let Some(room) = self
             .rooms
-            .entry(room_id.clone())
-            .or_insert_with(|| Room::new(&room_id));
+            .get_mut(&room_id)
+            .filter(|room| room.cascade.peers.contains(&link))
+        else {
+            tracing::debug!(room = %room_id, ?link, "participant announced for a room the link did not open");
+            return;
+        };
         // A participant connected here is the one that counts: the far side is about to say it left.
         if room.participants.values().any(|p| p.id == info.id) {
             return;
         }
+        // Announced by another bridge now (it moved there): what it published through the bridge
+        // it left has ended; the new one announces its streams anew.
+        let moved_from = room
+            .cascade
+            .remote
+            .values()
+            .find(|p| p.info.id == info.id && p.link != link)
+            .map(|p| (p.link, p.streams.values().map(|s| s.id).collect::<Vec<_>>()));
+        if let Some((old_link, ids)) = moved_from {
+            for id in ids {
+                self.remote_stream_ended(now, old_link, id);
+            }
+        }
+        let Some(room) = self.rooms.get_mut(&room_id) else {
+            return;
+        };
         let existing = room
             .cascade
             .remote
@@ -266,7 +288,7 @@ impl Shard {
         let message = match existing {
             Some(key) => {
                 let remote = room.cascade.remote.get_mut(&key).expect("found above");
-                // Announced by another bridge now (it moved there): that bridge's word counts.
+                // The bridge it moved to has the word from now on.
                 remote.link = link;
                 remote.info = info.clone();
                 ServerMessage::ParticipantUpdated { participant: info }
@@ -329,6 +351,24 @@ impl Shard {
         codec: LinkCodec,
         extensions: Vec<LinkExtension>,
     ) {
+        // An id the link gave another participant's or source's stream: that stream has ended
+        // (a peer reusing ids must not leave two streams behind one id).
+        let reused = self
+            .cascade_index
+            .remote_streams
+            .get(&(link, id))
+            .is_some_and(|(r, key, s)| {
+                &**r != room_id
+                    || *s != source
+                    || self
+                        .rooms
+                        .get(room_id)
+                        .and_then(|room| room.cascade.remote.get(key))
+                        .is_none_or(|p| p.info.id != *participant)
+            });
+        if reused {
+            self.remote_stream_ended(now, link, id);
+        }
         let Some(room) = self.rooms.get_mut(room_id) else {
             return;
         };
@@ -681,5 +721,7 @@ fn audio_level_of(stream: &RemoteStream, packet: &[u8]) -> Option<u8> {
     value.first().map(|byte| byte & 0x7F)
 }
 
+#[cfg(test)]
+mod property_tests;
 #[cfg(test)]
 mod tests;

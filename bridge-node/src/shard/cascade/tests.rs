@@ -251,6 +251,14 @@ fn an_announcement_naming_a_local_participant_is_ignored() {
     let mut shard = shard();
     connect(&mut shard, now, 1, "ada");
     connect(&mut shard, now, 2, "bob");
+    cascade(
+        &mut shard,
+        now,
+        CascadeInput::PeerOpened {
+            room: room(),
+            link: LINK,
+        },
+    );
     let outputs = cascade(
         &mut shard,
         now,
@@ -260,6 +268,115 @@ fn an_announcement_naming_a_local_participant_is_ignored() {
         }),
     );
     assert!(to_client(&outputs, 1).is_empty(), "{outputs:?}");
+}
+
+fn camera_of(stream: u32, who: &str) -> LinkMessage {
+    LinkMessage::Stream {
+        id: stream,
+        room: room(),
+        participant: id(who),
+        source: MediaSource::Camera,
+        codec: LinkCodec {
+            mime_type: "video/VP8".into(),
+            clock_rate: 90_000,
+            channels: 0,
+            sdp_fmtp_line: String::new(),
+        },
+        extensions: Vec::new(),
+    }
+}
+
+/// The remote streams as the shard's books hold them: (holder, stream id).
+fn remote_streams(shard: &Shard) -> Vec<(String, u32)> {
+    let room = &shard.rooms[&room()];
+    let mut held: Vec<_> = room
+        .cascade
+        .remote
+        .values()
+        .flat_map(|p| p.streams.values().map(|s| (p.info.id.to_string(), s.id)))
+        .collect();
+    held.sort();
+    held
+}
+
+// Found by `property_tests`.
+#[test]
+fn a_link_announcing_into_a_room_it_did_not_open_is_ignored() {
+    let now = Instant::now();
+    let mut shard = shard();
+    connect(&mut shard, now, 1, "ada");
+    let outputs = cascade(
+        &mut shard,
+        now,
+        from_link(LinkMessage::Participant {
+            room: room(),
+            participant: info("bob"),
+        }),
+    );
+    assert!(to_client(&outputs, 1).is_empty(), "{outputs:?}");
+    assert!(shard.rooms[&room()].cascade.remote.is_empty());
+}
+
+// Found by `property_tests`.
+#[test]
+fn a_stream_id_announced_again_for_someone_else_ends_the_first_stream() {
+    let now = Instant::now();
+    let mut shard = shard();
+    open_with_bob(&mut shard, now);
+    cascade(
+        &mut shard,
+        now,
+        from_link(LinkMessage::Participant {
+            room: room(),
+            participant: info("cy"),
+        }),
+    );
+    cascade(&mut shard, now, from_link(camera_of(1, "bob")));
+    cascade(&mut shard, now, from_link(camera_of(1, "cy")));
+    assert_eq!(remote_streams(&shard), [("cy".to_owned(), 1)]);
+    assert_eq!(shard.cascade_index.remote_streams.len(), 1);
+}
+
+// Found by `property_tests`.
+#[test]
+fn a_participant_announced_by_another_link_keeps_none_of_the_first_links_streams() {
+    let now = Instant::now();
+    let mut shard = shard();
+    open_with_bob(&mut shard, now);
+    cascade(&mut shard, now, from_link(camera_of(1, "bob")));
+    let other = LinkIndex(8);
+    cascade(
+        &mut shard,
+        now,
+        CascadeInput::PeerOpened {
+            room: room(),
+            link: other,
+        },
+    );
+    cascade(
+        &mut shard,
+        now,
+        CascadeInput::Message {
+            link: other,
+            message: LinkMessage::Participant {
+                room: room(),
+                participant: info("bob"),
+            },
+        },
+    );
+    assert!(remote_streams(&shard).is_empty());
+    assert!(shard.cascade_index.remote_streams.is_empty());
+    // Media the first bridge still sends for it is dropped.
+    cascade(
+        &mut shard,
+        now,
+        CascadeInput::Media {
+            link: LINK,
+            stream: 1,
+            packet: Bytes::from_static(&[0x80, 0x60, 0, 1, 0, 0, 0, 1, 0, 0, 0, 9, 1, 2, 3]),
+        },
+    );
+    assert_eq!(shard.stats().cascade_rtp_unknown_stream, 1);
 }
 
 #[test]
