@@ -152,6 +152,10 @@ fn public_routes(node: Arc<ControlNode>, config: ApiConfig) -> Router {
             post(reconnect),
         )
         .route(bridgemesh_proto::bridge_session::TURN_PEERS_PATH, get(turn_peers))
+        .route(
+            bridgemesh_proto::bridge_session::TURN_ENDED_SESSIONS_PATH,
+            get(turn_ended_sessions),
+        )
         .route("/api/v1/rooms/{room}/mute-all", post(mute_all))
         .route("/api/v1/rooms/{room}/end", post(end_meeting))
         .route("/api/v1/admin/cluster", get(admin_cluster))

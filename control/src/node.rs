@@ -303,6 +303,23 @@ impl ControlNode {
         addresses
     }
 
+    /// The sessions ended lately, newest first, from this node's state, for standalone TURN
+    /// servers.
+    pub fn ended_sessions(&self) -> Vec<bridgemesh_proto::bridge_session::EndedSession> {
+        use bridgemesh_proto::bridge_session::{EndedSession, TURN_ENDED_SESSIONS_MAX};
+        self.cluster.read(|state| {
+            state
+                .ended_sessions
+                .recent(TURN_ENDED_SESSIONS_MAX)
+                .into_iter()
+                .map(|(participant, at_ms)| EndedSession {
+                    participant: participant.clone(),
+                    ended_at_unix_s: at_ms / 1000,
+                })
+                .collect()
+        })
+    }
+
     /// The TURN servers (and their REST secret) every join response names from now on.
     pub fn set_turn(&self, directory: Option<TurnDirectory>) {
         *self.turn.lock().expect("turn lock") = directory;

@@ -17,11 +17,13 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 mod bridges;
 mod command;
+mod ended_sessions;
 mod hosts;
 mod membership_log;
 mod records;
 
 pub use command::*;
+pub use ended_sessions::*;
 pub use hosts::*;
 pub use membership_log::*;
 pub use records::*;
@@ -78,6 +80,9 @@ pub struct ControlState {
     /// Invite links by id, until they expire.
     #[serde(default)]
     pub invites: BTreeMap<String, InviteRecord>,
+    /// Sessions over for good lately, for the standalone TURN servers.
+    #[serde(default)]
+    pub ended_sessions: EndedSessions,
 }
 
 /// How far a command's time may lead the last tick before it is pulled back. Times in commands
@@ -224,6 +229,8 @@ impl ControlState {
                     return Err(ApplyError::NotOnBridge(participant, bridge));
                 }
                 self.remove_participant(&room, &participant, None);
+                // A leave carries no time: the last tick's, which is never later than the leave.
+                self.ended_sessions.end(&participant, self.clock_ms);
                 let room_empty = self.rooms.get(&room).is_none_or(|r| r.present() == 0);
                 Ok(Outcome::Left { room_empty })
             }
@@ -298,6 +305,7 @@ impl ControlState {
                 record.status = ParticipantStatus::Kicked;
                 record.since_ms = at_ms;
                 self.note_if_empty(&room, at_ms);
+                self.ended_sessions.end(&participant, at_ms);
                 Ok(Outcome::Kicked {
                     room,
                     participant,
@@ -316,6 +324,9 @@ impl ControlState {
                     .map(|(id, p)| (id.clone(), p.bridge.clone()))
                     .collect();
                 self.end_room(&room);
+                for (participant, _) in &participants {
+                    self.ended_sessions.end(participant, self.clock_ms);
+                }
                 Ok(Outcome::RoomEnded { room, participants })
             }
             Command::UpdateSettings {
@@ -616,6 +627,7 @@ impl ControlState {
             self.end_room(room);
         }
         self.drop_expired_invites(now_ms);
+        self.ended_sessions.prune(now_ms);
         let drained: Vec<BridgeId> = self
             .bridges
             .values()

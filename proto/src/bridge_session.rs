@@ -41,6 +41,28 @@ pub fn turn_peers_credential(turn_secret: &[u8]) -> String {
     hex::encode(derive(turn_secret, b"bridgemesh turn peers v1"))
 }
 
+/// Where a standalone TURN server (`bridgemesh turn --control`) reads which participants'
+/// sessions ended lately, with the [`TURN_PEERS_PATH`] credential, answered with
+/// [`TurnEndedSessions`]: it refuses the credentials they were given before and ends their
+/// allocations. (A bridge's embedded server hears of its own participants directly.)
+pub const TURN_ENDED_SESSIONS_PATH: &str = "/api/v1/turn/ended-sessions";
+/// Ended sessions one [`TurnEndedSessions`] answer lists at most, the most recent.
+pub const TURN_ENDED_SESSIONS_MAX: usize = 4_096;
+
+/// Participants whose session is over for good (left, kicked, their room ended), newest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TurnEndedSessions {
+    pub sessions: Vec<EndedSession>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndedSession {
+    /// The participant id, which is the user of its TURN credentials.
+    pub participant: crate::ParticipantId,
+    /// When control saw the session end (unix seconds, control's clock).
+    pub ended_at_unix_s: u64,
+}
+
 /// The cluster's bridges as TURN servers may relay to them.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -259,3 +259,41 @@ async fn an_ended_session_loses_its_allocations_and_its_older_credentials() {
         "another participant is not affected"
     );
 }
+
+/// An end a standalone server reads from control (again at every refresh) ends what was issued
+/// before it, not the participant's next session, and counts once.
+#[tokio::test]
+async fn an_end_control_reports_ends_only_what_was_issued_before_it() {
+    let ttl = 3600;
+    let lab = turn_lab(|config| config.credential_ttl_s = ttl).await;
+    let server = lab.server.udp_addr().unwrap();
+    let now = unix_now_s();
+    let before = rest_credential(SECRET.as_bytes(), "ada", now - 100 + ttl);
+    let after = rest_credential(SECRET.as_bytes(), "ada", now + ttl);
+    let mut old_session = RawTurnClient::udp(server, before.clone()).await;
+    assert_eq!(old_session.allocate().await.code, 0);
+    let mut new_session = RawTurnClient::udp(server, after).await;
+    assert_eq!(new_session.allocate().await.code, 0);
+
+    for _ in 0..3 {
+        lab.server.end_session_at("ada", now - 50);
+    }
+    let stats = lab.server.stats();
+    assert_eq!(
+        (
+            stats.sessions_ended_total,
+            stats.allocations_active,
+            stats.allocations_ended_with_session_total
+        ),
+        (1, 1, 1),
+        "{stats:?}"
+    );
+    assert_eq!(old_session.refresh(600).await.code, 401);
+    assert_eq!(
+        new_session.refresh(600).await.code,
+        0,
+        "the later session keeps its relay"
+    );
+    let again = RawTurnClient::udp(server, before).await.allocate().await;
+    assert_eq!((again.class, again.code), (Class::Error, 401));
+}

@@ -41,6 +41,11 @@ impl EndedSessions {
         true
     }
 
+    /// When `user`'s session ended, if it is remembered.
+    pub fn ended_at(&self, user: &str) -> Option<u64> {
+        self.ended_at.get(user).copied()
+    }
+
     /// Whether the credential of `user` expiring at `expires_unix_s` was issued before its
     /// session ended.
     pub fn refuses(&self, user: &str, expires_unix_s: u64) -> bool {

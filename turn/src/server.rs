@@ -437,7 +437,40 @@ impl TurnServer {
             .filter(|(_, allocation)| allocation.user == user)
             .map(|(five_tuple, _)| *five_tuple)
             .collect();
-        for five_tuple in &ended {
+        self.end_allocations(&mut tables, &ended);
+    }
+
+    /// `user`'s session ended at `ended_at_unix_s`, as control reports it to a standalone server
+    /// (again at each refresh): the allocations made with credentials issued before then end,
+    /// and those credentials are refused; the user's later sessions keep theirs.
+    pub fn end_session_at(&self, user: &str, ended_at_unix_s: u64) {
+        // Every credential issued before then has expired: nothing left to refuse.
+        if ended_at_unix_s + self.shared.config.credential_ttl_s < unix_now_s() {
+            return;
+        }
+        let mut tables = self.shared.tables.lock().expect("tables lock");
+        if tables.ended_sessions.ended_at(user) >= Some(ended_at_unix_s) {
+            return;
+        }
+        if !tables.ended_sessions.end(user, ended_at_unix_s) {
+            tracing::warn!("the table of ended sessions is full; a credential lives to its expiry");
+            return;
+        }
+        let ended: Vec<FiveTuple> = tables
+            .allocations
+            .iter()
+            .filter(|(_, allocation)| allocation.user == user)
+            .filter(|(_, allocation)| {
+                crate::credentials::split_username(&allocation.username)
+                    .is_ok_and(|(_, expires)| tables.ended_sessions.refuses(user, expires))
+            })
+            .map(|(five_tuple, _)| *five_tuple)
+            .collect();
+        self.end_allocations(&mut tables, &ended);
+    }
+
+    fn end_allocations(&self, tables: &mut Tables, ended: &[FiveTuple]) {
+        for five_tuple in ended {
             tables.remove(five_tuple);
         }
         add(&self.shared.counters.sessions_ended_total, 1);

@@ -132,6 +132,22 @@ pub(super) async fn turn_peers(State(api): State<Api>, headers: HeaderMap) -> Re
     respond(result)
 }
 
+/// The sessions ended lately, for a standalone TURN server, under the same credential.
+pub(super) async fn turn_ended_sessions(State(api): State<Api>, headers: HeaderMap) -> Response {
+    let result = match bearer(&headers) {
+        Some(presented) if api.node.is_turn_server(presented) => {
+            Ok(bridgemesh_proto::bridge_session::TurnEndedSessions {
+                sessions: api.node.ended_sessions(),
+            })
+        }
+        _ => Err(ApiError::new(
+            ErrorCode::Unauthorized,
+            "a TURN server's credential is needed (derived from its REST secret)",
+        )),
+    };
+    respond(result)
+}
+
 /// The same for the TURN server a bridge embeds, asked on the cluster listener under the
 /// bridge's certificate: a bridge's TURN secret is its own, so its certificate is what says it
 /// belongs to the cluster.

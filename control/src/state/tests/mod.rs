@@ -844,3 +844,5 @@ fn the_membership_version_moves_when_a_seat_is_taken_or_given_back_or_an_address
             .all(|p| p.bridge == Some(BridgeId::new("b2").unwrap()))
     );
 }
+
+mod ended_sessions;
