@@ -104,21 +104,30 @@ pub struct ControlFile {
 }
 
 /// `[limits]`: the join endpoint's budgets (docs/abuse.md); each key left out keeps its default.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// The same as `bridgemesh up` flags.
+#[derive(Debug, Clone, Default, Deserialize, clap::Args)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsSection {
-    /// Joins one client address may make at once, then per second.
+    /// Joins one client address may make at once (default 20)...
+    #[arg(long)]
     pub join_burst: Option<f64>,
+    /// ...then per second (default 5).
+    #[arg(long)]
     pub join_per_second: Option<f64>,
-    /// Joins into one room (from anyone) at once, then per second, per control node.
+    /// Joins into one room, from anyone, at once (default 100)...
+    #[arg(long)]
     pub room_join_burst: Option<f64>,
+    /// ...then per second (default 20), per control node.
+    #[arg(long)]
     pub room_join_per_second: Option<f64>,
-    /// IPv6 prefix length one address budget covers.
+    /// IPv6 prefix length one address budget covers (default 64).
+    #[arg(long)]
     pub join_ipv6_prefix_len: Option<u8>,
 }
 
 impl LimitsSection {
-    fn into_limits(self) -> anyhow::Result<JoinLimits> {
+    /// The budgets, checked; an error names them as `what` (the file's section or the flags).
+    pub fn into_limits(self, what: &str) -> anyhow::Result<JoinLimits> {
         let defaults = JoinLimits::default();
         let limits = JoinLimits {
             per_address: RateLimit {
@@ -135,7 +144,7 @@ impl LimitsSection {
         };
         limits
             .validate()
-            .map_err(|err| anyhow::anyhow!("[limits]: {err}"))?;
+            .map_err(|err| anyhow::anyhow!("{what}: {err}"))?;
         Ok(limits)
     }
 }
@@ -440,7 +449,7 @@ pub fn plan(file: ControlFile, overrides: ControlOverrides) -> anyhow::Result<Co
     };
     let turn = file.turn.map(turn_directory).transpose()?;
     let regions = file.regions.into_config()?;
-    let join_limits = file.limits.into_limits()?;
+    let join_limits = file.limits.into_limits("[limits]")?;
     Ok(ControlPlan {
         listen,
         cluster_listen,
@@ -585,7 +594,8 @@ mod tests {
             ("join_burst = 0.5", "per address"),
         ] {
             let section: LimitsSection = toml::from_str(bad).unwrap();
-            let err = section.into_limits().unwrap_err().to_string();
+            let err = section.into_limits("[limits]").unwrap_err().to_string();
+            assert!(err.starts_with("[limits]: "), "{err}");
             assert!(err.contains(named), "{bad}: {err}");
         }
     }

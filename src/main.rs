@@ -71,6 +71,8 @@ enum Commands {
         #[arg(long, value_parser = bridgemesh::users_cli::parse_guest_policy)]
         guest_policy: Option<bridgemesh_control::auth::GuestPolicy>,
         #[command(flatten)]
+        limits: bridgemesh::control_node::LimitsSection,
+        #[command(flatten)]
         public: up_cli::PublicArgs,
     },
     /// One node of a replicated control cluster (see docs/operator-guide.md for the file).
@@ -279,9 +281,11 @@ async fn main() -> anyhow::Result<()> {
             max_per_room,
             shards,
             guest_policy,
+            limits,
             public,
         } => {
             let public = public.config()?;
+            let join_limits = limits.into_limits("the join budget flags")?;
             // Listening from here on: a SIGTERM during start-up stops `up` once it has started,
             // instead of killing it half-way.
             let mut stop = StopSignal::listen()?;
@@ -302,6 +306,7 @@ async fn main() -> anyhow::Result<()> {
                     max_per_room,
                     shards,
                     public: public.clone(),
+                    join_limits,
                 },
                 auth,
             )

@@ -67,6 +67,8 @@ pub struct UpConfig {
     pub shards: Option<usize>,
     /// Face the internet under this domain (`--domain`); `None`: loopback only, zero config.
     pub public: Option<PublicConfig>,
+    /// The join endpoint's budgets (`--join-burst` and friends; docs/abuse.md).
+    pub join_limits: JoinLimits,
 }
 
 impl Default for UpConfig {
@@ -83,6 +85,7 @@ impl Default for UpConfig {
             max_per_room: 100,
             shards: None,
             public: None,
+            join_limits: JoinLimits::default(),
         }
     }
 }
@@ -102,6 +105,7 @@ impl UpConfig {
             max_per_room: 100,
             shards: None,
             public: None,
+            join_limits: JoinLimits::default(),
         }
     }
 }
@@ -318,7 +322,7 @@ pub async fn start_with_auth(config: UpConfig, auth: AuthConfig) -> anyhow::Resu
             // By default no keys: open guest access, the room's first participant moderates it.
             auth,
             policy: RoomPolicy::default(),
-            join_limits: JoinLimits::default(),
+            join_limits: config.join_limits,
             // No GeoIP database: every bridge is in region `local` anyway.
             regions: Default::default(),
         },
