@@ -96,7 +96,7 @@ pub(super) fn admin_rooms_of(state: &ControlState) -> Vec<AdminRoom> {
 pub(super) async fn admin_rooms(State(api): State<Api>, headers: HeaderMap) -> Response {
     let result = async {
         require_admin(&api, &headers)?;
-        Ok(api.node.cluster().read_linearizable(admin_rooms_of).await?)
+        api.node.read_newest(admin_rooms_of).await
     };
     respond(result.await)
 }
@@ -175,8 +175,7 @@ pub(super) async fn admin_bridges(State(api): State<Api>, headers: HeaderMap) ->
         require_admin(&api, &headers)?;
         let bridges = api
             .node
-            .cluster()
-            .read_linearizable(|state| {
+            .read_newest(|state| {
                 // Rooms per bridge in one pass over the rooms.
                 let mut rooms: std::collections::BTreeMap<&BridgeId, usize> = Default::default();
                 for room in state.rooms.values() {

@@ -75,8 +75,7 @@ pub enum LeaderRequest {
 async fn list_here(api: &Api, room: &RoomId) -> Result<AdminParticipants, ApiError> {
     let members = api
         .node
-        .cluster()
-        .read_linearizable(|state| {
+        .read_newest(|state| {
             state.rooms.get(room).map(|record| {
                 record
                     .participants

@@ -58,8 +58,9 @@ const NEWEST_READ_ATTEMPTS: u32 = 4;
 const NEWEST_READ_PAUSE: Duration = Duration::from_millis(150);
 
 impl ControlNode {
-    /// `view` of the newest committed state (see [`ClusterNode::read_linearizable`]).
-    async fn read_newest<R>(&self, view: impl Fn(&ControlState) -> R) -> Result<R, ApiError> {
+    /// `view` of the newest committed state (see [`ClusterNode::read_linearizable`]), tried
+    /// again when a quorum round was missed: for host logins and the admin API's lists.
+    pub async fn read_newest<R>(&self, view: impl Fn(&ControlState) -> R) -> Result<R, ApiError> {
         let mut attempt = 1;
         loop {
             match self.cluster.read_linearizable(&view).await {
