@@ -74,7 +74,7 @@ pub fn pkce_challenge(verifier: &str) -> String {
     URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()))
 }
 
-/// `requested` if it is a path of this site worth returning to, else `/`. A login must not be
+/// `requested` if it is a path (and query) of this site worth returning to, else `/`. A login must not be
 /// a way to send a browser elsewhere (`//evil.example`, `/\evil.example`, `https://...`).
 pub fn safe_return_to(requested: Option<&str>) -> String {
     let Some(path) = requested else {
@@ -85,7 +85,7 @@ pub fn safe_return_to(requested: Option<&str>) -> String {
         && path.chars().count() <= RETURN_TO_MAX_CHARS
         && path
             .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "/-_.~%".contains(c));
+            .all(|c| c.is_ascii_alphanumeric() || "/-_.~%?=&+".contains(c));
     if ok { path.to_owned() } else { "/".into() }
 }
 
@@ -308,12 +308,13 @@ mod tests {
     fn logins_return_only_to_paths_of_this_site() {
         assert_eq!(safe_return_to(Some("/standup")), "/standup");
         assert_eq!(safe_return_to(Some("/team%20a")), "/team%20a");
+        assert_eq!(safe_return_to(Some("/standup?name=Ada")), "/standup?name=Ada");
         for bad in [
             "//evil.example",
             "https://evil.example/",
             "/\\evil.example",
             "standup",
-            "/a?b=c",
+            "/a b",
             "/a#b",
         ] {
             assert_eq!(safe_return_to(Some(bad)), "/", "{bad}");
