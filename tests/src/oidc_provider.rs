@@ -4,8 +4,14 @@
 //! `scripts/test` installs it (`npm ci`).
 
 use anyhow::{Context as _, bail};
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse as _, Response};
+use serde_json::Value;
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
@@ -97,4 +103,129 @@ impl OidcProvider {
     pub async fn stop(mut self) {
         let _ = self.child.kill().await;
     }
+}
+
+/// A front for a provider on its own port, which forwards every request to it but can answer
+/// `GET /jwks` itself: the provider then publishes keys other than the ones it signs with (a
+/// token signed by another key), or keys it no longer uses (a rotation). The provider names the
+/// front's address as its issuer, so browsers and control nodes only ever talk to the front.
+pub struct ProviderFront {
+    pub port: u16,
+    jwks: Arc<Mutex<VecDeque<Value>>>,
+    upstream: Arc<Mutex<Option<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+#[derive(Clone)]
+struct FrontState {
+    jwks: Arc<Mutex<VecDeque<Value>>>,
+    upstream: Arc<Mutex<Option<String>>>,
+    client: reqwest::Client,
+}
+
+async fn forward(State(front): State<FrontState>, request: axum::extract::Request) -> Response {
+    if request.uri().path() == "/jwks"
+        && let Some(document) = front.jwks.lock().unwrap().pop_front()
+    {
+        return axum::Json(document).into_response();
+    }
+    let Some(upstream) = front.upstream.lock().unwrap().clone() else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no provider behind the front yet",
+        )
+            .into_response();
+    };
+    let path = request
+        .uri()
+        .path_and_query()
+        .map_or("/", |pq| pq.as_str())
+        .to_owned();
+    let (parts, body) = request.into_parts();
+    let Ok(body) = axum::body::to_bytes(body, 1 << 20).await else {
+        return StatusCode::PAYLOAD_TOO_LARGE.into_response();
+    };
+    let mut out = front.client.request(parts.method, format!("{upstream}{path}"));
+    // Host passes through: the provider makes its absolute URLs (the login form's address) from it.
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_LENGTH {
+            out = out.header(name, value);
+        }
+    }
+    let answer = match out.body(body).send().await {
+        Ok(answer) => answer,
+        Err(err) => return (StatusCode::BAD_GATEWAY, err.to_string()).into_response(),
+    };
+    let mut response = Response::builder().status(answer.status());
+    for (name, value) in answer.headers() {
+        if name != header::TRANSFER_ENCODING && name != header::CONTENT_LENGTH && name != header::CONNECTION {
+            response = response.header(name, value);
+        }
+    }
+    let body = answer.bytes().await.unwrap_or_default();
+    response.body(axum::body::Body::from(body)).unwrap()
+}
+
+impl ProviderFront {
+    /// Listens on 127.0.0.1; [`ProviderFront::forward_to`] names the provider behind it.
+    pub async fn start() -> anyhow::Result<Self> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let port = listener.local_addr()?.port();
+        let jwks = Arc::new(Mutex::new(VecDeque::new()));
+        let upstream = Arc::new(Mutex::new(None));
+        let state = FrontState {
+            jwks: jwks.clone(),
+            upstream: upstream.clone(),
+            client: reqwest::Client::builder()
+                .no_proxy()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()?,
+        };
+        let router = axum::Router::new().fallback(forward).with_state(state);
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        });
+        Ok(Self {
+            port,
+            jwks,
+            upstream,
+            task,
+        })
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn forward_to(&self, provider: &OidcProvider) {
+        *self.upstream.lock().unwrap() = Some(provider.url());
+    }
+
+    /// The next `GET /jwks` is answered with `document` instead of the provider's keys.
+    pub fn answer_jwks_with(&self, document: Value) {
+        self.jwks.lock().unwrap().push_back(document);
+    }
+
+    /// How many substitute key sets are still to be handed out.
+    pub fn substitutes_left(&self) -> usize {
+        self.jwks.lock().unwrap().len()
+    }
+}
+
+impl Drop for ProviderFront {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The provider's published keys (`GET /jwks`).
+pub async fn jwks_of(url: &str) -> anyhow::Result<Value> {
+    let client = reqwest::Client::builder().no_proxy().build()?;
+    Ok(client
+        .get(format!("{url}/jwks"))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?)
 }

@@ -4,7 +4,10 @@
 //!   form, comes back a host and opens the room as its moderator; bob (outside the group) logs
 //!   in at the provider too and is refused with a clear page;
 //! - over plain HTTP, callbacks with a wrong `state`, without the login's cookie, or with a code
-//!   the provider never issued are refused.
+//!   the provider never issued are refused;
+//! - behind a front that publishes another provider's key under the signing key's `kid`, the
+//!   provider's ID token (now signed by a key other than the published one) is refused; when the
+//!   front hands out stale keys once (a rotation), the login fetches them again and succeeds.
 
 use bridgemesh::up::{Running, UpConfig};
 use bridgemesh_control::auth::{AuthConfig, GuestPolicy, Secret};
@@ -12,7 +15,9 @@ use bridgemesh_control::oidc::OidcConfig;
 use bridgemesh_tests::chromium::{Browser, Page};
 use bridgemesh_tests::harness::web::{Participant, install_helpers};
 use bridgemesh_tests::harness::{init_tracing, room};
-use bridgemesh_tests::oidc_provider::{CLIENT_ID, CLIENT_SECRET, HOSTS_GROUP, OidcProvider};
+use bridgemesh_tests::oidc_provider::{
+    CLIENT_ID, CLIENT_SECRET, HOSTS_GROUP, OidcProvider, ProviderFront, jwks_of,
+};
 use serde_json::Value;
 use std::time::Duration;
 
@@ -68,8 +73,9 @@ async fn wait(page: &Page, what: &str, expression: &str) {
     .unwrap_or_else(|err| panic!("{what}: {err:#}"));
 }
 
-/// Clicks "Log in with SSO" on a room page and logs in as `user` on the provider's form.
-async fn log_in_with_sso(page: &Page, provider: &OidcProvider, user: &str) {
+/// Clicks "Log in with SSO" on a room page and logs in as `user` on the provider's form, which
+/// is at `provider_port`.
+async fn log_in_with_sso(page: &Page, provider_port: u16, user: &str) {
     eval(page, "document.getElementById('host-login-open').click(); true").await;
     wait(
         page,
@@ -82,8 +88,7 @@ async fn log_in_with_sso(page: &Page, provider: &OidcProvider, user: &str) {
         page,
         "the provider's login form",
         &format!(
-            "location.port === '{}' && document.querySelector('input[name=login]') !== null",
-            provider.port
+            "location.port === '{provider_port}' && document.querySelector('input[name=login]') !== null"
         ),
     )
     .await;
@@ -110,7 +115,7 @@ async fn a_host_logs_in_through_the_provider_and_a_user_outside_the_group_does_n
         .new_page(&room_url)
         .await
         .expect("the room page opens");
-    log_in_with_sso(&page, &provider, "alice").await;
+    log_in_with_sso(&page, provider.port, "alice").await;
     wait(
         &page,
         "Alice is back on her room's page, logged in as a host",
@@ -147,7 +152,7 @@ async fn a_host_logs_in_through_the_provider_and_a_user_outside_the_group_does_n
         .new_page(&format!("{}?name=Bob", running.room_url(&room)))
         .await
         .expect("the room page opens");
-    log_in_with_sso(&bob, &provider, "bob").await;
+    log_in_with_sso(&bob, provider.port, "bob").await;
     wait(
         &bob,
         "Bob is refused with a clear message",
@@ -258,6 +263,87 @@ async fn callbacks_with_a_wrong_state_no_cookie_or_a_made_up_code_are_refused() 
         "{page}"
     );
 
+    running.stop().await;
+    provider.stop().await;
+}
+
+/// A provider behind a front (its issuer is the front's address), `bridgemesh up` logging hosts
+/// in through it, and another provider's published keys under the first one's `kid`.
+async fn start_behind_front() -> (ProviderFront, OidcProvider, Running, Value, Value) {
+    init_tracing();
+    let front = ProviderFront::start().await.expect("the front listens");
+    let mut provider = OidcProvider::spawn(Some(&front.url()))
+        .await
+        .expect("the OIDC provider starts");
+    front.forward_to(&provider);
+    let running = bridgemesh::up::start_with_auth(UpConfig::ephemeral(), oidc_auth(&front.url()))
+        .await
+        .expect("bridgemesh up starts");
+    provider
+        .serve(&format!("{}/api/v1/oidc/callback", running.control_url))
+        .await
+        .expect("the OIDC provider serves");
+    let mut other = OidcProvider::spawn(None).await.expect("another provider starts");
+    other.serve("http://127.0.0.1:9/unused").await.unwrap();
+    let real = jwks_of(&provider.url()).await.unwrap();
+    let others = jwks_of(&other.url()).await.unwrap();
+    other.stop().await;
+    assert_ne!(real["keys"][0]["n"], others["keys"][0]["n"]);
+    (front, provider, running, real, others)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_id_token_signed_by_another_key_than_the_published_one_is_refused() {
+    let (front, provider, running, real, mut foreign) = start_behind_front().await;
+    // The front publishes the other provider's key under the real key's kid: the ID token the
+    // provider signs no longer verifies under what its issuer publishes.
+    foreign["keys"][0]["kid"] = real["keys"][0]["kid"].clone();
+    for _ in 0..4 {
+        front.answer_jwks_with(foreign.clone());
+    }
+    let room = room("sso-foreign-key");
+    let browser = Browser::launch().await.expect("chromium starts");
+    let page = browser
+        .new_page(&format!("{}?name=Alice", running.room_url(&room)))
+        .await
+        .expect("the room page opens");
+    log_in_with_sso(&page, front.port, "alice").await;
+    wait(
+        &page,
+        "Alice's ID token, signed by a key other than the published one, is refused",
+        "location.pathname === '/api/v1/oidc/callback' && document.getElementById('sso-error') !== null && \
+         document.getElementById('sso-error').textContent.includes(\"signature does not verify\")",
+    )
+    .await;
+    page.close().await.unwrap();
+    drop(browser);
+    running.stop().await;
+    provider.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_after_a_key_rotation_fetches_the_keys_again() {
+    let (front, provider, running, _real, stale) = start_behind_front().await;
+    // The first key set control fetches lacks the signing key's kid, as after a rotation.
+    front.answer_jwks_with(stale);
+    let room = room("sso-rotation");
+    let browser = Browser::launch().await.expect("chromium starts");
+    let page = browser
+        .new_page(&format!("{}?name=Alice", running.room_url(&room)))
+        .await
+        .expect("the room page opens");
+    log_in_with_sso(&page, front.port, "alice").await;
+    wait(
+        &page,
+        "Alice is logged in once the keys were fetched again",
+        &format!(
+            "location.pathname === '/{room}' && window.bridgemeshHosts && window.bridgemeshHosts.loggedInAs() === 'alice'"
+        ),
+    )
+    .await;
+    assert_eq!(front.substitutes_left(), 0, "the stale key set was handed out");
+    page.close().await.unwrap();
+    drop(browser);
     running.stop().await;
     provider.stop().await;
 }

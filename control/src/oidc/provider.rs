@@ -3,8 +3,8 @@
 //!
 //! Metadata and keys are cached for [`CACHE_TTL`]. A token under a `kid` the cached keys lack
 //! makes one refetch of the keys (a rotation at the provider), at most once per
-//! [`KEYS_REFETCH_MIN_INTERVAL`], so a stream of made-up `kid`s cannot turn us into a client
-//! that hammers the provider.
+//! [`KEYS_REFETCH_MIN_INTERVAL`], so a provider that signs with a key it does not publish
+//! cannot turn every login into a request for its keys.
 
 use super::config::secure_or_loopback;
 use super::id_token::{ProviderKey, parse_jwks};
@@ -44,6 +44,8 @@ pub struct ProviderClient {
     metadata: Option<(Metadata, Instant)>,
     keys: Vec<ProviderKey>,
     keys_fetched: Option<Instant>,
+    /// The last refetch for an unknown `kid`.
+    keys_refetched: Option<Instant>,
 }
 
 async fn read_bounded(mut response: reqwest::Response, what: &str) -> Result<Vec<u8>, String> {
@@ -96,6 +98,7 @@ impl ProviderClient {
             metadata: None,
             keys: Vec::new(),
             keys_fetched: None,
+            keys_refetched: None,
         })
     }
 
@@ -187,12 +190,10 @@ impl ProviderClient {
     /// Fetches the keys again for a token under an unknown `kid`, unless that was done less
     /// than [`KEYS_REFETCH_MIN_INTERVAL`] ago. Whether anything was fetched.
     pub async fn refetch_keys_for_unknown_kid(&mut self) -> Result<bool, String> {
-        if self
-            .keys_fetched
-            .is_some_and(|at| at.elapsed() < KEYS_REFETCH_MIN_INTERVAL)
-        {
+        if !may_refetch(self.keys_refetched, Instant::now()) {
             return Ok(false);
         }
+        self.keys_refetched = Some(Instant::now());
         self.fetch_keys().await.map(|()| true)
     }
 
@@ -200,6 +201,12 @@ impl ProviderClient {
     pub fn http(&self) -> reqwest::Client {
         self.http.clone()
     }
+}
+
+/// Whether the keys may be fetched again for an unknown `kid`, the last such refetch being at
+/// `last`.
+fn may_refetch(last: Option<Instant>, now: Instant) -> bool {
+    last.is_none_or(|last| now.saturating_duration_since(last) >= KEYS_REFETCH_MIN_INTERVAL)
 }
 
 /// Trades the authorization code for the ID token (client_secret_basic, with the PKCE
@@ -246,4 +253,21 @@ pub async fn exchange_code(
     answer.id_token.ok_or_else(|| {
         "the provider's token response has no id_token (is `openid` a scope of the client?)".into()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_kids_refetch_the_keys_at_most_once_a_minute() {
+        let start = Instant::now();
+        assert!(may_refetch(None, start));
+        assert!(!may_refetch(Some(start), start));
+        assert!(!may_refetch(
+            Some(start),
+            start + KEYS_REFETCH_MIN_INTERVAL - Duration::from_millis(1)
+        ));
+        assert!(may_refetch(Some(start), start + KEYS_REFETCH_MIN_INTERVAL));
+    }
 }
