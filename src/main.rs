@@ -4,6 +4,7 @@ mod ca_cli;
 mod geoip_cli;
 mod load_cli;
 mod load_replay_cli;
+mod oidc_cli;
 mod sim_cli;
 mod token_cli;
 mod turn_cli;
@@ -70,6 +71,8 @@ enum Commands {
         /// Add hosts with `bridgemesh users add`.
         #[arg(long, value_parser = bridgemesh::users_cli::parse_guest_policy)]
         guest_policy: Option<bridgemesh_control::auth::GuestPolicy>,
+        #[command(flatten)]
+        oidc: oidc_cli::OidcArgs,
         #[command(flatten)]
         public: up_cli::PublicArgs,
     },
@@ -279,6 +282,7 @@ async fn main() -> anyhow::Result<()> {
             max_per_room,
             shards,
             guest_policy,
+            oidc,
             public,
         } => {
             let public = public.config()?;
@@ -287,6 +291,7 @@ async fn main() -> anyhow::Result<()> {
             let mut stop = StopSignal::listen()?;
             let auth = bridgemesh_control::auth::AuthConfig {
                 guest_policy,
+                oidc: oidc.config()?,
                 ..Default::default()
             };
             let running = bridgemesh::up::start_with_auth(
