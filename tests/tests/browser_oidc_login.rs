@@ -145,6 +145,9 @@ async fn a_host_logs_in_through_the_provider_and_a_user_outside_the_group_does_n
             &[],
         )
         .await;
+    // As a host she mints invite links (her session names no local account).
+    let invite = eval(&alice.page, "window.bridgemeshHosts.createInvite(600, 1)").await;
+    assert_eq!(invite["ok"], true, "{invite}");
 
     // Bob logs in at the provider too, but is in no allowed group: a page says so.
     let bob_browser = Browser::launch().await.expect("chromium starts");
