@@ -178,7 +178,11 @@
     if (typeof r.data.button_label === 'string') button.textContent = r.data.button_label;
     button.hidden = false;
     button.addEventListener('click', () => {
-      location.href = `/api/v1/oidc/start?return_to=${encodeURIComponent(location.pathname + location.search)}`;
+      // Back on this page without `autojoin`: the join must wait for the session the login brings.
+      const query = new URLSearchParams(location.search);
+      query.delete('autojoin');
+      const back = `${location.pathname}${query.toString() ? `?${query}` : ''}`;
+      location.href = `/api/v1/oidc/start?return_to=${encodeURIComponent(back)}`;
     });
   }
 

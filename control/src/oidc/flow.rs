@@ -144,26 +144,26 @@ impl FlowKeys {
         (now_unix_s < flow.exp).then_some(flow)
     }
 
-    /// The callback's checks before any request to the provider: the provider's own refusal,
-    /// our cookie, the `state` it was sent with, a code. Gives the flow and the code.
+    /// The callback's checks before any request to the provider: our cookie, the `state` it was
+    /// sent with, the provider's own refusal, a code. Gives the flow and the code.
     pub fn check_callback(
         &self,
         query: &CallbackQuery,
         cookie: Option<&str>,
         now_unix_s: u64,
     ) -> Result<(FlowState, String), CallbackRefusal> {
-        if let Some(error) = &query.error {
-            let description = query.error_description.as_deref().unwrap_or("");
-            let mut text = format!("{error} {description}");
-            text.truncate(text.trim_end().len().min(300));
-            return Err(CallbackRefusal::Provider(text));
-        }
         let flow = cookie
             .and_then(|cookie| self.open(cookie, now_unix_s))
             .ok_or(CallbackRefusal::NoFlow)?;
         let state = query.state.as_deref().unwrap_or("");
         if !bool::from(state.as_bytes().ct_eq(flow.state.as_bytes())) {
             return Err(CallbackRefusal::StateMismatch);
+        }
+        // Only now: a made-up link to the callback cannot put words on our page.
+        if let Some(error) = &query.error {
+            let description = query.error_description.as_deref().unwrap_or("");
+            let text: String = format!("{error} {description}").chars().take(300).collect();
+            return Err(CallbackRefusal::Provider(text.trim_end().to_owned()));
         }
         let code = query.code.clone().filter(|c| !c.is_empty() && c.len() <= 2048);
         let code = code.ok_or(CallbackRefusal::NoCode)?;
@@ -286,6 +286,7 @@ mod tests {
     fn the_providers_refusal_and_a_missing_code_are_said() {
         let (keys, flow, cookie) = started();
         let refused = CallbackQuery {
+            state: Some(flow.state.clone()),
             error: Some("access_denied".into()),
             error_description: Some("End-User aborted interaction".into()),
             ..CallbackQuery::default()
@@ -295,6 +296,24 @@ mod tests {
             Err(CallbackRefusal::Provider(
                 "access_denied End-User aborted interaction".into()
             ))
+        );
+        // Long words from the provider are cut at a character, not a byte.
+        let long = CallbackQuery {
+            error_description: Some("é".repeat(400)),
+            ..refused.clone()
+        };
+        let Err(CallbackRefusal::Provider(text)) = keys.check_callback(&long, Some(&cookie), NOW) else {
+            panic!("refused");
+        };
+        assert_eq!(text.chars().count(), 300);
+        // Without this browser's state, the words are not shown.
+        let forged = CallbackQuery {
+            state: Some("forged".into()),
+            ..refused.clone()
+        };
+        assert_eq!(
+            keys.check_callback(&forged, Some(&cookie), NOW),
+            Err(CallbackRefusal::StateMismatch)
         );
         let mut no_code = answer(&flow.state);
         no_code.code = None;

@@ -240,11 +240,13 @@ pub async fn exchange_code(
     let answer: TokenResponse = serde_json::from_slice(&body)
         .map_err(|_| format!("the provider's token endpoint answered HTTP {status} without JSON"))?;
     if let Some(error) = answer.error {
-        let mut text = format!(
+        let text: String = format!(
             "the provider refused the code: {error} {}",
             answer.error_description.unwrap_or_default()
-        );
-        text.truncate(400);
+        )
+        .chars()
+        .take(400)
+        .collect();
         return Err(text.trim_end().to_owned());
     }
     if !status.is_success() {
