@@ -124,4 +124,36 @@ mod tests {
         assert!(err.to_string().contains("nobody is a host"), "{err}");
         assert!(Cli::try_parse_from(["up", "--oidc-allowed-group", "hosts"]).is_err());
     }
+
+    #[test]
+    fn a_control_file_takes_the_same_as_an_auth_oidc_section() {
+        use bridgemesh::control_node::ControlFile;
+        let file: ControlFile = toml::from_str(
+            r#"
+            [auth]
+            guest_policy = "after_moderator"
+            [auth.oidc]
+            issuer = "https://sso.example.org/realms/main"
+            client_id = "bridgemesh"
+            client_secret_file = "/etc/bridgemesh/oidc-client-secret"
+            public_url = "https://meet.example.org"
+            allowed_groups = ["meeting-hosts"]
+            "#,
+        )
+        .unwrap();
+        file.auth.validate().unwrap();
+        let oidc = file.auth.oidc.unwrap();
+        assert_eq!(
+            oidc.redirect_url().unwrap(),
+            "https://meet.example.org/api/v1/oidc/callback"
+        );
+        assert_eq!(oidc.groups_claim, "groups", "unset keys keep their defaults");
+        assert!(toml::from_str::<ControlFile>("[auth.oidc]\nissuer_url = \"https://x\"").is_err());
+        let nobody: ControlFile = toml::from_str(
+            "[auth.oidc]\nissuer = \"https://sso.example.org\"\nclient_id = \"b\"\nclient_secret = \"s\"",
+        )
+        .unwrap();
+        let err = nobody.auth.validate().unwrap_err().to_string();
+        assert!(err.contains("nobody is a host"), "{err}");
+    }
 }
