@@ -35,6 +35,7 @@ pub const EXCHANGES_AT_ONCE: usize = 16;
 
 /// Why a login through the provider did not make a host; the message is for the user's page.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum SsoError {
     /// The callback itself is wrong: no flow, wrong state, the provider's own refusal.
     #[error("{0}")]

@@ -40,6 +40,7 @@ pub struct FlowState {
 
 /// Why a callback is refused before the provider is asked anything.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum CallbackRefusal {
     #[error("the provider refused the login: {0}")]
     Provider(String),

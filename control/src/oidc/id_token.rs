@@ -82,6 +82,7 @@ pub fn parse_jwks(document: &Value) -> Vec<ProviderKey> {
 
 /// Why an ID token is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum IdTokenError {
     #[error("the ID token is not a signed JWT ({0})")]
     Malformed(String),
@@ -221,6 +222,7 @@ pub struct SsoHost {
 
 /// Why a verified user is not a host.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum NotAHost {
     #[error(
         "{who} is not allowed to host meetings here (not in an allowed group, and no verified e-mail address in an allowed domain)"

@@ -327,3 +327,28 @@ fn the_configuration_is_checked() {
         "https://meet.example.org/api/v1/oidc/callback"
     );
 }
+
+proptest::proptest! {
+    /// Whatever the provider's token endpoint hands over, the verifier answers without panicking,
+    /// and nothing but our key's signature passes.
+    #[test]
+    fn any_id_token_text_is_refused_cleanly(token in ".{0,600}", dots in proptest::collection::vec("[A-Za-z0-9_-]{0,80}", 3)) {
+        proptest::prop_assert!(check(&token).is_err());
+        proptest::prop_assert!(check(&dots.join(".")).is_err());
+    }
+
+    /// Whatever comes back to the callback (query and cookie), the checks answer without panicking
+    /// and never pass without our cookie.
+    #[test]
+    fn any_callback_is_checked_cleanly(
+        code in proptest::option::of(".{0,64}"),
+        state in proptest::option::of(".{0,64}"),
+        error in proptest::option::of(".{0,64}"),
+        description in proptest::option::of(".{0,400}"),
+        cookie in proptest::option::of(".{0,300}"),
+    ) {
+        let keys = flow::FlowKeys::derive(b"cluster secret");
+        let query = CallbackQuery { code, state, error, error_description: description };
+        proptest::prop_assert!(keys.check_callback(&query, cookie.as_deref(), NOW).is_err());
+    }
+}
