@@ -4,6 +4,7 @@ mod ca_cli;
 mod geoip_cli;
 mod load_cli;
 mod load_replay_cli;
+mod oidc_cli;
 mod sim_cli;
 mod token_cli;
 mod turn_cli;
@@ -72,6 +73,8 @@ enum Commands {
         guest_policy: Option<bridgemesh_control::auth::GuestPolicy>,
         #[command(flatten)]
         limits: bridgemesh::control_node::LimitsSection,
+        #[command(flatten)]
+        oidc: oidc_cli::OidcArgs,
         #[command(flatten)]
         public: up_cli::PublicArgs,
     },
@@ -282,6 +285,7 @@ async fn main() -> anyhow::Result<()> {
             shards,
             guest_policy,
             limits,
+            oidc,
             public,
         } => {
             let public = public.config()?;
@@ -291,6 +295,7 @@ async fn main() -> anyhow::Result<()> {
             let mut stop = StopSignal::listen()?;
             let auth = bridgemesh_control::auth::AuthConfig {
                 guest_policy,
+                oidc: oidc.config()?,
                 ..Default::default()
             };
             let running = bridgemesh::up::start_with_auth(

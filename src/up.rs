@@ -280,6 +280,16 @@ pub async fn start_with_auth(config: UpConfig, auth: AuthConfig) -> anyhow::Resu
             )
         })?;
     let control_addr = control_listener.local_addr()?;
+    let mut auth = auth;
+    if let Some(oidc) = auth.oidc.as_mut()
+        && oidc.public_url.is_none()
+    {
+        // Single sign-on's redirect URL: the address users open.
+        oidc.public_url = Some(match &public {
+            Some(public) => public.front.origin(&public.config),
+            None => format!("http://{control_addr}"),
+        });
+    }
     // Raft and the bridges' sessions: mutual TLS on a port of its own, chosen by the system.
     let cluster_listener = TcpListener::bind((loopback, 0))
         .await

@@ -182,6 +182,7 @@ fn public_routes(node: Arc<ControlNode>, config: ApiConfig) -> Router {
         .route("/api/v1/admin/bridges/{id}/drain", post(admin_drain_bridge))
         .route("/api/v1/admin/bridges/{id}/undrain", post(admin_undrain_bridge))
         .merge(hosts::routes())
+        .merge(oidc::routes())
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .route("/", get(index))
@@ -615,5 +616,6 @@ pub use admin::{AddControlNode, AdminBridge, AdminRoom, DrainRequest};
 pub use admin_participants::{AdminParticipant, AdminParticipantMedia, AdminParticipants};
 
 mod hosts;
+mod oidc;
 #[cfg(test)]
 mod tests;

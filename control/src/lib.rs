@@ -53,6 +53,7 @@ pub mod load_throttle;
 pub mod locator;
 pub mod metrics;
 pub mod node;
+pub mod oidc;
 pub mod participant_media;
 pub mod password;
 pub mod placement;

@@ -9,6 +9,7 @@
 mod hosts;
 mod join;
 mod moderation;
+mod sso;
 
 pub use hosts::LoginError;
 
@@ -179,6 +180,8 @@ pub struct ControlNode {
     /// Standalone TURN servers handed out in join responses after the bridge's own, with their
     /// shared secret; none until set.
     turn: Mutex<Option<TurnDirectory>>,
+    /// Single sign-on for hosts (`oidc.rs`); none unless `[auth.oidc]` is configured.
+    oidc: Option<crate::oidc::Oidc>,
     hub: Arc<BridgeHub>,
     locator: Locator,
 }
@@ -265,6 +268,7 @@ impl ControlNode {
             join_ipv6_prefix_len: join_limits.ipv6_prefix_len,
             password_checks: tokio::sync::Semaphore::new(PASSWORD_CHECKS_AT_ONCE),
             turn: Mutex::new(None),
+            oidc: None,
         }
     }
 

@@ -62,14 +62,20 @@ impl ControlService {
         let cluster_listener = ClusterListener::new(cluster_listener, tls, config.identity.name().clone())?;
         let cluster_addr = cluster_listener.local_addr()?.addr;
         let cluster = Arc::new(ClusterNode::start(config.cluster.clone(), &config.identity).await?);
-        let node = Arc::new(ControlNode::new(
+        let mut node = ControlNode::new(
             cluster,
             &config.cluster_secret,
             tokens,
             config.policy.clone(),
             config.join_limits,
             config.regions.clone(),
-        ));
+        );
+        if let Some(oidc) = &config.auth.oidc {
+            let oidc =
+                crate::oidc::Oidc::new(oidc.clone(), &config.cluster_secret).map_err(StartError::Auth)?;
+            node.set_oidc(oidc);
+        }
+        let node = Arc::new(node);
         let (stop, stopped) = watch::channel(false);
         let mut tasks = vec![
             serve_http(

@@ -147,6 +147,45 @@
     }
   }
 
+  // ------------------------------------------------------------ single sign-on
+
+  // The provider's login comes back as `#host_login=<session>`: taken out of the address bar at
+  // once, then asked about (who it names, for how long) as a stored login would be.
+  function takeSsoLoginFromAddress() {
+    const hash = new URLSearchParams(location.hash.slice(1));
+    if (!hash.has('host_login')) return;
+    const token = hash.get('host_login');
+    hash.delete('host_login');
+    const rest = hash.toString();
+    history.replaceState(history.state, '', `${location.pathname}${location.search}${rest ? `#${rest}` : ''}`);
+    if (!token) return;
+    api('GET', '/api/v1/login', undefined, token).then((r) => {
+      if (!r.ok) return;
+      storeLogin({
+        username: r.data.username,
+        token,
+        expiresAt: Date.now() + Number(r.data.expires_in_s) * 1000,
+      });
+    });
+  }
+
+  // Shows "Log in with SSO" when the server has a provider; it leaves for the provider and
+  // comes back to this page.
+  async function offerSso() {
+    const r = await api('GET', '/api/v1/oidc/config');
+    const button = $('host-sso');
+    if (!button || !r.ok || !r.data || !r.data.enabled) return;
+    if (typeof r.data.button_label === 'string') button.textContent = r.data.button_label;
+    button.hidden = false;
+    button.addEventListener('click', () => {
+      // Back on this page without `autojoin`: the join must wait for the session the login brings.
+      const query = new URLSearchParams(location.search);
+      query.delete('autojoin');
+      const back = `${location.pathname}${query.toString() ? `?${query}` : ''}`;
+      location.href = `/api/v1/oidc/start?return_to=${encodeURIComponent(back)}`;
+    });
+  }
+
   async function onInviteCreate() {
     const validForS = Number($('invite-valid').value);
     const maxUses = Number($('invite-uses').value) || null;
@@ -172,6 +211,7 @@
     $('host-login-form').addEventListener('submit', onLoginSubmit);
     $('host-logout').addEventListener('click', logout);
     $('invite-create').addEventListener('click', onInviteCreate);
+    offerSso();
     render();
     // A stored login may have ended meanwhile (new password, removed account): ask once.
     if (state.login) {
@@ -184,6 +224,7 @@
 
   state.login = readStoredLogin();
   takeInviteFromAddress();
+  takeSsoLoginFromAddress();
 
   // What app.js asks for (keep the names stable; tests call them too).
   window.bridgemeshHosts = {

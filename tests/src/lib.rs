@@ -4,5 +4,6 @@ pub mod chromium;
 pub mod harness;
 pub mod https;
 pub mod netns;
+pub mod oidc_provider;
 pub mod pebble;
 pub mod turn;

@@ -80,6 +80,8 @@ pub struct AuthConfig {
     /// (nothing to check tokens with), [`GuestPolicy::None`] as soon as one is — configuring
     /// tokens should not leave the door open by default. See [`AuthConfig::guest_policy`].
     pub guest_policy: Option<GuestPolicy>,
+    /// `[auth.oidc]`: hosts log in through an OpenID Connect provider (docs/hosts.md).
+    pub oidc: Option<crate::oidc::OidcConfig>,
 }
 
 impl Default for AuthConfig {
@@ -93,6 +95,7 @@ impl Default for AuthConfig {
             public_keys: BTreeMap::new(),
             leeway_s: LEEWAY_S_DEFAULT,
             guest_policy: None,
+            oidc: None,
         }
     }
 }
@@ -114,7 +117,11 @@ impl AuthConfig {
 
     /// Checks everything [`TokenVerifier::new`] checks, including that every key parses.
     pub fn validate(&self) -> Result<(), AuthConfigError> {
-        TokenVerifier::new(self).map(drop)
+        TokenVerifier::new(self)?;
+        match &self.oidc {
+            Some(oidc) => oidc.validate().map_err(AuthConfigError::Oidc),
+            None => Ok(()),
+        }
     }
 }
 
@@ -151,4 +158,6 @@ pub enum AuthConfigError {
     RsaKeyTooSmall { kid: String, bits: usize },
     #[error("the admin secret is {bytes} bytes; at least {ADMIN_SECRET_MIN_BYTES} are required")]
     AdminSecretTooShort { bytes: usize },
+    #[error("{0}")]
+    Oidc(String),
 }

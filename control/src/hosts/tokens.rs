@@ -23,8 +23,12 @@ const TOKEN_MAX_BYTES: usize = 2 * 1024;
 pub struct HostSessionClaims {
     pub aud: String,
     pub sub: HostName,
-    /// The account's password generation when the session began.
+    /// The account's password generation when the session began (0 for single sign-on).
     pub generation: u64,
+    /// Set for a host who logged in through the OIDC provider: their stable `user_id`
+    /// (`sso:...`). Such a session names no local account; it lasts until `exp`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sso: Option<String>,
     pub iat: u64,
     pub exp: u64,
 }
@@ -116,6 +120,19 @@ impl HostKeys {
             aud: HOST_AUDIENCE.into(),
             sub: host.clone(),
             generation,
+            sso: None,
+            iat: now_unix_s,
+            exp: now_unix_s + HOST_SESSION_TTL_S,
+        })
+    }
+
+    /// The session of a host who logged in through the OIDC provider (`oidc.rs`).
+    pub fn issue_sso_session(&self, host: &HostName, user_id: &str, now_unix_s: u64) -> String {
+        self.sessions.sign(&HostSessionClaims {
+            aud: HOST_AUDIENCE.into(),
+            sub: host.clone(),
+            generation: 0,
+            sso: Some(user_id.to_owned()),
             iat: now_unix_s,
             exp: now_unix_s + HOST_SESSION_TTL_S,
         })

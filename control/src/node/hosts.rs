@@ -145,6 +145,14 @@ impl ControlNode {
             TokenCheck::Expired => return Err(login_required("your host login has expired; log in again")),
             TokenCheck::Valid(claims) => claims,
         };
+        if claims.sso.is_some() {
+            // The provider vouched for this host at login; there is no local account to ask,
+            // but single sign-on must still be on.
+            if self.oidc.is_none() {
+                return Err(login_required("single sign-on is off here; log in again"));
+            }
+            return Ok(Some(claims));
+        }
         // The newest committed state, not this node's copy: a password changed or an account
         // removed through another node a moment ago ends the session here too. Host joins are
         // few (guests are many), so the leader round trip is cheap.
@@ -163,7 +171,7 @@ impl ControlNode {
     pub(super) fn host_caller(claims: &HostSessionClaims) -> Caller {
         Caller {
             role: Role::Moderator,
-            user_id: Some(host_user_id(&claims.sub)),
+            user_id: Some(claims.sso.clone().unwrap_or_else(|| host_user_id(&claims.sub))),
             invite: None,
         }
     }
@@ -219,6 +227,7 @@ impl ControlNode {
         self.commit(Command::Hosts(HostCommand::CreateInvite {
             id: id.clone(),
             room: room.clone(),
+            sso: host.sso.is_some(),
             by: host.sub,
             generation: host.generation,
             expires_at_ms,

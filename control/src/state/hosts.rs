@@ -53,6 +53,10 @@ pub enum HostCommand {
         /// The host minting it, with its session's password generation (checked again here).
         by: HostName,
         generation: u64,
+        /// Minted by a host logged in through single sign-on: no local account to check (their
+        /// session was checked by the node that took the request).
+        #[serde(default)]
+        sso: bool,
         expires_at_ms: u64,
         max_uses: Option<u32>,
     },
@@ -106,10 +110,11 @@ impl ControlState {
                 room,
                 by,
                 generation,
+                sso,
                 expires_at_ms,
                 max_uses,
             } => {
-                if self.hosts.get(&by).map(|h| h.generation) != Some(generation) {
+                if !sso && self.hosts.get(&by).map(|h| h.generation) != Some(generation) {
                     return Err(ApplyError::LoginEnded);
                 }
                 if self.invites.contains_key(&id) {

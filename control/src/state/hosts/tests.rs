@@ -57,6 +57,7 @@ fn add_ada(state: &mut ControlState) {
 fn invite(state: &mut ControlState, id: &str, room: &str, expires_at_ms: u64, max_uses: Option<u32>) {
     state
         .apply(Command::Hosts(HostCommand::CreateInvite {
+            sso: false,
             id: id.into(),
             room: RoomId::new(room).unwrap(),
             by: ada(),
@@ -90,6 +91,7 @@ fn accounts_are_added_once_and_a_new_password_ends_older_logins() {
     // A session from generation 1 can no longer mint invites.
     assert_eq!(
         state.apply(Command::Hosts(HostCommand::CreateInvite {
+            sso: false,
             id: "i".into(),
             room: RoomId::new("r").unwrap(),
             by: ada(),
@@ -215,6 +217,7 @@ fn invites_per_room_are_bounded() {
     }
     assert_eq!(
         state.apply(Command::Hosts(HostCommand::CreateInvite {
+            sso: false,
             id: "one-more".into(),
             room: RoomId::new("r").unwrap(),
             by: ada(),
