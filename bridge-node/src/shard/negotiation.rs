@@ -58,6 +58,14 @@ impl Shard {
             .local_description()
             .map(|d| crate::sdp_munge::candidates_in_every_section(&d.sdp))
             .unwrap_or_default();
+        // The camera is received as simulcast layers when the client sends them (a screen is one).
+        let camera_mids: Vec<String> = participant
+            .slots
+            .iter()
+            .filter(|slot| slot.source == MediaSource::Camera)
+            .filter_map(|slot| participant.pc.rtp_transceiver(slot.transceiver)?.mid().clone())
+            .collect();
+        let sdp = crate::simulcast::sdp::offer_simulcast(&sdp, &camera_mids);
         let mut tracks = Vec::with_capacity(participant.legs.len());
         let mut publishers: HashMap<ParticipantKey, ParticipantId> = HashMap::new();
         for (publisher, _, id, _) in &desired {

@@ -30,7 +30,15 @@ pub mod selector;
 mod selector_tests;
 pub mod vp8;
 
-pub use selector::{LAYERS_MAX, Layer, LayerSelector, PacketFacts, Rewrite};
+pub use selector::{LAYERS_MAX, Layer, LayerActivity, LayerSelector, PacketFacts, Rewrite};
+
+/// What the shard keeps per published video source: when each layer last sent, and the heights
+/// the layers' keyframes tell.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SourceLayers {
+    pub activity: LayerActivity,
+    pub heights: constraints::LayerHeights,
+}
 
 /// The RIDs the bridge offers for a simulcast camera, lowest resolution first; a layer's index
 /// is its position here.

@@ -30,6 +30,30 @@ pub const KEYFRAME_RETRY: Duration = Duration::from_millis(500);
 /// subscriber sees a handful of switches at most.
 const EPOCHS: usize = 8;
 
+/// When each layer of a source last sent a packet: kept once per source (not per leg), so a new
+/// leg knows at once which layers the publisher sends.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LayerActivity {
+    seen_at: [Option<Instant>; LAYERS_MAX],
+}
+
+impl LayerActivity {
+    pub fn record(&mut self, now: Instant, layer: Layer) {
+        if let Some(seen) = self.seen_at.get_mut(usize::from(layer)) {
+            *seen = Some(now);
+        }
+    }
+
+    /// The layer sent a packet less than [`LAYER_IDLE`] ago.
+    pub fn is_active(&self, now: Instant, layer: usize) -> bool {
+        self.seen_at
+            .get(layer)
+            .copied()
+            .flatten()
+            .is_some_and(|at| now.saturating_duration_since(at) < LAYER_IDLE)
+    }
+}
+
 /// A publisher's packet as the selector needs it, read once per packet (not per subscriber).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PacketFacts {
@@ -64,7 +88,25 @@ struct Epoch {
     tl0_offset: u8,
 }
 
+/// How far before its first packet the leg's first epoch reaches: nothing was sent before it,
+/// so a packet that arrives late (reordered) is still sent, under its own number.
+const FIRST_EPOCH_REACH: u16 = 0x1000;
+
 impl Epoch {
+    /// The leg's first epoch: the publisher's own numbers.
+    fn unchanged(facts: &PacketFacts) -> Self {
+        let first = facts.seq.wrapping_sub(FIRST_EPOCH_REACH);
+        Epoch {
+            layer: facts.layer,
+            first_in_seq: first,
+            first_out_seq: first,
+            seq_offset: 0,
+            rtp_time_offset: 0,
+            picture_id_offset: 0,
+            tl0_offset: 0,
+        }
+    }
+
     fn rewrite(&self, facts: &PacketFacts) -> Rewrite {
         Rewrite {
             seq: facts.seq.wrapping_add(self.seq_offset),
@@ -103,7 +145,6 @@ pub struct LayerSelector {
     newest_epoch: usize,
     last: Option<LastSent>,
     clock_rate: u32,
-    seen_at: [Option<Instant>; LAYERS_MAX],
     keyframe_asked_at: Option<Instant>,
     pub stats: SelectorStats,
 }
@@ -118,7 +159,6 @@ impl LayerSelector {
             newest_epoch: 0,
             last: None,
             clock_rate,
-            seen_at: [None; LAYERS_MAX],
             keyframe_asked_at: None,
             stats: SelectorStats::default(),
         }
@@ -153,11 +193,9 @@ impl LayerSelector {
 
     /// The layer to send at `now`: the highest active layer at or below the target, else the
     /// lowest active one above it (a source that stopped its low layers still shows).
-    pub fn effective(&self, now: Instant) -> Option<Layer> {
+    pub fn effective(&self, now: Instant, activity: &LayerActivity) -> Option<Layer> {
         let target = self.target?;
-        let active = |layer: usize| {
-            self.seen_at[layer].is_some_and(|at| now.saturating_duration_since(at) < LAYER_IDLE)
-        };
+        let active = |layer: usize| activity.is_active(now, layer);
         let target = usize::from(target).min(LAYERS_MAX - 1);
         (0..=target)
             .rev()
@@ -167,12 +205,15 @@ impl LayerSelector {
     }
 
     /// Decides one publisher packet: `Some` with the numbers to send it under, `None` to drop it
-    /// for this leg. Allocates nothing.
-    pub fn on_packet(&mut self, now: Instant, facts: &PacketFacts) -> Option<Rewrite> {
+    /// for this leg. `activity` is the source's, this packet recorded. Allocates nothing.
+    pub fn on_packet(
+        &mut self,
+        now: Instant,
+        facts: &PacketFacts,
+        activity: &LayerActivity,
+    ) -> Option<Rewrite> {
         let layer = facts.layer;
-        if let Some(seen) = self.seen_at.get_mut(usize::from(layer)) {
-            *seen = Some(now);
-        } else {
+        if usize::from(layer) >= LAYERS_MAX {
             self.stats.dropped += 1;
             return None;
         }
@@ -181,7 +222,7 @@ impl LayerSelector {
             self.stats.dropped += 1;
             return None;
         }
-        let wanted = self.effective(now);
+        let wanted = self.effective(now, activity);
         if self.current == Some(layer) {
             // The current layer flows until the wanted one's keyframe arrives.
             return self.forward(now, facts);
@@ -197,15 +238,7 @@ impl LayerSelector {
     fn forward(&mut self, now: Instant, facts: &PacketFacts) -> Option<Rewrite> {
         if self.epochs[self.newest_epoch].is_none() {
             // Following a layer from the start ([`LayerSelector::following`]): its first packet.
-            self.epochs[self.newest_epoch] = Some(Epoch {
-                layer: facts.layer,
-                first_in_seq: facts.seq,
-                first_out_seq: facts.seq,
-                seq_offset: 0,
-                rtp_time_offset: 0,
-                picture_id_offset: 0,
-                tl0_offset: 0,
-            });
+            self.epochs[self.newest_epoch] = Some(Epoch::unchanged(facts));
         }
         let epoch = self.epochs[self.newest_epoch].expect("set above");
         // Older than the packet that opened the epoch: numbered before the switch, never sent.
@@ -233,15 +266,7 @@ impl LayerSelector {
     fn switch(&mut self, now: Instant, facts: &PacketFacts) {
         let epoch = match self.last {
             // The leg's first packet: the publisher's numbers as they are.
-            None => Epoch {
-                layer: facts.layer,
-                first_in_seq: facts.seq,
-                first_out_seq: facts.seq,
-                seq_offset: 0,
-                rtp_time_offset: 0,
-                picture_id_offset: 0,
-                tl0_offset: 0,
-            },
+            None => Epoch::unchanged(facts),
             Some(last) => {
                 let out_seq = last.seq.wrapping_add(1);
                 let elapsed = now.saturating_duration_since(last.at);
@@ -274,8 +299,8 @@ impl LayerSelector {
 
     /// The layer to ask the publisher a keyframe of, when the leg waits for one (a switch or a
     /// resume pending) and has not asked for [`KEYFRAME_RETRY`].
-    pub fn poll_keyframe_request(&mut self, now: Instant) -> Option<Layer> {
-        let wanted = self.effective(now)?;
+    pub fn poll_keyframe_request(&mut self, now: Instant, activity: &LayerActivity) -> Option<Layer> {
+        let wanted = self.effective(now, activity)?;
         if self.current == Some(wanted) {
             return None;
         }

@@ -85,6 +85,7 @@ struct Call {
     layers: Vec<LayerSource>,
     now: Instant,
     selector: LayerSelector,
+    activity: LayerActivity,
     sent: Sent,
 }
 
@@ -96,6 +97,7 @@ impl Call {
                 .collect(),
             now: Instant::now(),
             selector: LayerSelector::new(target, 90_000).following(0),
+            activity: LayerActivity::default(),
             sent: Vec::new(),
         }
     }
@@ -106,7 +108,8 @@ impl Call {
         for layer in active {
             let packets = self.layers[usize::from(*layer)].frame(keyframes.contains(layer));
             for facts in packets {
-                if let Some(rewrite) = self.selector.on_packet(self.now, &facts) {
+                self.activity.record(self.now, facts.layer);
+                if let Some(rewrite) = self.selector.on_packet(self.now, &facts, &self.activity) {
                     self.sent.push((*layer, facts, rewrite));
                 }
             }
@@ -130,9 +133,12 @@ fn a_switch_waits_for_the_target_layers_keyframe_and_numbering_continues() {
     }
     assert_eq!(call.layers_sent(), [0]);
     call.selector.set_target(Some(2));
-    assert_eq!(call.selector.poll_keyframe_request(call.now), Some(2));
     assert_eq!(
-        call.selector.poll_keyframe_request(call.now),
+        call.selector.poll_keyframe_request(call.now, &call.activity),
+        Some(2)
+    );
+    assert_eq!(
+        call.selector.poll_keyframe_request(call.now, &call.activity),
         None,
         "asked already"
     );
@@ -144,7 +150,10 @@ fn a_switch_waits_for_the_target_layers_keyframe_and_numbering_continues() {
     call.tick(&ALL, &[]);
     assert_eq!(call.layers_sent(), [0, 2]);
     assert_eq!(call.selector.current(), Some(2));
-    assert_eq!(call.selector.poll_keyframe_request(call.now), None);
+    assert_eq!(
+        call.selector.poll_keyframe_request(call.now, &call.activity),
+        None
+    );
     // Down again: 2 flows until 0's keyframe.
     call.selector.set_target(Some(0));
     call.tick(&ALL, &[]);
@@ -161,13 +170,19 @@ fn a_paused_source_sends_nothing_and_resumes_on_a_keyframe() {
     let before = call.sent.len();
     assert!(before > 0);
     call.selector.set_target(None);
-    assert_eq!(call.selector.poll_keyframe_request(call.now), None);
+    assert_eq!(
+        call.selector.poll_keyframe_request(call.now, &call.activity),
+        None
+    );
     for _ in 0..10 {
         call.tick(&ALL, &[0, 1, 2]);
     }
     assert_eq!(call.sent.len(), before, "paused: nothing");
     call.selector.set_target(Some(1));
-    assert_eq!(call.selector.poll_keyframe_request(call.now), Some(1));
+    assert_eq!(
+        call.selector.poll_keyframe_request(call.now, &call.activity),
+        Some(1)
+    );
     call.tick(&ALL, &[]);
     assert_eq!(call.sent.len(), before, "resumes on a keyframe only");
     call.tick(&ALL, &[1]);
@@ -187,7 +202,7 @@ fn a_thumbnail_never_receives_the_top_layer_and_a_stopped_layer_is_replaced() {
     for _ in 0..40 {
         call.tick(&[2], &[2]);
     }
-    assert_eq!(call.selector.effective(call.now), Some(2));
+    assert_eq!(call.selector.effective(call.now, &call.activity), Some(2));
     assert_eq!(call.layers_sent(), [0, 2]);
     assert_continuous(&call.sent);
 }
