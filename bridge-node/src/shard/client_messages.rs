@@ -30,6 +30,7 @@ impl Shard {
                     });
                     return;
                 }
+                let sdp = crate::simulcast::sdp::answer_without_unsent_simulcast(&sdp);
                 let applied = RTCSessionDescription::answer(sdp)
                     .and_then(|answer| participant.pc.set_remote_description(now, answer));
                 if let Err(err) = applied {

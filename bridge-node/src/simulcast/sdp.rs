@@ -59,6 +59,53 @@ pub fn offer_simulcast(sdp: &str, mids: &[String]) -> String {
     out
 }
 
+/// Removes `a=simulcast` and `a=rid` from the answer's m-sections that declare fewer sending
+/// SSRCs than RIDs (`a=ssrc` lines, RTX flows of `a=ssrc-group:FID` not counted). A stack that
+/// mirrors the offer's RID lines but sends one stream of its own (what `rtc`-based clients do)
+/// declares its one SSRC; left as it is, the bridge would wait for RTP stream ids that never come
+/// and never bind the stream. Browsers declare no SSRC for their simulcast layers and are left
+/// untouched.
+pub fn answer_without_unsent_simulcast(sdp: &str) -> String {
+    let mut out = String::with_capacity(sdp.len());
+    let mut section: Vec<&str> = Vec::new();
+    let flush = |section: &mut Vec<&str>, out: &mut String| {
+        let rids = section.iter().filter(|l| l.starts_with("a=rid:")).count();
+        let mut ssrcs: Vec<&str> = section
+            .iter()
+            .filter_map(|l| l.strip_prefix("a=ssrc:")?.split_whitespace().next())
+            .collect();
+        ssrcs.sort_unstable();
+        ssrcs.dedup();
+        let repair: Vec<&str> = section
+            .iter()
+            .filter_map(|l| l.strip_prefix("a=ssrc-group:FID "))
+            .filter_map(|group| group.split_whitespace().nth(1))
+            .collect();
+        let sending = ssrcs.iter().filter(|s| !repair.contains(s)).count();
+        let unsent = rids > 0 && sending > 0 && sending < rids;
+        for line in section.iter() {
+            if unsent && (line.starts_with("a=rid:") || line.starts_with("a=simulcast:")) {
+                continue;
+            }
+            out.push_str(line);
+            out.push_str("\r\n");
+        }
+        section.clear();
+    };
+    for line in sdp
+        .lines()
+        .map(|l| l.trim_end_matches('\r'))
+        .filter(|l| !l.is_empty())
+    {
+        if line.starts_with("m=") {
+            flush(&mut section, &mut out);
+        }
+        section.push(line);
+    }
+    flush(&mut section, &mut out);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -82,5 +129,23 @@ mod tests {
         assert_eq!(offer_simulcast(SDP, &[]), SDP);
         // rtc reads what it produced back as a valid description.
         rtc::peer_connection::sdp::RTCSessionDescription::offer(munged).unwrap();
+    }
+
+    #[test]
+    fn an_answer_mirroring_rids_but_sending_one_stream_loses_them_and_a_browsers_keeps_them() {
+        let head = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:1\r\na=sendonly\r\n";
+        let rids = "a=rid:q send\r\na=rid:h send\r\na=rid:f send\r\na=simulcast:send q;h;f\r\n";
+        let one_stream =
+            format!("{head}{rids}a=ssrc-group:FID 11 12\r\na=ssrc:11 cname:x\r\na=ssrc:12 cname:x\r\n");
+        let fixed = answer_without_unsent_simulcast(&one_stream);
+        assert!(
+            !fixed.contains("a=rid") && !fixed.contains("a=simulcast"),
+            "{fixed}"
+        );
+        assert!(fixed.contains("a=ssrc:11 cname:x\r\n"));
+        let browser = format!("{head}{rids}");
+        assert_eq!(answer_without_unsent_simulcast(&browser), browser);
+        let three = format!("{head}{rids}a=ssrc:1 cname:x\r\na=ssrc:2 cname:x\r\na=ssrc:3 cname:x\r\n");
+        assert_eq!(answer_without_unsent_simulcast(&three), three);
     }
 }
