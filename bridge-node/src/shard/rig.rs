@@ -99,12 +99,10 @@ impl FanoutRig {
             .rtp_transceiver(slot.transceiver)
             .and_then(|t| t.receiver())
             .expect("a receiver");
-        slot.track = Some(InboundTrack::new(
-            "camera".to_owned(),
-            receiver_id,
-            PUBLISHER_SSRC,
-            Some(codec),
-        ));
+        let mut track = InboundTrack::new("camera".to_owned(), receiver_id, PUBLISHER_SSRC, Some(codec));
+        // As the shard marks a VP8 track on its first packet: its descriptor is read per packet.
+        track.vp8 = true;
+        slot.track = Some(track);
         publisher
             .inbound
             .bind(now, PUBLISHER_SSRC, MediaSource::Camera, 90_000, (0, 0));
