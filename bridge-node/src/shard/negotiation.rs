@@ -94,6 +94,15 @@ impl Shard {
             key,
             message: ServerMessage::Offer { sdp, tracks },
         });
+        // New legs aim at the layer the subscriber's constraints and the sources' heights ask for.
+        if let Some(room) = self.rooms.get_mut(room_id)
+            && room
+                .participants
+                .get(&key)
+                .is_some_and(|p| p.constraints.is_some())
+        {
+            super::simulcast::retarget_legs(room, key);
+        }
         // Legs of streams that ended are gone now: their bridges may stop sending.
         self.refresh_demand(room_id);
     }

@@ -69,27 +69,11 @@ impl Shard {
         let Some(room) = self.rooms.get_mut(room_id) else {
             return;
         };
-        let ids: HashMap<ParticipantKey, ParticipantId> = room
-            .participants
-            .values()
-            .map(|p| (p.key, p.id.clone()))
-            .chain(room.cascade.remote.iter().map(|(k, p)| (*k, p.info.id.clone())))
-            .collect();
         let Some(participant) = room.participants.get_mut(&key) else {
             return;
         };
-        for ((publisher, source), leg) in participant.legs.iter_mut() {
-            let (Some(selector), Some(id)) = (leg.selector.as_mut(), ids.get(publisher)) else {
-                continue;
-            };
-            let heights = room
-                .source_layers
-                .get(&(*publisher, *source))
-                .map(|layers| layers.heights)
-                .unwrap_or_default();
-            selector.set_target(target_layer(max_height_for(Some(&wanted), id, *source), &heights));
-        }
         participant.constraints = Some(wanted);
+        retarget_legs(room, key);
         self.stats.simulcast.constraints_applied += 1;
     }
 
@@ -117,6 +101,36 @@ impl Shard {
             }
         }
         stats
+    }
+}
+
+/// Aims each video leg of `key` at the layer its constraints and the source's layer heights
+/// ask for (after new constraints, and for legs a renegotiation added).
+pub(super) fn retarget_legs(room: &mut Room, key: ParticipantKey) {
+    let ids: HashMap<ParticipantKey, ParticipantId> = room
+        .participants
+        .values()
+        .map(|p| (p.key, p.id.clone()))
+        .chain(room.cascade.remote.iter().map(|(k, p)| (*k, p.info.id.clone())))
+        .collect();
+    let Room {
+        participants,
+        source_layers,
+        ..
+    } = room;
+    let Some(participant) = participants.get_mut(&key) else {
+        return;
+    };
+    let constraints = participant.constraints.as_ref();
+    for ((publisher, source), leg) in participant.legs.iter_mut() {
+        let (Some(selector), Some(id)) = (leg.selector.as_mut(), ids.get(publisher)) else {
+            continue;
+        };
+        let heights = source_layers
+            .get(&(*publisher, *source))
+            .map(|layers| layers.heights)
+            .unwrap_or_default();
+        selector.set_target(target_layer(max_height_for(constraints, id, *source), &heights));
     }
 }
 

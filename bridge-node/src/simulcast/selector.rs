@@ -77,11 +77,22 @@ pub struct Rewrite {
     pub tl0_pic_idx: Option<u8>,
 }
 
+/// Sequence numbers are compared extended to 64 bits (a 16-bit number wraps every few minutes
+/// of video): the first packet of an epoch is numbered from here, far from 0 both ways.
+const EXTENDED_BASE: u64 = 1 << 32;
+
+/// `seq` extended to 64 bits next to `reference`, an extended number within 2^15 of it.
+fn extend(reference: u64, seq: u16) -> u64 {
+    let diff = i64::from(seq.wrapping_sub(reference as u16) as i16);
+    reference.wrapping_add_signed(diff)
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Epoch {
     layer: Layer,
-    first_in_seq: u16,
-    first_out_seq: u16,
+    /// The epoch's first publisher packet and its first packet on the leg, extended.
+    first_in: u64,
+    first_out: u64,
     seq_offset: u16,
     rtp_time_offset: u32,
     picture_id_offset: u16,
@@ -95,11 +106,11 @@ const FIRST_EPOCH_REACH: u16 = 0x1000;
 impl Epoch {
     /// The leg's first epoch: the publisher's own numbers.
     fn unchanged(facts: &PacketFacts) -> Self {
-        let first = facts.seq.wrapping_sub(FIRST_EPOCH_REACH);
+        let first = EXTENDED_BASE + u64::from(facts.seq) - u64::from(FIRST_EPOCH_REACH);
         Epoch {
             layer: facts.layer,
-            first_in_seq: first,
-            first_out_seq: first,
+            first_in: first,
+            first_out: first,
             seq_offset: 0,
             rtp_time_offset: 0,
             picture_id_offset: 0,
@@ -123,6 +134,8 @@ impl Epoch {
 #[derive(Debug, Clone, Copy)]
 struct LastSent {
     seq: u16,
+    /// `seq` extended: every packet the leg sent is numbered in one 64-bit space.
+    seq_extended: u64,
     rtp_time: u32,
     picture_id: Option<u16>,
     tl0_pic_idx: Option<u8>,
@@ -143,6 +156,8 @@ pub struct LayerSelector {
     current: Option<Layer>,
     epochs: [Option<Epoch>; EPOCHS],
     newest_epoch: usize,
+    /// The newest publisher packet of the current epoch, extended.
+    newest_in: u64,
     last: Option<LastSent>,
     clock_rate: u32,
     keyframe_asked_at: Option<Instant>,
@@ -157,6 +172,7 @@ impl LayerSelector {
             current: None,
             epochs: [None; EPOCHS],
             newest_epoch: 0,
+            newest_in: 0,
             last: None,
             clock_rate,
             keyframe_asked_at: None,
@@ -239,20 +255,23 @@ impl LayerSelector {
         if self.epochs[self.newest_epoch].is_none() {
             // Following a layer from the start ([`LayerSelector::following`]): its first packet.
             self.epochs[self.newest_epoch] = Some(Epoch::unchanged(facts));
+            self.newest_in = EXTENDED_BASE + u64::from(facts.seq);
         }
         let epoch = self.epochs[self.newest_epoch].expect("set above");
+        let seq_in = extend(self.newest_in, facts.seq);
         // Older than the packet that opened the epoch: numbered before the switch, never sent.
-        if (facts.seq.wrapping_sub(epoch.first_in_seq) as i16) < 0 {
+        if seq_in < epoch.first_in {
             self.stats.dropped += 1;
             return None;
         }
+        self.newest_in = self.newest_in.max(seq_in);
         let rewrite = epoch.rewrite(facts);
-        let newer = self
-            .last
-            .is_none_or(|last| (rewrite.seq.wrapping_sub(last.seq) as i16) > 0);
+        let seq_out = epoch.first_out + (seq_in - epoch.first_in);
+        let newer = self.last.is_none_or(|last| seq_out > last.seq_extended);
         if newer {
             self.last = Some(LastSent {
                 seq: rewrite.seq,
+                seq_extended: seq_out,
                 rtp_time: rewrite.rtp_time,
                 picture_id: rewrite.picture_id,
                 tl0_pic_idx: rewrite.tl0_pic_idx,
@@ -269,13 +288,14 @@ impl LayerSelector {
             None => Epoch::unchanged(facts),
             Some(last) => {
                 let out_seq = last.seq.wrapping_add(1);
+                let first_out = last.seq_extended + 1;
                 let elapsed = now.saturating_duration_since(last.at);
                 let ticks = (elapsed.as_micros() * u128::from(self.clock_rate) / 1_000_000).max(1);
                 let out_time = last.rtp_time.wrapping_add(ticks as u32);
                 Epoch {
                     layer: facts.layer,
-                    first_in_seq: facts.seq,
-                    first_out_seq: out_seq,
+                    first_in: EXTENDED_BASE + u64::from(facts.seq),
+                    first_out,
                     seq_offset: out_seq.wrapping_sub(facts.seq),
                     rtp_time_offset: out_time.wrapping_sub(facts.rtp_time),
                     picture_id_offset: match (last.picture_id, facts.picture_id) {
@@ -294,6 +314,7 @@ impl LayerSelector {
         }
         self.newest_epoch = (self.newest_epoch + 1) % EPOCHS;
         self.epochs[self.newest_epoch] = Some(epoch);
+        self.newest_in = EXTENDED_BASE + u64::from(facts.seq);
         self.current = Some(facts.layer);
     }
 
@@ -317,27 +338,27 @@ impl LayerSelector {
     /// The publisher's (layer, sequence number) behind a sequence number sent on the leg, for
     /// answering a NACK; `None` when older than the epochs kept or never sent.
     pub fn origin_of(&self, out_seq: u16) -> Option<(Layer, u16)> {
+        self.epoch_of(out_seq)
+            .map(|epoch| (epoch.layer, out_seq.wrapping_sub(epoch.seq_offset)))
+    }
+
+    /// The epoch a sequence number sent on the leg fell in.
+    fn epoch_of(&self, out_seq: u16) -> Option<Epoch> {
         let last = self.last?;
-        let back = last.seq.wrapping_sub(out_seq);
-        if back >= 0x8000 {
+        let seq_out = extend(last.seq_extended, out_seq);
+        if seq_out > last.seq_extended {
             return None;
         }
         (0..EPOCHS)
             .map(|i| (self.newest_epoch + EPOCHS - i) % EPOCHS)
             .filter_map(|i| self.epochs[i])
-            .find(|epoch| last.seq.wrapping_sub(epoch.first_out_seq) >= back)
-            .map(|epoch| (epoch.layer, out_seq.wrapping_sub(epoch.seq_offset)))
+            .find(|epoch| epoch.first_out <= seq_out)
     }
 
     /// The numbers a retransmitted publisher packet is sent under: those of the epoch its
     /// sequence number fell in when first sent.
     pub fn rewrite_retransmission(&self, out_seq: u16, facts: &PacketFacts) -> Option<Rewrite> {
-        let last = self.last?;
-        let back = last.seq.wrapping_sub(out_seq);
-        (0..EPOCHS)
-            .map(|i| (self.newest_epoch + EPOCHS - i) % EPOCHS)
-            .filter_map(|i| self.epochs[i])
-            .find(|epoch| last.seq.wrapping_sub(epoch.first_out_seq) >= back)
+        self.epoch_of(out_seq)
             .filter(|epoch| epoch.layer == facts.layer)
             .map(|epoch| epoch.rewrite(facts))
     }

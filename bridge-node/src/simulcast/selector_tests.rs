@@ -243,6 +243,34 @@ fn sender_reports_are_translated_for_the_current_layer_only() {
     assert_eq!(call.selector.translate_rtp_time(0, 5), None);
 }
 
+/// A leg that stays on one layer for more than 2^16 packets (a few minutes of video) keeps
+/// forwarding, in order, across the wrap of the sequence numbers; NACKs still map back.
+#[test]
+fn a_long_stream_keeps_flowing_across_sequence_number_wraps() {
+    let mut call = Call::new(Some(0));
+    for _ in 0..30_000 {
+        call.tick(&[0, 1], &[]);
+    }
+    let sent = call.sent.len();
+    assert_eq!(sent, 30_000, "every layer-0 packet");
+    assert_continuous(&call.sent[sent - 1000..].to_vec());
+    call.selector.set_target(Some(1));
+    for _ in 0..40_000 {
+        call.tick(&[0, 1], &[1]);
+    }
+    let sent = call.sent.len();
+    // The first of those frames still carries layer 0's packet, then layer 1's keyframe.
+    assert_eq!(
+        sent,
+        30_000 + 1 + 2 * 40_000,
+        "layer 1 from its first keyframe on"
+    );
+    assert_continuous(&call.sent[sent - 1000..].to_vec());
+    for (layer, facts, rewrite) in call.sent[sent - 300..].to_vec() {
+        assert_eq!(call.selector.origin_of(rewrite.seq), Some((layer, facts.seq)));
+    }
+}
+
 #[derive(Debug, Clone)]
 enum Step {
     Target(Option<Layer>),
