@@ -115,7 +115,7 @@ fn layer_packet(layer: usize, frame: u32, part: u32) -> Vec<u8> {
     packet.extend_from_slice(&[if part == 0 { 0x90 } else { 0x80 }, 0xC0]);
     packet.extend_from_slice(&(0x8000 | (frame % 0x8000) as u16).to_be_bytes());
     packet.push(frame as u8);
-    if part == 0 && frame % 300 == 0 {
+    if part == 0 && frame.is_multiple_of(300) {
         let [h0, h1] = [180u16, 360, 720][layer].to_le_bytes();
         packet.extend_from_slice(&[0x10, 0, 0, 0x9D, 0x01, 0x2A, 0, 1, h0, h1]);
     } else {

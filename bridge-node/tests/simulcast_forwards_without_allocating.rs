@@ -29,7 +29,7 @@ fn packet(layer: usize, frame: u32, part: u32) -> Vec<u8> {
     packet.push(0xC0);
     packet.extend_from_slice(&(0x8000 | (frame % 0x8000) as u16).to_be_bytes());
     packet.push(frame as u8);
-    if part == 0 && frame % 30 == 0 {
+    if part == 0 && frame.is_multiple_of(30) {
         let [h0, h1] = HEIGHTS[layer].to_le_bytes();
         packet.extend_from_slice(&[0x10, 0, 0, 0x9D, 0x01, 0x2A, 0, 1, h0, h1]);
     } else {

@@ -133,6 +133,9 @@ impl Simulcast {
 
     /// One frame time: every layer sends a frame of two packets, a keyframe on the layers in
     /// `keyframes`. The layer index rides in the payload so the test can tell what arrived.
+    // By index: the loop also hands each packet to `self.shard`, which an iterator over
+    // `self.layers` would keep borrowed.
+    #[allow(clippy::needless_range_loop)]
     fn frame(&mut self, keyframes: &[usize]) {
         self.now += Duration::from_millis(33);
         for index in 0..self.layers.len() {

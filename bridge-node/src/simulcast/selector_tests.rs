@@ -266,7 +266,7 @@ fn a_long_stream_keeps_flowing_across_sequence_number_wraps() {
         "layer 1 from its first keyframe on"
     );
     assert_continuous(&call.sent[sent - 1000..].to_vec());
-    for (layer, facts, rewrite) in call.sent[sent - 300..].to_vec() {
+    for &(layer, facts, rewrite) in &call.sent[sent - 300..] {
         assert_eq!(call.selector.origin_of(rewrite.seq), Some((layer, facts.seq)));
     }
 }
