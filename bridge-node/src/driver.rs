@@ -379,6 +379,7 @@ impl Bridge {
             total.ice_disconnects += s.ice_disconnects;
             total.rtp_not_sent_declined += s.rtp_not_sent_declined;
             total.meeting += s.meeting;
+            total.simulcast += s.simulcast;
         }
         BridgeStats {
             shards: total,

@@ -83,6 +83,17 @@ pub(crate) fn sync_legs(
                 extension_map: Vec::new(),
                 writer: None,
                 declined: false,
+                selector: (!source.is_audio()).then(|| {
+                    let target = crate::simulcast::constraints::target_layer(
+                        crate::simulcast::constraints::max_height_for(
+                            participant.constraints.as_ref(),
+                            publisher_id,
+                            *source,
+                        ),
+                        &Default::default(),
+                    );
+                    crate::simulcast::LayerSelector::new(target, codec.clock_rate).following(0)
+                }),
             },
         );
     }

@@ -21,6 +21,8 @@
 //! - [`ticket`]: ticket verification with a single-use cache.
 //! - [`removed_participants`]: the bounded memory of kicked participants whose tickets are refused.
 //! - [`room_chat`]: a room's chat (history for late joiners, ids, deletes, who a message goes to).
+//! - [`simulcast`]: one layer per source per subscriber: the layer selector (keyframe switches,
+//!   continuous renumbering), VP8 descriptors, receiver constraints, the offer's RID lines.
 //! - [`sdp_munge`]: the bridge's candidates in every m-section of its offers, for non-browser stacks.
 //! - [`keyframe_requests`]: lets inbound PLI/FIR, NACK and sender reports past `rtc`'s
 //!   interceptor chain to the application.
@@ -78,6 +80,7 @@ pub mod sdp_munge;
 pub mod shard;
 pub mod signaling;
 pub mod signaling_limits;
+pub mod simulcast;
 pub mod splitmix;
 pub mod ticket;
 

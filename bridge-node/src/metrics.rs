@@ -108,6 +108,7 @@ impl Collector for Snapshot {
             let labels = [("bridge", self.id.as_str()), ("reason", reason)];
             series(failures.encode_family(&labels)?, Counter, value as f64)?;
         }
+        self.encode_simulcast(&mut encoder)?;
         // One family per link figure, one series per link (a family is declared with no link too).
         for (name, kind, help, value) in LINK_FAMILIES {
             let mut family = encoder.encode_descriptor(name, help, None, kind)?;
@@ -413,6 +414,62 @@ impl Snapshot {
                 stats.shards.inbound.feedback_failed,
             ),
         ]
+    }
+}
+
+impl Snapshot {
+    /// Layer selection: the video legs by the layer they carry, keyframe requests by layer, and
+    /// the counters of switches, unselected packets and constraints.
+    fn encode_simulcast(&self, encoder: &mut DescriptorEncoder) -> std::fmt::Result {
+        let simulcast = &self.stats.shards.simulcast;
+        let layers = ["q", "h", "f"];
+        let mut legs = encoder.encode_descriptor(
+            "bridgemesh_simulcast_legs",
+            "Video legs (subscriber, source) by the simulcast layer they carry now (q lowest; a source without simulcast is q); paused: the receiver shows nothing of it.",
+            None,
+            Gauge,
+        )?;
+        let by_layer = layers.iter().zip(simulcast.legs_on_layer);
+        for (layer, value) in by_layer.chain([(&"paused", simulcast.legs_paused)]) {
+            let labels = [("bridge", self.id.as_str()), ("layer", *layer)];
+            series(legs.encode_family(&labels)?, Gauge, value as f64)?;
+        }
+        let mut requests = encoder.encode_descriptor(
+            "bridgemesh_simulcast_keyframe_requests",
+            "Keyframe requests (PLI) sent to publishers, by the layer they name.",
+            None,
+            Counter,
+        )?;
+        for (layer, value) in layers.iter().zip(simulcast.keyframe_requests_by_layer) {
+            let labels = [("bridge", self.id.as_str()), ("layer", *layer)];
+            series(requests.encode_family(&labels)?, Counter, value as f64)?;
+        }
+        let bridge = [("bridge", self.id.as_str())];
+        for (name, help, value) in [
+            (
+                "bridgemesh_simulcast_layer_switches",
+                "Times a leg moved to another simulcast layer (on that layer's keyframe).",
+                simulcast.layer_switches,
+            ),
+            (
+                "bridgemesh_simulcast_packets_not_selected",
+                "Publisher video packets not sent on a leg: another layer, a paused source, or a switch waiting for its keyframe.",
+                simulcast.packets_not_selected,
+            ),
+            (
+                "bridgemesh_simulcast_constraints_applied",
+                "receiver_constraints messages applied.",
+                simulcast.constraints_applied,
+            ),
+            (
+                "bridgemesh_simulcast_constraints_refused",
+                "receiver_constraints messages refused (audio sources, too many sources).",
+                simulcast.constraints_refused,
+            ),
+        ] {
+            family(encoder, name, Counter, help, &bridge, value as f64)?;
+        }
+        Ok(())
     }
 }
 

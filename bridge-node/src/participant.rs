@@ -51,6 +51,18 @@ pub struct InboundTrack {
     pub links: Vec<crate::shard::LinkIndex>,
     /// Ids of the header extensions stripped before a packet crosses a link (the leg-local ones).
     pub link_dropped_extensions: Vec<u8>,
+    /// The SSRC of each simulcast layer, by layer; a stream without simulcast is layer 0.
+    pub layer_ssrcs: [Option<u32>; crate::simulcast::LAYERS_MAX],
+    /// The client sends layers named by RID (RFC 8852), `ssrc` being the first one seen.
+    pub simulcast: bool,
+    /// The codec is VP8: its payload descriptor is read and rewritten on layer switches.
+    pub vp8: bool,
+    /// Keyframe requests held back by the throttle, by layer (bit per layer).
+    pub keyframe_layers_pending: u8,
+    /// For a simulcast track with links: the one layer that crosses them, renumbered as one
+    /// stream (the highest the publisher sends; choosing by what the far side watches is the
+    /// cascade's next step).
+    pub link_selector: Option<crate::simulcast::LayerSelector>,
 }
 
 impl InboundTrack {
@@ -72,7 +84,20 @@ impl InboundTrack {
             stream_id: None,
             links: Vec::new(),
             link_dropped_extensions: Vec::new(),
+            layer_ssrcs: [Some(ssrc), None, None],
+            simulcast: false,
+            vp8: false,
+            keyframe_layers_pending: 0,
+            link_selector: None,
         }
+    }
+
+    /// The layer an SSRC of this track carries.
+    pub fn layer_of(&self, ssrc: u32) -> Option<crate::simulcast::Layer> {
+        self.layer_ssrcs
+            .iter()
+            .position(|s| *s == Some(ssrc))
+            .map(|l| l as crate::simulcast::Layer)
     }
 }
 
@@ -92,6 +117,9 @@ pub struct SendLeg {
     /// m-line): nothing is sent on it. Its writer is kept, so the SRTP stream's packet index
     /// never restarts (a restarted index under the same key would reuse keystream).
     pub declined: bool,
+    /// Video: which layer of the source this leg carries and how it is renumbered
+    /// (`crate::simulcast`); `None` for audio, which is forwarded as it comes.
+    pub selector: Option<crate::simulcast::LayerSelector>,
 }
 
 pub struct Participant {
@@ -130,6 +158,8 @@ pub struct Participant {
     /// The participant's published streams as the fast path opens them, and the receive-side
     /// RTCP the bridge owes it.
     pub inbound: crate::fastpath::inbound::InboundMedia,
+    /// What its layout shows (`receiver_constraints`); `None` until it says: every source's top layer.
+    pub constraints: Option<bridgemesh_proto::signaling::ReceiverConstraints>,
 }
 
 impl Participant {

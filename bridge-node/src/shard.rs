@@ -52,6 +52,9 @@ mod remote_reports;
 pub mod rig;
 #[cfg(test)]
 mod session_property_tests;
+mod simulcast;
+#[cfg(test)]
+mod simulcast_tests;
 #[cfg(test)]
 mod speaker_tests;
 mod speakers;
@@ -59,9 +62,10 @@ mod speakers;
 pub use cascade::{CascadeInput, LinkIndex, REMOTE_PARTICIPANTS_PER_ROOM_MAX, shard_of_stream};
 pub use inbound::InboundStats;
 pub use meeting::MeetingStats;
+pub use simulcast::SimulcastStats;
 
 use client_messages::announce_departure;
-use forwarding::{Incoming, deliver};
+use forwarding::{Incoming, StreamRef, deliver};
 use negotiation::{mark_others_for_renegotiation, recvonly};
 
 use crate::demux::{ParticipantKey, RouteTable};
@@ -286,6 +290,8 @@ pub struct ShardStats {
     pub inbound: InboundStats,
     /// Chat, reactions and hands (`meeting.rs`).
     pub meeting: MeetingStats,
+    /// Layer selection (`simulcast.rs`).
+    pub simulcast: SimulcastStats,
 }
 
 pub struct Room {
@@ -293,8 +299,11 @@ pub struct Room {
     pub(crate) name: Arc<RoomId>,
     pub(crate) participants: BTreeMap<ParticipantKey, Participant>,
     pub(crate) cascade: RoomCascade,
-    /// One retransmission ring per published stream (local or remote), shared by its subscribers.
-    pub(crate) histories: HashMap<(ParticipantKey, MediaSource), RetransmitRing>,
+    /// One retransmission ring per published stream (local or remote) and simulcast layer,
+    /// shared by its subscribers.
+    pub(crate) histories: HashMap<(ParticipantKey, MediaSource, crate::simulcast::Layer), RetransmitRing>,
+    /// Each published video source's layers: when each last sent, the heights their keyframes tell.
+    pub(crate) source_layers: HashMap<(ParticipantKey, MediaSource), crate::simulcast::SourceLayers>,
     /// The room's chat history (`meeting.rs`).
     pub(crate) chat: crate::room_chat::RoomChat,
     /// From the first audio level heard in the room.
@@ -308,6 +317,7 @@ impl Room {
             participants: BTreeMap::new(),
             cascade: RoomCascade::default(),
             histories: HashMap::new(),
+            source_layers: HashMap::new(),
             chat: Default::default(),
             speaker: None,
         }
@@ -383,6 +393,7 @@ impl Shard {
         ShardStats {
             participants: self.room_of.len() as u64,
             rooms: self.rooms.len() as u64,
+            simulcast: self.simulcast_gauges(),
             ..self.stats
         }
     }
@@ -558,7 +569,8 @@ impl Shard {
                 }
             }
             for (publisher, source) in keyframes {
-                self.request_keyframe(now, &room_id, publisher, source);
+                // The layers the throttle held back (all of them for a source without simulcast).
+                self.request_keyframe_layers(now, &room_id, publisher, source, 0);
             }
             self.pump(now, &room_id);
         }

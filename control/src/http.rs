@@ -190,6 +190,7 @@ fn public_routes(node: Arc<ControlNode>, config: ApiConfig) -> Router {
         .route("/style.css", get(style_css))
         .route("/meeting.js", get(meeting_js))
         .route("/tiles.js", get(tiles_js))
+        .route("/simulcast.js", get(simulcast_js))
         .route("/meeting.css", get(meeting_css))
         .route("/{room}", get(room_page))
         .fallback(not_found)
@@ -587,6 +588,10 @@ async fn style_css() -> Response {
 
 async fn tiles_js() -> Response {
     asset("text/javascript; charset=utf-8", web::TILES_JS)
+}
+
+async fn simulcast_js() -> Response {
+    asset("text/javascript; charset=utf-8", web::SIMULCAST_JS)
 }
 
 async fn meeting_js() -> Response {

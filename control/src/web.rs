@@ -7,6 +7,7 @@ pub const TILES_JS: &str = include_str!("../web/tiles.js");
 pub const STYLE_CSS: &str = include_str!("../web/style.css");
 /// Chat, raised hands and reactions (loaded after `app.js`).
 pub const MEETING_JS: &str = include_str!("../web/meeting.js");
+pub const SIMULCAST_JS: &str = include_str!("../web/simulcast.js");
 pub const MEETING_CSS: &str = include_str!("../web/meeting.css");
 /// Host login, invite links and the host-only messages (`docs/hosts.md`).
 pub const HOSTS_JS: &str = include_str!("../web/hosts.js");

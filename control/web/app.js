@@ -106,6 +106,7 @@
   };
 
   const tiles = new Map(); // 'local', 'local:screen', '<pid>', '<pid>:screen' -> tile
+  bm.tiles = tiles; // read by simulcast.js for the receiver constraints
   const remoteMedia = new Map(); // pid -> { microphone, camera, screen } tracks
   const audioEls = new Map(); // pid -> { el, track }
   const meters = new Map(); // 'local' or pid -> analyser state
@@ -1459,10 +1460,12 @@
     s.tracksByMid = new Map((Array.isArray(msg.tracks) ? msg.tracks : []).map((t) => [String(t.mid), t]));
     await s.pc.setRemoteDescription({ type: 'offer', sdp: msg.sdp });
     if (s !== app.session) return;
+    if (window.bridgemeshSimulcast && !app.viewer) s.camSender = await window.bridgemeshSimulcast.adoptCamera(s.pc, s.camSender);
     await s.pc.setLocalDescription(await s.pc.createAnswer());
     if (s !== app.session) return;
     send(s, { type: 'answer', sdp: s.pc.localDescription.sdp });
     markStep('answerSentAt');
+    if (window.bridgemeshSimulcast) window.bridgemeshSimulcast.onNegotiated(s.camSender);
     syncTracks(s);
   }
 

@@ -100,6 +100,50 @@ pub enum ClientMessage {
     },
     /// A short-lived reaction shown to everyone; not kept.
     React { reaction: Reaction },
+    /// What the receiver's layout shows (simulcast, `docs/simulcast.md`): the largest height
+    /// each video tile needs, 0 for a source not shown (paused). Replaces the previous one.
+    ReceiverConstraints(ReceiverConstraints),
+}
+
+/// A receiver's constraints on the video it is sent. A client that never sends them receives
+/// every source's highest layer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReceiverConstraints {
+    /// Largest height, in pixels, for video sources neither listed in `sources` nor on stage.
+    pub default_max_height: u16,
+    /// Largest height for sources on stage that `sources` does not list.
+    #[serde(default = "ReceiverConstraints::unbounded")]
+    pub on_stage_max_height: u16,
+    /// Per-source heights (at most 256 entries with `on_stage`).
+    #[serde(default)]
+    pub sources: Vec<SourceConstraint>,
+    /// Sources the layout gives the most room (pinned, the speaker): what a bandwidth allocator
+    /// serves first.
+    #[serde(default)]
+    pub on_stage: Vec<SourceRef>,
+}
+
+impl ReceiverConstraints {
+    fn unbounded() -> u16 {
+        u16::MAX
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConstraint {
+    pub participant_id: ParticipantId,
+    pub source: MediaSource,
+    /// Largest height the tile shows; 0: not shown, nothing is sent.
+    pub max_height: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceRef {
+    pub participant_id: ParticipantId,
+    pub source: MediaSource,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -247,6 +291,33 @@ mod tests {
         );
         assert!(serde_json::from_str::<ClientMessage>(r#"{"type":"hello"}"#).is_err());
         assert!(serde_json::from_str::<ClientMessage>(r#"{"type":"shutdown"}"#).is_err());
+    }
+
+    #[test]
+    fn receiver_constraints_read_as_documented() {
+        let text = r#"{"type":"receiver_constraints","default_max_height":180,
+            "sources":[{"participant_id":"a","source":"camera","max_height":0}],
+            "on_stage":[{"participant_id":"b","source":"screen"}]}"#;
+        let ClientMessage::ReceiverConstraints(c) = serde_json::from_str(text).unwrap() else {
+            panic!("not constraints");
+        };
+        assert_eq!(c.default_max_height, 180);
+        assert_eq!(c.on_stage_max_height, u16::MAX, "absent: unbounded");
+        assert_eq!(c.sources[0].max_height, 0);
+        assert_eq!(c.on_stage[0].source, MediaSource::Screen);
+        let back = serde_json::to_string(&ClientMessage::ReceiverConstraints(c.clone())).unwrap();
+        assert_eq!(
+            serde_json::from_str::<ClientMessage>(&back).unwrap(),
+            ClientMessage::ReceiverConstraints(c)
+        );
+        for bad in [
+            r#"{"type":"receiver_constraints"}"#,
+            r#"{"type":"receiver_constraints","default_max_height":-1}"#,
+            r#"{"type":"receiver_constraints","default_max_height":70000}"#,
+            r#"{"type":"receiver_constraints","default_max_height":1,"extra":1}"#,
+        ] {
+            assert!(serde_json::from_str::<ClientMessage>(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -177,13 +177,29 @@ impl Browser {
     }
 
     /// Opens a new tab, navigates it to `url` and waits for `document.readyState == "complete"`.
+    /// The tab goes in front of the window's others, which become hidden
+    /// (`document.visibilityState`), as tabs behind another are for a user.
     pub async fn new_page(&self, url: &str) -> anyhow::Result<Page> {
+        self.open_page(url, false).await
+    }
+
+    /// As [`Browser::new_page`], in a window of its own: the page stays visible whatever opens
+    /// after it, as a participant's meeting window does (a hidden page receives no video).
+    pub async fn new_window(&self, url: &str) -> anyhow::Result<Page> {
+        self.open_page(url, true).await
+    }
+
+    async fn open_page(&self, url: &str, new_window: bool) -> anyhow::Result<Page> {
         // The tab starts on about:blank and is navigated only once the Runtime/Page/Log domains
         // are enabled, so console output and exceptions from the page's first script are
         // captured and the load can be awaited without racing the initial empty document.
         let created = self
             .conn
-            .call(None, "Target.createTarget", json!({ "url": "about:blank" }))
+            .call(
+                None,
+                "Target.createTarget",
+                json!({ "url": "about:blank", "newWindow": new_window }),
+            )
             .await?;
         let target_id = str_field(&created, "targetId")?.to_owned();
         let attached = match self

@@ -273,8 +273,9 @@ true"#
             extra: &str,
         ) -> Participant {
             let url = format!("{}?autojoin=1&name={name}{extra}", running.room_url(room));
+            // A window each: a page in a tab behind another is hidden and asks for no video.
             let page = browser
-                .new_page(&url)
+                .new_window(&url)
                 .await
                 .unwrap_or_else(|err| panic!("opening {url} for {name}: {err:#}"));
             install_helpers(&page)

@@ -52,7 +52,7 @@ async fn add_host(running: &Running) {
 /// A page at `url` that does not join by itself.
 async fn open_page(browser: &Browser, url: &str, name: &str) -> Participant {
     let page = browser
-        .new_page(url)
+        .new_window(url)
         .await
         .unwrap_or_else(|err| panic!("opening {url} for {name}: {err:#}"));
     install_helpers(&page).await.unwrap();

@@ -12,6 +12,7 @@ use super::nack_generator::{NackConfig, NackGenerator};
 use super::receive_stats::ReceiveStats;
 use super::srtp::{SrtpError, SrtpKeys, SrtpRecvStream, rtp_header_len};
 use super::twcc::{TWCC_INTERVAL, TwccRecorder};
+use crate::simulcast::Layer;
 use bridgemesh_proto::signaling::MediaSource;
 use rtc::rtcp::receiver_report::ReceiverReport;
 use rtc::rtcp::transport_feedbacks::transport_layer_cc::TransportLayerCc;
@@ -63,6 +64,8 @@ pub enum Opened {
     /// the audio level it carries (RFC 6464, -dBov; audio streams with the extension only).
     Media {
         source: MediaSource,
+        /// The simulcast layer (0 for a stream that does not simulcast).
+        layer: Layer,
         len: usize,
         audio_level: Option<u8>,
     },
@@ -74,6 +77,8 @@ pub enum Opened {
 pub struct InboundStream {
     pub ssrc: u32,
     pub source: MediaSource,
+    /// The simulcast layer its RID named (0 without simulcast).
+    pub layer: Layer,
     srtp: SrtpRecvStream,
     pub stats: ReceiveStats,
     /// Video only: NACK is negotiated for video codecs.
@@ -126,8 +131,22 @@ impl InboundMedia {
         clock_rate: u32,
         last: (u16, u32),
     ) -> bool {
+        self.bind_layer(now, ssrc, (source, 0), clock_rate, last)
+    }
+
+    /// [`InboundMedia::bind`] for one simulcast layer of `source`: the stream of the same
+    /// (source, layer) with another SSRC is replaced, the source's other layers are kept.
+    pub fn bind_layer(
+        &mut self,
+        now: Instant,
+        ssrc: u32,
+        (source, layer): (MediaSource, Layer),
+        clock_rate: u32,
+        last: (u16, u32),
+    ) -> bool {
         let (last_seq, last_rtp_time) = last;
-        self.streams.retain(|s| s.source != source && s.ssrc != ssrc);
+        self.streams
+            .retain(|s| (s.source != source || s.layer != layer) && s.ssrc != ssrc);
         if self.streams.len() == INBOUND_STREAMS_MAX {
             return false;
         }
@@ -140,6 +159,7 @@ impl InboundMedia {
         self.streams.push(InboundStream {
             ssrc,
             source,
+            layer,
             srtp: SrtpRecvStream::after(last_seq),
             stats,
             nacks,
@@ -202,7 +222,7 @@ impl InboundMedia {
         if let Some(nacks) = stream.nacks.as_mut() {
             nacks.record(now, seq);
         }
-        let source = stream.source;
+        let (source, layer) = (stream.source, stream.layer);
         let packet = &datagram[..len];
         let audio_level = match self.audio_level {
             Some(id) if source.is_audio() => find_extension(packet, id)
@@ -213,6 +233,7 @@ impl InboundMedia {
         self.record_transport_cc(now, packet);
         Opened::Media {
             source,
+            layer,
             len,
             audio_level,
         }
@@ -413,6 +434,7 @@ mod tests {
             inbound.open(t, &keys, &mut good),
             Opened::Media {
                 source: MediaSource::Camera,
+                layer: 0,
                 len: sealed.len() - 16,
                 audio_level: None,
             }

@@ -4,6 +4,8 @@
 
 use super::srtp::{SrtpError, SrtpKeys, SrtpSendStream};
 use super::tx::TxArena;
+use crate::simulcast::Rewrite;
+use crate::simulcast::vp8::Vp8Descriptor;
 use bytes::BytesMut;
 
 /// RFC 8285 profiles of the header-extension block.
@@ -48,10 +50,25 @@ impl LegWriter {
         publisher_packet: &[u8],
         tx: &mut TxArena,
     ) -> Result<BytesMut, SrtpError> {
+        self.write_rewritten(keys, publisher_packet, tx, None)
+    }
+
+    /// [`LegWriter::write`] that also writes a layer selector's numbers (sequence, timestamp,
+    /// VP8 PictureID and TL0PICIDX at the places `renumber`'s descriptor names) into the copy.
+    pub fn write_rewritten(
+        &mut self,
+        keys: &SrtpKeys,
+        publisher_packet: &[u8],
+        tx: &mut TxArena,
+        renumber: Option<(&Rewrite, Option<&Vp8Descriptor>)>,
+    ) -> Result<BytesMut, SrtpError> {
         let rtp_len = publisher_packet.len();
         let buf = tx.start(rtp_len + keys.profile().rtp_tag_len());
         buf[..rtp_len].copy_from_slice(publisher_packet);
         let payload_len = self.rewrite(&mut buf[..rtp_len])?;
+        if let Some((numbers, descriptor)) = renumber {
+            crate::simulcast::apply(&mut buf[..rtp_len], numbers, descriptor);
+        }
         let srtp_len = self.srtp.protect(keys, buf, rtp_len)?;
         self.packets_sent = self.packets_sent.wrapping_add(1);
         self.octets_sent = self.octets_sent.wrapping_add(payload_len as u32);

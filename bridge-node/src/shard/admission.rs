@@ -202,6 +202,7 @@ impl Shard {
             path: Default::default(),
             media,
             inbound: crate::fastpath::inbound::InboundMedia::new(rand::random()),
+            constraints: None,
         })
     }
 

@@ -333,7 +333,8 @@ impl Shard {
                 .remote_streams
                 .remove(&(remote.link, stream.id));
         }
-        room.histories.retain(|(publisher, _), _| *publisher != key);
+        room.histories.retain(|(publisher, _, _), _| *publisher != key);
+        room.source_layers.retain(|(publisher, _), _| *publisher != key);
         super::speakers::forget(room, key);
         super::announce_departure(&mut self.outputs, &mut room.participants, key, &remote.info.id);
         self.pump(now, room_id);
@@ -398,7 +399,7 @@ impl Shard {
             self.cascade_index.remote_streams.remove(&(link, previous.id));
         }
         // Packets kept so far may belong to the stream this announcement replaces.
-        room.histories.remove(&(key, source));
+        room.histories.retain(|k, _| (k.0, k.1) != (key, source));
         let room_name = room.name.clone();
         self.cascade_index
             .remote_streams
@@ -433,7 +434,7 @@ impl Shard {
         if let Some(remote) = room.cascade.remote.get_mut(&key) {
             remote.streams.remove(&source);
         }
-        room.histories.remove(&(key, source));
+        room.histories.retain(|k, _| (k.0, k.1) != (key, source));
         for local in room.participants.values_mut() {
             if local.legs.contains_key(&(key, source)) {
                 local.renegotiate = true;
@@ -493,15 +494,20 @@ impl Shard {
         if let Some(level) = audio_level {
             super::speakers::heard(now, room, key, level, &mut self.outputs);
         }
-        super::deliver(
+        let vp8 = super::forwarding::is_vp8(room, key, source);
+        let keyframes = super::deliver(
+            now,
             room,
-            key,
-            source,
+            super::StreamRef::single(key, source, vp8),
             super::Incoming::Raw(packet),
             &mut self.tx,
             &mut self.outputs,
             &mut self.stats,
         );
+        if keyframes != 0 {
+            // A leg resuming a paused remote source: its bridge asks the publisher.
+            self.request_keyframe(now, &room_id, key, source);
+        }
         self.pump(now, &room_id);
     }
 

@@ -30,6 +30,7 @@ impl Shard {
                     });
                     return;
                 }
+                let sdp = crate::simulcast::sdp::answer_without_unsent_simulcast(&sdp);
                 let applied = RTCSessionDescription::answer(sdp)
                     .and_then(|answer| participant.pc.set_remote_description(now, answer));
                 if let Err(err) = applied {
@@ -120,6 +121,10 @@ impl Shard {
                 self.remove_participant(now, key, Some(ByeReason::Left));
                 return;
             }
+            ClientMessage::ReceiverConstraints(constraints) => {
+                self.apply_constraints(&room_id, key, constraints);
+                return;
+            }
             message if super::meeting::is_meeting_message(&message) => {
                 self.handle_meeting_message(now, &room_id, key, message);
                 return;
@@ -207,7 +212,8 @@ impl Shard {
         let Some(room) = self.rooms.get_mut(&*room_id) else {
             return;
         };
-        room.histories.retain(|(publisher, _), _| *publisher != key);
+        room.histories.retain(|(publisher, _, _), _| *publisher != key);
+        room.source_layers.retain(|(publisher, _), _| *publisher != key);
         super::speakers::forget(room, key);
         let _ = participant.pc.close();
         while let Some(datagram) = participant.pc.poll_write() {

@@ -100,9 +100,9 @@ pub(super) fn publisher_packet(seq: u16) -> Vec<u8> {
 fn publish(shard: &mut Shard, seq: u16) {
     let room = shard.rooms.get_mut(&RoomId::new("r").unwrap()).unwrap();
     deliver(
+        Instant::now(),
         room,
-        PUBLISHER,
-        MediaSource::Camera,
+        StreamRef::single(PUBLISHER, MediaSource::Camera, false),
         Incoming::Raw(&publisher_packet(seq)),
         &mut shard.tx,
         &mut shard.outputs,
@@ -242,9 +242,9 @@ fn cascade_packets_take_the_same_path_and_malformed_ones_are_counted() {
     let (mut shard, _) = room_with_legs();
     let room = shard.rooms.get_mut(&RoomId::new("r").unwrap()).unwrap();
     deliver(
+        Instant::now(),
         room,
-        PUBLISHER,
-        MediaSource::Camera,
+        StreamRef::single(PUBLISHER, MediaSource::Camera, false),
         Incoming::Raw(&[0x80, 0x60, 0, 1]),
         &mut shard.tx,
         &mut shard.outputs,

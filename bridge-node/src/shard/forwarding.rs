@@ -12,6 +12,21 @@ impl Shard {
         publisher: ParticipantKey,
         source: MediaSource,
     ) {
+        self.request_keyframe_layers(now, room_id, publisher, source, u8::MAX);
+    }
+
+    /// [`Shard::request_keyframe`] for the simulcast layers in `layers` (a bit per layer; every
+    /// bit for all): one PLI per layer SSRC, so a thumbnail's request costs the publisher a
+    /// keyframe of the small layer only. Requests held back by the throttle add up and go when
+    /// it ends.
+    pub(super) fn request_keyframe_layers(
+        &mut self,
+        now: Instant,
+        room_id: &RoomId,
+        publisher: ParticipantKey,
+        source: MediaSource,
+        layers: u8,
+    ) {
         let Some(room) = self.rooms.get_mut(room_id) else {
             return;
         };
@@ -31,16 +46,32 @@ impl Shard {
             .is_some_and(|at| now < at + KEYFRAME_REQUEST_INTERVAL)
         {
             track.keyframe_request_pending = true;
+            track.keyframe_layers_pending |= layers;
             return;
         }
+        let layers = layers | track.keyframe_layers_pending;
         track.keyframe_requested_at = Some(now);
         track.keyframe_request_pending = false;
-        let pli = PictureLossIndication {
-            sender_ssrc: 0,
-            media_ssrc: track.ssrc,
-        };
+        track.keyframe_layers_pending = 0;
+        let plis: Vec<Box<dyn rtc::rtcp::Packet>> = track
+            .layer_ssrcs
+            .iter()
+            .enumerate()
+            .filter(|(layer, _)| layers & (1 << layer) != 0)
+            .filter_map(|(layer, ssrc)| Some((layer, (*ssrc)?)))
+            .map(|(layer, media_ssrc)| {
+                self.stats.simulcast.keyframe_requests_by_layer[layer] += 1;
+                Box::new(PictureLossIndication {
+                    sender_ssrc: 0,
+                    media_ssrc,
+                }) as Box<dyn rtc::rtcp::Packet>
+            })
+            .collect();
+        if plis.is_empty() {
+            return;
+        }
         if let Some(mut receiver) = participant.pc.rtp_receiver(track.receiver_id) {
-            match receiver.write_rtcp(now, vec![Box::new(pli)]) {
+            match receiver.write_rtcp(now, plis) {
                 Ok(()) => self.stats.keyframe_requests_sent += 1,
                 Err(err) => tracing::debug!(%err, "keyframe request not sent"),
             }
@@ -73,6 +104,23 @@ impl Shard {
         };
         let slot = &participant.slots[slot_index];
         let (source, active) = (slot.source, slot.active);
+        let ssrc = packet.header.ssrc;
+        let layer = slot.track.as_ref().and_then(|t| t.layer_of(ssrc)).unwrap_or(0);
+        let vp8 = slot.track.as_ref().is_some_and(|t| t.vp8);
+        if slot
+            .track
+            .as_ref()
+            .is_some_and(|t| t.codec.is_some() && t.simulcast && !participant.inbound.is_bound(ssrc))
+        {
+            // A further simulcast layer's first packet: its later ones are opened by the bridge.
+            if let Some(track) = participant.slots[slot_index].track.as_ref()
+                && let Some(codec) = track.codec.as_ref()
+            {
+                let (clock_rate, extensions) = (codec.clock_rate, track.extensions.clone());
+                inbound::bind_inbound(now, participant, slot_index, &packet, clock_rate, &extensions);
+            }
+            return;
+        }
         if slot.track.as_ref().is_some_and(|t| t.codec.is_none()) {
             // First packet of this track: its payload type names the codec the publisher chose.
             let receiver_id = slot.track.as_ref().map(|t| t.receiver_id).expect("checked above");
@@ -93,6 +141,7 @@ impl Shard {
                 .as_mut()
                 .expect("checked above");
             let clock_rate = codec.clock_rate;
+            track.vp8 = codec.mime_type.eq_ignore_ascii_case("video/VP8");
             track.codec = Some(codec);
             track.extensions = parameters.header_extensions;
             let extensions = track.extensions.clone();
@@ -113,23 +162,35 @@ impl Shard {
         let Some(room) = self.rooms.get_mut(room_id) else {
             return;
         };
-        deliver(
-            room,
+        let stream = StreamRef {
             publisher,
             source,
+            layer,
+            vp8,
+        };
+        let keyframes = deliver(
+            now,
+            room,
+            stream,
             Incoming::Parsed(&packet),
             &mut self.tx,
             &mut self.outputs,
             &mut self.stats,
         );
-        // Most tracks cross no link: check before touching the packet again.
+        // Most tracks cross no link: check before touching the packet again. A simulcast
+        // track's links get their one layer from the fast path (`inbound.rs`), not these
+        // retransmissions.
         if let Some(track) = room
             .participants
             .get(&publisher)
             .and_then(|p| p.slots[slot_index].track.as_ref())
             && !track.links.is_empty()
+            && !track.simulcast
         {
             cascade::send_to_links(track, &packet, &mut self.outputs, &mut self.stats);
+        }
+        if keyframes != 0 {
+            self.request_keyframe_layers(now, room_id, publisher, source, keyframes);
         }
     }
 
@@ -184,6 +245,16 @@ impl Shard {
         let Some(room) = self.rooms.get_mut(room_id) else {
             return;
         };
+        let Some(leg_key) = room.participants.get(&key).and_then(|subscriber| {
+            subscriber
+                .legs
+                .iter()
+                .find(|(_, leg)| leg.ssrc == nack.media_ssrc && !leg.declined)
+                .map(|(leg_key, _)| *leg_key)
+        }) else {
+            return;
+        };
+        let vp8 = is_vp8(room, leg_key.0, leg_key.1);
         let Room {
             participants,
             histories,
@@ -201,13 +272,11 @@ impl Shard {
         let (Some(keys), Some(to)) = (media_keys.as_ref(), *media_addr) else {
             return;
         };
-        let Some((leg_key, leg)) = legs
-            .iter_mut()
-            .find(|(_, leg)| leg.ssrc == nack.media_ssrc && !leg.declined)
-        else {
+        let Some(leg) = legs.get_mut(&leg_key) else {
             return;
         };
-        let (Some(ring), Some(writer)) = (histories.get(leg_key), leg.writer.as_mut()) else {
+        let (publisher, source) = leg_key;
+        let Some(writer) = leg.writer.as_mut() else {
             return;
         };
         self.tx.recycle();
@@ -219,11 +288,39 @@ impl Shard {
             )
         });
         for seq in lost.take(RETRANSMISSIONS_PER_NACK_MAX) {
-            let Some(packet) = ring.get(seq) else {
+            // A video leg's numbers are its selector's: back to the layer and number first sent.
+            let (layer, origin_seq) = match leg.selector.as_ref() {
+                Some(selector) => match selector.origin_of(seq) {
+                    Some(origin) => origin,
+                    None => {
+                        self.stats.rtp_nack_missed += 1;
+                        continue;
+                    }
+                },
+                None => (0, seq),
+            };
+            let Some(packet) = histories
+                .get(&(publisher, source, layer))
+                .and_then(|ring| ring.get(origin_seq))
+            else {
                 self.stats.rtp_nack_missed += 1;
                 continue;
             };
-            match writer.write(&keys.local, packet, &mut self.tx) {
+            let renumbered = match leg.selector.as_ref() {
+                Some(selector) => {
+                    let Some((facts, descriptor)) = crate::simulcast::facts_of(packet, layer, vp8) else {
+                        continue;
+                    };
+                    let Some(rewrite) = selector.rewrite_retransmission(seq, &facts) else {
+                        self.stats.rtp_nack_missed += 1;
+                        continue;
+                    };
+                    Some((rewrite, descriptor))
+                }
+                None => None,
+            };
+            let renumber = renumbered.as_ref().map(|(r, d)| (r, d.as_ref()));
+            match writer.write_rewritten(&keys.local, packet, &mut self.tx, renumber) {
                 Ok(data) => {
                     self.stats.rtp_retransmitted += 1;
                     self.outputs.push_back(ShardOutput::Transmit { to, data });
@@ -246,11 +343,11 @@ impl Shard {
         let Some(room) = self.rooms.get_mut(room_id) else {
             return;
         };
-        let Some(source) = room.participants.get(&publisher).and_then(|p| {
-            p.slots
-                .iter()
-                .find(|slot| slot.track.as_ref().is_some_and(|t| t.ssrc == report.ssrc))
-                .map(|slot| slot.source)
+        let Some((source, layer)) = room.participants.get(&publisher).and_then(|p| {
+            p.slots.iter().find_map(|slot| {
+                let layer = slot.track.as_ref()?.layer_of(report.ssrc)?;
+                Some((slot.source, layer))
+            })
         }) else {
             return;
         };
@@ -264,7 +361,15 @@ impl Shard {
             let Some(writer) = leg.writer.as_ref() else {
                 continue;
             };
-            let translated = translate_report(report, writer);
+            let mut translated = translate_report(report, writer);
+            if let Some(selector) = leg.selector.as_ref() {
+                // The leg's timestamps are the layer's moved by the selector's offset; a report
+                // of a layer the leg does not carry now says nothing about the leg.
+                let Some(rtp_time) = selector.translate_rtp_time(layer, report.rtp_time) else {
+                    continue;
+                };
+                translated.rtp_time = rtp_time;
+            }
             let sender_id = leg.sender_id;
             if let Some(mut sender) = subscriber.pc.rtp_sender(sender_id) {
                 match sender.write_rtcp(now, vec![Box::new(translated)]) {
@@ -284,24 +389,71 @@ pub(crate) enum Incoming<'a> {
     Raw(&'a [u8]),
 }
 
-/// Keeps a publisher's packet (local or remote) in its stream's retransmission ring, then sends
-/// it on every local subscriber's leg for it, rewritten and protected by the leg's writer.
+/// Which published stream a packet is of: the publisher's source, the simulcast layer (0 for a
+/// stream that does not simulcast) and whether its payload is VP8 (read for layer switching).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct StreamRef {
+    pub publisher: ParticipantKey,
+    pub source: MediaSource,
+    pub layer: crate::simulcast::Layer,
+    pub vp8: bool,
+}
+
+impl StreamRef {
+    /// A stream without simulcast.
+    pub fn single(publisher: ParticipantKey, source: MediaSource, vp8: bool) -> Self {
+        Self {
+            publisher,
+            source,
+            layer: 0,
+            vp8,
+        }
+    }
+}
+
+/// Whether a published source (local or remote) is VP8.
+pub(super) fn is_vp8(room: &Room, publisher: ParticipantKey, source: MediaSource) -> bool {
+    if let Some(participant) = room.participants.get(&publisher) {
+        return participant
+            .slot(source)
+            .and_then(|slot| slot.track.as_ref())
+            .is_some_and(|t| t.vp8);
+    }
+    room.cascade
+        .remote
+        .get(&publisher)
+        .and_then(|p| p.streams.get(&source))
+        .is_some_and(|s| s.codec.mime_type.eq_ignore_ascii_case("video/VP8"))
+}
+
+/// Keeps a publisher's packet (local or remote) in its stream's (its layer's) retransmission
+/// ring, then sends it on every local subscriber's leg for it whose layer selector takes it,
+/// renumbered, rewritten and protected by the leg's writer. Returns the layers whose keyframes
+/// some leg waits for (a bit per layer), for the caller to request.
 pub(super) fn deliver(
+    now: Instant,
     room: &mut Room,
-    publisher: ParticipantKey,
-    source: MediaSource,
+    stream: StreamRef,
     incoming: Incoming<'_>,
     tx: &mut TxArena,
     outputs: &mut VecDeque<ShardOutput>,
     stats: &mut ShardStats,
-) {
+) -> u8 {
     tx.recycle();
+    let StreamRef {
+        publisher,
+        source,
+        layer,
+        vp8,
+    } = stream;
     let Room {
         participants,
         histories,
+        source_layers,
+        cascade,
         ..
     } = room;
-    let ring = histories.entry((publisher, source)).or_insert_with(|| {
+    let ring = histories.entry((publisher, source, layer)).or_insert_with(|| {
         if source.is_audio() {
             RetransmitRing::new(AUDIO_PACKETS, AUDIO_SLOT_BYTES)
         } else {
@@ -324,8 +476,37 @@ pub(super) fn deliver(
     };
     let Some(packet) = stored else {
         stats.rtp_forward_failed += 1;
-        return;
+        return 0;
     };
+    // Read once for every leg: the selectors' facts and the VP8 descriptor's places.
+    let parsed = if source.is_audio() {
+        None
+    } else {
+        let Some(parsed) = crate::simulcast::facts_of(packet, layer, vp8) else {
+            stats.rtp_forward_failed += 1;
+            return 0;
+        };
+        Some(parsed)
+    };
+    // The source's layers: this one active now; a keyframe showing it at a new height (rare)
+    // has every leg's target worked out again.
+    let mut retarget = None;
+    let mut activity = crate::simulcast::LayerActivity::default();
+    if !source.is_audio() {
+        let layers = source_layers.entry((publisher, source)).or_default();
+        layers.activity.record(now, layer);
+        activity = layers.activity;
+        if let Some(height) = parsed.and_then(|(_, d)| d?.height)
+            && layers.heights.record(layer, height)
+        {
+            let id = participants
+                .get(&publisher)
+                .map(|p| p.id.clone())
+                .or_else(|| cascade.remote.get(&publisher).map(|p| p.info.id.clone()));
+            retarget = id.map(|id| (id, layers.heights));
+        }
+    }
+    let mut keyframes_wanted = 0u8;
     for subscriber in participants.values_mut() {
         let Participant {
             key,
@@ -333,6 +514,7 @@ pub(super) fn deliver(
             media_keys,
             media_addr,
             legs,
+            constraints,
             ..
         } = subscriber;
         if *key == publisher || !*connected {
@@ -350,7 +532,32 @@ pub(super) fn deliver(
         else {
             continue;
         };
-        match writer.write(&keys.local, packet, tx) {
+        let mut rewrite = None;
+        if let (Some(selector), Some((facts, _))) = (leg.selector.as_mut(), parsed.as_ref()) {
+            if let Some((id, heights)) = retarget.as_ref() {
+                let max_height =
+                    crate::simulcast::constraints::max_height_for(constraints.as_ref(), id, source);
+                selector.set_target(crate::simulcast::constraints::target_layer(max_height, heights));
+            }
+            let before = selector.current();
+            let decision = selector.on_packet(now, facts, &activity);
+            if let Some(wanted) = selector.poll_keyframe_request(now, &activity) {
+                keyframes_wanted |= 1 << wanted;
+            }
+            if selector.current() != before && before.is_some() {
+                stats.simulcast.layer_switches += 1;
+            }
+            match decision {
+                Some(numbers) => rewrite = Some(numbers),
+                None => {
+                    stats.simulcast.packets_not_selected += 1;
+                    continue;
+                }
+            }
+        }
+        let descriptor = parsed.as_ref().and_then(|(_, d)| d.as_ref());
+        let renumber = rewrite.as_ref().map(|r| (r, descriptor));
+        match writer.write_rewritten(&keys.local, packet, tx, renumber) {
             Ok(data) => {
                 stats.rtp_forwarded += 1;
                 outputs.push_back(ShardOutput::Transmit { to, data });
@@ -361,6 +568,7 @@ pub(super) fn deliver(
             }
         }
     }
+    keyframes_wanted
 }
 
 /// A publisher's sender report as one leg states it.

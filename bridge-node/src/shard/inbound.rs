@@ -4,7 +4,7 @@
 //! bridge owes publishers (receiver reports, NACKs, transport-wide feedback) goes out on a timer
 //! through the peer connection, which owns SRTCP.
 
-use super::{Incoming, Shard, ShardStats, cascade, deliver};
+use super::{Incoming, Shard, ShardStats, StreamRef, cascade, deliver};
 use crate::demux::ParticipantKey;
 use crate::fastpath::inbound::{Feedback, OpenError, Opened, is_rtp};
 use crate::fastpath::twcc::TRANSPORT_CC_URI;
@@ -68,7 +68,7 @@ impl Shard {
         let Some(keys) = media_keys.as_ref() else {
             return Some(data);
         };
-        let (source, len) = match inbound.open(now, &keys.remote, &mut data) {
+        let (source, layer, len) = match inbound.open(now, &keys.remote, &mut data) {
             Opened::NotOurs => {
                 // `rtc` opens it; its arrival still counts for the publisher's estimator.
                 inbound.record_transport_cc(now, &data);
@@ -85,13 +85,14 @@ impl Shard {
             }
             Opened::Media {
                 source,
+                layer,
                 len,
                 audio_level,
             } => {
                 if let Some(level) = audio_level {
                     super::speakers::heard(now, room, key, level, &mut self.outputs);
                 }
-                (source, len)
+                (source, layer, len)
             }
         };
         self.stats.rtp_in += 1;
@@ -101,27 +102,70 @@ impl Shard {
         if !slot.active {
             return None;
         }
-        let packet = &data[..len];
-        deliver(
-            room,
-            key,
+        let vp8 = slot.track.as_ref().is_some_and(|t| t.vp8);
+        let packet = &mut data[..len];
+        let stream = StreamRef {
+            publisher: key,
             source,
+            layer,
+            vp8,
+        };
+        let mut keyframes = deliver(
+            now,
+            room,
+            stream,
             Incoming::Raw(packet),
             &mut self.tx,
             &mut self.outputs,
             &mut self.stats,
         );
+        let activity = room
+            .source_layers
+            .get(&(key, source))
+            .map(|layers| layers.activity)
+            .unwrap_or_default();
         // Most tracks cross no link: the parse below is for those that do.
         if let Some(track) = room
             .participants
-            .get(&key)
-            .and_then(|p| p.slot(source)?.track.as_ref())
+            .get_mut(&key)
+            .and_then(|p| p.slot_mut(source)?.track.as_mut())
             && !track.links.is_empty()
         {
-            match rtc::shared::marshal::Unmarshal::unmarshal(&mut &packet[..]) {
-                Ok(parsed) => cascade::send_to_links(track, &parsed, &mut self.outputs, &mut self.stats),
-                Err(err) => tracing::trace!(%err, "packet not parsed for the links"),
+            // A simulcast track crosses links as one stream: one layer, renumbered (in place:
+            // every local leg has its copy already).
+            let crosses = if track.simulcast {
+                let clock_rate = track.codec.as_ref().map_or(90_000, |c| c.clock_rate);
+                let top = Some(crate::simulcast::LAYERS_MAX as u8 - 1);
+                let selector = track
+                    .link_selector
+                    .get_or_insert_with(|| crate::simulcast::LayerSelector::new(top, clock_rate));
+                let decision =
+                    crate::simulcast::facts_of(packet, layer, vp8).and_then(|(facts, descriptor)| {
+                        Some((selector.on_packet(now, &facts, &activity)?, descriptor))
+                    });
+                if let Some(wanted) = selector.poll_keyframe_request(now, &activity) {
+                    keyframes |= 1 << wanted;
+                }
+                match decision {
+                    Some((rewrite, descriptor)) => {
+                        crate::simulcast::apply(packet, &rewrite, descriptor.as_ref());
+                        true
+                    }
+                    None => false,
+                }
+            } else {
+                true
+            };
+            if crosses {
+                let track = &*track;
+                match rtc::shared::marshal::Unmarshal::unmarshal(&mut &packet[..]) {
+                    Ok(parsed) => cascade::send_to_links(track, &parsed, &mut self.outputs, &mut self.stats),
+                    Err(err) => tracing::trace!(%err, "packet not parsed for the links"),
+                }
             }
+        }
+        if keyframes != 0 {
+            self.request_keyframe_layers(now, room_id, key, source, keyframes);
         }
         None
     }
@@ -141,13 +185,13 @@ pub(super) fn bind_inbound(
     let Some(track) = slot.track.as_ref() else {
         return;
     };
-    if packet.header.ssrc != track.ssrc {
+    let Some(layer) = super::simulcast::layer_for_binding(track, packet.header.ssrc) else {
         return;
-    }
+    };
     let last = (packet.header.sequence_number, packet.header.timestamp);
     if !participant
         .inbound
-        .bind(now, track.ssrc, slot.source, clock_rate, last)
+        .bind_layer(now, packet.header.ssrc, (slot.source, layer), clock_rate, last)
     {
         tracing::debug!(participant = %participant.id, "too many inbound streams: left to rtc");
         return;

@@ -58,6 +58,14 @@ impl Shard {
             .local_description()
             .map(|d| crate::sdp_munge::candidates_in_every_section(&d.sdp))
             .unwrap_or_default();
+        // The camera is received as simulcast layers when the client sends them (a screen is one).
+        let camera_mids: Vec<String> = participant
+            .slots
+            .iter()
+            .filter(|slot| slot.source == MediaSource::Camera)
+            .filter_map(|slot| participant.pc.rtp_transceiver(slot.transceiver)?.mid().clone())
+            .collect();
+        let sdp = crate::simulcast::sdp::offer_simulcast(&sdp, &camera_mids);
         let mut tracks = Vec::with_capacity(participant.legs.len());
         let mut publishers: HashMap<ParticipantKey, ParticipantId> = HashMap::new();
         for (publisher, _, id, _) in &desired {
@@ -86,6 +94,15 @@ impl Shard {
             key,
             message: ServerMessage::Offer { sdp, tracks },
         });
+        // New legs aim at the layer the subscriber's constraints and the sources' heights ask for.
+        if let Some(room) = self.rooms.get_mut(room_id)
+            && room
+                .participants
+                .get(&key)
+                .is_some_and(|p| p.constraints.is_some())
+        {
+            super::simulcast::retarget_legs(room, key);
+        }
         // Legs of streams that ended are gone now: their bridges may stop sending.
         self.refresh_demand(room_id);
     }

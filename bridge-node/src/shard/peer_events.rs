@@ -132,6 +132,17 @@ impl Shard {
                     tracing::debug!(participant = %participant.id, "track on a transceiver that is no slot");
                     return;
                 };
+                // Another simulcast layer of the slot's track: one more SSRC of the same source.
+                if let Some(rid) = init.rid.as_deref()
+                    && super::simulcast::add_layer(
+                        participant.slots[slot_index].track.as_mut(),
+                        &init.track_id,
+                        init.ssrc,
+                        rid,
+                    )
+                {
+                    return;
+                }
                 // Each applied answer reports the open tracks again; only a new stream resets the slot.
                 if participant.slots[slot_index]
                     .track
@@ -143,14 +154,14 @@ impl Shard {
                 let previous = participant.slots[slot_index].track.take();
                 let source = participant.slots[slot_index].source;
                 // The new stream numbers its packets afresh.
-                room.histories.remove(&(key, source));
+                room.histories.retain(|k, _| (k.0, k.1) != (key, source));
+                room.source_layers.remove(&(key, source));
                 participant.inbound.unbind(source);
-                participant.slots[slot_index].track = Some(InboundTrack::new(
-                    init.track_id,
-                    init.receiver_id,
-                    init.ssrc,
-                    None,
-                ));
+                let mut track = InboundTrack::new(init.track_id, init.receiver_id, init.ssrc, None);
+                if let Some(rid) = init.rid.as_deref() {
+                    super::simulcast::first_layer(&mut track, rid);
+                }
+                participant.slots[slot_index].track = Some(track);
                 // The stream it replaces is retired on the links; this one is announced once its
                 // codec is known.
                 if let Some(id) = previous.and_then(|t| t.stream_id) {

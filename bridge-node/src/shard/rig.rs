@@ -21,8 +21,12 @@ pub struct FanoutRig {
     pub bytes: u64,
     /// The publisher's side of its SRTP session, to seal what [`FanoutRig::receive`] takes.
     publisher_keys: SrtpKeys,
-    publisher_stream: SrtpSendStream,
+    /// One SRTP stream per SSRC the publisher sends (three for a simulcast camera).
+    publisher_streams: Vec<SrtpSendStream>,
 }
+
+/// The SSRCs of a simulcast publisher's camera layers in [`FanoutRig::simulcast`], layer 0 first.
+pub const LAYER_SSRCS: [u32; 3] = [PUBLISHER_SSRC, PUBLISHER_SSRC + 1, PUBLISHER_SSRC + 2];
 
 impl FanoutRig {
     /// Participant 0 publishes its camera to `subscribers` others, each leg negotiated with
@@ -95,12 +99,10 @@ impl FanoutRig {
             .rtp_transceiver(slot.transceiver)
             .and_then(|t| t.receiver())
             .expect("a receiver");
-        slot.track = Some(InboundTrack::new(
-            "camera".to_owned(),
-            receiver_id,
-            PUBLISHER_SSRC,
-            Some(codec),
-        ));
+        let mut track = InboundTrack::new("camera".to_owned(), receiver_id, PUBLISHER_SSRC, Some(codec));
+        // As the shard marks a VP8 track on its first packet: its descriptor is read per packet.
+        track.vp8 = true;
+        slot.track = Some(track);
         publisher
             .inbound
             .bind(now, PUBLISHER_SSRC, MediaSource::Camera, 90_000, (0, 0));
@@ -115,16 +117,67 @@ impl FanoutRig {
             datagrams: 0,
             bytes: 0,
             publisher_keys,
-            publisher_stream: SrtpSendStream::new(PUBLISHER_SSRC),
+            publisher_streams: vec![SrtpSendStream::new(PUBLISHER_SSRC)],
         }
     }
 
-    /// Protects a publisher packet (plain RTP, SSRC [`PUBLISHER_SSRC`]) as the publisher's own
-    /// stack would, into a datagram for [`FanoutRig::receive`].
+    /// [`FanoutRig::new`] with the camera published as three VP8 simulcast layers
+    /// ([`LAYER_SSRCS`], all bound to the fast path), and the subscribers' tiles asking, in
+    /// turn, for 180, 360 and 720 pixels and nothing (a hidden tile).
+    pub fn simulcast(subscribers: u64, profile: SrtpProfile) -> Self {
+        let mut rig = Self::new(subscribers, profile);
+        let now = Instant::now();
+        let state = rig.shard.rooms.get_mut(&rig.room).expect("the room exists");
+        let publisher = state.participants.get_mut(&PUBLISHER).expect("connected");
+        let slot = publisher
+            .slots
+            .iter_mut()
+            .find(|s| s.source == MediaSource::Camera)
+            .expect("a camera slot");
+        let track = slot.track.as_mut().expect("a camera track");
+        track.vp8 = true;
+        track.simulcast = true;
+        track.layer_ssrcs = LAYER_SSRCS.map(Some);
+        for (layer, ssrc) in LAYER_SSRCS.into_iter().enumerate() {
+            publisher
+                .inbound
+                .bind_layer(now, ssrc, (MediaSource::Camera, layer as u8), 90_000, (0, 0));
+        }
+        rig.publisher_streams = LAYER_SSRCS.into_iter().map(SrtpSendStream::new).collect();
+        for key in 1..=subscribers {
+            let height = [180, 360, 720, 0][(key as usize - 1) % 4];
+            rig.shard.handle_input(
+                now,
+                ShardInput::Client {
+                    key: ParticipantKey(key),
+                    message: ClientMessage::ReceiverConstraints(
+                        bridgemesh_proto::signaling::ReceiverConstraints {
+                            default_max_height: height,
+                            on_stage_max_height: height,
+                            sources: Vec::new(),
+                            on_stage: Vec::new(),
+                        },
+                    ),
+                },
+            );
+        }
+        while rig.shard.poll_output().is_some() {}
+        rig
+    }
+
+    /// Protects a publisher packet (plain RTP, SSRC [`PUBLISHER_SSRC`], or one of
+    /// [`LAYER_SSRCS`] for a simulcast rig) as the publisher's own stack would, into a datagram
+    /// for [`FanoutRig::receive`].
     pub fn seal(&mut self, packet: &[u8]) -> BytesMut {
         let mut datagram = BytesMut::zeroed(packet.len() + self.publisher_keys.profile().rtp_tag_len());
         datagram[..packet.len()].copy_from_slice(packet);
-        self.publisher_stream
+        let ssrc = u32::from_be_bytes([packet[8], packet[9], packet[10], packet[11]]);
+        let index = LAYER_SSRCS
+            .iter()
+            .position(|s| *s == ssrc)
+            .filter(|i| *i < self.publisher_streams.len())
+            .expect("a publisher SSRC");
+        self.publisher_streams[index]
             .protect(&self.publisher_keys, &mut datagram, packet.len())
             .expect("room for the tag");
         datagram
@@ -152,9 +205,9 @@ impl FanoutRig {
             return;
         };
         deliver(
+            Instant::now(),
             room,
-            PUBLISHER,
-            MediaSource::Camera,
+            StreamRef::single(PUBLISHER, MediaSource::Camera, true),
             Incoming::Raw(packet),
             &mut self.shard.tx,
             &mut self.shard.outputs,
