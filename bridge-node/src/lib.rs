@@ -20,6 +20,7 @@
 //! - [`metrics`]: `/metrics`, the shards', links' and process's figures (prometheus-client).
 //! - [`ticket`]: ticket verification with a single-use cache.
 //! - [`removed_participants`]: the bounded memory of kicked participants whose tickets are refused.
+//! - [`recording`]: a room recorded without decoding into one WebM file (its writer thread, limits).
 //! - [`room_chat`]: a room's chat (history for late joiners, ids, deletes, who a message goes to).
 //! - [`sdp_munge`]: the bridge's candidates in every m-section of its offers, for non-browser stacks.
 //! - [`keyframe_requests`]: lets inbound PLI/FIR, NACK and sender reports past `rtc`'s
@@ -72,6 +73,7 @@ pub mod load;
 pub mod metrics;
 pub mod participant;
 pub mod peer;
+pub mod recording;
 pub mod removed_participants;
 pub mod room_chat;
 pub mod sdp_munge;
