@@ -72,6 +72,10 @@ enum Commands {
         guest_policy: Option<bridgemesh_control::auth::GuestPolicy>,
         #[command(flatten)]
         public: up_cli::PublicArgs,
+        /// Where rooms are recorded, a directory per bridge inside [default: `recordings` in the
+        /// state directory with --domain, else ./bridgemesh-recordings].
+        #[arg(long)]
+        recordings_dir: Option<std::path::PathBuf>,
     },
     /// One node of a replicated control cluster (see docs/operator-guide.md for the file).
     Control(ControlArgs),
@@ -184,6 +188,14 @@ enum AdminCommand {
         #[arg(long)]
         json: bool,
     },
+    /// One bridge's recordings (its own admin API): list, start ROOM, stop ROOM, download FILE.
+    Recordings {
+        /// The bridge's signaling listener (`up`'s first bridge by default).
+        #[arg(long, env = "BRIDGEMESH_BRIDGE_URL", default_value = "http://127.0.0.1:8081")]
+        bridge: String,
+        #[command(subcommand)]
+        command: bridgemesh::recordings_cli::RecordingsCommand,
+    },
     /// Bridges: list them (the default) with region, status, load and participants; drain one
     /// before maintenance; end a drain; forget a decommissioned one.
     Bridges {
@@ -280,6 +292,7 @@ async fn main() -> anyhow::Result<()> {
             shards,
             guest_policy,
             public,
+            recordings_dir,
         } => {
             let public = public.config()?;
             // Listening from here on: a SIGTERM during start-up stops `up` once it has started,
@@ -302,6 +315,7 @@ async fn main() -> anyhow::Result<()> {
                     max_per_room,
                     shards,
                     public: public.clone(),
+                    recordings_dir,
                 },
                 auth,
             )
@@ -400,6 +414,13 @@ async fn main() -> anyhow::Result<()> {
                 AdminCommand::Cluster(ClusterCommand::Add { id, addr }) => AdminCall::AddNode { id, addr },
                 AdminCommand::Cluster(ClusterCommand::Remove { id }) => AdminCall::RemoveNode { id },
                 AdminCommand::Rooms => AdminCall::Rooms,
+                AdminCommand::Recordings { bridge, command } => {
+                    println!(
+                        "{}",
+                        bridgemesh::recordings_cli::run(&bridge, &token, command).await?
+                    );
+                    return Ok(());
+                }
                 AdminCommand::Participants { room, command, json } => match command {
                     None | Some(ParticipantsCommand::List) => {
                         let call = AdminCall::Participants { room };

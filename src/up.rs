@@ -67,6 +67,9 @@ pub struct UpConfig {
     pub shards: Option<usize>,
     /// Face the internet under this domain (`--domain`); `None`: loopback only, zero config.
     pub public: Option<PublicConfig>,
+    /// Where the bridges record rooms (a directory per bridge inside); `None`: `recordings` in
+    /// the state directory with `--domain`, else `bridgemesh-recordings` in the current one.
+    pub recordings_dir: Option<PathBuf>,
 }
 
 impl Default for UpConfig {
@@ -83,6 +86,7 @@ impl Default for UpConfig {
             max_per_room: 100,
             shards: None,
             public: None,
+            recordings_dir: None,
         }
     }
 }
@@ -102,6 +106,7 @@ impl UpConfig {
             max_per_room: 100,
             shards: None,
             public: None,
+            recordings_dir: None,
         }
     }
 }
@@ -329,6 +334,11 @@ pub async fn start_with_auth(config: UpConfig, auth: AuthConfig) -> anyhow::Resu
     .context("cannot start the control node")?;
     let control = control_service.node.clone();
 
+    let recordings_dir = match (&config.recordings_dir, &public) {
+        (Some(dir), _) => dir.clone(),
+        (None, Some(public)) => public.config.state_dir.join("recordings"),
+        (None, None) => PathBuf::from("bridgemesh-recordings"),
+    };
     let mut bridges = Vec::with_capacity(config.bridges);
     for index in 0..config.bridges {
         let id = BridgeId::new(format!("local-{}", index + 1)).expect("valid id");
@@ -353,6 +363,8 @@ pub async fn start_with_auth(config: UpConfig, auth: AuthConfig) -> anyhow::Resu
             max_per_room: config.max_per_room,
             shards: config.shards,
             capacity: BridgeNodeConfig::default().capacity.max(config.max_per_room),
+            recordings_dir: Some(recordings_dir.join(id.as_str())),
+            admin_token: Some(admin_token.clone()),
             ..BridgeNodeConfig::default()
         };
         if let Some(public) = &public {

@@ -21,6 +21,7 @@
 //! - [`ticket`]: ticket verification with a single-use cache.
 //! - [`removed_participants`]: the bounded memory of kicked participants whose tickets are refused.
 //! - [`recording`]: a room recorded without decoding into one WebM file (its writer thread, limits).
+//! - [`recording_http`]: the bridge's admin API for recordings (list, start, stop, download).
 //! - [`room_chat`]: a room's chat (history for late joiners, ids, deletes, who a message goes to).
 //! - [`sdp_munge`]: the bridge's candidates in every m-section of its offers, for non-browser stacks.
 //! - [`keyframe_requests`]: lets inbound PLI/FIR, NACK and sender reports past `rtc`'s
@@ -74,6 +75,7 @@ pub mod metrics;
 pub mod participant;
 pub mod peer;
 pub mod recording;
+pub mod recording_http;
 pub mod removed_participants;
 pub mod room_chat;
 pub mod sdp_munge;
@@ -86,5 +88,6 @@ pub mod ticket;
 pub use config::{BridgeConfig, ConfigError, MediaSocketConfig};
 pub use control_agent::{AgentError, ControlAgent, ControlAgentConfig};
 pub use control_session::SessionStatus;
+pub use driver::recording::RecordingCallError;
 pub use driver::{Bridge, BridgeStats, StartError};
 pub use shard::{BridgeEvent, ModerationAction};

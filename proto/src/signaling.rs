@@ -100,6 +100,11 @@ pub enum ClientMessage {
     },
     /// A short-lived reaction shown to everyone; not kept.
     React { reaction: Reaction },
+    /// A moderator starts recording the room on the bridge (answered by `recording` to everyone,
+    /// or an `error`).
+    StartRecording,
+    /// A moderator stops the room's recording.
+    StopRecording,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -209,6 +214,11 @@ pub enum ServerMessage {
     /// to a newcomer once someone has spoken). The last speaker stays while nobody speaks.
     DominantSpeaker {
         participant_id: ParticipantId,
+    },
+    /// Whether the room is being recorded: sent to everyone when it changes, and to a newcomer
+    /// after `welcome` while it is. Every client shows it.
+    Recording {
+        active: bool,
     },
 }
 

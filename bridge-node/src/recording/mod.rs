@@ -30,7 +30,7 @@ pub use depacketize::{
 pub use recorder::{RecorderAction, RoomRecorder, TRACKS_MAX, TrackOrigin};
 pub use store::{RecordingInfo, RecordingState, RecordingStore, valid_file_name};
 pub use webm::{Codec, MuxError, TRACKS_RESERVED_BYTES, TrackSpec, WebmWriter};
-pub use writer::{RecordingHandle, StartError, free_bytes};
+pub use writer::{RecordingHandle, StartError, free_bytes, now_unix_ms};
 
 use bridgemesh_proto::RoomId;
 use serde::{Deserialize, Serialize};
@@ -70,7 +70,7 @@ impl Default for RecordingConfig {
     }
 }
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum RecordingConfigError {
     #[error("recording: the directory is empty")]
@@ -154,6 +154,15 @@ impl RecordingShared {
         ended.get_or_insert(reason);
     }
 
+    /// The writer cut the file short (a limit, a full disk, a failed write): that says more about
+    /// the file than the stop or the room's end it may have overtaken in the queue.
+    pub fn end_by_writer(&self, reason: EndReason) {
+        let mut ended = self.ended.lock().unwrap_or_else(|e| e.into_inner());
+        if ended.is_none_or(|r| matches!(r, EndReason::Stopped | EndReason::RoomClosed)) {
+            *ended = Some(reason);
+        }
+    }
+
     pub fn ended(&self) -> Option<EndReason> {
         *self.ended.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -174,4 +183,4 @@ pub enum WriterInput {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

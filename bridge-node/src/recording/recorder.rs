@@ -216,6 +216,13 @@ impl RoomRecorder {
     }
 }
 
+impl Drop for RoomRecorder {
+    /// A recorder dropped without a reason given went with its room.
+    fn drop(&mut self) {
+        self.shared.end(EndReason::RoomClosed);
+    }
+}
+
 /// Queues `input` for the writer without waiting; `false` when the recording is over (the
 /// writer stopped, or is so far behind that the frame is dropped and the recording ended).
 fn send(sink: &SyncSender<WriterInput>, shared: &RecordingShared, input: WriterInput) -> bool {

@@ -194,7 +194,8 @@ fn a_recording_holds_every_track_with_its_duration_for_an_independent_reader() {
     assert_eq!(list.len(), 1);
     assert_eq!(list[0].file, name);
     assert_eq!(list[0].state, RecordingState::Complete);
-    assert_eq!(list[0].end_reason, Some(EndReason::Stopped));
+    // Dropped without a reason given, as when the room closes.
+    assert_eq!(list[0].end_reason, Some(EndReason::RoomClosed));
     assert_eq!(list[0].tracks.len(), 4);
     assert_eq!(list[0].frames, 400);
 }

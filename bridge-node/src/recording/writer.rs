@@ -32,6 +32,8 @@ pub enum StartError {
 pub struct RecordingHandle {
     pub shared: Arc<RecordingShared>,
     pub sink: SyncSender<WriterInput>,
+    /// The configured longest recording.
+    pub duration_max: std::time::Duration,
 }
 
 impl std::fmt::Debug for RecordingHandle {
@@ -113,7 +115,11 @@ impl RecordingStore {
             return Err(err.into());
         }
         tracing::info!(recording = %name, %room, "recording started");
-        Ok(RecordingHandle { shared, sink })
+        Ok(RecordingHandle {
+            shared,
+            sink,
+            duration_max: std::time::Duration::from_secs(config.duration_max_s),
+        })
     }
 
     fn write(
@@ -168,7 +174,7 @@ impl RecordingStore {
                 }
                 Err(MuxError::UnknownTrack(_)) => {}
                 Err(MuxError::Io(err)) => {
-                    shared.end(end_reason_of(&err));
+                    shared.end_by_writer(end_reason_of(&err));
                     tracing::warn!(recording = %shared.name, %err, "recording write failed");
                     break;
                 }
@@ -176,14 +182,14 @@ impl RecordingStore {
             shared.frames_written.store(muxer.frames(), Ordering::Relaxed);
             shared.bytes_written.store(muxer.len(), Ordering::Relaxed);
             if muxer.len() >= config.file_bytes_max {
-                shared.end(EndReason::SizeLimit);
+                shared.end_by_writer(EndReason::SizeLimit);
                 break;
             }
             if muxer.len() >= checked_at + FREE_SPACE_CHECK_BYTES {
                 checked_at = muxer.len();
                 match free_bytes(&config.directory) {
                     Ok(free) if free < config.free_bytes_min => {
-                        shared.end(EndReason::DiskFull);
+                        shared.end_by_writer(EndReason::DiskFull);
                         break;
                     }
                     Ok(_) => {}
@@ -199,7 +205,7 @@ impl RecordingStore {
         let bytes = match muxer.finish() {
             Ok(finished) => {
                 if let Some(err) = &finished.lost_cluster {
-                    shared.end(end_reason_of(err));
+                    shared.end_by_writer(end_reason_of(err));
                     tracing::warn!(recording = %shared.name, %err, "the last cluster was not written");
                 }
                 duration_ms = finished.duration_ms;
@@ -212,7 +218,7 @@ impl RecordingStore {
                 finished.len
             }
             Err(err) => {
-                shared.end(end_reason_of(&err));
+                shared.end_by_writer(end_reason_of(&err));
                 tracing::warn!(recording = %shared.name, %err, "recording not finished cleanly");
                 std::fs::metadata(config.directory.join(&info.file))
                     .map(|m| m.len())

@@ -120,6 +120,11 @@ impl Shard {
                 self.remove_participant(now, key, Some(ByeReason::Left));
                 return;
             }
+            ClientMessage::StartRecording | ClientMessage::StopRecording => {
+                let start = matches!(message, ClientMessage::StartRecording);
+                self.recording_request(&room_id, key, start);
+                return;
+            }
             message if super::meeting::is_meeting_message(&message) => {
                 self.handle_meeting_message(now, &room_id, key, message);
                 return;

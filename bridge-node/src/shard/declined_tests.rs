@@ -98,6 +98,7 @@ fn publish(shard: &mut Shard, seq: u16) {
     packet.extend(std::iter::repeat_n(seq as u8, 200));
     let state = shard.rooms.get_mut(&room()).unwrap();
     deliver(
+        Instant::now(),
         state,
         PUBLISHER,
         MediaSource::Camera,

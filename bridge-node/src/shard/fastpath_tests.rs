@@ -100,6 +100,7 @@ pub(super) fn publisher_packet(seq: u16) -> Vec<u8> {
 fn publish(shard: &mut Shard, seq: u16) {
     let room = shard.rooms.get_mut(&RoomId::new("r").unwrap()).unwrap();
     deliver(
+        Instant::now(),
         room,
         PUBLISHER,
         MediaSource::Camera,
@@ -242,6 +243,7 @@ fn cascade_packets_take_the_same_path_and_malformed_ones_are_counted() {
     let (mut shard, _) = room_with_legs();
     let room = shard.rooms.get_mut(&RoomId::new("r").unwrap()).unwrap();
     deliver(
+        Instant::now(),
         room,
         PUBLISHER,
         MediaSource::Camera,

@@ -114,6 +114,7 @@ impl Shard {
             return;
         };
         deliver(
+            now,
             room,
             publisher,
             source,
@@ -287,6 +288,7 @@ pub(crate) enum Incoming<'a> {
 /// Keeps a publisher's packet (local or remote) in its stream's retransmission ring, then sends
 /// it on every local subscriber's leg for it, rewritten and protected by the leg's writer.
 pub(super) fn deliver(
+    now: Instant,
     room: &mut Room,
     publisher: ParticipantKey,
     source: MediaSource,
@@ -299,6 +301,8 @@ pub(super) fn deliver(
     let Room {
         participants,
         histories,
+        recording,
+        cascade,
         ..
     } = room;
     let ring = histories.entry((publisher, source)).or_insert_with(|| {
@@ -360,6 +364,10 @@ pub(super) fn deliver(
                 tracing::trace!(%err, "packet not forwarded");
             }
         }
+    }
+    // A room not recorded pays this one check.
+    if let Some(recording) = recording.recorder.as_mut() {
+        recording.on_packet(now, publisher, source, packet, participants, cascade);
     }
 }
 

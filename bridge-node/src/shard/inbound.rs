@@ -103,6 +103,7 @@ impl Shard {
         }
         let packet = &data[..len];
         deliver(
+            now,
             room,
             key,
             source,

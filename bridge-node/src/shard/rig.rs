@@ -152,6 +152,7 @@ impl FanoutRig {
             return;
         };
         deliver(
+            Instant::now(),
             room,
             PUBLISHER,
             MediaSource::Camera,
@@ -170,6 +171,11 @@ impl FanoutRig {
                 self.bytes += data.len() as u64;
             }
         }
+    }
+
+    /// The shard, for tests driving it further (recording a rig's room).
+    pub fn shard_mut(&mut self) -> &mut Shard {
+        &mut self.shard
     }
 
     pub fn stats(&self) -> ShardStats {
