@@ -135,14 +135,29 @@ impl RecordingStore {
     }
 }
 
-/// Writes `info` as `NAME.json` beside its file (through a temporary file and a rename, so a
-/// reader never sees half of it).
-pub(crate) fn write_manifest(directory: &Path, info: &RecordingInfo) -> io::Result<()> {
+/// Room a manifest takes on disk from the start: its final version overwrites it in place, which
+/// needs no new space when the recording ended on a full disk.
+pub const MANIFEST_RESERVED_BYTES: usize = 8 * 1024;
+
+/// Writes `info` as `NAME.json` beside its file, padded with spaces (still JSON) to
+/// [`MANIFEST_RESERVED_BYTES`]. The first version is written through a temporary file and a
+/// rename, so a reader never sees half of it; later ones overwrite it in place when they fit.
+pub(crate) fn write_manifest(directory: &Path, info: &RecordingInfo, first: bool) -> io::Result<()> {
+    use std::io::Write as _;
     let stem = info.file.trim_end_matches(".webm");
+    let path = directory.join(format!("{stem}.json"));
+    let mut bytes = serde_json::to_vec_pretty(info).map_err(io::Error::other)?;
+    if bytes.len() < MANIFEST_RESERVED_BYTES {
+        bytes.resize(MANIFEST_RESERVED_BYTES, b' ');
+        if !first {
+            let mut file = std::fs::OpenOptions::new().write(true).open(&path)?;
+            file.write_all(&bytes)?;
+            return file.sync_all();
+        }
+    }
     let temporary = directory.join(format!(".{stem}.json.tmp"));
-    let bytes = serde_json::to_vec_pretty(info).map_err(io::Error::other)?;
     std::fs::write(&temporary, bytes)?;
-    std::fs::rename(&temporary, directory.join(format!("{stem}.json")))
+    std::fs::rename(&temporary, path)
 }
 
 /// A file name for a recording of `room` started at `unix_ms`: the room, the UTC time, and a

@@ -287,3 +287,107 @@ fn configuration_is_validated() {
     };
     assert_eq!(zero.validate(), Err(RecordingConfigError::Zero("recordings_max")));
 }
+
+/// Which test runs inside a mount namespace of its own, and where its small tmpfs is.
+const TMPFS_ENV: &str = "BRIDGEMESH_TEST_RECORDING_TMPFS";
+
+/// A real ENOSPC: the test runs itself again inside `unshare --mount` (as root, as CI runs) with a
+/// 1 MiB tmpfs over a temporary directory, and records there until the file system is full.
+#[test]
+fn a_full_disk_stops_the_recording_with_a_whole_file_and_its_manifest() {
+    if let Ok(dir) = std::env::var(TMPFS_ENV) {
+        return fill_the_disk(Path::new(&dir));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let exe = std::env::current_exe().unwrap();
+    let name = "recording::tests::a_full_disk_stops_the_recording_with_a_whole_file_and_its_manifest";
+    let script = r#"mount -t tmpfs -o size=1m bridgemesh-test "$1" && exec "$2" --exact "$3" --nocapture"#;
+    let output = Command::new("unshare")
+        .args([
+            "--mount",
+            "--propagation",
+            "private",
+            "--",
+            "sh",
+            "-c",
+            script,
+            "sh",
+        ])
+        .arg(dir.path())
+        .arg(&exe)
+        .arg(name)
+        .env(TMPFS_ENV, dir.path())
+        .output()
+        .expect("unshare runs (util-linux)");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && stdout.contains("1 passed"),
+        "the test inside its mount namespace: {stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // The tmpfs was the namespace's only: nothing was written here.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
+fn fill_the_disk(dir: &Path) {
+    let store = Arc::new(RecordingStore::new(RecordingConfig {
+        queue_frames_max: 100_000,
+        ..config(dir)
+    }));
+    let room = bridgemesh_proto::RoomId::new("full").unwrap();
+    let handle = store.start(&room, 0).unwrap();
+    let start = Instant::now();
+    let shared = handle.shared.clone();
+    let mut recorder = RoomRecorder::new(handle.shared, handle.sink, start, Duration::from_secs(600));
+    // 2 KB video frames at 30 fps: 1 MiB in about 17 s of media.
+    let key = ParticipantKey(1);
+    for i in 0..30 * 60u32 {
+        let timestamp = i * 3000;
+        let sequence = (i * 2) as u16;
+        let now = start + Duration::from_millis(u64::from(i) * 100 / 3);
+        let mut first = vec![0x10];
+        if i % 30 == 0 {
+            first.extend_from_slice(&[0x10, 0x02, 0x00, 0x9D, 0x01, 0x2A, 0x40, 0x01, 0xF0, 0x00]);
+        } else {
+            first.extend_from_slice(&[0x31, 0x00, 0x00]);
+        }
+        first.extend(std::iter::repeat_n(i as u8, 1000));
+        let mut second = vec![0x00];
+        second.extend(std::iter::repeat_n(0xA5, 1000));
+        for (offset, marker, payload) in [(0, false, &first), (1, true, &second)] {
+            let packet = rtp(0xF00D, sequence.wrapping_add(offset), timestamp, marker, payload);
+            if recorder.on_packet(now, key, MediaSource::Camera, &packet, || {
+                origin("Ada", "video/VP8", 90_000)
+            }) == RecorderAction::Ended
+            {
+                break;
+            }
+        }
+    }
+    drop(recorder);
+    wait_until_finished(&store);
+    assert_eq!(shared.ended(), Some(EndReason::DiskFull));
+    let list = store.list().unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(
+        list[0].state,
+        RecordingState::Complete,
+        "the manifest was finished in place"
+    );
+    assert_eq!(list[0].end_reason, Some(EndReason::DiskFull));
+    let probe = ffprobe(&dir.join(&list[0].file));
+    let packets = probe["packets"].as_array().unwrap().len() as u64;
+    assert_eq!(
+        packets, list[0].frames,
+        "every frame the manifest counts is in the file"
+    );
+    assert!(
+        (200..1800).contains(&packets),
+        "{packets} frames before the disk was full"
+    );
+    let duration: f64 = probe["format"]["duration"].as_str().unwrap().parse().unwrap();
+    assert!(
+        (duration * 30.0 - (packets - 1) as f64).abs() <= 1.5,
+        "duration {duration} for {packets} frames"
+    );
+}

@@ -79,8 +79,9 @@ pub struct WebmWriter<W: Write + Seek> {
     /// Bytes in `out` (the end of the file).
     len: u64,
     last_ms: u64,
-    /// `last_ms` as of the last cluster written.
+    /// `last_ms` and `frames` as of the last cluster written.
     flushed_last_ms: u64,
+    flushed_frames: u64,
     frames: u64,
 }
 
@@ -130,6 +131,7 @@ impl<W: Write + Seek> WebmWriter<W> {
             len: head.len() as u64,
             last_ms: 0,
             flushed_last_ms: 0,
+            flushed_frames: 0,
             frames: 0,
         })
     }
@@ -197,7 +199,8 @@ impl<W: Write + Seek> WebmWriter<W> {
         Ok(())
     }
 
-    /// Writes the open cluster to the file.
+    /// Writes the open cluster to the file. When that fails the cluster is given up (its frames
+    /// no longer count) and the file ends, as far as [`WebmWriter::len`] says, before it.
     pub fn flush_cluster(&mut self) -> io::Result<()> {
         if self.cluster_start_ms.take().is_none() {
             return Ok(());
@@ -205,11 +208,22 @@ impl<W: Write + Seek> WebmWriter<W> {
         let mut head = Vec::with_capacity(12);
         ebml::put_id(&mut head, id::CLUSTER);
         ebml::put_size(&mut head, self.cluster.len() as u64);
-        self.out.write_all(&head)?;
-        self.out.write_all(&self.cluster)?;
+        let written = self
+            .out
+            .write_all(&head)
+            .and_then(|()| self.out.write_all(&self.cluster));
+        if let Err(err) = written {
+            self.cluster.clear();
+            self.last_ms = self.flushed_last_ms;
+            self.frames = self.flushed_frames;
+            // Back to where the file ends, for the header's patches.
+            let _ = self.out.seek(SeekFrom::Start(self.len));
+            return Err(err);
+        }
         self.len += (head.len() + self.cluster.len()) as u64;
         self.cluster.clear();
         self.flushed_last_ms = self.last_ms;
+        self.flushed_frames = self.frames;
         Ok(())
     }
 
@@ -241,10 +255,6 @@ impl<W: Write + Seek> WebmWriter<W> {
     /// file at [`Finished::len`] (a cluster may be half written past it).
     pub fn finish(mut self) -> io::Result<Finished<W>> {
         let lost_cluster = self.flush_cluster().err();
-        if lost_cluster.is_some() {
-            self.cluster.clear();
-            self.last_ms = self.flushed_last_ms;
-        }
         self.out.seek(SeekFrom::Start(self.duration_at))?;
         self.out.write_all(&(self.last_ms as f64).to_be_bytes())?;
         let mut size = Vec::with_capacity(8);
@@ -257,6 +267,7 @@ impl<W: Write + Seek> WebmWriter<W> {
             out: self.out,
             len: self.len,
             duration_ms: self.last_ms,
+            frames: self.frames,
             lost_cluster,
         })
     }
@@ -268,6 +279,8 @@ pub struct Finished<W> {
     /// Where the file ends.
     pub len: u64,
     pub duration_ms: u64,
+    /// Frames in it.
+    pub frames: u64,
     /// Why the last cluster is not in it.
     pub lost_cluster: Option<io::Error>,
 }

@@ -96,7 +96,7 @@ impl RecordingStore {
             frames_dropped: 0,
             tracks: Vec::new(),
         };
-        write_manifest(&config.directory, &info)?;
+        write_manifest(&config.directory, &info, true)?;
         let (sink, frames) = sync_channel(config.queue_frames_max);
         self.active
             .lock()
@@ -200,7 +200,7 @@ impl RecordingStore {
         // The shard's side may still be open (the writer ended it): dropping the receiver makes
         // its next send fail, and it ends the recording there.
         drop(frames);
-        let frames_written = muxer.frames();
+        let mut frames_written = muxer.frames();
         let mut duration_ms = muxer.last_ms();
         let bytes = match muxer.finish() {
             Ok(finished) => {
@@ -209,6 +209,7 @@ impl RecordingStore {
                     tracing::warn!(recording = %shared.name, %err, "the last cluster was not written");
                 }
                 duration_ms = finished.duration_ms;
+                frames_written = finished.frames;
                 // Cut what a failed write left past the last whole cluster; sync what is kept.
                 let file = finished.out;
                 let _ = file.set_len(finished.len);
@@ -234,7 +235,7 @@ impl RecordingStore {
         info.bytes = bytes;
         info.frames = frames_written;
         info.frames_dropped = shared.frames_dropped.load(Ordering::Relaxed);
-        if let Err(err) = write_manifest(&config.directory, &info) {
+        if let Err(err) = write_manifest(&config.directory, &info, false) {
             tracing::warn!(recording = %shared.name, %err, "recording manifest not written");
         }
         self.active
