@@ -437,10 +437,16 @@ pub async fn start_with_auth(config: UpConfig, auth: AuthConfig) -> anyhow::Resu
             let origin = public.front.origin(&public.config);
             let mut router = bridgemesh_control::http::router(control.clone(), api);
             for running in &bridges {
-                router = router.nest(
-                    &bridge_prefix(running.bridge.id()),
-                    bridgemesh_bridge::signaling::router(running.bridge.clone()),
-                );
+                let mut bridge_router = bridgemesh_bridge::signaling::router(running.bridge.clone());
+                // The recordings admin API (`bridgemesh admin recordings --bridge
+                // https://DOMAIN/bridges/ID`), behind the admin token.
+                if let Ok(token) = bridgemesh_bridge::recording_http::AdminToken::new(admin_token.clone()) {
+                    bridge_router = bridge_router.merge(bridgemesh_bridge::recording_http::router(
+                        running.bridge.clone(),
+                        token,
+                    ));
+                }
+                router = router.nest(&bridge_prefix(running.bridge.id()), bridge_router);
             }
             // On the internet /metrics (control's and the bridges') needs a token.
             if let Some(token) = public_metrics_token.clone() {

@@ -561,6 +561,7 @@ impl Bridge {
             }
         })
         .await;
+        self.finish_recordings().await;
         tracing::info!(bridge = %self.config.bridge_id, "bridge stopped");
     }
 }

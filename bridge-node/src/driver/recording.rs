@@ -5,6 +5,10 @@
 use super::*;
 use crate::recording::{RecordingInfo, RecordingStore, now_unix_ms};
 use crate::shard::{RecordingInput, RecordingRequester};
+use bridgemesh_proto::api::ErrorCode;
+
+/// How long a stopping bridge waits for its recordings' writers to finish their files.
+const FINISH_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Starts the writer for `room` (a few file-system calls on the shard's thread, once per
 /// recording): the shard's answer.
@@ -16,6 +20,7 @@ pub(super) fn start(
     let Some(store) = store else {
         return RecordingInput::Refused {
             room,
+            code: ErrorCode::NotFound,
             message: "recording is not enabled on this bridge".into(),
             requester,
         };
@@ -30,6 +35,7 @@ pub(super) fn start(
             tracing::warn!(%room, %err, "recording refused");
             RecordingInput::Refused {
                 room,
+                code: ErrorCode::NoCapacity,
                 message: err.to_string(),
                 requester,
             }
@@ -72,6 +78,25 @@ impl Bridge {
     pub fn list_recordings(&self) -> Result<Vec<RecordingInfo>, RecordingCallError> {
         let store = self.recordings.as_ref().ok_or(RecordingCallError::Disabled)?;
         Ok(store.list()?)
+    }
+
+    /// After the shards stopped (their rooms, and so their recorders, are gone): waits for the
+    /// writers to finish their files, at most [`FINISH_TIMEOUT`].
+    pub(super) async fn finish_recordings(&self) {
+        let Some(store) = &self.recordings else {
+            return;
+        };
+        let deadline = tokio::time::Instant::now() + FINISH_TIMEOUT;
+        while store.active_count() > 0 {
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(
+                    recordings = store.active_count(),
+                    "recordings not finished at shutdown: their files end where they stopped"
+                );
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     async fn recording_call(&self, room: &RoomId, start: bool) -> Result<String, RecordingCallError> {

@@ -53,9 +53,11 @@ pub enum RecordingInput {
         handle: RecordingHandle,
         requester: RecordingRequester,
     },
-    /// ... or could not.
+    /// ... or could not (`not_found`: this bridge does not record; `no_capacity`: low disk
+    /// space, too many recordings).
     Refused {
         room: RoomId,
+        code: ErrorCode,
         message: String,
         requester: RecordingRequester,
     },
@@ -194,13 +196,14 @@ impl Shard {
             }
             RecordingInput::Refused {
                 room,
+                code,
                 message,
                 requester,
             } => {
                 if let Some(state) = self.rooms.get_mut(&room) {
                     state.recording.starting = false;
                 }
-                requester.answer(self, Err((ErrorCode::NoCapacity, message)));
+                requester.answer(self, Err((code, message)));
             }
         }
     }

@@ -103,6 +103,7 @@ fn start_writers(
                     },
                     Err(err) => RecordingInput::Refused {
                         room,
+                        code: ErrorCode::NoCapacity,
                         message: err.to_string(),
                         requester,
                     },
@@ -378,4 +379,57 @@ fn a_cascaded_room_records_the_remote_publishers_and_asks_their_bridge_for_every
     assert_eq!(packets.iter().filter(|p| p["stream_index"] == 1).count(), 25);
     let duration: f64 = probe["format"]["duration"].as_str().unwrap().parse().unwrap();
     assert!((duration - 0.98).abs() <= 0.04, "duration {duration}");
+}
+
+#[test]
+fn a_refused_start_tells_the_moderator_and_leaves_the_room_free_to_try_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let full = Arc::new(RecordingStore::new(RecordingConfig {
+        directory: dir.path().to_owned(),
+        free_bytes_min: u64::MAX,
+        ..Default::default()
+    }));
+    let now = Instant::now();
+    let mut shard = shard();
+    connect(&mut shard, now, 1, true);
+    let out = send(&mut shard, now, 1, ClientMessage::StartRecording);
+    let out = start_writers(&mut shard, now, out, &full);
+    assert_eq!(errors(&out, 1), [ErrorCode::NoCapacity]);
+    assert!(indicators(&out, 1).is_empty());
+    let store = store(dir.path());
+    let out = send(&mut shard, now, 1, ClientMessage::StartRecording);
+    let out = start_writers(&mut shard, now, out, &store);
+    assert_eq!(indicators(&out, 1), [true]);
+    send(&mut shard, now, 1, ClientMessage::StopRecording);
+    wait_until_finished(&store);
+}
+
+#[test]
+fn the_recordings_time_limit_ends_it_on_the_shards_timer() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(RecordingStore::new(RecordingConfig {
+        directory: dir.path().to_owned(),
+        free_bytes_min: 0,
+        duration_max_s: 60,
+        ..Default::default()
+    }));
+    let now = Instant::now();
+    let mut shard = shard();
+    connect(&mut shard, now, 1, true);
+    let out = send(&mut shard, now, 1, ClientMessage::StartRecording);
+    start_writers(&mut shard, now, out, &store);
+    let due = shard.poll_timeout().expect("the recording's timer");
+    assert!(due <= now + Duration::from_secs(1), "checked often: {due:?}");
+    shard.handle_timeout(now + Duration::from_secs(30));
+    assert!(
+        indicators(&drain(&mut shard), 1).is_empty(),
+        "still recording at 30 s"
+    );
+    shard.handle_timeout(now + Duration::from_secs(60));
+    assert_eq!(indicators(&drain(&mut shard), 1), [false]);
+    wait_until_finished(&store);
+    assert_eq!(
+        store.list().unwrap()[0].end_reason,
+        Some(crate::recording::EndReason::DurationLimit)
+    );
 }
