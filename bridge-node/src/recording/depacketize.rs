@@ -127,6 +127,11 @@ impl Vp8Depacketizer {
             self.frame_broken = true;
         }
         self.next_sequence = Some(sequence + 1);
+        if packet.payload.is_empty() {
+            // Padding only (a sender probing bandwidth without RTX): it takes a sequence number
+            // and belongs to no frame.
+            return Depacketized::Nothing;
+        }
         if self.frame_timestamp != Some(timestamp) {
             if self.frame_timestamp.is_some() {
                 // The previous frame never saw its marker: its last packet was lost.

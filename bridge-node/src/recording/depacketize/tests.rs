@@ -153,3 +153,20 @@ fn padding_is_not_payload() {
     bad[0] |= 0x20;
     assert!(RtpView::parse(&bad).is_none());
 }
+
+#[test]
+fn padding_only_packets_take_a_sequence_number_and_break_nothing() {
+    let mut d = Vp8Depacketizer::default();
+    assert!(push(&mut d, &rtp(1, 0, true, &vp8(true, &KEY))).is_some());
+    // Two padding-only packets with the last frame's timestamp, as a sender probing bandwidth sends.
+    for seq in [2, 3] {
+        let mut padding = rtp(seq, 0, false, &[0, 0, 0, 4]);
+        padding[0] |= 0x20;
+        assert_eq!(push(&mut d, &padding), None);
+    }
+    let (_, key, data) = push(&mut d, &rtp(4, 3000, true, &vp8(true, &DELTA))).unwrap();
+    assert!(!key);
+    assert_eq!(data, DELTA);
+    assert!(!d.wants_keyframe());
+    assert_eq!((d.packets_lost, d.frames_dropped), (0, 0));
+}
