@@ -52,7 +52,7 @@ fn frame(i: u64) -> [Vec<u8>; 2] {
         packet.extend_from_slice(&PUBLISHER_SSRC.to_be_bytes());
         if k == 0 {
             packet.push(0x10);
-            if i % (2 * FPS) == 0 {
+            if i.is_multiple_of(2 * FPS) {
                 packet.extend_from_slice(&[0x10, 0x02, 0x00, 0x9D, 0x01, 0x2A, 0x80, 0x02, 0x68, 0x01]);
             } else {
                 packet.extend_from_slice(&[0x31, 0x00, 0x00]);

@@ -81,15 +81,11 @@ fn error(code: ErrorCode, message: impl Into<String>) -> Response {
     (status, axum::Json(body)).into_response()
 }
 
-fn check(state: &AdminState, headers: &HeaderMap) -> Result<(), Response> {
-    if state.token.admits(headers) {
-        Ok(())
-    } else {
-        Err(error(
-            ErrorCode::AdminUnauthorized,
-            "the admin token is missing or wrong",
-        ))
-    }
+fn unauthorized() -> Response {
+    error(
+        ErrorCode::AdminUnauthorized,
+        "the admin token is missing or wrong",
+    )
 }
 
 fn call_error(err: RecordingCallError) -> Response {
@@ -105,8 +101,8 @@ fn call_error(err: RecordingCallError) -> Response {
 }
 
 async fn list(State(state): State<AdminState>, headers: HeaderMap) -> Response {
-    if let Err(refused) = check(&state, &headers) {
-        return refused;
+    if !state.token.admits(&headers) {
+        return unauthorized();
     }
     let bridge = state.bridge.clone();
     match tokio::task::spawn_blocking(move || bridge.list_recordings()).await {
@@ -117,8 +113,8 @@ async fn list(State(state): State<AdminState>, headers: HeaderMap) -> Response {
 }
 
 async fn download(State(state): State<AdminState>, headers: HeaderMap, Path(file): Path<String>) -> Response {
-    if let Err(refused) = check(&state, &headers) {
-        return refused;
+    if !state.token.admits(&headers) {
+        return unauthorized();
     }
     let Some(store) = state.bridge.recordings() else {
         return call_error(RecordingCallError::Disabled);
@@ -154,8 +150,8 @@ async fn start_or_stop(
     headers: HeaderMap,
     Path((room, action)): Path<(String, String)>,
 ) -> Response {
-    if let Err(refused) = check(&state, &headers) {
-        return refused;
+    if !state.token.admits(&headers) {
+        return unauthorized();
     }
     let Ok(room) = RoomId::new(&room) else {
         return error(ErrorCode::InvalidRoomName, format!("{room:?} is not a room name"));

@@ -287,6 +287,8 @@ pub(crate) enum Incoming<'a> {
 
 /// Keeps a publisher's packet (local or remote) in its stream's retransmission ring, then sends
 /// it on every local subscriber's leg for it, rewritten and protected by the leg's writer.
+// The shard's fields, borrowed apart (the room mutably, the arena, the queue, the counters).
+#[allow(clippy::too_many_arguments)]
 pub(super) fn deliver(
     now: Instant,
     room: &mut Room,
