@@ -342,6 +342,12 @@ async fn main() -> anyhow::Result<()> {
                 "admin API: {}/api/v1/admin/... with `Authorization: Bearer {}`",
                 running.control_url, running.admin_token
             );
+            if let Some(store) = running.bridge.recordings() {
+                println!(
+                    "recordings: {} (moderators' Record button; `bridgemesh admin recordings list`)",
+                    store.directory().display()
+                );
+            }
             if let Some(directory) = &running.turn_directory {
                 for endpoint in &directory.endpoints {
                     println!(
