@@ -192,6 +192,8 @@ fn public_routes(node: Arc<ControlNode>, config: ApiConfig) -> Router {
         .route("/tiles.js", get(tiles_js))
         .route("/simulcast.js", get(simulcast_js))
         .route("/meeting.css", get(meeting_css))
+        .route("/recording.js", get(recording_js))
+        .route("/recording.css", get(recording_css))
         .route("/{room}", get(room_page))
         .fallback(not_found)
         .with_state(api)
@@ -600,6 +602,14 @@ async fn meeting_js() -> Response {
 
 async fn meeting_css() -> Response {
     asset("text/css; charset=utf-8", web::MEETING_CSS)
+}
+
+async fn recording_js() -> Response {
+    asset("text/javascript; charset=utf-8", web::RECORDING_JS)
+}
+
+async fn recording_css() -> Response {
+    asset("text/css; charset=utf-8", web::RECORDING_CSS)
 }
 
 async fn room_page(Path(room): Path<String>) -> Response {

@@ -9,5 +9,8 @@ pub const STYLE_CSS: &str = include_str!("../web/style.css");
 pub const MEETING_JS: &str = include_str!("../web/meeting.js");
 pub const SIMULCAST_JS: &str = include_str!("../web/simulcast.js");
 pub const MEETING_CSS: &str = include_str!("../web/meeting.css");
+/// The recording indicator and the moderators' record button (loaded after `app.js`).
+pub const RECORDING_JS: &str = include_str!("../web/recording.js");
+pub const RECORDING_CSS: &str = include_str!("../web/recording.css");
 /// Host login, invite links and the host-only messages (`docs/hosts.md`).
 pub const HOSTS_JS: &str = include_str!("../web/hosts.js");

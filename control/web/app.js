@@ -1434,6 +1434,7 @@
       default: break; // newer bridges may send more; ignore what we don't know
     }
     if (window.bridgemeshMeeting) window.bridgemeshMeeting.onMessage(msg);
+    if (window.bridgemeshRecording) window.bridgemeshRecording.onMessage(msg);
   }
 
   // Milliseconds since the loss a reconnect record is about.

@@ -98,6 +98,9 @@ pub enum LinkMessage {
         participant: ParticipantId,
         reaction: Reaction,
     },
+    /// The sender's bridge records the room (or stopped): the receiver shows its participants the
+    /// recording indicator. Sent when it changes and after `open`.
+    Recording { room: RoomId, active: bool },
 }
 
 /// Prefixes `packet` with its stream id, making a media datagram.

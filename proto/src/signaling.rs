@@ -103,6 +103,11 @@ pub enum ClientMessage {
     /// What the receiver's layout shows (simulcast, `docs/simulcast.md`): the largest height
     /// each video tile needs, 0 for a source not shown (paused). Replaces the previous one.
     ReceiverConstraints(ReceiverConstraints),
+    /// A moderator starts recording the room on the bridge (answered by `recording` to everyone,
+    /// or an `error`).
+    StartRecording,
+    /// A moderator stops the room's recording.
+    StopRecording,
 }
 
 /// A receiver's constraints on the video it is sent. A client that never sends them receives
@@ -253,6 +258,11 @@ pub enum ServerMessage {
     /// to a newcomer once someone has spoken). The last speaker stays while nobody speaks.
     DominantSpeaker {
         participant_id: ParticipantId,
+    },
+    /// Whether the room is being recorded: sent to everyone when it changes, and to a newcomer
+    /// after `welcome` while it is. Every client shows it.
+    Recording {
+        active: bool,
     },
 }
 
