@@ -60,9 +60,11 @@ fn link_message_like() -> impl Strategy<Value = String> {
             "chat_deleted",
             "lower_hand",
             "reaction",
+            "recording",
             "",
         ],
         vec![
+            "active",
             "bridge",
             "version",
             "room",

@@ -354,3 +354,34 @@ pub async fn run_uclient(
         output: text,
     }
 }
+
+/// After `server` heard that the session of `client`'s user ended: its one allocation is gone
+/// (a refresh is 401) and the credential it was made with makes no new one.
+pub async fn assert_session_ended(
+    server: &TurnServer,
+    client: &mut RawTurnClient,
+    credential: (String, String),
+) {
+    let stats = server.stats();
+    assert_eq!(
+        (
+            stats.allocations_active,
+            stats.allocations_ended_with_session_total
+        ),
+        (0, 1),
+        "{stats:?}"
+    );
+    let refresh = client.refresh(600).await;
+    assert_eq!(
+        (refresh.class, refresh.code),
+        (Class::Error, 401),
+        "the allocation is gone"
+    );
+    let udp = server.udp_addr().expect("the server listens on UDP");
+    let again = RawTurnClient::udp(udp, credential).await.allocate().await;
+    assert_eq!(
+        (again.class, again.code),
+        (Class::Error, 401),
+        "the credential is refused"
+    );
+}

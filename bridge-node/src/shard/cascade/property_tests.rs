@@ -136,7 +136,8 @@ fn link_message() -> impl Strategy<Value = LinkMessage> {
         }),
         // The link task handles these; a shard must shrug them off.
         1 => room.clone().prop_map(|room| LinkMessage::Open { room }),
-        1 => room.prop_map(|room| LinkMessage::Close { room }),
+        1 => room.clone().prop_map(|room| LinkMessage::Close { room }),
+        1 => (room, any::<bool>()).prop_map(|(room, active)| LinkMessage::Recording { room, active }),
     ]
 }
 
@@ -186,7 +187,8 @@ fn room_of_message(message: &LinkMessage) -> Option<&RoomId> {
         | LinkMessage::Chat { room, .. }
         | LinkMessage::ChatDeleted { room, .. }
         | LinkMessage::LowerHand { room, .. }
-        | LinkMessage::Reaction { room, .. } => Some(room),
+        | LinkMessage::Reaction { room, .. }
+        | LinkMessage::Recording { room, .. } => Some(room),
         _ => None,
     }
 }
