@@ -103,6 +103,29 @@ pub enum LinkMessage {
     Recording { room: RoomId, active: bool },
 }
 
+impl LinkMessage {
+    /// The room the message is about, for those that name one (stream ends, demands and
+    /// keyframe requests name a stream id instead).
+    pub fn room(&self) -> Option<&RoomId> {
+        match self {
+            LinkMessage::Open { room }
+            | LinkMessage::Close { room }
+            | LinkMessage::Participant { room, .. }
+            | LinkMessage::ParticipantLeft { room, .. }
+            | LinkMessage::Stream { room, .. }
+            | LinkMessage::Chat { room, .. }
+            | LinkMessage::ChatDeleted { room, .. }
+            | LinkMessage::LowerHand { room, .. }
+            | LinkMessage::Reaction { room, .. }
+            | LinkMessage::Recording { room, .. } => Some(room),
+            LinkMessage::Hello { .. }
+            | LinkMessage::StreamEnded { .. }
+            | LinkMessage::Demand { .. }
+            | LinkMessage::KeyframeRequest { .. } => None,
+        }
+    }
+}
+
 /// Prefixes `packet` with its stream id, making a media datagram.
 pub fn media_datagram(stream: u32, packet: &[u8]) -> Vec<u8> {
     let mut datagram = Vec::with_capacity(MEDIA_HEADER_LEN + packet.len());

@@ -39,22 +39,6 @@ pub struct LinkOutboxStats {
     pub rooms_overflowed: u64,
 }
 
-fn room_of(message: &LinkMessage) -> Option<&RoomId> {
-    match message {
-        LinkMessage::Open { room }
-        | LinkMessage::Close { room }
-        | LinkMessage::Participant { room, .. }
-        | LinkMessage::ParticipantLeft { room, .. }
-        | LinkMessage::Stream { room, .. }
-        | LinkMessage::Chat { room, .. }
-        | LinkMessage::ChatDeleted { room, .. }
-        | LinkMessage::LowerHand { room, .. }
-        | LinkMessage::Reaction { room, .. }
-        | LinkMessage::Recording { room, .. } => Some(room),
-        _ => None,
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Key {
     Participant(RoomId, ParticipantId),
@@ -136,7 +120,7 @@ impl LinkOutbox {
         if self.pending >= self.capacity {
             return Pushed::Full;
         }
-        if let Some(room) = room_of(&message) {
+        if let Some(room) = message.room() {
             let count = self.per_room.entry(room.clone()).or_default();
             if *count >= self.room_budget {
                 let room = room.clone();
@@ -157,7 +141,7 @@ impl LinkOutbox {
 
     fn withdraw_room(&mut self, room: &RoomId) {
         for slot in self.queue.iter_mut() {
-            if slot.as_ref().and_then(room_of) == Some(room) {
+            if slot.as_ref().and_then(LinkMessage::room) == Some(room) {
                 if let Some(key) = slot.as_ref().and_then(key_of) {
                     self.index.remove(&key);
                 }
@@ -181,7 +165,7 @@ impl LinkOutbox {
             {
                 self.index.remove(&key);
             }
-            if let Some(room) = room_of(&message)
+            if let Some(room) = message.room()
                 && let Some(count) = self.per_room.get_mut(room)
             {
                 *count -= 1;

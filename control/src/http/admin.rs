@@ -114,38 +114,38 @@ pub struct AdminBridge {
     pub rooms: usize,
 }
 
-/// The cluster's bridge media addresses, for TURN servers' peer policy.
 /// The bridges' media addresses for a standalone TURN server (`bridgemesh turn --control`),
 /// authenticated by the credential derived from its REST secret.
 pub(super) async fn turn_peers(State(api): State<Api>, headers: HeaderMap) -> Response {
-    let result = match bearer(&headers) {
-        Some(presented) if api.node.is_turn_server(presented) => {
-            Ok(bridgemesh_proto::bridge_session::TurnPeers {
-                media_addresses: api.node.bridge_media_addresses(),
-            })
+    respond(for_turn_server(&api, &headers, |node| {
+        bridgemesh_proto::bridge_session::TurnPeers {
+            media_addresses: node.bridge_media_addresses(),
         }
-        _ => Err(ApiError::new(
-            ErrorCode::Unauthorized,
-            "a TURN server's credential is needed (derived from its REST secret)",
-        )),
-    };
-    respond(result)
+    }))
 }
 
 /// The sessions ended lately, for a standalone TURN server, under the same credential.
 pub(super) async fn turn_ended_sessions(State(api): State<Api>, headers: HeaderMap) -> Response {
-    let result = match bearer(&headers) {
-        Some(presented) if api.node.is_turn_server(presented) => {
-            Ok(bridgemesh_proto::bridge_session::TurnEndedSessions {
-                sessions: api.node.ended_sessions(),
-            })
+    respond(for_turn_server(&api, &headers, |node| {
+        bridgemesh_proto::bridge_session::TurnEndedSessions {
+            sessions: node.ended_sessions(),
         }
+    }))
+}
+
+/// `answer` for a request bearing a standalone TURN server's credential; 401 otherwise.
+fn for_turn_server<T>(
+    api: &Api,
+    headers: &HeaderMap,
+    answer: impl FnOnce(&ControlNode) -> T,
+) -> Result<T, ApiError> {
+    match bearer(headers) {
+        Some(presented) if api.node.is_turn_server(presented) => Ok(answer(&api.node)),
         _ => Err(ApiError::new(
             ErrorCode::Unauthorized,
             "a TURN server's credential is needed (derived from its REST secret)",
         )),
-    };
-    respond(result)
+    }
 }
 
 /// The same for the TURN server a bridge embeds, asked on the cluster listener under the

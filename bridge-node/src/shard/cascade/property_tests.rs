@@ -176,23 +176,6 @@ fn step() -> impl Strategy<Value = Step> {
     ]
 }
 
-/// The room a link message is about, if it names one.
-fn room_of_message(message: &LinkMessage) -> Option<&RoomId> {
-    match message {
-        LinkMessage::Open { room }
-        | LinkMessage::Close { room }
-        | LinkMessage::Participant { room, .. }
-        | LinkMessage::ParticipantLeft { room, .. }
-        | LinkMessage::Stream { room, .. }
-        | LinkMessage::Chat { room, .. }
-        | LinkMessage::ChatDeleted { room, .. }
-        | LinkMessage::LowerHand { room, .. }
-        | LinkMessage::Reaction { room, .. }
-        | LinkMessage::Recording { room, .. } => Some(room),
-        _ => None,
-    }
-}
-
 /// The shard's cascade books agree with themselves.
 fn check_books(shard: &Shard) -> Result<(), TestCaseError> {
     let mut indexed = 0;
@@ -290,7 +273,7 @@ proptest! {
             while let Some(output) = shard.poll_output() {
                 outputs += 1;
                 if let ShardOutput::ToLink { link, message } = &output
-                    && let Some(room) = room_of_message(message)
+                    && let Some(room) = message.room()
                 {
                     prop_assert!(
                         shard.rooms.get(room).is_some_and(|r| r.cascade.peers.contains(link)),
