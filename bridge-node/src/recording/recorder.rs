@@ -14,8 +14,8 @@ use std::sync::Arc;
 use std::sync::mpsc::{SyncSender, TrySendError};
 use std::time::{Duration, Instant};
 
-/// Tracks one recording takes at most (each (publisher, source, SSRC) is one); the header has
-/// room for more.
+/// Tracks one recording takes at most (each (publisher, source) is one); the header has room
+/// for more.
 pub const TRACKS_MAX: usize = 256;
 
 /// Who published a stream, as the track's name in the file says it.
@@ -34,8 +34,33 @@ enum Depacketizer {
     Unsupported,
 }
 
+impl Depacketizer {
+    fn for_mime_type(mime_type: &str) -> Self {
+        match mime_type.to_ascii_lowercase().as_str() {
+            "video/vp8" => Self::Vp8(Vp8Depacketizer::default()),
+            "audio/opus" => Self::Opus(OpusDepacketizer::default()),
+            _ => Self::Unsupported,
+        }
+    }
+
+    /// One of the same codec that has seen nothing (a video one waits for a keyframe).
+    fn fresh(&self) -> Self {
+        match self {
+            Self::Vp8(_) => Self::Vp8(Vp8Depacketizer::default()),
+            Self::Opus(_) => Self::Opus(OpusDepacketizer::default()),
+            Self::Unsupported => Self::Unsupported,
+        }
+    }
+}
+
 struct Track {
     depacketizer: Depacketizer,
+    /// The SSRC its packets carry now. A source may change it (a simulcast camera crossing a
+    /// link as the layer picked there, a renegotiated sender): the track goes on, from a new
+    /// keyframe, with the new stream's clock placed where the old one stopped.
+    ssrc: u32,
+    /// The last frame's time from the recording's start.
+    last_ms: u64,
     name: String,
     clock_rate: u64,
     /// Its number in the file once declared (at its first frame: a keyframe for video).
@@ -59,7 +84,7 @@ pub struct RoomRecorder {
     sink: SyncSender<WriterInput>,
     started_at: Instant,
     duration_max: Duration,
-    tracks: HashMap<(ParticipantKey, MediaSource, u32), Track>,
+    tracks: HashMap<(ParticipantKey, MediaSource), Track>,
     next_number: u64,
 }
 
@@ -110,7 +135,7 @@ impl RoomRecorder {
             return RecorderAction::Nothing;
         };
         let ssrc = u32::from_be_bytes([packet[8], packet[9], packet[10], packet[11]]);
-        let key = (publisher, source, ssrc);
+        let key = (publisher, source);
         if !self.tracks.contains_key(&key) {
             if self.tracks.len() >= TRACKS_MAX {
                 return RecorderAction::Nothing;
@@ -118,11 +143,7 @@ impl RoomRecorder {
             let Some(origin) = origin() else {
                 return RecorderAction::Nothing;
             };
-            let depacketizer = match origin.mime_type.to_ascii_lowercase().as_str() {
-                "video/vp8" => Depacketizer::Vp8(Vp8Depacketizer::default()),
-                "audio/opus" => Depacketizer::Opus(OpusDepacketizer::default()),
-                _ => Depacketizer::Unsupported,
-            };
+            let depacketizer = Depacketizer::for_mime_type(&origin.mime_type);
             let source_name = match source {
                 MediaSource::Microphone => "microphone",
                 MediaSource::Camera => "camera",
@@ -132,6 +153,8 @@ impl RoomRecorder {
                 key,
                 Track {
                     depacketizer,
+                    ssrc,
+                    last_ms: 0,
                     name: format!("{} ({source_name})", origin.display_name),
                     clock_rate: u64::from(origin.clock_rate.max(1)),
                     number: None,
@@ -140,6 +163,11 @@ impl RoomRecorder {
             );
         }
         let track = self.tracks.get_mut(&key).expect("inserted above");
+        if track.ssrc != ssrc {
+            track.ssrc = ssrc;
+            track.depacketizer = track.depacketizer.fresh();
+            track.origin = None;
+        }
         let (frame, wants_keyframe) = match &mut track.depacketizer {
             Depacketizer::Vp8(d) => {
                 let frame = match d.push(view) {
@@ -193,12 +221,15 @@ impl RoomRecorder {
                 number
             }
         };
+        let last_ms = track.last_ms;
         let (first_timestamp, first_ms) = *track.origin.get_or_insert_with(|| {
             let since_start = now.saturating_duration_since(self.started_at).as_millis() as u64;
-            (timestamp, since_start)
+            // A new stream of the track starts after its old one's last frame.
+            (timestamp, since_start.max(last_ms))
         });
         // A timestamp before the track's first (a reordered frame) is put at its start.
         let at_ms = first_ms + timestamp.saturating_sub(first_timestamp) * 1000 / track.clock_rate;
+        track.last_ms = track.last_ms.max(at_ms);
         let input = WriterInput::Frame {
             track: number,
             at_ms,

@@ -242,6 +242,61 @@ fn a_recording_starts_at_a_keyframe_and_asks_for_one_after_a_loss() {
 }
 
 #[test]
+fn a_source_whose_ssrc_changes_stays_one_track_that_goes_on_from_a_keyframe() {
+    // A simulcast camera crosses a cascade link as the layer picked there, so its SSRC changes
+    // when that layer does; the file must still hold one camera track per participant.
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(RecordingStore::new(config(dir.path())));
+    let room = bridgemesh_proto::RoomId::new("layers").unwrap();
+    let handle = store.start(&room, 0).unwrap();
+    let start = Instant::now();
+    let name = handle.shared.name.clone();
+    let mut recorder = RoomRecorder::new(handle.shared, handle.sink, start, Duration::from_secs(60));
+    let key = ParticipantKey(3);
+    let mut send = |at_ms: u64, packets: [Vec<u8>; 2]| -> Vec<RecorderAction> {
+        packets
+            .iter()
+            .map(|p| {
+                recorder.on_packet(
+                    start + Duration::from_millis(at_ms),
+                    key,
+                    MediaSource::Camera,
+                    p,
+                    || origin("Cy", "video/VP8", 90_000),
+                )
+            })
+            .collect()
+    };
+    send(0, vp8_frame(1, 10, 1000, true, 1));
+    send(33, vp8_frame(1, 12, 4000, false, 2));
+    // The other stream's clock is unrelated; its delta frame is not written, a keyframe is asked.
+    let actions = send(66, vp8_frame(2, 500, 7_000_000, false, 3));
+    assert!(actions.contains(&RecorderAction::RequestKeyframe));
+    send(100, vp8_frame(2, 502, 7_003_000, true, 4));
+    send(133, vp8_frame(2, 504, 7_006_000, false, 5));
+    drop(recorder);
+    wait_until_finished(&store);
+    let probe = ffprobe(&dir.path().join(&name));
+    assert_eq!(probe["streams"].as_array().unwrap().len(), 1, "{probe:#}");
+    let frames: Vec<(f64, &str)> = probe["packets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            let at: f64 = p["pts_time"].as_str().unwrap().parse().unwrap();
+            (at, p["flags"].as_str().unwrap())
+        })
+        .collect();
+    let flags: Vec<&str> = frames.iter().map(|f| f.1).collect();
+    assert_eq!(flags, ["K_", "__", "K_", "__"]);
+    let times: Vec<f64> = frames.iter().map(|f| f.0).collect();
+    assert!(
+        (times[2] - 0.1).abs() <= 0.002 && (times[3] - 0.133).abs() <= 0.002,
+        "{times:?}"
+    );
+}
+
+#[test]
 fn a_start_below_the_free_space_threshold_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(RecordingStore::new(RecordingConfig {

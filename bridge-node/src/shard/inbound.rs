@@ -149,6 +149,9 @@ impl Shard {
                 match decision {
                     Some((rewrite, descriptor)) => {
                         crate::simulcast::apply(packet, &rewrite, descriptor.as_ref());
+                        // Under one SSRC too, whichever layer it is now: the far side records
+                        // and reports on it as one stream.
+                        packet[8..12].copy_from_slice(&track.ssrc.to_be_bytes());
                         true
                     }
                     None => false,

@@ -37,6 +37,8 @@ struct Simulcast {
     streams: HashMap<ParticipantKey, SrtpRecvStream>,
     /// What each subscriber received, decrypted: (layer written in the payload, RTP packet).
     got: HashMap<ParticipantKey, Vec<(u8, Vec<u8>)>>,
+    /// What crossed cascade links, as [`Simulcast::got`] (after [`Simulcast::cross_a_link`]).
+    crossed: Vec<(u8, Vec<u8>)>,
 }
 
 impl Simulcast {
@@ -105,7 +107,22 @@ impl Simulcast {
             keys,
             streams: SUBSCRIBERS.iter().map(|k| (*k, SrtpRecvStream::new())).collect(),
             got: HashMap::new(),
+            crossed: Vec::new(),
         }
+    }
+
+    /// The camera is announced on a cascade link whose far side watches it.
+    fn cross_a_link(&mut self) {
+        let room = self.shard.rooms.get_mut(&room_id()).unwrap();
+        let publisher = room.participants.get_mut(&PUBLISHER).unwrap();
+        let track = publisher
+            .slot_mut(MediaSource::Camera)
+            .unwrap()
+            .track
+            .as_mut()
+            .unwrap();
+        track.stream_id = Some(7);
+        track.links = vec![LinkIndex(0)];
     }
 
     fn constrain(&mut self, key: ParticipantKey, constraints: ReceiverConstraints) {
@@ -180,6 +197,11 @@ impl Simulcast {
 
     fn collect(&mut self) {
         for output in drain(&mut self.shard) {
+            if let ShardOutput::LinkDatagram { datagram, .. } = &output {
+                let packet = datagram[bridgemesh_proto::cascade::MEDIA_HEADER_LEN..].to_vec();
+                self.crossed.push((*packet.last().unwrap(), packet));
+                continue;
+            }
             let ShardOutput::Transmit { to, data } = output else {
                 continue;
             };
@@ -293,6 +315,25 @@ fn each_subscriber_gets_the_layer_its_tile_needs_switching_on_keyframes() {
     assert_eq!(stats.layer_switches, 2);
     assert_eq!(stats.legs_on_layer, [1, 1, 0]);
     assert_eq!(stats.constraints_applied, 3);
+}
+
+#[test]
+fn a_simulcast_camera_crosses_a_link_as_one_stream_under_one_ssrc() {
+    // The far bridge records and forwards it as one source: a new SSRC at each change of layer
+    // made it two tracks in a recording.
+    let mut call = Simulcast::new();
+    call.cross_a_link();
+    call.frame(&[0]);
+    call.frame(&[]);
+    call.now += Duration::from_millis(600);
+    call.frame(&[0, 1, 2]);
+    for _ in 0..3 {
+        call.frame(&[]);
+    }
+    let mut layers: Vec<u8> = call.crossed.iter().map(|(l, _)| *l).collect();
+    layers.dedup();
+    assert_eq!(layers, [0, 2], "the link starts low and moves to the top layer");
+    assert_one_continuous_stream(&call.crossed);
 }
 
 #[test]
