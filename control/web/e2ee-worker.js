@@ -56,10 +56,23 @@ function report(stream, now) {
   self.postMessage({ type: 'stats', id, kind, direction, frames, encrypted, decrypted, failed, dropped, reason });
 }
 
+// The clear prefix is specified for VP8 only (sframe.js); another video codec is not sent rather
+// than sent in a form its packetizer or receiver might misread.
+function unsupportedCodec(stream, frame) {
+  if (stream.kind !== 'video' || typeof frame.getMetadata !== 'function') return false;
+  const mime = frame.getMetadata().mimeType;
+  return typeof mime === 'string' && mime.toLowerCase() !== 'video/vp8';
+}
+
 async function encrypt(stream, frame, controller) {
   stream.frames++;
   if (!state.required) {
     controller.enqueue(frame);
+    return;
+  }
+  if (unsupportedCodec(stream, frame)) {
+    stream.dropped++;
+    stream.reason = 'unsupported_codec';
     return;
   }
   const sending = state.sending;
@@ -110,6 +123,7 @@ async function decrypt(stream, frame, controller) {
     stream.reason = reason;
   };
   if (state.keys.size === 0) return fail('missing_key');
+  if (unsupportedCodec(stream, frame)) return fail('unsupported_codec');
   if (!header) return fail('not_encrypted');
   const keys = keysOf(header.kid);
   if (!keys) return fail('wrong_key');

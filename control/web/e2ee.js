@@ -222,6 +222,7 @@
       case 'missing_key': return 'missing key';
       case 'wrong_key': return 'wrong passphrase';
       case 'not_encrypted': return 'not encrypted';
+      case 'unsupported_codec': return 'codec not supported';
       default: return reason || 'error';
     }
   }
@@ -269,18 +270,20 @@
   }
 
   function render() {
-    badge.hidden = !e2ee.required;
+    // Turned off after being on: said, so a bridge cannot switch it off unnoticed.
+    badge.hidden = !e2ee.required && !e2ee.by;
+    badge.classList.toggle('off', !e2ee.required);
     badge.classList.toggle('no-key', e2ee.required && e2ee.keyTag === null);
     badge.textContent = e2ee.required
       ? (e2ee.keyTag === null ? 'End-to-end encrypted · no key' : 'End-to-end encrypted')
-      : '';
+      : `Not end-to-end encrypted (turned off by ${nameOf(e2ee.by)})`;
     if (!supported && e2ee.required) {
       badge.textContent = 'End-to-end encrypted · not supported by this browser';
       badge.classList.add('no-key');
     }
     modState.textContent = e2ee.required
       ? `On (set by ${nameOf(e2ee.by)}). A new passphrase here changes the key for everyone who enters it.`
-      : 'Off.';
+      : (e2ee.by ? `Off (turned off by ${nameOf(e2ee.by)}).` : 'Off.');
     modOn.textContent = e2ee.required ? 'Change passphrase' : 'Turn on';
     modOff.disabled = !e2ee.required;
     modOn.disabled = !supported;

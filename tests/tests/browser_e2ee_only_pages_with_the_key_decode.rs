@@ -159,6 +159,14 @@ async fn pages_with_the_passphrase_decode_each_other_and_a_page_without_it_decod
     .await
     .expect("chromium starts");
     let ada = Participant::open(&browser, &running, &room, "Ada").await;
+    // The first to join opens the room and moderates it: Ada, before Bob's page starts.
+    wait(
+        &ada,
+        "the room's moderator",
+        "window.bridgemesh.role() === 'moderator'",
+        &[],
+    )
+    .await;
     let bob = Participant::open_with_query(&browser, &running, &room, "Bob", "&e2ee_api=streams").await;
     let bob_id = ada.wait_for_media_from(&bob, MEDIA_TIMEOUT).await;
     let ada_id = bob.wait_for_media_from(&ada, MEDIA_TIMEOUT).await;
