@@ -17,6 +17,17 @@ use std::time::{Duration, Instant};
 const TIMEOUT: Duration = Duration::from_secs(60);
 const SETTLE: Duration = Duration::from_secs(3);
 const PASSPHRASE: &str = "benchmark passphrase words";
+/// The camera stream a page sends: what is being encrypted.
+const OUTBOUND_JS: &str = r#"(async () => {
+  let out = null;
+  (await window.bridgemesh.pc.getStats()).forEach((r) => {
+    if (r.type === 'outbound-rtp' && r.kind === 'video' && r.framesEncoded > 0) {
+      out = { width: r.frameWidth, height: r.frameHeight, fps: r.framesPerSecond,
+        kbps: Math.round((r.targetBitrate || 0) / 1000), encoder: r.encoderImplementation };
+    }
+  });
+  return out;
+})()"#;
 
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -125,6 +136,11 @@ async fn phase(browser: &Browser, base: &str, index: u64, e2ee: bool, hold: Dura
     let elapsed = started.elapsed().as_secs_f64();
     let frames_after = ada.eval(frames).await.unwrap().as_f64().unwrap_or(0.0)
         + bob.eval(frames).await.unwrap().as_f64().unwrap_or(0.0);
+    let sent = ada
+        .eval(OUTBOUND_JS)
+        .await
+        .unwrap_or_else(|err| serde_json::Value::String(format!("{err:#}")));
+    println!("  Ada's camera as sent: {sent}");
     if e2ee {
         let failing = "JSON.stringify(window.bridgemesh.e2ee.remote)";
         println!(
