@@ -8,6 +8,7 @@
 //!   Ada's screen share reaches Bob encrypted and decoded too.
 //! - Cy joins late and has no key: it decodes no frame of theirs, its tiles say "Cannot decrypt:
 //!   missing key" with a count, and it sends nothing (its frames are dropped, not sent in the clear).
+//!   A wrong passphrase says "wrong passphrase"; the right one, typed late, gets Cy decoding.
 //! - The bridge saw ciphertext: Cy's receive transform sees the payloads exactly as the bridge
 //!   forwarded them (the browser only removed SRTP, the bridge's hop encryption). Frames Ada's
 //!   worker encrypted arrive at Cy byte for byte (same KID, counter, length and ciphertext), and
@@ -323,6 +324,42 @@ async fn pages_with_the_passphrase_decode_each_other_and_a_page_without_it_decod
         pid = serde_json::to_string(&ada_id).unwrap()
     );
     wait(&bob, "Ada's screen, decrypted", &condition, &[&ada]).await;
+
+    // Cy tries a wrong passphrase: told so on the tiles and asked again; then the right one, and
+    // Cy's decoder, which never had a frame, starts on the next keyframe it asks for.
+    let enter = |passphrase: &str| {
+        format!(
+            "document.getElementById('e2ee-passphrase').value = {}; document.getElementById('e2ee-passphrase-use').click(); true",
+            serde_json::to_string(passphrase).unwrap()
+        )
+    };
+    eval(&cy, &enter("tangerine lobster quilts")).await;
+    let ada_js = serde_json::to_string(&ada_id).unwrap();
+    wait(
+        &cy,
+        "wrong passphrase",
+        &format!(
+            "(() => {{ const e = window.bridgemesh.e2ee.remote[{ada_js}] || {{}}; \
+             const o = document.querySelector('.tile[data-tile=' + JSON.stringify({ada_js}) + '] .e2ee-overlay'); \
+             return Boolean(e.camera && e.camera.failing && e.camera.reason === 'wrong_key' \
+               && o && o.textContent.includes('Cannot decrypt: wrong passphrase') \
+               && !document.getElementById('e2ee-prompt').hidden); }})()"
+        ),
+        &[&ada],
+    )
+    .await;
+    let cy_before = eval(&cy, MEDIA_JS).await;
+    eval(&cy, &enter(PASSPHRASE)).await;
+    wait_for_decrypted_media(&cy, &ada_id, &cy_before, &[&ada]).await;
+    wait(
+        &cy,
+        "no more overlay",
+        &format!(
+            "!document.querySelector('.tile[data-tile=' + JSON.stringify({ada_js}) + '] .e2ee-overlay')"
+        ),
+        &[&ada],
+    )
+    .await;
 
     // Turned off: media flows in the clear again and Cy decodes it.
     let before_off = eval(&cy, MEDIA_JS).await;
