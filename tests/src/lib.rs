@@ -5,4 +5,5 @@ pub mod harness;
 pub mod https;
 pub mod netns;
 pub mod pebble;
+pub mod tone;
 pub mod turn;

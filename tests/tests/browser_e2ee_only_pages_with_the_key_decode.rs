@@ -5,7 +5,8 @@
 //!   (`?e2ee_api=streams`), so both paths interoperate. Each decodes the other's video (more
 //!   frames decoded, every one of them decrypted by the page, the picture the sender's camera
 //!   shows: same size, same average colour) and audio (samples played that are not concealment).
-//!   Ada's screen share reaches Bob encrypted and decoded too.
+//!   Ada's screen share reaches Bob encrypted and decoded too, and the bridge still names the
+//!   dominant speaker from the audio levels in the (clear) RTP header.
 //! - Cy joins late and has no key: it decodes no frame of theirs, its tiles say "Cannot decrypt:
 //!   missing key" with a count, and it sends nothing (its frames are dropped, not sent in the clear).
 //!   A wrong passphrase says "wrong passphrase"; the right one, typed late, gets Cy decoding.
@@ -17,6 +18,7 @@
 use bridgemesh_tests::chromium::{Browser, LaunchOptions};
 use bridgemesh_tests::harness::web::{Participant, dump};
 use bridgemesh_tests::harness::{room, up};
+use bridgemesh_tests::tone::write_tone;
 use serde_json::Value;
 use std::time::Duration;
 
@@ -150,11 +152,18 @@ async fn assert_same_picture(receiver: &Participant, sender_id: &str, sender: &P
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pages_with_the_passphrase_decode_each_other_and_a_page_without_it_decodes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let tone = dir.path().join("tone.wav");
+    write_tone(&tone);
     let running = up().await;
     let room = room("e2ee");
     let browser = Browser::launch_with(LaunchOptions {
-        // Screen capture without a picker: Chromium's fake display.
-        args: vec!["--auto-select-desktop-capture-source=Entire screen".into()],
+        args: vec![
+            // Screen capture without a picker: Chromium's fake display.
+            "--auto-select-desktop-capture-source=Entire screen".into(),
+            // Microphones that talk, for the dominant speaker.
+            format!("--use-file-for-fake-audio-capture={}", tone.display()),
+        ],
         ..LaunchOptions::default()
     })
     .await
@@ -324,6 +333,21 @@ async fn pages_with_the_passphrase_decode_each_other_and_a_page_without_it_decod
         pid = serde_json::to_string(&ada_id).unwrap()
     );
     wait(&bob, "Ada's screen, decrypted", &condition, &[&ada]).await;
+
+    // The bridge still names who speaks from the audio levels in the clear RTP header: Bob mutes,
+    // Ada is the speaker; they swap, Bob is.
+    let speaker_is = |pid: &str| {
+        format!(
+            "window.bridgemesh.dominantSpeaker === {}",
+            serde_json::to_string(pid).unwrap()
+        )
+    };
+    bob.click("mic-button").await;
+    wait(&bob, "Ada speaks", &speaker_is(&ada_id), &[&ada]).await;
+    ada.click("mic-button").await;
+    bob.click("mic-button").await;
+    wait(&ada, "Bob speaks", &speaker_is(&bob_id), &[&bob]).await;
+    ada.click("mic-button").await;
 
     // Cy tries a wrong passphrase: told so on the tiles and asked again; then the right one, and
     // Cy's decoder, which never had a frame, starts on the next keyframe it asks for.
