@@ -189,7 +189,7 @@ impl Shard {
                         by,
                         changed_at_ms,
                     };
-                    self.remote_e2ee(&room, link, flag);
+                    self.remote_e2ee(now, &room, link, flag);
                 }
                 message if super::meeting::is_meeting_link_message(&message) => {
                     self.handle_link_meeting_message(now, link, message);

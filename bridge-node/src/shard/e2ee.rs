@@ -99,6 +99,7 @@ impl Shard {
         room.e2ee = Some(flag.clone());
         self.tell_room_e2ee(room_id, &flag);
         self.tell_peers(room_id, flag.to_link(room_id));
+        self.report_room_media(now, room_id);
     }
 
     /// Right after `welcome`: the room's flag, once it was ever set.
@@ -127,7 +128,7 @@ impl Shard {
 
     /// The flag from another bridge of the room: kept and told when it is newer. Not sent on: every
     /// bridge of a room has a link to every other.
-    pub(super) fn remote_e2ee(&mut self, room_id: &RoomId, link: LinkIndex, flag: E2eeFlag) {
+    pub(super) fn remote_e2ee(&mut self, now: Instant, room_id: &RoomId, link: LinkIndex, flag: E2eeFlag) {
         let Some(room) = self.rooms.get_mut(room_id) else {
             return;
         };
@@ -138,6 +139,19 @@ impl Shard {
         room.e2ee = Some(flag.clone());
         if told {
             self.tell_room_e2ee(room_id, &flag);
+            self.report_room_media(now, room_id);
+        }
+    }
+
+    /// Control's admin view shows the flag with each participant's media state.
+    fn report_room_media(&mut self, now: Instant, room_id: &RoomId) {
+        let keys: Vec<ParticipantKey> = self
+            .rooms
+            .get(room_id)
+            .map(|r| r.participants.keys().copied().collect())
+            .unwrap_or_default();
+        for key in keys {
+            self.report_media(now, room_id, key);
         }
     }
 

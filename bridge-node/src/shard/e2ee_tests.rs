@@ -145,6 +145,17 @@ fn only_a_moderator_sets_the_flag_and_everyone_and_late_joiners_are_told() {
         assert_eq!(told(&out, key), [(true, id("ada"))], "participant {key}");
     }
     assert!(shard.rooms[&room()].e2ee_required());
+    // Control's admin view hears it with every participant's media state.
+    let reported: Vec<_> = out
+        .iter()
+        .filter_map(|o| match o {
+            ShardOutput::Event(BridgeEvent::ParticipantMedia(media)) => {
+                Some((media.participant.clone(), media.e2ee))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(reported, [(id("ada"), true), (id("bob"), true)]);
 
     let out = connect(&mut shard, now, 3, "cy", false);
     assert_eq!(told(&out, 3), [(true, id("ada"))], "a late joiner is told");
