@@ -32,6 +32,9 @@ mod client_messages;
 mod consent_tests;
 #[cfg(test)]
 mod declined_tests;
+mod e2ee;
+#[cfg(test)]
+mod e2ee_tests;
 #[cfg(test)]
 mod fastpath_tests;
 mod forwarding;
@@ -308,6 +311,8 @@ pub struct Room {
     pub(crate) chat: crate::room_chat::RoomChat,
     /// From the first audio level heard in the room.
     pub(crate) speaker: Option<DominantSpeaker<ParticipantKey>>,
+    /// Whether a moderator requires end-to-end encryption (`e2ee.rs`); absent until first set.
+    pub(crate) e2ee: Option<e2ee::E2eeFlag>,
 }
 
 impl Room {
@@ -320,6 +325,7 @@ impl Room {
             source_layers: HashMap::new(),
             chat: Default::default(),
             speaker: None,
+            e2ee: None,
         }
     }
 }

@@ -9,5 +9,11 @@ pub const STYLE_CSS: &str = include_str!("../web/style.css");
 pub const MEETING_JS: &str = include_str!("../web/meeting.js");
 pub const SIMULCAST_JS: &str = include_str!("../web/simulcast.js");
 pub const MEETING_CSS: &str = include_str!("../web/meeting.css");
+/// End-to-end encryption (`docs/e2ee.md`): the page's part (loaded after `app.js`), the frame
+/// format and keys (page, worker and node's tests), and the worker that transforms every frame.
+pub const E2EE_JS: &str = include_str!("../web/e2ee.js");
+pub const E2EE_CSS: &str = include_str!("../web/e2ee.css");
+pub const SFRAME_JS: &str = include_str!("../web/sframe.js");
+pub const E2EE_WORKER_JS: &str = include_str!("../web/e2ee-worker.js");
 /// Host login, invite links and the host-only messages (`docs/hosts.md`).
 pub const HOSTS_JS: &str = include_str!("../web/hosts.js");

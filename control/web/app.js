@@ -1325,6 +1325,7 @@
       ...iceConfig(iceServers),
       bundlePolicy: 'max-bundle',
       rtcpMuxPolicy: 'require',
+      ...(window.bridgemeshE2ee ? window.bridgemeshE2ee.peerConnectionConfig() : {}), // e2ee.js
     });
     // All three senders are added now, before the first offer, for two reasons:
     // - per JSEP 5.10 the bridge's recvonly m-lines attach to transceivers made by addTrack;
@@ -1342,6 +1343,7 @@
       sender.replaceTrack(null).catch(() => {}).finally(() => track.stop());
     }
     pc.ontrack = (ev) => onRemoteTrack(s, ev);
+    if (window.bridgemeshE2ee) window.bridgemeshE2ee.watch(pc); // encrypts senders, decrypts receivers
     pc.onconnectionstatechange = () => onConnectionState(s);
     pc.oniceconnectionstatechange = () => {
       if (s === app.session && pc.iceConnectionState === 'connected') markStep('iceConnectedAt');
@@ -1434,6 +1436,7 @@
       default: break; // newer bridges may send more; ignore what we don't know
     }
     if (window.bridgemeshMeeting) window.bridgemeshMeeting.onMessage(msg);
+    if (window.bridgemeshE2ee) window.bridgemeshE2ee.onMessage(msg);
   }
 
   // Milliseconds since the loss a reconnect record is about.
@@ -1608,7 +1611,10 @@
     }
     try {
       if (s.screenSender) await s.screenSender.replaceTrack(app.screenTrack);
-      else s.screenSender = s.pc.addTrack(app.screenTrack, app.screenStream); // no stand-in possible
+      else {
+        s.screenSender = s.pc.addTrack(app.screenTrack, app.screenStream); // no stand-in possible
+        if (window.bridgemeshE2ee) window.bridgemeshE2ee.attachSender(s.screenSender);
+      }
     } catch {
       toast('Could not share the screen.');
       return;

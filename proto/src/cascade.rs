@@ -98,6 +98,15 @@ pub enum LinkMessage {
         participant: ParticipantId,
         reaction: Reaction,
     },
+    /// The room's end-to-end encryption flag as the sender holds it: after a moderator behind the
+    /// sender changed it, and after `open` when it was ever set. The later `changed_at_ms` wins
+    /// (ties: the greater `by`), so bridges that hear changes in any order agree.
+    E2ee {
+        room: RoomId,
+        required: bool,
+        by: ParticipantId,
+        changed_at_ms: u64,
+    },
 }
 
 /// Prefixes `packet` with its stream id, making a media datagram.

@@ -491,7 +491,8 @@ impl LinkRooms<'_> {
             | LinkMessage::Chat { ref room, .. }
             | LinkMessage::ChatDeleted { ref room, .. }
             | LinkMessage::LowerHand { ref room, .. }
-            | LinkMessage::Reaction { ref room, .. } => {
+            | LinkMessage::Reaction { ref room, .. }
+            | LinkMessage::E2ee { ref room, .. } => {
                 // About a room no longer shared: said before the peer heard this side close it.
                 if self.shared(room) {
                     let room = room.clone();

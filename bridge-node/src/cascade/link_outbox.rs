@@ -49,7 +49,8 @@ fn room_of(message: &LinkMessage) -> Option<&RoomId> {
         | LinkMessage::Chat { room, .. }
         | LinkMessage::ChatDeleted { room, .. }
         | LinkMessage::LowerHand { room, .. }
-        | LinkMessage::Reaction { room, .. } => Some(room),
+        | LinkMessage::Reaction { room, .. }
+        | LinkMessage::E2ee { room, .. } => Some(room),
         _ => None,
     }
 }

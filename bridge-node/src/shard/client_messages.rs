@@ -125,6 +125,10 @@ impl Shard {
                 self.apply_constraints(&room_id, key, constraints);
                 return;
             }
+            ClientMessage::SetE2ee { required } => {
+                self.set_e2ee(now, &room_id, key, required);
+                return;
+            }
             message if super::meeting::is_meeting_message(&message) => {
                 self.handle_meeting_message(now, &room_id, key, message);
                 return;
