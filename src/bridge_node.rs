@@ -182,6 +182,14 @@ pub async fn start(config: BridgeNodeConfig) -> anyhow::Result<RunningBridge> {
         )),
         None => None,
     };
+    let admin_token = match (&config.admin_token, &config.admin_token_file) {
+        (Some(token), _) => Some(token.clone()),
+        (None, Some(path)) => Some(read_token(path)?),
+        (None, None) => None,
+    }
+    .map(bridgemesh_bridge::recording_http::AdminToken::new)
+    .transpose()
+    .map_err(|err| anyhow::anyhow!("the bridge's admin token: {err}"))?;
     let advertise_ip = config.advertise_ip()?;
     let public_host = config.public_host()?;
     let bind_ip = config.listen.ip();
@@ -206,6 +214,7 @@ pub async fn start(config: BridgeNodeConfig) -> anyhow::Result<RunningBridge> {
         max_participants_per_room: config.max_per_room as usize,
         media_socket: media_socket_config(&config),
         signaling_limits: Default::default(),
+        recording: config.recording(),
     })
     .context("cannot start the bridge")?;
     let turn = if config.turn {
@@ -328,6 +337,9 @@ pub async fn start(config: BridgeNodeConfig) -> anyhow::Result<RunningBridge> {
             async move { text }
         }),
     );
+    if let Some(token) = admin_token {
+        router = router.merge(bridgemesh_bridge::recording_http::router(bridge.clone(), token));
+    }
     if let Some(token) = metrics_token {
         router = bridgemesh_control::http::require_metrics_token(router, token);
     }

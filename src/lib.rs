@@ -6,6 +6,7 @@ pub mod bridge_node;
 pub mod control_node;
 pub mod load;
 pub mod public;
+pub mod recordings_cli;
 pub mod turn_peers;
 pub mod up;
 pub mod users_cli;

@@ -77,6 +77,10 @@ enum Commands {
         oidc: oidc_cli::OidcArgs,
         #[command(flatten)]
         public: up_cli::PublicArgs,
+        /// Where rooms are recorded, a directory per bridge inside [default: `recordings` in the
+        /// state directory with --domain, else ./bridgemesh-recordings].
+        #[arg(long)]
+        recordings_dir: Option<std::path::PathBuf>,
     },
     /// One node of a replicated control cluster (see docs/operator-guide.md for the file).
     Control(ControlArgs),
@@ -189,6 +193,14 @@ enum AdminCommand {
         #[arg(long)]
         json: bool,
     },
+    /// One bridge's recordings (its own admin API): list, start ROOM, stop ROOM, download FILE.
+    Recordings {
+        /// The bridge's signaling listener (`up`'s first bridge by default).
+        #[arg(long, env = "BRIDGEMESH_BRIDGE_URL", default_value = "http://127.0.0.1:8081")]
+        bridge: String,
+        #[command(subcommand)]
+        command: bridgemesh::recordings_cli::RecordingsCommand,
+    },
     /// Bridges: list them (the default) with region, status, load and participants; drain one
     /// before maintenance; end a drain; forget a decommissioned one.
     Bridges {
@@ -287,6 +299,7 @@ async fn main() -> anyhow::Result<()> {
             limits,
             oidc,
             public,
+            recordings_dir,
         } => {
             let public = public.config()?;
             let join_limits = limits.into_limits("the join budget flags")?;
@@ -312,6 +325,7 @@ async fn main() -> anyhow::Result<()> {
                     shards,
                     public: public.clone(),
                     join_limits,
+                    recordings_dir,
                 },
                 auth,
             )
@@ -338,6 +352,12 @@ async fn main() -> anyhow::Result<()> {
                 "admin API: {}/api/v1/admin/... with `Authorization: Bearer {}`",
                 running.control_url, running.admin_token
             );
+            if let Some(store) = running.bridge.recordings() {
+                println!(
+                    "recordings: {} (moderators' Record button; `bridgemesh admin recordings list`)",
+                    store.directory().display()
+                );
+            }
             if let Some(directory) = &running.turn_directory {
                 for endpoint in &directory.endpoints {
                     println!(
@@ -410,6 +430,13 @@ async fn main() -> anyhow::Result<()> {
                 AdminCommand::Cluster(ClusterCommand::Add { id, addr }) => AdminCall::AddNode { id, addr },
                 AdminCommand::Cluster(ClusterCommand::Remove { id }) => AdminCall::RemoveNode { id },
                 AdminCommand::Rooms => AdminCall::Rooms,
+                AdminCommand::Recordings { bridge, command } => {
+                    println!(
+                        "{}",
+                        bridgemesh::recordings_cli::run(&bridge, &token, command).await?
+                    );
+                    return Ok(());
+                }
                 AdminCommand::Participants { room, command, json } => match command {
                     None | Some(ParticipantsCommand::List) => {
                         let call = AdminCall::Participants { room };

@@ -69,6 +69,9 @@ pub struct UpConfig {
     pub public: Option<PublicConfig>,
     /// The join endpoint's budgets (`--join-burst` and friends; docs/abuse.md).
     pub join_limits: JoinLimits,
+    /// Where the bridges record rooms (a directory per bridge inside); `None`: `recordings` in
+    /// the state directory with `--domain`, else `bridgemesh-recordings` in the current one.
+    pub recordings_dir: Option<PathBuf>,
 }
 
 impl Default for UpConfig {
@@ -86,6 +89,7 @@ impl Default for UpConfig {
             shards: None,
             public: None,
             join_limits: JoinLimits::default(),
+            recordings_dir: None,
         }
     }
 }
@@ -106,6 +110,7 @@ impl UpConfig {
             shards: None,
             public: None,
             join_limits: JoinLimits::default(),
+            recordings_dir: None,
         }
     }
 }
@@ -343,6 +348,11 @@ pub async fn start_with_auth(config: UpConfig, auth: AuthConfig) -> anyhow::Resu
     .context("cannot start the control node")?;
     let control = control_service.node.clone();
 
+    let recordings_dir = match (&config.recordings_dir, &public) {
+        (Some(dir), _) => dir.clone(),
+        (None, Some(public)) => public.config.state_dir.join("recordings"),
+        (None, None) => PathBuf::from("bridgemesh-recordings"),
+    };
     let mut bridges = Vec::with_capacity(config.bridges);
     for index in 0..config.bridges {
         let id = BridgeId::new(format!("local-{}", index + 1)).expect("valid id");
@@ -367,6 +377,8 @@ pub async fn start_with_auth(config: UpConfig, auth: AuthConfig) -> anyhow::Resu
             max_per_room: config.max_per_room,
             shards: config.shards,
             capacity: BridgeNodeConfig::default().capacity.max(config.max_per_room),
+            recordings_dir: Some(recordings_dir.join(id.as_str())),
+            admin_token: Some(admin_token.clone()),
             ..BridgeNodeConfig::default()
         };
         if let Some(public) = &public {
@@ -439,10 +451,16 @@ pub async fn start_with_auth(config: UpConfig, auth: AuthConfig) -> anyhow::Resu
             let origin = public.front.origin(&public.config);
             let mut router = bridgemesh_control::http::router(control.clone(), api);
             for running in &bridges {
-                router = router.nest(
-                    &bridge_prefix(running.bridge.id()),
-                    bridgemesh_bridge::signaling::router(running.bridge.clone()),
-                );
+                let mut bridge_router = bridgemesh_bridge::signaling::router(running.bridge.clone());
+                // The recordings admin API (`bridgemesh admin recordings --bridge
+                // https://DOMAIN/bridges/ID`), behind the admin token.
+                if let Ok(token) = bridgemesh_bridge::recording_http::AdminToken::new(admin_token.clone()) {
+                    bridge_router = bridge_router.merge(bridgemesh_bridge::recording_http::router(
+                        running.bridge.clone(),
+                        token,
+                    ));
+                }
+                router = router.nest(&bridge_prefix(running.bridge.id()), bridge_router);
             }
             // On the internet /metrics (control's and the bridges') needs a token.
             if let Some(token) = public_metrics_token.clone() {

@@ -29,6 +29,8 @@ pub struct BridgeConfig {
     pub media_socket: MediaSocketConfig,
     /// Rate limits on each client's signaling messages.
     pub signaling_limits: SignalingLimits,
+    /// Where and how much rooms are recorded; `None`: this bridge does not record.
+    pub recording: Option<crate::recording::RecordingConfig>,
 }
 
 /// The kernel buffers of each shard's media socket. A receive buffer too small for a burst (a
@@ -94,6 +96,8 @@ pub enum ConfigError {
     SocketBuffer,
     #[error(transparent)]
     SignalingLimits(#[from] SignalingLimitsError),
+    #[error(transparent)]
+    Recording(#[from] crate::recording::RecordingConfigError),
 }
 
 impl BridgeConfig {
@@ -112,6 +116,7 @@ impl BridgeConfig {
             max_participants_per_room: 100,
             media_socket: MediaSocketConfig::default(),
             signaling_limits: SignalingLimits::default(),
+            recording: None,
         }
     }
 
@@ -121,6 +126,9 @@ impl BridgeConfig {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(recording) = &self.recording {
+            recording.validate()?;
+        }
         let advertised = self.media_advertised_ip;
         if advertised.is_unspecified() {
             return Err(ConfigError::UnspecifiedAdvertisedIp);

@@ -37,6 +37,7 @@ const RECV_BATCHES_PER_WAKE_MAX: usize = 4;
 const HANDED_PER_WAKE_MAX: usize = 256;
 
 pub mod handoff;
+pub mod recording;
 pub mod socket;
 
 /// What the signaling task receives for its client.
@@ -147,6 +148,8 @@ pub struct Bridge {
     socket_inodes: Vec<u64>,
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
     stopping: AtomicBool,
+    /// The recordings directory and the recordings in progress; `None`: not recording.
+    recordings: Option<Arc<crate::recording::RecordingStore>>,
 }
 
 #[derive(Default)]
@@ -219,6 +222,10 @@ impl Bridge {
             receivers.push(rx);
         }
         let links = Arc::new(LinkTable::default());
+        let recordings = config
+            .recording
+            .clone()
+            .map(|recording| Arc::new(crate::recording::RecordingStore::new(recording)));
         let shard_stats: Vec<_> = (0..config.shard_count)
             .map(|_| Arc::new(Mutex::new(ShardStats::default())))
             .collect();
@@ -246,6 +253,7 @@ impl Bridge {
                 handoff,
                 rx_arena: TxArena::default(),
                 send: SendBatch::default(),
+                recordings: recordings.clone(),
             };
             let thread = std::thread::Builder::new()
                 .name(format!("bridge-shard-{index}"))
@@ -273,6 +281,7 @@ impl Bridge {
             socket_inodes,
             threads: Mutex::new(threads),
             stopping: AtomicBool::new(false),
+            recordings,
         }))
     }
 
@@ -553,6 +562,7 @@ impl Bridge {
             }
         })
         .await;
+        self.finish_recordings().await;
         tracing::info!(bridge = %self.config.bridge_id, "bridge stopped");
     }
 }

@@ -20,6 +20,8 @@
 //! - [`metrics`]: `/metrics`, the shards', links' and process's figures (prometheus-client).
 //! - [`ticket`]: ticket verification with a single-use cache.
 //! - [`removed_participants`]: the bounded memory of kicked participants whose tickets are refused.
+//! - [`recording`]: a room recorded without decoding into one WebM file (its writer thread, limits).
+//! - [`recording_http`]: the bridge's admin API for recordings (list, start, stop, download).
 //! - [`room_chat`]: a room's chat (history for late joiners, ids, deletes, who a message goes to).
 //! - [`simulcast`]: one layer per source per subscriber: the layer selector (keyframe switches,
 //!   continuous renumbering), VP8 descriptors, receiver constraints, the offer's RID lines.
@@ -74,6 +76,8 @@ pub mod load;
 pub mod metrics;
 pub mod participant;
 pub mod peer;
+pub mod recording;
+pub mod recording_http;
 pub mod removed_participants;
 pub mod room_chat;
 pub mod sdp_munge;
@@ -87,5 +91,6 @@ pub mod ticket;
 pub use config::{BridgeConfig, ConfigError, MediaSocketConfig};
 pub use control_agent::{AgentError, ControlAgent, ControlAgentConfig};
 pub use control_session::SessionStatus;
+pub use driver::recording::RecordingCallError;
 pub use driver::{Bridge, BridgeStats, StartError};
 pub use shard::{BridgeEvent, ModerationAction};

@@ -48,6 +48,9 @@ mod meeting;
 mod meeting_tests;
 mod negotiation;
 mod peer_events;
+mod recording;
+#[cfg(test)]
+mod recording_tests;
 #[cfg(test)]
 mod remote_report_tests;
 mod remote_reports;
@@ -65,6 +68,7 @@ mod speakers;
 pub use cascade::{CascadeInput, LinkIndex, REMOTE_PARTICIPANTS_PER_ROOM_MAX, shard_of_stream};
 pub use inbound::InboundStats;
 pub use meeting::MeetingStats;
+pub use recording::{RecordingInput, RecordingRequester};
 pub use simulcast::SimulcastStats;
 
 use client_messages::announce_departure;
@@ -149,6 +153,8 @@ pub enum ShardInput {
     Moderation(ModerationAction),
     /// From another bridge, over a cascade link.
     Cascade(CascadeInput),
+    /// Recording the room: started, stopped, or the driver's answer to `StartRecording`.
+    Recording(RecordingInput),
 }
 
 /// Moderation control decided; the bridge carries it out for the participants it hosts.
@@ -214,6 +220,12 @@ pub enum ShardOutput {
     LinkDatagram {
         link: LinkIndex,
         datagram: Bytes,
+    },
+    /// Start a recording of `room` (the writer and its file are the driver's): answer with
+    /// [`RecordingInput::Started`] or [`RecordingInput::Refused`].
+    StartRecording {
+        room: RoomId,
+        requester: RecordingRequester,
     },
 }
 
@@ -313,6 +325,8 @@ pub struct Room {
     pub(crate) speaker: Option<DominantSpeaker<ParticipantKey>>,
     /// Whether a moderator requires end-to-end encryption (`e2ee.rs`); absent until first set.
     pub(crate) e2ee: Option<e2ee::E2eeFlag>,
+    /// Its recording here, and whether another bridge records it (`recording.rs`).
+    pub(crate) recording: recording::RoomRecordingState,
 }
 
 impl Room {
@@ -326,6 +340,7 @@ impl Room {
             chat: Default::default(),
             speaker: None,
             e2ee: None,
+            recording: Default::default(),
         }
     }
 }
@@ -421,6 +436,7 @@ impl Shard {
             ShardInput::Disconnect { key } => self.remove_participant(now, key, None),
             ShardInput::Moderation(action) => self.moderate(now, action),
             ShardInput::Cascade(input) => self.handle_cascade(now, input),
+            ShardInput::Recording(input) => self.handle_recording(now, input),
         }
     }
 
@@ -525,6 +541,9 @@ impl Shard {
     /// The earliest instant at which [`Shard::handle_timeout`] has work to do.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let mut earliest: Option<Instant> = self.next_remote_report();
+        if let Some(at) = self.recording_timeout() {
+            earliest = Some(earliest.map_or(at, |e| e.min(at)));
+        }
         for room in self.rooms.values() {
             for participant in room.participants.values() {
                 let mut consider = |at: Instant| earliest = Some(earliest.map_or(at, |e| e.min(at)));
@@ -549,6 +568,7 @@ impl Shard {
     pub fn handle_timeout(&mut self, now: Instant) {
         // Written first: the pumps below send them.
         self.send_remote_sender_reports(now);
+        self.handle_recording_timeout(now);
         let room_ids: Vec<RoomId> = self.rooms.keys().cloned().collect();
         for room_id in room_ids {
             let Some(room) = self.rooms.get_mut(&room_id) else {

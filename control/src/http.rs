@@ -208,6 +208,8 @@ fn public_routes(node: Arc<ControlNode>, config: ApiConfig) -> Router {
             "/e2ee-worker.js",
             get(|| async { asset("text/javascript; charset=utf-8", web::E2EE_WORKER_JS) }),
         )
+        .route("/recording.js", get(recording_js))
+        .route("/recording.css", get(recording_css))
         .route("/{room}", get(room_page))
         .fallback(not_found)
         .with_state(api)
@@ -616,6 +618,14 @@ async fn meeting_js() -> Response {
 
 async fn meeting_css() -> Response {
     asset("text/css; charset=utf-8", web::MEETING_CSS)
+}
+
+async fn recording_js() -> Response {
+    asset("text/javascript; charset=utf-8", web::RECORDING_JS)
+}
+
+async fn recording_css() -> Response {
+    asset("text/css; charset=utf-8", web::RECORDING_CSS)
 }
 
 async fn room_page(Path(room): Path<String>) -> Response {

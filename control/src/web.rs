@@ -15,5 +15,8 @@ pub const E2EE_JS: &str = include_str!("../web/e2ee.js");
 pub const E2EE_CSS: &str = include_str!("../web/e2ee.css");
 pub const SFRAME_JS: &str = include_str!("../web/sframe.js");
 pub const E2EE_WORKER_JS: &str = include_str!("../web/e2ee-worker.js");
+/// The recording indicator and the moderators' record button (loaded after `app.js`).
+pub const RECORDING_JS: &str = include_str!("../web/recording.js");
+pub const RECORDING_CSS: &str = include_str!("../web/recording.css");
 /// Host login, invite links and the host-only messages (`docs/hosts.md`).
 pub const HOSTS_JS: &str = include_str!("../web/hosts.js");

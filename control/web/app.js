@@ -1437,6 +1437,7 @@
     }
     if (window.bridgemeshMeeting) window.bridgemeshMeeting.onMessage(msg);
     if (window.bridgemeshE2ee) window.bridgemeshE2ee.onMessage(msg);
+    if (window.bridgemeshRecording) window.bridgemeshRecording.onMessage(msg);
   }
 
   // Milliseconds since the loss a reconnect record is about.

@@ -107,6 +107,9 @@ pub enum LinkMessage {
         by: ParticipantId,
         changed_at_ms: u64,
     },
+    /// The sender's bridge records the room (or stopped): the receiver shows its participants the
+    /// recording indicator. Sent when it changes and after `open`.
+    Recording { room: RoomId, active: bool },
 }
 
 /// Prefixes `packet` with its stream id, making a media datagram.

@@ -106,6 +106,11 @@ pub enum ClientMessage {
     /// A moderator requires (or stops requiring) end-to-end encryption of the room's media. The
     /// bridge keeps only this flag, never a key (`docs/e2ee.md`).
     SetE2ee { required: bool },
+    /// A moderator starts recording the room on the bridge (answered by `recording` to everyone,
+    /// or an `error`).
+    StartRecording,
+    /// A moderator stops the room's recording.
+    StopRecording,
 }
 
 /// A receiver's constraints on the video it is sent. A client that never sends them receives
@@ -264,6 +269,11 @@ pub enum ServerMessage {
         required: bool,
         by: ParticipantId,
         changed_at_ms: u64,
+    },
+    /// Whether the room is being recorded: sent to everyone when it changes, and to a newcomer
+    /// after `welcome` while it is. Every client shows it.
+    Recording {
+        active: bool,
     },
 }
 

@@ -83,6 +83,23 @@ pub struct BridgeArgs {
     /// Seconds a stopping bridge waits for its participants to be moved (default 30).
     #[arg(long)]
     pub drain_timeout_s: Option<u64>,
+    /// Record rooms into this directory (moderators' record button, `bridgemesh admin
+    /// recordings`); without it the bridge does not record.
+    #[arg(long)]
+    pub recordings_dir: Option<PathBuf>,
+    /// Free space, MiB, below which recording is refused or stops (default 1024).
+    #[arg(long)]
+    pub recording_free_min_mb: Option<u64>,
+    /// Longest recording, seconds (default 21600).
+    #[arg(long)]
+    pub recording_max_duration_s: Option<u64>,
+    /// Largest recording, MiB (default 16384).
+    #[arg(long)]
+    pub recording_max_size_mb: Option<u64>,
+    /// File with the token of this bridge's admin API (recordings: list, start, stop,
+    /// download); without it that API is off.
+    #[arg(long)]
+    pub admin_token_file: Option<PathBuf>,
 }
 
 impl BridgeArgs {
@@ -122,6 +139,13 @@ impl BridgeArgs {
         config.cascade_advertise = self.cascade_advertise.or(config.cascade_advertise);
         config.drain_timeout_s = self.drain_timeout_s.unwrap_or(config.drain_timeout_s);
         config.metrics_token_file = self.metrics_token_file.or(config.metrics_token_file);
+        config.recordings_dir = self.recordings_dir.or(config.recordings_dir);
+        config.recording_free_min_mb = self.recording_free_min_mb.unwrap_or(config.recording_free_min_mb);
+        config.recording_max_duration_s = self
+            .recording_max_duration_s
+            .unwrap_or(config.recording_max_duration_s);
+        config.recording_max_size_mb = self.recording_max_size_mb.unwrap_or(config.recording_max_size_mb);
+        config.admin_token_file = self.admin_token_file.or(config.admin_token_file);
         config.load_bridge_key()?;
         config.validate()?;
         Ok(config)

@@ -77,6 +77,21 @@ pub struct BridgeNodeConfig {
     pub metrics_token_file: Option<PathBuf>,
     pub cpu_ceiling: f64,
     pub packets_per_s_ceiling: f64,
+    /// Where rooms are recorded (`bridgemesh admin recordings`, the moderators' record button);
+    /// none: this bridge does not record.
+    pub recordings_dir: Option<PathBuf>,
+    /// Recording is refused below this much free space there, and stops when it falls under it.
+    pub recording_free_min_mb: u64,
+    /// A recording stops at this length ...
+    pub recording_max_duration_s: u64,
+    /// ... or this size.
+    pub recording_max_size_mb: u64,
+    /// A file with the token the bridge's admin API (`/bridge/v1/admin/...`: recordings) demands
+    /// (`Authorization: Bearer`); none: that API is off.
+    pub admin_token_file: Option<PathBuf>,
+    /// The admin token given in code (`bridgemesh up`); wins over `admin_token_file`.
+    #[serde(skip)]
+    pub admin_token: Option<String>,
 }
 
 impl Default for BridgeNodeConfig {
@@ -111,6 +126,12 @@ impl Default for BridgeNodeConfig {
             metrics_token_file: None,
             cpu_ceiling: CPU_CEILING_DEFAULT,
             packets_per_s_ceiling: PACKETS_PER_S_CEILING_DEFAULT,
+            recordings_dir: None,
+            recording_free_min_mb: 1024,
+            recording_max_duration_s: 6 * 3600,
+            recording_max_size_mb: 16 * 1024,
+            admin_token_file: None,
+            admin_token: None,
         }
     }
 }
@@ -148,6 +169,12 @@ impl fmt::Debug for BridgeNodeConfig {
             metrics_token_file,
             cpu_ceiling,
             packets_per_s_ceiling,
+            recordings_dir,
+            recording_free_min_mb,
+            recording_max_duration_s,
+            recording_max_size_mb,
+            admin_token_file,
+            admin_token,
         } = self;
         f.debug_struct("BridgeNodeConfig")
             .field("control", control)
@@ -182,6 +209,12 @@ impl fmt::Debug for BridgeNodeConfig {
             .field("metrics_token_file", metrics_token_file)
             .field("cpu_ceiling", cpu_ceiling)
             .field("packets_per_s_ceiling", packets_per_s_ceiling)
+            .field("recordings_dir", recordings_dir)
+            .field("recording_free_min_mb", recording_free_min_mb)
+            .field("recording_max_duration_s", recording_max_duration_s)
+            .field("recording_max_size_mb", recording_max_size_mb)
+            .field("admin_token_file", admin_token_file)
+            .field("admin_token", &admin_token.as_ref().map(|_| "<redacted>"))
             .finish()
     }
 }
@@ -233,6 +266,8 @@ pub enum BridgeNodeConfigError {
     DrainTimeout,
     #[error("load ceilings: {0}")]
     Ceilings(String),
+    #[error(transparent)]
+    Recording(#[from] bridgemesh_bridge::recording::RecordingConfigError),
 }
 
 impl BridgeNodeConfig {
@@ -329,7 +364,22 @@ impl BridgeNodeConfig {
         self.ceilings()
             .validate()
             .map_err(|err| BridgeNodeConfigError::Ceilings(err.to_string()))?;
+        if let Some(recording) = self.recording() {
+            recording.validate()?;
+        }
         Ok(())
+    }
+
+    /// The recording settings, when `recordings_dir` turns recording on.
+    pub fn recording(&self) -> Option<bridgemesh_bridge::recording::RecordingConfig> {
+        let directory = self.recordings_dir.clone()?;
+        Some(bridgemesh_bridge::recording::RecordingConfig {
+            directory,
+            free_bytes_min: self.recording_free_min_mb.saturating_mul(1024 * 1024),
+            duration_max_s: self.recording_max_duration_s,
+            file_bytes_max: self.recording_max_size_mb.saturating_mul(1024 * 1024),
+            ..Default::default()
+        })
     }
 
     /// The IP put in ICE candidates: `advertise_ip`, else `public_host` if it is an IP, else the

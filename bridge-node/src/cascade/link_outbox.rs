@@ -51,6 +51,7 @@ fn room_of(message: &LinkMessage) -> Option<&RoomId> {
         | LinkMessage::LowerHand { room, .. }
         | LinkMessage::Reaction { room, .. }
         | LinkMessage::E2ee { room, .. } => Some(room),
+        LinkMessage::Recording { room, .. } => Some(room),
         _ => None,
     }
 }

@@ -19,6 +19,8 @@ pub(super) struct ShardWorker {
     pub(super) rx_arena: TxArena,
     /// Transmits waiting for the next `sendmmsg`.
     pub(super) send: SendBatch,
+    /// Where recordings the shard starts are written; `None`: this bridge does not record.
+    pub(super) recordings: Option<Arc<crate::recording::RecordingStore>>,
 }
 
 impl ShardWorker {
@@ -252,6 +254,11 @@ impl ShardWorker {
                 ShardOutput::Event(event) => self.emit(event),
                 ShardOutput::ToLink { link, message } => self.links.send_message(link, message),
                 ShardOutput::LinkDatagram { link, datagram } => self.links.send_datagram(link, datagram),
+                ShardOutput::StartRecording { room, requester } => {
+                    let answer = recording::start(self.recordings.as_ref(), room, requester);
+                    self.shard
+                        .handle_input(Instant::now(), ShardInput::Recording(answer));
+                }
             }
         }
     }

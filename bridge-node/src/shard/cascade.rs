@@ -191,6 +191,7 @@ impl Shard {
                     };
                     self.remote_e2ee(now, &room, link, flag);
                 }
+                LinkMessage::Recording { room, active } => self.link_recording(&room, link, active),
                 message if super::meeting::is_meeting_link_message(&message) => {
                     self.handle_link_meeting_message(now, link, message);
                 }
@@ -226,10 +227,12 @@ impl Shard {
         }
         self.send_chat_history_to_link(&room_id, link);
         self.send_e2ee_to_link(&room_id, link);
+        self.tell_link_recording(&room_id, link);
         self.pump(now, &room_id);
     }
 
     fn peer_closed(&mut self, now: Instant, room_id: &RoomId, link: LinkIndex) {
+        self.link_recording(room_id, link, false);
         let Some(room) = self.rooms.get_mut(room_id) else {
             return;
         };
@@ -620,8 +623,11 @@ impl Shard {
         let Room {
             participants,
             cascade,
+            recording,
             ..
         } = room;
+        // A room recorded here receives every remote stream, watched or not.
+        let recorder = u32::from(recording.recorder.is_some());
         for (key, remote) in &mut cascade.remote {
             for (source, stream) in &mut remote.streams {
                 let subscribers = participants
@@ -631,7 +637,8 @@ impl Shard {
                             .get(&(*key, *source))
                             .is_some_and(|l| l.payload_type.is_some() && !l.declined)
                     })
-                    .count() as u32;
+                    .count() as u32
+                    + recorder;
                 if subscribers != stream.demand_sent {
                     stream.demand_sent = subscribers;
                     self.outputs.push_back(ShardOutput::ToLink {

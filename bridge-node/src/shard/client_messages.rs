@@ -129,6 +129,11 @@ impl Shard {
                 self.set_e2ee(now, &room_id, key, required);
                 return;
             }
+            ClientMessage::StartRecording | ClientMessage::StopRecording => {
+                let start = matches!(message, ClientMessage::StartRecording);
+                self.recording_request(&room_id, key, start);
+                return;
+            }
             message if super::meeting::is_meeting_message(&message) => {
                 self.handle_meeting_message(now, &room_id, key, message);
                 return;

@@ -450,6 +450,7 @@ pub(super) fn deliver(
         participants,
         histories,
         source_layers,
+        recording,
         cascade,
         ..
     } = room;
@@ -567,6 +568,13 @@ pub(super) fn deliver(
                 tracing::trace!(%err, "packet not forwarded");
             }
         }
+    }
+    // A room not recorded pays this one check. A simulcast camera is recorded from its lowest
+    // layer, the one it always sends (its layers have their own numbering and clocks).
+    if layer == 0
+        && let Some(recording) = recording.recorder.as_mut()
+    {
+        recording.on_packet(now, publisher, source, packet, participants, cascade);
     }
     keyframes_wanted
 }

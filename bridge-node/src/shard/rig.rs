@@ -225,6 +225,11 @@ impl FanoutRig {
         }
     }
 
+    /// The shard, for tests driving it further (recording a rig's room).
+    pub fn shard_mut(&mut self) -> &mut Shard {
+        &mut self.shard
+    }
+
     pub fn stats(&self) -> ShardStats {
         self.shard.stats()
     }
