@@ -1464,8 +1464,15 @@
     s.tracksByMid = new Map((Array.isArray(msg.tracks) ? msg.tracks : []).map((t) => [String(t.mid), t]));
     await s.pc.setRemoteDescription({ type: 'offer', sdp: msg.sdp });
     if (s !== app.session) return;
-    if (window.bridgemeshSimulcast && !app.viewer) s.camSender = await window.bridgemeshSimulcast.adoptCamera(s.pc, s.camSender);
+    if (window.bridgemeshSimulcast && !app.viewer) {
+      const before = s.camSender;
+      s.camSender = await window.bridgemeshSimulcast.adoptCamera(s.pc, s.camSender);
+      // The camera moved to the simulcast transceiver: its frames need the encrypting transform too.
+      if (s.camSender !== before && window.bridgemeshE2ee) window.bridgemeshE2ee.attachSender(s.camSender);
+    }
     await s.pc.setLocalDescription(await s.pc.createAnswer());
+    // Chromium runs no script transform set on a simulcast sender before its answer: set again.
+    if (window.bridgemeshE2ee && window.bridgemeshE2ee.reattachSender) window.bridgemeshE2ee.reattachSender(s.camSender);
     if (s !== app.session) return;
     send(s, { type: 'answer', sdp: s.pc.localDescription.sdp });
     markStep('answerSentAt');

@@ -112,6 +112,16 @@
     attach(sender, kindOf(bm.pc, sender), 'send');
   }
 
+  // A script transform set on a simulcast sender before the answer is not run by Chromium: the
+  // frames would leave in the clear. Setting it again once negotiated makes it run.
+  function reattachSender(sender) {
+    if (!scriptTransform || !sender || !bm.pc || !attached.has(sender)) return;
+    if ((sender.getParameters().encodings || []).length < 2) return;
+    const kind = kindOf(bm.pc, sender);
+    attached.delete(sender);
+    attach(sender, kind, 'send');
+  }
+
   // ---- what the worker reports ----
   function onStats(stats) {
     streamStats.set(stats.id, stats);
@@ -402,5 +412,5 @@
 
   setInterval(refreshRemote, STATE_MS);
   render();
-  window.bridgemeshE2ee = { peerConnectionConfig, watch, attachSender, onMessage };
+  window.bridgemeshE2ee = { peerConnectionConfig, watch, attachSender, reattachSender, onMessage };
 })();

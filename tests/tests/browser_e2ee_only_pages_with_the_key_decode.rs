@@ -90,6 +90,8 @@ async fn wait(page: &Participant, what: &str, expression: &str, others: &[&Parti
         report.push_str(&dump(&page.page, &page.name).await);
         for other in others {
             report.push_str(&dump(&other.page, &other.name).await);
+            let e = other.page.eval("JSON.stringify(window.bridgemesh.e2ee) + ' senders=' + JSON.stringify(window.bridgemesh.pc.getSenders().map((s) => [s.track && s.track.kind, (s.getParameters().encodings||[]).length, Boolean(s.transform)]))").await;
+            report.push_str(&format!("E2EE of {}: {:?}\n", other.name, e));
         }
         panic!("{report}");
     }
