@@ -138,8 +138,18 @@ pub fn participants_table(answer: &str) -> anyhow::Result<String> {
         .as_array()
         .context("the participants answer has no participant list")?;
     let mut table = format!(
-        "{:<24} {:<20} {:<10} {:<10} {:<16} {:<20} {:<5} {:<5} {:<6} {:<4}\n",
-        "PARTICIPANT", "NAME", "ROLE", "STATUS", "BRIDGE", "JOINED (UTC)", "MIC", "CAM", "SCREEN", "HAND"
+        "{:<24} {:<20} {:<10} {:<10} {:<16} {:<20} {:<5} {:<5} {:<6} {:<4} {:<4}\n",
+        "PARTICIPANT",
+        "NAME",
+        "ROLE",
+        "STATUS",
+        "BRIDGE",
+        "JOINED (UTC)",
+        "MIC",
+        "CAM",
+        "SCREEN",
+        "HAND",
+        "E2EE"
     );
     let on_off = |muted: Option<bool>| match muted {
         Some(true) => "off",
@@ -171,9 +181,14 @@ pub fn participants_table(answer: &str) -> anyhow::Result<String> {
         } else {
             "-"
         };
+        let e2ee = match media["e2ee"].as_bool() {
+            Some(true) => "on",
+            Some(false) => "off",
+            None => "-",
+        };
         let _ = writeln!(
             table,
-            "{:<24} {:<20} {:<10} {:<10} {:<16} {:<20} {:<5} {:<5} {:<6} {:<4}",
+            "{:<24} {:<20} {:<10} {:<10} {:<16} {:<20} {:<5} {:<5} {:<6} {:<4} {:<4}",
             text("participant_id"),
             text("display_name"),
             text("role"),
@@ -184,6 +199,7 @@ pub fn participants_table(answer: &str) -> anyhow::Result<String> {
             on_off(media["camera_muted"].as_bool()),
             screen,
             hand,
+            e2ee,
         );
     }
     Ok(table
@@ -229,14 +245,14 @@ mod tests {
     fn the_participants_table_shows_media_where_reported() {
         let answer = r#"{"room":"r","participants":[
             {"participant_id":"p-1","display_name":"Ada","role":"moderator","status":"connected","bridge_id":"b1","since_ms":0,
-             "media":{"joined_at_ms":0,"microphone_muted":true,"camera_muted":false,"sources":["camera","screen"],"hand_raised_at_ms":5}},
+             "media":{"joined_at_ms":0,"microphone_muted":true,"camera_muted":false,"sources":["camera","screen"],"hand_raised_at_ms":5,"e2ee":true}},
             {"participant_id":"p-2","display_name":"Bob","role":"guest","status":"placed","bridge_id":"b2","since_ms":0,"media":null}]}"#;
         let table = participants_table(answer).unwrap();
         let lines: Vec<&str> = table.lines().collect();
         assert_eq!(lines.len(), 3, "{table}");
         let ada: Vec<&str> = lines[1].split_whitespace().collect();
         assert_eq!(&ada[..5], ["p-1", "Ada", "moderator", "connected", "b1"]);
-        assert_eq!(&ada[7..], ["off", "on", "yes", "up"]);
-        assert!(lines[2].ends_with("-     -     -      -"), "{table}");
+        assert_eq!(&ada[7..], ["off", "on", "yes", "up", "on"]);
+        assert!(lines[2].ends_with("-     -     -      -    -"), "{table}");
     }
 }

@@ -32,6 +32,9 @@ mod client_messages;
 mod consent_tests;
 #[cfg(test)]
 mod declined_tests;
+mod e2ee;
+#[cfg(test)]
+mod e2ee_tests;
 #[cfg(test)]
 mod fastpath_tests;
 mod forwarding;
@@ -320,6 +323,8 @@ pub struct Room {
     pub(crate) chat: crate::room_chat::RoomChat,
     /// From the first audio level heard in the room.
     pub(crate) speaker: Option<DominantSpeaker<ParticipantKey>>,
+    /// Whether a moderator requires end-to-end encryption (`e2ee.rs`); absent until first set.
+    pub(crate) e2ee: Option<e2ee::E2eeFlag>,
     /// Its recording here, and whether another bridge records it (`recording.rs`).
     pub(crate) recording: recording::RoomRecordingState,
 }
@@ -334,6 +339,7 @@ impl Room {
             source_layers: HashMap::new(),
             chat: Default::default(),
             speaker: None,
+            e2ee: None,
             recording: Default::default(),
         }
     }

@@ -192,6 +192,22 @@ fn public_routes(node: Arc<ControlNode>, config: ApiConfig) -> Router {
         .route("/tiles.js", get(tiles_js))
         .route("/simulcast.js", get(simulcast_js))
         .route("/meeting.css", get(meeting_css))
+        .route(
+            "/e2ee.js",
+            get(|| async { asset("text/javascript; charset=utf-8", web::E2EE_JS) }),
+        )
+        .route(
+            "/e2ee.css",
+            get(|| async { asset("text/css; charset=utf-8", web::E2EE_CSS) }),
+        )
+        .route(
+            "/sframe.js",
+            get(|| async { asset("text/javascript; charset=utf-8", web::SFRAME_JS) }),
+        )
+        .route(
+            "/e2ee-worker.js",
+            get(|| async { asset("text/javascript; charset=utf-8", web::E2EE_WORKER_JS) }),
+        )
         .route("/recording.js", get(recording_js))
         .route("/recording.css", get(recording_css))
         .route("/{room}", get(room_page))

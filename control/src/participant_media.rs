@@ -97,6 +97,7 @@ mod tests {
             camera_muted: false,
             sources: Vec::new(),
             hand_raised_at_ms: None,
+            e2ee: false,
         }
     }
 

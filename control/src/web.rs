@@ -9,6 +9,12 @@ pub const STYLE_CSS: &str = include_str!("../web/style.css");
 pub const MEETING_JS: &str = include_str!("../web/meeting.js");
 pub const SIMULCAST_JS: &str = include_str!("../web/simulcast.js");
 pub const MEETING_CSS: &str = include_str!("../web/meeting.css");
+/// End-to-end encryption (`docs/e2ee.md`): the page's part (loaded after `app.js`), the frame
+/// format and keys (page, worker and node's tests), and the worker that transforms every frame.
+pub const E2EE_JS: &str = include_str!("../web/e2ee.js");
+pub const E2EE_CSS: &str = include_str!("../web/e2ee.css");
+pub const SFRAME_JS: &str = include_str!("../web/sframe.js");
+pub const E2EE_WORKER_JS: &str = include_str!("../web/e2ee-worker.js");
 /// The recording indicator and the moderators' record button (loaded after `app.js`).
 pub const RECORDING_JS: &str = include_str!("../web/recording.js");
 pub const RECORDING_CSS: &str = include_str!("../web/recording.css");

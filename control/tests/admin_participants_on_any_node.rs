@@ -82,6 +82,7 @@ async fn a_follower_lists_participants_with_the_media_their_bridge_reported_and_
     .unwrap()
     .unwrap();
     let media = ParticipantMedia {
+        e2ee: false,
         room: room.clone(),
         participant: ada.clone(),
         connected_at_ms: 1_796_601_590_412,
@@ -140,6 +141,7 @@ async fn a_follower_lists_participants_with_the_media_their_bridge_reported_and_
             "camera_muted": false,
             "sources": ["camera", "screen"],
             "hand_raised_at_ms": 1_796_601_600_123u64,
+            "e2ee": false,
         })
     );
     // The leader answers the same.

@@ -1325,6 +1325,7 @@
       ...iceConfig(iceServers),
       bundlePolicy: 'max-bundle',
       rtcpMuxPolicy: 'require',
+      ...(window.bridgemeshE2ee ? window.bridgemeshE2ee.peerConnectionConfig() : {}), // e2ee.js
     });
     // All three senders are added now, before the first offer, for two reasons:
     // - per JSEP 5.10 the bridge's recvonly m-lines attach to transceivers made by addTrack;
@@ -1342,6 +1343,7 @@
       sender.replaceTrack(null).catch(() => {}).finally(() => track.stop());
     }
     pc.ontrack = (ev) => onRemoteTrack(s, ev);
+    if (window.bridgemeshE2ee) window.bridgemeshE2ee.watch(pc); // encrypts senders, decrypts receivers
     pc.onconnectionstatechange = () => onConnectionState(s);
     pc.oniceconnectionstatechange = () => {
       if (s === app.session && pc.iceConnectionState === 'connected') markStep('iceConnectedAt');
@@ -1434,6 +1436,7 @@
       default: break; // newer bridges may send more; ignore what we don't know
     }
     if (window.bridgemeshMeeting) window.bridgemeshMeeting.onMessage(msg);
+    if (window.bridgemeshE2ee) window.bridgemeshE2ee.onMessage(msg);
     if (window.bridgemeshRecording) window.bridgemeshRecording.onMessage(msg);
   }
 
@@ -1455,13 +1458,41 @@
     if (app.screenTrack && s.screenSender) send(s, { type: 'publish', source: 'screen' });
   }
 
+  // The camera's first transceiver, which no m-line took, carries the screen from now on: the
+  // screen's m-line, when the bridge offers it, goes to the first transceiver made by addTrack
+  // that no m-line took, and Chromium counts a stopped one too (it would answer `inactive` and
+  // the screen would never leave). The screen's own transceiver is stopped, behind it.
+  async function swapScreenSender(s, spare) {
+    const transceiverOf = (sender) => sender && s.pc.getTransceivers().find((t) => t.sender === sender);
+    const stop = (t) => { try { t.stop(); } catch { /* already stopped */ } };
+    const spareT = transceiverOf(spare);
+    const screenT = transceiverOf(s.screenSender);
+    if (!spareT || spareT.mid !== null) return;
+    if (screenT && screenT.mid !== null) { // the screen has its m-line already
+      stop(spareT);
+      return;
+    }
+    await spare.replaceTrack(app.screenTrack || null);
+    s.screenSender = spare;
+    if (screenT) stop(screenT);
+  }
+
   async function handleOffer(s, msg) {
     if (s !== app.session) return;
     // Set the map first: ontrack fires during setRemoteDescription and looks it up.
     s.tracksByMid = new Map((Array.isArray(msg.tracks) ? msg.tracks : []).map((t) => [String(t.mid), t]));
-    await s.pc.setRemoteDescription({ type: 'offer', sdp: msg.sdp });
+    const sdp = window.bridgemeshSimulcast ? window.bridgemeshSimulcast.offerToApply(msg.sdp) : msg.sdp;
+    await s.pc.setRemoteDescription({ type: 'offer', sdp });
     if (s !== app.session) return;
-    if (window.bridgemeshSimulcast && !app.viewer) s.camSender = await window.bridgemeshSimulcast.adoptCamera(s.pc, s.camSender);
+    if (window.bridgemeshSimulcast && !app.viewer) {
+      const before = s.camSender;
+      s.camSender = await window.bridgemeshSimulcast.adoptCamera(s.pc, s.camSender);
+      if (s.camSender !== before) {
+        // The camera moved to the simulcast transceiver: its frames need the encrypting transform too.
+        if (window.bridgemeshE2ee) window.bridgemeshE2ee.attachSender(s.camSender);
+        await swapScreenSender(s, before);
+      }
+    }
     await s.pc.setLocalDescription(await s.pc.createAnswer());
     if (s !== app.session) return;
     send(s, { type: 'answer', sdp: s.pc.localDescription.sdp });
@@ -1609,7 +1640,10 @@
     }
     try {
       if (s.screenSender) await s.screenSender.replaceTrack(app.screenTrack);
-      else s.screenSender = s.pc.addTrack(app.screenTrack, app.screenStream); // no stand-in possible
+      else {
+        s.screenSender = s.pc.addTrack(app.screenTrack, app.screenStream); // no stand-in possible
+        if (window.bridgemeshE2ee) window.bridgemeshE2ee.attachSender(s.screenSender);
+      }
     } catch {
       toast('Could not share the screen.');
       return;

@@ -25,8 +25,8 @@
   // Called by app.js between applying an offer and answering it. A browser does not attach an
   // m-line that asks for simulcast to a transceiver made by addTrack (its one encoding has no
   // rid): it makes a transceiver of its own, with one encoding per offered rid and no track, and
-  // would answer it `inactive`. The camera moves to that transceiver (sending), the old one is
-  // stopped so that no later m-line (a screen share's) attaches to it. Returns the camera's sender.
+  // would answer it `inactive`. The camera moves to that transceiver (sending). Returns the
+  // camera's sender; app.js gives the one it left to the screen.
   async function adoptCamera(pc, camSender) {
     if (!pc || !pc.getTransceivers) return camSender;
     const simulcast = pc.getTransceivers().find((t) => t.mid !== null && !t.stopped
@@ -36,10 +36,6 @@
     const track = camSender ? camSender.track : null;
     await simulcast.sender.replaceTrack(track);
     simulcast.direction = 'sendonly';
-    const old = pc.getTransceivers().find((t) => t.sender === camSender);
-    if (old && old.mid === null && old.stop) {
-      try { old.stop(); } catch { /* already stopped */ }
-    }
     return simulcast.sender;
   }
 
@@ -70,6 +66,17 @@
     } catch (err) {
       console.warn('simulcast: could not tune the camera layers', err);
     }
+  }
+
+  // The bridge's offer as this page applies it. A page that encrypts through
+  // RTCRtpScriptTransform (e2ee.js) declines simulcast: Chromium runs no script transform on a
+  // simulcast sender, and a browser cannot be asked whether it does. Without the rid and
+  // simulcast lines its camera's own transceiver takes the m-line and sends one layer, which the
+  // bridge forwards as it does any client's that does not simulcast.
+  function offerToApply(sdp) {
+    const e2ee = window.bridgemesh && window.bridgemesh.e2ee;
+    if (!e2ee || e2ee.api !== 'script_transform') return sdp;
+    return sdp.split('\r\n').filter((line) => !/^a=(simulcast|rid):/.test(line)).join('\r\n');
   }
 
   // What the layout shows now, as the bridge reads it.
@@ -140,7 +147,7 @@
     setInterval(check, CHECK_INTERVAL_MS);
   }
 
-  window.bridgemeshSimulcast = { adoptCamera, onNegotiated, constraints, check };
+  window.bridgemeshSimulcast = { adoptCamera, offerToApply, onNegotiated, constraints, check };
   if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', start);
   else start();
 })();

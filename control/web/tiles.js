@@ -12,6 +12,7 @@
     function createTile(key, { pid = null, local = false, screen = false } = {}) {
       const el = document.createElement('div');
       el.className = 'tile';
+      el.dataset.tile = key; // e2ee.js finds a participant's tiles by it
       el.classList.toggle('local', local);
       el.classList.toggle('screen', screen);
       const video = document.createElement('video');

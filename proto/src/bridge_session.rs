@@ -165,6 +165,9 @@ pub struct ParticipantMedia {
     pub sources: Vec<crate::signaling::MediaSource>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hand_raised_at_ms: Option<u64>,
+    /// The room requires end-to-end encryption: its media is ciphertext to the bridge.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub e2ee: bool,
 }
 
 // One `register` per session against a stream of heartbeats: boxing it would save nothing.
@@ -379,6 +382,7 @@ mod tests {
                 camera_muted: true,
                 sources: crate::signaling::MediaSource::ALL.to_vec(),
                 hand_raised_at_ms: Some(u64::MAX),
+                e2ee: true,
             })
             .collect();
         let message = BridgeToControl::ParticipantsMedia { updates };

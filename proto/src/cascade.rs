@@ -98,6 +98,15 @@ pub enum LinkMessage {
         participant: ParticipantId,
         reaction: Reaction,
     },
+    /// The room's end-to-end encryption flag as the sender holds it: after a moderator behind the
+    /// sender changed it, and after `open` when it was ever set. The later `changed_at_ms` wins
+    /// (ties: the greater `by`), so bridges that hear changes in any order agree.
+    E2ee {
+        room: RoomId,
+        required: bool,
+        by: ParticipantId,
+        changed_at_ms: u64,
+    },
     /// The sender's bridge records the room (or stopped): the receiver shows its participants the
     /// recording indicator. Sent when it changes and after `open`.
     Recording { room: RoomId, active: bool },
@@ -117,7 +126,8 @@ impl LinkMessage {
             | LinkMessage::ChatDeleted { room, .. }
             | LinkMessage::LowerHand { room, .. }
             | LinkMessage::Reaction { room, .. }
-            | LinkMessage::Recording { room, .. } => Some(room),
+            | LinkMessage::Recording { room, .. }
+            | LinkMessage::E2ee { room, .. } => Some(room),
             LinkMessage::Hello { .. }
             | LinkMessage::StreamEnded { .. }
             | LinkMessage::Demand { .. }

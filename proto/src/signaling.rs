@@ -103,6 +103,9 @@ pub enum ClientMessage {
     /// What the receiver's layout shows (simulcast, `docs/simulcast.md`): the largest height
     /// each video tile needs, 0 for a source not shown (paused). Replaces the previous one.
     ReceiverConstraints(ReceiverConstraints),
+    /// A moderator requires (or stops requiring) end-to-end encryption of the room's media. The
+    /// bridge keeps only this flag, never a key (`docs/e2ee.md`).
+    SetE2ee { required: bool },
     /// A moderator starts recording the room on the bridge (answered by `recording` to everyone,
     /// or an `error`).
     StartRecording,
@@ -259,6 +262,14 @@ pub enum ServerMessage {
     DominantSpeaker {
         participant_id: ParticipantId,
     },
+    /// Whether the room requires end-to-end encryption, who said so last and when (that bridge's
+    /// clock, milliseconds since the Unix epoch). Sent right after `welcome` once a moderator has
+    /// set it, and to everyone whenever it changes (`docs/e2ee.md`).
+    E2ee {
+        required: bool,
+        by: ParticipantId,
+        changed_at_ms: u64,
+    },
     /// Whether the room is being recorded: sent to everyone when it changes, and to a newcomer
     /// after `welcome` while it is. Every client shows it.
     Recording {
@@ -337,6 +348,25 @@ mod tests {
         };
         let json = serde_json::to_string(&msg).unwrap();
         assert_eq!(json, r#"{"type":"participant_left","participant_id":"p-1"}"#);
+        assert_eq!(serde_json::from_str::<ServerMessage>(&json).unwrap(), msg);
+    }
+
+    #[test]
+    fn e2ee_messages_have_their_documented_shape() {
+        let m: ClientMessage = serde_json::from_str(r#"{"type":"set_e2ee","required":true}"#).unwrap();
+        assert_eq!(m, ClientMessage::SetE2ee { required: true });
+        assert!(serde_json::from_str::<ClientMessage>(r#"{"type":"set_e2ee"}"#).is_err());
+        assert!(serde_json::from_str::<ClientMessage>(r#"{"type":"set_e2ee","required":"yes"}"#).is_err());
+        let msg = ServerMessage::E2ee {
+            required: true,
+            by: ParticipantId::new("p-mod").unwrap(),
+            changed_at_ms: 1_700_000_000_000,
+        };
+        let json = serde_json::to_string(&msg).unwrap();
+        assert_eq!(
+            json,
+            r#"{"type":"e2ee","required":true,"by":"p-mod","changed_at_ms":1700000000000}"#
+        );
         assert_eq!(serde_json::from_str::<ServerMessage>(&json).unwrap(), msg);
     }
 

@@ -249,6 +249,30 @@ impl Browser {
         Ok(page)
     }
 
+    /// Every process of this browser with the CPU time it used so far (CDP
+    /// `SystemInfo.getProcessInfo`): `(type, pid, cpu seconds)`, type `browser`, `renderer`,
+    /// `GPU`, `utility`...; for benchmarks of what a page costs.
+    pub async fn process_cpu_seconds(&self) -> anyhow::Result<Vec<(String, u64, f64)>> {
+        let info = self
+            .conn
+            .call(None, "SystemInfo.getProcessInfo", json!({}))
+            .await?;
+        let processes = info
+            .get("processInfo")
+            .and_then(Value::as_array)
+            .context("SystemInfo.getProcessInfo without processInfo")?;
+        Ok(processes
+            .iter()
+            .map(|p| {
+                (
+                    p.get("type").and_then(Value::as_str).unwrap_or("?").to_owned(),
+                    p.get("id").and_then(Value::as_u64).unwrap_or(0),
+                    p.get("cpuTime").and_then(Value::as_f64).unwrap_or(0.0),
+                )
+            })
+            .collect())
+    }
+
     /// The last lines Chromium wrote to stderr, for diagnosing crashes.
     pub fn stderr_tail(&self) -> Vec<String> {
         lock(&self.stderr).iter().cloned().collect()

@@ -6,4 +6,5 @@ pub mod https;
 pub mod netns;
 pub mod oidc_provider;
 pub mod pebble;
+pub mod tone;
 pub mod turn;

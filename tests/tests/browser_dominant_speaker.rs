@@ -1,48 +1,18 @@
 //! The bridge names the dominant speaker from the audio levels Chromium puts in its packets
 //! (RFC 6464): of two pages, the one whose microphone is on becomes the speaker on both, and when
 //! they swap (one mutes, the other unmutes) the highlight follows. The microphone plays a tone
-//! generated here (`--use-file-for-fake-audio-capture`): Chromium's own fake microphone only
-//! beeps briefly, which the bridge rightly does not take for speech.
+//! (`bridgemesh_tests::tone`, `--use-file-for-fake-audio-capture`): Chromium's own fake microphone
+//! only beeps briefly, which the bridge rightly does not take for speech.
 
 use bridgemesh_tests::chromium::{Browser, LaunchOptions};
 use bridgemesh_tests::harness::web::Participant;
 use bridgemesh_tests::harness::{room, up};
-use std::path::Path;
+use bridgemesh_tests::tone::write_tone;
 use std::time::Duration;
 
 const MEDIA_TIMEOUT: Duration = Duration::from_secs(30);
 /// The bridge needs half a second of speech; the rest is room for a busy CI machine.
 const SPEAKER_TIMEOUT: Duration = Duration::from_secs(15);
-
-/// Ten seconds of a 440 Hz tone at a third of full scale (about -13 dBov), 48 kHz mono 16-bit
-/// PCM: what a talking person is to the audio level extension. Chromium loops the file.
-fn write_tone(path: &Path) {
-    const RATE: u32 = 48_000;
-    let samples: Vec<i16> = (0..RATE * 10)
-        .map(|n| {
-            let t = f64::from(n) / f64::from(RATE);
-            ((2.0 * std::f64::consts::PI * 440.0 * t).sin() * f64::from(i16::MAX) / 3.0) as i16
-        })
-        .collect();
-    let data_len = (samples.len() * 2) as u32;
-    let mut wav = Vec::with_capacity(44 + data_len as usize);
-    wav.extend_from_slice(b"RIFF");
-    wav.extend_from_slice(&(36 + data_len).to_le_bytes());
-    wav.extend_from_slice(b"WAVEfmt ");
-    wav.extend_from_slice(&16u32.to_le_bytes()); // fmt chunk size
-    wav.extend_from_slice(&1u16.to_le_bytes()); // PCM
-    wav.extend_from_slice(&1u16.to_le_bytes()); // mono
-    wav.extend_from_slice(&RATE.to_le_bytes());
-    wav.extend_from_slice(&(RATE * 2).to_le_bytes()); // bytes per second
-    wav.extend_from_slice(&2u16.to_le_bytes()); // block align
-    wav.extend_from_slice(&16u16.to_le_bytes()); // bits per sample
-    wav.extend_from_slice(b"data");
-    wav.extend_from_slice(&data_len.to_le_bytes());
-    for sample in samples {
-        wav.extend_from_slice(&sample.to_le_bytes());
-    }
-    std::fs::write(path, wav).unwrap();
-}
 
 /// Whether the page highlights tile `key` ('local' or a participant id) as the speaker's.
 async fn highlighted(page: &Participant, key: &str) -> bool {

@@ -492,6 +492,7 @@ impl LinkRooms<'_> {
             | LinkMessage::ChatDeleted { ref room, .. }
             | LinkMessage::LowerHand { ref room, .. }
             | LinkMessage::Reaction { ref room, .. }
+            | LinkMessage::E2ee { ref room, .. }
             | LinkMessage::Recording { ref room, .. } => {
                 // About a room no longer shared: said before the peer heard this side close it.
                 if self.shared(room) {

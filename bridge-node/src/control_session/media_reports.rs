@@ -61,6 +61,7 @@ mod tests {
 
     fn media(name: &str, muted: bool) -> ParticipantMedia {
         ParticipantMedia {
+            e2ee: false,
             room: RoomId::new("r").unwrap(),
             participant: ParticipantId::new(name).unwrap(),
             connected_at_ms: 1,

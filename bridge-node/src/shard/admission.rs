@@ -119,6 +119,7 @@ impl Shard {
             },
         });
         self.send_chat_history(&room_id, key);
+        self.send_e2ee_state(&room_id, key);
         self.tell_newcomer_recording(&room_id, key);
         if let Some(room) = self.rooms.get(&room_id) {
             super::speakers::tell_newcomer(room, key, &mut self.outputs);

@@ -178,6 +178,19 @@ impl Shard {
                         self.pump(now, &room);
                     }
                 }
+                LinkMessage::E2ee {
+                    room,
+                    required,
+                    by,
+                    changed_at_ms,
+                } => {
+                    let flag = super::e2ee::E2eeFlag {
+                        required,
+                        by,
+                        changed_at_ms,
+                    };
+                    self.remote_e2ee(now, &room, link, flag);
+                }
                 LinkMessage::Recording { room, active } => self.link_recording(&room, link, active),
                 message if super::meeting::is_meeting_link_message(&message) => {
                     self.handle_link_meeting_message(now, link, message);
@@ -213,6 +226,7 @@ impl Shard {
             self.outputs.push_back(ShardOutput::ToLink { link, message });
         }
         self.send_chat_history_to_link(&room_id, link);
+        self.send_e2ee_to_link(&room_id, link);
         self.tell_link_recording(&room_id, link);
         self.pump(now, &room_id);
     }

@@ -125,6 +125,10 @@ impl Shard {
                 self.apply_constraints(&room_id, key, constraints);
                 return;
             }
+            ClientMessage::SetE2ee { required } => {
+                self.set_e2ee(now, &room_id, key, required);
+                return;
+            }
             ClientMessage::StartRecording | ClientMessage::StopRecording => {
                 let start = matches!(message, ClientMessage::StartRecording);
                 self.recording_request(&room_id, key, start);

@@ -67,6 +67,7 @@ impl Shard {
         };
         let connected_at = participant.joined_at;
         let info = participant.info();
+        let e2ee = self.rooms.get(room_id).is_some_and(|r| r.e2ee_required());
         let connected_at_ms = self.wall_ms_at(now, connected_at);
         self.outputs
             .push_back(ShardOutput::Event(super::BridgeEvent::ParticipantMedia(
@@ -78,6 +79,7 @@ impl Shard {
                     camera_muted: info.camera_muted,
                     sources: info.sources,
                     hand_raised_at_ms: info.hand_raised_at_ms,
+                    e2ee,
                 },
             )));
     }

@@ -56,6 +56,9 @@ pub struct AdminParticipantMedia {
     /// Sources the bridge is forwarding (`microphone`, `camera`, `screen`).
     pub sources: Vec<MediaSource>,
     pub hand_raised_at_ms: Option<u64>,
+    /// The room requires end-to-end encryption (`docs/e2ee.md`), as the participant's bridge holds it.
+    #[serde(default)]
+    pub e2ee: bool,
 }
 
 /// What a follower forwards to the leader: the calls that need the leader's bridge sessions.
@@ -101,6 +104,7 @@ async fn list_here(api: &Api, room: &RoomId) -> Result<AdminParticipants, ApiErr
                     camera_muted: media.camera_muted,
                     sources: media.sources,
                     hand_raised_at_ms: media.hand_raised_at_ms,
+                    e2ee: media.e2ee,
                 });
             AdminParticipant {
                 participant_id: id,

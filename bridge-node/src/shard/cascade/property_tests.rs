@@ -137,7 +137,10 @@ fn link_message() -> impl Strategy<Value = LinkMessage> {
         // The link task handles these; a shard must shrug them off.
         1 => room.clone().prop_map(|room| LinkMessage::Open { room }),
         1 => room.clone().prop_map(|room| LinkMessage::Close { room }),
-        1 => (room, any::<bool>()).prop_map(|(room, active)| LinkMessage::Recording { room, active }),
+        1 => (room.clone(), any::<bool>()).prop_map(|(room, active)| LinkMessage::Recording { room, active }),
+        1 => (room, any::<bool>(), id.clone(), 0u64..4).prop_map(|(room, required, by, changed_at_ms)| {
+            LinkMessage::E2ee { room, required, by, changed_at_ms }
+        }),
     ]
 }
 
