@@ -122,20 +122,22 @@ pub fn recordings_table(answer: &serde_json::Value) -> anyhow::Result<String> {
         .as_array()
         .context("the answer has no recording list")?;
     let mut table = format!(
-        "{:<52} {:<16} {:<12} {:>9} {:>11} {:>6} {}\n",
-        "FILE", "ROOM", "STATE", "LENGTH", "BYTES", "TRACKS", "ENDED"
+        "{:<52} {:<16} {:<12} {:>9} {:>11} {:>6} {:<10} {}\n",
+        "FILE", "ROOM", "STATE", "LENGTH", "BYTES", "TRACKS", "MEDIA", "ENDED"
     );
     for recording in recordings {
         let text = |key: &str| recording[key].as_str().unwrap_or("-").to_owned();
         let _ = writeln!(
             table,
-            "{:<52} {:<16} {:<12} {:>8.1}s {:>11} {:>6} {}",
+            "{:<52} {:<16} {:<12} {:>8.1}s {:>11} {:>6} {:<10} {}",
             text("file"),
             text("room"),
             text("state"),
             recording["duration_ms"].as_u64().unwrap_or(0) as f64 / 1000.0,
             recording["bytes"].as_u64().unwrap_or(0),
             recording["tracks"].as_array().map_or(0, |t| t.len()),
+            // An end-to-end encrypted room's recording is ciphertext no player decodes.
+            if recording["encrypted"] == true { "ciphertext" } else { "plain" },
             text("end_reason"),
         );
     }

@@ -14,6 +14,7 @@
   const recording = {
     active: false, // the bridge says the room is being recorded
     changes: 0, // `recording` messages received
+    encrypted: false, // the room is end-to-end encrypted: the recording holds ciphertext
   };
   bm.recording = recording;
 
@@ -37,7 +38,9 @@
   const indicator = el('span', {
     id: 'recording-indicator', class: 'recording-indicator', hidden: true, role: 'status',
     title: 'This meeting is being recorded',
-  }, [el('span', { class: 'recording-dot', 'aria-hidden': 'true' }), 'Recording']);
+  }, [el('span', { class: 'recording-dot', 'aria-hidden': 'true' })]);
+  const indicatorText = document.createTextNode('Recording');
+  indicator.append(indicatorText);
   const title = document.getElementById('room-title');
   if (title && title.nextSibling) header.insertBefore(indicator, title.nextSibling);
   else header.append(indicator);
@@ -53,6 +56,11 @@
 
   function render() {
     indicator.hidden = !recording.active;
+    // The bridge records what it forwards: with end-to-end encryption on, that is ciphertext.
+    indicatorText.textContent = recording.encrypted ? 'Recording (encrypted: ciphertext only)' : 'Recording';
+    indicator.title = recording.encrypted
+      ? 'This meeting is being recorded, but it is end-to-end encrypted: the recording holds ciphertext that no player can show'
+      : 'This meeting is being recorded';
     button.hidden = !isModerator();
     button.classList.toggle('off', recording.active);
     button.setAttribute('aria-pressed', String(recording.active));
@@ -67,12 +75,16 @@
   function onMessage(msg) {
     switch (msg.type) {
       case 'welcome':
-        // A new session: the bridge says `recording` right after if the room is recorded.
+        // A new session: the bridge says `recording` and `e2ee` right after if they are on.
         recording.active = false;
+        recording.encrypted = false;
         break;
       case 'recording':
         recording.active = msg.active === true;
         recording.changes += 1;
+        break;
+      case 'e2ee':
+        recording.encrypted = msg.required === true;
         break;
       default:
         break;

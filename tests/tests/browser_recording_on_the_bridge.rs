@@ -190,4 +190,31 @@ async fn the_moderators_recording_shows_on_every_page_and_holds_every_pages_medi
         "ffmpeg could not decode the recording: {}",
         String::from_utf8_lossy(&decode.stderr)
     );
+
+    // With end-to-end encryption on, the bridge records ciphertext: every page says so, the
+    // other bridge's too, and so does the listing.
+    ada.page
+        .eval("window.bridgemesh.sendSignal({ type: 'set_e2ee', required: true })")
+        .await
+        .unwrap();
+    click(&ada, "record-button").await;
+    for page in [&ada, &bob, &cy] {
+        wait(
+            page,
+            "the indicator saying ciphertext",
+            "r.active === true && r.encrypted === true \
+             && document.getElementById('recording-indicator').textContent.includes('ciphertext')",
+        )
+        .await;
+    }
+    eventually("an encrypted recording listed", TIMEOUT, || {
+        store
+            .list()
+            .unwrap()
+            .iter()
+            .any(|r| r.encrypted && r.state == bridgemesh_bridge::recording::RecordingState::Recording)
+    })
+    .await;
+    click(&ada, "record-button").await;
+    wait(&ada, "the indicator gone", "r.active === false").await;
 }

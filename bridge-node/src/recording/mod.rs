@@ -133,6 +133,9 @@ pub struct RecordingShared {
     pub frames_dropped: AtomicU64,
     pub frames_written: AtomicU64,
     pub bytes_written: AtomicU64,
+    /// The room required end-to-end encryption at some time during the recording: its video and
+    /// audio frames are (partly) ciphertext that only holders of the passphrase can decrypt.
+    pub encrypted: std::sync::atomic::AtomicBool,
 }
 
 impl RecordingShared {
@@ -145,6 +148,7 @@ impl RecordingShared {
             frames_dropped: AtomicU64::new(0),
             frames_written: AtomicU64::new(0),
             bytes_written: AtomicU64::new(0),
+            encrypted: std::sync::atomic::AtomicBool::new(false),
         }
     }
 

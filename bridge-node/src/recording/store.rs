@@ -52,6 +52,10 @@ pub struct RecordingInfo {
     pub frames: u64,
     pub frames_dropped: u64,
     pub tracks: Vec<TrackInfo>,
+    /// The room was end-to-end encrypted while recorded: the file holds ciphertext
+    /// (`docs/e2ee.md`), which players cannot decode.
+    #[serde(default)]
+    pub encrypted: bool,
 }
 
 /// Whether `name` is a recording's file name this bridge could have made: no path, no hidden
@@ -121,6 +125,7 @@ impl RecordingStore {
             if let Some(shared) = active.get(&info.file) {
                 info.bytes = shared.bytes_written.load(std::sync::atomic::Ordering::Relaxed);
                 info.frames = shared.frames_written.load(std::sync::atomic::Ordering::Relaxed);
+                info.encrypted |= shared.encrypted.load(std::sync::atomic::Ordering::Relaxed);
             } else if info.state == RecordingState::Recording {
                 info.state = RecordingState::Interrupted;
                 info.bytes = std::fs::metadata(self.config.directory.join(&info.file))

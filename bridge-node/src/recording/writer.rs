@@ -95,6 +95,7 @@ impl RecordingStore {
             frames: 0,
             frames_dropped: 0,
             tracks: Vec::new(),
+            encrypted: false,
         };
         write_manifest(&config.directory, &info, true)?;
         let (sink, frames) = sync_channel(config.queue_frames_max);
@@ -235,6 +236,7 @@ impl RecordingStore {
         info.bytes = bytes;
         info.frames = frames_written;
         info.frames_dropped = shared.frames_dropped.load(Ordering::Relaxed);
+        info.encrypted = shared.encrypted.load(Ordering::Relaxed);
         if let Err(err) = write_manifest(&config.directory, &info, false) {
             tracing::warn!(recording = %shared.name, %err, "recording manifest not written");
         }

@@ -57,6 +57,14 @@ impl super::Room {
     pub fn e2ee_required(&self) -> bool {
         self.e2ee.as_ref().is_some_and(|f| f.required)
     }
+
+    /// A recording in progress while the room requires encryption holds ciphertext: its listing
+    /// and manifest say so. Called when either starts.
+    pub(super) fn note_encrypted_recording(&self) {
+        if let Some(recording) = self.recording.recorder.as_ref().filter(|_| self.e2ee_required()) {
+            recording.mark_encrypted();
+        }
+    }
 }
 
 impl Shard {
@@ -97,6 +105,7 @@ impl Shard {
         };
         tracing::info!(room = %room_id, required, "end-to-end encryption flag set by a moderator");
         room.e2ee = Some(flag.clone());
+        room.note_encrypted_recording();
         self.tell_room_e2ee(room_id, &flag);
         self.tell_peers(room_id, flag.to_link(room_id));
         self.report_room_media(now, room_id);
@@ -137,6 +146,7 @@ impl Shard {
         }
         let told = room.e2ee.as_ref().is_none_or(|c| c.required != flag.required);
         room.e2ee = Some(flag.clone());
+        room.note_encrypted_recording();
         if told {
             self.tell_room_e2ee(room_id, &flag);
             self.report_room_media(now, room_id);

@@ -120,6 +120,13 @@ impl RoomRecording {
         }
     }
 
+    pub(super) fn mark_encrypted(&self) {
+        self.recorder
+            .shared
+            .encrypted
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
     fn due(&self) -> Instant {
         self.next_check.min(self.recorder.deadline())
     }
@@ -182,6 +189,7 @@ impl Shard {
                     ended: false,
                     next_check: now + RECORDING_CHECK_INTERVAL,
                 });
+                state.note_encrypted_recording();
                 self.tell_peers(
                     &room,
                     LinkMessage::Recording {

@@ -433,3 +433,42 @@ fn the_recordings_time_limit_ends_it_on_the_shards_timer() {
         Some(crate::recording::EndReason::DurationLimit)
     );
 }
+
+#[test]
+fn a_recording_of_an_end_to_end_encrypted_room_is_listed_as_ciphertext() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path());
+    let now = Instant::now();
+    let mut shard = shard();
+    connect(&mut shard, now, 1, true);
+    // Records with `during` sent while it runs; says whether the recording is listed as ciphertext.
+    let mut seen = std::collections::HashSet::new();
+    let mut record = |shard: &mut Shard, during: &[ClientMessage]| -> bool {
+        let out = send(shard, now, 1, ClientMessage::StartRecording);
+        start_writers(shard, now, out, &store);
+        for message in during {
+            send(shard, now, 1, message.clone());
+        }
+        send(shard, now, 1, ClientMessage::StopRecording);
+        wait_until_finished(&store);
+        let new: Vec<_> = store
+            .list()
+            .unwrap()
+            .into_iter()
+            .filter(|info| seen.insert(info.file.clone()))
+            .collect();
+        assert_eq!(new.len(), 1, "{new:?}");
+        new[0].encrypted
+    };
+    assert!(!record(&mut shard, &[]), "in the clear");
+    assert!(
+        record(&mut shard, &[ClientMessage::SetE2ee { required: true }]),
+        "encryption turned on while recording"
+    );
+    assert!(record(&mut shard, &[]), "started while encryption is on");
+    assert!(
+        record(&mut shard, &[ClientMessage::SetE2ee { required: false }]),
+        "turned off while recording: its start is ciphertext"
+    );
+    assert!(!record(&mut shard, &[]), "in the clear again");
+}
