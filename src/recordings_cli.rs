@@ -137,7 +137,11 @@ pub fn recordings_table(answer: &serde_json::Value) -> anyhow::Result<String> {
             recording["bytes"].as_u64().unwrap_or(0),
             recording["tracks"].as_array().map_or(0, |t| t.len()),
             // An end-to-end encrypted room's recording is ciphertext no player decodes.
-            if recording["encrypted"] == true { "ciphertext" } else { "plain" },
+            if recording["encrypted"] == true {
+                "ciphertext"
+            } else {
+                "plain"
+            },
             text("end_reason"),
         );
     }

@@ -444,6 +444,16 @@ impl Snapshot {
             let labels = [("bridge", self.id.as_str()), ("layer", *layer)];
             series(requests.encode_family(&labels)?, Counter, value as f64)?;
         }
+        let mut link_bytes = encoder.encode_descriptor(
+            "bridgemesh_simulcast_link_bytes",
+            "RTP bytes of simulcast sources sent over cascade links, by layer (counted once per link): a link carries the layer its far side's largest tile needs.",
+            None,
+            Counter,
+        )?;
+        for (layer, value) in layers.iter().zip(simulcast.link_bytes_by_layer) {
+            let labels = [("bridge", self.id.as_str()), ("layer", *layer)];
+            series(link_bytes.encode_family(&labels)?, Counter, value as f64)?;
+        }
         let bridge = [("bridge", self.id.as_str())];
         for (name, help, value) in [
             (

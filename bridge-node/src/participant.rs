@@ -47,8 +47,8 @@ pub struct InboundTrack {
     pub keyframe_request_pending: bool,
     /// The id this track's datagrams carry on cascade links, once announced to them.
     pub stream_id: Option<u32>,
-    /// Links whose far side has subscribers for this track.
-    pub links: Vec<crate::shard::LinkIndex>,
+    /// Links whose far side has subscribers for this track, and the largest height they show it at.
+    pub links: Vec<LinkDemand>,
     /// Ids of the header extensions stripped before a packet crosses a link (the leg-local ones).
     pub link_dropped_extensions: Vec<u8>,
     /// The SSRC of each simulcast layer, by layer; a stream without simulcast is layer 0.
@@ -60,9 +60,15 @@ pub struct InboundTrack {
     /// Keyframe requests held back by the throttle, by layer (bit per layer).
     pub keyframe_layers_pending: u8,
     /// For a simulcast track with links: the one layer that crosses them, renumbered as one
-    /// stream (the highest the publisher sends; choosing by what the far side watches is the
-    /// cascade's next step).
+    /// stream: the lowest covering the largest height any link's subscribers show it at.
     pub link_selector: Option<crate::simulcast::LayerSelector>,
+}
+
+/// A link that asked for a track: its far side's subscribers show it at most this high.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LinkDemand {
+    pub link: crate::shard::LinkIndex,
+    pub max_height: u16,
 }
 
 impl InboundTrack {
@@ -90,6 +96,16 @@ impl InboundTrack {
             keyframe_layers_pending: 0,
             link_selector: None,
         }
+    }
+
+    /// The layer the links need of a simulcast track: the lowest covering the largest height any
+    /// of them asked for (`None`: no link asks).
+    pub fn link_target(
+        &self,
+        heights: &crate::simulcast::constraints::LayerHeights,
+    ) -> Option<crate::simulcast::Layer> {
+        let max_height = self.links.iter().map(|d| d.max_height).max()?;
+        crate::simulcast::constraints::target_layer(max_height, heights)
     }
 
     /// The layer an SSRC of this track carries.

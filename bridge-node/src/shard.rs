@@ -27,6 +27,8 @@
 
 mod admission;
 mod cascade;
+#[cfg(test)]
+mod cascade_demand_tests;
 mod client_messages;
 #[cfg(test)]
 mod consent_tests;

@@ -74,8 +74,15 @@ pub enum LinkMessage {
     /// The stream's id is retired; datagrams carrying it are dropped from now on.
     StreamEnded { id: u32 },
     /// Receiver constraint for one stream: how many subscribers behind the sender of this
-    /// message can receive it. Zero: do not send it over this link.
-    Demand { id: u32, subscribers: u32 },
+    /// message can receive it (zero: do not send it over this link), and the largest height any
+    /// of them shows it at: of a simulcast source, the receiver sends the lowest layer covering
+    /// it. Absent: no limit (the top layer), as before layers were asked for.
+    Demand {
+        id: u32,
+        subscribers: u32,
+        #[serde(default = "unbounded_height", skip_serializing_if = "is_unbounded_height")]
+        max_height: u16,
+    },
     /// A subscriber behind the sender lost the picture: ask the publisher for a keyframe.
     KeyframeRequest { id: u32 },
     /// A chat message the sender's bridge accepted (or, after `open`, one of its history): room
@@ -136,6 +143,14 @@ impl LinkMessage {
     }
 }
 
+fn unbounded_height() -> u16 {
+    u16::MAX
+}
+
+fn is_unbounded_height(height: &u16) -> bool {
+    *height == u16::MAX
+}
+
 /// Prefixes `packet` with its stream id, making a media datagram.
 pub fn media_datagram(stream: u32, packet: &[u8]) -> Vec<u8> {
     let mut datagram = Vec::with_capacity(MEDIA_HEADER_LEN + packet.len());
@@ -171,10 +186,25 @@ mod tests {
         let msg = LinkMessage::Demand {
             id: 7,
             subscribers: 5,
+            max_height: u16::MAX,
         };
         let json = serde_json::to_string(&msg).unwrap();
-        assert_eq!(json, r#"{"type":"demand","id":7,"subscribers":5}"#);
+        assert_eq!(
+            json, r#"{"type":"demand","id":7,"subscribers":5}"#,
+            "no limit: as before"
+        );
         assert_eq!(serde_json::from_str::<LinkMessage>(&json).unwrap(), msg);
+        let thumbnails = LinkMessage::Demand {
+            id: 7,
+            subscribers: 2,
+            max_height: 180,
+        };
+        let json = serde_json::to_string(&thumbnails).unwrap();
+        assert_eq!(
+            json,
+            r#"{"type":"demand","id":7,"subscribers":2,"max_height":180}"#
+        );
+        assert_eq!(serde_json::from_str::<LinkMessage>(&json).unwrap(), thumbnails);
         let open: LinkMessage = serde_json::from_str(r#"{"type":"open","room":"standup"}"#).unwrap();
         assert_eq!(
             open,

@@ -80,8 +80,8 @@ pub struct RemoteStream {
     pub codec: RTCRtpCodec,
     /// (URI, id) of the header extensions its packets carry.
     pub extensions: Vec<(String, u8)>,
-    /// Subscribers last reported to the publisher's bridge.
-    pub demand_sent: u32,
+    /// Subscribers and the largest height they show it at, last reported to the publisher's bridge.
+    pub demand_sent: (u32, u16),
     /// Its RTP clock against the bridge's, for the sender reports of its legs.
     pub clock: super::remote_reports::RemoteStreamClock,
 }
@@ -166,7 +166,11 @@ impl Shard {
                     extensions,
                 } => self.remote_stream(now, link, id, &room, &participant, source, codec, extensions),
                 LinkMessage::StreamEnded { id } => self.remote_stream_ended(now, link, id),
-                LinkMessage::Demand { id, subscribers } => self.demand(link, id, subscribers),
+                LinkMessage::Demand {
+                    id,
+                    subscribers,
+                    max_height,
+                } => self.demand(link, id, subscribers, max_height),
                 LinkMessage::KeyframeRequest { id } => {
                     if let Some((room, key, source)) = self.cascade_index.local_streams.get(&id).cloned()
                         && self
@@ -239,7 +243,7 @@ impl Shard {
         room.cascade.peers.remove(&link);
         for participant in room.participants.values_mut() {
             for track in participant.slots.iter_mut().filter_map(|s| s.track.as_mut()) {
-                track.links.retain(|l| *l != link);
+                track.links.retain(|d| d.link != link);
             }
         }
         let gone: Vec<ParticipantKey> = room
@@ -408,7 +412,7 @@ impl Shard {
                 id,
                 codec: codec.clone(),
                 extensions: extensions.clone(),
-                demand_sent: 0,
+                demand_sent: (0, 0),
                 clock: Default::default(),
             },
         );
@@ -461,7 +465,7 @@ impl Shard {
         self.pump(now, &room_id);
     }
 
-    fn demand(&mut self, link: LinkIndex, id: u32, subscribers: u32) {
+    fn demand(&mut self, link: LinkIndex, id: u32, subscribers: u32, max_height: u16) {
         let Some((room_id, key, source)) = self.cascade_index.local_streams.get(&id).cloned() else {
             return;
         };
@@ -479,9 +483,12 @@ impl Shard {
         else {
             return;
         };
-        track.links.retain(|l| *l != link);
+        track.links.retain(|d| d.link != link);
+        // A simulcast track's link selector follows at its next packet.
         if subscribers > 0 {
-            track.links.push(link);
+            track
+                .links
+                .push(crate::participant::LinkDemand { link, max_height });
         }
     }
 
@@ -626,26 +633,50 @@ impl Shard {
             recording,
             ..
         } = room;
-        // A room recorded here receives every remote stream, watched or not.
-        let recorder = u32::from(recording.recorder.is_some());
+        // A room recorded here receives every remote stream, watched or not, at its best.
+        let recorded = recording.recorder.is_some();
         for (key, remote) in &mut cascade.remote {
             for (source, stream) in &mut remote.streams {
-                let subscribers = participants
-                    .values()
-                    .filter(|p| {
-                        p.legs
-                            .get(&(*key, *source))
-                            .is_some_and(|l| l.payload_type.is_some() && !l.declined)
-                    })
-                    .count() as u32
-                    + recorder;
-                if subscribers != stream.demand_sent {
-                    stream.demand_sent = subscribers;
+                // Subscribers that show the stream (a paused tile needs nothing), and the largest
+                // height they show it at: of a simulcast camera, only the layer covering that
+                // crosses the link.
+                let mut subscribers = u32::from(recorded);
+                let mut max_height = if recorded || source.is_audio() {
+                    u16::MAX
+                } else {
+                    0
+                };
+                for participant in participants.values() {
+                    let receives = participant
+                        .legs
+                        .get(&(*key, *source))
+                        .is_some_and(|l| l.payload_type.is_some() && !l.declined);
+                    if !receives {
+                        continue;
+                    }
+                    let height = if source.is_audio() {
+                        u16::MAX
+                    } else {
+                        crate::simulcast::constraints::max_height_for(
+                            participant.constraints.as_ref(),
+                            &remote.info.id,
+                            *source,
+                        )
+                    };
+                    if height > 0 {
+                        subscribers += 1;
+                        max_height = max_height.max(height);
+                    }
+                }
+                let demand = (subscribers, if subscribers == 0 { 0 } else { max_height });
+                if demand != stream.demand_sent {
+                    stream.demand_sent = demand;
                     self.outputs.push_back(ShardOutput::ToLink {
                         link: remote.link,
                         message: LinkMessage::Demand {
                             id: stream.id,
-                            subscribers,
+                            subscribers: demand.0,
+                            max_height: demand.1,
                         },
                     });
                 }
@@ -703,7 +734,7 @@ pub(super) fn send_to_links(
         return;
     }
     let datagram = datagram.freeze();
-    for link in &track.links {
+    for crate::participant::LinkDemand { link, .. } in &track.links {
         stats.cascade_rtp_out += 1;
         outputs.push_back(ShardOutput::LinkDatagram {
             link: *link,

@@ -119,10 +119,10 @@ impl Shard {
             &mut self.outputs,
             &mut self.stats,
         );
-        let activity = room
+        let (activity, heights) = room
             .source_layers
             .get(&(key, source))
-            .map(|layers| layers.activity)
+            .map(|layers| (layers.activity, layers.heights))
             .unwrap_or_default();
         // Most tracks cross no link: the parse below is for those that do.
         if let Some(track) = room
@@ -131,14 +131,15 @@ impl Shard {
             .and_then(|p| p.slot_mut(source)?.track.as_mut())
             && !track.links.is_empty()
         {
-            // A simulcast track crosses links as one stream: one layer, renumbered (in place:
-            // every local leg has its copy already).
+            // A simulcast track crosses links as one stream: the layer covering what the links'
+            // subscribers show, renumbered (in place: every local leg has its copy already).
             let crosses = if track.simulcast {
                 let clock_rate = track.codec.as_ref().map_or(90_000, |c| c.clock_rate);
-                let top = Some(crate::simulcast::LAYERS_MAX as u8 - 1);
+                let target = track.link_target(&heights);
                 let selector = track
                     .link_selector
-                    .get_or_insert_with(|| crate::simulcast::LayerSelector::new(top, clock_rate));
+                    .get_or_insert_with(|| crate::simulcast::LayerSelector::new(target, clock_rate));
+                selector.set_target(target);
                 let decision =
                     crate::simulcast::facts_of(packet, layer, vp8).and_then(|(facts, descriptor)| {
                         Some((selector.on_packet(now, &facts, &activity)?, descriptor))
@@ -148,6 +149,14 @@ impl Shard {
                 }
                 match decision {
                     Some((rewrite, descriptor)) => {
+                        if let Some(bytes) = self
+                            .stats
+                            .simulcast
+                            .link_bytes_by_layer
+                            .get_mut(usize::from(layer))
+                        {
+                            *bytes += (packet.len() * track.links.len()) as u64;
+                        }
                         crate::simulcast::apply(packet, &rewrite, descriptor.as_ref());
                         // Under one SSRC too, whichever layer it is now: the far side records
                         // and reports on it as one stream.

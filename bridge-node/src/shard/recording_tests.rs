@@ -325,7 +325,7 @@ fn a_cascaded_room_records_the_remote_publishers_and_asks_their_bridge_for_every
         .filter_map(|o| match o {
             ShardOutput::ToLink {
                 link: LINK,
-                message: LinkMessage::Demand { id, subscribers },
+                message: LinkMessage::Demand { id, subscribers, .. },
             } => Some((*id, *subscribers)),
             _ => None,
         })

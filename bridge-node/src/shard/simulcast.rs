@@ -24,6 +24,8 @@ pub struct SimulcastStats {
     pub legs_on_layer: [u64; LAYERS_MAX],
     /// Video legs whose receiver asked for nothing of the source (gauge).
     pub legs_paused: u64,
+    /// RTP bytes of simulcast sources sent over cascade links, by layer (once per link).
+    pub link_bytes_by_layer: [u64; LAYERS_MAX],
 }
 
 impl AddAssign for SimulcastStats {
@@ -43,6 +45,9 @@ impl AddAssign for SimulcastStats {
             *mine += theirs;
         }
         self.legs_paused += other.legs_paused;
+        for (mine, theirs) in self.link_bytes_by_layer.iter_mut().zip(other.link_bytes_by_layer) {
+            *mine += theirs;
+        }
     }
 }
 
@@ -75,6 +80,8 @@ impl Shard {
         participant.constraints = Some(wanted);
         retarget_legs(room, key);
         self.stats.simulcast.constraints_applied += 1;
+        // What this participant shows of remote sources changes what the links must carry.
+        self.refresh_demand(room_id);
     }
 
     /// The legs' layers now, for the gauges.

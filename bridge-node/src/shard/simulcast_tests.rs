@@ -13,6 +13,7 @@ const LAYER_SSRCS: [u32; 3] = [0x5100_0000, 0x5100_0001, 0x5100_0002];
 const HEIGHTS: [u16; 3] = [180, 360, 720];
 const SMALL: ParticipantKey = SUBSCRIBERS[0];
 const LARGE: ParticipantKey = SUBSCRIBERS[1];
+const LINK: LinkIndex = LinkIndex(3);
 
 fn room_id() -> RoomId {
     RoomId::new("r").unwrap()
@@ -111,9 +112,11 @@ impl Simulcast {
         }
     }
 
-    /// The camera is announced on a cascade link whose far side watches it.
-    fn cross_a_link(&mut self) {
+    /// The camera is announced on a cascade link (stream 7) whose far side watches it, tiles
+    /// up to `max_height` high.
+    fn cross_a_link(&mut self, max_height: u16) {
         let room = self.shard.rooms.get_mut(&room_id()).unwrap();
+        room.cascade.peers.insert(LINK);
         let publisher = room.participants.get_mut(&PUBLISHER).unwrap();
         let track = publisher
             .slot_mut(MediaSource::Camera)
@@ -122,7 +125,34 @@ impl Simulcast {
             .as_mut()
             .unwrap();
         track.stream_id = Some(7);
-        track.links = vec![LinkIndex(0)];
+        self.shard
+            .cascade_index
+            .local_streams
+            .insert(7, (Arc::new(room_id()), PUBLISHER, MediaSource::Camera));
+        self.demand(1, max_height);
+    }
+
+    /// The link's far side says how many of its subscribers show the camera, at most how high.
+    fn demand(&mut self, subscribers: u32, max_height: u16) {
+        self.shard.handle_input(
+            self.now,
+            ShardInput::Cascade(cascade::CascadeInput::Message {
+                link: LINK,
+                message: LinkMessage::Demand {
+                    id: 7,
+                    subscribers,
+                    max_height,
+                },
+            }),
+        );
+        self.collect();
+    }
+
+    /// The layers that crossed the link, in order, each once per run.
+    fn crossed_layers(&self) -> Vec<u8> {
+        let mut layers: Vec<u8> = self.crossed.iter().map(|(l, _)| *l).collect();
+        layers.dedup();
+        layers
     }
 
     fn constrain(&mut self, key: ParticipantKey, constraints: ReceiverConstraints) {
@@ -322,7 +352,7 @@ fn a_simulcast_camera_crosses_a_link_as_one_stream_under_one_ssrc() {
     // The far bridge records and forwards it as one source: a new SSRC at each change of layer
     // made it two tracks in a recording.
     let mut call = Simulcast::new();
-    call.cross_a_link();
+    call.cross_a_link(u16::MAX);
     call.frame(&[0]);
     call.frame(&[]);
     call.now += Duration::from_millis(600);
@@ -330,10 +360,46 @@ fn a_simulcast_camera_crosses_a_link_as_one_stream_under_one_ssrc() {
     for _ in 0..3 {
         call.frame(&[]);
     }
-    let mut layers: Vec<u8> = call.crossed.iter().map(|(l, _)| *l).collect();
-    layers.dedup();
-    assert_eq!(layers, [0, 2], "the link starts low and moves to the top layer");
+    assert_eq!(
+        call.crossed_layers(),
+        [0, 2],
+        "the link starts low and moves to the top layer"
+    );
     assert_one_continuous_stream(&call.crossed);
+}
+
+#[test]
+fn a_link_carries_the_layer_its_far_side_shows_and_nothing_when_nobody_watches() {
+    let mut call = Simulcast::new();
+    // The far side shows the camera as thumbnails only: the low layer crosses, whatever comes.
+    call.cross_a_link(180);
+    call.frame(&[0, 1, 2]);
+    call.now += Duration::from_millis(600);
+    for _ in 0..3 {
+        call.frame(&[0, 1, 2]);
+    }
+    assert_eq!(call.crossed_layers(), [0], "thumbnails only: the low layer");
+    let bytes = call.shard.stats().simulcast.link_bytes_by_layer;
+    assert!(bytes[0] > 0 && bytes[1] == 0 && bytes[2] == 0, "{bytes:?}");
+    // Someone there puts it on stage: the top layer follows on its keyframe, asked for.
+    call.now += Duration::from_millis(600);
+    let before = call.layer_requests();
+    call.demand(2, 720);
+    call.frame(&[]);
+    assert_eq!(
+        call.layer_requests()[2],
+        before[2] + 1,
+        "the top layer's keyframe asked for"
+    );
+    call.frame(&[2]);
+    call.frame(&[]);
+    assert_eq!(call.crossed_layers(), [0, 2]);
+    assert_one_continuous_stream(&call.crossed);
+    // Nobody there watches any more: nothing crosses.
+    let sent = call.crossed.len();
+    call.demand(0, 0);
+    call.frame(&[0, 1, 2]);
+    assert_eq!(call.crossed.len(), sent, "no demand, no packets over the link");
 }
 
 #[test]

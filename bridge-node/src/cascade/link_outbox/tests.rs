@@ -54,7 +54,11 @@ fn twenty_thousand_mutes_of_one_participant_leave_one_pending_message() {
 fn demand_keeps_its_latest_count_and_keyframe_requests_are_not_repeated() {
     let mut outbox = LinkOutbox::new(16, 16);
     for subscribers in 0..100 {
-        outbox.push(LinkMessage::Demand { id: 7, subscribers });
+        outbox.push(LinkMessage::Demand {
+            id: 7,
+            subscribers,
+            max_height: 180,
+        });
         outbox.push(LinkMessage::KeyframeRequest { id: 7 });
     }
     assert_eq!(
@@ -62,7 +66,8 @@ fn demand_keeps_its_latest_count_and_keyframe_requests_are_not_repeated() {
         vec![
             LinkMessage::Demand {
                 id: 7,
-                subscribers: 99
+                subscribers: 99,
+                max_height: 180,
             },
             LinkMessage::KeyframeRequest { id: 7 }
         ]

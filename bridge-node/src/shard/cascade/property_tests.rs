@@ -109,7 +109,9 @@ fn link_message() -> impl Strategy<Value = LinkMessage> {
                 }],
             }),
         1 => stream_id().prop_map(|id| LinkMessage::StreamEnded { id }),
-        1 => (stream_id(), 0u32..4).prop_map(|(id, subscribers)| LinkMessage::Demand { id, subscribers }),
+        1 => (stream_id(), 0u32..4, prop_oneof![Just(u16::MAX), 0u16..800]).prop_map(|(id, subscribers, max_height)| {
+            LinkMessage::Demand { id, subscribers, max_height }
+        }),
         1 => stream_id().prop_map(|id| LinkMessage::KeyframeRequest { id }),
         1 => (room.clone(), id.clone(), proptest::option::of(id.clone()), ".{0,8}", "[a-z]{1,3}\\.[0-9]{1,2}")
             .prop_map(|(room, from, to, text, message_id)| LinkMessage::Chat {
