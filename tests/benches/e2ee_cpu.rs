@@ -85,7 +85,7 @@ async fn phase(browser: &Browser, base: &str, index: u64, e2ee: bool, hold: Dura
     let room = room(&format!("e2ee-cpu-{index}"));
     let url = format!("{base}/{}", room.as_str());
     let ada = browser
-        .new_page(&format!("{url}?autojoin=1&name=Ada"))
+        .new_window(&format!("{url}?autojoin=1&name=Ada"))
         .await
         .expect("Ada's page opens");
     install_helpers(&ada).await.expect("helpers");
@@ -97,7 +97,7 @@ async fn phase(browser: &Browser, base: &str, index: u64, e2ee: bool, hold: Dura
     )
     .await;
     let bob = browser
-        .new_page(&format!("{url}?autojoin=1&name=Bob"))
+        .new_window(&format!("{url}?autojoin=1&name=Bob"))
         .await
         .expect("Bob's page opens");
     install_helpers(&bob).await.expect("helpers");

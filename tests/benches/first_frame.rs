@@ -118,7 +118,7 @@ async fn run() {
     let browser = Browser::launch().await.expect("chromium starts");
     let base = running.room_url(&room);
     let a = browser
-        .new_page(&format!("{base}?autojoin=1&name=Ada"))
+        .new_window(&format!("{base}?autojoin=1&name=Ada"))
         .await
         .expect("page A opens");
     install_helpers(&a).await.expect("installing test helpers on A");
@@ -140,7 +140,7 @@ async fn run() {
         let label = format!("B{i:02}");
         let plis_before = running.bridge.stats().shards.keyframe_requests_sent;
         let b = browser
-            .new_page(&format!("{base}?autojoin=1&name={label}"))
+            .new_window(&format!("{base}?autojoin=1&name={label}"))
             .await
             .expect("page B opens");
         install_helpers(&b).await.expect("installing test helpers on B");

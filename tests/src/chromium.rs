@@ -333,6 +333,30 @@ impl Page {
         Ok(Value::Null)
     }
 
+    /// Resizes the page's window, as a user dragging its corner does: the layout follows.
+    pub async fn set_window_size(&self, width: u32, height: u32) -> anyhow::Result<()> {
+        let window = self
+            .conn
+            .call(
+                None,
+                "Browser.getWindowForTarget",
+                json!({ "targetId": self.target_id }),
+            )
+            .await?;
+        let window_id = window
+            .get("windowId")
+            .and_then(Value::as_u64)
+            .context("Browser.getWindowForTarget gave no windowId")?;
+        self.conn
+            .call(
+                None,
+                "Browser.setWindowBounds",
+                json!({ "windowId": window_id, "bounds": { "width": width, "height": height } }),
+            )
+            .await?;
+        Ok(())
+    }
+
     /// Polls `expression` (every 100 ms) until it evaluates to JSON true or the timeout passes;
     /// on timeout Err includes the last value and `describe` (a JS expression evaluated once for
     /// diagnostics, e.g. dumping state).
