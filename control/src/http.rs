@@ -134,6 +134,10 @@ pub fn router(node: Arc<ControlNode>, config: ApiConfig) -> Router {
 
 fn public_routes(node: Arc<ControlNode>, config: ApiConfig) -> Router {
     let api = Api::new(node.clone(), config);
+    let mut assets = Router::new();
+    for &(path, content_type, body) in web::ASSETS {
+        assets = assets.route(path, get(move || async move { asset(content_type, body) }));
+    }
     Router::new()
         .route("/api/v1/rooms/{room}/join", post(join))
         .route("/api/v1/rooms/{room}", get(room_view))
@@ -186,33 +190,10 @@ fn public_routes(node: Arc<ControlNode>, config: ApiConfig) -> Router {
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .route("/", get(index))
-        .route("/app.js", get(app_js))
-        .route("/style.css", get(style_css))
-        .route("/meeting.js", get(meeting_js))
-        .route("/tiles.js", get(tiles_js))
-        .route("/simulcast.js", get(simulcast_js))
-        .route("/meeting.css", get(meeting_css))
-        .route(
-            "/e2ee.js",
-            get(|| async { asset("text/javascript; charset=utf-8", web::E2EE_JS) }),
-        )
-        .route(
-            "/e2ee.css",
-            get(|| async { asset("text/css; charset=utf-8", web::E2EE_CSS) }),
-        )
-        .route(
-            "/sframe.js",
-            get(|| async { asset("text/javascript; charset=utf-8", web::SFRAME_JS) }),
-        )
-        .route(
-            "/e2ee-worker.js",
-            get(|| async { asset("text/javascript; charset=utf-8", web::E2EE_WORKER_JS) }),
-        )
-        .route("/recording.js", get(recording_js))
-        .route("/recording.css", get(recording_css))
         .route("/{room}", get(room_page))
         .fallback(not_found)
         .with_state(api)
+        .merge(assets)
 }
 
 /// The cluster listener's routes: Raft RPCs and forwarded requests from control nodes, and the
@@ -594,38 +575,6 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
 
 async fn index() -> Response {
     asset("text/html; charset=utf-8", web::INDEX_HTML)
-}
-
-async fn app_js() -> Response {
-    asset("text/javascript; charset=utf-8", web::APP_JS)
-}
-
-async fn style_css() -> Response {
-    asset("text/css; charset=utf-8", web::STYLE_CSS)
-}
-
-async fn tiles_js() -> Response {
-    asset("text/javascript; charset=utf-8", web::TILES_JS)
-}
-
-async fn simulcast_js() -> Response {
-    asset("text/javascript; charset=utf-8", web::SIMULCAST_JS)
-}
-
-async fn meeting_js() -> Response {
-    asset("text/javascript; charset=utf-8", web::MEETING_JS)
-}
-
-async fn meeting_css() -> Response {
-    asset("text/css; charset=utf-8", web::MEETING_CSS)
-}
-
-async fn recording_js() -> Response {
-    asset("text/javascript; charset=utf-8", web::RECORDING_JS)
-}
-
-async fn recording_css() -> Response {
-    asset("text/css; charset=utf-8", web::RECORDING_CSS)
 }
 
 async fn room_page(Path(room): Path<String>) -> Response {

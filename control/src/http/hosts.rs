@@ -15,7 +15,6 @@ pub(super) fn routes() -> Router<Api> {
             "/api/v1/admin/users/{name}/password",
             axum::routing::put(set_password),
         )
-        .route("/hosts.js", get(hosts_js))
 }
 
 async fn login(
@@ -129,8 +128,4 @@ async fn remove_user(State(api): State<Api>, headers: HeaderMap, Path(name): Pat
         api.node.remove_user(&name).await.map(|()| Done::ok())
     };
     respond(result.await)
-}
-
-async fn hosts_js() -> Response {
-    asset("text/javascript; charset=utf-8", web::HOSTS_JS)
 }
