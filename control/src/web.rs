@@ -13,7 +13,9 @@ pub const ASSETS: &[(&str, &str, &str)] = &[
     ("/hosts.js", JS, include_str!("../web/hosts.js")),
     // Parts of the meeting that app.js builds with what they read (loaded before it).
     ("/tiles.js", JS, include_str!("../web/tiles.js")),
+    ("/local-media.js", JS, include_str!("../web/local-media.js")),
     ("/moderation.js", JS, include_str!("../web/moderation.js")),
+    ("/session.js", JS, include_str!("../web/session.js")),
     ("/app.js", JS, include_str!("../web/app.js")),
     // Chat, raised hands and reactions (loaded after `app.js`, as the rest).
     ("/meeting.js", JS, include_str!("../web/meeting.js")),
