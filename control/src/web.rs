@@ -16,6 +16,7 @@ pub const ASSETS: &[(&str, &str, &str)] = &[
     ("/local-media.js", JS, include_str!("../web/local-media.js")),
     ("/moderation.js", JS, include_str!("../web/moderation.js")),
     ("/session.js", JS, include_str!("../web/session.js")),
+    ("/lobby.js", JS, include_str!("../web/lobby.js")),
     ("/app.js", JS, include_str!("../web/app.js")),
     // Chat, raised hands and reactions (loaded after `app.js`, as the rest).
     ("/meeting.js", JS, include_str!("../web/meeting.js")),
