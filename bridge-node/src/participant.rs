@@ -59,16 +59,15 @@ pub struct InboundTrack {
     pub vp8: bool,
     /// Keyframe requests held back by the throttle, by layer (bit per layer).
     pub keyframe_layers_pending: u8,
-    /// For a simulcast track with links: the one layer that crosses them, renumbered as one
-    /// stream: the lowest covering the largest height any link's subscribers show it at.
-    pub link_selector: Option<crate::simulcast::LayerSelector>,
 }
 
 /// A link that asked for a track: its far side's subscribers show it at most this high.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LinkDemand {
     pub link: crate::shard::LinkIndex,
     pub max_height: u16,
+    /// Of a simulcast track: the one layer that crosses this link, renumbered as one stream
+    /// for it (made at the first packet).
+    pub selector: Option<crate::simulcast::LayerSelector>,
 }
 
 impl InboundTrack {
@@ -94,18 +93,7 @@ impl InboundTrack {
             simulcast: false,
             vp8: false,
             keyframe_layers_pending: 0,
-            link_selector: None,
         }
-    }
-
-    /// The layer the links need of a simulcast track: the lowest covering the largest height any
-    /// of them asked for (`None`: no link asks).
-    pub fn link_target(
-        &self,
-        heights: &crate::simulcast::constraints::LayerHeights,
-    ) -> Option<crate::simulcast::Layer> {
-        let max_height = self.links.iter().map(|d| d.max_height).max()?;
-        crate::simulcast::constraints::target_layer(max_height, heights)
     }
 
     /// The layer an SSRC of this track carries.

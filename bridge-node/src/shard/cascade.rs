@@ -11,17 +11,14 @@
 //! Toward the other bridges a local stream crosses a link only while the far side reports
 //! subscribers for it ([`LinkMessage::Demand`]), and once whatever their number.
 
-use super::{Room, Shard, ShardOutput, ShardStats};
+use super::{Room, Shard, ShardOutput};
 use crate::demux::ParticipantKey;
-use crate::participant::InboundTrack;
 use crate::participant::LEG_LOCAL_EXTENSIONS;
 use bridgemesh_proto::RoomId;
-use bridgemesh_proto::cascade::{LinkCodec, LinkExtension, LinkMessage, MEDIA_HEADER_LEN};
+use bridgemesh_proto::cascade::{LinkCodec, LinkExtension, LinkMessage};
 use bridgemesh_proto::signaling::{MediaSource, ParticipantInfo, ServerMessage};
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use rtc::rtp_transceiver::rtp_sender::RTCRtpCodec;
-use rtc::shared::marshal::{Marshal, MarshalSize};
-use std::collections::VecDeque;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Instant;
@@ -483,12 +480,19 @@ impl Shard {
         else {
             return;
         };
-        track.links.retain(|d| d.link != link);
-        // A simulcast track's link selector follows at its next packet.
-        if subscribers > 0 {
-            track
-                .links
-                .push(crate::participant::LinkDemand { link, max_height });
+        // Kept in place while asked for: a simulcast track's selector for the link keeps its
+        // numbering, and aims at the new height from its next packet.
+        match track.links.iter().position(|d| d.link == link) {
+            Some(index) if subscribers == 0 => {
+                track.links.swap_remove(index);
+            }
+            Some(index) => track.links[index].max_height = max_height,
+            None if subscribers > 0 => track.links.push(crate::participant::LinkDemand {
+                link,
+                max_height,
+                selector: None,
+            }),
+            None => {}
         }
     }
 
@@ -710,39 +714,6 @@ impl Shard {
     }
 }
 
-/// Sends a local publisher's packet over every link that asked for its stream: marshalled once,
-/// without the publisher leg's own extensions, behind the stream id.
-pub(super) fn send_to_links(
-    track: &InboundTrack,
-    packet: &rtc::rtp::Packet,
-    outputs: &mut VecDeque<ShardOutput>,
-    stats: &mut ShardStats,
-) {
-    let Some(stream) = track.stream_id else {
-        return;
-    };
-    let mut packet = packet.clone();
-    packet
-        .header
-        .extensions
-        .retain(|ext| !track.link_dropped_extensions.contains(&ext.id));
-    packet.header.extension = !packet.header.extensions.is_empty();
-    let mut datagram = BytesMut::zeroed(MEDIA_HEADER_LEN + packet.marshal_size());
-    datagram[..MEDIA_HEADER_LEN].copy_from_slice(&stream.to_be_bytes());
-    if let Err(err) = packet.marshal_to(&mut datagram[MEDIA_HEADER_LEN..]) {
-        tracing::debug!(%err, "packet not marshalled for a link");
-        return;
-    }
-    let datagram = datagram.freeze();
-    for crate::participant::LinkDemand { link, .. } in &track.links {
-        stats.cascade_rtp_out += 1;
-        outputs.push_back(ShardOutput::LinkDatagram {
-            link: *link,
-            datagram: datagram.clone(),
-        });
-    }
-}
-
 fn stream_announcement(
     room_id: &RoomId,
     participant: &crate::participant::Participant,
@@ -778,6 +749,9 @@ fn audio_level_of(stream: &RemoteStream, packet: &[u8]) -> Option<u8> {
     let value = crate::fastpath::inbound::find_extension(packet, id)?;
     value.first().map(|byte| byte & 0x7F)
 }
+
+mod outbound;
+pub(super) use outbound::{cross_links, send_to_links};
 
 #[cfg(test)]
 mod property_tests;

@@ -131,50 +131,15 @@ impl Shard {
             .and_then(|p| p.slot_mut(source)?.track.as_mut())
             && !track.links.is_empty()
         {
-            // A simulcast track crosses links as one stream: the layer covering what the links'
-            // subscribers show, renumbered (in place: every local leg has its copy already).
-            let crosses = if track.simulcast {
-                let clock_rate = track.codec.as_ref().map_or(90_000, |c| c.clock_rate);
-                let target = track.link_target(&heights);
-                let selector = track
-                    .link_selector
-                    .get_or_insert_with(|| crate::simulcast::LayerSelector::new(target, clock_rate));
-                selector.set_target(target);
-                let decision =
-                    crate::simulcast::facts_of(packet, layer, vp8).and_then(|(facts, descriptor)| {
-                        Some((selector.on_packet(now, &facts, &activity)?, descriptor))
-                    });
-                if let Some(wanted) = selector.poll_keyframe_request(now, &activity) {
-                    keyframes |= 1 << wanted;
-                }
-                match decision {
-                    Some((rewrite, descriptor)) => {
-                        if let Some(bytes) = self
-                            .stats
-                            .simulcast
-                            .link_bytes_by_layer
-                            .get_mut(usize::from(layer))
-                        {
-                            *bytes += (packet.len() * track.links.len()) as u64;
-                        }
-                        crate::simulcast::apply(packet, &rewrite, descriptor.as_ref());
-                        // Under one SSRC too, whichever layer it is now: the far side records
-                        // and reports on it as one stream.
-                        packet[8..12].copy_from_slice(&track.ssrc.to_be_bytes());
-                        true
-                    }
-                    None => false,
-                }
-            } else {
-                true
-            };
-            if crosses {
-                let track = &*track;
-                match rtc::shared::marshal::Unmarshal::unmarshal(&mut &packet[..]) {
-                    Ok(parsed) => cascade::send_to_links(track, &parsed, &mut self.outputs, &mut self.stats),
-                    Err(err) => tracing::trace!(%err, "packet not parsed for the links"),
-                }
-            }
+            keyframes |= cascade::cross_links(
+                now,
+                track,
+                packet,
+                layer,
+                (activity, heights),
+                &mut self.outputs,
+                &mut self.stats,
+            );
         }
         if keyframes != 0 {
             self.request_keyframe_layers(now, room_id, key, source, keyframes);

@@ -14,6 +14,7 @@ const HEIGHTS: [u16; 3] = [180, 360, 720];
 const SMALL: ParticipantKey = SUBSCRIBERS[0];
 const LARGE: ParticipantKey = SUBSCRIBERS[1];
 const LINK: LinkIndex = LinkIndex(3);
+const OTHER_LINK: LinkIndex = LinkIndex(4);
 
 fn room_id() -> RoomId {
     RoomId::new("r").unwrap()
@@ -38,8 +39,8 @@ struct Simulcast {
     streams: HashMap<ParticipantKey, SrtpRecvStream>,
     /// What each subscriber received, decrypted: (layer written in the payload, RTP packet).
     got: HashMap<ParticipantKey, Vec<(u8, Vec<u8>)>>,
-    /// What crossed cascade links, as [`Simulcast::got`] (after [`Simulcast::cross_a_link`]).
-    crossed: Vec<(u8, Vec<u8>)>,
+    /// What crossed each cascade link, as [`Simulcast::got`] (after [`Simulcast::cross_a_link`]).
+    crossed: HashMap<LinkIndex, Vec<(u8, Vec<u8>)>>,
 }
 
 impl Simulcast {
@@ -108,15 +109,15 @@ impl Simulcast {
             keys,
             streams: SUBSCRIBERS.iter().map(|k| (*k, SrtpRecvStream::new())).collect(),
             got: HashMap::new(),
-            crossed: Vec::new(),
+            crossed: HashMap::new(),
         }
     }
 
-    /// The camera is announced on a cascade link (stream 7) whose far side watches it, tiles
+    /// The camera is announced (stream 7) on cascade `link`, whose far side watches it in tiles
     /// up to `max_height` high.
-    fn cross_a_link(&mut self, max_height: u16) {
+    fn cross_a_link(&mut self, link: LinkIndex, max_height: u16) {
         let room = self.shard.rooms.get_mut(&room_id()).unwrap();
-        room.cascade.peers.insert(LINK);
+        room.cascade.peers.insert(link);
         let publisher = room.participants.get_mut(&PUBLISHER).unwrap();
         let track = publisher
             .slot_mut(MediaSource::Camera)
@@ -129,15 +130,15 @@ impl Simulcast {
             .cascade_index
             .local_streams
             .insert(7, (Arc::new(room_id()), PUBLISHER, MediaSource::Camera));
-        self.demand(1, max_height);
+        self.demand(link, 1, max_height);
     }
 
-    /// The link's far side says how many of its subscribers show the camera, at most how high.
-    fn demand(&mut self, subscribers: u32, max_height: u16) {
+    /// The far side of `link` says how many of its subscribers show the camera, at most how high.
+    fn demand(&mut self, link: LinkIndex, subscribers: u32, max_height: u16) {
         self.shard.handle_input(
             self.now,
             ShardInput::Cascade(cascade::CascadeInput::Message {
-                link: LINK,
+                link,
                 message: LinkMessage::Demand {
                     id: 7,
                     subscribers,
@@ -148,9 +149,14 @@ impl Simulcast {
         self.collect();
     }
 
-    /// The layers that crossed the link, in order, each once per run.
-    fn crossed_layers(&self) -> Vec<u8> {
-        let mut layers: Vec<u8> = self.crossed.iter().map(|(l, _)| *l).collect();
+    /// What crossed `link`.
+    fn crossed(&self, link: LinkIndex) -> &[(u8, Vec<u8>)] {
+        self.crossed.get(&link).map_or(&[], |c| c.as_slice())
+    }
+
+    /// The layers that crossed `link`, in order, each once per run.
+    fn crossed_layers(&self, link: LinkIndex) -> Vec<u8> {
+        let mut layers: Vec<u8> = self.crossed(link).iter().map(|(l, _)| *l).collect();
         layers.dedup();
         layers
     }
@@ -227,9 +233,10 @@ impl Simulcast {
 
     fn collect(&mut self) {
         for output in drain(&mut self.shard) {
-            if let ShardOutput::LinkDatagram { datagram, .. } = &output {
+            if let ShardOutput::LinkDatagram { link, datagram } = &output {
                 let packet = datagram[bridgemesh_proto::cascade::MEDIA_HEADER_LEN..].to_vec();
-                self.crossed.push((*packet.last().unwrap(), packet));
+                let crossed = self.crossed.entry(*link).or_default();
+                crossed.push((*packet.last().unwrap(), packet));
                 continue;
             }
             let ShardOutput::Transmit { to, data } = output else {
@@ -352,7 +359,7 @@ fn a_simulcast_camera_crosses_a_link_as_one_stream_under_one_ssrc() {
     // The far bridge records and forwards it as one source: a new SSRC at each change of layer
     // made it two tracks in a recording.
     let mut call = Simulcast::new();
-    call.cross_a_link(u16::MAX);
+    call.cross_a_link(LINK, u16::MAX);
     call.frame(&[0]);
     call.frame(&[]);
     call.now += Duration::from_millis(600);
@@ -361,30 +368,34 @@ fn a_simulcast_camera_crosses_a_link_as_one_stream_under_one_ssrc() {
         call.frame(&[]);
     }
     assert_eq!(
-        call.crossed_layers(),
+        call.crossed_layers(LINK),
         [0, 2],
         "the link starts low and moves to the top layer"
     );
-    assert_one_continuous_stream(&call.crossed);
+    assert_one_continuous_stream(call.crossed(LINK));
 }
 
 #[test]
-fn a_link_carries_the_layer_its_far_side_shows_and_nothing_when_nobody_watches() {
+fn each_link_carries_the_layer_its_far_side_shows_and_nothing_when_nobody_watches() {
     let mut call = Simulcast::new();
-    // The far side shows the camera as thumbnails only: the low layer crosses, whatever comes.
-    call.cross_a_link(180);
+    // The far sides show the camera as thumbnails only: the low layer crosses, whatever comes.
+    call.cross_a_link(LINK, 180);
+    call.cross_a_link(OTHER_LINK, 180);
     call.frame(&[0, 1, 2]);
     call.now += Duration::from_millis(600);
     for _ in 0..3 {
         call.frame(&[0, 1, 2]);
     }
-    assert_eq!(call.crossed_layers(), [0], "thumbnails only: the low layer");
+    for link in [LINK, OTHER_LINK] {
+        assert_eq!(call.crossed_layers(link), [0], "thumbnails only: the low layer");
+    }
     let bytes = call.shard.stats().simulcast.link_bytes_by_layer;
     assert!(bytes[0] > 0 && bytes[1] == 0 && bytes[2] == 0, "{bytes:?}");
-    // Someone there puts it on stage: the top layer follows on its keyframe, asked for.
+    // Someone behind one link puts it on stage: the top layer follows there on its keyframe,
+    // asked for; the other link stays on the low layer.
     call.now += Duration::from_millis(600);
     let before = call.layer_requests();
-    call.demand(2, 720);
+    call.demand(LINK, 2, 720);
     call.frame(&[]);
     assert_eq!(
         call.layer_requests()[2],
@@ -393,13 +404,28 @@ fn a_link_carries_the_layer_its_far_side_shows_and_nothing_when_nobody_watches()
     );
     call.frame(&[2]);
     call.frame(&[]);
-    assert_eq!(call.crossed_layers(), [0, 2]);
-    assert_one_continuous_stream(&call.crossed);
-    // Nobody there watches any more: nothing crosses.
-    let sent = call.crossed.len();
-    call.demand(0, 0);
+    assert_eq!(call.crossed_layers(LINK), [0, 2]);
+    assert_eq!(
+        call.crossed_layers(OTHER_LINK),
+        [0],
+        "the other link keeps the low layer"
+    );
+    for link in [LINK, OTHER_LINK] {
+        assert_one_continuous_stream(call.crossed(link));
+    }
+    // Nobody behind the first link watches any more: nothing crosses it.
+    let (sent, sent_other) = (call.crossed(LINK).len(), call.crossed(OTHER_LINK).len());
+    call.demand(LINK, 0, 0);
     call.frame(&[0, 1, 2]);
-    assert_eq!(call.crossed.len(), sent, "no demand, no packets over the link");
+    assert_eq!(
+        call.crossed(LINK).len(),
+        sent,
+        "no demand, no packets over the link"
+    );
+    assert!(
+        call.crossed(OTHER_LINK).len() > sent_other,
+        "the other link goes on"
+    );
 }
 
 #[test]
