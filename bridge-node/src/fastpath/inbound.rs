@@ -252,18 +252,36 @@ impl InboundMedia {
         }
     }
 
-    /// Records the transport-wide sequence number of an RTP datagram (its header is in the clear
-    /// under SRTP): for packets `rtc` still opens (streams not yet bound, RTX), whose arrival the
-    /// publisher's estimator needs as much as the others'.
-    pub fn record_transport_cc(&mut self, now: Instant, datagram: &[u8]) {
+    /// Records the transport-wide sequence number of an RTP packet the bridge opened and
+    /// authenticated (never a datagram not yet opened: anyone can forge a clear header).
+    fn record_transport_cc(&mut self, now: Instant, packet: &[u8]) {
         let Some((id, recorder)) = self.twcc.as_mut() else {
             return;
         };
-        if let Some(value) = find_extension(datagram, *id)
+        if let Some(value) = find_extension(packet, *id)
             && value.len() >= 2
         {
             recorder.record(now, u16::from_be_bytes([value[0], value[1]]));
         }
+    }
+
+    /// A packet `rtc` opened and authenticated (a stream not yet bound, a retransmission): its
+    /// transport-wide sequence number, read from the parsed header, counts for the publisher's
+    /// estimator as much as the others'.
+    pub fn record_transport_cc_of(&mut self, now: Instant, header: &rtc::rtp::header::Header) {
+        let Some((id, recorder)) = self.twcc.as_mut() else {
+            return;
+        };
+        if let Some(value) = header.get_extension(*id)
+            && value.len() >= 2
+        {
+            recorder.record(now, u16::from_be_bytes([value[0], value[1]]));
+        }
+    }
+
+    /// Arrivals recorded and not yet reported to the publisher.
+    pub fn transport_cc_pending(&self) -> u64 {
+        self.twcc.as_ref().map_or(0, |(_, recorder)| recorder.pending())
     }
 
     /// A sender report of one of this participant's streams (LSR/DLSR of the next report).

@@ -69,11 +69,10 @@ impl Shard {
             return Some(data);
         };
         let (source, layer, len) = match inbound.open(now, &keys.remote, &mut data) {
-            Opened::NotOurs => {
-                // `rtc` opens it; its arrival still counts for the publisher's estimator.
-                inbound.record_transport_cc(now, &data);
-                return Some(data);
-            }
+            // `rtc` opens it. Its arrival counts for the publisher's estimator only once `rtc`
+            // has authenticated it (`Shard::forward`): a forged datagram from the publisher's
+            // address must not shape the feedback that publisher's rate follows.
+            Opened::NotOurs => return Some(data),
             Opened::Dropped(reason) => {
                 let counters = &mut self.stats.inbound;
                 match reason {
