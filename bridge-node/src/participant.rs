@@ -160,6 +160,9 @@ pub struct Participant {
     pub inbound: crate::fastpath::inbound::InboundMedia,
     /// What its layout shows (`receiver_constraints`); `None` until it says: every source's top layer.
     pub constraints: Option<bridgemesh_proto::signaling::ReceiverConstraints>,
+    /// The transport-wide sequence of what it is sent and the bandwidth estimate its feedback
+    /// drives (`crate::bwe`).
+    pub bwe: crate::bwe::subscriber::SubscriberBwe,
 }
 
 impl Participant {

@@ -26,6 +26,7 @@
 //! `meeting.rs` (chat, raised hands, reactions).
 
 mod admission;
+mod bandwidth;
 mod cascade;
 mod client_messages;
 #[cfg(test)]

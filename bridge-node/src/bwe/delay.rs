@@ -71,7 +71,7 @@ impl Default for DelayDetector {
             first_arrival: None,
             accumulated_ms: 0.0,
             smoothed_ms: 0.0,
-            samples: VecDeque::with_capacity(TRENDLINE_WINDOW),
+            samples: VecDeque::new(),
             deltas: 0,
             threshold_ms: THRESHOLD_INITIAL_MS,
             last_threshold_update: None,

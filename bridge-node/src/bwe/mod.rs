@@ -16,6 +16,7 @@
 //!   the delay-based and loss-based rates.
 //! - [`bottleneck`]: a simulated link (fixed rate, drop-tail queue) the estimator's tests and
 //!   the `bwe_bottleneck` example run it against.
+//! - [`subscriber`]: one subscriber's history, estimator and counts.
 //! - [`allocator`]: a pure function from the estimate, the receiver's constraints and the room's
 //!   speaker order to a layer (or a pause) per source.
 //!
@@ -27,6 +28,7 @@ pub mod estimator;
 pub mod history;
 pub mod probe;
 pub mod rate;
+pub mod subscriber;
 
 #[cfg(test)]
 mod bottleneck_tests;

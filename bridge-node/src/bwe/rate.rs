@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 /// The window the acknowledged rate is measured over.
 pub const ACKED_WINDOW: Duration = Duration::from_millis(500);
-/// Arrivals kept for it at most (about 4,000 packets per second at full size and 20 Mbit/s).
-const ACKED_SAMPLES_MAX: usize = 2048;
+/// Arrivals kept for it at most (a 500 ms window at 2,000 packets a second, about 20 Mbit/s).
+const ACKED_SAMPLES_MAX: usize = 1024;
 /// A decrease goes to this share of the acknowledged rate.
 const BETA: f64 = 0.85;
 /// Multiplicative increase per second far from the last known capacity.
@@ -37,7 +37,7 @@ pub struct AckedRate {
 impl Default for AckedRate {
     fn default() -> Self {
         Self {
-            samples: VecDeque::with_capacity(ACKED_SAMPLES_MAX),
+            samples: VecDeque::new(),
             bytes: 0,
         }
     }

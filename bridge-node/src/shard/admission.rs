@@ -204,6 +204,7 @@ impl Shard {
             media,
             inbound: crate::fastpath::inbound::InboundMedia::new(rand::random()),
             constraints: None,
+            bwe: Default::default(),
         })
     }
 

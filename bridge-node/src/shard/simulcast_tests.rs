@@ -395,7 +395,7 @@ fn a_nack_is_answered_from_the_layer_the_packet_came_from() {
                 seq,
             ]),
         };
-        call.shard.answer_nack(&room_id(), LARGE, &nack);
+        call.shard.answer_nack(Instant::now(), &room_id(), LARGE, &nack);
         // The subscriber's stack drops it as a replay of what it has: decrypt with a fresh state.
         call.streams.insert(LARGE, SrtpRecvStream::new());
         let before = call.got[&LARGE].len();
