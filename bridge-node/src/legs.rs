@@ -83,6 +83,7 @@ pub(crate) fn sync_legs(
                 extension_map: Vec::new(),
                 writer: None,
                 declined: false,
+                allocation: None,
                 selector: (!source.is_audio()).then(|| {
                     let target = crate::simulcast::constraints::target_layer(
                         crate::simulcast::constraints::max_height_for(

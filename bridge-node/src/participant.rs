@@ -120,6 +120,10 @@ pub struct SendLeg {
     /// Video: which layer of the source this leg carries and how it is renumbered
     /// (`crate::simulcast`); `None` for audio, which is forwarded as it comes.
     pub selector: Option<crate::simulcast::LayerSelector>,
+    /// Video: the layer the bandwidth allocator gives this leg (`Some(None)`: paused, by the
+    /// estimate or last-N); `None` until it has run. The selector's target is this, within the
+    /// layer the receiver's constraints ask for.
+    pub allocation: Option<Option<crate::simulcast::Layer>>,
 }
 
 pub struct Participant {

@@ -27,6 +27,8 @@
 
 mod admission;
 mod bandwidth;
+#[cfg(test)]
+mod bandwidth_tests;
 mod cascade;
 mod client_messages;
 #[cfg(test)]
@@ -63,6 +65,7 @@ mod simulcast_tests;
 mod speaker_tests;
 mod speakers;
 
+pub use bandwidth::BandwidthStats;
 pub use cascade::{CascadeInput, LinkIndex, REMOTE_PARTICIPANTS_PER_ROOM_MAX, shard_of_stream};
 pub use inbound::InboundStats;
 pub use meeting::MeetingStats;
@@ -305,6 +308,8 @@ pub struct ShardStats {
     pub meeting: MeetingStats,
     /// Layer selection (`simulcast.rs`).
     pub simulcast: SimulcastStats,
+    /// Bandwidth estimation and allocation (`bandwidth.rs`).
+    pub bandwidth: BandwidthStats,
 }
 
 pub struct Room {
@@ -410,6 +415,7 @@ impl Shard {
             participants: self.room_of.len() as u64,
             rooms: self.rooms.len() as u64,
             simulcast: self.simulcast_gauges(),
+            bandwidth: self.bandwidth_gauges(),
             ..self.stats
         }
     }

@@ -16,16 +16,19 @@
 //!   the delay-based and loss-based rates.
 //! - [`bottleneck`]: a simulated link (fixed rate, drop-tail queue) the estimator's tests and
 //!   the `bwe_bottleneck` example run it against.
+//! - [`layer_rates`]: the bitrate each simulcast layer is published at, measured.
 //! - [`subscriber`]: one subscriber's history, estimator and counts.
 //! - [`allocator`]: a pure function from the estimate, the receiver's constraints and the room's
 //!   speaker order to a layer (or a pause) per source.
 //!
 //! Sans-IO throughout: every input carries `now`, nothing reads a clock or a socket.
 
+pub mod allocator;
 pub mod bottleneck;
 pub mod delay;
 pub mod estimator;
 pub mod history;
+pub mod layer_rates;
 pub mod probe;
 pub mod rate;
 pub mod subscriber;

@@ -2,8 +2,10 @@
 //! feedback drives, and the counts the metrics show.
 
 use super::PacketResult;
+use super::allocator::{Allocator, SourceDemand};
 use super::estimator::{Estimator, EstimatorConfig};
 use super::history::SendHistory;
+use crate::simulcast::Layer;
 use rtc::rtcp::transport_feedbacks::transport_layer_cc::TransportLayerCc;
 use std::time::Instant;
 
@@ -19,6 +21,10 @@ pub struct SubscriberBwe {
     results: Vec<PacketResult>,
     /// Transport-cc feedback packets received from the subscriber.
     pub feedback_received: u64,
+    pub allocator: Allocator,
+    /// Scratch for the allocator's inputs and outputs, kept between runs.
+    pub demands: Vec<SourceDemand>,
+    pub layers: Vec<Option<Layer>>,
 }
 
 impl Default for SubscriberBwe {
@@ -28,6 +34,9 @@ impl Default for SubscriberBwe {
             estimator: Estimator::new(EstimatorConfig::default()),
             results: Vec::new(),
             feedback_received: 0,
+            allocator: Allocator::default(),
+            demands: Vec::new(),
+            layers: Vec::new(),
         }
     }
 }

@@ -510,6 +510,7 @@ pub(super) fn deliver(
     if !source.is_audio() {
         let layers = source_layers.entry((publisher, source)).or_default();
         layers.activity.record(now, layer);
+        layers.rates.record(now, layer, packet.len());
         activity = layers.activity;
         if let Some(height) = parsed.and_then(|(_, d)| d?.height)
             && layers.heights.record(layer, height)
@@ -553,7 +554,8 @@ pub(super) fn deliver(
             if let Some((id, heights)) = retarget.as_ref() {
                 let max_height =
                     crate::simulcast::constraints::max_height_for(constraints.as_ref(), id, source);
-                selector.set_target(crate::simulcast::constraints::target_layer(max_height, heights));
+                let ceiling = crate::simulcast::constraints::target_layer(max_height, heights);
+                selector.set_target(crate::bwe::allocator::capped(ceiling, leg.allocation));
             }
             let before = selector.current();
             let decision = selector.on_packet(now, facts, &activity);

@@ -156,6 +156,7 @@ impl FanoutRig {
                             on_stage_max_height: height,
                             sources: Vec::new(),
                             on_stage: Vec::new(),
+                            last_n: None,
                         },
                     ),
                 },

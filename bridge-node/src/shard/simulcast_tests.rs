@@ -144,6 +144,7 @@ impl Simulcast {
                 on_stage_max_height: height,
                 sources: Vec::new(),
                 on_stage: Vec::new(),
+                last_n: None,
             },
         );
     }
@@ -353,6 +354,7 @@ fn a_paused_source_sends_nothing_and_resumes_on_a_keyframe() {
                 max_height: 0,
             }],
             on_stage: Vec::new(),
+            last_n: None,
         },
     );
     for _ in 0..5 {
@@ -422,6 +424,7 @@ fn constraints_naming_audio_or_too_many_sources_are_refused() {
                     max_height: 0,
                 }],
                 on_stage: Vec::new(),
+                last_n: None,
             }),
         },
     );
