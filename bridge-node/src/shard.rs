@@ -554,6 +554,9 @@ impl Shard {
                 if let Some(at) = participant.inbound.poll_timeout() {
                     consider(at);
                 }
+                if let Some(at) = participant.bwe.probe_due() {
+                    consider(at);
+                }
                 for track in participant.slots.iter().filter_map(|s| s.track.as_ref()) {
                     if track.keyframe_request_pending
                         && let Some(at) = track.keyframe_requested_at
@@ -578,6 +581,7 @@ impl Shard {
             let mut keyframes = Vec::new();
             for participant in room.participants.values_mut() {
                 inbound::send_feedback(now, participant, &mut self.stats, &mut self.scratch_feedback);
+                bandwidth::send_probes(now, participant, &mut self.tx, &mut self.outputs);
                 if participant.next_timeout.is_some_and(|at| at <= now) {
                     if let Err(err) = participant.pc.handle_timeout(now) {
                         tracing::debug!(participant = %participant.id, %err, "peer connection timeout");

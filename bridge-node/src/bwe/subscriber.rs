@@ -5,9 +5,18 @@ use super::PacketResult;
 use super::allocator::{Allocator, SourceDemand};
 use super::estimator::{Estimator, EstimatorConfig};
 use super::history::SendHistory;
+use super::probe::{PROBE_PACKET_BYTES, ProbeCluster};
 use crate::simulcast::Layer;
 use rtc::rtcp::transport_feedbacks::transport_layer_cc::TransportLayerCc;
 use std::time::Instant;
+
+/// A probe cluster being paced out: its packets go one every `cluster.spacing`.
+#[derive(Debug, Clone, Copy)]
+pub struct ProbeSchedule {
+    pub cluster: ProbeCluster,
+    sent: u32,
+    next_at: Instant,
+}
 
 /// Results one feedback is turned into at most before they reach the estimator (Chromium
 /// describes 50–100 ms of packets in one).
@@ -22,6 +31,10 @@ pub struct SubscriberBwe {
     /// Transport-cc feedback packets received from the subscriber.
     pub feedback_received: u64,
     pub allocator: Allocator,
+    /// The probe cluster being sent, if any.
+    pub probe: Option<ProbeSchedule>,
+    /// Probe packets sent.
+    pub probe_packets_sent: u64,
     /// Scratch for the allocator's inputs and outputs, kept between runs.
     pub demands: Vec<SourceDemand>,
     pub layers: Vec<Option<Layer>>,
@@ -35,6 +48,8 @@ impl Default for SubscriberBwe {
             results: Vec::new(),
             feedback_received: 0,
             allocator: Allocator::default(),
+            probe: None,
+            probe_packets_sent: 0,
             demands: Vec::new(),
             layers: Vec::new(),
         }
@@ -55,5 +70,44 @@ impl SubscriberBwe {
     /// none (no transport-cc negotiated) is not limited by the bridge.
     pub fn estimate_bps(&self) -> Option<u64> {
         (self.feedback_received > 0).then(|| self.estimator.estimate_bps())
+    }
+
+    /// Starts a probe cluster when the allocation wants `wanted_bps` and the estimator agrees
+    /// that probing is due (see [`super::estimator::Estimator::poll_probe`]).
+    pub fn start_probe(&mut self, now: Instant, wanted_bps: u64) {
+        if self.probe.is_some() || self.feedback_received == 0 {
+            return;
+        }
+        if let Some(cluster) = self.estimator.poll_probe(now, wanted_bps) {
+            self.probe = Some(ProbeSchedule {
+                cluster,
+                sent: 0,
+                next_at: now,
+            });
+        }
+    }
+
+    /// When the next probe packet is due.
+    pub fn probe_due(&self) -> Option<Instant> {
+        self.probe.map(|p| p.next_at)
+    }
+
+    /// The probe cluster a packet due at `now` belongs to, with its padding length; `None` when
+    /// none is due. The caller sends it (or calls [`SubscriberBwe::abandon_probe`]).
+    pub fn next_probe_packet(&mut self, now: Instant) -> Option<(u32, u8)> {
+        let probe = self.probe.as_mut().filter(|p| p.next_at <= now)?;
+        let id = probe.cluster.id;
+        probe.sent += 1;
+        probe.next_at += probe.cluster.spacing;
+        if probe.sent >= probe.cluster.packets {
+            self.probe = None;
+        }
+        self.probe_packets_sent += 1;
+        Some((id, PROBE_PACKET_BYTES as u8))
+    }
+
+    /// Nothing can carry the probe (no video leg sending): it is dropped.
+    pub fn abandon_probe(&mut self) {
+        self.probe = None;
     }
 }

@@ -121,6 +121,47 @@ impl LegWriter {
         Ok(tx.finish(srtp_len))
     }
 
+    /// A padding-only packet of `padding_len` bytes (1..=255) on this leg, under sequence number
+    /// `seq` and timestamp `rtp_time` (from the leg's layer selector), carrying the next
+    /// transport-wide sequence number of `history` as probe `cluster`: what a bandwidth probe is
+    /// made of. `None` on a leg that does not stamp transport-cc (a probe nobody reports on is
+    /// useless). Receivers drop the padding after counting it (RFC 3550 §5.1).
+    #[allow(clippy::too_many_arguments)]
+    pub fn write_padding(
+        &mut self,
+        keys: &SrtpKeys,
+        tx: &mut TxArena,
+        (seq, rtp_time): (u16, u32),
+        padding_len: u8,
+        history: &mut SendHistory,
+        now: Instant,
+        cluster: u32,
+    ) -> Option<Result<BytesMut, SrtpError>> {
+        let (_, leg_id) = self.transport_cc?;
+        let padding_len = usize::from(padding_len.max(1));
+        // Header, a one-byte-form extension block of one word (transport-cc), the padding.
+        let rtp_len = 12 + 8 + padding_len;
+        let buf = tx.start(rtp_len + keys.profile().rtp_tag_len());
+        buf[0] = 0x80 | 0x20 | 0x10;
+        buf[1] = self.payload_type & 0x7F;
+        buf[2..4].copy_from_slice(&seq.to_be_bytes());
+        buf[4..8].copy_from_slice(&rtp_time.to_be_bytes());
+        buf[8..12].copy_from_slice(&self.ssrc.to_be_bytes());
+        let transport_seq = history.stamp(now, rtp_len + keys.profile().rtp_tag_len(), Some(cluster));
+        let [high, low] = transport_seq.to_be_bytes();
+        buf[12..20].copy_from_slice(&[0xBE, 0xDE, 0, 1, (leg_id << 4) | 1, high, low, 0]);
+        buf[20..rtp_len].fill(0);
+        buf[rtp_len - 1] = padding_len as u8;
+        Some(match self.srtp.protect(keys, buf, rtp_len) {
+            Ok(srtp_len) => {
+                // Padding is no payload: the sender report's octet count leaves it out.
+                self.packets_sent = self.packets_sent.wrapping_add(1);
+                Ok(tx.finish(srtp_len))
+            }
+            Err(err) => Err(err),
+        })
+    }
+
     /// Rewrites SSRC, payload type and extension ids in place; returns the payload length and,
     /// when `stamping`, where the transport-wide sequence number goes (two bytes).
     fn rewrite(&self, packet: &mut [u8], stamping: bool) -> Result<(usize, Option<usize>), SrtpError> {
@@ -265,6 +306,38 @@ mod tests {
         let unstamped = open(leg.write(&keys, &source, &mut tx).unwrap());
         assert_eq!(crate::fastpath::inbound::find_extension(&unstamped, 7), None);
         assert_eq!(crate::fastpath::inbound::find_extension(&unstamped, 3), None);
+    }
+
+    #[test]
+    fn a_padding_packet_carries_the_transport_wide_sequence_and_nothing_else() {
+        let keys = SrtpKeys::new(SrtpProfile::AeadAes128Gcm, &[7; 16], &[9; 12]).unwrap();
+        let mut tx = TxArena::default();
+        let mut history = SendHistory::default();
+        let now = Instant::now();
+        let mut plain = LegWriter::new(5, 96, Vec::new());
+        assert!(
+            plain
+                .write_padding(&keys, &mut tx, (1, 2), 200, &mut history, now, 1)
+                .is_none()
+        );
+        let mut leg = LegWriter::new(5, 96, Vec::new()).with_transport_cc(3, 7);
+        let sent = leg
+            .write_padding(&keys, &mut tx, (0x1234, 0xABCD), 200, &mut history, now, 9)
+            .unwrap()
+            .unwrap();
+        let mut out = sent.to_vec();
+        let len = SrtpRecvStream::new().unprotect(&keys, &mut out).unwrap();
+        let out = &out[..len];
+        assert_eq!(out[0] & 0x20, 0x20, "padding bit");
+        assert_eq!(&out[2..4], &[0x12, 0x34]);
+        assert_eq!(
+            crate::fastpath::inbound::find_extension(out, 7),
+            Some(&[0, 0][..])
+        );
+        assert_eq!(usize::from(*out.last().unwrap()), 200);
+        assert_eq!(out.len(), 20 + 200);
+        assert_eq!(crate::fastpath::srtp::rtp_header_len(out), Ok(20));
+        assert_eq!(history.sent(), 1);
     }
 
     #[test]

@@ -45,7 +45,66 @@ impl Shard {
             .flat_map(|p| p.legs.values())
             .filter(|leg| !leg.declined && leg.allocation == Some(None))
             .count() as u64;
+        for participant in self.rooms.values().flat_map(|room| room.participants.values()) {
+            stats.probe_packets_sent += participant.bwe.probe_packets_sent;
+            if let Some(estimate) = participant.bwe.estimate_bps() {
+                stats.subscribers_estimated += 1;
+                stats.estimates_bps_sum += estimate;
+            }
+        }
         stats
+    }
+}
+
+/// Sends the probe packets due at `now` toward one subscriber: padding-only packets on one of its
+/// video legs that is sending, each with the next transport-wide sequence number.
+pub(super) fn send_probes(
+    now: Instant,
+    participant: &mut Participant,
+    tx: &mut TxArena,
+    outputs: &mut VecDeque<ShardOutput>,
+) {
+    if participant.bwe.probe_due().is_none_or(|at| at > now) {
+        return;
+    }
+    let Participant {
+        legs,
+        media_keys,
+        media_addr,
+        bwe,
+        connected,
+        ..
+    } = participant;
+    let (Some(keys), Some(to)) = (media_keys.as_ref(), *media_addr) else {
+        bwe.abandon_probe();
+        return;
+    };
+    let leg = legs.values_mut().find(|leg| {
+        !leg.declined
+            && leg.writer.as_ref().is_some_and(|w| w.stamps_transport_cc())
+            && leg.selector.as_ref().is_some_and(|s| s.current().is_some())
+    });
+    let Some(leg) = leg.filter(|_| *connected) else {
+        bwe.abandon_probe();
+        return;
+    };
+    let (Some(writer), Some(selector)) = (leg.writer.as_mut(), leg.selector.as_mut()) else {
+        return;
+    };
+    tx.recycle();
+    while let Some((cluster, padding)) = bwe.next_probe_packet(now) {
+        let Some(numbers) = selector.padding() else {
+            bwe.abandon_probe();
+            return;
+        };
+        match writer.write_padding(&keys.local, tx, numbers, padding, &mut bwe.history, now, cluster) {
+            Some(Ok(data)) => outputs.push_back(ShardOutput::Transmit { to, data }),
+            Some(Err(err)) => tracing::trace!(%err, "probe not sent"),
+            None => {
+                bwe.abandon_probe();
+                return;
+            }
+        }
     }
 }
 
@@ -57,12 +116,21 @@ pub struct BandwidthStats {
     /// Video legs paused by the allocator (the estimate or last-N) though their tile shows them
     /// (gauge).
     pub legs_paused_by_allocation: u64,
+    /// Padding packets sent to probe the paths of the subscribers connected now.
+    pub probe_packets_sent: u64,
+    /// Subscribers with an estimate, and the sum of their estimates (gauges: the mean is the
+    /// one divided by the other).
+    pub subscribers_estimated: u64,
+    pub estimates_bps_sum: u64,
 }
 
 impl std::ops::AddAssign for BandwidthStats {
     fn add_assign(&mut self, other: Self) {
         self.feedback_received += other.feedback_received;
         self.legs_paused_by_allocation += other.legs_paused_by_allocation;
+        self.probe_packets_sent += other.probe_packets_sent;
+        self.subscribers_estimated += other.subscribers_estimated;
+        self.estimates_bps_sum += other.estimates_bps_sum;
     }
 }
 
@@ -137,11 +205,16 @@ pub(super) fn allocate_legs(now: Instant, room: &mut Room, key: ParticipantKey) 
             current: leg.allocation.unwrap_or(selector.target()),
         });
     }
-    let video_estimate = estimate.map(|e| e.saturating_sub(audio_legs * AUDIO_LEG_BPS));
+    let audio_bps = audio_legs * AUDIO_LEG_BPS;
+    let video_estimate = estimate.map(|e| e.saturating_sub(audio_bps));
     let mut layers = std::mem::take(&mut bwe.layers);
     let demands = std::mem::take(&mut bwe.demands);
-    bwe.allocator
+    let summary = bwe
+        .allocator
         .run(now, video_estimate, last_n, &demands, &mut layers);
+    if estimate.is_some() {
+        bwe.start_probe(now, summary.wanted_bps + audio_bps);
+    }
     for (leg_key, layer) in allocated_legs.iter().zip(&layers) {
         if let Some(leg) = participant.legs.get_mut(leg_key)
             && let Some(selector) = leg.selector.as_mut()
