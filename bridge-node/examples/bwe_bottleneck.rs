@@ -3,7 +3,7 @@
 //! bottleneck in virtual time (a fixed-rate link with a 30 kB drop-tail queue, 25 ms each way,
 //! transport-cc feedback every 100 ms). Deterministic: the numbers do not depend on the machine.
 //!
-//! `cargo run --release -p bridgemesh-bridge --example bwe_bottleneck`
+//! `cargo run -p bridgemesh-bridge --example bwe_bottleneck`
 
 use bridgemesh_bridge::bwe::bottleneck::{Bottleneck, ladder};
 use std::time::Duration;
