@@ -95,8 +95,6 @@ impl Shard {
         let Some(participant) = room.participants.get_mut(&publisher) else {
             return;
         };
-        // `rtc` authenticated it: its arrival counts for the publisher's estimator.
-        participant.inbound.record_transport_cc_of(now, &packet.header);
         let Some(slot_index) = participant
             .slots
             .iter()

@@ -69,10 +69,14 @@ impl Shard {
             return Some(data);
         };
         let (source, layer, len) = match inbound.open(now, &keys.remote, &mut data) {
-            // `rtc` opens it. Its arrival counts for the publisher's estimator only once `rtc`
-            // has authenticated it (`Shard::forward`): a forged datagram from the publisher's
-            // address must not shape the feedback that publisher's rate follows.
-            Opened::NotOurs => return Some(data),
+            // `rtc` opens it (its repair streams carry the publisher's own bandwidth probes, which
+            // `rtc` never hands on). Its arrival counts for the publisher's estimator once a copy
+            // authenticates: a forged datagram from the publisher's address must not shape the
+            // feedback that publisher's rate follows.
+            Opened::NotOurs => {
+                inbound.record_unbound(now, &keys.remote, &data);
+                return Some(data);
+            }
             Opened::Dropped(reason) => {
                 let counters = &mut self.stats.inbound;
                 match reason {

@@ -132,7 +132,9 @@ fn feedback_is_scheduled_on_the_shards_timer() {
 /// A datagram that reaches `rtc` unopened (an SSRC the fast path has not bound) is not yet
 /// authenticated: anyone who can send from the publisher's address could forge its clear header,
 /// so its transport-wide sequence number must not reach the feedback the publisher's rate
-/// follows. Only what `rtc` authenticates (`Shard::forward`) or the fast path opens counts.
+/// follows. It counts once a copy authenticates with the publisher's keys (the publisher's own
+/// probes travel that way, and a publisher whose probes went unreported would never send its
+/// upper simulcast layers).
 #[test]
 fn an_unauthenticated_datagram_does_not_feed_the_transport_cc_feedback() {
     let (mut shard, now) = room_with_bound_publisher();
@@ -162,15 +164,29 @@ fn an_unauthenticated_datagram_does_not_feed_the_transport_cc_feedback() {
     forged.resize(forged.len() + PROFILE.rtp_tag_len(), 0);
     datagram(&mut shard, now, BytesMut::from(&forged[..]));
     assert_eq!(inbound(&mut shard), 0, "a forged arrival was recorded");
+    // The same from the publisher (its repair stream carrying a bandwidth probe, which `rtc`
+    // opens and never hands on) authenticates, and counts.
+    let keys = split_keying_material(PROFILE, &material(PUBLISHER), true).unwrap();
+    let mut genuine = forged[..forged.len() - PROFILE.rtp_tag_len()].to_vec();
+    let len = genuine.len();
+    genuine.resize(len + PROFILE.rtp_tag_len(), 0);
+    SrtpSendStream::new(0x0BAD_F00D)
+        .protect(&keys.local, &mut genuine, len)
+        .unwrap();
+    datagram(&mut shard, now, BytesMut::from(&genuine[..]));
+    assert_eq!(inbound(&mut shard), 1, "the publisher's own probe");
+    // Replayed, it is not counted again (nor is anything forged on that SSRC).
+    datagram(&mut shard, now, BytesMut::from(&genuine[..]));
+    datagram(&mut shard, now, BytesMut::from(&forged[..]));
+    assert_eq!(inbound(&mut shard), 1);
     // A packet the bridge opens itself still counts.
     let mut send = SrtpSendStream::new(PUBLISHER_SSRC);
-    let keys = split_keying_material(PROFILE, &material(PUBLISHER), true).unwrap();
     let mut packet = publisher_packet(100);
     packet[0] |= 0x10;
-    packet.splice(12..12, [0xBE, 0xDE, 0, 1, 0x31, 0x00, 0x07, 0]);
+    packet.splice(12..12, [0xBE, 0xDE, 0, 1, 0x31, 0x12, 0x35, 0]);
     let len = packet.len();
     packet.resize(len + PROFILE.rtp_tag_len(), 0);
     send.protect(&keys.local, &mut packet, len).unwrap();
     datagram(&mut shard, now, BytesMut::from(&packet[..]));
-    assert_eq!(inbound(&mut shard), 1);
+    assert_eq!(inbound(&mut shard), 2);
 }
