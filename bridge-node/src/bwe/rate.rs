@@ -27,20 +27,11 @@ const LOSS_PACKETS_MIN: u32 = 20;
 const LOSS_DECREASE_INTERVAL: Duration = Duration::from_millis(300);
 
 /// The rate the subscriber acknowledged receiving: bytes by arrival time over [`ACKED_WINDOW`].
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct AckedRate {
     /// (arrival, bytes), in the order reported.
     samples: VecDeque<(Instant, u32)>,
     bytes: u64,
-}
-
-impl Default for AckedRate {
-    fn default() -> Self {
-        Self {
-            samples: VecDeque::new(),
-            bytes: 0,
-        }
-    }
 }
 
 impl AckedRate {

@@ -18,7 +18,7 @@ fn room_id() -> RoomId {
 }
 
 fn name(key: u64) -> ParticipantId {
-    ParticipantId::new(&format!("p{key}")).unwrap()
+    ParticipantId::new(format!("p{key}")).unwrap()
 }
 
 fn addr(key: u64) -> SocketAddr {
