@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 /// The window the acknowledged rate is measured over.
 pub const ACKED_WINDOW: Duration = Duration::from_millis(500);
-/// Arrivals kept for it at most (a 500 ms window at 2,000 packets a second, about 20 Mbit/s).
+/// Arrivals kept for it at most (a 500 ms window at 2,000 packets a second, about 20 Mbit/s);
+/// past that the oldest go first.
 const ACKED_SAMPLES_MAX: usize = 1024;
 /// A decrease goes to this share of the acknowledged rate.
 const BETA: f64 = 0.85;
@@ -29,23 +30,34 @@ const LOSS_DECREASE_INTERVAL: Duration = Duration::from_millis(300);
 /// The rate the subscriber acknowledged receiving: bytes by arrival time over [`ACKED_WINDOW`].
 #[derive(Debug, Default)]
 pub struct AckedRate {
-    /// (arrival, bytes), in the order reported.
-    samples: VecDeque<(Instant, u32)>,
+    /// (arrival in µs since `epoch`, bytes), in the order reported: 8 bytes a packet, so a full
+    /// window costs a subscriber 8 KiB.
+    samples: VecDeque<(u32, u32)>,
+    epoch: Option<Instant>,
+    newest_us: u32,
     bytes: u64,
 }
 
 impl AckedRate {
     pub fn on_arrival(&mut self, arrival: Instant, bytes: u16) {
+        let epoch = *self.epoch.get_or_insert(arrival);
+        // Earlier than the first arrival (reordered): counted at it.
+        let at_us = arrival
+            .saturating_duration_since(epoch)
+            .as_micros()
+            .min(u128::from(u32::MAX)) as u32;
         if self.samples.len() == ACKED_SAMPLES_MAX
             && let Some((_, old)) = self.samples.pop_front()
         {
             self.bytes -= u64::from(old);
         }
-        self.samples.push_back((arrival, u32::from(bytes)));
+        self.samples.push_back((at_us, u32::from(bytes)));
         self.bytes += u64::from(bytes);
-        let newest = self.samples.iter().map(|s| s.0).max().unwrap_or(arrival);
+        self.newest_us = self.newest_us.max(at_us);
+        let newest = self.newest_us;
+        let window_us = ACKED_WINDOW.as_micros() as u32;
         while let Some(&(at, old)) = self.samples.front() {
-            if newest.saturating_duration_since(at) <= ACKED_WINDOW {
+            if newest.saturating_sub(at) <= window_us {
                 break;
             }
             self.samples.pop_front();
@@ -56,8 +68,7 @@ impl AckedRate {
     /// Bits per second over the window, once it spans at least half of it.
     pub fn bps(&self) -> Option<f64> {
         let first = self.samples.front()?.0;
-        let last = self.samples.iter().map(|s| s.0).max()?;
-        let span = last.saturating_duration_since(first);
+        let span = Duration::from_micros(u64::from(self.newest_us.saturating_sub(first)));
         if span < ACKED_WINDOW / 2 {
             return None;
         }
