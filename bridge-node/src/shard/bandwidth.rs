@@ -158,7 +158,17 @@ pub(super) fn allocate_legs(now: Instant, room: &mut Room, key: ParticipantKey) 
     };
     let constraints = participant.constraints.as_ref();
     let last_n = constraints.and_then(|c| c.last_n);
-    let estimate = participant.bwe.estimate_bps();
+    // The estimate sees only packets that carry the subscriber's transport-wide sequence: with a
+    // leg that cannot (its publisher sends no transport-cc element, e.g. a source from a cascade
+    // link, which strips it), what the subscriber receives is more than the estimator knows,
+    // and the estimate would starve that leg. Such a subscriber is not limited by it.
+    let all_stamped = participant
+        .legs
+        .values()
+        .filter(|leg| !leg.declined)
+        .filter_map(|leg| leg.writer.as_ref())
+        .all(|writer| writer.stamps_transport_cc());
+    let estimate = participant.bwe.estimate_bps().filter(|_| all_stamped);
     if estimate.is_none() && last_n.is_none() && participant.legs.values().all(|l| l.allocation.is_none()) {
         return; // Nothing limits this subscriber: the ceilings stand, as before estimation.
     }

@@ -267,6 +267,19 @@ fn a_subscriber_whose_estimate_cannot_carry_every_source_gets_the_first_ranked_o
         "{got:?}"
     );
     assert_eq!(shard.stats().bandwidth.subscribers_estimated, 1);
+
+    // One of its sources arrives without a transport-cc element to stamp (as from a cascade
+    // link): the estimate no longer sees all it receives, and limits nothing.
+    let room = shard.rooms.get_mut(&room_id()).unwrap();
+    let subscriber = room.participants.get_mut(&ParticipantKey(1)).unwrap();
+    let leg = subscriber
+        .legs
+        .get_mut(&(ParticipantKey(6), MediaSource::Camera))
+        .unwrap();
+    leg.writer = Some(LegWriter::new(leg.ssrc, 96, Vec::new()));
+    let now = video_and_feedback(&mut shard, now, 200, 750);
+    let got = videos_received(&mut shard, now, 300);
+    assert_eq!(got[&1].len(), 5, "{got:?}");
 }
 
 /// A probe is paced out as padding-only packets on one of the subscriber's video legs, each
