@@ -15,7 +15,7 @@
 //! Sans-IO: [`DominantSpeaker::record`] takes a level and `now`, and says when the speaker
 //! changed. It allocates only for a publisher it has not heard before.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
 use std::time::{Duration, Instant};
 
@@ -78,7 +78,13 @@ pub struct DominantSpeaker<K> {
     challenger: Option<(K, u32)>,
     /// The last bucket the speaker was decided in.
     decided_bucket: u64,
+    /// Speakers before the current one, most recent first (at most [`RECENT_SPEAKERS_MAX`]): the
+    /// order last-N and the bandwidth allocator follow after the dominant speaker.
+    recent: VecDeque<K>,
 }
+
+/// Former speakers remembered.
+pub const RECENT_SPEAKERS_MAX: usize = 8;
 
 impl<K: Copy + Eq + Hash> DominantSpeaker<K> {
     pub fn new(now: Instant) -> Self {
@@ -88,11 +94,27 @@ impl<K: Copy + Eq + Hash> DominantSpeaker<K> {
             current: None,
             challenger: None,
             decided_bucket: 0,
+            recent: VecDeque::new(),
         }
     }
 
     pub fn current(&self) -> Option<K> {
         self.current
+    }
+
+    /// Speakers before the current one, most recent first.
+    pub fn recent(&self) -> impl Iterator<Item = K> + '_ {
+        self.recent.iter().copied()
+    }
+
+    fn take_over(&mut self, speaker: K) {
+        if let Some(previous) = self.current.filter(|p| *p != speaker) {
+            self.recent.retain(|k| *k != previous);
+            self.recent.push_front(previous);
+            self.recent.truncate(RECENT_SPEAKERS_MAX);
+        }
+        self.recent.retain(|k| *k != speaker);
+        self.current = Some(speaker);
     }
 
     fn bucket(&self, now: Instant) -> u64 {
@@ -133,7 +155,7 @@ impl<K: Copy + Eq + Hash> DominantSpeaker<K> {
             .max_by_key(|(_, h)| h.score())
             .map(|(k, h)| (*k, h.score()))?;
         let Some(current) = self.current else {
-            self.current = Some(best.0);
+            self.take_over(best.0);
             return self.current;
         };
         if best.0 == current {
@@ -151,7 +173,7 @@ impl<K: Copy + Eq + Hash> DominantSpeaker<K> {
             _ => 1,
         };
         if held >= HOLD_BUCKETS {
-            self.current = Some(best.0);
+            self.take_over(best.0);
             self.challenger = None;
             return self.current;
         }
@@ -163,6 +185,7 @@ impl<K: Copy + Eq + Hash> DominantSpeaker<K> {
     /// next one speaking takes over without a hold.
     pub fn remove(&mut self, publisher: K) {
         self.publishers.remove(&publisher);
+        self.recent.retain(|k| *k != publisher);
         if self.current == Some(publisher) {
             self.current = None;
         }
@@ -335,5 +358,24 @@ mod tests {
         assert_eq!(energy(0), SPEECH_FLOOR_DBOV);
         assert_eq!(energy(SPEECH_FLOOR_DBOV), 0);
         assert_eq!(energy(255), 0);
+    }
+
+    /// Speakers take turns 1, 2, 3, then 1 again: the former ones are remembered most recent
+    /// first, without the current one, and a departed one is forgotten.
+    #[test]
+    fn former_speakers_are_kept_most_recent_first() {
+        let start = Instant::now();
+        let mut detector = DominantSpeaker::new(start);
+        let mut at = start;
+        for turn in [1u8, 2, 3, 1] {
+            run(&mut detector, at, Duration::from_secs(3), &[1, 2, 3], |p, _| {
+                if p == turn { LOUD } else { SILENT }
+            });
+            at += Duration::from_secs(3);
+            assert_eq!(detector.current(), Some(turn));
+        }
+        assert_eq!(detector.recent().collect::<Vec<_>>(), [3, 2]);
+        detector.remove(3);
+        assert_eq!(detector.recent().collect::<Vec<_>>(), [2]);
     }
 }

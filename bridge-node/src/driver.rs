@@ -389,6 +389,7 @@ impl Bridge {
             total.rtp_not_sent_declined += s.rtp_not_sent_declined;
             total.meeting += s.meeting;
             total.simulcast += s.simulcast;
+            total.bandwidth += s.bandwidth;
         }
         BridgeStats {
             shards: total,

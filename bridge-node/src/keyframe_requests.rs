@@ -12,6 +12,7 @@ use rtc::interceptor::{Attribute, Interceptor, Packet, Slot, StreamInfo, TaggedP
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtcp::sender_report::SenderReport;
+use rtc::rtcp::transport_feedbacks::transport_layer_cc::TransportLayerCc;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::sansio::Protocol;
 use rtc::shared::error::Error;
@@ -27,10 +28,14 @@ pub fn is_keyframe_request(packet: &dyn rtc::rtcp::Packet) -> bool {
     any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>()
 }
 
-/// Whether the application handles an RTCP packet: keyframe requests, NACKs, sender reports.
+/// Whether the application handles an RTCP packet: keyframe requests, NACKs, sender reports,
+/// and transport-cc feedback (a subscriber's, for the bridge's estimator).
 pub fn is_for_application(packet: &dyn rtc::rtcp::Packet) -> bool {
     let any = packet.as_any();
-    is_keyframe_request(packet) || any.is::<TransportLayerNack>() || any.is::<SenderReport>()
+    is_keyframe_request(packet)
+        || any.is::<TransportLayerNack>()
+        || any.is::<SenderReport>()
+        || any.is::<TransportLayerCc>()
 }
 
 #[derive(Default)]

@@ -83,6 +83,7 @@ pub(crate) fn sync_legs(
                 extension_map: Vec::new(),
                 writer: None,
                 declined: false,
+                allocation: None,
                 selector: (!source.is_audio()).then(|| {
                     let target = crate::simulcast::constraints::target_layer(
                         crate::simulcast::constraints::max_height_for(
@@ -156,8 +157,23 @@ pub(crate) fn resolve_legs(room: &mut Room, key: ParticipantKey) -> Vec<(Partici
                 Some((*from, to.id as u8))
             })
             .collect();
+        // The subscriber's transport-wide sequence goes where the publisher's was.
+        let transport_cc = publisher_extensions
+            .iter()
+            .find(|(uri, _)| uri == crate::fastpath::twcc::TRANSPORT_CC_URI)
+            .and_then(|(_, from)| {
+                let to = parameters
+                    .header_extensions
+                    .iter()
+                    .find(|e| e.uri == crate::fastpath::twcc::TRANSPORT_CC_URI)?;
+                Some((*from, u8::try_from(to.id).ok()?))
+            });
         if let Some(payload_type) = leg.payload_type {
-            leg.writer = Some(LegWriter::new(leg.ssrc, payload_type, leg.extension_map.clone()));
+            let writer = LegWriter::new(leg.ssrc, payload_type, leg.extension_map.clone());
+            leg.writer = Some(match transport_cc {
+                Some((from, to)) => writer.with_transport_cc(from, to),
+                None => writer,
+            });
             ready.push(*leg_key);
         } else {
             tracing::debug!(codec = %codec.mime_type, "subscriber did not accept the publisher's codec");

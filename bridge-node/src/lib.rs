@@ -1,6 +1,7 @@
 //! The bridgemesh bridge: a selective forwarding unit with every participant on one UDP port.
 //!
 //! # Layout
+//! - [`bwe`]: send-side bandwidth estimation per subscriber (transport-cc) and the allocator.
 //! - [`cascade`]: bridge-to-bridge QUIC links, the cluster CA and bridge certificates.
 //! - [`config`]: [`BridgeConfig`], validated before anything binds.
 //! - [`consent`]: consent freshness (RFC 7675) on the ICE-lite side; keyframes on a moved path.
@@ -60,6 +61,7 @@
 //!                  Moderate → Bridge::carry_out, Status → watch channel
 //! ```
 
+pub mod bwe;
 pub mod cascade;
 pub mod client_outbox;
 pub mod config;

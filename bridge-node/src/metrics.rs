@@ -109,6 +109,7 @@ impl Collector for Snapshot {
             series(failures.encode_family(&labels)?, Counter, value as f64)?;
         }
         self.encode_simulcast(&mut encoder)?;
+        self.encode_bandwidth(&mut encoder)?;
         // One family per link figure, one series per link (a family is declared with no link too).
         for (name, kind, help, value) in LINK_FAMILIES {
             let mut family = encoder.encode_descriptor(name, help, None, kind)?;
@@ -483,6 +484,52 @@ impl Snapshot {
     }
 }
 
+impl Snapshot {
+    /// Bandwidth estimation and allocation toward subscribers (`crate::bwe`).
+    fn encode_bandwidth(&self, encoder: &mut DescriptorEncoder) -> std::fmt::Result {
+        let bandwidth = &self.stats.shards.bandwidth;
+        let bridge = [("bridge", self.id.as_str())];
+        family(
+            encoder,
+            "bridgemesh_bwe_feedback_received",
+            Counter,
+            "Transport-cc feedback packets received from subscribers.",
+            &bridge,
+            bandwidth.feedback_received as f64,
+        )?;
+        let mean = if bandwidth.subscribers_estimated == 0 {
+            0.0
+        } else {
+            bandwidth.estimates_bps_sum as f64 / bandwidth.subscribers_estimated as f64
+        };
+        for (name, help, value) in [
+            (
+                "bridgemesh_bwe_subscribers_estimated",
+                "Subscribers with a bandwidth estimate (their browser sends transport-cc feedback).",
+                bandwidth.subscribers_estimated as f64,
+            ),
+            (
+                "bridgemesh_bwe_estimate_mean_bits_per_second",
+                "Mean bandwidth estimate of the subscribers with one.",
+                mean,
+            ),
+            (
+                "bridgemesh_bwe_legs_paused",
+                "Video legs the allocator pauses (the estimate or last-N) though their tile shows them.",
+                bandwidth.legs_paused_by_allocation as f64,
+            ),
+            (
+                "bridgemesh_bwe_probe_packets",
+                "Padding packets sent to probe the paths of the subscribers connected now.",
+                bandwidth.probe_packets_sent as f64,
+            ),
+        ] {
+            family(encoder, name, Gauge, help, &bridge, value)?;
+        }
+        Ok(())
+    }
+}
+
 /// A figure of one cascade link: name (counters without `_total`), kind, help, value.
 type LinkFamily = (&'static str, MetricType, &'static str, fn(&LinkStats) -> f64);
 
@@ -724,6 +771,9 @@ mod tests {
             "bridgemesh_process_resident_memory_bytes{bridge=\"b1\"} 4096",
             "bridgemesh_srtp_unprotect_failures_total{bridge=\"b1\",reason=\"bad_tag\"} 0",
             "bridgemesh_bridge_transport_cc_feedback_sent_total{bridge=\"b1\"} 0",
+            "bridgemesh_bwe_feedback_received_total{bridge=\"b1\"} 0",
+            "bridgemesh_bwe_estimate_mean_bits_per_second{bridge=\"b1\"} 0",
+            "bridgemesh_bwe_legs_paused{bridge=\"b1\"} 0",
             "# TYPE bridgemesh_bridge_rtp_forwarded_total counter",
             "# TYPE bridgemesh_bridge_participants gauge",
         ] {

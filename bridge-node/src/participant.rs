@@ -124,6 +124,10 @@ pub struct SendLeg {
     /// Video: which layer of the source this leg carries and how it is renumbered
     /// (`crate::simulcast`); `None` for audio, which is forwarded as it comes.
     pub selector: Option<crate::simulcast::LayerSelector>,
+    /// Video: the layer the bandwidth allocator gives this leg (`Some(None)`: paused, by the
+    /// estimate or last-N); `None` until it has run. The selector's target is this, within the
+    /// layer the receiver's constraints ask for.
+    pub allocation: Option<Option<crate::simulcast::Layer>>,
 }
 
 pub struct Participant {
@@ -164,6 +168,9 @@ pub struct Participant {
     pub inbound: crate::fastpath::inbound::InboundMedia,
     /// What its layout shows (`receiver_constraints`); `None` until it says: every source's top layer.
     pub constraints: Option<bridgemesh_proto::signaling::ReceiverConstraints>,
+    /// The transport-wide sequence of what it is sent and the bandwidth estimate its feedback
+    /// drives (`crate::bwe`).
+    pub bwe: crate::bwe::subscriber::SubscriberBwe,
 }
 
 impl Participant {

@@ -26,6 +26,9 @@
 //! `meeting.rs` (chat, raised hands, reactions).
 
 mod admission;
+mod bandwidth;
+#[cfg(test)]
+mod bandwidth_tests;
 mod cascade;
 #[cfg(test)]
 mod cascade_demand_tests;
@@ -67,6 +70,7 @@ mod simulcast_tests;
 mod speaker_tests;
 mod speakers;
 
+pub use bandwidth::BandwidthStats;
 pub use cascade::{CascadeInput, LinkIndex, REMOTE_PARTICIPANTS_PER_ROOM_MAX, shard_of_stream};
 pub use inbound::InboundStats;
 pub use meeting::MeetingStats;
@@ -309,6 +313,8 @@ pub struct ShardStats {
     pub meeting: MeetingStats,
     /// Layer selection (`simulcast.rs`).
     pub simulcast: SimulcastStats,
+    /// Bandwidth estimation and allocation (`bandwidth.rs`).
+    pub bandwidth: BandwidthStats,
 }
 
 pub struct Room {
@@ -417,6 +423,7 @@ impl Shard {
             participants: self.room_of.len() as u64,
             rooms: self.rooms.len() as u64,
             simulcast: self.simulcast_gauges(),
+            bandwidth: self.bandwidth_gauges(),
             ..self.stats
         }
     }
@@ -555,6 +562,9 @@ impl Shard {
                 if let Some(at) = participant.inbound.poll_timeout() {
                     consider(at);
                 }
+                if let Some(at) = participant.bwe.probe_due() {
+                    consider(at);
+                }
                 for track in participant.slots.iter().filter_map(|s| s.track.as_ref()) {
                     if track.keyframe_request_pending
                         && let Some(at) = track.keyframe_requested_at
@@ -579,6 +589,7 @@ impl Shard {
             let mut keyframes = Vec::new();
             for participant in room.participants.values_mut() {
                 inbound::send_feedback(now, participant, &mut self.stats, &mut self.scratch_feedback);
+                bandwidth::send_probes(now, participant, &mut self.tx, &mut self.outputs);
                 if participant.next_timeout.is_some_and(|at| at <= now) {
                     if let Err(err) = participant.pc.handle_timeout(now) {
                         tracing::debug!(participant = %participant.id, %err, "peer connection timeout");

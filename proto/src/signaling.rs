@@ -130,6 +130,10 @@ pub struct ReceiverConstraints {
     /// serves first.
     #[serde(default)]
     pub on_stage: Vec<SourceRef>,
+    /// Last-N: video sources sent at most, on-stage ones first, then in speaker order; the rest
+    /// are paused. Absent: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_n: Option<u32>,
 }
 
 impl ReceiverConstraints {
@@ -326,6 +330,12 @@ mod tests {
         assert_eq!(c.on_stage_max_height, u16::MAX, "absent: unbounded");
         assert_eq!(c.sources[0].max_height, 0);
         assert_eq!(c.on_stage[0].source, MediaSource::Screen);
+        assert_eq!(c.last_n, None, "absent: unlimited");
+        let limited = r#"{"type":"receiver_constraints","default_max_height":180,"last_n":2}"#;
+        let ClientMessage::ReceiverConstraints(limited) = serde_json::from_str(limited).unwrap() else {
+            panic!("not constraints");
+        };
+        assert_eq!(limited.last_n, Some(2));
         let back = serde_json::to_string(&ClientMessage::ReceiverConstraints(c.clone())).unwrap();
         assert_eq!(
             serde_json::from_str::<ClientMessage>(&back).unwrap(),

@@ -133,6 +133,7 @@ async fn each_viewer_receives_the_simulcast_layer_its_tile_needs() {
     );
     let simulcast = running.bridge.stats().shards.simulcast;
     eprintln!("bridge simulcast counters: {simulcast:?}");
+    eprintln!("bridge bandwidth: {:?}", running.bridge.stats().shards.bandwidth);
     assert!(
         simulcast.constraints_applied >= 2,
         "the pages sent their constraints: {simulcast:?}"

@@ -27,6 +27,10 @@ pub const RECEIVER_REPORT_INTERVAL: Duration = Duration::from_secs(1);
 /// Streams one participant publishes at most (microphone, camera, screen, and room to spare):
 /// [`InboundMedia::bind`] refuses more.
 pub const INBOUND_STREAMS_MAX: usize = 8;
+/// SSRCs `rtc` opens (repair streams, a stream's first packets) whose datagrams the bridge
+/// authenticates itself before their transport-wide sequence counts; a further one replaces the
+/// oldest.
+pub const VERIFIED_UNBOUND_MAX: usize = 4;
 
 /// Whether a datagram is RTP rather than RTCP, DTLS or STUN: first byte 128..=191 (RFC 7983) and
 /// a second byte outside RTCP's packet types 192..=223 (RFC 5761 §4).
@@ -104,6 +108,11 @@ pub struct InboundMedia {
     /// The SSRC the bridge's RTCP toward this participant names as its sender.
     sender_ssrc: u32,
     scratch_seqs: Vec<u16>,
+    /// Replay state of the SSRCs `rtc` opens, for authenticating their datagrams' copies.
+    unbound: Vec<(u32, SrtpRecvStream)>,
+    next_unbound_evicted: usize,
+    /// The copy an unbound datagram is authenticated in (the original goes to `rtc` intact).
+    unbound_scratch: Vec<u8>,
 }
 
 impl InboundMedia {
@@ -116,6 +125,9 @@ impl InboundMedia {
             next_twcc: None,
             sender_ssrc,
             scratch_seqs: Vec::new(),
+            unbound: Vec::new(),
+            next_unbound_evicted: 0,
+            unbound_scratch: Vec::new(),
         }
     }
 
@@ -252,18 +264,61 @@ impl InboundMedia {
         }
     }
 
-    /// Records the transport-wide sequence number of an RTP datagram (its header is in the clear
-    /// under SRTP): for packets `rtc` still opens (streams not yet bound, RTX), whose arrival the
-    /// publisher's estimator needs as much as the others'.
-    pub fn record_transport_cc(&mut self, now: Instant, datagram: &[u8]) {
+    /// Records the transport-wide sequence number of an RTP packet the bridge opened and
+    /// authenticated (never a datagram not yet opened: anyone can forge a clear header).
+    fn record_transport_cc(&mut self, now: Instant, packet: &[u8]) {
         let Some((id, recorder)) = self.twcc.as_mut() else {
             return;
         };
-        if let Some(value) = find_extension(datagram, *id)
+        if let Some(value) = find_extension(packet, *id)
             && value.len() >= 2
         {
             recorder.record(now, u16::from_be_bytes([value[0], value[1]]));
         }
+    }
+
+    /// A datagram [`InboundMedia::open`] left to `rtc` (an SSRC not bound here: a repair stream
+    /// carrying retransmissions or the publisher's own bandwidth probes, or a stream's first
+    /// packets): its transport-wide sequence number counts for the publisher's estimator once
+    /// a copy of it authenticates with the publisher's `keys`; a forged one from the publisher's
+    /// address is not counted. Costs a copy and a decryption, for these datagrams only.
+    pub fn record_unbound(&mut self, now: Instant, keys: &SrtpKeys, datagram: &[u8]) {
+        let Some((id, _)) = self.twcc else {
+            return;
+        };
+        if !is_rtp(datagram) || find_extension(datagram, id).is_none() {
+            return;
+        }
+        let ssrc = ssrc_of(datagram);
+        let index = match self.unbound.iter().position(|(s, _)| *s == ssrc) {
+            Some(index) => index,
+            None if self.unbound.len() < VERIFIED_UNBOUND_MAX => {
+                self.unbound.push((ssrc, SrtpRecvStream::new()));
+                self.unbound.len() - 1
+            }
+            None => {
+                let index = self.next_unbound_evicted;
+                self.next_unbound_evicted = (index + 1) % VERIFIED_UNBOUND_MAX;
+                self.unbound[index] = (ssrc, SrtpRecvStream::new());
+                index
+            }
+        };
+        self.unbound_scratch.clear();
+        self.unbound_scratch.extend_from_slice(datagram);
+        let Ok(len) = self.unbound[index].1.unprotect(keys, &mut self.unbound_scratch) else {
+            return;
+        };
+        if let Some(value) = find_extension(&self.unbound_scratch[..len], id)
+            && value.len() >= 2
+            && let Some((_, recorder)) = self.twcc.as_mut()
+        {
+            recorder.record(now, u16::from_be_bytes([value[0], value[1]]));
+        }
+    }
+
+    /// Arrivals recorded and not yet reported to the publisher.
+    pub fn transport_cc_pending(&self) -> u64 {
+        self.twcc.as_ref().map_or(0, |(_, recorder)| recorder.pending())
     }
 
     /// A sender report of one of this participant's streams (LSR/DLSR of the next report).

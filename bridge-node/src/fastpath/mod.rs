@@ -43,8 +43,9 @@
 //! bridge's own: RFC 3550 receiver reports every second ([`receive_stats`]), NACKs for what is
 //! missing from video streams ([`nack_generator`]), transport-wide congestion feedback every
 //! 100 ms for the publisher's send-side estimator ([`twcc`]); the transport-wide sequence of a
-//! packet `rtc` still opens is read from its clear header, before authentication (it can only
-//! come from the participant's ICE-checked address).
+//! packet `rtc` still opens (repair streams with the publisher's probes, which `rtc` consumes)
+//! counts once a copy of it authenticates with the publisher's keys, never from the clear header
+//! alone (a forged one would steer the publisher's rate).
 
 pub mod inbound;
 pub mod leg;

@@ -205,6 +205,7 @@ impl Shard {
             media,
             inbound: crate::fastpath::inbound::InboundMedia::new(rand::random()),
             constraints: None,
+            bwe: Default::default(),
         })
     }
 

@@ -160,6 +160,7 @@ fn grid(default_max_height: u16, on_stage: &[&str]) -> ReceiverConstraints {
                 source: MediaSource::Camera,
             })
             .collect(),
+        last_n: None,
     }
 }
 

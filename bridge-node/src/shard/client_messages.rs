@@ -122,7 +122,7 @@ impl Shard {
                 return;
             }
             ClientMessage::ReceiverConstraints(constraints) => {
-                self.apply_constraints(&room_id, key, constraints);
+                self.apply_constraints(now, &room_id, key, constraints);
                 return;
             }
             ClientMessage::SetE2ee { required } => {

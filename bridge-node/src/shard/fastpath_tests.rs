@@ -179,7 +179,7 @@ fn a_subscriber_that_drops_packets_gets_them_back_from_the_shared_ring() {
         media_ssrc: leg_ssrc(&shard, lossy),
         nacks: nack_pairs_from_sequence_numbers(&[50, 103, 105]),
     };
-    shard.answer_nack(&RoomId::new("r").unwrap(), lossy, &nack);
+    shard.answer_nack(Instant::now(), &RoomId::new("r").unwrap(), lossy, &nack);
     let outputs = drain(&mut shard);
     let resent = received(&outputs, lossy, &mut lossy_stream);
     let seqs: Vec<u16> = resent.iter().map(|(seq, _)| *seq).collect();
@@ -206,7 +206,7 @@ fn one_nack_resends_a_bounded_number_of_packets() {
         media_ssrc: leg_ssrc(&shard, SUBSCRIBERS[0]),
         nacks: nack_pairs_from_sequence_numbers(&all),
     };
-    shard.answer_nack(&RoomId::new("r").unwrap(), SUBSCRIBERS[0], &nack);
+    shard.answer_nack(Instant::now(), &RoomId::new("r").unwrap(), SUBSCRIBERS[0], &nack);
     assert_eq!(drain(&mut shard).len(), RETRANSMISSIONS_PER_NACK_MAX);
 }
 

@@ -206,7 +206,11 @@ impl Shard {
         for packet in packets {
             let any = packet.as_any();
             if let Some(nack) = any.downcast_ref::<TransportLayerNack>() {
-                self.answer_nack(room_id, key, nack);
+                self.answer_nack(now, room_id, key, nack);
+            } else if let Some(feedback) =
+                any.downcast_ref::<rtc::rtcp::transport_feedbacks::transport_layer_cc::TransportLayerCc>()
+            {
+                self.on_transport_cc_feedback(now, room_id, key, feedback);
             } else if let Some(report) = any.downcast_ref::<SenderReport>() {
                 if let Some(publisher) = self
                     .rooms
@@ -241,7 +245,13 @@ impl Shard {
     /// Resends the packets a subscriber's NACK names from the publisher stream's ring, rewritten
     /// and protected for that subscriber's leg (RFC 4585 §6.2.1; on the leg's own SSRC, as no RTX
     /// stream is offered).
-    pub(super) fn answer_nack(&mut self, room_id: &RoomId, key: ParticipantKey, nack: &TransportLayerNack) {
+    pub(super) fn answer_nack(
+        &mut self,
+        now: Instant,
+        room_id: &RoomId,
+        key: ParticipantKey,
+        nack: &TransportLayerNack,
+    ) {
         let Some(room) = self.rooms.get_mut(room_id) else {
             return;
         };
@@ -267,6 +277,7 @@ impl Shard {
             legs,
             media_keys,
             media_addr,
+            bwe,
             ..
         } = subscriber;
         let (Some(keys), Some(to)) = (media_keys.as_ref(), *media_addr) else {
@@ -320,7 +331,8 @@ impl Shard {
                 None => None,
             };
             let renumber = renumbered.as_ref().map(|(r, d)| (r, d.as_ref()));
-            match writer.write_rewritten(&keys.local, packet, &mut self.tx, renumber) {
+            let stamp = writer.stamps_transport_cc().then_some((&mut bwe.history, now));
+            match writer.write_stamped(&keys.local, packet, &mut self.tx, renumber, stamp) {
                 Ok(data) => {
                     self.stats.rtp_retransmitted += 1;
                     self.outputs.push_back(ShardOutput::Transmit { to, data });
@@ -496,6 +508,7 @@ pub(super) fn deliver(
     if !source.is_audio() {
         let layers = source_layers.entry((publisher, source)).or_default();
         layers.activity.record(now, layer);
+        layers.rates.record(now, layer, packet.len());
         activity = layers.activity;
         if let Some(height) = parsed.and_then(|(_, d)| d?.height)
             && layers.heights.record(layer, height)
@@ -516,6 +529,7 @@ pub(super) fn deliver(
             media_addr,
             legs,
             constraints,
+            bwe,
             ..
         } = subscriber;
         if *key == publisher || !*connected {
@@ -538,7 +552,8 @@ pub(super) fn deliver(
             if let Some((id, heights)) = retarget.as_ref() {
                 let max_height =
                     crate::simulcast::constraints::max_height_for(constraints.as_ref(), id, source);
-                selector.set_target(crate::simulcast::constraints::target_layer(max_height, heights));
+                let ceiling = crate::simulcast::constraints::target_layer(max_height, heights);
+                selector.set_target(crate::bwe::allocator::capped(ceiling, leg.allocation));
             }
             let before = selector.current();
             let decision = selector.on_packet(now, facts, &activity);
@@ -558,7 +573,8 @@ pub(super) fn deliver(
         }
         let descriptor = parsed.as_ref().and_then(|(_, d)| d.as_ref());
         let renumber = rewrite.as_ref().map(|r| (r, descriptor));
-        match writer.write_rewritten(&keys.local, packet, tx, renumber) {
+        let stamp = writer.stamps_transport_cc().then_some((&mut bwe.history, now));
+        match writer.write_stamped(&keys.local, packet, tx, renumber, stamp) {
             Ok(data) => {
                 stats.rtp_forwarded += 1;
                 outputs.push_back(ShardOutput::Transmit { to, data });

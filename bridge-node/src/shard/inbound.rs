@@ -69,9 +69,12 @@ impl Shard {
             return Some(data);
         };
         let (source, layer, len) = match inbound.open(now, &keys.remote, &mut data) {
+            // `rtc` opens it (its repair streams carry the publisher's own bandwidth probes, which
+            // `rtc` never hands on). Its arrival counts for the publisher's estimator once a copy
+            // authenticates: a forged datagram from the publisher's address must not shape the
+            // feedback that publisher's rate follows.
             Opened::NotOurs => {
-                // `rtc` opens it; its arrival still counts for the publisher's estimator.
-                inbound.record_transport_cc(now, &data);
+                inbound.record_unbound(now, &keys.remote, &data);
                 return Some(data);
             }
             Opened::Dropped(reason) => {

@@ -128,3 +128,65 @@ fn feedback_is_scheduled_on_the_shards_timer() {
     let due = shard.poll_timeout().expect("a timer");
     assert!(due <= now + crate::fastpath::inbound::RECEIVER_REPORT_INTERVAL);
 }
+
+/// A datagram that reaches `rtc` unopened (an SSRC the fast path has not bound) is not yet
+/// authenticated: anyone who can send from the publisher's address could forge its clear header,
+/// so its transport-wide sequence number must not reach the feedback the publisher's rate
+/// follows. It counts once a copy authenticates with the publisher's keys (the publisher's own
+/// probes travel that way, and a publisher whose probes went unreported would never send its
+/// upper simulcast layers).
+#[test]
+fn an_unauthenticated_datagram_does_not_feed_the_transport_cc_feedback() {
+    let (mut shard, now) = room_with_bound_publisher();
+    let room_id = RoomId::new("r").unwrap();
+    let inbound = |shard: &mut Shard| {
+        let room = shard.rooms.get_mut(&room_id).unwrap();
+        room.participants
+            .get_mut(&PUBLISHER)
+            .unwrap()
+            .inbound
+            .transport_cc_pending()
+    };
+    shard
+        .rooms
+        .get_mut(&room_id)
+        .unwrap()
+        .participants
+        .get_mut(&PUBLISHER)
+        .unwrap()
+        .inbound
+        .set_transport_cc(now, Some(3));
+    // An unbound SSRC, a transport-cc element (id 3) in the clear, and a tag that is garbage.
+    let mut forged = vec![0x90, 100, 0, 5, 0, 0, 0, 0];
+    forged.extend_from_slice(&0x0BAD_F00Du32.to_be_bytes());
+    forged.extend_from_slice(&[0xBE, 0xDE, 0, 1, 0x31, 0x12, 0x34, 0]);
+    forged.extend_from_slice(&[0x55; 100]);
+    forged.resize(forged.len() + PROFILE.rtp_tag_len(), 0);
+    datagram(&mut shard, now, BytesMut::from(&forged[..]));
+    assert_eq!(inbound(&mut shard), 0, "a forged arrival was recorded");
+    // The same from the publisher (its repair stream carrying a bandwidth probe, which `rtc`
+    // opens and never hands on) authenticates, and counts.
+    let keys = split_keying_material(PROFILE, &material(PUBLISHER), true).unwrap();
+    let mut genuine = forged[..forged.len() - PROFILE.rtp_tag_len()].to_vec();
+    let len = genuine.len();
+    genuine.resize(len + PROFILE.rtp_tag_len(), 0);
+    SrtpSendStream::new(0x0BAD_F00D)
+        .protect(&keys.local, &mut genuine, len)
+        .unwrap();
+    datagram(&mut shard, now, BytesMut::from(&genuine[..]));
+    assert_eq!(inbound(&mut shard), 1, "the publisher's own probe");
+    // Replayed, it is not counted again (nor is anything forged on that SSRC).
+    datagram(&mut shard, now, BytesMut::from(&genuine[..]));
+    datagram(&mut shard, now, BytesMut::from(&forged[..]));
+    assert_eq!(inbound(&mut shard), 1);
+    // A packet the bridge opens itself still counts.
+    let mut send = SrtpSendStream::new(PUBLISHER_SSRC);
+    let mut packet = publisher_packet(100);
+    packet[0] |= 0x10;
+    packet.splice(12..12, [0xBE, 0xDE, 0, 1, 0x31, 0x12, 0x35, 0]);
+    let len = packet.len();
+    packet.resize(len + PROFILE.rtp_tag_len(), 0);
+    send.protect(&keys.local, &mut packet, len).unwrap();
+    datagram(&mut shard, now, BytesMut::from(&packet[..]));
+    assert_eq!(inbound(&mut shard), 2);
+}

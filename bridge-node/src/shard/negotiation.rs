@@ -94,14 +94,15 @@ impl Shard {
             key,
             message: ServerMessage::Offer { sdp, tracks },
         });
-        // New legs aim at the layer the subscriber's constraints and the sources' heights ask for.
+        // New legs aim at the layer the subscriber's constraints and the sources' heights ask for,
+        // within its bandwidth allocation.
         if let Some(room) = self.rooms.get_mut(room_id)
             && room
                 .participants
                 .get(&key)
-                .is_some_and(|p| p.constraints.is_some())
+                .is_some_and(|p| p.constraints.is_some() || p.bwe.estimate_bps().is_some())
         {
-            super::simulcast::retarget_legs(room, key);
+            super::simulcast::retarget_legs(now, room, key);
         }
         // Legs of streams that ended are gone now: their bridges may stop sending.
         self.refresh_demand(room_id);

@@ -156,6 +156,7 @@ impl FanoutRig {
                             on_stage_max_height: height,
                             sources: Vec::new(),
                             on_stage: Vec::new(),
+                            last_n: None,
                         },
                     ),
                 },
@@ -163,6 +164,30 @@ impl FanoutRig {
         }
         while rig.shard.poll_output().is_some() {}
         rig
+    }
+
+    /// Every leg stamps its subscriber's transport-wide sequence number into the element the
+    /// publisher's packets carry under extension id 3 (as the leg's id 5), as legs do for
+    /// subscribers that negotiated transport-cc.
+    pub fn with_transport_cc(mut self) -> Self {
+        let state = self.shard.rooms.get_mut(&self.room).expect("the room exists");
+        for subscriber in state.participants.values_mut().filter(|p| p.key != PUBLISHER) {
+            for leg in subscriber.legs.values_mut() {
+                let payload_type = leg.payload_type.expect("negotiated");
+                leg.writer =
+                    Some(LegWriter::new(leg.ssrc, payload_type, vec![(1, 1)]).with_transport_cc(3, 5));
+            }
+        }
+        self
+    }
+
+    /// Transport-wide sequence numbers stamped for subscriber `key` so far.
+    pub fn transport_cc_sent(&self, key: u64) -> u64 {
+        self.shard
+            .rooms
+            .get(&self.room)
+            .and_then(|room| room.participants.get(&ParticipantKey(key)))
+            .map_or(0, |p| p.bwe.history.sent())
     }
 
     /// Protects a publisher packet (plain RTP, SSRC [`PUBLISHER_SSRC`], or one of

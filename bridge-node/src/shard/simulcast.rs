@@ -56,6 +56,7 @@ impl Shard {
     /// ask for; a bad message is refused with an error and changes nothing.
     pub(super) fn apply_constraints(
         &mut self,
+        now: Instant,
         room_id: &RoomId,
         key: ParticipantKey,
         wanted: ReceiverConstraints,
@@ -78,7 +79,7 @@ impl Shard {
             return;
         };
         participant.constraints = Some(wanted);
-        retarget_legs(room, key);
+        retarget_legs(now, room, key);
         self.stats.simulcast.constraints_applied += 1;
         // What this participant shows of remote sources changes what the links must carry.
         self.refresh_demand(room_id);
@@ -112,8 +113,14 @@ impl Shard {
 }
 
 /// Aims each video leg of `key` at the layer its constraints and the source's layer heights
-/// ask for (after new constraints, and for legs a renegotiation added).
-pub(super) fn retarget_legs(room: &mut Room, key: ParticipantKey) {
+/// ask for (after new constraints, and for legs a renegotiation added), then at what the
+/// bandwidth allocation gives it within that (`super::bandwidth`).
+pub(super) fn retarget_legs(now: Instant, room: &mut Room, key: ParticipantKey) {
+    retarget_to_ceilings(room, key);
+    super::bandwidth::allocate_legs(now, room, key);
+}
+
+fn retarget_to_ceilings(room: &mut Room, key: ParticipantKey) {
     let ids: HashMap<ParticipantKey, ParticipantId> = room
         .participants
         .values()
@@ -137,7 +144,8 @@ pub(super) fn retarget_legs(room: &mut Room, key: ParticipantKey) {
             .get(&(*publisher, *source))
             .map(|layers| layers.heights)
             .unwrap_or_default();
-        selector.set_target(target_layer(max_height_for(constraints, id, *source), &heights));
+        let ceiling = target_layer(max_height_for(constraints, id, *source), &heights);
+        selector.set_target(crate::bwe::allocator::capped(ceiling, leg.allocation));
     }
 }
 

@@ -180,6 +180,7 @@ impl Simulcast {
                 on_stage_max_height: height,
                 sources: Vec::new(),
                 on_stage: Vec::new(),
+                last_n: None,
             },
         );
     }
@@ -445,6 +446,7 @@ fn a_paused_source_sends_nothing_and_resumes_on_a_keyframe() {
                 max_height: 0,
             }],
             on_stage: Vec::new(),
+            last_n: None,
         },
     );
     for _ in 0..5 {
@@ -487,7 +489,7 @@ fn a_nack_is_answered_from_the_layer_the_packet_came_from() {
                 seq,
             ]),
         };
-        call.shard.answer_nack(&room_id(), LARGE, &nack);
+        call.shard.answer_nack(Instant::now(), &room_id(), LARGE, &nack);
         // The subscriber's stack drops it as a replay of what it has: decrypt with a fresh state.
         call.streams.insert(LARGE, SrtpRecvStream::new());
         let before = call.got[&LARGE].len();
@@ -514,6 +516,7 @@ fn constraints_naming_audio_or_too_many_sources_are_refused() {
                     max_height: 0,
                 }],
                 on_stage: Vec::new(),
+                last_n: None,
             }),
         },
     );

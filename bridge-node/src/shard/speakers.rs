@@ -23,6 +23,11 @@ pub(super) fn heard(
     if detector.record(now, publisher, level_dbov).is_none() {
         return;
     }
+    // Last-N and the allocation follow speaker order.
+    let keys: Vec<ParticipantKey> = room.participants.keys().copied().collect();
+    for key in keys {
+        super::bandwidth::allocate_legs(now, room, key);
+    }
     let Some(speaker) = speaker_id(room) else {
         return;
     };

@@ -149,6 +149,7 @@ mod tests {
                 participant_id: bob.clone(),
                 source: MediaSource::Screen,
             }],
+            last_n: None,
         };
         validate(&constraints).unwrap();
         let of = |p: &ParticipantId, s| max_height_for(Some(&constraints), p, s);

@@ -33,11 +33,12 @@ pub mod vp8;
 pub use selector::{LAYERS_MAX, Layer, LayerActivity, LayerSelector, PacketFacts, Rewrite};
 
 /// What the shard keeps per published video source: when each layer last sent, and the heights
-/// the layers' keyframes tell.
+/// the layers' keyframes tell, and the layers' bitrates (for the bandwidth allocator).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SourceLayers {
     pub activity: LayerActivity,
     pub heights: constraints::LayerHeights,
+    pub rates: crate::bwe::layer_rates::LayerRates,
 }
 
 /// The RIDs the bridge offers for a simulcast camera, lowest resolution first; a layer's index

@@ -27,8 +27,10 @@ pub const LAYER_IDLE: Duration = Duration::from_millis(1000);
 /// While waiting for a keyframe, ask again this often (the shard throttles per source as well).
 pub const KEYFRAME_RETRY: Duration = Duration::from_millis(500);
 /// Epochs remembered for mapping NACKs back; a retransmission ring holds ~1 s, in which a
-/// subscriber sees a handful of switches at most.
+/// subscriber sees a handful of switches at most (and a probe or two, two epochs each).
 const EPOCHS: usize = 8;
+/// The layer an epoch of padding is marked with: its sequence numbers map back to nothing.
+const PADDING: Layer = Layer::MAX;
 
 /// When each layer of a source last sent a packet: kept once per source (not per leg), so a new
 /// leg knows at once which layers the publisher sends.
@@ -161,6 +163,9 @@ pub struct LayerSelector {
     last: Option<LastSent>,
     clock_rate: u32,
     keyframe_asked_at: Option<Instant>,
+    /// Padding took sequence numbers since the last media packet: the next one opens an epoch
+    /// that carries the numbering on after it.
+    padded: bool,
     pub stats: SelectorStats,
 }
 
@@ -176,6 +181,7 @@ impl LayerSelector {
             last: None,
             clock_rate,
             keyframe_asked_at: None,
+            padded: false,
             stats: SelectorStats::default(),
         }
     }
@@ -252,6 +258,9 @@ impl LayerSelector {
     }
 
     fn forward(&mut self, now: Instant, facts: &PacketFacts) -> Option<Rewrite> {
+        if self.padded {
+            self.continue_after_padding(facts);
+        }
         if self.epochs[self.newest_epoch].is_none() {
             // Following a layer from the start ([`LayerSelector::following`]): its first packet.
             self.epochs[self.newest_epoch] = Some(Epoch::unchanged(facts));
@@ -281,8 +290,55 @@ impl LayerSelector {
         Some(rewrite)
     }
 
+    /// Takes the next sequence number of the leg for a padding-only packet (a bandwidth probe),
+    /// with the timestamp of the last packet sent: `None` while nothing is sent on the leg. A
+    /// NACK for it maps to nothing ([`LayerSelector::origin_of`]), and the next media packet
+    /// continues the numbering after it.
+    pub fn padding(&mut self) -> Option<(u16, u32)> {
+        self.current?;
+        let last = self.last.as_mut()?;
+        let first_padding = !self.padded;
+        last.seq = last.seq.wrapping_add(1);
+        last.seq_extended += 1;
+        let (seq, seq_extended, rtp_time) = (last.seq, last.seq_extended, last.rtp_time);
+        if first_padding {
+            let media = self.epochs[self.newest_epoch]?;
+            self.newest_epoch = (self.newest_epoch + 1) % EPOCHS;
+            self.epochs[self.newest_epoch] = Some(Epoch {
+                layer: PADDING,
+                first_in: u64::MAX,
+                first_out: seq_extended,
+                ..media
+            });
+            self.padded = true;
+        }
+        Some((seq, rtp_time))
+    }
+
+    /// The first media packet after padding: the epoch before the padding goes on, its
+    /// numbers moved past the padding's.
+    fn continue_after_padding(&mut self, facts: &PacketFacts) {
+        self.padded = false;
+        let Some(last) = self.last else { return };
+        let media = (1..EPOCHS)
+            .map(|i| (self.newest_epoch + EPOCHS - i) % EPOCHS)
+            .filter_map(|i| self.epochs[i])
+            .find(|epoch| epoch.layer != PADDING);
+        let Some(media) = media else { return };
+        let seq_in = extend(self.newest_in, facts.seq);
+        self.newest_epoch = (self.newest_epoch + 1) % EPOCHS;
+        self.epochs[self.newest_epoch] = Some(Epoch {
+            first_in: seq_in,
+            first_out: last.seq_extended + 1,
+            seq_offset: last.seq.wrapping_add(1).wrapping_sub(facts.seq),
+            ..media
+        });
+        self.newest_in = seq_in;
+    }
+
     /// Opens an epoch at `facts`, a keyframe of the layer to send from now on.
     fn switch(&mut self, now: Instant, facts: &PacketFacts) {
+        self.padded = false;
         let epoch = match self.last {
             // The leg's first packet: the publisher's numbers as they are.
             None => Epoch::unchanged(facts),
@@ -339,6 +395,7 @@ impl LayerSelector {
     /// answering a NACK; `None` when older than the epochs kept or never sent.
     pub fn origin_of(&self, out_seq: u16) -> Option<(Layer, u16)> {
         self.epoch_of(out_seq)
+            .filter(|epoch| epoch.layer != PADDING)
             .map(|epoch| (epoch.layer, out_seq.wrapping_sub(epoch.seq_offset)))
     }
 

@@ -207,6 +207,63 @@ fn a_thumbnail_never_receives_the_top_layer_and_a_stopped_layer_is_replaced() {
     assert_continuous(&call.sent);
 }
 
+/// Padding (a bandwidth probe) takes sequence numbers between two media packets: the media
+/// numbering goes on after it, a NACK of a padding number maps to nothing, and NACKs of media
+/// before and after it still map to what was sent.
+#[test]
+fn padding_takes_sequence_numbers_and_media_continues_after_it() {
+    let mut call = Call::new(Some(0));
+    call.tick(&ALL, &[]);
+    let before = call.sent.last().unwrap().2;
+    let padding: Vec<(u16, u32)> = (0..5).map(|_| call.selector.padding().unwrap()).collect();
+    for (i, (seq, rtp_time)) in padding.iter().enumerate() {
+        assert_eq!(*seq, before.seq.wrapping_add(1 + i as u16));
+        assert_eq!(*rtp_time, before.rtp_time, "the last frame's time");
+    }
+    call.tick(&ALL, &[]);
+    call.tick(&ALL, &[]);
+    let after = call
+        .sent
+        .iter()
+        .position(|(_, _, r)| r.seq == before.seq.wrapping_add(6));
+    assert!(
+        after.is_some(),
+        "media continues after the padding: {:?}",
+        call.sent
+    );
+    for (seq, _) in &padding {
+        assert_eq!(call.selector.origin_of(*seq), None, "padding is never resent");
+    }
+    for (layer, facts, rewrite) in call.sent.clone() {
+        assert_eq!(call.selector.origin_of(rewrite.seq), Some((layer, facts.seq)));
+        assert_eq!(
+            call.selector.rewrite_retransmission(rewrite.seq, &facts),
+            Some(rewrite)
+        );
+    }
+    // With the padding put back in its place, the stream is continuous.
+    let at = after.unwrap();
+    let mut with_padding = call.sent[..at].to_vec();
+    let (layer, facts, _) = call.sent[at - 1];
+    for (seq, rtp_time) in &padding {
+        with_padding.push((
+            layer,
+            facts,
+            Rewrite {
+                seq: *seq,
+                rtp_time: *rtp_time,
+                ..call.sent[at - 1].2
+            },
+        ));
+    }
+    with_padding.extend_from_slice(&call.sent[at..]);
+    assert_continuous(&with_padding);
+    // A paused leg pads nothing.
+    call.selector.set_target(None);
+    call.tick(&ALL, &[]);
+    assert_eq!(call.selector.padding(), None);
+}
+
 #[test]
 fn nacks_map_back_to_the_layer_and_sequence_number_first_sent() {
     let mut call = Call::new(Some(0));
