@@ -53,6 +53,8 @@ mod remote_report_tests;
 mod remote_reports;
 #[doc(hidden)]
 pub mod rig;
+#[doc(hidden)]
+pub mod room_rig;
 #[cfg(test)]
 mod session_property_tests;
 mod simulcast;
