@@ -76,9 +76,7 @@ use negotiation::{mark_others_for_renegotiation, recvonly};
 
 use crate::demux::{ParticipantKey, RouteTable};
 use crate::dominant_speaker::DominantSpeaker;
-use crate::fastpath::retransmit::{
-    AUDIO_PACKETS, AUDIO_SLOT_BYTES, RetransmitRing, VIDEO_PACKETS, VIDEO_SLOT_BYTES,
-};
+use crate::fastpath::retransmit::RetransmitRing;
 use crate::fastpath::srtp::SrtpProfile;
 use crate::fastpath::tx::TxArena;
 use crate::legs::{resolve_legs, sync_legs};

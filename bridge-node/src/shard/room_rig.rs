@@ -29,6 +29,8 @@ pub struct RoomRig {
     per_room: u64,
     senders: Vec<Sender>,
     profile: SrtpProfile,
+    /// The shard's clock: [`RoomRig::publish`] advances it by a frame's 20 ms per round.
+    now: Instant,
     /// Datagrams the shard handed out since the rig was built.
     pub datagrams: u64,
 }
@@ -90,6 +92,7 @@ impl RoomRig {
             per_room,
             senders: Vec::new(),
             profile,
+            now,
             datagrams: 0,
         }
     }
@@ -134,7 +137,7 @@ impl RoomRig {
     /// Every participant's DTLS is done (keys set, media address known) and its microphone and
     /// camera are bound to the fast path, as after their first packets.
     pub fn bind(&mut self) {
-        let now = Instant::now();
+        let now = self.now;
         let material: Vec<u8> = (0..self.profile.keying_material_len() as u8).collect();
         for (r, room) in self.rooms.iter().enumerate() {
             let first = r as u64 * self.per_room;
@@ -184,13 +187,15 @@ impl RoomRig {
         SocketAddr::from(([127, 0, 0, 1], 20_000 + key as u16))
     }
 
-    /// `frames` rounds in which every participant sends one audio packet of `audio_bytes` and
-    /// `video_packets` video packets of `video_bytes` payload, each sealed and taken in at the
-    /// shard's front door, opened by the fast path and forwarded to the room.
+    /// `frames` rounds, 20 ms apart on the shard's clock, in which every participant sends one
+    /// audio packet of `audio_bytes` and `video_packets` video packets of `video_bytes` payload,
+    /// each sealed and taken in at the shard's front door, opened by the fast path and forwarded
+    /// to the room.
     pub fn publish(&mut self, frames: u32, video_packets: u32, audio_bytes: usize, video_bytes: usize) {
         let total = self.senders.len() as u64;
         let mut packet = Vec::with_capacity(video_bytes.max(audio_bytes) + 64);
         for _ in 0..frames {
+            self.now += Duration::from_millis(20);
             for key in 0..total {
                 for n in 0..=video_packets {
                     let audio = n == 0;
@@ -218,7 +223,7 @@ impl RoomRig {
                         .protect(&sender.keys, &mut datagram, packet.len())
                         .expect("room for the tag");
                     self.shard.handle_input(
-                        Instant::now(),
+                        self.now,
                         ShardInput::Datagram {
                             from: Self::addr(key),
                             key: ParticipantKey(key),
@@ -236,7 +241,7 @@ impl RoomRig {
     pub fn leave(&mut self) {
         for key in 0..self.rooms.len() as u64 * self.per_room {
             self.shard.handle_input(
-                Instant::now(),
+                self.now,
                 ShardInput::Disconnect {
                     key: ParticipantKey(key),
                 },
