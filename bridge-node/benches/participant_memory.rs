@@ -36,10 +36,11 @@ fn env_or(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-/// Heap bytes live now.
+/// Heap bytes live now (a reallocation already counts its growth as allocated and its
+/// shrinking as freed).
 fn live() -> i64 {
     let s = GLOBAL.stats();
-    s.bytes_allocated as i64 - s.bytes_deallocated as i64 + s.bytes_reallocated as i64
+    s.bytes_allocated as i64 - s.bytes_deallocated as i64
 }
 
 fn rss_kib() -> u64 {

@@ -2,7 +2,7 @@
 //! a NACK from any leg is answered from it, rewritten for that leg.
 //!
 //! The packets are kept back to back in one byte buffer sized by what the stream needs: the
-//! buffer starts small and grows (by half, up to a cap) only when a packet would overwrite one
+//! buffer starts small and grows (by a quarter, up to a cap) only when a packet would overwrite one
 //! younger than [`HISTORY`], so a stream holds about [`HISTORY`] × its bitrate, not a fixed
 //! number of MTU-sized slots (256 slots of 1,500 bytes were 375 KiB per camera whatever its
 //! bitrate). Growing is the only allocation, while a stream's rate climbs to a new high.
@@ -139,9 +139,11 @@ impl RetransmitRing {
         }
     }
 
-    /// Half again as large (at most the cap), the kept packets copied over in order.
+    /// A quarter larger (at most the cap), the kept packets copied over in order. By a quarter,
+    /// not doubled: the buffer ends at most a quarter above what the stream needs, for a few
+    /// more copies while it ramps up.
     fn grow(&mut self) {
-        let size = (self.data.len() + self.data.len() / 2).min(self.max_bytes);
+        let size = (self.data.len() + self.data.len() / 4).min(self.max_bytes);
         let old = std::mem::replace(&mut self.data, vec![0; size]);
         let old_size = old.len() as u64;
         let mut head = 0u64;
