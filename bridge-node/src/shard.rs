@@ -61,6 +61,8 @@ mod remote_report_tests;
 mod remote_reports;
 #[doc(hidden)]
 pub mod rig;
+#[doc(hidden)]
+pub mod room_rig;
 #[cfg(test)]
 mod session_property_tests;
 mod simulcast;
@@ -83,9 +85,7 @@ use negotiation::{mark_others_for_renegotiation, recvonly};
 
 use crate::demux::{ParticipantKey, RouteTable};
 use crate::dominant_speaker::DominantSpeaker;
-use crate::fastpath::retransmit::{
-    AUDIO_PACKETS, AUDIO_SLOT_BYTES, RetransmitRing, VIDEO_PACKETS, VIDEO_SLOT_BYTES,
-};
+use crate::fastpath::retransmit::RetransmitRing;
 use crate::fastpath::srtp::SrtpProfile;
 use crate::fastpath::tx::TxArena;
 use crate::legs::{resolve_legs, sync_legs};

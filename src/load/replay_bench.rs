@@ -150,6 +150,9 @@ pub struct ReplayBenchReport {
     pub sample_latency_p50_us: Option<u32>,
     pub sample_latency_p99_us: Option<u32>,
     pub bridge_rss_kib: u64,
+    /// The bridge's RSS before the first participant joined.
+    pub bridge_rss_idle_kib: u64,
+    pub participants: usize,
 }
 
 impl ReplayBenchReport {
@@ -159,7 +162,7 @@ impl ReplayBenchReport {
             "forwarded {:.0}/s (asked {:.0}, receivers counted {:.0}/s), bridge {:.2} µs/packet \
              (shard threads {:.2}), bridge {:.0}% of a core, generator {:.0}% ({:.2} µs/packet), \
              loss {:.3}% ({} lost), samples verified {} failed {}, sample latency p50/p99 {}/{} µs, \
-             publisher drops {}, bridge RSS {} KiB",
+             publisher drops {}, bridge RSS {} KiB (idle {} KiB, {:.0} KiB more per participant)",
             self.forwarded_pps,
             self.asked_forwarded_pps,
             self.received_pps,
@@ -178,6 +181,9 @@ impl ReplayBenchReport {
                 .map_or("-".to_owned(), |v| v.to_string()),
             self.publisher_dropped,
             self.bridge_rss_kib,
+            self.bridge_rss_idle_kib,
+            self.bridge_rss_kib.saturating_sub(self.bridge_rss_idle_kib) as f64
+                / self.participants.max(1) as f64,
         )
     }
 }
@@ -342,6 +348,7 @@ pub async fn run(config: &ReplayBenchConfig) -> anyhow::Result<ReplayBenchReport
     // For a profiler to attach to (`perf record -p PID`).
     eprintln!("bridge under test: pid {pid}, control {}", bridge.control_url);
     let http = reqwest::Client::builder().no_proxy().build()?;
+    let bridge_rss_idle_kib = rss_kib(pid);
     let join_timeout = Duration::from_secs_f64(config.join_timeout_s);
 
     let mut participants = Vec::with_capacity(config.participants());
@@ -450,6 +457,8 @@ pub async fn run(config: &ReplayBenchConfig) -> anyhow::Result<ReplayBenchReport
         sample_latency_p50_us: percentile(&latency, 0.5),
         sample_latency_p99_us: percentile(&latency, 0.99),
         bridge_rss_kib,
+        bridge_rss_idle_kib,
+        participants: config.participants(),
     })
 }
 

@@ -468,22 +468,28 @@ pub(super) fn deliver(
     } = room;
     let ring = histories.entry((publisher, source, layer)).or_insert_with(|| {
         if source.is_audio() {
-            RetransmitRing::new(AUDIO_PACKETS, AUDIO_SLOT_BYTES)
+            RetransmitRing::audio()
         } else {
-            RetransmitRing::new(VIDEO_PACKETS, VIDEO_SLOT_BYTES)
+            RetransmitRing::video()
         }
     });
     let stored = match incoming {
         Incoming::Parsed(packet) => ring.store(
+            now,
             packet.header.sequence_number,
             rtc::shared::marshal::MarshalSize::marshal_size(packet),
             |buf| rtc::shared::marshal::Marshal::marshal_to(packet, buf).ok(),
         ),
         Incoming::Raw(bytes) => match crate::fastpath::srtp::rtp_header_len(bytes) {
-            Ok(_) => ring.store(u16::from_be_bytes([bytes[2], bytes[3]]), bytes.len(), |buf| {
-                buf.copy_from_slice(bytes);
-                Some(bytes.len())
-            }),
+            Ok(_) => ring.store(
+                now,
+                u16::from_be_bytes([bytes[2], bytes[3]]),
+                bytes.len(),
+                |buf| {
+                    buf.copy_from_slice(bytes);
+                    Some(bytes.len())
+                },
+            ),
             Err(_) => None,
         },
     };

@@ -99,10 +99,21 @@ pub struct MediaStreamTrack {
     enabled: bool,
     ready_state: MediaStreamTrackState,
     restrictable: bool,
-    capabilities: MediaTrackCapabilities,
-    constraints: MediaTrackConstraints,
-    settings: MediaTrackSettings,
+    // bridgemesh patch: the three below are boxed and absent until set (never, so far), so that a
+    // track costs a few hundred bytes instead of over a kilobyte inline; a transceiver holds two
+    // tracks and a conference bridge has tens of transceivers per participant.
+    capabilities: Option<Box<MediaTrackCapabilities>>,
+    constraints: Option<Box<MediaTrackConstraints>>,
+    settings: Option<Box<MediaTrackSettings>>,
 }
+
+// bridgemesh patch: what the getters return for a track whose fields above are absent.
+static DEFAULT_CAPABILITIES: std::sync::LazyLock<MediaTrackCapabilities> =
+    std::sync::LazyLock::new(Default::default);
+static DEFAULT_CONSTRAINTS: std::sync::LazyLock<MediaTrackConstraints> =
+    std::sync::LazyLock::new(Default::default);
+static DEFAULT_SETTINGS: std::sync::LazyLock<MediaTrackSettings> =
+    std::sync::LazyLock::new(Default::default);
 
 impl MediaStreamTrack {
     /// Creates a new media stream track.
@@ -579,7 +590,7 @@ impl MediaStreamTrack {
     /// # }
     /// ```
     pub fn get_capabilities(&self) -> &MediaTrackCapabilities {
-        &self.capabilities
+        self.capabilities.as_deref().unwrap_or(&DEFAULT_CAPABILITIES)
     }
 
     /// Returns the currently applied constraints for this track.
@@ -602,7 +613,7 @@ impl MediaStreamTrack {
     /// # }
     /// ```
     pub fn get_constraints(&self) -> &MediaTrackConstraints {
-        &self.constraints
+        self.constraints.as_deref().unwrap_or(&DEFAULT_CONSTRAINTS)
     }
 
     /// Returns the actual settings currently in effect for this track.
@@ -626,7 +637,7 @@ impl MediaStreamTrack {
     /// # }
     /// ```
     pub fn get_settings(&self) -> &MediaTrackSettings {
-        &self.settings
+        self.settings.as_deref().unwrap_or(&DEFAULT_SETTINGS)
     }
 
     /// Applies constraints to this track.
@@ -668,7 +679,7 @@ impl MediaStreamTrack {
 
         if let Some(constraints) = constraints {
             //TODO: https://www.w3.org/TR/mediacapture-streams/#dom-mediastreamtrack-applyconstraints
-            self.constraints = constraints;
+            self.constraints = Some(Box::new(constraints));
         }
     }
 
