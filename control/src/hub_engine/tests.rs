@@ -131,7 +131,10 @@ impl Hub {
         let mut out = Vec::new();
         while self.now < until {
             self.now = (self.now + HUB_TICK_MS).min(until);
-            if self.now % self.engine.config().heartbeat_interval_ms == 0 {
+            if self
+                .now
+                .is_multiple_of(self.engine.config().heartbeat_interval_ms)
+            {
                 for &session in heartbeats {
                     out.extend(self.heartbeat(session, 0.1));
                 }
