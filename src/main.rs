@@ -267,9 +267,10 @@ enum ClusterCommand {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    if let Commands::Load(_) | Commands::LoadReplay(_) = cli.command {
+    if let Commands::Load(_) | Commands::LoadReplay(_) | Commands::Sim(_) = cli.command {
         // stdout is the report's; the WebRTC stack's warnings about its own retries are noise
-        // when dozens of participants connect at once.
+        // when dozens of participants connect at once. The simulator runs control's hub engine,
+        // whose logs (with wall-clock stamps) would break its byte-identical report.
         tracing_subscriber::fmt()
             .with_env_filter(
                 EnvFilter::try_from_default_env()

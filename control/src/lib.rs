@@ -7,8 +7,9 @@
 //! - [`placement`]: which bridge a participant goes to, a pure function of the state and where
 //!   the participant is.
 //! - [`failure_detector`]: when a silent bridge is unreachable and when it is dead; pure.
-//! - [`bridge_hub`]: the bridges' WebSocket sessions on the leader; drives the detector and tells
-//!   bridges what was decided.
+//! - [`hub_engine`]: what the leader decides about the bridges' sessions (registrations, the
+//!   detector's verdicts, load commits, reconcile, instructions); sans-IO, driven by `now`.
+//! - [`bridge_hub`]: the bridges' WebSocket sessions on the leader; the engine's driver.
 //! - [`cascade_membership`]: which bridges share each room, and the changes to push to them; pure.
 //! - [`load_throttle`]: which of a bridge's load reports the leader commits; pure.
 //! - [`geo`], [`client_ip`], [`cidr`] (from proto), [`locator`]: where a client is (a MaxMind DB, through
@@ -48,6 +49,7 @@ pub mod geo;
 pub mod hosts;
 pub mod http;
 pub mod http_guard;
+pub mod hub_engine;
 pub mod join_key;
 pub mod load_throttle;
 pub mod locator;

@@ -1,11 +1,10 @@
-//! The bridges' side of the cascade. Control's side is real: the hub's [`MembershipPush`] decides
+//! The bridges' side of the cascade. Control's side is real: the hub engine's membership push decides
 //! which `room_bridges` messages go out, and the world delivers them over the modeled network.
 //! Here each bridge keeps what it last heard, and from that the media follows: a subscriber
 //! receives a publisher on its own bridge, or on a bridge both of whose views of the room name
 //! the other, while a connection between their regions works both ways and its bandwidth
 //! holds. Media is streams, not packets: each publisher's stream crosses each link once.
 
-use bridgemesh_control::cascade_membership::MembershipPush;
 use bridgemesh_proto::RoomId;
 use std::collections::BTreeMap;
 
@@ -18,8 +17,6 @@ pub enum MembershipUpdate {
 }
 
 pub struct CascadeModel {
-    /// Control's: what it told each bridge, and what it must tell them next.
-    pub push: MembershipPush,
     /// Each bridge's: the rooms it shares, each with the peers control named.
     views: Vec<BTreeMap<RoomId, Vec<usize>>>,
 }
@@ -27,7 +24,6 @@ pub struct CascadeModel {
 impl CascadeModel {
     pub fn new(bridges: usize) -> Self {
         CascadeModel {
-            push: MembershipPush::default(),
             views: vec![BTreeMap::new(); bridges],
         }
     }

@@ -3,9 +3,10 @@
 //!
 //! # Layout
 //! - [`scenario`]: the TOML scenario (regions, bridges, latencies, arrivals, faults), validated.
-//! - [`world`]: the event loop; control is the real `ControlState`, placement, failure
-//!   detector and cascade membership push, bridges and clients are models (split by
-//!   responsibility: dispatch, clients, control, faults, reporting, views).
+//! - [`world`]: the event loop; control is the real `ControlState`, placement and hub engine
+//!   (`bridgemesh_control::hub_engine`: registrations, reconcile, the failure detector, load
+//!   commits, membership pushes), bridges and clients are models (split by responsibility:
+//!   dispatch, clients, control, hub, faults, reporting, views).
 //! - [`network`]: latency, jitter, loss and bandwidth between regions; partitions (full or
 //!   one-way) and degraded links.
 //! - [`consensus`]: the control nodes, the leader and its term, who can commit (modeled Raft).
@@ -18,8 +19,9 @@
 //! ```text
 //! pop the earliest event (time, then order of scheduling) → handle it at that virtual time
 //!   arrival → join at control → placement → commit after the consensus delay → connect →
-//!   confirm; heartbeats → failure detector → verdicts committed → moved participants reconnect
-//! every 50 ms: the hub's cascade membership push → bridges' views of their shared rooms
+//!   confirm; heartbeats (with the load) → hub engine → verdicts committed → moved participants
+//!   reconnect
+//! every hub tick (50 ms): the hub engine's membership push → bridges' views of their shared rooms
 //! every 10 s: media sample, capacity, acknowledged-join and media invariants; at the end:
 //! convergence
 //! ```

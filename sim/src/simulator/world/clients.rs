@@ -355,8 +355,7 @@ impl World {
             }
             Some((status, Some(_))) if status.on_bridge() => {
                 // Still on the lost bridge: report it, and ask again until control decides.
-                let id = p.id.clone();
-                self.detector.report_loss(&lost_id, &id, self.now_ms);
+                self.hub_loss_report(lost, participant);
                 self.schedule(
                     self.now_ms + RECONNECT_RETRY_MS,
                     Event::Reconnect {

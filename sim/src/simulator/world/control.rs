@@ -1,36 +1,8 @@
-//! Control's side: the hub's cascade membership pushes to bridges and committing proposed commands.
+//! Control's side: messages on the bridges' sessions and committing proposed commands.
 
 use super::*;
 
 impl World {
-    /// Control's hub, at every poll: the `room_bridges` due since the last one go out on the
-    /// bridges' sessions.
-    pub(super) fn hub_push(&mut self) {
-        for (id, message) in self.cascade.push.poll(&self.state) {
-            let Some(&bridge) = self.bridge_index.get(&id) else {
-                continue;
-            };
-            let update = self.membership_update(message);
-            self.tell_bridge(bridge, update);
-        }
-    }
-
-    /// A bridge registered: the hub sends it every room it shares (after a poll, as the hub).
-    pub(super) fn registered_push(&mut self, bridge: usize) {
-        self.hub_push();
-        let rooms = self
-            .cascade
-            .push
-            .room_bridges_of(&self.bridges[bridge].id)
-            .into_iter()
-            .filter_map(|message| match self.membership_update(message) {
-                MembershipUpdate::Room(room, peers) => Some((room, peers)),
-                MembershipUpdate::Full(_) => None,
-            })
-            .collect();
-        self.tell_bridge(bridge, MembershipUpdate::Full(rooms));
-    }
-
     pub(super) fn membership_update(&self, message: ControlToBridge) -> MembershipUpdate {
         match message {
             ControlToBridge::RoomBridges { room, peers } => MembershipUpdate::Room(
@@ -93,25 +65,31 @@ impl World {
                 Err(err) => self.join_failed(participant, &format!("{err}"), true),
                 Ok(other) => self.join_failed(participant, &format!("unexpected {other:?}"), true),
             },
-            Then::Status { bridge } => {
-                self.bridges[bridge].verdict_in_flight = false;
-                if let Ok(Outcome::BridgeStatusChanged { moved, status, .. }) = result {
-                    if status == BridgeStatus::Down {
-                        self.bridges_declared_down += 1;
-                    }
-                    self.moved(&moved);
+            Then::Hub { generation, id } => {
+                if let Ok(outcome) = &result {
+                    self.applied(outcome);
                 }
-            }
-            Then::Registered { bridge } => {
-                if result.is_ok() {
-                    self.registered_push(bridge);
-                }
+                self.hub_committed(generation, id, &result);
             }
             Then::Nothing => {
-                if let Ok(Outcome::Ticked { moved, .. }) = result {
-                    self.moved(&moved);
+                if let Ok(outcome) = &result {
+                    self.applied(outcome);
                 }
             }
+        }
+    }
+
+    /// What an outcome moved: its participants' bridges tell them to go.
+    fn applied(&mut self, outcome: &Outcome) {
+        match outcome {
+            Outcome::BridgeStatusChanged { moved, status, .. } => {
+                if *status == BridgeStatus::Down {
+                    self.bridges_declared_down += 1;
+                }
+                self.moved(moved);
+            }
+            Outcome::Ticked { moved, .. } => self.moved(moved),
+            _ => {}
         }
     }
 }

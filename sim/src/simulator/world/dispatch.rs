@@ -36,8 +36,7 @@ impl World {
                     if leading && b.alive && b.session_up && self.network.reaches(region, self.control_region)
                     {
                         let lat = self.latency(self.bridges[bridge].region, self.control_region);
-                        let id = self.bridges[bridge].id.clone();
-                        self.detector.heard(&id, self.now_ms + lat);
+                        self.hub_heartbeat(bridge, self.now_ms + lat);
                     }
                 }
                 let next = self.now_ms + self.scenario.control.heartbeat_interval_ms;
@@ -48,34 +47,16 @@ impl World {
                     // A newer session opened meanwhile.
                     return;
                 }
-                let id = self.bridges[bridge].id.clone();
-                self.detector.session_closed(&id, self.now_ms);
+                self.close_hub_session(bridge);
             }
             Event::DetectorPoll => {
-                let verdicts = if self.now_ms >= self.leader_down_until_ms {
-                    self.detector.poll(self.now_ms, &self.state)
+                let next = if self.now_ms >= self.leader_down_until_ms {
+                    self.hub_tick();
+                    self.hub.poll_timeout().max(self.now_ms + 1)
                 } else {
-                    Vec::new()
+                    self.now_ms + DETECTOR_POLL_MS
                 };
-                for (id, status) in verdicts {
-                    let index = self.bridge_index[&id];
-                    if self.bridges[index].verdict_in_flight {
-                        continue;
-                    }
-                    self.bridges[index].verdict_in_flight = true;
-                    self.propose(
-                        Command::SetBridgeStatus {
-                            bridge: id,
-                            status,
-                            at_ms: self.now_ms,
-                        },
-                        Then::Status { bridge: index },
-                    );
-                }
-                if self.now_ms >= self.leader_down_until_ms {
-                    self.hub_push();
-                }
-                self.schedule(self.now_ms + DETECTOR_POLL_MS, Event::DetectorPoll);
+                self.schedule(next, Event::DetectorPoll);
             }
             Event::Tick => {
                 self.propose(
@@ -87,31 +68,6 @@ impl World {
                     Then::Nothing,
                 );
                 self.schedule(self.now_ms + TICK_MS, Event::Tick);
-            }
-            Event::LoadReport => {
-                for index in 0..self.bridges.len() {
-                    let bridge = &self.bridges[index];
-                    if !bridge.alive || !bridge.session_up {
-                        continue;
-                    }
-                    let stress = bridge.hosted as f64 / f64::from(bridge.capacity.max(1));
-                    if !self.bridges[index].load_commits.take(self.now_ms, stress) {
-                        continue;
-                    }
-                    let bridge = &self.bridges[index];
-                    let command = Command::ReportLoad {
-                        bridge: bridge.id.clone(),
-                        load: LoadReport {
-                            participants: bridge.hosted as u32,
-                            cpu: stress * 0.8,
-                            packets_per_s: 0.0,
-                            stress,
-                        },
-                        at_ms: self.now_ms,
-                    };
-                    self.propose(command, Then::Nothing);
-                }
-                self.schedule(self.now_ms + LOAD_REPORT_MS, Event::LoadReport);
             }
             Event::Sample => {
                 self.timeline_t_s.push(self.now_ms / 1000);
@@ -146,14 +102,12 @@ impl World {
                 // It knows nothing of the bridges: each gets the leader's grace from now, and
                 // registers again when its session, looking for the new leader on its own, gets
                 // here (the real session's search, run on the side: see `rediscovery`).
-                self.detector.became_leader(self.now_ms);
-                self.cascade.push = MembershipPush::default();
+                self.new_hub();
                 let (old_leader, lost_at_ms) = self
                     .lost_leader
                     .take()
                     .unwrap_or((self.cluster.leader, self.now_ms));
                 for bridge in 0..self.bridges.len() {
-                    self.bridges[bridge].verdict_in_flight = false;
                     self.bridges[bridge].session_up = false;
                     if self.bridges[bridge].alive {
                         let lat = self.latency(self.bridges[bridge].region, self.control_region);
@@ -187,9 +141,7 @@ impl World {
                 let b = &self.bridges[bridge];
                 if b.alive && !b.session_up && self.control_reachable(b.region) {
                     self.bridges[bridge].session_up = true;
-                    let id = self.bridges[bridge].id.clone();
-                    self.detector.session_opened(&id, self.now_ms);
-                    self.registered_push(bridge);
+                    self.open_hub_session(bridge);
                     self.replay_deferred(bridge);
                 }
             }

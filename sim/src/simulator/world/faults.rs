@@ -90,7 +90,6 @@ impl World {
                 let b = &mut self.bridges[bridge];
                 b.alive = true;
                 b.instance += 1;
-                b.load_commits = LoadCommitThrottle::default();
                 self.register(bridge);
             }
             FaultKind::KillControlLeader { .. }
@@ -114,7 +113,7 @@ impl World {
                         by_operator: true,
                         at_ms: self.now_ms,
                     },
-                    Then::Status { bridge },
+                    Then::Nothing,
                 );
             }
         }
@@ -171,18 +170,7 @@ impl World {
             return;
         }
         self.bridges[bridge].session_up = true;
-        let registration = self.bridges[bridge].registration.clone();
-        let instance = self.bridges[bridge].instance;
-        self.propose(
-            Command::RegisterBridge {
-                registration,
-                instance: Some(instance.to_string()),
-                at_ms: self.now_ms,
-            },
-            Then::Registered { bridge },
-        );
-        let id = self.bridges[bridge].id.clone();
-        self.detector.session_opened(&id, self.now_ms);
+        self.open_hub_session(bridge);
     }
 
     pub(super) fn partition_starts(
@@ -288,23 +276,8 @@ impl World {
         if !self.bridges[bridge].session_up {
             return;
         }
+        // Control's reconcile of its registration moves away the participants it hosts that
+        // control seated elsewhere meanwhile (see `hub`).
         self.replay_deferred(bridge);
-        let id = self.bridges[bridge].id.clone();
-        for participant in 0..self.participants.len() {
-            let p = &self.participants[participant];
-            if p.hosted_on != Some(bridge) || !p.active {
-                continue;
-            }
-            let seat = self
-                .state
-                .rooms
-                .get(&p.room)
-                .and_then(|room| room.participants.get(&p.id))
-                .and_then(|record| record.bridge.clone());
-            if seat.as_ref() != Some(&id) {
-                let lat = self.latency(self.control_region, self.bridges[bridge].region);
-                self.schedule(self.now_ms + lat, Event::MoveArrives { participant, bridge });
-            }
-        }
     }
 }

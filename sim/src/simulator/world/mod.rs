@@ -2,8 +2,11 @@
 //!
 //! Control is the real replicated state machine (`ControlState::apply`, which also moves the
 //! participants of a bridge that is down or drained, with the real placement), the real
-//! placement function for joins, the real failure detector fed by heartbeats and clients' loss
-//! reports, and the real cascade membership push. Consensus is modeled ([`super::consensus`]): a
+//! placement function for joins, and the real hub engine on the leader (a new one at each
+//! election): bridges register through it (its reconcile moves away what a returning bridge
+//! hosts that control seated elsewhere), its failure detector is fed by their heartbeats and
+//! clients' loss reports, it commits their load as the real hub does, and its membership push
+//! tells them who shares their rooms. Consensus is modeled ([`super::consensus`]): a
 //! command is applied `consensus_delay_ms` after it is proposed, in proposal order, while the
 //! leader holds a majority. Bridges and clients are models: bridges host sessions, heartbeat at
 //! control's interval while alive and hear control's pushes; clients join, connect, leave, and
@@ -13,7 +16,7 @@
 //! # Layout
 //! - this file: the events, the bridge and client models, the world, its setup and run loop.
 //! - `dispatch`: what each event does; `clients`: joins, connects, leaves, moves, reconnects.
-//! - `control`: the hub's membership pushes and committing commands; `faults`: failures,
+//! - `control`: committing commands; `hub`: the hub engine's driver; `faults`: failures,
 //!   elections, partitions; `reporting`: the report and timeline; `views`: what invariants read.
 
 use super::cascade::{self, CascadeModel, Group, MembershipUpdate};
@@ -23,11 +26,10 @@ use super::network::{Cut, Network};
 use super::report::{BridgeReport, FaultReport, MediaReport, Quantiles, RegionReport, Report};
 use super::rng::SimRng;
 use super::scenario::{CutDirection, FaultKind, Scenario};
-use bridgemesh_control::cascade_membership::MembershipPush;
-use bridgemesh_control::failure_detector::{FailureDetector, FailureDetectorConfig};
-use bridgemesh_control::load_throttle::LoadCommitThrottle;
+use bridgemesh_control::failure_detector::FailureDetectorConfig;
+use bridgemesh_control::hub_engine::{HubConfig, HubEngine, SessionId};
 use bridgemesh_control::placement::{ClientPlace, PlacementPolicy, choose_bridge};
-use bridgemesh_control::state::{Command, ControlState, JoinRequestRecord, Moved, Outcome};
+use bridgemesh_control::state::{ApplyError, Command, ControlState, JoinRequestRecord, Moved, Outcome};
 use bridgemesh_proto::bridge_session::{
     BridgeRegistration, BridgeStatus, ControlToBridge, GeoPoint, LoadReport,
 };
@@ -39,6 +41,7 @@ mod clients;
 mod control;
 mod dispatch;
 mod faults;
+mod hub;
 mod reporting;
 mod views;
 
@@ -52,10 +55,10 @@ pub fn real_placement(state: &ControlState, room: &RoomId, client: &ClientPlace)
     choose_bridge(state, room, client, None)
 }
 
-/// How often control's hub looks at the failure detector, and how often it ticks the state.
+/// How often control's hub is ticked while no leader leads (it says when otherwise), and how
+/// often the leader ticks the state.
 const DETECTOR_POLL_MS: u64 = 50;
 const TICK_MS: u64 = 1_000;
-const LOAD_REPORT_MS: u64 = 1_000;
 const SAMPLE_MS: u64 = 10_000;
 /// How often (simulated) the run reports its progress.
 const PROGRESS_EVERY_MS: u64 = 10_000;
@@ -106,7 +109,6 @@ enum Event {
     },
     DetectorPoll,
     Tick,
-    LoadReport,
     Sample,
     Fault {
         index: usize,
@@ -156,12 +158,10 @@ enum Then {
         participant: usize,
         attempt: u32,
     },
-    Status {
-        bridge: usize,
-    },
-    /// The hub then sends the bridge every room it shares.
-    Registered {
-        bridge: usize,
+    /// Proposed by the hub engine of that generation (see `hub`).
+    Hub {
+        generation: u64,
+        id: bridgemesh_control::hub_engine::ProposalId,
     },
     Nothing,
 }
@@ -179,10 +179,9 @@ struct SimBridge {
     session_arrival_ms: u64,
     instance: u64,
     hosted: usize,
-    /// Which of its load reports control commits: the hub's own rule.
-    load_commits: LoadCommitThrottle,
     peak: usize,
-    verdict_in_flight: bool,
+    /// Its session as the leader's hub engine knows it.
+    hub_session: Option<SessionId>,
 }
 
 struct SimParticipant {
@@ -264,7 +263,10 @@ pub struct World {
     /// What bridges cut from control would have told it; their sessions replay it on return.
     deferred: Vec<(usize, Command)>,
     state: ControlState,
-    detector: FailureDetector,
+    /// The real hub engine, on the leader.
+    hub: HubEngine,
+    hub_generation: u64,
+    hub_sessions: HashMap<SessionId, usize>,
     placement: Placement,
     bridges: Vec<SimBridge>,
     bridge_index: HashMap<BridgeId, usize>,
@@ -358,9 +360,8 @@ impl World {
                     session_arrival_ms: 0,
                     instance: 1,
                     hosted: 0,
-                    load_commits: LoadCommitThrottle::default(),
                     peak: 0,
-                    verdict_in_flight: false,
+                    hub_session: None,
                 });
             }
         }
@@ -370,12 +371,16 @@ impl World {
             .map(|(i, b)| (b.id.clone(), i))
             .collect();
         let c = &scenario.control;
-        let detector = FailureDetector::new(FailureDetectorConfig {
-            suspect_after_ms: c.suspect_after_ms,
-            down_after_ms: c.down_after_ms,
-            loss_reports_needed: c.loss_reports_needed,
-            leader_grace_ms: c.leader_grace_ms,
-            ..FailureDetectorConfig::default()
+        let hub = HubEngine::new(HubConfig {
+            heartbeat_interval_ms: c.heartbeat_interval_ms,
+            detector: FailureDetectorConfig {
+                suspect_after_ms: c.suspect_after_ms,
+                down_after_ms: c.down_after_ms,
+                loss_reports_needed: c.loss_reports_needed,
+                leader_grace_ms: c.leader_grace_ms,
+                ..FailureDetectorConfig::default()
+            },
+            placement: PlacementPolicy::default(),
         });
         let end_ms = (scenario.duration_s + scenario.liveness_s) * 1000;
         let faults = scenario
@@ -437,7 +442,9 @@ impl World {
             timeline_media_missing: Vec::new(),
             deferred: Vec::new(),
             state: ControlState::default(),
-            detector,
+            hub,
+            hub_generation: 0,
+            hub_sessions: HashMap::new(),
             placement,
             bridges,
             bridge_index,
@@ -531,23 +538,26 @@ impl World {
         self.state
             .apply(Command::SetPlacementPolicy(PlacementPolicy::default()))
             .expect("a policy always applies");
-        self.detector.became_leader(0);
+        self.new_hub();
+        // The bridges were registered before the run starts: their registrations commit at once.
         for index in 0..self.bridges.len() {
-            let registration = self.bridges[index].registration.clone();
-            self.state
-                .apply(Command::RegisterBridge {
-                    registration,
-                    instance: Some("1".into()),
-                    at_ms: 0,
-                })
-                .expect("a fresh bridge registers");
-            self.detector.session_opened(&self.bridges[index].id.clone(), 0);
+            self.open_hub_session(index);
         }
+        let mut others = Vec::new();
+        while let Some(Reverse(scheduled)) = self.queue.pop() {
+            match scheduled.event {
+                Event::Commit { command, then } => self.commit(*command, then),
+                event => others.push((scheduled.at_ms, event)),
+            }
+        }
+        for (at_ms, event) in others {
+            self.schedule(at_ms, event);
+        }
+        self.last_commit_ms = 0;
         self.schedule(self.scenario.control.heartbeat_interval_ms, Event::HeartbeatRound);
         self.schedule(0, Event::Arrival);
         self.schedule(DETECTOR_POLL_MS, Event::DetectorPoll);
         self.schedule(TICK_MS, Event::Tick);
-        self.schedule(LOAD_REPORT_MS, Event::LoadReport);
         self.schedule(SAMPLE_MS, Event::Sample);
         for index in 0..self.scenario.faults.len() {
             let at = self.scenario.faults[index].at_s * 1000;

@@ -1,5 +1,5 @@
 use super::*;
-use crate::state::JoinRequestRecord;
+use crate::state::{Command, JoinRequestRecord};
 use bridgemesh_proto::RegionId;
 use bridgemesh_proto::bridge_session::{BridgeRegistration, BridgeStatus};
 

@@ -2,7 +2,11 @@
 //! means against the replicated state (reconcile), and which bridges a committed outcome must
 //! tell what (instructions).
 
-use super::*;
+use crate::state::{ControlState, Moved, Outcome, ParticipantStatus};
+use bridgemesh_proto::bridge_session::{ControlToBridge, HostedParticipant};
+use bridgemesh_proto::{BridgeId, ParticipantId, RoomId};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
 
 /// The leader's answer to a client's loss report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -146,3 +150,7 @@ pub fn instructions_for(outcome: &Outcome) -> Vec<(BridgeId, ControlToBridge)> {
         _ => Vec::new(),
     }
 }
+
+#[cfg(test)]
+#[path = "reconcile_tests.rs"]
+mod tests;
