@@ -9,8 +9,9 @@
 //! cargo bench -p bridgemesh-tests --bench e2ee_cpu        # RUNS=3 HOLD_S=20
 //! ```
 
+use bridgemesh_tests::bench::{self, env_u64};
 use bridgemesh_tests::chromium::{Browser, Page};
-use bridgemesh_tests::harness::web::{SUMMARY_LINE_JS, dump, install_helpers, summary_condition};
+use bridgemesh_tests::harness::web::{install_helpers, summary_condition};
 use bridgemesh_tests::harness::{room, up};
 use std::time::{Duration, Instant};
 
@@ -30,26 +31,11 @@ const OUTBOUND_JS: &str = r#"(async () => {
 })()"#;
 
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    runtime.block_on(run());
-}
-
-fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+    bench::block_on(run());
 }
 
 async fn wait_or_die(page: &Page, label: &str, what: &str, expression: &str) {
-    if let Err(err) = page.wait_for(expression, TIMEOUT, SUMMARY_LINE_JS).await {
-        eprintln!("{label}: {what}: {err:#}\n{}", dump(page, label).await);
-        std::process::exit(1);
-    }
+    bench::wait_or_die(page, label, what, expression, TIMEOUT).await;
 }
 
 /// CPU seconds so far: (renderers, every process).
@@ -165,8 +151,8 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 async fn run() {
-    let runs = env("RUNS", 3);
-    let hold = Duration::from_secs(env("HOLD_S", 20));
+    let runs = env_u64("RUNS", 3);
+    let hold = Duration::from_secs(env_u64("HOLD_S", 20));
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,rtc_dtls=error"));
     let _ = tracing_subscriber::fmt().with_env_filter(filter).try_init();

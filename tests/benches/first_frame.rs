@@ -17,8 +17,9 @@
 //! Chromium's fake camera runs at 20 fps, so answering the bridge's keyframe request for the
 //! newcomer takes up to 50 ms of the "1st pkt" step by itself.
 
+use bridgemesh_tests::bench;
 use bridgemesh_tests::chromium::{Browser, Page};
-use bridgemesh_tests::harness::web::{SUMMARY_LINE_JS, dump, install_helpers, summary_condition};
+use bridgemesh_tests::harness::web::{install_helpers, summary_condition};
 use bridgemesh_tests::harness::{room, up};
 use serde_json::Value;
 use std::time::Duration;
@@ -54,12 +55,7 @@ const TIMEOUT: Duration = Duration::from_secs(30);
 const SETTLE: Duration = Duration::from_secs(1);
 
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    runtime.block_on(run());
+    bench::block_on(run());
 }
 
 fn machine() -> String {
@@ -83,10 +79,7 @@ fn machine() -> String {
 }
 
 async fn wait_or_die(page: &Page, label: &str, what: &str, expression: &str) {
-    if let Err(err) = page.wait_for(expression, TIMEOUT, SUMMARY_LINE_JS).await {
-        eprintln!("{label}: {what}: {err:#}\n{}", dump(page, label).await);
-        std::process::exit(1);
-    }
+    bench::wait_or_die(page, label, what, expression, TIMEOUT).await;
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {

@@ -11,9 +11,10 @@
 //! cargo bench --profile dev -p bridgemesh-tests --bench simulcast_cascade_bytes     # RUNS=3 HOLD_S=15
 //! ```
 
+use bridgemesh_tests::bench::{self, env_u64};
 use bridgemesh_tests::chromium::{Browser, LaunchOptions, Page};
 use bridgemesh_tests::harness::room;
-use bridgemesh_tests::harness::web::{SUMMARY_LINE_JS, dump, install_helpers};
+use bridgemesh_tests::harness::web::install_helpers;
 use std::time::Duration;
 
 const TIMEOUT: Duration = Duration::from_secs(60);
@@ -38,26 +39,11 @@ const HEIGHT_JS: &str = r#"(async () => {
 })()"#;
 
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    runtime.block_on(run());
-}
-
-fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+    bench::block_on(run());
 }
 
 async fn wait_or_die(page: &Page, label: &str, what: &str, expression: &str) {
-    if let Err(err) = page.wait_for(expression, TIMEOUT, SUMMARY_LINE_JS).await {
-        eprintln!("{label}: {what}: {err:#}\n{}", dump(page, label).await);
-        std::process::exit(1);
-    }
+    bench::wait_or_die(page, label, what, expression, TIMEOUT).await;
 }
 
 async fn open(browser: &Browser, url: &str, label: &str) -> Page {
@@ -108,8 +94,8 @@ fn median(mut values: Vec<f64>) -> f64 {
 }
 
 async fn run() {
-    let runs = env("RUNS", 3);
-    let hold = Duration::from_secs(env("HOLD_S", 15));
+    let runs = env_u64("RUNS", 3);
+    let hold = Duration::from_secs(env_u64("HOLD_S", 15));
     println!(
         "simulcast_cascade_bytes: 3 bridges, a publisher and two far viewers, {}s per phase, {runs} runs",
         hold.as_secs()

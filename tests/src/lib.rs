@@ -1,5 +1,6 @@
 //! Shared harness for bridgemesh's integration and end-to-end tests.
 
+pub mod bench;
 pub mod chromium;
 pub mod harness;
 pub mod https;
