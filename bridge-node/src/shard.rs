@@ -351,6 +351,28 @@ impl Room {
             recording: Default::default(),
         }
     }
+
+    /// Every publisher's participant id by key, this bridge's and other bridges': for code that
+    /// holds one participant mutably while it names the others.
+    pub(crate) fn publisher_ids(&self) -> HashMap<ParticipantKey, ParticipantId> {
+        self.participants
+            .values()
+            .map(|p| (p.key, p.id.clone()))
+            .chain(self.cascade.remote.iter().map(|(k, p)| (*k, p.info.id.clone())))
+            .collect()
+    }
+}
+
+/// The participant id of `key`, a participant of this bridge's or of another bridge's.
+pub(crate) fn publisher_id<'a>(
+    participants: &'a BTreeMap<ParticipantKey, Participant>,
+    cascade: &'a RoomCascade,
+    key: ParticipantKey,
+) -> Option<&'a ParticipantId> {
+    participants
+        .get(&key)
+        .map(|p| &p.id)
+        .or_else(|| cascade.remote.get(&key).map(|p| &p.info.id))
 }
 
 pub struct Shard {
@@ -650,5 +672,7 @@ impl Shard {
     }
 }
 
+#[cfg(test)]
+mod test_support;
 #[cfg(test)]
 mod tests;

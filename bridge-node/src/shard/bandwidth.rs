@@ -136,12 +136,7 @@ impl std::ops::AddAssign for BandwidthStats {
 
 /// Runs the allocator for subscriber `key` and aims its video legs at what it gives.
 pub(super) fn allocate_legs(now: Instant, room: &mut Room, key: ParticipantKey) {
-    let ids: HashMap<ParticipantKey, ParticipantId> = room
-        .participants
-        .values()
-        .map(|p| (p.key, p.id.clone()))
-        .chain(room.cascade.remote.iter().map(|(k, p)| (*k, p.info.id.clone())))
-        .collect();
+    let ids = room.publisher_ids();
     let dominant = room.speaker.as_ref().and_then(|s| s.current());
     let recent: Vec<ParticipantKey> = room
         .speaker

@@ -3,21 +3,13 @@
 //! a simulcast camera then crosses the link only as the layer covering that height
 //! (`simulcast_tests` shows the sending side).
 
+use super::test_support::*;
 use super::*;
-use bridgemesh_proto::cascade::LinkCodec;
-use bridgemesh_proto::signaling::{ParticipantInfo, ReceiverConstraints, SourceRef};
+use bridgemesh_proto::signaling::{ReceiverConstraints, SourceRef};
 
 const LINK: LinkIndex = LinkIndex(5);
 const MICROPHONE: u32 = 1;
 const CAMERA: u32 = 2;
-
-fn room() -> RoomId {
-    RoomId::new("r").unwrap()
-}
-
-fn drain(shard: &mut Shard) -> Vec<ShardOutput> {
-    std::iter::from_fn(|| shard.poll_output()).collect()
-}
 
 /// The (stream, subscribers, max height) demands `outputs` send over the link.
 fn demands(outputs: &[ShardOutput]) -> Vec<(u32, u32, u16)> {
@@ -43,71 +35,15 @@ fn demands(outputs: &[ShardOutput]) -> Vec<(u32, u32, u16)> {
 /// Two local subscribers, 1 and 2, of a remote participant `cy` whose microphone and camera
 /// arrive over [`LINK`]; their legs negotiated.
 fn room_with_a_remote_publisher(now: Instant) -> Shard {
-    let mut shard = Shard::new(
-        0,
-        "127.0.0.1:40000".parse().unwrap(),
-        Arc::new(RouteTable::default()),
-        16,
-    );
+    let mut shard = shard();
     for key in [1, 2] {
-        let name = format!("p{key}");
-        shard.handle_input(
-            now,
-            ShardInput::Connect(ConnectRequest {
-                key: ParticipantKey(key),
-                room: room(),
-                participant_id: ParticipantId::new(&name).unwrap(),
-                display_name: name,
-                media: Default::default(),
-                moderator: false,
-            }),
-        );
+        connect(&mut shard, now, key, &format!("p{key}"), false);
     }
-    let link = |message| ShardInput::Cascade(CascadeInput::Message { link: LINK, message });
-    shard.handle_input(
-        now,
-        ShardInput::Cascade(CascadeInput::PeerOpened {
-            room: room(),
-            link: LINK,
-        }),
-    );
-    shard.handle_input(
-        now,
-        link(LinkMessage::Participant {
-            room: room(),
-            participant: ParticipantInfo {
-                id: ParticipantId::new("cy").unwrap(),
-                display_name: "Cy".into(),
-                microphone_muted: false,
-                camera_muted: false,
-                sources: vec![MediaSource::Microphone, MediaSource::Camera],
-                hand_raised_at_ms: None,
-            },
-        }),
-    );
     let codecs = [
         (MICROPHONE, MediaSource::Microphone, "audio/opus", 48_000),
         (CAMERA, MediaSource::Camera, "video/VP8", 90_000),
     ];
-    for (id, source, mime_type, clock_rate) in codecs {
-        shard.handle_input(
-            now,
-            link(LinkMessage::Stream {
-                id,
-                room: room(),
-                participant: ParticipantId::new("cy").unwrap(),
-                source,
-                codec: LinkCodec {
-                    mime_type: mime_type.into(),
-                    clock_rate,
-                    channels: 2,
-                    sdp_fmtp_line: String::new(),
-                },
-                extensions: Vec::new(),
-            }),
-        );
-    }
-    drain(&mut shard);
+    announce_remote(&mut shard, now, LINK, "cy", &codecs);
     // The subscribers answered the offers that added Cy's legs.
     let state = shard.rooms.get_mut(&room()).unwrap();
     let cy = *state.cascade.remote.keys().next().expect("Cy announced");
@@ -121,7 +57,7 @@ fn room_with_a_remote_publisher(now: Instant) -> Shard {
                     clock_rate: *clock_rate,
                     ..Default::default()
                 };
-                (cy, *source, ParticipantId::new("cy").unwrap(), codec)
+                (cy, *source, id("cy"), codec)
             })
             .collect();
         sync_legs(subscriber, &desired).unwrap();

@@ -1,45 +1,10 @@
 //! The room's end-to-end encryption flag through the shard: who may set it, who is told, late
 //! joiners, and links (both directions, and bridges agreeing whatever order changes arrive in).
 
+use super::test_support::*;
 use super::*;
 
 const LINK: LinkIndex = LinkIndex(4);
-
-fn shard() -> Shard {
-    Shard::new(
-        0,
-        "127.0.0.1:40000".parse().unwrap(),
-        Arc::new(RouteTable::default()),
-        16,
-    )
-}
-
-fn room() -> RoomId {
-    RoomId::new("r").unwrap()
-}
-
-fn id(name: &str) -> ParticipantId {
-    ParticipantId::new(name).unwrap()
-}
-
-fn drain(shard: &mut Shard) -> Vec<ShardOutput> {
-    std::iter::from_fn(|| shard.poll_output()).collect()
-}
-
-fn connect(shard: &mut Shard, now: Instant, key: u64, name: &str, moderator: bool) -> Vec<ShardOutput> {
-    shard.handle_input(
-        now,
-        ShardInput::Connect(ConnectRequest {
-            key: ParticipantKey(key),
-            room: room(),
-            participant_id: id(name),
-            display_name: name.to_uppercase(),
-            media: Default::default(),
-            moderator,
-        }),
-    );
-    drain(shard)
-}
 
 fn set(shard: &mut Shard, now: Instant, key: u64, required: bool) -> Vec<ShardOutput> {
     shard.handle_input(

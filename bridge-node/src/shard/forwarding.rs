@@ -519,11 +519,8 @@ pub(super) fn deliver(
         if let Some(height) = parsed.and_then(|(_, d)| d?.height)
             && layers.heights.record(layer, height)
         {
-            let id = participants
-                .get(&publisher)
-                .map(|p| p.id.clone())
-                .or_else(|| cascade.remote.get(&publisher).map(|p| p.info.id.clone()));
-            retarget = id.map(|id| (id, layers.heights));
+            retarget =
+                super::publisher_id(participants, cascade, publisher).map(|id| (id.clone(), layers.heights));
         }
     }
     let mut keyframes_wanted = 0u8;

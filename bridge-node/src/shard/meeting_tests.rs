@@ -1,56 +1,10 @@
 //! Chat, raised hands and reactions through the shard: who is told what, locally and over links.
 
+use super::test_support::*;
 use super::*;
 use bridgemesh_proto::meeting::{ChatMessage, Reaction};
 
 const LINK: LinkIndex = LinkIndex(9);
-
-fn shard() -> Shard {
-    Shard::new(
-        0,
-        "127.0.0.1:40000".parse().unwrap(),
-        Arc::new(RouteTable::default()),
-        16,
-    )
-}
-
-fn room() -> RoomId {
-    RoomId::new("r").unwrap()
-}
-
-fn id(name: &str) -> ParticipantId {
-    ParticipantId::new(name).unwrap()
-}
-
-fn drain(shard: &mut Shard) -> Vec<ShardOutput> {
-    std::iter::from_fn(|| shard.poll_output()).collect()
-}
-
-fn connect(shard: &mut Shard, now: Instant, key: u64, name: &str, moderator: bool) -> Vec<ShardOutput> {
-    shard.handle_input(
-        now,
-        ShardInput::Connect(ConnectRequest {
-            key: ParticipantKey(key),
-            room: room(),
-            participant_id: id(name),
-            display_name: name.to_uppercase(),
-            media: Default::default(),
-            moderator,
-        }),
-    );
-    drain(shard)
-}
-
-fn send(shard: &mut Shard, now: Instant, key: u64, message: ClientMessage) -> Vec<ShardOutput> {
-    shard.handle_input(
-        now,
-        ShardInput::Client {
-            key: ParticipantKey(key),
-            message,
-        },
-    );
-    drain(shard)
-}
 
 fn to(outputs: &[ShardOutput], key: u64) -> Vec<&ServerMessage> {
     outputs

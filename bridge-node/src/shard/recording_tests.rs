@@ -3,58 +3,13 @@
 
 use super::cascade::{CascadeInput, LinkIndex};
 use super::rig::FanoutRig;
+use super::test_support::*;
 use super::*;
 use crate::fastpath::srtp::SrtpProfile;
 use crate::recording::tests::{ffprobe, rtp, vp8_frame, wait_until_finished};
 use crate::recording::{RecordingConfig, RecordingState, RecordingStore};
-use bridgemesh_proto::cascade::LinkCodec;
-use bridgemesh_proto::signaling::ParticipantInfo;
 
 const LINK: LinkIndex = LinkIndex(4);
-
-fn room() -> RoomId {
-    RoomId::new("r").unwrap()
-}
-
-fn shard() -> Shard {
-    Shard::new(
-        0,
-        "127.0.0.1:40000".parse().unwrap(),
-        Arc::new(RouteTable::default()),
-        16,
-    )
-}
-
-fn drain(shard: &mut Shard) -> Vec<ShardOutput> {
-    std::iter::from_fn(|| shard.poll_output()).collect()
-}
-
-fn connect(shard: &mut Shard, now: Instant, key: u64, moderator: bool) -> Vec<ShardOutput> {
-    let name = format!("p{key}");
-    shard.handle_input(
-        now,
-        ShardInput::Connect(ConnectRequest {
-            key: ParticipantKey(key),
-            room: room(),
-            participant_id: ParticipantId::new(&name).unwrap(),
-            display_name: name,
-            media: Default::default(),
-            moderator,
-        }),
-    );
-    drain(shard)
-}
-
-fn send(shard: &mut Shard, now: Instant, key: u64, message: ClientMessage) -> Vec<ShardOutput> {
-    shard.handle_input(
-        now,
-        ShardInput::Client {
-            key: ParticipantKey(key),
-            message,
-        },
-    );
-    drain(shard)
-}
 
 /// The recording indicator each client was sent, in order.
 fn indicators(outputs: &[ShardOutput], key: u64) -> Vec<bool> {
@@ -131,8 +86,8 @@ fn a_moderator_starts_and_stops_recording_and_every_page_sees_it_late_joiners_to
     let store = store(dir.path());
     let now = Instant::now();
     let mut shard = shard();
-    connect(&mut shard, now, 1, true);
-    connect(&mut shard, now, 2, false);
+    connect(&mut shard, now, 1, "p1", true);
+    connect(&mut shard, now, 2, "p2", false);
     shard.handle_input(
         now,
         ShardInput::Cascade(CascadeInput::PeerOpened {
@@ -164,7 +119,7 @@ fn a_moderator_starts_and_stops_recording_and_every_page_sees_it_late_joiners_to
     let out = send(&mut shard, now, 1, ClientMessage::StartRecording);
     assert_eq!(errors(&out, 1), [ErrorCode::Conflict]);
 
-    let out = connect(&mut shard, now, 3, false);
+    let out = connect(&mut shard, now, 3, "p3", false);
     assert_eq!(indicators(&out, 3), [true], "a late joiner sees the indicator");
 
     let out = send(&mut shard, now, 1, ClientMessage::StopRecording);
@@ -183,7 +138,7 @@ fn a_moderator_starts_and_stops_recording_and_every_page_sees_it_late_joiners_to
 fn a_room_recorded_by_another_bridge_shows_the_indicator_until_that_bridge_stops_or_leaves() {
     let now = Instant::now();
     let mut shard = shard();
-    connect(&mut shard, now, 1, true);
+    connect(&mut shard, now, 1, "p1", true);
     shard.handle_input(
         now,
         ShardInput::Cascade(CascadeInput::PeerOpened {
@@ -200,7 +155,7 @@ fn a_room_recorded_by_another_bridge_shows_the_indicator_until_that_bridge_stops
     };
     shard.handle_input(now, recording(true));
     assert_eq!(indicators(&drain(&mut shard), 1), [true]);
-    assert_eq!(indicators(&connect(&mut shard, now, 2, false), 2), [true]);
+    assert_eq!(indicators(&connect(&mut shard, now, 2, "p2", false), 2), [true]);
     // One recording per room: this bridge does not start a second.
     assert_eq!(
         errors(&send(&mut shard, now, 1, ClientMessage::StartRecording), 1),
@@ -273,51 +228,17 @@ fn a_cascaded_room_records_the_remote_publishers_and_asks_their_bridge_for_every
     let now = Instant::now();
     let mut shard = shard();
     // Ada (local, a moderator, receiving nothing) records; Bob is behind the link.
-    connect(&mut shard, now, 1, true);
-    let cascade = |message| ShardInput::Cascade(CascadeInput::Message { link: LINK, message });
-    shard.handle_input(
+    connect(&mut shard, now, 1, "p1", true);
+    announce_remote(
+        &mut shard,
         now,
-        ShardInput::Cascade(CascadeInput::PeerOpened {
-            room: room(),
-            link: LINK,
-        }),
+        LINK,
+        "bob",
+        &[
+            (1, MediaSource::Microphone, "audio/opus", 48_000),
+            (2, MediaSource::Camera, "video/VP8", 90_000),
+        ],
     );
-    shard.handle_input(
-        now,
-        cascade(LinkMessage::Participant {
-            room: room(),
-            participant: ParticipantInfo {
-                id: ParticipantId::new("bob").unwrap(),
-                display_name: "Bob".into(),
-                microphone_muted: false,
-                camera_muted: false,
-                sources: vec![MediaSource::Microphone, MediaSource::Camera],
-                hand_raised_at_ms: None,
-            },
-        }),
-    );
-    for (id, source, mime_type, clock_rate) in [
-        (1, MediaSource::Microphone, "audio/opus", 48_000),
-        (2, MediaSource::Camera, "video/VP8", 90_000),
-    ] {
-        shard.handle_input(
-            now,
-            cascade(LinkMessage::Stream {
-                id,
-                room: room(),
-                participant: ParticipantId::new("bob").unwrap(),
-                source,
-                codec: LinkCodec {
-                    mime_type: mime_type.into(),
-                    clock_rate,
-                    channels: 2,
-                    sdp_fmtp_line: String::new(),
-                },
-                extensions: Vec::new(),
-            }),
-        );
-    }
-    drain(&mut shard);
     let out = send(&mut shard, now, 1, ClientMessage::StartRecording);
     let out = start_writers(&mut shard, now, out, &store);
     let mut demanded: Vec<(u32, u32)> = out
@@ -391,7 +312,7 @@ fn a_refused_start_tells_the_moderator_and_leaves_the_room_free_to_try_again() {
     }));
     let now = Instant::now();
     let mut shard = shard();
-    connect(&mut shard, now, 1, true);
+    connect(&mut shard, now, 1, "p1", true);
     let out = send(&mut shard, now, 1, ClientMessage::StartRecording);
     let out = start_writers(&mut shard, now, out, &full);
     assert_eq!(errors(&out, 1), [ErrorCode::NoCapacity]);
@@ -415,7 +336,7 @@ fn the_recordings_time_limit_ends_it_on_the_shards_timer() {
     }));
     let now = Instant::now();
     let mut shard = shard();
-    connect(&mut shard, now, 1, true);
+    connect(&mut shard, now, 1, "p1", true);
     let out = send(&mut shard, now, 1, ClientMessage::StartRecording);
     start_writers(&mut shard, now, out, &store);
     let due = shard.poll_timeout().expect("the recording's timer");
@@ -440,7 +361,7 @@ fn a_recording_of_an_end_to_end_encrypted_room_is_listed_as_ciphertext() {
     let store = store(dir.path());
     let now = Instant::now();
     let mut shard = shard();
-    connect(&mut shard, now, 1, true);
+    connect(&mut shard, now, 1, "p1", true);
     // Records with `during` sent while it runs; says whether the recording is listed as ciphertext.
     let mut seen = std::collections::HashSet::new();
     let mut record = |shard: &mut Shard, during: &[ClientMessage]| -> bool {

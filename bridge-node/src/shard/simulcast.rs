@@ -121,12 +121,7 @@ pub(super) fn retarget_legs(now: Instant, room: &mut Room, key: ParticipantKey) 
 }
 
 fn retarget_to_ceilings(room: &mut Room, key: ParticipantKey) {
-    let ids: HashMap<ParticipantKey, ParticipantId> = room
-        .participants
-        .values()
-        .map(|p| (p.key, p.id.clone()))
-        .chain(room.cascade.remote.iter().map(|(k, p)| (*k, p.info.id.clone())))
-        .collect();
+    let ids = room.publisher_ids();
     let Room {
         participants,
         source_layers,

@@ -62,8 +62,5 @@ pub(super) fn forget(room: &mut Room, publisher: ParticipantKey) {
 
 fn speaker_id(room: &Room) -> Option<ParticipantId> {
     let key = room.speaker.as_ref()?.current()?;
-    room.participants
-        .get(&key)
-        .map(|p| p.id.clone())
-        .or_else(|| room.cascade.remote.get(&key).map(|p| p.info.id.clone()))
+    super::publisher_id(&room.participants, &room.cascade, key).cloned()
 }
